@@ -1,0 +1,346 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tandem-cowork/tandem/node/apiv1"
+)
+
+func newStatusCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the running node: peer ID, addresses, peers, API URL, data dir",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			st, err := c.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return g.output(cmd.OutOrStdout(), st, func(w io.Writer) {
+				fmt.Fprintf(w, "Peer ID:   %s\n", st.PeerID)
+				if st.Name != "" {
+					fmt.Fprintf(w, "Name:      %s\n", st.Name)
+				}
+				for _, a := range st.Addrs {
+					fmt.Fprintf(w, "Address:   %s\n", a)
+				}
+				fmt.Fprintf(w, "Peers:     %d connected\n", st.ConnectedPeers)
+				fmt.Fprintf(w, "API:       %s\n", st.APIURL)
+				fmt.Fprintf(w, "Data dir:  %s\n", st.DataDir)
+			})
+		},
+	}
+}
+
+func newPeersCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "peers",
+		Short: "List connected peers with their addresses and latency",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ps, err := c.Peers(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return g.output(cmd.OutOrStdout(), ps, func(w io.Writer) {
+				if len(ps) == 0 {
+					fmt.Fprintln(w, "No peers connected yet.")
+					return
+				}
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "PEER\tLATENCY\tADDRESS")
+				for _, p := range ps {
+					fmt.Fprintf(tw, "%s\t%.1f ms\t%s\n", p.ID, p.LatencyMS, strings.Join(p.Addrs, " "))
+				}
+				tw.Flush()
+			})
+		},
+	}
+}
+
+// parseWhen reads a time: RFC 3339 with a zone, or local time
+// "2006-01-02T15:04" / "2006-01-02 15:04".
+func parseWhen(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	for _, layout := range []string{"2006-01-02T15:04", "2006-01-02 15:04", "2006-01-02T15:04:05"} {
+		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("time %q: want 2026-11-27T14:00 (local) or RFC 3339 with a zone", s)
+}
+
+type bookFlags struct {
+	duration int
+	activity string
+	quiet    bool
+	goal     string
+}
+
+func (b *bookFlags) add(cmd *cobra.Command, defDuration int) {
+	f := cmd.Flags()
+	f.IntVar(&b.duration, "duration", defDuration, "session length in minutes: 25, 50 or 75")
+	f.StringVar(&b.activity, "activity", "anything", "desk, moving or anything")
+	f.BoolVar(&b.quiet, "quiet", false, "quiet mode: no talking (matches quiet partners only)")
+	f.StringVar(&b.goal, "goal", "", "what you want to get done")
+}
+
+func newBookCmd(g *globalFlags) *cobra.Command {
+	var bf bookFlags
+	var at, with string
+	cmd := &cobra.Command{
+		Use:   "book --at TIME --duration 25|50|75",
+		Short: "Book a session on the quarter-hour grid; a partner is matched in the background",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			t, err := parseWhen(at)
+			if err != nil {
+				return err
+			}
+			return g.book(cmd, apiv1.BookRequest{
+				At: t, Kind: "scheduled", DurationMin: bf.duration, Activity: apiv1Activity(bf.activity),
+				Quiet: bf.quiet, Goal: bf.goal, With: with,
+			})
+		},
+	}
+	bf.add(cmd, 50)
+	cmd.Flags().StringVar(&at, "at", "", "start time, e.g. 2026-11-27T14:00 (local unless a zone is given)")
+	cmd.Flags().StringVar(&with, "with", "", "only match this peer ID")
+	cmd.MarkFlagRequired("at")
+	return cmd
+}
+
+func newNowCmd(g *globalFlags) *cobra.Command {
+	var bf bookFlags
+	cmd := &cobra.Command{
+		Use:   "now",
+		Short: "Focus now: a session that starts as soon as a partner is matched",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.book(cmd, apiv1.BookRequest{
+				Kind: "now", DurationMin: bf.duration, Activity: apiv1Activity(bf.activity),
+				Quiet: bf.quiet, Goal: bf.goal,
+			})
+		},
+	}
+	bf.add(cmd, 25)
+	return cmd
+}
+
+func apiv1Activity(s string) apiv1.Activity { return apiv1.Activity(s) }
+
+func (g *globalFlags) book(cmd *cobra.Command, req apiv1.BookRequest) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	b, err := c.Book(cmd.Context(), req)
+	if err != nil {
+		return err
+	}
+	return g.output(cmd.OutOrStdout(), b, func(w io.Writer) {
+		fmt.Fprintf(w, "Booked %s: %s, %d min. Finding a partner...\n", b.ID, describeStart(b), b.DurationMin)
+	})
+}
+
+func describeStart(b apiv1.Booking) string {
+	if b.Kind == "now" && b.State == "searching" {
+		return "now"
+	}
+	return b.Start.Local().Format("Mon 2 Jan 15:04")
+}
+
+func newBookingsCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "bookings",
+		Short: "List your bookings",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			bs, err := c.Bookings(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return g.output(cmd.OutOrStdout(), bs, func(w io.Writer) {
+				if len(bs) == 0 {
+					fmt.Fprintln(w, "No bookings yet. Try `tandem now` or `tandem book --at ...`.")
+					return
+				}
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tSTART\tMIN\tKIND\tSTATE\tPARTNER\tNOTE")
+				for _, b := range bs {
+					partner := b.PartnerName
+					if partner == "" && b.Partner != "" {
+						partner = shortID(b.Partner)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", b.ID, describeStart(b), b.DurationMin, b.Kind, b.State, partner, b.Note)
+				}
+				tw.Flush()
+			})
+		},
+	}
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return "…" + id[len(id)-8:]
+	}
+	return id
+}
+
+func newCancelCmd(g *globalFlags) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "cancel BOOKING_ID",
+		Short: "Cancel a booking; the partner is told at once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			b, err := c.Cancel(cmd.Context(), args[0], reason)
+			if err != nil {
+				return err
+			}
+			return g.output(cmd.OutOrStdout(), b, func(w io.Writer) { fmt.Fprintf(w, "Cancelled %s.\n", b.ID) })
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why, shown to the partner")
+	return cmd
+}
+
+func newSlotsCmd(g *globalFlags) *cobra.Command {
+	var from, to string
+	cmd := &cobra.Command{
+		Use:   "slots",
+		Short: "List open offers from other peers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var f, t time.Time
+			var err error
+			if from != "" {
+				if f, err = parseWhen(from); err != nil {
+					return err
+				}
+			}
+			if to != "" {
+				if t, err = parseWhen(to); err != nil {
+					return err
+				}
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			os, err := c.Slots(cmd.Context(), f, t)
+			if err != nil {
+				return err
+			}
+			return g.output(cmd.OutOrStdout(), os, func(w io.Writer) {
+				if len(os) == 0 {
+					fmt.Fprintln(w, "No open offers seen yet.")
+					return
+				}
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "START\tMIN\tKIND\tACTIVITY\tQUIET\tNAME\tPEER")
+				for _, o := range os {
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%v\t%s\t%s\n", o.Start.Local().Format("Mon 2 Jan 15:04"), o.DurationMin, o.Kind, o.Activity, o.Quiet, o.Name, o.Owner)
+				}
+				tw.Flush()
+			})
+		},
+	}
+	cmd.Flags().StringVar(&from, "from", "", "earliest start")
+	cmd.Flags().StringVar(&to, "to", "", "latest start")
+	return cmd
+}
+
+func newPersonCmd(g *globalFlags, use, action, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use + " PEER_ID",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.setPerson(cmd, args[0], apiv1.PersonRequest{Action: action})
+		},
+	}
+}
+
+func newSnoozeCmd(g *globalFlags) *cobra.Command {
+	var dur string
+	cmd := &cobra.Command{
+		Use:   "snooze PEER_ID --for 7d",
+		Short: "Do not match a peer for a while",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.setPerson(cmd, args[0], apiv1.PersonRequest{Action: "snooze", SnoozeFor: dur})
+		},
+	}
+	cmd.Flags().StringVar(&dur, "for", "7d", "how long, e.g. 7d or 36h")
+	return cmd
+}
+
+func (g *globalFlags) setPerson(cmd *cobra.Command, id string, req apiv1.PersonRequest) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	p, err := c.SetPerson(cmd.Context(), id, req)
+	if err != nil {
+		return err
+	}
+	return g.output(cmd.OutOrStdout(), p, func(w io.Writer) {
+		fmt.Fprintf(w, "%s: favourite=%v blocked=%v", p.ID, p.Favourite, p.Blocked)
+		if !p.SnoozedUntil.IsZero() {
+			fmt.Fprintf(w, " snoozed until %s", p.SnoozedUntil.Local().Format("Mon 2 Jan 15:04"))
+		}
+		fmt.Fprintln(w)
+	})
+}
+
+func newProfileCmd(g *globalFlags) *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "profile [--name NAME]",
+		Short: "Show or set your display name",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var p apiv1.Profile
+			if cmd.Flags().Changed("name") {
+				p, err = c.SetProfile(cmd.Context(), apiv1.Profile{Name: name})
+			} else {
+				p, err = c.Profile(cmd.Context())
+			}
+			if err != nil {
+				return err
+			}
+			return g.output(cmd.OutOrStdout(), p, func(w io.Writer) { fmt.Fprintf(w, "Name: %s\n", p.Name) })
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "display name shown to partners")
+	return cmd
+}

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tandem-cowork/tandem/node"
+	"github.com/tandem-cowork/tandem/node/client"
+)
+
+type globalFlags struct {
+	dataDir    string
+	configPath string
+	json       bool
+	logLevel   string
+}
+
+func newRootCmd() *cobra.Command {
+	g := &globalFlags{}
+	root := &cobra.Command{
+		Use:           "tandem",
+		Short:         "Peer-to-peer co-working: book a focus session, get a partner, work side by side",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.dataDir, "data-dir", node.DefaultDataDir(os.Getenv), "directory for identity, store and API file")
+	pf.StringVar(&g.configPath, "config", node.DefaultConfigPath(os.Getenv), "config file (TOML)")
+	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
+	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.AddCommand(
+		newUpCmd(g), newStatusCmd(g), newPeersCmd(g), newVersionCmd(g),
+		newBookCmd(g), newNowCmd(g), newSlotsCmd(g), newBookingsCmd(g), newCancelCmd(g),
+		newProfileCmd(g),
+	)
+	for _, a := range []struct{ use, action, short string }{
+		{"favorite", "favorite", "Mark a peer as a favourite: tried first when matching"},
+		{"unfavorite", "unfavorite", "Remove a peer from favourites"},
+		{"block", "block", "Never match a peer again and hide their offers"},
+		{"unblock", "unblock", "Unblock (and unsnooze) a peer"},
+	} {
+		root.AddCommand(newPersonCmd(g, a.use, a.action, a.short))
+	}
+	root.AddCommand(newSnoozeCmd(g))
+	return root
+}
+
+// client finds the running node through the API file in the data dir.
+func (g *globalFlags) client() (*client.Client, error) {
+	return client.FromDataDir(g.dataDir)
+}
+
+// output prints v as JSON with --json, else calls human.
+func (g *globalFlags) output(w io.Writer, v any, human func(io.Writer)) error {
+	if g.json {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	human(w)
+	return nil
+}
+
+func newVersionCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.output(cmd.OutOrStdout(), map[string]string{"version": node.Version}, func(w io.Writer) {
+				fmt.Fprintln(w, "tandem", node.Version)
+			})
+		},
+	}
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/libp2p/go-libp2p/gologshim"
+	"github.com/spf13/cobra"
+
+	"github.com/tandem-cowork/tandem/node"
+)
+
+func newUpCmd(g *globalFlags) *cobra.Command {
+	var (
+		listen, bootstrap, peers []string
+		api, name                string
+		noMDNS                   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run your node in the foreground (libp2p host, store, local API and web UI)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := node.Default()
+			if err := node.LoadConfigFile(g.configPath, &cfg); err != nil {
+				return err
+			}
+			f := cmd.Flags()
+			if f.Changed("data-dir") || cfg.DataDir == "" {
+				cfg.DataDir = g.dataDir
+			}
+			if f.Changed("listen") {
+				cfg.Listen = listen
+			}
+			if f.Changed("api") {
+				cfg.API = api
+			}
+			if f.Changed("bootstrap") {
+				cfg.Bootstrap = bootstrap
+			}
+			if f.Changed("peer") {
+				cfg.Peers = append(cfg.Peers, peers...)
+			}
+			if noMDNS {
+				cfg.MDNS = false
+			}
+			if f.Changed("name") {
+				cfg.Name = name
+			}
+			if f.Changed("log-level") || cfg.LogLevel == "" {
+				cfg.LogLevel = g.logLevel
+			}
+			log, err := setupLogging(cfg.LogLevel, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			return runUp(cmd.Context(), cfg, log, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&listen, "listen", nil, "libp2p listen multiaddr (repeatable)")
+	f.StringVar(&api, "api", node.DefaultAPIAddr, "local API and web UI address, HOST:PORT on loopback (port 0 = any free port)")
+	f.StringArrayVar(&bootstrap, "bootstrap", nil, `bootstrap peer multiaddr (repeatable); replaces the public defaults; "none" for none`)
+	f.StringArrayVar(&peers, "peer", nil, "peer multiaddr to dial directly (repeatable)")
+	f.BoolVar(&noMDNS, "no-mdns", false, "turn off LAN discovery by multicast DNS")
+	f.StringVar(&name, "name", "", "display name shown to partners")
+	return cmd
+}
+
+// setupLogging sends our logs and libp2p's through one slog handler;
+// libp2p stays at warn unless we ask for debug.
+func setupLogging(level string, w io.Writer) (*slog.Logger, error) {
+	lvl, err := node.ParseLogLevel(level)
+	if err != nil {
+		return nil, err
+	}
+	h := slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})
+	libp2pLevel := max(lvl, slog.LevelWarn)
+	if lvl <= slog.LevelDebug {
+		libp2pLevel = lvl
+	}
+	gologshim.SetDefaultHandler(slog.NewTextHandler(w, &slog.HandlerOptions{Level: libp2pLevel}))
+	return slog.New(h), nil
+}
+
+func runUp(ctx context.Context, cfg node.Config, log *slog.Logger, out io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := node.New(cfg, log)
+	if errors.Is(err, node.ErrAlreadyRunning) {
+		return fmt.Errorf("another tandem node is already running with data dir %s (stop it first, or use --data-dir)", cfg.DataDir)
+	}
+	if err != nil {
+		return err
+	}
+	if err := n.Start(); err != nil {
+		return err
+	}
+	st := n.Status()
+	fmt.Fprintf(out, "Tandem %s is up.\n", node.Version)
+	fmt.Fprintf(out, "  Peer ID:   %s\n", st.PeerID)
+	for i, a := range st.Addrs {
+		label := "  Listening:"
+		if i > 0 {
+			label = "            "
+		}
+		fmt.Fprintf(out, "%s %s\n", label, a)
+	}
+	fmt.Fprintf(out, "  Data dir:  %s\n", cfg.DataDir)
+	if cfg.LocalOnly() {
+		fmt.Fprintln(out, "  Network:   local only (no public bootstrap, no mDNS)")
+	}
+	fmt.Fprintf(out, "  Web UI:    %s\n", n.LoginURL())
+	fmt.Fprintln(out, "Open the Web UI link in your browser. Press Ctrl-C to stop.")
+	select {
+	case <-ctx.Done():
+	case <-n.Done():
+	}
+	fmt.Fprintln(out, "Stopping...")
+	if err := n.Stop(); err != nil && !strings.Contains(err.Error(), "closed") {
+		log.Warn("stopping", "err", err)
+	}
+	fmt.Fprintln(out, "Stopped.")
+	return nil
+}

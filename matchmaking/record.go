@@ -1,0 +1,169 @@
+package matchmaking
+
+import (
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/record"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tandem-cowork/tandem/matchmaking/pb"
+)
+
+// Offer records travel in go-libp2p signed envelopes: the signature covers
+// the domain, the payload type and the payload, so an offer relayed by
+// anyone still proves who made it.
+const (
+	offerDomain = "tandem-offer"
+	// MaxOfferSize bounds an offer envelope on the wire.
+	MaxOfferSize = 1024
+	// offerTTL is how long an announcement stays on boards without a refresh.
+	maxOfferTTL  = time.Hour
+	clockSkew    = time.Minute
+	protoVersion = 1
+)
+
+var offerCodec = []byte("/tandem/offer/1")
+
+type offerRecord struct{ offer *pb.Offer }
+
+func (r *offerRecord) Domain() string { return offerDomain }
+func (r *offerRecord) Codec() []byte  { return offerCodec }
+func (r *offerRecord) MarshalRecord() ([]byte, error) {
+	return proto.Marshal(r.offer)
+}
+func (r *offerRecord) UnmarshalRecord(b []byte) error {
+	r.offer = &pb.Offer{}
+	return proto.Unmarshal(b, r.offer)
+}
+
+func init() { record.RegisterType(&offerRecord{}) }
+
+func sealOffer(o *pb.Offer, key crypto.PrivKey) ([]byte, error) {
+	env, err := record.Seal(&offerRecord{offer: o}, key)
+	if err != nil {
+		return nil, fmt.Errorf("signing offer: %w", err)
+	}
+	return env.Marshal()
+}
+
+// errStale marks offers that are well-formed but no longer (or not yet)
+// useful; gossip ignores them instead of penalising the forwarder.
+type errStale struct{ msg string }
+
+func (e errStale) Error() string { return e.msg }
+
+// openOffer verifies an offer envelope and checks every field. It never
+// trusts the relay: the signer must be the offer's owner.
+func openOffer(data []byte, now time.Time) (*pb.Offer, peer.ID, error) {
+	if len(data) > MaxOfferSize {
+		return nil, "", fmt.Errorf("offer of %d bytes exceeds %d", len(data), MaxOfferSize)
+	}
+	rec := &offerRecord{}
+	env, err := record.ConsumeTypedEnvelope(data, rec)
+	if err != nil {
+		return nil, "", fmt.Errorf("opening offer envelope: %w", err)
+	}
+	o := rec.offer
+	owner, err := peer.IDFromBytes(o.GetOwner())
+	if err != nil {
+		return nil, "", fmt.Errorf("offer owner: %w", err)
+	}
+	if !owner.MatchesPublicKey(env.PublicKey) {
+		return nil, "", fmt.Errorf("offer for %s signed by another key", owner)
+	}
+	if err := checkOffer(o, now); err != nil {
+		return nil, "", err
+	}
+	return o, owner, nil
+}
+
+func checkOffer(o *pb.Offer, now time.Time) error {
+	if o.GetVersion() != protoVersion {
+		return fmt.Errorf("offer version %d not supported", o.GetVersion())
+	}
+	if id := o.GetBookingId(); id == "" || len(id) > maxIDLen {
+		return fmt.Errorf("offer booking id length %d", len(id))
+	}
+	if len(o.GetName()) > MaxNameLen || !utf8.ValidString(o.GetName()) {
+		return fmt.Errorf("offer name too long or not UTF-8")
+	}
+	if len(o.GetWith()) > 0 {
+		if _, err := peer.IDFromBytes(o.GetWith()); err != nil {
+			return fmt.Errorf("offer with: %w", err)
+		}
+	}
+	expires := time.Unix(o.GetExpiresUnix(), 0)
+	if expires.After(now.Add(maxOfferTTL + clockSkew)) {
+		return fmt.Errorf("offer expiry too far ahead")
+	}
+	if o.GetWithdrawn() {
+		return nil
+	}
+	if err := CheckDuration(int(o.GetDurationMin())); err != nil {
+		return err
+	}
+	if _, err := CheckActivity(activityFromPB(o.GetActivity())); err != nil || o.GetActivity() == pb.Activity_ACTIVITY_UNSPECIFIED {
+		return fmt.Errorf("offer activity %v", o.GetActivity())
+	}
+	start := time.Unix(o.GetStartUnix(), 0)
+	switch o.GetKind() {
+	case pb.Kind_KIND_SCHEDULED:
+		if o.GetStartUnix()%int64(Grid/time.Second) != 0 {
+			return fmt.Errorf("offer start not on the quarter-hour grid")
+		}
+		if start.After(now.Add(MaxAhead + clockSkew)) {
+			return fmt.Errorf("offer start more than 14 days ahead")
+		}
+		if start.Before(now.Add(-clockSkew)) {
+			return errStale{"offer start in the past"}
+		}
+	case pb.Kind_KIND_NOW:
+		if start.After(now.Add(clockSkew)) || start.Before(now.Add(-nowSearchTTL-clockSkew)) {
+			return errStale{"focus-now offer out of its window"}
+		}
+	default:
+		return fmt.Errorf("offer kind %v", o.GetKind())
+	}
+	if expires.Before(now) {
+		return errStale{"offer expired"}
+	}
+	return nil
+}
+
+func kindToPB(k Kind) pb.Kind {
+	if k == KindNow {
+		return pb.Kind_KIND_NOW
+	}
+	return pb.Kind_KIND_SCHEDULED
+}
+
+func kindFromPB(k pb.Kind) Kind {
+	if k == pb.Kind_KIND_NOW {
+		return KindNow
+	}
+	return KindScheduled
+}
+
+func activityToPB(a Activity) pb.Activity {
+	switch a {
+	case ActivityDesk:
+		return pb.Activity_ACTIVITY_DESK
+	case ActivityMoving:
+		return pb.Activity_ACTIVITY_MOVING
+	}
+	return pb.Activity_ACTIVITY_ANYTHING
+}
+
+func activityFromPB(a pb.Activity) Activity {
+	switch a {
+	case pb.Activity_ACTIVITY_DESK:
+		return ActivityDesk
+	case pb.Activity_ACTIVITY_MOVING:
+		return ActivityMoving
+	}
+	return ActivityAnything
+}

@@ -1,0 +1,644 @@
+package matchmaking
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/dgraph-io/badger/v4"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/tandem-cowork/tandem/matchmaking/pb"
+)
+
+// OffersTopic is the gossipsub topic open offers are announced on.
+const OffersTopic = "/tandem/offers/1"
+
+// Config wires a Service to its node.
+type Config struct {
+	Host   host.Host
+	PubSub *pubsub.PubSub
+	DB     *badger.DB
+	// Name is the initial display name when no profile is stored yet.
+	Name string
+	Log  *slog.Logger
+	// Now is the clock (tests inject one); default time.Now.
+	Now func() time.Time
+	// OnBooking is called after every persisted change of a booking.
+	OnBooking func(Booking)
+	// OnBoard is called when the board of open offers changes.
+	OnBoard func()
+	// FavouritesOnly: match favourites only.
+	FavouritesOnly bool
+	// Timers; zero means the default.
+	AnnounceInterval time.Duration // re-announce open offers (default 30 s)
+	HoldTimeout      time.Duration // how long an accepted proposal waits for Confirm (10 s)
+	StreamTimeout    time.Duration // per negotiation round trip (5 s)
+	MatchInterval    time.Duration // matcher wake-up without news (1 s)
+}
+
+type hold struct {
+	peer        peer.ID
+	peerBooking string
+	peerName    string
+	start       time.Time
+	until       time.Time
+}
+
+// Service is one node's matcher.
+type Service struct {
+	cfg   Config
+	h     host.Host
+	key   crypto.PrivKey
+	db    db
+	log   *slog.Logger
+	topic *pubsub.Topic
+	board *board
+	limit *rateLimiter
+	kick  chan struct{}
+
+	mu       sync.Mutex
+	bookings map[string]*Booking
+	people   map[peer.ID]Person
+	name     string
+	holds    map[string]hold        // own booking ID -> accepted incoming proposal
+	inflight map[string]bool        // own booking ID -> our proposal under way
+	backoff  map[boardKey]time.Time // offers not to propose to again before
+
+	seqMu   sync.Mutex
+	lastSeq uint64
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New loads the node's bookings, people and profile from the store.
+func New(cfg Config) (*Service, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.OnBooking == nil {
+		cfg.OnBooking = func(Booking) {}
+	}
+	if cfg.OnBoard == nil {
+		cfg.OnBoard = func() {}
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&cfg.AnnounceInterval, 30*time.Second)
+	def(&cfg.HoldTimeout, 10*time.Second)
+	def(&cfg.StreamTimeout, 5*time.Second)
+	def(&cfg.MatchInterval, time.Second)
+	s := &Service{
+		cfg: cfg, h: cfg.Host, key: cfg.Host.Peerstore().PrivKey(cfg.Host.ID()),
+		db: db{cfg.DB}, log: cfg.Log, board: newBoard(),
+		limit:    newRateLimiter(20, 2),
+		kick:     make(chan struct{}, 1),
+		bookings: map[string]*Booking{}, people: map[peer.ID]Person{},
+		holds: map[string]hold{}, inflight: map[string]bool{}, backoff: map[boardKey]time.Time{},
+		name: cfg.Name,
+	}
+	if s.key == nil {
+		return nil, errors.New("matchmaking: host has no private key")
+	}
+	bs, err := loadAll[Booking](s.db, bookingPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("loading bookings: %w", err)
+	}
+	for _, b := range bs {
+		s.bookings[b.ID] = &b
+	}
+	ps, err := loadAll[Person](s.db, personPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("loading people: %w", err)
+	}
+	for _, p := range ps {
+		if id, err := peer.Decode(p.ID); err == nil {
+			s.people[id] = p
+		}
+	}
+	var prof profile
+	if ok, err := s.db.get(profileKey, &prof); err != nil {
+		return nil, fmt.Errorf("loading profile: %w", err)
+	} else if ok {
+		s.name = prof.Name
+	}
+	return s, nil
+}
+
+// Start joins the offers topic, serves the negotiation and sync protocols
+// and runs the matcher until Close.
+func (s *Service) Start(ctx context.Context) error {
+	ctx, s.cancel = context.WithCancel(ctx)
+	if err := s.cfg.PubSub.RegisterTopicValidator(OffersTopic, s.validateGossip); err != nil {
+		return fmt.Errorf("registering offer validator: %w", err)
+	}
+	topic, err := s.cfg.PubSub.Join(OffersTopic)
+	if err != nil {
+		return fmt.Errorf("joining offers topic: %w", err)
+	}
+	s.topic = topic
+	sub, err := topic.Subscribe(pubsub.WithBufferSize(1024))
+	if err != nil {
+		return fmt.Errorf("subscribing to offers: %w", err)
+	}
+	peerEvents, err := s.h.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
+	if err != nil {
+		return fmt.Errorf("subscribing to peer events: %w", err)
+	}
+	s.h.SetStreamHandler(MatchProtocol, s.handleMatchStream)
+	s.h.SetStreamHandler(BoardProtocol, s.handleBoardStream)
+	s.goRun(func() { s.readGossip(ctx, sub) })
+	s.goRun(func() { s.watchPeers(ctx, peerEvents) })
+	s.goRun(func() { s.announceLoop(ctx) })
+	s.goRun(func() { s.matchLoop(ctx) })
+	return nil
+}
+
+func (s *Service) goRun(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// Close stops the matcher. Bookings stay in the store.
+func (s *Service) Close() {
+	if s.cancel == nil {
+		return
+	}
+	s.h.RemoveStreamHandler(MatchProtocol)
+	s.h.RemoveStreamHandler(BoardProtocol)
+	s.cancel()
+	s.wg.Wait()
+	if s.topic != nil {
+		s.topic.Close()
+	}
+}
+
+func (s *Service) now() time.Time { return s.cfg.Now().UTC() }
+
+func (s *Service) wake() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Name is the display name partners see.
+func (s *Service) Name() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.name
+}
+
+// SetName changes the display name and re-announces open offers with it.
+func (s *Service) SetName(name string) error {
+	name = strings.TrimSpace(name)
+	if len(name) > MaxNameLen || !utf8.ValidString(name) {
+		return invalidf("name must be valid text of at most %d bytes", MaxNameLen)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.db.put(profileKey, profile{Name: name}); err != nil {
+		return fmt.Errorf("saving profile: %w", err)
+	}
+	s.name = name
+	return nil
+}
+
+func newBookingID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Book validates a request and stores a new searching booking. It returns
+// at once; matching happens in the background.
+func (s *Service) Book(ctx context.Context, req BookRequest) (Booking, error) {
+	now := s.now()
+	if req.Kind == "" {
+		req.Kind = KindScheduled
+	}
+	if err := CheckDuration(req.DurationMin); err != nil {
+		return Booking{}, err
+	}
+	act, err := CheckActivity(req.Activity)
+	if err != nil {
+		return Booking{}, err
+	}
+	if len(req.Goal) > MaxGoalLen || !utf8.ValidString(req.Goal) {
+		return Booking{}, invalidf("goal must be valid text of at most %d bytes", MaxGoalLen)
+	}
+	if req.With != "" {
+		id, err := peer.Decode(req.With)
+		if err != nil {
+			return Booking{}, invalidf("with: %q is not a peer ID", req.With)
+		}
+		if id == s.h.ID() {
+			return Booking{}, invalidf("with: that is your own peer ID")
+		}
+	}
+	b := Booking{
+		ID: newBookingID(), Kind: req.Kind, State: StateSearching, DurationMin: req.DurationMin,
+		Activity: act, Quiet: req.Quiet, Goal: req.Goal, With: req.With,
+		CreatedAt: now, UpdatedAt: now,
+	}
+	switch req.Kind {
+	case KindScheduled:
+		if err := CheckStart(req.At, now); err != nil {
+			return Booking{}, err
+		}
+		b.Start = req.At.UTC()
+	case KindNow:
+		b.Start = now.Truncate(time.Second)
+	default:
+		return Booking{}, invalidf("kind must be scheduled or now, not %q", req.Kind)
+	}
+	s.mu.Lock()
+	start, end := interval(b, now)
+	if other := s.overlappingLocked(start, end, "", now); other != nil {
+		s.mu.Unlock()
+		return Booking{}, fmt.Errorf("%w: overlaps your booking %s at %s", ErrConflict, other.ID, other.Start.Local().Format("Mon 15:04"))
+	}
+	if err := s.saveLocked(&b); err != nil {
+		s.mu.Unlock()
+		return Booking{}, err
+	}
+	s.mu.Unlock()
+	s.announce(ctx, b)
+	s.wake()
+	return b, nil
+}
+
+// overlappingLocked returns a live booking other than skip that overlaps
+// [start, end), or nil.
+func (s *Service) overlappingLocked(start, end time.Time, skip string, now time.Time) *Booking {
+	for _, o := range s.bookings {
+		if o.ID == skip || !o.Live() {
+			continue
+		}
+		os, oe := interval(*o, now)
+		if overlaps(start, end, os, oe) {
+			return o
+		}
+	}
+	return nil
+}
+
+// saveLocked persists a booking (synced) and publishes the change. The
+// caller holds s.mu, so state changes are serialised with their writes.
+func (s *Service) saveLocked(b *Booking) error {
+	b.UpdatedAt = s.now()
+	if err := s.db.put(bookingPrefix+b.ID, b); err != nil {
+		return fmt.Errorf("saving booking: %w", err)
+	}
+	cp := *b
+	s.bookings[b.ID] = &cp
+	s.cfg.OnBooking(cp)
+	return nil
+}
+
+// Bookings lists the user's bookings, soonest first.
+func (s *Service) Bookings() []Booking {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Booking, 0, len(s.bookings))
+	for _, b := range s.bookings {
+		out = append(out, *b)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Start.Equal(out[j].Start) {
+			return out[i].Start.Before(out[j].Start)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// Booking returns one booking.
+func (s *Service) Booking(id string) (Booking, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.bookings[id]
+	if !ok {
+		return Booking{}, fmt.Errorf("%w: booking %q", ErrNotFound, id)
+	}
+	return *b, nil
+}
+
+// Cancel cancels a booking, tells the partner at once and withdraws the
+// offer from the swarm.
+func (s *Service) Cancel(ctx context.Context, id, reason string) (Booking, error) {
+	if len(reason) > MaxGoalLen || !utf8.ValidString(reason) {
+		return Booking{}, invalidf("reason must be valid text of at most %d bytes", MaxGoalLen)
+	}
+	s.mu.Lock()
+	b, ok := s.bookings[id]
+	if !ok {
+		s.mu.Unlock()
+		return Booking{}, fmt.Errorf("%w: booking %q", ErrNotFound, id)
+	}
+	if !b.Live() {
+		s.mu.Unlock()
+		return Booking{}, fmt.Errorf("%w: booking %s is already %s", ErrConflict, id, b.State)
+	}
+	nb := *b
+	partner, partnerBooking := nb.Partner, nb.PartnerBooking
+	nb.State = StateCancelled
+	nb.Note = reason
+	delete(s.holds, id)
+	if err := s.saveLocked(&nb); err != nil {
+		s.mu.Unlock()
+		return Booking{}, err
+	}
+	s.mu.Unlock()
+	s.announce(ctx, nb)
+	if partner != "" {
+		if pid, err := peer.Decode(partner); err == nil {
+			if err := s.sendCancel(ctx, pid, id, partnerBooking, reason); err != nil {
+				// The partner learns it when it next reconnects and
+				// re-checks the match (reconcile).
+				s.log.Info("partner not reachable to cancel; they will learn on reconnect", "peer", pid, "err", err)
+			}
+		}
+	}
+	return nb, nil
+}
+
+// Board lists other peers' open offers between from and to (zero = open
+// ended), hiding blocked and snoozed peers.
+func (s *Service) Board(from, to time.Time) []BoardOffer {
+	now := s.now()
+	out := []BoardOffer{}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.board.open(now) {
+		p := s.people[e.owner]
+		if p.Avoided(now) || e.owner == s.h.ID() {
+			continue
+		}
+		bo := boardOffer(e)
+		if (!from.IsZero() && bo.Start.Before(from)) || (!to.IsZero() && !bo.Start.Before(to)) {
+			continue
+		}
+		bo.Favourite = p.Favourite
+		out = append(out, bo)
+	}
+	return out
+}
+
+func boardOffer(e *boardEntry) BoardOffer {
+	o := e.offer
+	return BoardOffer{
+		Owner: e.owner.String(), Name: o.GetName(), BookingID: o.GetBookingId(),
+		Start: time.Unix(o.GetStartUnix(), 0).UTC(), DurationMin: int(o.GetDurationMin()),
+		Kind: kindFromPB(o.GetKind()), Activity: activityFromPB(o.GetActivity()), Quiet: o.GetQuiet(),
+		Expires: time.Unix(o.GetExpiresUnix(), 0).UTC(),
+	}
+}
+
+// People lists everyone the user has marked.
+func (s *Service) People() []Person {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []Person{}
+	for _, p := range s.people {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// SetPerson applies favorite, unfavorite, block, unblock or snooze.
+func (s *Service) SetPerson(peerID, action string, snooze time.Duration) (Person, error) {
+	id, err := peer.Decode(peerID)
+	if err != nil {
+		return Person{}, invalidf("%q is not a peer ID", peerID)
+	}
+	if id == s.h.ID() {
+		return Person{}, invalidf("that is your own peer ID")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.people[id]
+	p.ID = id.String()
+	switch action {
+	case "favorite":
+		p.Favourite, p.Blocked = true, false
+	case "unfavorite":
+		p.Favourite = false
+	case "block":
+		p.Blocked, p.Favourite = true, false
+	case "unblock":
+		p.Blocked = false
+		p.SnoozedUntil = time.Time{}
+	case "snooze":
+		if snooze <= 0 {
+			return Person{}, invalidf("snooze needs a positive duration")
+		}
+		p.SnoozedUntil = s.now().Add(snooze)
+	default:
+		return Person{}, invalidf("unknown action %q (favorite, unfavorite, block, unblock, snooze)", action)
+	}
+	if err := s.db.put(personPrefix+p.ID, p); err != nil {
+		return Person{}, fmt.Errorf("saving person: %w", err)
+	}
+	s.people[id] = p
+	return p, nil
+}
+
+// acceptablePeerLocked: not blocked, not snoozed, and a favourite when the
+// user only wants favourites.
+func (s *Service) acceptablePeerLocked(id peer.ID, now time.Time) bool {
+	p := s.people[id]
+	if p.Avoided(now) {
+		return false
+	}
+	return !s.cfg.FavouritesOnly || p.Favourite
+}
+
+// offerFor builds the offer record of a booking.
+func (s *Service) offerFor(b Booking, now time.Time) *pb.Offer {
+	o := &pb.Offer{
+		Version: protoVersion, Owner: []byte(s.h.ID()), BookingId: b.ID,
+		StartUnix: b.Start.Unix(), DurationMin: uint32(b.DurationMin),
+		Kind: kindToPB(b.Kind), Activity: activityToPB(b.Activity), Quiet: b.Quiet,
+		Name: s.Name(), Seq: s.nextSeq(now), Withdrawn: b.State != StateSearching,
+		ExpiresUnix: now.Add(3 * s.cfg.AnnounceInterval).Unix(),
+	}
+	if b.Kind == KindNow {
+		o.StartUnix = now.Unix()
+	}
+	if b.With != "" {
+		if id, err := peer.Decode(b.With); err == nil {
+			o.With = []byte(id)
+		}
+	}
+	return o
+}
+
+// nextSeq numbers offer records: every announcement must differ (the
+// gossip seen-cache drops repeats) and must outrank earlier ones, across
+// restarts too, so it follows the clock in microseconds.
+func (s *Service) nextSeq(now time.Time) uint64 {
+	s.seqMu.Lock()
+	defer s.seqMu.Unlock()
+	s.lastSeq = max(s.lastSeq+1, uint64(now.UnixMicro()))
+	return s.lastSeq
+}
+
+// announce publishes the booking's offer (or its withdrawal).
+func (s *Service) announce(ctx context.Context, b Booking) {
+	if s.topic == nil {
+		return
+	}
+	now := s.now()
+	env, err := sealOffer(s.offerFor(b, now), s.key)
+	if err != nil {
+		s.log.Error("signing offer", "err", err)
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
+	defer cancel()
+	if err := s.topic.Publish(pctx, env); err != nil && ctx.Err() == nil {
+		s.log.Debug("publishing offer", "err", err)
+	}
+}
+
+// announceLoop re-announces open offers (gossip keeps no history) and
+// tidies up bookings whose time has passed.
+func (s *Service) announceLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.AnnounceInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := s.now()
+		s.board.prune(now)
+		var open []Booking
+		s.mu.Lock()
+		for _, b := range s.bookings {
+			s.expireLocked(b, now)
+			if b.State == StateSearching {
+				open = append(open, *b)
+			}
+		}
+		s.mu.Unlock()
+		for _, b := range open {
+			s.announce(ctx, b)
+		}
+	}
+}
+
+// expireLocked ends bookings whose time has come and gone.
+func (s *Service) expireLocked(b *Booking, now time.Time) {
+	switch {
+	case b.State == StateMatched && now.After(b.End()):
+		nb := *b
+		nb.State = StateDone
+		s.saveLocked(&nb)
+	case b.State == StateSearching && b.Kind == KindScheduled && now.After(b.Start):
+		nb := *b
+		nb.State, nb.Note = StateCancelled, "no partner was found in time"
+		s.saveLocked(&nb)
+	case b.State == StateSearching && b.Kind == KindNow && now.After(b.Start.Add(nowSearchTTL)):
+		nb := *b
+		nb.State, nb.Note = StateCancelled, "nobody was free right now"
+		s.saveLocked(&nb)
+	}
+}
+
+// validateGossip is the topic validator: reject what is malformed or forged,
+// ignore what is merely stale or over the sender's rate.
+func (s *Service) validateGossip(ctx context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+	now := s.now()
+	author := msg.GetFrom()
+	if !s.limit.allow(author, now) {
+		return pubsub.ValidationIgnore
+	}
+	o, owner, err := openOffer(msg.GetData(), now)
+	if err != nil {
+		var stale errStale
+		if errors.As(err, &stale) {
+			return pubsub.ValidationIgnore
+		}
+		s.log.Debug("rejecting offer", "from", author, "err", err)
+		return pubsub.ValidationReject
+	}
+	if owner != author {
+		// Offers travel by gossip from their owner only; relays use sync.
+		return pubsub.ValidationReject
+	}
+	msg.ValidatorData = o
+	return pubsub.ValidationAccept
+}
+
+func (s *Service) readGossip(ctx context.Context, sub *pubsub.Subscription) {
+	defer sub.Cancel()
+	for {
+		msg, err := sub.Next(ctx)
+		if err != nil {
+			return
+		}
+		o, ok := msg.ValidatorData.(*pb.Offer)
+		if !ok || msg.GetFrom() == s.h.ID() {
+			continue
+		}
+		s.addOffer(o, msg.GetFrom(), msg.GetData())
+	}
+}
+
+func (s *Service) addOffer(o *pb.Offer, owner peer.ID, env []byte) {
+	if owner == s.h.ID() {
+		return
+	}
+	if s.board.put(o, owner, env, s.now()) {
+		s.cfg.OnBoard()
+		s.wake()
+	}
+}
+
+// watchPeers syncs the board with every Tandem peer that connects and
+// re-checks any match held with it.
+func (s *Service) watchPeers(ctx context.Context, sub event.Subscription) {
+	defer sub.Close()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-sub.Out():
+			ev := e.(event.EvtPeerIdentificationCompleted)
+			if !slices.Contains(ev.Protocols, BoardProtocol) {
+				continue
+			}
+			go func() {
+				s.syncBoard(ctx, ev.Peer)
+				s.reconcile(ctx, ev.Peer, true)
+			}()
+		}
+	}
+}

@@ -1,0 +1,93 @@
+package matchmaking
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/encoding/protodelim"
+
+	"github.com/tandem-cowork/tandem/matchmaking/pb"
+)
+
+// MaxBoardResponse bounds one board sync answer.
+const MaxBoardResponse = 1 << 20
+
+// syncBoard pulls p's board (anti-entropy): gossip only reaches peers that
+// were online when an offer was published.
+func (s *Service) syncBoard(ctx context.Context, p peer.ID) {
+	sctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
+	defer cancel()
+	st, err := s.h.NewStream(sctx, p, BoardProtocol)
+	if err != nil {
+		return
+	}
+	defer st.Close()
+	st.SetDeadline(time.Now().Add(s.cfg.StreamTimeout))
+	if _, err := protodelim.MarshalTo(st, &pb.BoardRequest{Version: protoVersion}); err != nil {
+		return
+	}
+	st.CloseWrite()
+	resp := &pb.BoardResponse{}
+	if err := (protodelim.UnmarshalOptions{MaxSize: MaxBoardResponse}).UnmarshalFrom(bufio.NewReader(st), resp); err != nil {
+		s.log.Debug("board sync", "peer", p, "err", err)
+		return
+	}
+	s.mergeBoard(resp.GetEnvelopes(), p)
+}
+
+// mergeBoard verifies every envelope on its own: the relay is not trusted.
+func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
+	now := s.now()
+	for _, env := range envs {
+		o, owner, err := openOffer(env, now)
+		if err != nil {
+			var stale errStale
+			if !errors.As(err, &stale) {
+				bad++
+			}
+			continue
+		}
+		if owner == s.h.ID() {
+			continue
+		}
+		if s.board.put(o, owner, env, now) {
+			added++
+		}
+	}
+	if bad > 0 {
+		s.log.Debug("board sync carried bad records", "peer", from, "bad", bad)
+	}
+	if added > 0 {
+		s.cfg.OnBoard()
+		s.wake()
+	}
+	return added, bad
+}
+
+// handleBoardStream answers a board sync with our own open offers and every
+// unexpired record we know.
+func (s *Service) handleBoardStream(st network.Stream) {
+	defer st.Close()
+	st.SetDeadline(time.Now().Add(s.cfg.StreamTimeout))
+	req := &pb.BoardRequest{}
+	if err := (protodelim.UnmarshalOptions{MaxSize: 64}).UnmarshalFrom(bufio.NewReader(st), req); err != nil {
+		st.Reset()
+		return
+	}
+	now := s.now()
+	var own [][]byte
+	for _, b := range s.Bookings() {
+		if b.State != StateSearching {
+			continue
+		}
+		if env, err := sealOffer(s.offerFor(b, now), s.key); err == nil {
+			own = append(own, env)
+		}
+	}
+	envs := append(own, s.board.envelopes(now, MaxBoardResponse-16<<10)...)
+	protodelim.MarshalTo(st, &pb.BoardResponse{Envelopes: envs})
+}

@@ -1,0 +1,105 @@
+package node
+
+import (
+	"crypto/subtle"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// The local API is protected in three layers, outermost first:
+//  1. Host allow-list: a page on evil.example that rebinds its DNS name to
+//     127.0.0.1 still sends Host: evil.example, and gets 403.
+//  2. CSRF: a state-changing request from a foreign Origin, or one the
+//     browser marks Sec-Fetch-Site: cross-site, gets 403.
+//  3. Token: every /api request carries the token as a Bearer header (CLI)
+//     or as the cookie set by the login URL (web UI), else 401.
+
+const cookieName = "tandem_token"
+
+func isLoopbackHostPort(hostport string) bool {
+	h, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	return isLoopbackHost(h)
+}
+
+func isLoopbackHost(h string) bool {
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(h, "[]"))
+	return ip != nil && (ip.Equal(net.IPv4(127, 0, 0, 1)) || ip.Equal(net.IPv6loopback))
+}
+
+// hostCheck rejects requests whose Host header is not a loopback name.
+func hostCheck(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := r.Host
+		if hh, _, err := net.SplitHostPort(h); err == nil {
+			h = hh
+		}
+		if !isLoopbackHost(h) {
+			http.Error(w, "forbidden: unexpected Host header", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func safeMethod(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
+}
+
+// csrfCheck rejects state-changing requests that come from another site.
+func csrfCheck(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !safeMethod(r.Method) {
+			if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+				http.Error(w, "forbidden: cross-site request", http.StatusForbidden)
+				return
+			}
+			if o := r.Header.Get("Origin"); o != "" {
+				u, err := url.Parse(o)
+				if err != nil || u.Host != r.Host {
+					http.Error(w, "forbidden: foreign Origin", http.StatusForbidden)
+					return
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// tokenCheck requires the API token on every request it wraps.
+func (n *Node) tokenCheck(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if got == "" {
+			if c, err := r.Cookie(cookieName); err == nil {
+				got = c.Value
+			}
+		}
+		if subtle.ConstantTimeCompare([]byte(got), []byte(n.token)) != 1 {
+			writeError(w, http.StatusUnauthorized, "unauthorized: open the link printed by `tandem up`, or pass the token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// login trades the token in the URL for an HttpOnly cookie, then sends the
+// browser to the UI without the token in its address bar or history.
+func (n *Node) login(w http.ResponseWriter, r *http.Request) {
+	if subtle.ConstantTimeCompare([]byte(r.URL.Query().Get("token")), []byte(n.token)) != 1 {
+		http.Error(w, "wrong or missing token: open the link printed by `tandem up`", http.StatusUnauthorized)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: cookieName, Value: n.token, Path: "/",
+		HttpOnly: true, SameSite: http.SameSiteStrictMode,
+	})
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}

@@ -1,0 +1,82 @@
+// Package apiv1 holds the JSON types of the node's local HTTP API
+// (/api/v1). The daemon and the CLI client share them; nothing here runs.
+package apiv1
+
+import (
+	"encoding/json"
+
+	"github.com/tandem-cowork/tandem/matchmaking"
+)
+
+// Status is GET /api/v1/status.
+type Status struct {
+	PeerID         string   `json:"peer_id"`
+	Name           string   `json:"name"`
+	Addrs          []string `json:"addrs"`
+	ConnectedPeers int      `json:"connected_peers"`
+	APIURL         string   `json:"api_url"`
+	DataDir        string   `json:"data_dir"`
+	Version        string   `json:"version"`
+	LocalOnly      bool     `json:"local_only"`
+}
+
+// Peer is one entry of GET /api/v1/peers.
+type Peer struct {
+	ID        string   `json:"id"`
+	Addrs     []string `json:"addrs"`
+	LatencyMS float64  `json:"latency_ms"`
+	Direction string   `json:"direction"`
+}
+
+// Event is one server-sent event on GET /api/v1/events.
+type Event struct {
+	Type string          `json:"type"`
+	Data json.RawMessage `json:"data"`
+}
+
+// Event types.
+const (
+	EventPeerConnected    = "peer-connected"
+	EventPeerDisconnected = "peer-disconnected"
+	EventBooking          = "booking"
+	EventBoard            = "board"
+)
+
+// APIFile is the content of the api.json file in the data dir.
+type APIFile struct {
+	URL   string `json:"url"`
+	Token string `json:"token"`
+	PID   int    `json:"pid"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// Booking, Offer and the requests are the matchmaking types as they are.
+type (
+	Booking     = matchmaking.Booking
+	Offer       = matchmaking.BoardOffer
+	BookRequest = matchmaking.BookRequest
+	Person      = matchmaking.Person
+	Activity    = matchmaking.Activity
+)
+
+// CancelRequest is the body of POST /api/v1/bookings/{id}/cancel.
+type CancelRequest struct {
+	Reason string `json:"reason"`
+}
+
+// PersonRequest is the body of POST /api/v1/people/{peer}.
+type PersonRequest struct {
+	// Action is favorite, unfavorite, block, unblock or snooze.
+	Action string `json:"action"`
+	// SnoozeFor is a Go duration or a number of days ("7d").
+	SnoozeFor string `json:"snooze_for,omitempty"`
+}
+
+// Profile is GET/PUT /api/v1/profile.
+type Profile struct {
+	Name string `json:"name"`
+}

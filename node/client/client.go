@@ -1,0 +1,165 @@
+// Package client is the typed client of a running node's local API. The
+// CLI's commands (all but `up`) use only this package: they never open the
+// store or touch daemon internals.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/tandem-cowork/tandem/node/apiv1"
+)
+
+// apiFile is the name of the file a running node writes into its data dir.
+const apiFile = "api.json"
+
+// ErrNotRunning means no node is running on the data dir.
+var ErrNotRunning = errors.New("no tandem node is running for this data dir (start one with `tandem up`)")
+
+// Client talks to one node.
+type Client struct {
+	URL   string
+	Token string
+	HTTP  *http.Client
+}
+
+// New returns a client for the node at url with token.
+func New(url, token string) *Client {
+	return &Client{URL: url, Token: token, HTTP: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// FromDataDir reads the API file the node in dataDir wrote.
+func FromDataDir(dataDir string) (*Client, error) {
+	data, err := os.ReadFile(filepath.Join(dataDir, apiFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNotRunning
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading API file: %w", err)
+	}
+	var f apiv1.APIFile
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("reading API file: %w", err)
+	}
+	return New(f.URL, f.Token), nil
+}
+
+// APIError is a non-2xx answer from the node.
+type APIError struct {
+	Status  int
+	Message string
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		data, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.URL+"/api/v1"+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w (%v)", ErrNotRunning, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e apiv1.Error
+		json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
+		return &APIError{Status: resp.StatusCode, Message: e.Error}
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Status returns the node's status.
+func (c *Client) Status(ctx context.Context) (apiv1.Status, error) {
+	var s apiv1.Status
+	return s, c.do(ctx, http.MethodGet, "/status", nil, &s)
+}
+
+// Peers lists connected peers.
+func (c *Client) Peers(ctx context.Context) ([]apiv1.Peer, error) {
+	var p []apiv1.Peer
+	return p, c.do(ctx, http.MethodGet, "/peers", nil, &p)
+}
+
+// Book asks for a booking.
+func (c *Client) Book(ctx context.Context, req apiv1.BookRequest) (apiv1.Booking, error) {
+	var b apiv1.Booking
+	return b, c.do(ctx, http.MethodPost, "/bookings", req, &b)
+}
+
+// Bookings lists the user's bookings.
+func (c *Client) Bookings(ctx context.Context) ([]apiv1.Booking, error) {
+	var b []apiv1.Booking
+	return b, c.do(ctx, http.MethodGet, "/bookings", nil, &b)
+}
+
+// Cancel cancels a booking.
+func (c *Client) Cancel(ctx context.Context, id, reason string) (apiv1.Booking, error) {
+	var b apiv1.Booking
+	return b, c.do(ctx, http.MethodPost, "/bookings/"+url.PathEscape(id)+"/cancel", apiv1.CancelRequest{Reason: reason}, &b)
+}
+
+// Slots lists other peers' open offers between from and to (zero = open).
+func (c *Client) Slots(ctx context.Context, from, to time.Time) ([]apiv1.Offer, error) {
+	q := url.Values{}
+	if !from.IsZero() {
+		q.Set("from", from.Format(time.RFC3339))
+	}
+	if !to.IsZero() {
+		q.Set("to", to.Format(time.RFC3339))
+	}
+	var o []apiv1.Offer
+	return o, c.do(ctx, http.MethodGet, "/slots?"+q.Encode(), nil, &o)
+}
+
+// People lists marked peers.
+func (c *Client) People(ctx context.Context) ([]apiv1.Person, error) {
+	var p []apiv1.Person
+	return p, c.do(ctx, http.MethodGet, "/people", nil, &p)
+}
+
+// SetPerson favourites, blocks, unblocks or snoozes a peer.
+func (c *Client) SetPerson(ctx context.Context, peerID string, req apiv1.PersonRequest) (apiv1.Person, error) {
+	var p apiv1.Person
+	return p, c.do(ctx, http.MethodPost, "/people/"+url.PathEscape(peerID), req, &p)
+}
+
+// Profile returns the display name.
+func (c *Client) Profile(ctx context.Context) (apiv1.Profile, error) {
+	var p apiv1.Profile
+	return p, c.do(ctx, http.MethodGet, "/profile", nil, &p)
+}
+
+// SetProfile changes the display name.
+func (c *Client) SetProfile(ctx context.Context, p apiv1.Profile) (apiv1.Profile, error) {
+	var out apiv1.Profile
+	return out, c.do(ctx, http.MethodPut, "/profile", p, &out)
+}

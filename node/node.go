@@ -1,0 +1,287 @@
+// Package node is the Tandem daemon: the libp2p host and its identity,
+// peer discovery, the badger store, the matchmaker, and the local HTTP API
+// with the embedded web UI. cmd/tandem only parses flags and calls
+// New / Start / Stop.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/tandem-cowork/tandem/matchmaking"
+	"github.com/tandem-cowork/tandem/node/apiv1"
+	"github.com/tandem-cowork/tandem/node/store"
+)
+
+// Version is the node's version, shown by `tandem version` and sent as the
+// libp2p user agent.
+const Version = "0.1.0"
+
+// ErrAlreadyRunning is returned by New when another node holds the data dir.
+var ErrAlreadyRunning = store.ErrLocked
+
+// Node is one user's Tandem node.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	host   host.Host
+	ps     *pubsub.PubSub
+	db     *badger.DB
+	disc   *discovery
+	mm     *matchmaking.Service
+	events *events
+	token  string
+
+	api      *http.Server
+	apiURL   string
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopped  sync.Once
+	stopping chan struct{} // closed when Stop begins
+	done     chan struct{} // closed when Stop has finished
+}
+
+// New prepares a node: identity, store and host. Nothing is announced to the
+// network until Start.
+func New(cfg Config, log *slog.Logger) (*Node, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.DataDir != "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("creating data dir: %w", err)
+		}
+	}
+	n := &Node{cfg: cfg, log: log, events: newEvents(),
+		stopping: make(chan struct{}), done: make(chan struct{})}
+	// The store comes first: its directory lock is what tells a second
+	// `tandem up` on the same data dir to go away, before it touches anything.
+	db, err := store.Open(filepath.Join(cfg.DataDir, storeDir), cfg.InMemory, log)
+	if err != nil {
+		return nil, err
+	}
+	n.db = db
+	key, err := loadOrCreateIdentity(cfg.DataDir)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	if n.host, err = newHost(cfg, key); err != nil {
+		db.Close()
+		return nil, err
+	}
+	tok := make([]byte, 32)
+	rand.Read(tok)
+	n.token = hex.EncodeToString(tok)
+	return n, nil
+}
+
+// ID is the node's peer ID.
+func (n *Node) ID() peer.ID { return n.host.ID() }
+
+// Host is the node's libp2p host.
+func (n *Node) Host() host.Host { return n.host }
+
+// Matchmaking is the node's matcher.
+func (n *Node) Matchmaking() *matchmaking.Service { return n.mm }
+
+// APIURL is the base URL of the local API, set by Start.
+func (n *Node) APIURL() string { return n.apiURL }
+
+// Token is the API token.
+func (n *Node) Token() string { return n.token }
+
+// LoginURL opens the web UI and hands it the token once.
+func (n *Node) LoginURL() string { return n.apiURL + "/login?token=" + n.token }
+
+// Addrs are the node's listen addresses with its peer ID, ready to share.
+func (n *Node) Addrs() []string {
+	var out []string
+	p2p, _ := ma.NewMultiaddr("/p2p/" + n.host.ID().String())
+	for _, a := range n.host.Addrs() {
+		out = append(out, a.Encapsulate(p2p).String())
+	}
+	return out
+}
+
+// Start joins the network, starts the matcher and serves the local API.
+func (n *Node) Start() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	var err error
+	n.ps, err = pubsub.NewGossipSub(ctx, n.host,
+		// Without flood publishing a node whose mesh is still empty
+		// publishes to nobody (go-libp2p-pubsub #331).
+		pubsub.WithFloodPublish(true),
+		pubsub.WithPeerExchange(true),
+	)
+	if err != nil {
+		return n.failStart(fmt.Errorf("starting gossipsub: %w", err))
+	}
+	n.mm, err = matchmaking.New(matchmaking.Config{
+		Host:   n.host,
+		PubSub: n.ps,
+		DB:     n.db,
+		Name:   n.cfg.Name,
+		Log:    n.log.With("pkg", "matchmaking"),
+		OnBooking: func(b matchmaking.Booking) {
+			n.events.publish(apiv1.EventBooking, b)
+		},
+		OnBoard:        func() { n.events.publish(apiv1.EventBoard, struct{}{}) },
+		FavouritesOnly: n.cfg.Matchmaking.FavouritesOnly,
+	})
+	if err != nil {
+		return n.failStart(err)
+	}
+	if err := n.mm.Start(ctx); err != nil {
+		return n.failStart(err)
+	}
+	n.disc, err = newDiscovery(ctx, n.cfg, n.host, n.log.With("pkg", "discovery"))
+	if err != nil {
+		return n.failStart(err)
+	}
+	n.host.Network().Notify(&network.NotifyBundle{
+		ConnectedF: func(_ network.Network, c network.Conn) {
+			n.events.publish(apiv1.EventPeerConnected, map[string]string{"id": c.RemotePeer().String()})
+		},
+		DisconnectedF: func(_ network.Network, c network.Conn) {
+			n.events.publish(apiv1.EventPeerDisconnected, map[string]string{"id": c.RemotePeer().String()})
+		},
+	})
+	if err := n.serveAPI(); err != nil {
+		return n.failStart(err)
+	}
+	n.goRun(func() { n.disc.run(ctx) })
+	if !n.cfg.InMemory {
+		n.goRun(func() { store.RunGC(ctx, n.db, 10*time.Minute) })
+	}
+	return nil
+}
+
+func (n *Node) goRun(f func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+}
+
+func (n *Node) failStart(err error) error {
+	n.Stop()
+	return err
+}
+
+// serveAPI listens on the loopback API address, falling back to any free
+// port when the default one is taken, and writes the API file.
+func (n *Node) serveAPI() error {
+	ln, err := net.Listen("tcp", n.cfg.API)
+	if err != nil && n.cfg.API == DefaultAPIAddr {
+		n.log.Info("default API port busy, using a free one", "addr", DefaultAPIAddr)
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
+	if err != nil {
+		return fmt.Errorf("listening for the local API on %s: %w", n.cfg.API, err)
+	}
+	n.apiURL = "http://" + ln.Addr().String()
+	n.api = &http.Server{Handler: n.handler(), ReadHeaderTimeout: 10 * time.Second}
+	n.goRun(func() {
+		if err := n.api.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("local API stopped", "err", err)
+		}
+	})
+	if n.cfg.DataDir == "" {
+		return nil
+	}
+	data, _ := json.Marshal(apiv1.APIFile{URL: n.apiURL, Token: n.token, PID: os.Getpid()})
+	if err := writeFileAtomic(filepath.Join(n.cfg.DataDir, APIFile), data, 0o600); err != nil {
+		return fmt.Errorf("writing API file: %w", err)
+	}
+	return nil
+}
+
+// Stop shuts everything down in reverse order and closes the store. It is
+// safe to call more than once.
+func (n *Node) Stop() error {
+	var errs []error
+	n.stopped.Do(func() {
+		defer close(n.done)
+		close(n.stopping)
+		if n.cfg.DataDir != "" && n.api != nil {
+			os.Remove(filepath.Join(n.cfg.DataDir, APIFile))
+		}
+		if n.api != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			// SSE streams never end by themselves: Shutdown waits for them
+			// until the deadline, then Close cuts them.
+			n.api.Shutdown(sctx)
+			cancel()
+			n.api.Close()
+		}
+		if n.cancel != nil {
+			n.cancel()
+		}
+		if n.mm != nil {
+			n.mm.Close()
+		}
+		if n.disc != nil {
+			errs = append(errs, n.disc.close())
+		}
+		errs = append(errs, n.host.Close())
+		n.wg.Wait()
+		errs = append(errs, n.db.Close())
+	})
+	return errors.Join(errs...)
+}
+
+// Done is closed when the node has stopped.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Status is what `tandem status` shows.
+func (n *Node) Status() apiv1.Status {
+	return apiv1.Status{
+		PeerID:         n.host.ID().String(),
+		Name:           n.mm.Name(),
+		Addrs:          n.Addrs(),
+		ConnectedPeers: len(n.host.Network().Peers()),
+		APIURL:         n.apiURL,
+		DataDir:        n.cfg.DataDir,
+		Version:        Version,
+		LocalOnly:      n.cfg.LocalOnly(),
+	}
+}
+
+// Peers lists connected peers with their addresses and measured latency.
+func (n *Node) Peers() []apiv1.Peer {
+	out := []apiv1.Peer{}
+	for _, id := range n.host.Network().Peers() {
+		p := apiv1.Peer{ID: id.String(), Addrs: []string{}}
+		for _, c := range n.host.Network().ConnsToPeer(id) {
+			p.Addrs = append(p.Addrs, c.RemoteMultiaddr().String())
+			p.Direction = c.Stat().Direction.String()
+		}
+		p.LatencyMS = float64(n.host.Peerstore().LatencyEWMA(id).Microseconds()) / 1000
+		out = append(out, p)
+	}
+	return out
+}
