@@ -8,6 +8,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
+	"github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
@@ -19,7 +20,8 @@ import (
 const (
 	offerDomain = "tandem-offer"
 	// MaxOfferSize bounds an offer envelope on the wire.
-	MaxOfferSize = 1024
+	MaxOfferSize  = 2048
+	maxOfferAddrs = 8
 	// offerTTL is how long an announcement stays on boards without a refresh.
 	maxOfferTTL  = time.Hour
 	clockSkew    = time.Minute
@@ -96,6 +98,14 @@ func checkOffer(o *pb.Offer, now time.Time) error {
 			return fmt.Errorf("offer with: %w", err)
 		}
 	}
+	if len(o.GetAddrs()) > maxOfferAddrs {
+		return fmt.Errorf("offer carries %d addresses, at most %d", len(o.GetAddrs()), maxOfferAddrs)
+	}
+	for _, a := range o.GetAddrs() {
+		if _, err := multiaddr.NewMultiaddrBytes(a); err != nil {
+			return fmt.Errorf("offer address: %w", err)
+		}
+	}
 	expires := time.Unix(o.GetExpiresUnix(), 0)
 	if expires.After(now.Add(maxOfferTTL + clockSkew)) {
 		return fmt.Errorf("offer expiry too far ahead")
@@ -132,6 +142,17 @@ func checkOffer(o *pb.Offer, now time.Time) error {
 		return errStale{"offer expired"}
 	}
 	return nil
+}
+
+// offerAddrs returns the owner's dialable addresses from an offer.
+func offerAddrs(o *pb.Offer) []multiaddr.Multiaddr {
+	var out []multiaddr.Multiaddr
+	for _, a := range o.GetAddrs() {
+		if m, err := multiaddr.NewMultiaddrBytes(a); err == nil {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func kindToPB(k Kind) pb.Kind {

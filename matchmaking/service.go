@@ -20,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
 )
@@ -490,6 +491,12 @@ func (s *Service) offerFor(b Booking, now time.Time) *pb.Offer {
 	if b.Kind == KindNow {
 		o.StartUnix = now.Unix()
 	}
+	for _, a := range s.h.Addrs() {
+		if len(o.Addrs) == maxOfferAddrs {
+			break
+		}
+		o.Addrs = append(o.Addrs, a.Bytes())
+	}
 	if b.With != "" {
 		if id, err := peer.Decode(b.With); err == nil {
 			o.With = []byte(id)
@@ -617,8 +624,17 @@ func (s *Service) addOffer(o *pb.Offer, owner peer.ID, env []byte) {
 		return
 	}
 	if s.board.put(o, owner, env, s.now()) {
+		s.learnAddrs(o, owner)
 		s.cfg.OnBoard()
 		s.wake()
+	}
+}
+
+// learnAddrs keeps an offer owner's signed addresses so we can dial it to
+// negotiate even when we are not directly connected.
+func (s *Service) learnAddrs(o *pb.Offer, owner peer.ID) {
+	if addrs := offerAddrs(o); len(addrs) > 0 {
+		s.h.Peerstore().AddAddrs(owner, addrs, peerstore.TempAddrTTL*10)
 	}
 }
 

@@ -55,6 +55,7 @@ func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
 			continue
 		}
 		if s.board.put(o, owner, env, now) {
+			s.learnAddrs(o, owner)
 			added++
 		}
 	}

@@ -142,7 +142,8 @@ type Offer struct {
 	ExpiresUnix   int64                  `protobuf:"varint,10,opt,name=expires_unix,json=expiresUnix,proto3" json:"expires_unix,omitempty"` // receivers drop the offer after this
 	Seq           uint64                 `protobuf:"varint,11,opt,name=seq,proto3" json:"seq,omitempty"`                                    // grows with every re-announcement of this booking
 	Withdrawn     bool                   `protobuf:"varint,12,opt,name=withdrawn,proto3" json:"withdrawn,omitempty"`
-	With          []byte                 `protobuf:"bytes,13,opt,name=with,proto3" json:"with,omitempty"` // optional: only this peer may match it
+	With          []byte                 `protobuf:"bytes,13,opt,name=with,proto3" json:"with,omitempty"`   // optional: only this peer may match it
+	Addrs         [][]byte               `protobuf:"bytes,14,rep,name=addrs,proto3" json:"addrs,omitempty"` // owner's multiaddrs (binary), at most 8, so anyone can dial it
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -264,6 +265,13 @@ func (x *Offer) GetWithdrawn() bool {
 func (x *Offer) GetWith() []byte {
 	if x != nil {
 		return x.With
+	}
+	return nil
+}
+
+func (x *Offer) GetAddrs() [][]byte {
+	if x != nil {
+		return x.Addrs
 	}
 	return nil
 }
@@ -884,7 +892,7 @@ var File_matchmaking_proto protoreflect.FileDescriptor
 
 const file_matchmaking_proto_rawDesc = "" +
 	"\n" +
-	"\x11matchmaking.proto\x12\x15tandem.matchmaking.v1\"\x97\x03\n" +
+	"\x11matchmaking.proto\x12\x15tandem.matchmaking.v1\"\xad\x03\n" +
 	"\x05Offer\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\fR\x05owner\x12\x1d\n" +
@@ -901,7 +909,8 @@ const file_matchmaking_proto_rawDesc = "" +
 	" \x01(\x03R\vexpiresUnix\x12\x10\n" +
 	"\x03seq\x18\v \x01(\x04R\x03seq\x12\x1c\n" +
 	"\twithdrawn\x18\f \x01(\bR\twithdrawn\x12\x12\n" +
-	"\x04with\x18\r \x01(\fR\x04with\"(\n" +
+	"\x04with\x18\r \x01(\fR\x04with\x12\x14\n" +
+	"\x05addrs\x18\x0e \x03(\fR\x05addrs\"(\n" +
 	"\fBoardRequest\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\"-\n" +
 	"\rBoardResponse\x12\x1c\n" +

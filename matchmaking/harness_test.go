@@ -1,0 +1,249 @@
+package matchmaking
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// testNode is a real libp2p host on loopback with gossipsub, a real badger
+// store in a temp dir and a matchmaking Service.
+type testNode struct {
+	t      testing.TB
+	key    crypto.PrivKey
+	dir    string
+	h      host.Host
+	ps     *pubsub.PubSub
+	db     *badger.DB
+	svc    *Service
+	cancel context.CancelFunc
+	tune   func(*Config)
+}
+
+func testLogger() *slog.Logger {
+	lvl := slog.LevelError
+	if os.Getenv("TANDEM_TEST_DEBUG") != "" {
+		lvl = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+}
+
+func newTestNode(t testing.TB, tune func(*Config)) *testNode {
+	t.Helper()
+	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &testNode{t: t, key: key, dir: t.TempDir(), tune: tune}
+	n.start()
+	t.Cleanup(n.stop)
+	return n
+}
+
+// start (re)starts the node on its key and data dir.
+func (n *testNode) start() {
+	t := n.t
+	t.Helper()
+	var err error
+	n.h, err = libp2p.New(
+		libp2p.Identity(n.key),
+		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+		libp2p.ResourceManager(&network.NullResourceManager{}),
+		libp2p.DisableRelay(),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.ps, err = pubsub.NewGossipSub(ctx, n.h, pubsub.WithFloodPublish(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.db, err = badger.Open(badger.DefaultOptions(n.dir).WithSyncWrites(true).WithLogger(nil).
+		WithMemTableSize(1 << 20).WithValueThreshold(1 << 10).WithBlockCacheSize(1 << 20).WithNumCompactors(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{
+		Host: n.h, PubSub: n.ps, DB: n.db, Log: testLogger(),
+		Name:          "node-" + n.h.ID().String()[len(n.h.ID().String())-4:],
+		MatchInterval: 100 * time.Millisecond, HoldTimeout: 2 * time.Second, StreamTimeout: 2 * time.Second,
+	}
+	if n.tune != nil {
+		n.tune(&cfg)
+	}
+	n.svc, err = New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (n *testNode) stop() {
+	if n.svc == nil {
+		return
+	}
+	n.svc.Close()
+	n.cancel()
+	n.h.Close()
+	n.db.Close()
+	n.svc = nil
+}
+
+// crash drops the node without any cleanup of the matcher: the host goes
+// away mid-conversation and the store is closed as a kill would leave it.
+func (n *testNode) crash() {
+	n.h.Close()
+	n.cancel()
+	n.svc.wg.Wait()
+	n.db.Close()
+	n.svc = nil
+}
+
+func (n *testNode) id() peer.ID { return n.h.ID() }
+
+func connect(t testing.TB, a, b *testNode) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.h.Connect(ctx, peer.AddrInfo{ID: b.h.ID(), Addrs: b.h.Addrs()}); err != nil {
+		t.Fatalf("connecting: %v", err)
+	}
+}
+
+// connectSparse links every node to the next three in a ring.
+func connectSparse(t testing.TB, nodes []*testNode) {
+	for i := range nodes {
+		for k := 1; k <= 3 && k < len(nodes); k++ {
+			connect(t, nodes[i], nodes[(i+k)%len(nodes)])
+		}
+	}
+}
+
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval, not a wait for an event
+	}
+}
+
+func (n *testNode) book(t testing.TB, req BookRequest) Booking {
+	t.Helper()
+	b, err := n.svc.Book(context.Background(), req)
+	if err != nil {
+		t.Fatalf("booking: %v", err)
+	}
+	return b
+}
+
+func nextSlot(d time.Duration) time.Time {
+	return time.Now().UTC().Add(d).Truncate(Grid).Add(Grid)
+}
+
+func (n *testNode) booking(id string) Booking {
+	b, err := n.svc.Booking(id)
+	if err != nil {
+		n.t.Fatalf("booking %s: %v", id, err)
+	}
+	return b
+}
+
+// settled reports whether every booking is either matched and confirmed,
+// or searching with no hold or proposal under way.
+func settled(nodes []*testNode) bool {
+	for _, n := range nodes {
+		for _, b := range n.svc.Bookings() {
+			if b.State == StateMatched && !b.Confirmed {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// checkInvariants verifies invariants 1 and 2 over all nodes' bookings and
+// returns the number of mutual pairs.
+func checkInvariants(t testing.TB, nodes []*testNode) int {
+	t.Helper()
+	byID := map[string]*testNode{}
+	for _, n := range nodes {
+		byID[n.id().String()] = n
+	}
+	pairs := 0
+	now := time.Now()
+	for _, n := range nodes {
+		bs := n.svc.Bookings()
+		for i, b := range bs {
+			for _, o := range bs[i+1:] {
+				if b.Live() && o.Live() {
+					s1, e1 := interval(b, now)
+					s2, e2 := interval(o, now)
+					if overlaps(s1, e1, s2, e2) {
+						t.Errorf("%s holds overlapping live bookings %s and %s", n.id(), b.ID, o.ID)
+					}
+				}
+			}
+			if b.State != StateMatched {
+				continue
+			}
+			p, ok := byID[b.Partner]
+			if !ok {
+				t.Errorf("%s booking %s names unknown partner %s", n.id(), b.ID, b.Partner)
+				continue
+			}
+			pb, err := p.svc.Booking(b.PartnerBooking)
+			if err != nil || pb.State != StateMatched || pb.Partner != n.id().String() || pb.PartnerBooking != b.ID {
+				t.Errorf("one-sided booking: %s/%s names %s/%s, which holds %+v", n.id(), b.ID, b.Partner, b.PartnerBooking, pb)
+				continue
+			}
+			if !pb.Start.Equal(b.Start) || pb.DurationMin != b.DurationMin {
+				t.Errorf("pair %s/%s disagrees on time", b.ID, pb.ID)
+			}
+			if n.id() < p.id() {
+				pairs++
+			}
+		}
+	}
+	return pairs
+}
+
+func stateCounts(nodes []*testNode) map[State]int {
+	c := map[State]int{}
+	for _, n := range nodes {
+		for _, b := range n.svc.Bookings() {
+			c[b.State]++
+		}
+	}
+	return c
+}
+
+func describe(nodes []*testNode) string {
+	var lines []string
+	for _, n := range nodes {
+		for _, b := range n.svc.Bookings() {
+			lines = append(lines, fmt.Sprintf("%s %s %s partner=%s confirmed=%v", n.id().String()[40:], b.ID, b.State, b.Partner, b.Confirmed))
+		}
+	}
+	sort.Strings(lines)
+	return fmt.Sprint(lines)
+}
