@@ -246,6 +246,7 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 		return false
 	}
 	s.mu.Unlock()
+	s.at("proposer-persisted")
 	go s.announce(ctx, nb)
 	err = writeMsg(st, confirmFor(nb, name))
 	if err == nil {
@@ -399,6 +400,7 @@ func (s *Service) onPropose(st network.Stream, r *bufio.Reader, remote peer.ID, 
 		writeMsg(st, rejectMsg(reason))
 		return
 	}
+	s.at("acceptor-held")
 	if err := writeMsg(st, &pb.MatchMessage{Body: &pb.MatchMessage_Accept{Accept: &pb.Accept{Name: s.Name()}}}); err != nil {
 		return // the hold times out
 	}
@@ -406,7 +408,9 @@ func (s *Service) onPropose(st network.Stream, r *bufio.Reader, remote peer.ID, 
 	if err != nil || m.GetConfirm() == nil {
 		return // the hold times out, or a reconcile Confirm settles it
 	}
-	writeMsg(st, s.onConfirm(remote, m.GetConfirm()))
+	reply := s.onConfirm(remote, m.GetConfirm())
+	s.at("acceptor-committed")
+	writeMsg(st, reply)
 }
 
 // tryHold checks a proposal against our booking and holds the booking for

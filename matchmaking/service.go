@@ -84,6 +84,16 @@ type Service struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// testHook, when set by tests, is called at named points of the
+	// negotiation so a test can crash the node exactly there.
+	testHook func(point string)
+}
+
+func (s *Service) at(point string) {
+	if s.testHook != nil {
+		s.testHook(point)
+	}
 }
 
 // New loads the node's bookings, people and profile from the store.

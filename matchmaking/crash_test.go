@@ -1,0 +1,73 @@
+package matchmaking
+
+import (
+	"testing"
+	"time"
+)
+
+// crashAt arms n to die at the named negotiation point: the hook blocks
+// the negotiating goroutine until the test has torn the node down, so
+// nothing after that point happens, as with kill -9.
+func crashAt(n *testNode, point string) (hit <-chan struct{}, release func()) {
+	h := make(chan struct{})
+	r := make(chan struct{})
+	fired := false
+	n.svc.testHook = func(p string) {
+		if p != point || fired {
+			return
+		}
+		fired = true
+		close(h)
+		<-r
+	}
+	return h, func() { close(r) }
+}
+
+func TestCrashDuringNegotiation(t *testing.T) {
+	for _, tc := range []struct {
+		point  string
+		victim string // which side dies: proposer (lower peer ID) or acceptor
+	}{
+		{"proposer-persisted", "proposer"},
+		{"acceptor-held", "acceptor"},
+		{"acceptor-committed", "acceptor"},
+	} {
+		t.Run(tc.point, func(t *testing.T) {
+			x, y := newTestNode(t, nil), newTestNode(t, nil)
+			proposer, acceptor := x, y
+			if y.id() < x.id() {
+				proposer, acceptor = y, x
+			}
+			victim, other := proposer, acceptor
+			if tc.victim == "acceptor" {
+				victim, other = acceptor, proposer
+			}
+			hit, release := crashAt(victim, tc.point)
+			connect(t, x, y)
+			slot := nextSlot(6 * time.Hour)
+			bv := victim.book(t, BookRequest{At: slot, DurationMin: 50})
+			bo := other.book(t, BookRequest{At: slot, DurationMin: 50})
+			select {
+			case <-hit:
+			case <-time.After(15 * time.Second):
+				t.Fatal("negotiation never reached " + tc.point)
+			}
+			victim.h.Close()
+			victim.cancel()
+			release()
+			victim.svc.wg.Wait()
+			victim.db.Close()
+			victim.svc = nil
+
+			victim.start()
+			connect(t, victim, other)
+			nodes := []*testNode{victim, other}
+			waitFor(t, 20*time.Second, "pair settled after restart", func() bool {
+				return victim.booking(bv.ID).Confirmed && other.booking(bo.ID).Confirmed
+			})
+			if got := checkInvariants(t, nodes); got != 1 {
+				t.Fatalf("pairs = %d: %s", got, describe(nodes))
+			}
+		})
+	}
+}

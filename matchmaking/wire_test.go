@@ -1,0 +1,275 @@
+package matchmaking
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/core/record"
+	"google.golang.org/protobuf/encoding/protodelim"
+
+	"github.com/tandem-cowork/tandem/matchmaking/pb"
+)
+
+func mustKey(t testing.TB) (crypto.PrivKey, peer.ID) {
+	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := peer.IDFromPrivateKey(k)
+	return k, id
+}
+
+func validOffer(owner peer.ID, now time.Time) *pb.Offer {
+	return &pb.Offer{
+		Version: protoVersion, Owner: []byte(owner), BookingId: "b1",
+		StartUnix: now.Truncate(Grid).Add(2 * Grid).Unix(), DurationMin: 50,
+		Kind: pb.Kind_KIND_SCHEDULED, Activity: pb.Activity_ACTIVITY_DESK,
+		Name: "Ada", ExpiresUnix: now.Add(time.Minute).Unix(), Seq: 1,
+	}
+}
+
+func TestOpenOfferChecksEverything(t *testing.T) {
+	now := time.Now()
+	key, id := mustKey(t)
+	otherKey, _ := mustKey(t)
+	seal := func(o *pb.Offer, k crypto.PrivKey) []byte {
+		env, err := sealOffer(o, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
+	good := seal(validOffer(id, now), key)
+	if _, owner, err := openOffer(good, now); err != nil || owner != id {
+		t.Fatalf("valid offer: %v %v", owner, err)
+	}
+	mutate := func(f func(*pb.Offer)) []byte {
+		o := validOffer(id, now)
+		f(o)
+		return seal(o, key)
+	}
+	bad := map[string][]byte{
+		"garbage":       []byte("not an envelope"),
+		"forged owner":  seal(validOffer(id, now), otherKey),
+		"misaligned":    mutate(func(o *pb.Offer) { o.StartUnix += 60 }),
+		"too far":       mutate(func(o *pb.Offer) { o.StartUnix = now.Add(20 * 24 * time.Hour).Truncate(Grid).Unix() }),
+		"duration":      mutate(func(o *pb.Offer) { o.DurationMin = 40 }),
+		"version":       mutate(func(o *pb.Offer) { o.Version = 9 }),
+		"no booking id": mutate(func(o *pb.Offer) { o.BookingId = "" }),
+		"kind":          mutate(func(o *pb.Offer) { o.Kind = pb.Kind(7) }),
+		"activity":      mutate(func(o *pb.Offer) { o.Activity = pb.Activity_ACTIVITY_UNSPECIFIED }),
+		"oversized":     mutate(func(o *pb.Offer) { o.Name = strings.Repeat("n", 3000) }),
+		"long name":     mutate(func(o *pb.Offer) { o.Name = strings.Repeat("n", MaxNameLen+1) }),
+		"expiry":        mutate(func(o *pb.Offer) { o.ExpiresUnix = now.Add(48 * time.Hour).Unix() }),
+		"bad addr":      mutate(func(o *pb.Offer) { o.Addrs = [][]byte{{0xff, 0xff}} }),
+		"bad with":      mutate(func(o *pb.Offer) { o.With = []byte{1, 2, 3} }),
+	}
+	for name, data := range bad {
+		if _, _, err := openOffer(data, now); err == nil {
+			t.Errorf("%s: accepted", name)
+		} else if errors.As(err, new(errStale)) {
+			t.Errorf("%s: classed as stale, want rejected: %v", name, err)
+		}
+	}
+	stale := map[string][]byte{
+		"past":    mutate(func(o *pb.Offer) { o.StartUnix = now.Add(-time.Hour).Truncate(Grid).Unix() }),
+		"expired": mutate(func(o *pb.Offer) { o.ExpiresUnix = now.Add(-time.Second).Unix() }),
+	}
+	for name, data := range stale {
+		if _, _, err := openOffer(data, now); !errors.As(err, new(errStale)) {
+			t.Errorf("%s: err = %v, want stale", name, err)
+		}
+	}
+}
+
+// A rogue peer floods bad records and bad stream frames; the victim keeps
+// its bookings and still matches an honest peer.
+func TestBadPeerDoesNotDisturbNode(t *testing.T) {
+	victim, honest := newTestNode(t, nil), newTestNode(t, nil)
+	connect(t, victim, honest)
+
+	rkey, rid := mustKey(t)
+	rogue, err := libp2p.New(libp2p.Identity(rkey), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+		libp2p.ResourceManager(&network.NullResourceManager{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rogue.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rps, err := pubsub.NewGossipSub(ctx, rogue, pubsub.WithFloodPublish(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := rps.Join(OffersTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect(t, &testNode{h: rogue}, victim)
+	slot := nextSlot(7 * time.Hour)
+	bv := victim.book(t, BookRequest{At: slot, DurationMin: 25})
+
+	now := time.Now()
+	forged := validOffer(honest.id(), now) // claims to be honest's, signed by rogue
+	forgedEnv, _ := record.Seal(&offerRecord{offer: forged}, rkey)
+	forgedBytes, _ := forgedEnv.Marshal()
+	misaligned := validOffer(rid, now)
+	misaligned.StartUnix += 120
+	misBytes, _ := sealOffer(misaligned, rkey)
+	waitFor(t, 5*time.Second, "rogue in topic", func() bool { return len(topic.ListPeers()) > 0 })
+	for _, msg := range [][]byte{[]byte("garbage"), forgedBytes, misBytes, bytes.Repeat([]byte{1}, 5000)} {
+		if err := topic.Publish(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Bad frames on both stream protocols.
+	for _, proto := range []protocol.ID{MatchProtocol, BoardProtocol} {
+		st, err := rogue.NewStream(ctx, victim.id(), proto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Write([]byte{0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3})
+		st.Close()
+	}
+	// A well-formed proposal for a booking that does not match.
+	reply := roundTripRaw(t, rogue, victim.id(), &pb.MatchMessage{Body: &pb.MatchMessage_Propose{Propose: &pb.Propose{
+		FromBooking: "x", ToBooking: bv.ID, StartUnix: slot.Add(Grid).Unix(), DurationMin: 25, Kind: pb.Kind_KIND_SCHEDULED, Activity: pb.Activity_ACTIVITY_ANYTHING,
+	}}})
+	if reply.GetReject() == nil {
+		t.Fatalf("mismatched proposal answered %v", reply)
+	}
+	// A Confirm for a match that was never proposed.
+	reply = roundTripRaw(t, rogue, victim.id(), &pb.MatchMessage{Body: &pb.MatchMessage_Confirm{Confirm: &pb.Confirm{FromBooking: "x", ToBooking: bv.ID}}})
+	if reply.GetReject() == nil {
+		t.Fatalf("unproposed confirm answered %v", reply)
+	}
+
+	bh := honest.book(t, BookRequest{At: slot, DurationMin: 25})
+	waitFor(t, 15*time.Second, "victim matched with honest peer", func() bool {
+		return victim.booking(bv.ID).Confirmed && honest.booking(bh.ID).Confirmed
+	})
+	if p := victim.booking(bv.ID).Partner; p != honest.id().String() {
+		t.Fatalf("victim matched %s", p)
+	}
+	for _, o := range victim.svc.board.open(time.Now()) {
+		if o.owner == rid || (o.owner == honest.id() && o.offer.GetBookingId() == "b1") {
+			t.Fatalf("bad record on the board: %+v", o.offer)
+		}
+	}
+}
+
+func roundTripRaw(t *testing.T, h interface {
+	NewStream(context.Context, peer.ID, ...protocol.ID) (network.Stream, error)
+}, to peer.ID, m *pb.MatchMessage) *pb.MatchMessage {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := h.NewStream(ctx, to, MatchProtocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := writeMsg(st, m); err != nil {
+		t.Fatal(err)
+	}
+	reply, err := readMsg(bufio.NewReader(st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reply
+}
+
+// Fuzz targets: every wire decoder. `go test` runs the seeds; `go test
+// -fuzz=FuzzOpenOffer ./matchmaking` explores.
+
+func FuzzOpenOffer(f *testing.F) {
+	now := time.Unix(1_800_000_000, 0)
+	key, id := mustKey(f)
+	good, _ := sealOffer(validOffer(id, now), key)
+	f.Add(good)
+	f.Add([]byte{})
+	f.Add([]byte("garbage"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		o, owner, err := openOffer(data, now)
+		if err != nil {
+			return
+		}
+		// Whatever opens must be signed by its owner and re-check clean.
+		if peer.ID(o.GetOwner()) != owner || checkOffer(o, now) != nil {
+			t.Fatalf("accepted an offer that fails its own checks: %v", o)
+		}
+	})
+}
+
+func FuzzMatchMessage(f *testing.F) {
+	n := newTestNode(f, nil)
+	slot := nextSlot(time.Hour)
+	b := n.book(f, BookRequest{At: slot, DurationMin: 25})
+	_, remote := mustKey(f)
+	for _, m := range []*pb.MatchMessage{
+		{Body: &pb.MatchMessage_Propose{Propose: &pb.Propose{FromBooking: "x", ToBooking: b.ID, StartUnix: slot.Unix(), DurationMin: 25, Kind: pb.Kind_KIND_SCHEDULED, Activity: pb.Activity_ACTIVITY_DESK}}},
+		{Body: &pb.MatchMessage_Confirm{Confirm: &pb.Confirm{FromBooking: "x", ToBooking: b.ID}}},
+		{Body: &pb.MatchMessage_Cancel{Cancel: &pb.Cancel{FromBooking: "x", ToBooking: b.ID, Reason: "r"}}},
+	} {
+		var buf bytes.Buffer
+		writeMsg(&buf, m)
+		f.Add(buf.Bytes())
+	}
+	f.Add([]byte{0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := readMsg(bufio.NewReader(bytes.NewReader(data)))
+		if err != nil {
+			return
+		}
+		switch {
+		case m.GetPropose() != nil:
+			n.svc.tryHold(remote, m.GetPropose())
+		case m.GetConfirm() != nil:
+			n.svc.onConfirm(remote, m.GetConfirm())
+		case m.GetCancel() != nil:
+			n.svc.onCancel(remote, m.GetCancel())
+		}
+		// Nothing a peer sends can create or drop a booking.
+		if got := len(n.svc.Bookings()); got != 1 {
+			t.Fatalf("bookings = %d", got)
+		}
+		n.svc.mu.Lock()
+		clear(n.svc.holds)
+		n.svc.mu.Unlock()
+	})
+}
+
+func FuzzBoardResponse(f *testing.F) {
+	n := newTestNode(f, nil)
+	now := time.Now()
+	key, id := mustKey(f)
+	good, _ := sealOffer(validOffer(id, now), key)
+	var buf bytes.Buffer
+	protodelim.MarshalTo(&buf, &pb.BoardResponse{Envelopes: [][]byte{good, []byte("x")}})
+	f.Add(buf.Bytes())
+	f.Add([]byte{0x01, 0x0a})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		resp := &pb.BoardResponse{}
+		if err := (protodelim.UnmarshalOptions{MaxSize: MaxBoardResponse}).UnmarshalFrom(bufio.NewReader(bytes.NewReader(data)), resp); err != nil {
+			return
+		}
+		n.svc.mergeBoard(resp.GetEnvelopes(), id)
+		for _, e := range n.svc.board.open(time.Now()) {
+			if checkOffer(e.offer, time.Now()) != nil {
+				t.Fatalf("board holds an invalid offer")
+			}
+		}
+	})
+}
