@@ -2,6 +2,7 @@ package matchmaking
 
 import (
 	"fmt"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
 	"github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
@@ -152,6 +154,23 @@ func offerAddrs(o *pb.Offer) []multiaddr.Multiaddr {
 			out = append(out, m)
 		}
 	}
+	return out
+}
+
+// dialOrder puts the addresses most likely to work for a stranger first
+// (public, then LAN, then loopback), since an offer carries only a few.
+func dialOrder(addrs []multiaddr.Multiaddr) []multiaddr.Multiaddr {
+	rank := func(a multiaddr.Multiaddr) int {
+		switch {
+		case manet.IsPublicAddr(a):
+			return 0
+		case manet.IsPrivateAddr(a):
+			return 1
+		}
+		return 2
+	}
+	out := slices.Clone(addrs)
+	slices.SortStableFunc(out, func(a, b multiaddr.Multiaddr) int { return rank(a) - rank(b) })
 	return out
 }
 

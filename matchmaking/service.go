@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,7 +16,6 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
@@ -82,6 +80,7 @@ type Service struct {
 	seqMu   sync.Mutex
 	lastSeq uint64
 
+	ctx    context.Context // the service's lifetime, set by Start
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
@@ -160,6 +159,7 @@ func New(cfg Config) (*Service, error) {
 // and runs the matcher until Close.
 func (s *Service) Start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
+	s.ctx = ctx
 	if err := s.cfg.PubSub.RegisterTopicValidator(OffersTopic, s.validateGossip); err != nil {
 		return fmt.Errorf("registering offer validator: %w", err)
 	}
@@ -172,9 +172,9 @@ func (s *Service) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("subscribing to offers: %w", err)
 	}
-	peerEvents, err := s.h.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
+	peerEvents, err := topic.EventHandler()
 	if err != nil {
-		return fmt.Errorf("subscribing to peer events: %w", err)
+		return fmt.Errorf("watching offer topic peers: %w", err)
 	}
 	s.h.SetStreamHandler(MatchProtocol, s.handleMatchStream)
 	s.h.SetStreamHandler(BoardProtocol, s.handleBoardStream)
@@ -230,11 +230,23 @@ func (s *Service) SetName(name string) error {
 		return invalidf("name must be valid text of at most %d bytes", MaxNameLen)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if err := s.db.put(profileKey, profile{Name: name}); err != nil {
+		s.mu.Unlock()
 		return fmt.Errorf("saving profile: %w", err)
 	}
 	s.name = name
+	var open []Booking
+	for _, b := range s.bookings {
+		if b.State == StateSearching {
+			open = append(open, *b)
+		}
+	}
+	s.mu.Unlock()
+	if s.ctx != nil {
+		for _, b := range open {
+			s.announce(s.ctx, b)
+		}
+	}
 	return nil
 }
 
@@ -501,7 +513,7 @@ func (s *Service) offerFor(b Booking, now time.Time) *pb.Offer {
 	if b.Kind == KindNow {
 		o.StartUnix = now.Unix()
 	}
-	for _, a := range s.h.Addrs() {
+	for _, a := range dialOrder(s.h.Addrs()) {
 		if len(o.Addrs) == maxOfferAddrs {
 			break
 		}
@@ -648,23 +660,24 @@ func (s *Service) learnAddrs(o *pb.Offer, owner peer.ID) {
 	}
 }
 
-// watchPeers syncs the board with every Tandem peer that connects and
-// re-checks any match held with it.
-func (s *Service) watchPeers(ctx context.Context, sub event.Subscription) {
-	defer sub.Close()
+// watchPeers syncs the board with every peer that joins the offers topic
+// and re-checks any match held with it. Waiting for the topic join, not
+// just the connection, closes the gap where an offer published before the
+// peer's subscription was known would reach nobody until the next
+// re-announcement.
+func (s *Service) watchPeers(ctx context.Context, events *pubsub.TopicEventHandler) {
+	defer events.Cancel()
 	for {
-		select {
-		case <-ctx.Done():
+		ev, err := events.NextPeerEvent(ctx)
+		if err != nil {
 			return
-		case e := <-sub.Out():
-			ev := e.(event.EvtPeerIdentificationCompleted)
-			if !slices.Contains(ev.Protocols, BoardProtocol) {
-				continue
-			}
-			go func() {
-				s.syncBoard(ctx, ev.Peer)
-				s.reconcile(ctx, ev.Peer, true)
-			}()
 		}
+		if ev.Type != pubsub.PeerJoin {
+			continue
+		}
+		s.goRun(func() {
+			s.syncBoard(ctx, ev.Peer)
+			s.reconcile(ctx, ev.Peer, true)
+		})
 	}
 }
