@@ -1,0 +1,149 @@
+package session
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Everything this package stores sits under "session/", so it can share
+// the node's database.
+const recordPrefix = "session/record/"
+
+func saveRecord(db *badger.DB, r *Record) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encoding record: %w", err)
+	}
+	err = db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(recordPrefix+r.BookingID), data) })
+	if err != nil {
+		return fmt.Errorf("saving record: %w", err)
+	}
+	return nil
+}
+
+func hasRecord(db *badger.DB, bookingID string) (bool, error) {
+	err := db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get([]byte(recordPrefix + bookingID))
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func loadRecords(db *badger.DB) ([]Record, error) {
+	var out []Record
+	err := db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(recordPrefix), PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var r Record
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &r) }); err != nil {
+				return fmt.Errorf("decoding %s: %w", it.Item().Key(), err)
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loading history: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Start.After(out[j].Start) })
+	return out, nil
+}
+
+// Stats sums up the history.
+type Stats struct {
+	// Sessions counts sessions where the partner came; ThisWeek those in
+	// the current week (weeks start on Monday, in the clock's time zone).
+	Sessions int `json:"sessions"`
+	ThisWeek int `json:"this_week"`
+	// PerWeek averages Sessions over the weeks since the first one.
+	PerWeek float64 `json:"per_week"`
+	// MinutesFocused is the time spent with a partner, booked time only.
+	MinutesFocused int `json:"minutes_focused"`
+	// CheckIns and Done count our check-ins and the "done" ones; DoneRatio
+	// is Done / CheckIns.
+	CheckIns  int     `json:"check_ins"`
+	Done      int     `json:"done"`
+	DoneRatio float64 `json:"done_ratio"`
+	// NoShows counts partners who never came.
+	NoShows int `json:"no_shows"`
+	// Streak is the number of consecutive weeks with a session, up to this
+	// week (or last week, while this one has none yet).
+	Streak int `json:"streak_weeks"`
+}
+
+func weekOf(t time.Time, loc *time.Location) time.Time {
+	t = t.In(loc)
+	y, m, d := t.Date()
+	return time.Date(y, m, d-(int(t.Weekday())+6)%7, 0, 0, 0, 0, loc)
+}
+
+func weekKey(w time.Time) string { return w.Format("2006-01-02") }
+
+func computeStats(recs []Record, now time.Time) Stats {
+	var st Stats
+	loc := now.Location()
+	thisWeek := weekOf(now, loc)
+	weeks := map[string]int{}
+	var first time.Time
+	for _, r := range recs {
+		if r.NoShow {
+			st.NoShows++
+		}
+		if !r.Met {
+			continue
+		}
+		st.Sessions++
+		w := weekOf(r.Start, loc)
+		weeks[weekKey(w)]++
+		if first.IsZero() || w.Before(first) {
+			first = w
+		}
+		if w.Equal(thisWeek) {
+			st.ThisWeek++
+		}
+		from, to := r.Start, r.End()
+		if r.JoinedAt.After(from) {
+			from = r.JoinedAt
+		}
+		if !r.LeftAt.IsZero() && r.LeftAt.Before(to) {
+			to = r.LeftAt
+		}
+		if to.After(from) {
+			st.MinutesFocused += int(to.Sub(from) / time.Minute)
+		}
+		if r.CheckIn != nil {
+			st.CheckIns++
+			if r.CheckIn.Outcome == OutcomeDone {
+				st.Done++
+			}
+		}
+	}
+	if st.CheckIns > 0 {
+		st.DoneRatio = float64(st.Done) / float64(st.CheckIns)
+	}
+	if st.Sessions > 0 {
+		n := 1
+		for w := first; w.Before(thisWeek); w = w.AddDate(0, 0, 7) {
+			n++
+		}
+		st.PerWeek = float64(st.Sessions) / float64(n)
+	}
+	w := thisWeek
+	if weeks[weekKey(w)] == 0 {
+		w = w.AddDate(0, 0, -7)
+	}
+	for weeks[weekKey(w)] > 0 {
+		st.Streak++
+		w = w.AddDate(0, 0, -7)
+	}
+	return st
+}

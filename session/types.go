@@ -1,0 +1,253 @@
+package session
+
+import (
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Kinds of booking, as matchmaking names them.
+const (
+	KindScheduled = "scheduled"
+	KindNow       = "now"
+)
+
+// Booking is what a session needs to know about one matched booking.
+type Booking struct {
+	// ID is our booking ID; PartnerBooking the partner's (learnt from the
+	// partner's hello when empty, but then not checked on Join).
+	ID             string `json:"id"`
+	PartnerBooking string `json:"partner_booking,omitempty"`
+	// Partner is the only peer that may join this session.
+	Partner     peer.ID `json:"partner"`
+	PartnerName string  `json:"partner_name,omitempty"`
+	// Name is our display name, sent in hello.
+	Name string `json:"name,omitempty"`
+	// Goal is our initial goal; SetGoal changes it.
+	Goal     string        `json:"goal,omitempty"`
+	Start    time.Time     `json:"start"`
+	Duration time.Duration `json:"duration"`
+	// Kind is KindScheduled or KindNow; a "now" session has its lobby open
+	// at once.
+	Kind string `json:"kind"`
+}
+
+// End is when the focus time ends.
+func (b Booking) End() time.Time { return b.Start.Add(b.Duration) }
+
+func (b Booking) validate(self peer.ID) error {
+	switch {
+	case b.ID == "" || len(b.ID) > maxIDLen:
+		return fmt.Errorf("%w: booking id length %d", ErrInvalid, len(b.ID))
+	case len(b.PartnerBooking) > maxIDLen:
+		return fmt.Errorf("%w: partner booking id too long", ErrInvalid)
+	case b.Partner.Validate() != nil || b.Partner == self:
+		return fmt.Errorf("%w: partner %q", ErrInvalid, b.Partner)
+	case b.Start.IsZero() || b.Duration < time.Minute || b.Duration > 4*time.Hour:
+		return fmt.Errorf("%w: start %v duration %v", ErrInvalid, b.Start, b.Duration)
+	case b.Kind != KindScheduled && b.Kind != KindNow && b.Kind != "":
+		return fmt.Errorf("%w: kind %q", ErrInvalid, b.Kind)
+	}
+	if err := checkText("name", b.Name, MaxNameLen); err != nil {
+		return err
+	}
+	if err := checkText("partner name", b.PartnerName, MaxNameLen); err != nil {
+		return err
+	}
+	return checkText("goal", b.Goal, MaxGoalLen)
+}
+
+func checkText(what, s string, max int) error {
+	if len(s) > max {
+		return fmt.Errorf("%w: %s longer than %d bytes", ErrInvalid, what, max)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: %s is not UTF-8", ErrInvalid, what)
+	}
+	return nil
+}
+
+// Phase is where the session is in its schedule.
+type Phase string
+
+const (
+	PhaseUpcoming Phase = "upcoming" // before the lobby opens
+	PhaseLobby    Phase = "lobby"    // LobbyBefore the start
+	PhaseFocus    Phase = "focus"    // from the start (chime)
+	PhaseWarning  Phase = "warning"  // WarningBefore the end (warning sound)
+	PhaseCheckin  Phase = "checkin"  // from the end (chime)
+	PhaseDone     Phase = "done"     // over; the record is stored
+)
+
+// phaseAt is the schedule: the phase of booking b at time now (never done;
+// that one is reached by events).
+func phaseAt(b Booking, now time.Time) Phase {
+	end := b.End()
+	switch {
+	case b.Kind != KindNow && now.Before(b.Start.Add(-LobbyBefore)):
+		return PhaseUpcoming
+	case now.Before(b.Start):
+		return PhaseLobby
+	case now.Before(end.Add(-WarningBefore)):
+		return PhaseFocus
+	case now.Before(end):
+		return PhaseWarning
+	}
+	return PhaseCheckin
+}
+
+// nextPhaseAt is when the phase after phaseAt(b, now) begins.
+func nextPhaseAt(b Booking, now time.Time) time.Time {
+	switch phaseAt(b, now) {
+	case PhaseUpcoming:
+		return b.Start.Add(-LobbyBefore)
+	case PhaseLobby:
+		return b.Start
+	case PhaseFocus:
+		return b.End().Add(-WarningBefore)
+	case PhaseWarning:
+		return b.End()
+	}
+	return b.End().Add(CheckinWindow)
+}
+
+// Presence is what a user shows their partner.
+type Presence string
+
+const (
+	PresenceHere      Presence = "here"
+	PresenceAway      Presence = "away"
+	PresenceCameraOff Presence = "camera-off"
+)
+
+// Outcome is a check-in answer: did you finish what you set out to do?
+type Outcome string
+
+const (
+	OutcomeDone   Outcome = "done"
+	OutcomePartly Outcome = "partly"
+	OutcomeNot    Outcome = "not"
+)
+
+// CheckIn is one side's check-in.
+type CheckIn struct {
+	Outcome Outcome `json:"outcome"`
+	Note    string  `json:"note,omitempty"`
+}
+
+// Who said or did something, in events and chat lines.
+const (
+	FromSelf    = "self"
+	FromPartner = "partner"
+)
+
+// Event types.
+const (
+	EventPhase               = "phase"                // Phase set: play the chime
+	EventPartnerJoined       = "partner-joined"       // first hello from the partner
+	EventPartnerDisconnected = "partner-disconnected" // connection lost; reconnecting
+	EventPartnerReconnected  = "partner-reconnected"  // back after a disconnect
+	EventRematchOffered      = "rematch-offered"      // partner RematchAfter late
+	EventNoShow              = "no-show"              // partner NoShowAfter late; the session ends
+	EventGoal                = "goal"                 // Text is the new goal of From
+	EventChat                = "chat"                 // Text from From
+	EventPresence            = "presence"             // Presence of From
+	EventMedia               = "media"                // Media of From (no video: "no camera")
+	EventCheckIn             = "check-in"             // CheckIn of From
+	EventPartnerLeft         = "partner-left"         // Text is the partner's reason
+	EventReceipt             = "receipt"              // the partner's receipt arrived and verified
+	EventEnded               = "ended"                // Record is stored (or nil: nothing to record)
+)
+
+// Event is one thing that happened in a session, for the API's event
+// stream. Only the fields its Type names are set.
+type Event struct {
+	Type     string    `json:"type"`
+	Booking  string    `json:"booking"`
+	At       time.Time `json:"at"`
+	From     string    `json:"from,omitempty"`
+	Phase    Phase     `json:"phase,omitempty"`
+	Text     string    `json:"text,omitempty"`
+	Presence Presence  `json:"presence,omitempty"`
+	Media    *Media    `json:"media,omitempty"`
+	CheckIn  *CheckIn  `json:"check_in,omitempty"`
+	Record   *Record   `json:"record,omitempty"`
+}
+
+// Media says whether a side sends video and audio from a browser.
+type Media struct {
+	Video bool `json:"video"`
+	Audio bool `json:"audio"`
+}
+
+// ChatLine is one chat message.
+type ChatLine struct {
+	From string    `json:"from"`
+	Text string    `json:"text"`
+	At   time.Time `json:"at"`
+}
+
+// Party is one side of a session as this node sees it.
+type Party struct {
+	Name     string   `json:"name,omitempty"`
+	Goal     string   `json:"goal,omitempty"`
+	Presence Presence `json:"presence"`
+	Media    Media    `json:"media"`
+	CheckIn  *CheckIn `json:"check_in,omitempty"`
+	// Left is set when this side left early; Reason says why.
+	Left   bool   `json:"left,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Snapshot is the state of a session at one moment.
+type Snapshot struct {
+	Booking Booking `json:"booking"`
+	Phase   Phase   `json:"phase"`
+	// NextPhaseAt is when the schedule moves on (for countdowns).
+	NextPhaseAt time.Time `json:"next_phase_at"`
+	// Connected: the partner is connected now. Met: they joined at least
+	// once; JoinedAt is when.
+	Connected bool      `json:"connected"`
+	Met       bool      `json:"met"`
+	JoinedAt  time.Time `json:"joined_at,omitzero"`
+	// Browser: a browser is attached to this node for this session.
+	Browser bool       `json:"browser"`
+	Self    Party      `json:"self"`
+	Partner Party      `json:"partner"`
+	Chat    []ChatLine `json:"chat"`
+}
+
+// Record is the history entry a session ends in.
+type Record struct {
+	BookingID      string        `json:"booking_id"`
+	PartnerBooking string        `json:"partner_booking,omitempty"`
+	Partner        peer.ID       `json:"partner"`
+	PartnerName    string        `json:"partner_name,omitempty"`
+	Kind           string        `json:"kind,omitempty"`
+	Start          time.Time     `json:"start"`
+	Duration       time.Duration `json:"duration"`
+	// Met: the partner joined; JoinedAt is when, LeftAt when the session
+	// ended for us.
+	Met            bool      `json:"met"`
+	JoinedAt       time.Time `json:"joined_at,omitzero"`
+	LeftAt         time.Time `json:"left_at"`
+	Goal           string    `json:"goal,omitempty"`
+	PartnerGoal    string    `json:"partner_goal,omitempty"`
+	CheckIn        *CheckIn  `json:"check_in,omitempty"`
+	PartnerCheckIn *CheckIn  `json:"partner_check_in,omitempty"`
+	// NoShow: the partner never came.
+	NoShow             bool   `json:"no_show,omitempty"`
+	LeftEarly          bool   `json:"left_early,omitempty"`
+	LeaveReason        string `json:"leave_reason,omitempty"`
+	PartnerLeftEarly   bool   `json:"partner_left_early,omitempty"`
+	PartnerLeaveReason string `json:"partner_leave_reason,omitempty"`
+	// Receipt and PartnerReceipt are signed attendance envelopes; open
+	// them with VerifyReceipt (ours against our ID, theirs against Partner).
+	Receipt        []byte `json:"receipt,omitempty"`
+	PartnerReceipt []byte `json:"partner_receipt,omitempty"`
+}
+
+// End is the booked end.
+func (r Record) End() time.Time { return r.Start.Add(r.Duration) }
