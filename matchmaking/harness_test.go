@@ -81,7 +81,7 @@ func (n *testNode) start() {
 	cfg := Config{
 		Host: n.h, PubSub: n.ps, DB: n.db, Log: testLogger(),
 		Name:          "node-" + n.h.ID().String()[len(n.h.ID().String())-4:],
-		MatchInterval: 100 * time.Millisecond, HoldTimeout: 2 * time.Second, StreamTimeout: 2 * time.Second,
+		MatchInterval: 100 * time.Millisecond, SyncInterval: time.Second, HoldTimeout: 2 * time.Second, StreamTimeout: 2 * time.Second,
 	}
 	if n.tune != nil {
 		n.tune(&cfg)

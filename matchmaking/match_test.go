@@ -106,6 +106,11 @@ func TestLateJoinerSeesOffersAndMatches(t *testing.T) {
 		return false
 	})
 	bl := late.book(t, BookRequest{At: slot, DurationMin: 25})
+	defer func() {
+		if t.Failed() {
+			t.Log(describe([]*testNode{a, b, late}), "a<late:", a.id() < late.id(), "a board:", len(a.svc.board.open(time.Now())), "late board:", len(late.svc.board.open(time.Now())), "b board:", len(b.svc.board.open(time.Now())), "b mesh:", b.ps.ListPeers(OffersTopic))
+		}
+	}()
 	waitFor(t, 15*time.Second, "late joiner matched", func() bool {
 		return late.booking(bl.ID).State == StateMatched && a.booking(ba.ID).State == StateMatched && settled([]*testNode{a, late})
 	})

@@ -47,6 +47,7 @@ type Config struct {
 	HoldTimeout      time.Duration // how long an accepted proposal waits for Confirm (10 s)
 	StreamTimeout    time.Duration // per negotiation round trip (5 s)
 	MatchInterval    time.Duration // matcher wake-up without news (1 s)
+	SyncInterval     time.Duration // pull the board from one random peer (20 s)
 }
 
 type hold struct {
@@ -118,6 +119,7 @@ func New(cfg Config) (*Service, error) {
 	def(&cfg.HoldTimeout, 10*time.Second)
 	def(&cfg.StreamTimeout, 5*time.Second)
 	def(&cfg.MatchInterval, time.Second)
+	def(&cfg.SyncInterval, 20*time.Second)
 	s := &Service{
 		cfg: cfg, h: cfg.Host, key: cfg.Host.Peerstore().PrivKey(cfg.Host.ID()),
 		db: db{cfg.DB}, log: cfg.Log, board: newBoard(),
@@ -182,6 +184,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.goRun(func() { s.watchPeers(ctx, peerEvents) })
 	s.goRun(func() { s.announceLoop(ctx) })
 	s.goRun(func() { s.matchLoop(ctx) })
+	s.goRun(func() { s.syncLoop(ctx) })
 	return nil
 }
 

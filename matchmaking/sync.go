@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"math/rand/v2"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -37,6 +38,25 @@ func (s *Service) syncBoard(ctx context.Context, p peer.ID) {
 		return
 	}
 	s.mergeBoard(resp.GetEnvelopes(), p)
+}
+
+// syncLoop pulls the board from one random topic peer now and then. Gossip
+// loses messages a relay forwards in the second before it has grafted a
+// new peer into its mesh; this heals such gaps without waiting for the
+// owner's next re-announcement.
+func (s *Service) syncLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if peers := s.topic.ListPeers(); len(peers) > 0 {
+			s.syncBoard(ctx, peers[rand.IntN(len(peers))])
+		}
+	}
 }
 
 // mergeBoard verifies every envelope on its own: the relay is not trusted.
