@@ -114,18 +114,20 @@ func (c Config) Validate() error {
 	if !isLoopbackHostPort(c.API) {
 		return fmt.Errorf("api address %q: must be a loopback HOST:PORT (127.0.0.1, ::1 or localhost)", c.API)
 	}
-	for _, lst := range [][]string{c.Listen, c.Peers} {
-		for _, a := range lst {
-			if _, err := multiaddr.NewMultiaddr(a); err != nil {
-				return fmt.Errorf("bad multiaddr %q: %w", a, err)
-			}
+	for _, a := range c.Listen {
+		if _, err := multiaddr.NewMultiaddr(a); err != nil {
+			return fmt.Errorf("bad multiaddr %q: %w", a, err)
 		}
 	}
+	// Peers and bootstrap peers need their /p2p/ part. Checked here, not
+	// when discovery starts: by then the host exists and may already have
+	// multicast a UPnP search on the LAN.
+	if _, err := parseAddrInfos(c.Peers); err != nil {
+		return fmt.Errorf("bad peer: %w", err)
+	}
 	if !c.bootstrapNone() {
-		for _, a := range c.Bootstrap {
-			if _, err := multiaddr.NewMultiaddr(a); err != nil {
-				return fmt.Errorf("bad bootstrap multiaddr %q: %w", a, err)
-			}
+		if _, err := parseAddrInfos(c.Bootstrap); err != nil {
+			return fmt.Errorf("bad bootstrap peer: %w", err)
 		}
 	}
 	return nil

@@ -13,7 +13,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	"github.com/libp2p/go-libp2p/p2p/discovery/routing"
-	"github.com/libp2p/go-libp2p/p2p/discovery/util"
 )
 
 // Rendezvous is the DHT namespace Tandem nodes advertise under, and the mDNS
@@ -122,7 +121,9 @@ func (d *discovery) run(ctx context.Context) {
 		d.log.Debug("DHT bootstrap", "err", err)
 	}
 	rd := routing.NewRoutingDiscovery(d.dht)
-	go util.Advertise(ctx, rd, Rendezvous)
+	var adv sync.WaitGroup
+	defer adv.Wait()
+	adv.Go(func() { d.advertise(ctx, rd) })
 	backoff := time.Second
 	for {
 		d.findPeers(ctx, rd)
@@ -133,6 +134,30 @@ func (d *discovery) run(ctx context.Context) {
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, time.Minute)
+	}
+}
+
+// advertise keeps this node's record under the rendezvous namespace in the
+// DHT until ctx ends. The first attempt usually comes before the DHT has put
+// the bootstrap peers in its routing table (it does so after identify, on
+// its own goroutine) and fails with "failed to find any peer in table";
+// util.Advertise would then wait 2 minutes, so failures retry sooner.
+func (d *discovery) advertise(ctx context.Context, rd *routing.RoutingDiscovery) {
+	retry := time.Second
+	for {
+		wait := retry
+		ttl, err := rd.Advertise(ctx, Rendezvous)
+		if err != nil {
+			d.log.Debug("rendezvous advertise", "err", err)
+			retry = min(retry*2, time.Minute)
+		} else {
+			wait, retry = 7*ttl/8, time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
 	}
 }
 

@@ -1,0 +1,24 @@
+package node
+
+import (
+	"context"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	mh "github.com/multiformats/go-multihash"
+)
+
+// RendezvousProviders lists the peers whose rendezvous record n's DHT
+// stores (a test hook: black-box tests cannot see whether a record reached
+// a peer, because small swarms connect through DHT lookups anyway).
+func RendezvousProviders(ctx context.Context, n *Node) ([]peer.ID, error) {
+	h, err := mh.Sum([]byte(Rendezvous), mh.SHA2_256, -1)
+	if err != nil {
+		return nil, err
+	}
+	ais, err := n.disc.dht.ProviderStore().GetProviders(ctx, h)
+	var ids []peer.ID
+	for _, ai := range ais {
+		ids = append(ids, ai.ID)
+	}
+	return ids, err
+}

@@ -1,0 +1,112 @@
+// Package nodetest builds and runs Tandem nodes for tests: local-only
+// configs (loopback listeners, no public bootstrap, no mDNS, no UPnP) and a
+// WaitFor that polls a condition with a deadline instead of sleeping.
+package nodetest
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tandem-cowork/tandem/node"
+)
+
+// Config returns a node config that never sends a packet beyond this
+// machine: libp2p listens on 127.0.0.1 only (TCP and QUIC, any free port),
+// the API on 127.0.0.1 (any free port), no bootstrap peers at all, no mDNS,
+// no UPnP/NAT-PMP. The data dir is a fresh directory under t.TempDir().
+// Tests that want peers add loopback addresses to Bootstrap or Peers.
+func Config(t testing.TB) node.Config {
+	t.Helper()
+	return node.Config{
+		DataDir: filepath.Join(t.TempDir(), "tandem"),
+		Listen: []string{
+			"/ip4/127.0.0.1/tcp/0",
+			"/ip4/127.0.0.1/udp/0/quic-v1",
+		},
+		API:          "127.0.0.1:0",
+		Bootstrap:    []string{node.BootstrapNone},
+		MDNS:         false,
+		NATPortMap:   false,
+		LowResources: true,
+		LogLevel:     "warn",
+	}
+}
+
+// Logger returns a logger at cfg.LogLevel that writes to the test's log,
+// and stays quiet once the test has finished (late goroutines must not
+// write to a finished test).
+func Logger(t testing.TB, level string) *slog.Logger {
+	t.Helper()
+	lvl, err := node.ParseLogLevel(level)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &testWriter{t: t}
+	// Registered before any Stop cleanup, so it runs after them (LIFO).
+	t.Cleanup(w.close)
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
+}
+
+type testWriter struct {
+	mu   sync.Mutex
+	t    testing.TB
+	done bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Logf("%s", p)
+	}
+	return len(p), nil
+}
+
+func (w *testWriter) close() {
+	w.mu.Lock()
+	w.done = true
+	w.mu.Unlock()
+}
+
+var _ io.Writer = (*testWriter)(nil)
+
+// Start creates and starts a node from cfg and stops it when the test ends.
+func Start(t testing.TB, cfg node.Config) *node.Node {
+	t.Helper()
+	n, err := node.New(cfg, Logger(t, cfg.LogLevel))
+	if err != nil {
+		t.Fatalf("creating node: %v", err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatalf("starting node: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := n.Stop(); err != nil {
+			t.Errorf("stopping node: %v", err)
+		}
+	})
+	return n
+}
+
+// pollInterval is how often WaitFor re-checks its condition.
+const pollInterval = 20 * time.Millisecond
+
+// WaitFor polls cond until it returns true, and fails the test with msg if
+// that has not happened within timeout.
+func WaitFor(t testing.TB, timeout time.Duration, cond func() bool, msg string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, fmt.Sprintf(msg, args...))
+		}
+		<-tick.C
+	}
+}
