@@ -85,6 +85,7 @@ func (c *clock) Set(t time.Time) {
 type recorder struct {
 	mu      sync.Mutex
 	events  []Event
+	arrived []time.Time // real time each event arrived
 	changed chan struct{}
 }
 
@@ -93,20 +94,26 @@ func newRecorder() *recorder { return &recorder{changed: make(chan struct{})} }
 func (r *recorder) add(e Event) {
 	r.mu.Lock()
 	r.events = append(r.events, e)
+	r.arrived = append(r.arrived, time.Now())
 	close(r.changed)
 	r.changed = make(chan struct{})
 	r.mu.Unlock()
 }
 
 func (r *recorder) find(pred func(Event) bool) (Event, bool) {
+	e, _, ok := r.findAt(pred)
+	return e, ok
+}
+
+func (r *recorder) findAt(pred func(Event) bool) (Event, time.Time, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, e := range r.events {
+	for i, e := range r.events {
 		if pred(e) {
-			return e, true
+			return e, r.arrived[i], true
 		}
 	}
-	return Event{}, false
+	return Event{}, time.Time{}, false
 }
 
 func (r *recorder) count(pred func(Event) bool) int {
@@ -134,14 +141,21 @@ func (r *recorder) summary() string {
 // wait blocks until an event matching pred has been recorded.
 func (r *recorder) wait(t testing.TB, what string, pred func(Event) bool) Event {
 	t.Helper()
+	e, _ := r.waitAt(t, what, pred)
+	return e
+}
+
+// waitAt is wait, also returning when the event arrived.
+func (r *recorder) waitAt(t testing.TB, what string, pred func(Event) bool) (Event, time.Time) {
+	t.Helper()
 	deadline := time.NewTimer(waitTimeout)
 	defer deadline.Stop()
 	for {
 		r.mu.Lock()
 		ch := r.changed
 		r.mu.Unlock()
-		if e, ok := r.find(pred); ok {
-			return e
+		if e, at, ok := r.findAt(pred); ok {
+			return e, at
 		}
 		select {
 		case <-ch:

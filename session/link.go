@@ -409,7 +409,7 @@ func (s *Session) dial() (*link, error) {
 // admits reports whether remote's Join may open a link to this session:
 // the booked partner, the right bookings, from the lobby on.
 func (s *Session) admits(remote peer.ID, j *pb.Join) bool {
-	if s.offerer || j.GetToBooking() != "" && j.GetToBooking() != s.b.ID {
+	if s.offerer || (j.GetToBooking() != "" && j.GetToBooking() != s.b.ID) {
 		return false
 	}
 	s.mu.Lock()

@@ -26,8 +26,9 @@ type testBrowser struct {
 	plis   atomic.Int64
 	remote atomic.Uint32 // SSRC of the received video
 
-	mu   sync.Mutex
-	got  map[webrtc.RTPCodecType][]uint16 // received sequence numbers
+	mu    sync.Mutex
+	first time.Time                        // when the first packet arrived
+	got   map[webrtc.RTPCodecType][]uint16 // received sequence numbers
 	bad  int                              // packets whose payload did not match
 	more chan struct{}
 
@@ -94,6 +95,9 @@ func newTestBrowser(t testing.TB) *testBrowser {
 				tb.mu.Lock()
 				if len(p.Payload) < 3 || binary.BigEndian.Uint16(p.Payload[1:]) != p.SequenceNumber {
 					tb.bad++
+				}
+				if tb.first.IsZero() {
+					tb.first = time.Now()
 				}
 				tb.got[tr.Kind()] = append(tb.got[tr.Kind()], p.SequenceNumber)
 				close(tb.more)
