@@ -51,11 +51,11 @@ func TestStats(t *testing.T) {
 		return r
 	}
 	recs := []Record{
-		rec(0, true, 50),   // this week
-		rec(1, false, 20),  // this week, left after 20 minutes
-		rec(8, true, 50),   // last week
-		rec(14, true, 50),  // two weeks ago
-		rec(28, true, 50),  // four weeks ago: the streak broke before it
+		rec(0, true, 50),  // this week
+		rec(1, false, 20), // this week, left after 20 minutes
+		rec(8, true, 50),  // last week
+		rec(14, true, 50), // two weeks ago
+		rec(28, true, 50), // four weeks ago: the streak broke before it
 		{Start: now, Duration: time.Hour, NoShow: true}, // never met
 	}
 	st := computeStats(recs, now)

@@ -29,8 +29,8 @@ type testBrowser struct {
 	mu    sync.Mutex
 	first time.Time                        // when the first packet arrived
 	got   map[webrtc.RTPCodecType][]uint16 // received sequence numbers
-	bad  int                              // packets whose payload did not match
-	more chan struct{}
+	bad   int                              // packets whose payload did not match
+	more  chan struct{}
 
 	wg   sync.WaitGroup
 	stop chan struct{}

@@ -47,7 +47,7 @@ var (
 	}
 	AudioCodec = webrtc.RTPCodecCapability{
 		MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2,
-		SDPFmtpLine: "minptime=10;useinbandfec=1",
+		SDPFmtpLine:  "minptime=10;useinbandfec=1",
 		RTCPFeedback: []webrtc.RTCPFeedback{{Type: "transport-cc"}},
 	}
 )
