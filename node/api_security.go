@@ -16,7 +16,12 @@ import (
 //  3. Token: every /api request carries the token as a Bearer header (CLI)
 //     or as the cookie set by the login URL (web UI), else 401.
 
-const cookieName = "tandem_token"
+// cookieName carries the API port: browsers share cookies across ports of
+// one host, and two nodes on one machine must not log each other out.
+func (n *Node) cookieName() string {
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(n.apiURL, "http://"))
+	return "tandem_token_" + port
+}
 
 func isLoopbackHostPort(hostport string) bool {
 	h, _, err := net.SplitHostPort(hostport)
@@ -78,7 +83,7 @@ func (n *Node) tokenCheck(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if got == "" {
-			if c, err := r.Cookie(cookieName); err == nil {
+			if c, err := r.Cookie(n.cookieName()); err == nil {
 				got = c.Value
 			}
 		}
@@ -98,7 +103,7 @@ func (n *Node) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.SetCookie(w, &http.Cookie{
-		Name: cookieName, Value: n.token, Path: "/",
+		Name: n.cookieName(), Value: n.token, Path: "/",
 		HttpOnly: true, SameSite: http.SameSiteStrictMode,
 	})
 	http.Redirect(w, r, "/", http.StatusSeeOther)

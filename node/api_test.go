@@ -187,7 +187,8 @@ func TestTokenRequired(t *testing.T) {
 		{"wrong token", map[string]string{"Authorization": "Bearer " + strings.Repeat("0", len(n.Token()))}},
 		{"empty bearer", map[string]string{"Authorization": "Bearer "}},
 		{"token prefix", map[string]string{"Authorization": "Bearer " + n.Token()[:8]}},
-		{"wrong cookie", map[string]string{"Cookie": "tandem_token=nope"}},
+		{"wrong cookie", map[string]string{"Cookie": "tandem_token_" + apiPort(t, n) + "=nope"}},
+		{"another node's cookie name", map[string]string{"Cookie": "tandem_token_1=" + n.Token()}},
 	} {
 		for _, path := range []string{"/api/v1/status", "/api/v1/peers", "/api/v1/events", "/api/v1/bookings"} {
 			if resp := do(t, n, request{path: path, header: tc.header}); resp.StatusCode != http.StatusUnauthorized {
@@ -232,7 +233,7 @@ func TestTokenRequired(t *testing.T) {
 	}
 	var cookie *http.Cookie
 	for _, c := range resp.Cookies() {
-		if c.Name == "tandem_token" {
+		if c.Name == "tandem_token_"+apiPort(t, n) {
 			cookie = c
 		}
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // DefaultAPIAddr is where the local API and web UI listen unless told
@@ -37,7 +38,8 @@ type Config struct {
 	// MDNS turns on LAN discovery by multicast DNS.
 	MDNS bool `toml:"mdns"`
 	// NATPortMap asks the router for a port mapping (UPnP/NAT-PMP). It is
-	// forced off in local-only mode because it multicasts on the LAN.
+	// used only when the node talks to the internet (see wantsPortMap),
+	// because the search multicasts on the LAN.
 	NATPortMap bool `toml:"nat_port_map"`
 	// Name is the display name shown to partners (can be changed at run time).
 	Name string `toml:"name"`
@@ -84,8 +86,12 @@ func LoadConfigFile(path string, cfg *Config) error {
 	if err != nil {
 		return fmt.Errorf("reading config: %w", err)
 	}
-	if _, err := toml.Decode(string(data), cfg); err != nil {
+	md, err := toml.Decode(string(data), cfg)
+	if err != nil {
 		return fmt.Errorf("parsing config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return fmt.Errorf("config %s: unknown key %q (see docs/config.md)", path, und[0].String())
 	}
 	return nil
 }
@@ -97,6 +103,26 @@ func (c Config) LocalOnly() bool { return c.bootstrapNone() && !c.MDNS }
 func (c Config) bootstrapNone() bool {
 	for _, b := range c.Bootstrap {
 		if strings.EqualFold(b, BootstrapNone) {
+			return true
+		}
+	}
+	return false
+}
+
+// wantsPortMap reports whether to search the LAN for a UPnP/NAT-PMP router:
+// only when enabled and some bootstrap peer is beyond this machine (the
+// public defaults, or a private swarm's own). With --bootstrap none or
+// loopback-only bootstrap peers (tests, a swarm on one machine) nothing is
+// sent to the LAN.
+func (c Config) wantsPortMap() bool {
+	if !c.NATPortMap || c.bootstrapNone() {
+		return false
+	}
+	if c.usesPublicDHT() {
+		return true
+	}
+	for _, a := range c.Bootstrap {
+		if m, err := multiaddr.NewMultiaddr(a); err == nil && !manet.IsIPLoopback(m) {
 			return true
 		}
 	}
@@ -124,6 +150,9 @@ func (c Config) Validate() error {
 	// multicast a UPnP search on the LAN.
 	if _, err := parseAddrInfos(c.Peers); err != nil {
 		return fmt.Errorf("bad peer: %w", err)
+	}
+	if c.bootstrapNone() && len(c.Bootstrap) > 1 {
+		return fmt.Errorf(`bootstrap "none" cannot be combined with bootstrap addresses`)
 	}
 	if !c.bootstrapNone() {
 		if _, err := parseAddrInfos(c.Bootstrap); err != nil {

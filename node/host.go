@@ -1,12 +1,15 @@
 package node
 
 import (
+	"context"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
@@ -18,6 +21,7 @@ import (
 // newHost builds the libp2p host: TCP and QUIC, Noise or TLS, yamux, with
 // hole punching and circuit relay v2 for peers behind NAT.
 func newHost(cfg Config, key crypto.PrivKey) (host.Host, error) {
+	var self atomic.Pointer[host.Host] // set once the host exists
 	cm, err := connmgr.NewConnManager(100, 400)
 	if err != nil {
 		return nil, fmt.Errorf("creating connection manager: %w", err)
@@ -33,11 +37,18 @@ func newHost(cfg Config, key crypto.PrivKey) (host.Host, error) {
 		libp2p.ConnectionManager(cm),
 		libp2p.UserAgent("tandem/" + Version),
 		libp2p.EnableRelay(),
+		// Nodes that find themselves publicly reachable relay for others
+		// (circuit relay v2, limited to signalling-sized traffic), and
+		// NATed nodes reserve a slot on a connected peer that offers it,
+		// then upgrade to a direct connection by hole punching.
+		libp2p.EnableRelayService(),
+		libp2p.EnableAutoRelayWithPeerSource(func(ctx context.Context, num int) <-chan peer.AddrInfo {
+			return connectedPeers(ctx, &self, num)
+		}),
 		libp2p.EnableHolePunching(),
 		libp2p.EnableNATService(),
 	}
-	// UPnP/NAT-PMP discovery multicasts on the LAN: never in local-only mode.
-	if cfg.NATPortMap && !cfg.bootstrapNone() {
+	if cfg.wantsPortMap() {
 		opts = append(opts, libp2p.NATPortMap())
 	}
 	if cfg.LowResources {
@@ -47,5 +58,25 @@ func newHost(cfg Config, key crypto.PrivKey) (host.Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating libp2p host: %w", err)
 	}
+	self.Store(&h)
 	return h, nil
+}
+
+// connectedPeers offers up to num connected peers as relay candidates;
+// autorelay itself checks which of them run a relay service.
+func connectedPeers(ctx context.Context, self *atomic.Pointer[host.Host], num int) <-chan peer.AddrInfo {
+	out := make(chan peer.AddrInfo, num)
+	defer close(out)
+	hp := self.Load()
+	if hp == nil {
+		return out
+	}
+	h := *hp
+	for _, p := range h.Network().Peers() {
+		if len(out) == num || ctx.Err() != nil {
+			break
+		}
+		out <- h.Peerstore().PeerInfo(p)
+	}
+	return out
 }

@@ -157,6 +157,12 @@ func (n *Node) Start() error {
 	if err := n.mm.Start(ctx); err != nil {
 		return n.failStart(err)
 	}
+	// A name from the flag or config file wins over the stored profile.
+	if n.cfg.Name != "" && n.cfg.Name != n.mm.Name() {
+		if err := n.mm.SetName(n.cfg.Name); err != nil {
+			return n.failStart(err)
+		}
+	}
 	n.disc, err = newDiscovery(ctx, n.cfg, n.host, n.log.With("pkg", "discovery"))
 	if err != nil {
 		return n.failStart(err)

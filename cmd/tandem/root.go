@@ -13,6 +13,7 @@ import (
 )
 
 type globalFlags struct {
+	root       *cobra.Command
 	dataDir    string
 	configPath string
 	json       bool
@@ -27,6 +28,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	g.root = root
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.dataDir, "data-dir", node.DefaultDataDir(os.Getenv), "directory for identity, store and API file")
 	pf.StringVar(&g.configPath, "config", node.DefaultConfigPath(os.Getenv), "config file (TOML)")
@@ -49,9 +51,21 @@ func newRootCmd() *cobra.Command {
 	return root
 }
 
-// client finds the running node through the API file in the data dir.
+// client finds the running node through the API file in its data dir:
+// --data-dir, else data_dir from the config file, else the default, the
+// same order `tandem up` uses.
 func (g *globalFlags) client() (*client.Client, error) {
-	return client.FromDataDir(g.dataDir)
+	dir := g.dataDir
+	if !g.root.PersistentFlags().Changed("data-dir") {
+		cfg := node.Config{}
+		if err := node.LoadConfigFile(g.configPath, &cfg); err != nil {
+			return nil, err
+		}
+		if cfg.DataDir != "" {
+			dir = cfg.DataDir
+		}
+	}
+	return client.FromDataDir(dir)
 }
 
 // output prints v as JSON with --json, else calls human.
