@@ -324,3 +324,24 @@ func TestOpenValidates(t *testing.T) {
 		t.Fatalf("second Open: %v, same=%v", err, s1 == s2)
 	}
 }
+
+// TestReconnectAfterNetworkDrop: the answerer's ICE transport dies without
+// a goodbye (as when its network goes away). The offerer notices through
+// ICE timeouts, and the two connect again with a new PeerConnection.
+func TestReconnectAfterNetworkDrop(t *testing.T) {
+	clk := newClock()
+	a, b := newPair(t, clk)
+	sa, sb := meet(t, a, b, "net")
+	sb.mu.Lock()
+	l := sb.link
+	sb.mu.Unlock()
+	if err := l.pc.SCTP().Transport().ICETransport().Stop(); err != nil {
+		t.Fatal(err)
+	}
+	a.rec.wait(t, "partner disconnected", is(EventPartnerDisconnected, sa.ID()))
+	a.rec.wait(t, "partner back", is(EventPartnerReconnected, sa.ID()))
+	if err := sb.Chat("back online"); err != nil {
+		t.Fatal(err)
+	}
+	a.rec.wait(t, "chat after reconnect", isFrom(EventChat, sa.ID(), FromPartner, func(e Event) bool { return e.Text == "back online" }))
+}
