@@ -17,7 +17,7 @@
 //
 //	s, err := m.Open(session.Booking{ID: b.ID, PartnerBooking: b.PartnerBooking,
 //		Partner: partner, PartnerName: b.PartnerName, Name: myName, Goal: b.Goal,
-//		Start: b.Start, Duration: 50 * time.Minute, Kind: "scheduled"})
+//		Start: b.Start, DurationMin: b.DurationMin, Kind: string(b.Kind)})
 //
 // The user then drives it: s.SetGoal, s.Chat, s.SetPresence, s.CheckIn,
 // s.Leave; s.State returns a Snapshot for the API, and every change is

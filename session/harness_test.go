@@ -297,10 +297,11 @@ func newPair(t testing.TB, clk *clock) (offerer, answerer *node) {
 
 // bookings makes the two matching bookings of a session between a and b.
 func bookings(a, b *node, id string, start time.Time, d time.Duration, kind string) (Booking, Booking) {
+	mins := int(d / time.Minute)
 	ba := Booking{ID: "a-" + id, PartnerBooking: "b-" + id, Partner: b.h.ID(), PartnerName: "Bea",
-		Name: "Ada", Goal: "write the tests", Start: start, Duration: d, Kind: kind}
+		Name: "Ada", Goal: "write the tests", Start: start, DurationMin: mins, Kind: kind}
 	bb := Booking{ID: "b-" + id, PartnerBooking: "a-" + id, Partner: a.h.ID(), PartnerName: "Ada",
-		Name: "Bea", Goal: "read the paper", Start: start, Duration: d, Kind: kind}
+		Name: "Bea", Goal: "read the paper", Start: start, DurationMin: mins, Kind: kind}
 	return ba, bb
 }
 

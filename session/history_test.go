@@ -7,7 +7,7 @@ import (
 
 func TestPhaseAt(t *testing.T) {
 	start := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
-	b := Booking{Start: start, Duration: 50 * time.Minute, Kind: KindScheduled}
+	b := Booking{Start: start, DurationMin: 50, Kind: KindScheduled}
 	for _, c := range []struct {
 		at   time.Duration // from the start
 		want Phase
@@ -41,7 +41,7 @@ func TestStats(t *testing.T) {
 	now := time.Date(2026, 3, 11, 12, 0, 0, 0, loc) // a Wednesday
 	rec := func(daysAgo int, done bool, mins int) Record {
 		start := now.AddDate(0, 0, -daysAgo).Add(-time.Hour)
-		r := Record{Start: start, Duration: 50 * time.Minute, Met: true, JoinedAt: start,
+		r := Record{Start: start, DurationMin: 50, Met: true, JoinedAt: start,
 			LeftAt: start.Add(time.Duration(mins) * time.Minute)}
 		if done {
 			r.CheckIn = &CheckIn{Outcome: OutcomeDone}
@@ -56,7 +56,7 @@ func TestStats(t *testing.T) {
 		rec(8, true, 50),  // last week
 		rec(14, true, 50), // two weeks ago
 		rec(28, true, 50), // four weeks ago: the streak broke before it
-		{Start: now, Duration: time.Hour, NoShow: true}, // never met
+		{Start: now, DurationMin: 60, NoShow: true}, // never met
 	}
 	st := computeStats(recs, now)
 	want := Stats{Sessions: 5, ThisWeek: 2, MinutesFocused: 220, CheckIns: 5, Done: 4, DoneRatio: 0.8, NoShows: 1, Streak: 3}

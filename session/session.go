@@ -321,7 +321,7 @@ func (s *Session) finishLocked(now time.Time, noShow bool) {
 	if s.met || !s.self.Left || !now.Before(s.b.Start) {
 		s.record = &Record{
 			BookingID: s.b.ID, PartnerBooking: s.partnerBooking, Partner: s.b.Partner,
-			PartnerName: s.partner.Name, Kind: s.b.Kind, Start: s.b.Start, Duration: s.b.Duration,
+			PartnerName: s.partner.Name, Kind: s.b.Kind, Start: s.b.Start, DurationMin: s.b.DurationMin,
 			Met: s.met, JoinedAt: s.joinedAt, LeftAt: now,
 			Goal: s.self.Goal, PartnerGoal: s.partner.Goal,
 			CheckIn: s.self.CheckIn, PartnerCheckIn: s.partner.CheckIn, NoShow: noShow,
@@ -369,7 +369,7 @@ func (s *Session) sendReceiptLocked(now time.Time) {
 	a := Attendance{
 		Signer: s.m.cfg.Host.ID(), Partner: s.b.Partner,
 		BookingID: s.b.ID, PartnerBookingID: s.partnerBooking,
-		Start: s.b.Start, Duration: s.b.Duration,
+		Start: s.b.Start, Duration: time.Duration(s.b.DurationMin) * time.Minute,
 		JoinedAt: s.joinedAt, LeftAt: now, CheckIn: s.self.CheckIn,
 		LeftEarly: s.self.Left && s.selfEarly,
 	}

@@ -188,7 +188,7 @@ func TestNoShow(t *testing.T) {
 	a.h.Peerstore().AddAddrs(absent.ID(), absent.Addrs(), time.Hour)
 	start := clk.Now()
 	s := open(t, a, Booking{ID: "ns", PartnerBooking: "x", Partner: absent.ID(), Name: "Ada",
-		Goal: "taxes", Start: start, Duration: 50 * time.Minute, Kind: KindNow})
+		Goal: "taxes", Start: start, DurationMin: 50, Kind: KindNow})
 	a.rec.wait(t, "focus", isPhase("ns", PhaseFocus))
 
 	clk.Set(start.Add(RematchAfter))
@@ -295,12 +295,12 @@ func TestReconnect(t *testing.T) {
 func TestOpenValidates(t *testing.T) {
 	clk := newClock()
 	a := newNode(t, "a", clk)
-	good := Booking{ID: "v", Partner: newHost(t).ID(), Start: clk.Now(), Duration: 25 * time.Minute}
+	good := Booking{ID: "v", Partner: newHost(t).ID(), Start: clk.Now(), DurationMin: 25}
 	for name, mut := range map[string]func(*Booking){
 		"no id":        func(b *Booking) { b.ID = "" },
 		"self partner": func(b *Booking) { b.Partner = a.h.ID() },
 		"no partner":   func(b *Booking) { b.Partner = "" },
-		"no duration":  func(b *Booking) { b.Duration = 0 },
+		"no duration":  func(b *Booking) { b.DurationMin = 0 },
 		"long goal":    func(b *Booking) { b.Goal = string(make([]byte, MaxGoalLen+1)) },
 		"bad kind":     func(b *Booking) { b.Kind = "later" },
 	} {

@@ -26,16 +26,17 @@ type Booking struct {
 	// Name is our display name, sent in hello.
 	Name string `json:"name,omitempty"`
 	// Goal is our initial goal; SetGoal changes it.
-	Goal     string        `json:"goal,omitempty"`
-	Start    time.Time     `json:"start"`
-	Duration time.Duration `json:"duration"`
+	Goal  string    `json:"goal,omitempty"`
+	Start time.Time `json:"start"`
+	// DurationMin is the booked focus time in minutes (25, 50, 75).
+	DurationMin int `json:"duration_min"`
 	// Kind is KindScheduled or KindNow; a "now" session has its lobby open
 	// at once.
 	Kind string `json:"kind"`
 }
 
 // End is when the focus time ends.
-func (b Booking) End() time.Time { return b.Start.Add(b.Duration) }
+func (b Booking) End() time.Time { return b.Start.Add(time.Duration(b.DurationMin) * time.Minute) }
 
 func (b Booking) validate(self peer.ID) error {
 	switch {
@@ -45,8 +46,8 @@ func (b Booking) validate(self peer.ID) error {
 		return fmt.Errorf("%w: partner booking id too long", ErrInvalid)
 	case b.Partner.Validate() != nil || b.Partner == self:
 		return fmt.Errorf("%w: partner %q", ErrInvalid, b.Partner)
-	case b.Start.IsZero() || b.Duration < time.Minute || b.Duration > 4*time.Hour:
-		return fmt.Errorf("%w: start %v duration %v", ErrInvalid, b.Start, b.Duration)
+	case b.Start.IsZero() || b.DurationMin < 1 || b.DurationMin > 240:
+		return fmt.Errorf("%w: start %v duration %d min", ErrInvalid, b.Start, b.DurationMin)
 	case b.Kind != KindScheduled && b.Kind != KindNow && b.Kind != "":
 		return fmt.Errorf("%w: kind %q", ErrInvalid, b.Kind)
 	}
@@ -221,13 +222,13 @@ type Snapshot struct {
 
 // Record is the history entry a session ends in.
 type Record struct {
-	BookingID      string        `json:"booking_id"`
-	PartnerBooking string        `json:"partner_booking,omitempty"`
-	Partner        peer.ID       `json:"partner"`
-	PartnerName    string        `json:"partner_name,omitempty"`
-	Kind           string        `json:"kind,omitempty"`
-	Start          time.Time     `json:"start"`
-	Duration       time.Duration `json:"duration"`
+	BookingID      string    `json:"booking_id"`
+	PartnerBooking string    `json:"partner_booking,omitempty"`
+	Partner        peer.ID   `json:"partner"`
+	PartnerName    string    `json:"partner_name,omitempty"`
+	Kind           string    `json:"kind,omitempty"`
+	Start          time.Time `json:"start"`
+	DurationMin    int       `json:"duration_min"`
 	// Met: the partner joined; JoinedAt is when, LeftAt when the session
 	// ended for us.
 	Met            bool      `json:"met"`
@@ -250,4 +251,4 @@ type Record struct {
 }
 
 // End is the booked end.
-func (r Record) End() time.Time { return r.Start.Add(r.Duration) }
+func (r Record) End() time.Time { return r.Start.Add(time.Duration(r.DurationMin) * time.Minute) }
