@@ -31,6 +31,7 @@ func (n *Node) handler() http.Handler {
 		writeJSON(w, apiv1.Profile{Name: n.mm.Name()})
 	})
 	api.HandleFunc("PUT /api/v1/profile", n.putProfile)
+	n.sessionAPI(api)
 
 	root := http.NewServeMux()
 	root.Handle("/api/", n.tokenCheck(api))

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/multiformats/go-multiaddr"
@@ -52,6 +53,15 @@ type Config struct {
 	LowResources bool `toml:"-"`
 	// Matchmaking tunes the matcher (tests shorten its timers).
 	Matchmaking MatchmakingConfig `toml:"matchmaking"`
+	// AutoRematch finds a new partner by itself when the partner is 2
+	// minutes late.
+	AutoRematch bool `toml:"auto_rematch"`
+	// ICEServers are STUN/TURN URLs for the media path between nodes.
+	// nil means DefaultICEServers, except in local-only mode (none).
+	ICEServers []string `toml:"ice_servers"`
+	// Now is the clock bookings and sessions follow (tests and the demo
+	// inject one); nil means time.Now.
+	Now func() time.Time `toml:"-"`
 }
 
 // MatchmakingConfig holds the matcher's knobs that a config file may set.

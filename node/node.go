@@ -29,6 +29,7 @@ import (
 	"github.com/tandem-cowork/tandem/matchmaking"
 	"github.com/tandem-cowork/tandem/node/apiv1"
 	"github.com/tandem-cowork/tandem/node/store"
+	"github.com/tandem-cowork/tandem/session"
 )
 
 // Version is the node's version, shown by `tandem version` and sent as the
@@ -40,15 +41,18 @@ var ErrAlreadyRunning = store.ErrLocked
 
 // Node is one user's Tandem node.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	host   host.Host
-	ps     *pubsub.PubSub
-	db     *badger.DB
-	disc   *discovery
-	mm     *matchmaking.Service
-	events *events
-	token  string
+	cfg  Config
+	log  *slog.Logger
+	host host.Host
+	ps   *pubsub.PubSub
+	db   *badger.DB
+	disc *discovery
+	mm   *matchmaking.Service
+	sm   *session.Manager
+	// sessionKick wakes the session opener when bookings change.
+	sessionKick chan struct{}
+	events      *events
+	token       string
 
 	api      *http.Server
 	apiURL   string
@@ -73,7 +77,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 			return nil, fmt.Errorf("creating data dir: %w", err)
 		}
 	}
-	n := &Node{cfg: cfg, log: log, events: newEvents(),
+	n := &Node{cfg: cfg, log: log, events: newEvents(), sessionKick: make(chan struct{}, 1),
 		stopping: make(chan struct{}), done: make(chan struct{})}
 	// The store comes first: its directory lock is what tells a second
 	// `tandem up` on the same data dir to go away, before it touches anything.
@@ -145,8 +149,10 @@ func (n *Node) Start() error {
 		DB:     n.db,
 		Name:   n.cfg.Name,
 		Log:    n.log.With("pkg", "matchmaking"),
+		Now:    n.now,
 		OnBooking: func(b matchmaking.Booking) {
 			n.events.publish(apiv1.EventBooking, b)
+			n.kickSessions()
 		},
 		OnBoard:        func() { n.events.publish(apiv1.EventBoard, struct{}{}) },
 		FavouritesOnly: n.cfg.Matchmaking.FavouritesOnly,
@@ -162,6 +168,12 @@ func (n *Node) Start() error {
 		if err := n.mm.SetName(n.cfg.Name); err != nil {
 			return n.failStart(err)
 		}
+	}
+	if n.sm, err = n.newSessionManager(); err != nil {
+		return n.failStart(err)
+	}
+	if err := n.sm.Start(ctx); err != nil {
+		return n.failStart(err)
 	}
 	n.disc, err = newDiscovery(ctx, n.cfg, n.host, n.log.With("pkg", "discovery"))
 	if err != nil {
@@ -179,6 +191,7 @@ func (n *Node) Start() error {
 		return n.failStart(err)
 	}
 	n.goRun(func() { n.disc.run(ctx) })
+	n.goRun(func() { n.runSessions(ctx) })
 	if !n.cfg.InMemory {
 		n.goRun(func() { store.RunGC(ctx, n.db, 10*time.Minute) })
 	}
@@ -247,6 +260,9 @@ func (n *Node) Stop() error {
 		if n.cancel != nil {
 			n.cancel()
 		}
+		if n.sm != nil {
+			n.sm.Close()
+		}
 		if n.mm != nil {
 			n.mm.Close()
 		}
@@ -259,6 +275,17 @@ func (n *Node) Stop() error {
 	})
 	return errors.Join(errs...)
 }
+
+// now is the node's clock.
+func (n *Node) now() time.Time {
+	if n.cfg.Now != nil {
+		return n.cfg.Now()
+	}
+	return time.Now()
+}
+
+// Sessions is the node's session manager.
+func (n *Node) Sessions() *session.Manager { return n.sm }
 
 // Done is closed when the node has stopped.
 func (n *Node) Done() <-chan struct{} { return n.done }

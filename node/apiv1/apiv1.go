@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 
 	"github.com/tandem-cowork/tandem/matchmaking"
+	"github.com/tandem-cowork/tandem/session"
 )
 
 // Status is GET /api/v1/status.
@@ -40,7 +41,20 @@ const (
 	EventPeerDisconnected = "peer-disconnected"
 	EventBooking          = "booking"
 	EventBoard            = "board"
+	// EventSession carries a session.Event: phases (chimes), partner
+	// presence, goals, chat, check-ins, rematch offers.
+	EventSession = "session"
 )
+
+// SessionAction is the body of POST /api/v1/sessions/{id}/{goal,chat,
+// presence,checkin,leave}; each uses the fields its action needs.
+type SessionAction struct {
+	Text     string `json:"text,omitempty"`     // goal, chat
+	Presence string `json:"presence,omitempty"` // here, away, camera-off
+	Outcome  string `json:"outcome,omitempty"`  // done, partly, not
+	Note     string `json:"note,omitempty"`     // check-in note
+	Reason   string `json:"reason,omitempty"`   // leave
+}
 
 // APIFile is the content of the api.json file in the data dir.
 type APIFile struct {
@@ -61,6 +75,11 @@ type (
 	BookRequest = matchmaking.BookRequest
 	Person      = matchmaking.Person
 	Activity    = matchmaking.Activity
+	// Session is a live session's state; SessionEvent one of its events.
+	Session      = session.Snapshot
+	SessionEvent = session.Event
+	Record       = session.Record
+	Stats        = session.Stats
 )
 
 // CancelRequest is the body of POST /api/v1/bookings/{id}/cancel.

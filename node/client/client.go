@@ -4,6 +4,7 @@
 package client
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/tandem-cowork/tandem/node/apiv1"
@@ -162,4 +164,83 @@ func (c *Client) Profile(ctx context.Context) (apiv1.Profile, error) {
 func (c *Client) SetProfile(ctx context.Context, p apiv1.Profile) (apiv1.Profile, error) {
 	var out apiv1.Profile
 	return out, c.do(ctx, http.MethodPut, "/profile", p, &out)
+}
+
+// Sessions lists the live sessions.
+func (c *Client) Sessions(ctx context.Context) ([]apiv1.Session, error) {
+	var s []apiv1.Session
+	return s, c.do(ctx, http.MethodGet, "/sessions", nil, &s)
+}
+
+// Session returns the live session of a booking.
+func (c *Client) Session(ctx context.Context, bookingID string) (apiv1.Session, error) {
+	var s apiv1.Session
+	return s, c.do(ctx, http.MethodGet, "/sessions/"+url.PathEscape(bookingID), nil, &s)
+}
+
+// SessionAction runs one of goal, chat, presence, checkin, leave.
+func (c *Client) SessionAction(ctx context.Context, bookingID, action string, body apiv1.SessionAction) (apiv1.Session, error) {
+	var s apiv1.Session
+	return s, c.do(ctx, http.MethodPost, "/sessions/"+url.PathEscape(bookingID)+"/"+action, body, &s)
+}
+
+// Rematch gives up on an absent partner and asks for a new one now.
+func (c *Client) Rematch(ctx context.Context, bookingID string) (apiv1.Booking, error) {
+	var b apiv1.Booking
+	return b, c.do(ctx, http.MethodPost, "/sessions/"+url.PathEscape(bookingID)+"/rematch", nil, &b)
+}
+
+// History lists past sessions.
+func (c *Client) History(ctx context.Context) ([]apiv1.Record, error) {
+	var r []apiv1.Record
+	return r, c.do(ctx, http.MethodGet, "/history", nil, &r)
+}
+
+// Stats sums up the history.
+func (c *Client) Stats(ctx context.Context) (apiv1.Stats, error) {
+	var s apiv1.Stats
+	return s, c.do(ctx, http.MethodGet, "/stats", nil, &s)
+}
+
+// Events streams the node's server-sent events until ctx ends or the
+// connection drops; the channel is closed then.
+func (c *Client) Events(ctx context.Context) (<-chan apiv1.Event, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL+"/api/v1/events", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	resp, err := (&http.Client{}).Do(req) // no timeout: the stream is long-lived
+	if err != nil {
+		return nil, fmt.Errorf("%w (%v)", ErrNotRunning, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, &APIError{Status: resp.StatusCode, Message: resp.Status}
+	}
+	out := make(chan apiv1.Event, 64)
+	go func() {
+		defer close(out)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		var ev apiv1.Event
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "event: "):
+				ev.Type = strings.TrimPrefix(line, "event: ")
+			case strings.HasPrefix(line, "data: "):
+				ev.Data = json.RawMessage(strings.TrimPrefix(line, "data: "))
+			case line == "" && ev.Type != "":
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					return
+				}
+				ev = apiv1.Event{}
+			}
+		}
+	}()
+	return out, nil
 }

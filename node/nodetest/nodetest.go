@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -109,4 +110,39 @@ func WaitFor(t testing.TB, timeout time.Duration, cond func() bool, msg string, 
 		}
 		<-tick.C
 	}
+}
+
+// Clock is a wall clock that tests move forward, so minute-scale schedules
+// (session phases, no-shows) run in seconds. Give the same Clock to every
+// node of a test: partners must agree on the time.
+type Clock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+// Now is the real time plus every Advance so far.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.offset += d
+	c.mu.Unlock()
+}
+
+// Link makes b dial a directly at start (a static peer), a
+// loopback-only stand-in for discovery.
+func Link(t testing.TB, b *node.Config, a *node.Node) {
+	t.Helper()
+	for _, addr := range a.Addrs() {
+		if strings.HasPrefix(addr, "/ip4/127.0.0.1/tcp/") {
+			b.Peers = append(b.Peers, addr)
+			return
+		}
+	}
+	t.Fatalf("node %s has no loopback TCP address", a.ID())
 }

@@ -1,0 +1,274 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/tandem-cowork/tandem/matchmaking"
+	"github.com/tandem-cowork/tandem/node/apiv1"
+	"github.com/tandem-cowork/tandem/session"
+)
+
+// DefaultICEServers are used on the internet when the config names none,
+// so two NATed nodes can find a direct media path. Local-only nodes use
+// none: nothing may leave the machine.
+var DefaultICEServers = []string{"stun:stun.l.google.com:19302"}
+
+func (n *Node) newSessionManager() (*session.Manager, error) {
+	var ice []webrtc.ICEServer
+	servers := n.cfg.ICEServers
+	if servers == nil && !n.cfg.LocalOnly() {
+		servers = DefaultICEServers
+	}
+	for _, s := range servers {
+		ice = append(ice, webrtc.ICEServer{URLs: []string{s}})
+	}
+	return session.NewManager(session.Config{
+		Host: n.host, DB: n.db, Log: n.log.With("pkg", "session"), Now: n.now,
+		ICEServers: ice, IncludeLoopback: true, LoopbackOnly: n.loopbackOnly(),
+		OnEvent: n.onSessionEvent,
+	})
+}
+
+// loopbackOnly: a local-only node that listens on loopback only keeps its
+// WebRTC traffic there too (tests, the demo).
+func (n *Node) loopbackOnly() bool {
+	if !n.cfg.LocalOnly() {
+		return false
+	}
+	for _, a := range n.cfg.Listen {
+		m, err := ma.NewMultiaddr(a)
+		if err != nil || !manet.IsIPLoopback(m) {
+			return false
+		}
+	}
+	return true
+}
+
+func (n *Node) onSessionEvent(e session.Event) {
+	n.events.publish(apiv1.EventSession, e)
+	switch e.Type {
+	case session.EventRematchOffered:
+		if n.cfg.AutoRematch {
+			go func() {
+				if _, err := n.Rematch(context.Background(), e.Booking); err != nil {
+					n.log.Info("automatic rematch", "booking", e.Booking, "err", err)
+				}
+			}()
+		}
+	case session.EventEnded:
+		n.kickSessions()
+	}
+}
+
+func (n *Node) kickSessions() {
+	select {
+	case n.sessionKick <- struct{}{}:
+	default:
+	}
+}
+
+// runSessions opens a session for every matched booking that has not
+// ended, and tells a session its booking was cancelled.
+func (n *Node) runSessions(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		n.syncSessions()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-n.sessionKick:
+		}
+	}
+}
+
+func (n *Node) syncSessions() {
+	now := n.now()
+	recorded := map[string]bool{}
+	if recs, err := n.sm.History(); err == nil {
+		for _, r := range recs {
+			recorded[r.BookingID] = true
+		}
+	}
+	for _, b := range n.mm.Bookings() {
+		s, open := n.sm.Get(b.ID)
+		switch {
+		case b.State == matchmaking.StateMatched && !open && !recorded[b.ID] &&
+			now.Before(b.End().Add(session.CheckinWindow)):
+			partner, err := peer.Decode(b.Partner)
+			if err != nil {
+				continue
+			}
+			_, err = n.sm.Open(session.Booking{
+				ID: b.ID, PartnerBooking: b.PartnerBooking, Partner: partner, PartnerName: b.PartnerName,
+				Name: n.mm.Name(), Goal: b.Goal, Start: b.Start,
+				DurationMin: b.DurationMin, Kind: string(b.Kind),
+			})
+			if err != nil {
+				n.log.Warn("opening session", "booking", b.ID, "err", err)
+			}
+		case open && b.State != matchmaking.StateMatched && b.State != matchmaking.StateDone:
+			// Cancelled by either side: the session ends; before the start
+			// that leaves no history record.
+			s.Leave(b.Note)
+		}
+	}
+}
+
+// Rematch gives up on an absent (or departed) partner: the booking is
+// cancelled, which tells the partner, and a "now" request is made for the
+// valid duration closest to the time that remains.
+func (n *Node) Rematch(ctx context.Context, bookingID string) (matchmaking.Booking, error) {
+	b, err := n.mm.Booking(bookingID)
+	if err != nil {
+		return matchmaking.Booking{}, err
+	}
+	s, open := n.sm.Get(bookingID)
+	if b.State != matchmaking.StateMatched || !open {
+		return matchmaking.Booking{}, fmt.Errorf("%w: booking %s has no live session", matchmaking.ErrConflict, bookingID)
+	}
+	if st := s.State(); st.Connected {
+		return matchmaking.Booking{}, fmt.Errorf("%w: your partner is here", matchmaking.ErrConflict)
+	}
+	remaining := b.End().Sub(n.now())
+	if remaining < 10*time.Minute {
+		return matchmaking.Booking{}, fmt.Errorf("%w: less than 10 minutes left", matchmaking.ErrConflict)
+	}
+	dur := matchmaking.Durations[0]
+	for _, d := range matchmaking.Durations {
+		if absDur(time.Duration(d)*time.Minute-remaining) < absDur(time.Duration(dur)*time.Minute-remaining) {
+			dur = d
+		}
+	}
+	s.Leave("looking for a new partner")
+	if _, err := n.mm.Cancel(ctx, bookingID, "partner did not come; rematched"); err != nil && !errors.Is(err, matchmaking.ErrConflict) {
+		return matchmaking.Booking{}, err
+	}
+	return n.mm.Book(ctx, matchmaking.BookRequest{
+		Kind: matchmaking.KindNow, DurationMin: dur, Activity: b.Activity, Quiet: b.Quiet, Goal: b.Goal,
+	})
+}
+
+func absDur(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
+
+// sessionAPI registers the session endpoints.
+func (n *Node) sessionAPI(api *http.ServeMux) {
+	api.HandleFunc("GET /api/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
+		out := []session.Snapshot{}
+		for _, s := range n.sm.Sessions() {
+			out = append(out, s.State())
+		}
+		writeJSON(w, out)
+	})
+	api.HandleFunc("GET /api/v1/sessions/{id}", n.withSession(func(w http.ResponseWriter, r *http.Request, s *session.Session) {
+		writeJSON(w, s.State())
+	}))
+	act := func(f func(s *session.Session, body apiv1.SessionAction) error) func(http.ResponseWriter, *http.Request, *session.Session) {
+		return func(w http.ResponseWriter, r *http.Request, s *session.Session) {
+			var body apiv1.SessionAction
+			if r.ContentLength != 0 && !readJSON(w, r, &body) {
+				return
+			}
+			if err := f(s, body); err != nil {
+				writeSessionErr(w, err)
+				return
+			}
+			writeJSON(w, s.State())
+		}
+	}
+	api.HandleFunc("POST /api/v1/sessions/{id}/goal", n.withSession(act(func(s *session.Session, b apiv1.SessionAction) error { return s.SetGoal(b.Text) })))
+	api.HandleFunc("POST /api/v1/sessions/{id}/chat", n.withSession(act(func(s *session.Session, b apiv1.SessionAction) error { return s.Chat(b.Text) })))
+	api.HandleFunc("POST /api/v1/sessions/{id}/presence", n.withSession(act(func(s *session.Session, b apiv1.SessionAction) error {
+		return s.SetPresence(session.Presence(b.Presence))
+	})))
+	api.HandleFunc("POST /api/v1/sessions/{id}/checkin", n.withSession(act(func(s *session.Session, b apiv1.SessionAction) error {
+		return s.CheckIn(session.Outcome(b.Outcome), b.Note)
+	})))
+	api.HandleFunc("POST /api/v1/sessions/{id}/leave", n.withSession(act(func(s *session.Session, b apiv1.SessionAction) error { return s.Leave(b.Reason) })))
+	api.HandleFunc("POST /api/v1/sessions/{id}/rematch", func(w http.ResponseWriter, r *http.Request) {
+		b, err := n.Rematch(r.Context(), r.PathValue("id"))
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, b)
+	})
+	// WHIP-style: the browser POSTs its SDP offer, gets the SDP answer.
+	api.HandleFunc("POST /api/v1/sessions/{id}/media", n.withSession(func(w http.ResponseWriter, r *http.Request, s *session.Session) {
+		offer, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+		if err != nil || !strings.HasPrefix(strings.TrimSpace(string(offer)), "v=0") {
+			writeError(w, http.StatusBadRequest, "want an SDP offer (application/sdp)")
+			return
+		}
+		answer, err := s.AttachBrowser(r.Context(), string(offer))
+		if err != nil {
+			writeSessionErr(w, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/sdp")
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, answer)
+	}))
+	api.HandleFunc("DELETE /api/v1/sessions/{id}/media", n.withSession(func(w http.ResponseWriter, r *http.Request, s *session.Session) {
+		s.DetachBrowser()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	api.HandleFunc("GET /api/v1/history", func(w http.ResponseWriter, r *http.Request) {
+		recs, err := n.sm.History()
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		if recs == nil {
+			recs = []session.Record{}
+		}
+		writeJSON(w, recs)
+	})
+	api.HandleFunc("GET /api/v1/stats", func(w http.ResponseWriter, r *http.Request) {
+		st, err := n.sm.Stats(n.now())
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, st)
+	})
+}
+
+func (n *Node) withSession(f func(http.ResponseWriter, *http.Request, *session.Session)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s, ok := n.sm.Get(r.PathValue("id"))
+		if !ok {
+			writeError(w, http.StatusNotFound, "no live session for booking "+r.PathValue("id"))
+			return
+		}
+		f(w, r, s)
+	}
+}
+
+func writeSessionErr(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, session.ErrInvalid):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, session.ErrEnded), errors.Is(err, session.ErrWrongPhase), errors.Is(err, session.ErrNotConnected):
+		writeError(w, http.StatusConflict, err.Error())
+	default:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	}
+}
