@@ -14,7 +14,6 @@ import (
 	"github.com/tandem-cowork/tandem/session"
 )
 
-
 // Two nodes ask to focus now, get matched, meet in a session over WebRTC,
 // exchange goals, chat and check-ins through the local API, and both end
 // with the same session in their history, each holding the other's

@@ -12,14 +12,65 @@ import (
 
 // Everything this package stores sits under "session/", so it can share
 // the node's database.
-const recordPrefix = "session/record/"
+const (
+	recordPrefix = "session/record/"
+	livePrefix   = "session/live/"
+)
 
+// liveState is what an open session keeps across a node restart, so the
+// partner is not taken for a no-show and the receipt keeps the first
+// joined-at time.
+type liveState struct {
+	JoinedAt time.Time `json:"joined_at,omitzero"`
+	Goal     string    `json:"goal"`
+}
+
+func saveLive(db *badger.DB, bookingID string, l liveState) error {
+	data, err := json.Marshal(l)
+	if err != nil {
+		return fmt.Errorf("encoding live session state: %w", err)
+	}
+	if err := db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(livePrefix+bookingID), data) }); err != nil {
+		return fmt.Errorf("saving live session state: %w", err)
+	}
+	return nil
+}
+
+func deleteLive(db *badger.DB, bookingID string) error {
+	return db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(livePrefix + bookingID)) })
+}
+
+func loadLive(db *badger.DB, bookingID string) (liveState, bool, error) {
+	var l liveState
+	err := db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get([]byte(livePrefix + bookingID))
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error { return json.Unmarshal(v, &l) })
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return l, false, nil
+	}
+	if err != nil {
+		return l, false, fmt.Errorf("loading live session state: %w", err)
+	}
+	return l, true, nil
+}
+
+// saveRecord stores the record of a finished session and drops its live
+// state, in one transaction.
 func saveRecord(db *badger.DB, r *Record) error {
 	data, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encoding record: %w", err)
 	}
-	err = db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(recordPrefix+r.BookingID), data) })
+	err = db.Update(func(txn *badger.Txn) error {
+		if err := txn.Delete([]byte(livePrefix + r.BookingID)); err != nil {
+			return err
+		}
+		return txn.Set([]byte(recordPrefix+r.BookingID), data)
+	})
 	if err != nil {
 		return fmt.Errorf("saving record: %w", err)
 	}

@@ -45,7 +45,9 @@ type Session struct {
 	self, partner  Party
 	partnerBooking string
 	connected, met bool
+	greeted        bool // a hello arrived since this Session began
 	joinedAt       time.Time
+	absentFrom     time.Time // the partner's lateness counts from here
 	rematchOffered bool
 	chat           []ChatLine
 	selfEarly      bool      // we left before the end
@@ -72,6 +74,25 @@ func newSession(m *Manager, b Booking) (*Session, error) {
 		self:           Party{Name: b.Name, Goal: b.Goal, Presence: PresenceHere},
 		partner:        Party{Name: b.PartnerName, Presence: PresenceHere},
 		partnerBooking: b.PartnerBooking,
+	}
+	// Lateness counts from the start, or from when we came if we were
+	// late ourselves: a node opening the session late does not call a
+	// partner who waited for it a no-show.
+	now := m.cfg.Now()
+	s.absentFrom = b.Start
+	if now.After(b.Start) {
+		s.absentFrom = now
+	}
+	// A node that restarts mid-session picks up where it was.
+	live, ok, err := loadLive(m.cfg.DB, b.ID)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		s.self.Goal = live.Goal
+		if !live.JoinedAt.IsZero() {
+			s.met, s.joinedAt = true, live.JoinedAt
+		}
 	}
 	s.ctx, s.cancel = context.WithCancel(m.ctx)
 	// Keep the libp2p connection to the partner from being trimmed.
@@ -127,6 +148,7 @@ func (s *Session) SetGoal(goal string) error {
 		return ErrEnded
 	}
 	s.self.Goal = goal
+	s.saveLiveLocked()
 	s.sendLocked(&pb.Message{Body: &pb.Message_Goal{Goal: &pb.Goal{Text: goal}}})
 	s.emitLocked(Event{Type: EventGoal, From: FromSelf, Text: goal})
 	return nil
@@ -266,11 +288,11 @@ func (s *Session) evaluate() {
 		s.emitLocked(Event{Type: EventPhase, Phase: ph})
 		s.poke()
 	}
-	if !s.met && !s.rematchOffered && !now.Before(s.b.Start.Add(RematchAfter)) {
+	if !s.met && !s.rematchOffered && !now.Before(s.absentFrom.Add(RematchAfter)) {
 		s.rematchOffered = true
 		s.emitLocked(Event{Type: EventRematchOffered})
 	}
-	if !s.met && !now.Before(s.b.Start.Add(NoShowAfter)) {
+	if !s.met && !now.Before(s.absentFrom.Add(NoShowAfter)) {
 		s.emitLocked(Event{Type: EventNoShow})
 		if s.receipt == nil {
 			s.sendReceiptLocked(now)
@@ -356,6 +378,8 @@ func (s *Session) teardown() {
 			if err := saveRecord(s.m.cfg.DB, rec); err != nil {
 				s.log.Error("storing session record", "err", err)
 			}
+		} else if err := deleteLive(s.m.cfg.DB, s.b.ID); err != nil {
+			s.log.Error("dropping session state", "err", err)
 		}
 		s.emit(Event{Type: EventEnded, Record: rec})
 	}
@@ -488,10 +512,16 @@ func (s *Session) onHelloLocked(l *link, h *pb.Hello, now time.Time) {
 	}
 	l.hello = true
 	s.connected = true
-	if !s.met {
+	first := !s.greeted
+	s.greeted = true
+	switch {
+	case !s.met:
 		s.met, s.joinedAt = true, now
+		s.saveLiveLocked()
 		s.emitLocked(Event{Type: EventPartnerJoined, From: FromPartner, Text: s.partner.Name})
-	} else {
+	case first: // met before this node restarted
+		s.emitLocked(Event{Type: EventPartnerJoined, From: FromPartner, Text: s.partner.Name})
+	default:
 		s.emitLocked(Event{Type: EventPartnerReconnected, From: FromPartner})
 	}
 	if s.receipt != nil && !s.receiptAcked {
@@ -522,6 +552,13 @@ func (s *Session) onReceiptLocked(env []byte, now time.Time) {
 		s.emitLocked(Event{Type: EventReceipt, From: FromPartner})
 	}
 	s.maybeFinishLocked(now)
+}
+
+// saveLiveLocked stores what must survive a node restart.
+func (s *Session) saveLiveLocked() {
+	if err := saveLive(s.m.cfg.DB, s.b.ID, liveState{JoinedAt: s.joinedAt, Goal: s.self.Goal}); err != nil {
+		s.log.Error("storing session state", "err", err)
+	}
 }
 
 func (s *Session) emitLocked(e Event) { s.emit(e) }

@@ -256,6 +256,9 @@ func TestReconnect(t *testing.T) {
 			clk := newClock()
 			offerer, answerer := newPair(t, clk)
 			s1, s2 := meet(t, offerer, answerer, "re-"+drop)
+			// Well past the no-show mark: a restarted node must remember
+			// that the partner came.
+			clk.Set(clk.Now().Add(10 * time.Minute))
 			stay, gone, sgone := offerer, answerer, s2
 			sstay := s1
 			if drop == "offerer" {
@@ -267,6 +270,7 @@ func TestReconnect(t *testing.T) {
 			stay.rec.wait(t, "goal", isFrom(EventGoal, sstay.ID(), FromPartner, nil))
 
 			b := sgone.b
+			joinedAt := sgone.State().JoinedAt
 			gone.restart(t) // the node process restarts: its session stops without leaving
 			stay.rec.wait(t, "partner disconnected", is(EventPartnerDisconnected, sstay.ID()))
 			if sstay.State().Connected {
@@ -287,6 +291,12 @@ func TestReconnect(t *testing.T) {
 			}
 			if n := stay.rec.count(is(EventPartnerJoined, sstay.ID())); n != 1 {
 				t.Fatalf("partner-joined %d times on the side that stayed", n)
+			}
+			if st := back.State(); !st.Met || !st.JoinedAt.Equal(joinedAt) || st.Self.Goal != "goal before the drop" {
+				t.Fatalf("restarted session forgot its state: met=%v joined=%v (was %v) goal=%q", st.Met, st.JoinedAt, joinedAt, st.Self.Goal)
+			}
+			if gone.rec.count(is(EventRematchOffered, b.ID))+gone.rec.count(is(EventNoShow, b.ID)) != 0 {
+				t.Fatal("the restarted node took its partner for late")
 			}
 		})
 	}
