@@ -170,8 +170,8 @@ func (m *Manager) Close() {
 
 // Open starts the session of booking b, or returns the one already open.
 // It returns at once; the session connects to the partner when its lobby
-// opens. A booking whose end has passed, or whose session is already in
-// the history, gives ErrEnded.
+// opens. A booking whose check-in window has passed (CheckinWindow after
+// its end), or whose session is already in the history, gives ErrEnded.
 func (m *Manager) Open(b Booking) (*Session, error) {
 	if err := b.validate(m.cfg.Host.ID()); err != nil {
 		return nil, err
@@ -179,7 +179,7 @@ func (m *Manager) Open(b Booking) (*Session, error) {
 	if b.Kind == "" {
 		b.Kind = KindScheduled
 	}
-	if !m.cfg.Now().Before(b.End()) {
+	if !m.cfg.Now().Before(b.End().Add(CheckinWindow)) {
 		return nil, fmt.Errorf("%w: booking %s ended at %v", ErrEnded, b.ID, b.End())
 	}
 	done, err := hasRecord(m.cfg.DB, b.ID)
