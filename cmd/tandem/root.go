@@ -37,7 +37,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newUpCmd(g), newStatusCmd(g), newPeersCmd(g), newVersionCmd(g),
 		newBookCmd(g), newNowCmd(g), newSlotsCmd(g), newBookingsCmd(g), newCancelCmd(g),
-		newProfileCmd(g),
+		newProfileCmd(g), newJoinCmd(g), newHistoryCmd(g), newStatsCmd(g),
 	)
 	for _, a := range []struct{ use, action, short string }{
 		{"favorite", "favorite", "Mark a peer as a favourite: tried first when matching"},

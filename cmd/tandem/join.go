@@ -1,0 +1,355 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tandem-cowork/tandem/node/apiv1"
+	"github.com/tandem-cowork/tandem/node/client"
+	"github.com/tandem-cowork/tandem/session"
+)
+
+const joinHelp = `Type a line to chat. Commands:
+  /goal TEXT      change your goal          /away, /here, /camera-off   presence
+  /done [NOTE]    check in: done            /partly [NOTE], /not [NOTE]
+  /leave [REASON] leave early               /rematch   find a new partner (partner late)
+  /quit           stop watching (the session goes on in the node)`
+
+func newJoinCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "join [BOOKING_ID]",
+		Short: "Run a session in the terminal: countdown, partner, goals, chat, chimes, check-in",
+		Long:  "Join the live or next matched session (or BOOKING_ID) in the terminal.\n\n" + joinHelp,
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			id := ""
+			if len(args) == 1 {
+				id = args[0]
+			}
+			return runJoin(cmd.Context(), c, id, g.json, cmd.InOrStdin(), cmd.OutOrStdout())
+		},
+	}
+}
+
+// pickSession finds the session to join: the one asked for, else the live
+// one, else the next to start.
+func pickSession(ctx context.Context, c *client.Client, id string) (apiv1.Session, error) {
+	if id != "" {
+		return c.Session(ctx, id)
+	}
+	ss, err := c.Sessions(ctx)
+	if err != nil {
+		return apiv1.Session{}, err
+	}
+	if len(ss) == 0 {
+		return apiv1.Session{}, errors.New("no matched session yet: see `tandem bookings`, or `tandem now` to find a partner")
+	}
+	best := ss[0]
+	for _, s := range ss[1:] {
+		if s.Booking.Start.Before(best.Booking.Start) {
+			best = s
+		}
+	}
+	return best, nil
+}
+
+func runJoin(ctx context.Context, c *client.Client, id string, asJSON bool, in io.Reader, out io.Writer) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, err := c.Events(ctx)
+	if err != nil {
+		return err
+	}
+	s, err := pickSession(ctx, c, id)
+	if err != nil {
+		return err
+	}
+	id = s.Booking.ID
+	v := &joinView{out: out, json: asJSON, id: id}
+	v.header(s)
+
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(in)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-ctx.Done():
+				return
+			}
+		}
+		close(lines)
+	}()
+	tick := time.NewTicker(time.Minute)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ev, ok := <-events:
+			if !ok {
+				return errors.New("lost the connection to the node")
+			}
+			if ev.Type != apiv1.EventSession {
+				continue
+			}
+			var se apiv1.SessionEvent
+			if json.Unmarshal(ev.Data, &se) != nil || se.Booking != id {
+				continue
+			}
+			v.event(se)
+			if se.Type == session.EventEnded {
+				return nil
+			}
+		case <-tick.C:
+			if s, err := c.Session(ctx, id); err == nil {
+				v.countdown(s)
+			}
+		case line, ok := <-lines:
+			if !ok {
+				return nil // stdin closed: stop watching; the session goes on
+			}
+			quit, err := v.command(ctx, c, line)
+			if err != nil {
+				v.say("! %v", err)
+			}
+			if quit {
+				return nil
+			}
+		}
+	}
+}
+
+// joinView prints a session for people (or JSON lines for scripts).
+type joinView struct {
+	out  io.Writer
+	json bool
+	id   string
+}
+
+func (v *joinView) say(format string, args ...any) {
+	if v.json {
+		return
+	}
+	fmt.Fprintf(v.out, format+"\n", args...)
+}
+
+func (v *joinView) header(s apiv1.Session) {
+	if v.json {
+		json.NewEncoder(v.out).Encode(map[string]any{"type": "state", "booking": v.id, "state": s})
+		return
+	}
+	partner := s.Booking.PartnerName
+	if partner == "" {
+		partner = shortID(s.Booking.Partner.String())
+	}
+	v.say("Session with %s, %s, %d min. Phase: %s.", partner, s.Booking.Start.Local().Format("Mon 15:04"), s.Booking.DurationMin, s.Phase)
+	if s.Self.Goal != "" {
+		v.say("Your goal: %s", s.Self.Goal)
+	}
+	if s.Partner.Goal != "" {
+		v.say("%s's goal: %s", partner, s.Partner.Goal)
+	}
+	v.say("%s", joinHelp)
+	v.countdown(s)
+}
+
+func (v *joinView) countdown(s apiv1.Session) {
+	if s.NextPhaseAt.IsZero() {
+		return
+	}
+	left := time.Until(s.NextPhaseAt).Round(time.Second)
+	if left > 0 {
+		v.say("[%s] %s until %s", s.Phase, left, nextPhaseName(s.Phase))
+	}
+}
+
+func nextPhaseName(p session.Phase) string {
+	switch p {
+	case session.PhaseUpcoming:
+		return "the lobby opens"
+	case session.PhaseLobby:
+		return "the start"
+	case session.PhaseFocus:
+		return "the 1-minute warning"
+	case session.PhaseWarning:
+		return "the end"
+	}
+	return "the check-in closes"
+}
+
+const bell = "\a"
+
+func (v *joinView) event(e apiv1.SessionEvent) {
+	if v.json {
+		json.NewEncoder(v.out).Encode(e)
+		return
+	}
+	who := "You"
+	if e.From == session.FromPartner {
+		who = "Partner"
+	}
+	switch e.Type {
+	case session.EventPhase:
+		switch e.Phase {
+		case session.PhaseFocus:
+			v.say(bell + "** Focus time: go! **")
+		case session.PhaseWarning:
+			v.say(bell + "** One minute left. **")
+		case session.PhaseCheckin:
+			v.say(bell + "** Time! Check in: /done, /partly or /not (with a note). **")
+		default:
+			v.say("[%s]", e.Phase)
+		}
+	case session.EventPartnerJoined:
+		v.say("Your partner joined.")
+	case session.EventPartnerDisconnected:
+		v.say("Partner disconnected; reconnecting...")
+	case session.EventPartnerReconnected:
+		v.say("Partner is back.")
+	case session.EventRematchOffered:
+		v.say("Your partner is 2 minutes late. Type /rematch to find a new partner.")
+	case session.EventNoShow:
+		v.say("Your partner did not come (no-show).")
+	case session.EventGoal:
+		v.say("%s goal: %s", who, e.Text)
+	case session.EventChat:
+		if e.From == session.FromPartner {
+			v.say("<partner> %s", e.Text)
+		}
+	case session.EventPresence:
+		if e.From == session.FromPartner {
+			v.say("Partner is %s.", e.Presence)
+		}
+	case session.EventMedia:
+		if e.From == session.FromPartner && e.Media != nil && !e.Media.Video {
+			v.say("Partner has no camera.")
+		}
+	case session.EventCheckIn:
+		if e.CheckIn != nil {
+			v.say("%s checked in: %s %s", who, e.CheckIn.Outcome, e.CheckIn.Note)
+		}
+	case session.EventPartnerLeft:
+		v.say("Your partner left: %s", e.Text)
+	case session.EventEnded:
+		v.say("Session over. See `tandem history`.")
+	}
+}
+
+// command runs one input line; it reports whether to stop watching.
+func (v *joinView) command(ctx context.Context, c *client.Client, line string) (bool, error) {
+	line = strings.TrimSpace(line)
+	if line == "" {
+		return false, nil
+	}
+	if !strings.HasPrefix(line, "/") {
+		_, err := c.SessionAction(ctx, v.id, "chat", apiv1.SessionAction{Text: line})
+		return false, err
+	}
+	cmd, arg, _ := strings.Cut(line[1:], " ")
+	arg = strings.TrimSpace(arg)
+	var err error
+	switch cmd {
+	case "goal":
+		_, err = c.SessionAction(ctx, v.id, "goal", apiv1.SessionAction{Text: arg})
+	case "away", "here", "camera-off":
+		_, err = c.SessionAction(ctx, v.id, "presence", apiv1.SessionAction{Presence: cmd})
+	case "done", "partly", "not":
+		_, err = c.SessionAction(ctx, v.id, "checkin", apiv1.SessionAction{Outcome: cmd, Note: arg})
+	case "leave":
+		_, err = c.SessionAction(ctx, v.id, "leave", apiv1.SessionAction{Reason: arg})
+	case "rematch":
+		var b apiv1.Booking
+		if b, err = c.Rematch(ctx, v.id); err == nil {
+			v.say("Looking for a new partner now (booking %s). Run `tandem join` again once matched.", b.ID)
+			return true, nil
+		}
+	case "quit":
+		return true, nil
+	default:
+		err = fmt.Errorf("unknown command /%s\n%s", cmd, joinHelp)
+	}
+	return false, err
+}
+
+func newHistoryCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "history",
+		Short: "List past sessions: partner, goals, check-ins",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			recs, err := c.History(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return g.output(cmd.OutOrStdout(), recs, func(w io.Writer) {
+				if len(recs) == 0 {
+					fmt.Fprintln(w, "No sessions yet.")
+					return
+				}
+				for _, r := range recs {
+					partner := r.PartnerName
+					if partner == "" {
+						partner = shortID(r.Partner.String())
+					}
+					outcome := "-"
+					if r.CheckIn != nil {
+						outcome = string(r.CheckIn.Outcome)
+					}
+					flags := ""
+					switch {
+					case r.NoShow:
+						flags = " (no-show)"
+					case r.LeftEarly:
+						flags = " (you left early: " + r.LeaveReason + ")"
+					case r.PartnerLeftEarly:
+						flags = " (partner left early: " + r.PartnerLeaveReason + ")"
+					}
+					fmt.Fprintf(w, "%s  %2d min  with %-16s  %-6s  goal: %s%s\n",
+						r.Start.Local().Format("Mon 2 Jan 15:04"), r.DurationMin, partner, outcome, r.Goal, flags)
+				}
+			})
+		},
+	}
+}
+
+func newStatsCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "stats",
+		Short: "Sessions per week, minutes focused, done ratio, weekly streak",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			st, err := c.Stats(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return g.output(cmd.OutOrStdout(), st, func(w io.Writer) {
+				fmt.Fprintf(w, "Sessions:        %d (%d this week, %.1f per week)\n", st.Sessions, st.ThisWeek, st.PerWeek)
+				fmt.Fprintf(w, "Minutes focused: %d\n", st.MinutesFocused)
+				fmt.Fprintf(w, "Done ratio:      %.0f%% of %d check-ins\n", 100*st.DoneRatio, st.CheckIns)
+				fmt.Fprintf(w, "Weekly streak:   %d\n", st.Streak)
+				fmt.Fprintf(w, "No-shows:        %d\n", st.NoShows)
+			})
+		},
+	}
+}

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandem-cowork/tandem/node/apiv1"
+	"github.com/tandem-cowork/tandem/node/client"
+	"github.com/tandem-cowork/tandem/node/nodetest"
+	"github.com/tandem-cowork/tandem/session"
+)
+
+// `tandem join` runs a whole session in the terminal: chat both ways, the
+// chimes as terminal bells, the check-in prompt and the check-in itself.
+func TestJoinRunsSessionInTerminal(t *testing.T) {
+	clock := &nodetest.Clock{}
+	cfgA, cfgB := nodetest.Config(t), nodetest.Config(t)
+	cfgA.Now, cfgB.Now = clock.Now, clock.Now
+	a := nodetest.Start(t, cfgA)
+	nodetest.Link(t, &cfgB, a)
+	b := nodetest.Start(t, cfgB)
+	ca, cb := client.New(a.APIURL(), a.Token()), client.New(b.APIURL(), b.Token())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := ca.Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 25, Goal: "write tests"}); err != nil {
+		t.Fatal(err)
+	}
+	bb, err := cb.Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 25})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodetest.WaitFor(t, 30*time.Second, func() bool {
+		s, err := cb.Session(ctx, bb.ID)
+		return err == nil && s.Connected
+	}, "the session to connect")
+
+	stdinR, stdinW := io.Pipe()
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- runJoin(ctx, ca, "", false, stdinR, out) }()
+	nodetest.WaitFor(t, 10*time.Second, func() bool { return strings.Contains(out.String(), "Session with") }, "the join header")
+
+	io.WriteString(stdinW, "hello from the terminal\n")
+	nodetest.WaitFor(t, 10*time.Second, func() bool {
+		s, _ := cb.Session(ctx, bb.ID)
+		return slices.ContainsFunc(s.Chat, func(l session.ChatLine) bool { return l.Text == "hello from the terminal" })
+	}, "B to get the terminal's chat line")
+	if _, err := cb.SessionAction(ctx, bb.ID, "chat", apiv1.SessionAction{Text: "hi back"}); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.WaitFor(t, 10*time.Second, func() bool { return strings.Contains(out.String(), "<partner> hi back") }, "A's terminal to show B's chat")
+
+	clock.Advance(25 * time.Minute)
+	nodetest.WaitFor(t, 10*time.Second, func() bool { return strings.Contains(out.String(), bell+"** Time! Check in") }, "the check-in prompt with a bell")
+	io.WriteString(stdinW, "/done all green\n")
+	if _, err := cb.SessionAction(ctx, bb.ID, "checkin", apiv1.SessionAction{Outcome: "done"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("join: %v\n%s", err, out)
+		}
+	case <-ctx.Done():
+		t.Fatalf("join did not end with the session\n%s", out)
+	}
+	for _, want := range []string{"You checked in: done all green", "Partner checked in: done", "Session over."} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("join output lacks %q:\n%s", want, out)
+		}
+	}
+	stdinW.Close()
+}
