@@ -11,9 +11,11 @@
 //	err = m.Start(ctx)
 //	defer m.Close()
 //
-// When a booking is matched (any time before its end) the node opens its
-// session; Open returns at once and the session follows the wall clock from
-// there, connecting to the partner when the lobby opens:
+// When a booking is matched (any time before its check-in window closes)
+// the node opens its session; Open returns at once and the session follows
+// the wall clock from there, connecting to the partner when the lobby
+// opens. Opening it again after a restart resumes it (the joined-at time
+// and our goal are kept in the database under "session/live/"):
 //
 //	s, err := m.Open(session.Booking{ID: b.ID, PartnerBooking: b.PartnerBooking,
 //		Partner: partner, PartnerName: b.PartnerName, Name: myName, Goal: b.Goal,
@@ -54,7 +56,8 @@
 //
 // A dropped partner is reconnected with a new PeerConnection: the offerer
 // redials with backoff (and at once when libp2p reconnects), the answerer
-// accepts the new stream and replaces its old connection.
+// accepts the new stream and replaces its old connection. PROTOCOL.md in
+// this directory is the full description, for docs/protocol.md.
 //
 // # Goroutines
 //
