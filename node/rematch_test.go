@@ -1,0 +1,93 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/tandem-cowork/tandem/node/apiv1"
+	"github.com/tandem-cowork/tandem/node/nodetest"
+	"github.com/tandem-cowork/tandem/session"
+)
+
+// The empty chair: B is matched with A but never comes. Two minutes after
+// the start A is offered a rematch, takes it, and is matched "now" with C,
+// who was waiting.
+func TestRematchWhenPartnerAbsent(t *testing.T) {
+	clock := &nodetest.Clock{}
+	cfgA, cfgB, cfgC := nodetest.Config(t), nodetest.Config(t), nodetest.Config(t)
+	cfgA.Now, cfgB.Now, cfgC.Now = clock.Now, clock.Now, clock.Now
+	a := nodetest.Start(t, cfgA)
+	nodetest.Link(t, &cfgB, a)
+	nodetest.Link(t, &cfgC, a)
+	b := nodetest.Start(t, cfgB)
+	ca, cb := apiClient(t, cfgA.DataDir), apiClient(t, cfgB.DataDir)
+	ctx := context.Background()
+
+	slot := clock.Now().Add(time.Hour).Truncate(15 * time.Minute)
+	ba, err := ca.Book(ctx, apiv1.BookRequest{At: slot, DurationMin: 50, Goal: "slides"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cb.Book(ctx, apiv1.BookRequest{At: slot, DurationMin: 50}); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.WaitFor(t, 15*time.Second, func() bool {
+		bs, _ := ca.Bookings(ctx)
+		return len(bs) == 1 && bs[0].Confirmed
+	}, "A and B matched")
+	b.Stop() // B's laptop is closed: the chair stays empty
+
+	events, err := ca.Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(slot.Sub(clock.Now()) + 2*time.Minute + time.Second)
+	waitSessionEvent(t, events, session.EventRematchOffered, ba.ID)
+
+	c := nodetest.Start(t, cfgC)
+	cc := apiClient(t, cfgC.DataDir)
+	if _, err := cc.Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 50}); err != nil {
+		t.Fatal(err)
+	}
+	nb, err := ca.Rematch(ctx, ba.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nb.Kind != "now" || nb.DurationMin != 50 {
+		t.Errorf("rematch booking = %+v, want now / 50 min (48 min were left)", nb)
+	}
+	nodetest.WaitFor(t, 15*time.Second, func() bool {
+		s, err := ca.Session(ctx, nb.ID)
+		return err == nil && s.Connected && s.Booking.Partner == c.ID()
+	}, "A to meet C in a new session")
+	old, _ := ca.Bookings(ctx)
+	for _, x := range old {
+		if x.ID == ba.ID && x.State != "cancelled" {
+			t.Errorf("the absent partner's booking is %s, want cancelled", x.State)
+		}
+	}
+}
+
+func waitSessionEvent(t *testing.T, events <-chan apiv1.Event, typ, booking string) {
+	t.Helper()
+	deadline := time.After(15 * time.Second)
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				t.Fatal("event stream closed")
+			}
+			if ev.Type != apiv1.EventSession {
+				continue
+			}
+			var se apiv1.SessionEvent
+			if err := json.Unmarshal(ev.Data, &se); err == nil && se.Type == typ && se.Booking == booking {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no %s event for %s", typ, booking)
+		}
+	}
+}
