@@ -48,6 +48,10 @@ type Config struct {
 	StreamTimeout    time.Duration // per negotiation round trip (5 s)
 	MatchInterval    time.Duration // matcher wake-up without news (1 s)
 	SyncInterval     time.Duration // pull the board from one random peer (20 s)
+	// OfferTTL is how long, on the clock Now, an announcement stays valid
+	// (default three AnnounceIntervals, at most an hour). A compressed
+	// clock (the demo) needs it scaled to match real re-announcements.
+	OfferTTL time.Duration
 }
 
 type hold struct {
@@ -120,6 +124,8 @@ func New(cfg Config) (*Service, error) {
 	def(&cfg.StreamTimeout, 5*time.Second)
 	def(&cfg.MatchInterval, time.Second)
 	def(&cfg.SyncInterval, 20*time.Second)
+	def(&cfg.OfferTTL, 3*cfg.AnnounceInterval)
+	cfg.OfferTTL = min(cfg.OfferTTL, maxOfferTTL)
 	s := &Service{
 		cfg: cfg, h: cfg.Host, key: cfg.Host.Peerstore().PrivKey(cfg.Host.ID()),
 		db: db{cfg.DB}, log: cfg.Log, board: newBoard(),
@@ -511,7 +517,7 @@ func (s *Service) offerFor(b Booking, now time.Time) *pb.Offer {
 		StartUnix: b.Start.Unix(), DurationMin: uint32(b.DurationMin),
 		Kind: kindToPB(b.Kind), Activity: activityToPB(b.Activity), Quiet: b.Quiet,
 		Name: s.Name(), Seq: s.nextSeq(now), Withdrawn: b.State != StateSearching,
-		ExpiresUnix: now.Add(3 * s.cfg.AnnounceInterval).Unix(),
+		ExpiresUnix: now.Add(s.cfg.OfferTTL).Unix(),
 	}
 	if b.Kind == KindNow {
 		o.StartUnix = now.Unix()

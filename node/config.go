@@ -62,12 +62,21 @@ type Config struct {
 	// Now is the clock bookings and sessions follow (tests and the demo
 	// inject one); nil means time.Now.
 	Now func() time.Time `toml:"-"`
+	// ClockRate says how fast Now runs against real time (the demo's
+	// --short runs 12.5 times faster); the UI shows it. 0 means 1.
+	ClockRate float64 `toml:"-"`
+	// Demo marks the node of `tandem demo` (shown in the UI).
+	Demo bool `toml:"-"`
 }
 
 // MatchmakingConfig holds the matcher's knobs that a config file may set.
 type MatchmakingConfig struct {
 	// FavouritesOnly: only favourites may be matched with this node.
 	FavouritesOnly bool `toml:"favourites_only"`
+	// AnnounceInterval and OfferTTL override the matcher's defaults
+	// (30 s, 90 s); the demo's compressed clock needs them scaled.
+	AnnounceInterval time.Duration `toml:"-"`
+	OfferTTL         time.Duration `toml:"-"`
 }
 
 // Default returns the configuration of a node for a real user on the

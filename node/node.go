@@ -154,8 +154,10 @@ func (n *Node) Start() error {
 			n.events.publish(apiv1.EventBooking, b)
 			n.kickSessions()
 		},
-		OnBoard:        func() { n.events.publish(apiv1.EventBoard, struct{}{}) },
-		FavouritesOnly: n.cfg.Matchmaking.FavouritesOnly,
+		OnBoard:          func() { n.events.publish(apiv1.EventBoard, struct{}{}) },
+		FavouritesOnly:   n.cfg.Matchmaking.FavouritesOnly,
+		AnnounceInterval: n.cfg.Matchmaking.AnnounceInterval,
+		OfferTTL:         n.cfg.Matchmaking.OfferTTL,
 	})
 	if err != nil {
 		return n.failStart(err)
@@ -301,6 +303,9 @@ func (n *Node) Status() apiv1.Status {
 		DataDir:        n.cfg.DataDir,
 		Version:        Version,
 		LocalOnly:      n.cfg.LocalOnly(),
+		Now:            n.now(),
+		ClockRate:      max(n.cfg.ClockRate, 1),
+		Demo:           n.cfg.Demo,
 	}
 }
 

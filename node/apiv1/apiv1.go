@@ -4,6 +4,7 @@ package apiv1
 
 import (
 	"encoding/json"
+	"time"
 
 	"github.com/tandem-cowork/tandem/matchmaking"
 	"github.com/tandem-cowork/tandem/session"
@@ -19,6 +20,13 @@ type Status struct {
 	DataDir        string   `json:"data_dir"`
 	Version        string   `json:"version"`
 	LocalOnly      bool     `json:"local_only"`
+	// Now is the node's clock (bookings and sessions follow it); ClockRate
+	// is how fast it runs against real time (above 1 in `tandem demo
+	// --short`). The UI computes countdowns from these, not its own clock.
+	Now       time.Time `json:"now"`
+	ClockRate float64   `json:"clock_rate"`
+	// Demo: this is the user's node of `tandem demo`.
+	Demo bool `json:"demo"`
 }
 
 // Peer is one entry of GET /api/v1/peers.
