@@ -77,8 +77,8 @@ func runJoin(ctx context.Context, c *client.Client, id string, asJSON bool, in i
 		return err
 	}
 	id = s.Booking.ID
-	v := &joinView{out: out, json: asJSON, id: id}
-	v.header(s)
+	v := &joinView{out: out, json: asJSON, id: id, c: c}
+	v.header(ctx, s)
 
 	lines := make(chan string)
 	go func() {
@@ -115,7 +115,7 @@ func runJoin(ctx context.Context, c *client.Client, id string, asJSON bool, in i
 			}
 		case <-tick.C:
 			if s, err := c.Session(ctx, id); err == nil {
-				v.countdown(s)
+				v.countdown(ctx, s)
 			}
 		case line, ok := <-lines:
 			if !ok {
@@ -137,6 +137,7 @@ type joinView struct {
 	out  io.Writer
 	json bool
 	id   string
+	c    *client.Client
 }
 
 func (v *joinView) say(format string, args ...any) {
@@ -146,7 +147,7 @@ func (v *joinView) say(format string, args ...any) {
 	fmt.Fprintf(v.out, format+"\n", args...)
 }
 
-func (v *joinView) header(s apiv1.Session) {
+func (v *joinView) header(ctx context.Context, s apiv1.Session) {
 	if v.json {
 		json.NewEncoder(v.out).Encode(map[string]any{"type": "state", "booking": v.id, "state": s})
 		return
@@ -163,14 +164,25 @@ func (v *joinView) header(s apiv1.Session) {
 		v.say("%s's goal: %s", partner, s.Partner.Goal)
 	}
 	v.say("%s", joinHelp)
-	v.countdown(s)
+	for _, l := range s.Chat[max(0, len(s.Chat)-5):] {
+		if l.From == session.FromPartner {
+			v.say("<partner> %s", l.Text)
+		}
+	}
+	v.countdown(ctx, s)
 }
 
-func (v *joinView) countdown(s apiv1.Session) {
+// countdown prints the time to the next phase on the node's clock (which
+// runs faster in `tandem demo --short`).
+func (v *joinView) countdown(ctx context.Context, s apiv1.Session) {
 	if s.NextPhaseAt.IsZero() {
 		return
 	}
-	left := time.Until(s.NextPhaseAt).Round(time.Second)
+	st, err := v.c.Status(ctx)
+	if err != nil {
+		return
+	}
+	left := s.NextPhaseAt.Sub(st.Now).Round(time.Second)
 	if left > 0 {
 		v.say("[%s] %s until %s", s.Phase, left, nextPhaseName(s.Phase))
 	}

@@ -1,0 +1,160 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	pmedia "github.com/pion/webrtc/v4/pkg/media"
+	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
+
+	"github.com/tandem-cowork/tandem/session"
+	"github.com/tandem-cowork/tandem/session/media"
+)
+
+// The clips are 3-second VP8 test patterns with each demo partner's name,
+// a keyframe every second, made once with:
+//
+//	ffmpeg -f lavfi -i testsrc2=size=320x240:rate=15:duration=3 \
+//	  -vf "drawbox=...,drawtext=text='Ada':...,drawtext=text='demo partner':..." \
+//	  -c:v libvpx -b:v 100k -g 15 -auto-alt-ref 0 -f ivf ada.ivf
+//
+//go:embed clips/*.ivf
+var clips embed.FS
+
+func clipFor(name string) ([]byte, error) {
+	return clips.ReadFile("clips/" + strings.ToLower(name) + ".ivf")
+}
+
+// camera is a demo partner's "browser": a WebRTC leg attached to its node's
+// session that loops the partner's clip as its video.
+type camera struct {
+	pc   *webrtc.PeerConnection
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+func attachCamera(ctx context.Context, s *session.Session, clip []byte) (*camera, error) {
+	api, err := media.NewAPI(media.Options{LoopbackOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, fmt.Errorf("creating camera peer connection: %w", err)
+	}
+	c := &camera{pc: pc, stop: make(chan struct{})}
+	track, err := webrtc.NewTrackLocalStaticSample(media.VideoCodec, "video", "demo")
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	sender, err := pc.AddTrack(track)
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	// The partner's video comes back on a receive-only transceiver; its
+	// packets are read and dropped.
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		pc.Close()
+		return nil, err
+	}
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		go func() {
+			for {
+				if _, _, err := tr.ReadRTP(); err != nil {
+					return
+				}
+			}
+		}()
+	})
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		buf := make([]byte, 1500)
+		for {
+			if _, _, err := sender.Read(buf); err != nil { // keyframe requests: the clip has one every second
+				return
+			}
+		}
+	}()
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		pc.Close()
+		return nil, err
+	}
+	select {
+	case <-gathered:
+	case <-ctx.Done():
+		pc.Close()
+		return nil, ctx.Err()
+	}
+	answer, err := s.AttachBrowser(ctx, pc.LocalDescription().SDP)
+	if err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("attaching demo camera: %w", err)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		pc.Close()
+		return nil, err
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.play(track, clip)
+	}()
+	return c, nil
+}
+
+// play loops the clip at its frame rate until the camera closes.
+func (c *camera) play(track *webrtc.TrackLocalStaticSample, clip []byte) {
+	for {
+		r, hdr, err := ivfreader.NewWith(bytes.NewReader(clip))
+		if err != nil {
+			return
+		}
+		frame := time.Second * time.Duration(hdr.TimebaseNumerator) / time.Duration(hdr.TimebaseDenominator)
+		t := time.NewTicker(frame)
+		for {
+			data, _, err := r.ParseNextFrame()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Stop()
+				return
+			}
+			select {
+			case <-c.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			track.WriteSample(pmedia.Sample{Data: data, Duration: frame})
+		}
+		t.Stop()
+	}
+}
+
+func (c *camera) close() {
+	select {
+	case <-c.stop:
+		return
+	default:
+	}
+	close(c.stop)
+	c.pc.Close()
+	c.wg.Wait()
+}
