@@ -40,6 +40,11 @@ type Config struct {
 	OnBooking func(Booking)
 	// OnBoard is called when the board of open offers changes.
 	OnBoard func()
+	// OnOffer, if set, observes offer records: each one this node
+	// publishes, and each one that enters its board (from gossip or a
+	// board sync). It is for benchmarks and tests; it runs synchronously
+	// on the matcher's goroutines and must not block.
+	OnOffer func(OfferEvent)
 	// FavouritesOnly: match favourites only.
 	FavouritesOnly bool
 	// Timers; zero means the default.
@@ -552,11 +557,13 @@ func (s *Service) announce(ctx context.Context, b Booking) {
 		return
 	}
 	now := s.now()
-	env, err := sealOffer(s.offerFor(b, now), s.key)
+	o := s.offerFor(b, now)
+	env, err := sealOffer(o, s.key)
 	if err != nil {
 		s.log.Error("signing offer", "err", err)
 		return
 	}
+	s.observe(o, s.h.ID(), OfferPublished)
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
 	defer cancel()
 	if err := s.topic.Publish(pctx, env); err != nil && ctx.Err() == nil {
@@ -655,6 +662,7 @@ func (s *Service) addOffer(o *pb.Offer, owner peer.ID, env []byte) {
 		return
 	}
 	if s.board.put(o, owner, env, s.now()) {
+		s.observe(o, owner, OfferGossip)
 		s.learnAddrs(o, owner)
 		s.cfg.OnBoard()
 		s.wake()

@@ -75,6 +75,7 @@ func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
 			continue
 		}
 		if s.board.put(o, owner, env, now) {
+			s.observe(o, owner, OfferSync)
 			s.learnAddrs(o, owner)
 			added++
 		}

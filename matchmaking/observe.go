@@ -1,0 +1,38 @@
+package matchmaking
+
+import (
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/tandem-cowork/tandem/matchmaking/pb"
+)
+
+// OfferSource says how an offer record reached an OfferEvent.
+type OfferSource string
+
+const (
+	// OfferPublished: this node announced the record on gossip.
+	OfferPublished OfferSource = "publish"
+	// OfferGossip: the record entered this node's board from gossip.
+	OfferGossip OfferSource = "gossip"
+	// OfferSync: the record entered this node's board from a board sync.
+	OfferSync OfferSource = "sync"
+)
+
+// OfferEvent describes one offer record seen by Config.OnOffer. Owner,
+// BookingID and Seq identify the record; a board holds, per owner and
+// booking, only the record with the highest Seq, so an event is reported
+// only for records newer than what the board had.
+type OfferEvent struct {
+	Owner     peer.ID
+	BookingID string
+	Seq       uint64
+	Withdrawn bool
+	Source    OfferSource
+}
+
+func (s *Service) observe(o *pb.Offer, owner peer.ID, src OfferSource) {
+	if s.cfg.OnOffer == nil {
+		return
+	}
+	s.cfg.OnOffer(OfferEvent{Owner: owner, BookingID: o.GetBookingId(), Seq: o.GetSeq(), Withdrawn: o.GetWithdrawn(), Source: src})
+}

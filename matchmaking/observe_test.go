@@ -1,0 +1,86 @@
+package matchmaking
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+// offerLog records a node's OfferEvents.
+type offerLog struct {
+	mu     sync.Mutex
+	events []OfferEvent
+}
+
+func (l *offerLog) add(e OfferEvent) {
+	l.mu.Lock()
+	l.events = append(l.events, e)
+	l.mu.Unlock()
+}
+
+func (l *offerLog) find(pred func(OfferEvent) bool) (OfferEvent, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range l.events {
+		if pred(e) {
+			return e, true
+		}
+	}
+	return OfferEvent{}, false
+}
+
+func (l *offerLog) wait(t *testing.T, what string, pred func(OfferEvent) bool) OfferEvent {
+	t.Helper()
+	var e OfferEvent
+	waitFor(t, 10*time.Second, what, func() bool {
+		var ok bool
+		e, ok = l.find(pred)
+		return ok
+	})
+	return e
+}
+
+// TestOnOffer: the observer sees the owner publish a record, and the same
+// record (owner, booking, seq) enter other boards by gossip and by sync.
+func TestOnOffer(t *testing.T) {
+	logs := []*offerLog{{}, {}, {}}
+	nodes := make([]*testNode, 3)
+	for i := range nodes {
+		l := logs[i]
+		nodes[i] = newTestNode(t, func(c *Config) { c.OnOffer = l.add })
+	}
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	connect(t, a, b)
+	waitFor(t, 10*time.Second, "a and b see each other on the topic", func() bool {
+		return len(a.svc.topic.ListPeers()) == 1 && len(b.svc.topic.ListPeers()) == 1
+	})
+	bk := a.book(t, BookRequest{At: nextSlot(3 * time.Hour), DurationMin: 25})
+	pub := logs[0].wait(t, "a publishes", func(e OfferEvent) bool { return e.Source == OfferPublished && e.BookingID == bk.ID })
+	if pub.Owner != a.id() || pub.Withdrawn || pub.Seq == 0 {
+		t.Fatalf("publish event %+v", pub)
+	}
+	got := logs[1].wait(t, "b gets it by gossip", func(e OfferEvent) bool { return e.BookingID == bk.ID })
+	if got != (OfferEvent{Owner: a.id(), BookingID: bk.ID, Seq: pub.Seq, Source: OfferGossip}) {
+		t.Fatalf("b saw %+v, want the published record %+v by gossip", got, pub)
+	}
+
+	// c joins late: the offer reaches it by a board sync.
+	connect(t, c, a)
+	got = logs[2].wait(t, "c gets it by sync", func(e OfferEvent) bool { return e.BookingID == bk.ID })
+	if got.Source != OfferSync || got.Owner != a.id() || got.Seq < pub.Seq || got.Withdrawn {
+		t.Fatalf("c saw %+v", got)
+	}
+
+	// A withdrawal is a newer record, published and received the same way.
+	if _, err := a.svc.Cancel(context.Background(), bk.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	wd := logs[0].wait(t, "a publishes the withdrawal", func(e OfferEvent) bool {
+		return e.Source == OfferPublished && e.BookingID == bk.ID && e.Withdrawn
+	})
+	if wd.Seq <= pub.Seq {
+		t.Fatalf("withdrawal seq %d not above %d", wd.Seq, pub.Seq)
+	}
+	logs[1].wait(t, "b gets the withdrawal", func(e OfferEvent) bool { return e.Withdrawn && e.Seq == wd.Seq && e.Source == OfferGossip })
+}
