@@ -14,7 +14,6 @@ import (
 
 	"github.com/tandem-cowork/tandem/node/apiv1"
 	"github.com/tandem-cowork/tandem/node/client"
-	"github.com/tandem-cowork/tandem/session"
 )
 
 const joinHelp = `Type a line to chat. Commands:
@@ -110,7 +109,7 @@ func runJoin(ctx context.Context, c *client.Client, id string, asJSON bool, in i
 				continue
 			}
 			v.event(se)
-			if se.Type == session.EventEnded {
+			if se.Type == apiv1.SessionEnded {
 				return nil
 			}
 		case <-tick.C:
@@ -165,7 +164,7 @@ func (v *joinView) header(ctx context.Context, s apiv1.Session) {
 	}
 	v.say("%s", joinHelp)
 	for _, l := range s.Chat[max(0, len(s.Chat)-5):] {
-		if l.From == session.FromPartner {
+		if l.From == apiv1.FromPartner {
 			v.say("<partner> %s", l.Text)
 		}
 	}
@@ -188,15 +187,15 @@ func (v *joinView) countdown(ctx context.Context, s apiv1.Session) {
 	}
 }
 
-func nextPhaseName(p session.Phase) string {
+func nextPhaseName(p apiv1.Phase) string {
 	switch p {
-	case session.PhaseUpcoming:
+	case apiv1.PhaseUpcoming:
 		return "the lobby opens"
-	case session.PhaseLobby:
+	case apiv1.PhaseLobby:
 		return "the start"
-	case session.PhaseFocus:
+	case apiv1.PhaseFocus:
 		return "the 1-minute warning"
-	case session.PhaseWarning:
+	case apiv1.PhaseWarning:
 		return "the end"
 	}
 	return "the check-in closes"
@@ -210,52 +209,52 @@ func (v *joinView) event(e apiv1.SessionEvent) {
 		return
 	}
 	who := "You"
-	if e.From == session.FromPartner {
+	if e.From == apiv1.FromPartner {
 		who = "Partner"
 	}
 	switch e.Type {
-	case session.EventPhase:
+	case apiv1.SessionPhase:
 		switch e.Phase {
-		case session.PhaseFocus:
+		case apiv1.PhaseFocus:
 			v.say(bell + "** Focus time: go! **")
-		case session.PhaseWarning:
+		case apiv1.PhaseWarning:
 			v.say(bell + "** One minute left. **")
-		case session.PhaseCheckin:
+		case apiv1.PhaseCheckin:
 			v.say(bell + "** Time! Check in: /done, /partly or /not (with a note). **")
 		default:
 			v.say("[%s]", e.Phase)
 		}
-	case session.EventPartnerJoined:
+	case apiv1.SessionPartnerJoined:
 		v.say("Your partner joined.")
-	case session.EventPartnerDisconnected:
+	case apiv1.SessionPartnerDisconnected:
 		v.say("Partner disconnected; reconnecting...")
-	case session.EventPartnerReconnected:
+	case apiv1.SessionPartnerReconnected:
 		v.say("Partner is back.")
-	case session.EventRematchOffered:
+	case apiv1.SessionRematchOffered:
 		v.say("Your partner is 2 minutes late. Type /rematch to find a new partner.")
-	case session.EventNoShow:
+	case apiv1.SessionNoShow:
 		v.say("Your partner did not come (no-show).")
-	case session.EventGoal:
+	case apiv1.SessionGoal:
 		v.say("%s goal: %s", who, e.Text)
-	case session.EventChat:
-		if e.From == session.FromPartner {
+	case apiv1.SessionChat:
+		if e.From == apiv1.FromPartner {
 			v.say("<partner> %s", e.Text)
 		}
-	case session.EventPresence:
-		if e.From == session.FromPartner {
+	case apiv1.SessionPresence:
+		if e.From == apiv1.FromPartner {
 			v.say("Partner is %s.", e.Presence)
 		}
-	case session.EventMedia:
-		if e.From == session.FromPartner && e.Media != nil && !e.Media.Video {
+	case apiv1.SessionMedia:
+		if e.From == apiv1.FromPartner && e.Media != nil && !e.Media.Video {
 			v.say("Partner has no camera.")
 		}
-	case session.EventCheckIn:
+	case apiv1.SessionCheckIn:
 		if e.CheckIn != nil {
 			v.say("%s checked in: %s %s", who, e.CheckIn.Outcome, e.CheckIn.Note)
 		}
-	case session.EventPartnerLeft:
+	case apiv1.SessionPartnerLeft:
 		v.say("Your partner left: %s", e.Text)
-	case session.EventEnded:
+	case apiv1.SessionEnded:
 		v.say("Session over. See `tandem history`.")
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/tandem-cowork/tandem/node/apiv1"
 	"github.com/tandem-cowork/tandem/node/client"
 	"github.com/tandem-cowork/tandem/node/nodetest"
-	"github.com/tandem-cowork/tandem/session"
 )
 
 // `tandem join` runs a whole session in the terminal: chat both ways, the
@@ -47,7 +46,7 @@ func TestJoinRunsSessionInTerminal(t *testing.T) {
 	io.WriteString(stdinW, "hello from the terminal\n")
 	nodetest.WaitFor(t, 10*time.Second, func() bool {
 		s, _ := cb.Session(ctx, bb.ID)
-		return slices.ContainsFunc(s.Chat, func(l session.ChatLine) bool { return l.Text == "hello from the terminal" })
+		return slices.ContainsFunc(s.Chat, func(l apiv1.ChatLine) bool { return l.Text == "hello from the terminal" })
 	}, "B to get the terminal's chat line")
 	if _, err := cb.SessionAction(ctx, bb.ID, "chat", apiv1.SessionAction{Text: "hi back"}); err != nil {
 		t.Fatal(err)

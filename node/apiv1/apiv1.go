@@ -88,6 +88,36 @@ type (
 	SessionEvent = session.Event
 	Record       = session.Record
 	Stats        = session.Stats
+	Phase        = session.Phase
+	ChatLine     = session.ChatLine
+)
+
+// Session phases, event types (SessionEvent.Type) and sides
+// (SessionEvent.From), as the session package names them.
+const (
+	PhaseUpcoming = session.PhaseUpcoming
+	PhaseLobby    = session.PhaseLobby
+	PhaseFocus    = session.PhaseFocus
+	PhaseWarning  = session.PhaseWarning
+	PhaseCheckin  = session.PhaseCheckin
+	PhaseDone     = session.PhaseDone
+
+	SessionPhase               = session.EventPhase
+	SessionPartnerJoined       = session.EventPartnerJoined
+	SessionPartnerDisconnected = session.EventPartnerDisconnected
+	SessionPartnerReconnected  = session.EventPartnerReconnected
+	SessionRematchOffered      = session.EventRematchOffered
+	SessionNoShow              = session.EventNoShow
+	SessionGoal                = session.EventGoal
+	SessionChat                = session.EventChat
+	SessionPresence            = session.EventPresence
+	SessionMedia               = session.EventMedia
+	SessionCheckIn             = session.EventCheckIn
+	SessionPartnerLeft         = session.EventPartnerLeft
+	SessionEnded               = session.EventEnded
+
+	FromSelf    = session.FromSelf
+	FromPartner = session.FromPartner
 )
 
 // CancelRequest is the body of POST /api/v1/bookings/{id}/cancel.
