@@ -574,14 +574,7 @@ func (s *Service) announce(ctx context.Context, b Booking) {
 // announceLoop re-announces open offers (gossip keeps no history) and
 // tidies up bookings whose time has passed.
 func (s *Service) announceLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.AnnounceInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, s.cfg.AnnounceInterval, func() {
 		now := s.now()
 		s.board.prune(now)
 		var open []Booking
@@ -596,7 +589,7 @@ func (s *Service) announceLoop(ctx context.Context) {
 		for _, b := range open {
 			s.announce(ctx, b)
 		}
-	}
+	})
 }
 
 // expireLocked ends bookings whose time has come and gone.

@@ -45,16 +45,23 @@ func (s *Service) syncBoard(ctx context.Context, p peer.ID) {
 // new peer into its mesh; this heals such gaps without waiting for the
 // owner's next re-announcement.
 func (s *Service) syncLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.SyncInterval)
+	every(ctx, s.cfg.SyncInterval, func() {
+		if peers := s.topic.ListPeers(); len(peers) > 0 {
+			s.syncBoard(ctx, peers[rand.IntN(len(peers))])
+		}
+	})
+}
+
+// every runs f every d until ctx ends.
+func every(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		if peers := s.topic.ListPeers(); len(peers) > 0 {
-			s.syncBoard(ctx, peers[rand.IntN(len(peers))])
+			f()
 		}
 	}
 }
