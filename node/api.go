@@ -32,6 +32,7 @@ func (n *Node) handler() http.Handler {
 	})
 	api.HandleFunc("PUT /api/v1/profile", n.putProfile)
 	n.sessionAPI(api)
+	n.uiAPI(api)
 
 	root := http.NewServeMux()
 	root.Handle("/api/", n.tokenCheck(api))

@@ -1,0 +1,203 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/network"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/tandem-cowork/tandem/matchmaking"
+	"github.com/tandem-cowork/tandem/node/apiv1"
+	"github.com/tandem-cowork/tandem/session"
+)
+
+// The endpoints the web UI needs beyond the CLI's:
+//
+//	GET /api/v1/settings      the user's UI settings (defaults for a new
+//	PUT /api/v1/settings      booking, sounds, notifications, auto rematch)
+//	GET /api/v1/reachability  can other peers dial us: public, private,
+//	                          relayed, and why nobody may show up
+
+// settingsKey is where the UI settings live in the node's store.
+const settingsKey = "ui/settings"
+
+// UISettings is GET/PUT /api/v1/settings.
+type UISettings struct {
+	// DefaultDurationMin, DefaultActivity and DefaultQuiet prefill the
+	// booking dialog and are what "Focus now" books.
+	DefaultDurationMin int                  `json:"default_duration_min"`
+	DefaultActivity    matchmaking.Activity `json:"default_activity"`
+	DefaultQuiet       bool                 `json:"default_quiet"`
+	// Sounds: the chimes at the start, 1 minute before the end and at the end.
+	Sounds bool `json:"sounds"`
+	// NotifyReminder: a browser notification 5 minutes before a session;
+	// NotifyPartnerJoined: one when the partner arrives.
+	NotifyReminder      bool `json:"notify_reminder"`
+	NotifyPartnerJoined bool `json:"notify_partner_joined"`
+	// AutoRematch: when the partner is 2 minutes late, find a new one
+	// without asking. The config file's auto_rematch turns it on for good.
+	AutoRematch bool `json:"auto_rematch"`
+}
+
+// Reachability is GET /api/v1/reachability.
+type Reachability struct {
+	// Reachability is AutoNAT's verdict: public, private or unknown.
+	Reachability string `json:"reachability"`
+	// PublicAddrs and RelayAddrs count our addresses that the internet can
+	// dial directly and those through a circuit relay.
+	PublicAddrs int  `json:"public_addrs"`
+	RelayAddrs  int  `json:"relay_addrs"`
+	LocalOnly   bool `json:"local_only"`
+	// ConnectedPeers counts peers we hold a connection to; RelayedConns
+	// those connections that go through a relay.
+	ConnectedPeers int `json:"connected_peers"`
+	RelayedConns   int `json:"relayed_conns"`
+}
+
+func (n *Node) defaultUISettings() UISettings {
+	return UISettings{
+		DefaultDurationMin: 50, DefaultActivity: matchmaking.ActivityAnything,
+		Sounds: true, AutoRematch: n.cfg.AutoRematch,
+	}
+}
+
+func (n *Node) uiSettings() (UISettings, error) {
+	s := n.defaultUISettings()
+	err := n.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get([]byte(settingsKey))
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error { return json.Unmarshal(v, &s) })
+	})
+	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+		return s, fmt.Errorf("loading settings: %w", err)
+	}
+	return s, nil
+}
+
+func (n *Node) putUISettings(w http.ResponseWriter, r *http.Request) {
+	var s UISettings
+	if !readJSON(w, r, &s) {
+		return
+	}
+	if err := matchmaking.CheckDuration(s.DefaultDurationMin); err != nil {
+		writeErr(w, err)
+		return
+	}
+	act, err := matchmaking.CheckActivity(s.DefaultActivity)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	s.DefaultActivity = act
+	data, err := json.Marshal(s)
+	if err == nil {
+		err = n.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(settingsKey), data) })
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "saving settings: "+err.Error())
+		return
+	}
+	writeJSON(w, s)
+}
+
+func (n *Node) reachability(ctx context.Context) Reachability {
+	out := Reachability{Reachability: "unknown", LocalOnly: n.cfg.LocalOnly()}
+	// AutoNAT's emitter is stateful: a new subscriber gets the last
+	// verdict at once, if there was one.
+	if sub, err := n.host.EventBus().Subscribe(new(event.EvtLocalReachabilityChanged)); err == nil {
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case ev := <-sub.Out():
+			switch ev.(event.EvtLocalReachabilityChanged).Reachability {
+			case network.ReachabilityPublic:
+				out.Reachability = "public"
+			case network.ReachabilityPrivate:
+				out.Reachability = "private"
+			}
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		sub.Close()
+	}
+	for _, a := range n.host.Addrs() {
+		switch {
+		case isCircuit(a):
+			out.RelayAddrs++
+		case manet.IsPublicAddr(a):
+			out.PublicAddrs++
+		}
+	}
+	for _, c := range n.host.Network().Conns() {
+		if c.Stat().Limited || isCircuit(c.RemoteMultiaddr()) {
+			out.RelayedConns++
+		}
+	}
+	out.ConnectedPeers = len(n.host.Network().Peers())
+	return out
+}
+
+func isCircuit(a ma.Multiaddr) bool {
+	_, err := a.ValueForProtocol(ma.P_CIRCUIT)
+	return err == nil
+}
+
+// uiAPI registers the web UI's endpoints and starts the watcher that
+// applies the auto-rematch setting.
+func (n *Node) uiAPI(api *http.ServeMux) {
+	api.HandleFunc("GET /api/v1/settings", func(w http.ResponseWriter, r *http.Request) {
+		s, err := n.uiSettings()
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		writeJSON(w, s)
+	})
+	api.HandleFunc("PUT /api/v1/settings", n.putUISettings)
+	api.HandleFunc("GET /api/v1/reachability", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, n.reachability(r.Context()))
+	})
+	n.watchAutoRematch()
+}
+
+// watchAutoRematch rematches a session whose partner is late when the
+// user turned auto rematch on in the UI settings. (A node whose config
+// sets auto_rematch does so in onSessionEvent already.)
+func (n *Node) watchAutoRematch() {
+	ch, unsubscribe := n.events.subscribe()
+	n.goRun(func() {
+		defer unsubscribe()
+		for {
+			select {
+			case <-n.stopping:
+				return
+			case ev := <-ch:
+				if ev.Type != apiv1.EventSession || n.cfg.AutoRematch {
+					continue
+				}
+				var e session.Event
+				if json.Unmarshal(ev.Data, &e) != nil || e.Type != session.EventRematchOffered {
+					continue
+				}
+				if s, err := n.uiSettings(); err != nil || !s.AutoRematch {
+					continue
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				if _, err := n.Rematch(ctx, e.Booking); err != nil {
+					n.log.Info("automatic rematch (UI setting)", "booking", e.Booking, "err", err)
+				}
+				cancel()
+			}
+		}
+	})
+}

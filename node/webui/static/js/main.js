@@ -1,0 +1,183 @@
+// Tandem web UI: boot, login check, the screen router (#/calendar,
+// #/session/ID, #/history, #/people, #/settings, #/network, #/devices),
+// the connection indicator and the "you have a live session" banner.
+import { get, on, onUnauthorized, onStreamStatus, openEvents, clock, debounce, ApiError } from "./api.js";
+import { h, $, errorBox, fmtCountdown, nameOf, MINUTE } from "./dom.js";
+import { loadSettings } from "./prefs.js";
+import { recheck, roomURL } from "./flow.js";
+import { startNotifications } from "./notify.js";
+import * as calendar from "./screens/calendar.js";
+import * as room from "./screens/room.js";
+import * as history from "./screens/history.js";
+import * as people from "./screens/people.js";
+import * as settings from "./screens/settings.js";
+import * as network from "./screens/network.js";
+import * as devices from "./screens/devices.js";
+import "./sounds.js";
+
+const routes = { calendar, session: room, history, people, settings, network, devices };
+const ROOM_PHASES = new Set(["lobby", "focus", "warning", "checkin"]);
+
+const screenEl = $("#screen");
+let unmount = null;
+let loggedIn = false;
+
+function parseRoute() {
+  const [name, arg] = location.hash.replace(/^#\/?/, "").split("/");
+  return { name: routes[name] ? name : "calendar", arg: decodeURIComponent(arg || "") };
+}
+
+function route() {
+  if (!loggedIn) return;
+  if (unmount) {
+    try {
+      unmount();
+    } catch (e) {
+      reportError(e);
+    }
+    unmount = null;
+  }
+  const { name, arg } = parseRoute();
+  const screen = routes[name];
+  for (const a of document.querySelectorAll("#nav a")) {
+    if (a.dataset.route === name) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  document.title = `${screen.title} · Tandem`;
+  screenEl.replaceChildren();
+  screenEl.className = `screen screen-${name}`;
+  document.body.dataset.screen = name;
+  try {
+    unmount = screen.mount(screenEl, arg) || null;
+  } catch (e) {
+    screenEl.append(errorBox(e));
+    reportError(e);
+  }
+  refreshBanner();
+}
+
+function showLogin() {
+  loggedIn = false;
+  if (unmount) unmount();
+  unmount = null;
+  $("#boot").hidden = true;
+  $("#screen").hidden = true;
+  $("#nav").hidden = true;
+  $("#live-banner").hidden = true;
+  $("#login-needed").hidden = false;
+  document.body.dataset.screen = "login";
+  document.title = "Log in · Tandem";
+}
+
+// ---- header: who and how connected ----
+let peerCount = 0;
+let streamUp = null; // null: not connected yet
+
+function renderConn() {
+  const c = $("#conn");
+  c.className = "conn " + (!streamUp ? "down" : peerCount ? "up" : "alone");
+  c.textContent = streamUp === null ? "connecting…" : !streamUp ? "reconnecting to your node…" : `${peerCount} ${peerCount === 1 ? "peer" : "peers"}`;
+  c.title = !streamUp ? "The live connection to your node dropped; retrying." : "Peers your node is connected to";
+}
+
+const refreshStatus = debounce(async () => {
+  try {
+    const st = await clock.sync();
+    peerCount = st.connected_peers;
+    $("#whoami").textContent = st.name || "";
+    renderConn();
+  } catch {
+    // The indicator keeps its last state; screens show their own errors.
+  }
+}, 300);
+
+// ---- the live-session banner (on every screen but the room) ----
+let sessions = [];
+
+const refreshBanner = debounce(async () => {
+  if (!loggedIn) return;
+  try {
+    sessions = await get("/sessions");
+  } catch {
+    sessions = [];
+  }
+  paintBanner();
+}, 150);
+
+const bannerText = h("span", { id: "live-text" });
+const bannerLink = h("a", { class: "button primary", id: "join-live" });
+
+function paintBanner() {
+  const banner = $("#live-banner");
+  const { name, arg } = parseRoute();
+  const live = sessions.filter((s) => ROOM_PHASES.has(s.phase) && !(name === "session" && arg === s.booking.id));
+  if (!live.length) {
+    banner.hidden = true;
+    return;
+  }
+  const s = live[0];
+  const who = nameOf(s.partner.name || s.booking.partner_name, s.booking.partner);
+  const start = Date.parse(s.booking.start);
+  const left = start + s.booking.duration_min * MINUTE - clock.nowMs();
+  const what = s.phase === "lobby" ? `starts in ${fmtCountdown(start - clock.nowMs())}` : s.phase === "checkin" ? "is over: check in" : `${fmtCountdown(left)} left`;
+  bannerText.textContent = `Your session with ${who} ${what}.`;
+  bannerLink.href = roomURL(s.booking.id);
+  bannerLink.textContent = s.phase === "lobby" ? "Enter the lobby" : "Go to the session";
+  if (!bannerText.isConnected) banner.replaceChildren(bannerText, bannerLink);
+  banner.hidden = false;
+}
+
+async function boot() {
+  onUnauthorized(showLogin);
+  let status;
+  try {
+    status = await clock.sync();
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) return showLogin();
+    $("#boot").replaceChildren(errorBox(e), h("p", {}, h("button", { type: "button", onclick: () => location.reload() }, "Try again")));
+    return;
+  }
+  try {
+    await loadSettings();
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) return showLogin();
+    // The defaults will do.
+  }
+  loggedIn = true;
+  peerCount = status.connected_peers;
+  $("#whoami").textContent = status.name || "";
+  if (status.demo || status.clock_rate > 1) {
+    $("#whoami").after(h("span", { class: "chip demo", title: "The node's clock runs faster than real time" },
+      status.demo ? `demo${status.clock_rate > 1 ? `, clock ×${status.clock_rate}` : ""}` : `clock ×${status.clock_rate}`));
+  }
+  $("#boot").hidden = true;
+  $("#nav").hidden = false;
+  $("#screen").hidden = false;
+
+  onStreamStatus((up) => {
+    streamUp = up;
+    renderConn();
+    if (up) {
+      refreshStatus();
+      refreshBanner();
+      recheck().catch(() => {});
+    }
+  });
+  openEvents();
+  on("peer-connected", refreshStatus);
+  on("peer-disconnected", refreshStatus);
+  on("booking", refreshBanner);
+  on("session", (e) => {
+    if (e.type === "phase") clock.sync().catch(() => {});
+    refreshBanner();
+  });
+  document.addEventListener("tandem:profile", (e) => { $("#whoami").textContent = e.detail.name; });
+  setInterval(() => clock.sync().catch(() => {}), 30 * 1000);
+  setInterval(paintBanner, 1000);
+  startNotifications();
+  window.addEventListener("hashchange", route);
+  route();
+  recheck().catch(() => {});
+}
+
+boot();

@@ -1,0 +1,428 @@
+// Calendar (home): this week on the quarter-hour grid, from today, in the
+// browser's time zone. It shows the user's bookings, how many peers have an
+// open offer in each slot, the "Focus now" button, and the booking and
+// cancel dialogs.
+import { get, post, on, clock, debounce } from "../api.js";
+import {
+  h, $, showError, fmtTime, fmtHour, fmtWeekday, fmtDate, fmtLongDay, fmtWhen, fmtIn, startOfDay, addDays,
+  nameOf, openDialog, MINUTE, QUARTER, toast,
+} from "../dom.js";
+import { settings } from "../prefs.js";
+import { awaitMatch, isAwaiting, roomURL } from "../flow.js";
+
+export const title = "Calendar";
+
+const DAYS = 7;
+const SLOTS_PER_DAY = 96;
+const LIVE = new Set(["searching", "matched"]);
+const ROOM_PHASES = new Set(["lobby", "focus", "warning", "checkin"]);
+
+export function mount(el) {
+  const st = { bookings: [], offers: [], sessions: [], people: [], days: [], selectedDay: 0, scrolled: false };
+  const stop = [];
+
+  // ---- layout ----
+  const err = h("p", { class: "error", role: "alert", hidden: true });
+  const nowBtn = h("button", { class: "primary big", id: "focus-now", type: "button", onclick: focusNow }, "Focus now");
+  const nowInfo = h("p", { class: "muted small", id: "focus-now-info" });
+  const searching = h("div", { class: "searching", id: "searching", "aria-live": "polite" });
+  const upcoming = h("ul", { class: "upcoming-list", id: "upcoming-list" });
+  const dayHeads = h("div", { class: "cal-header" }, h("div", { class: "cal-corner" }));
+  const body = h("div", { class: "cal-body", role: "group", "aria-label": "Quarter-hour slots this week. Arrow keys move, Enter books." });
+  const scroller = h("div", { class: "cal-scroll", id: "cal-scroll" }, body);
+
+  el.append(
+    h("div", { class: "cal-top" },
+      h("div", {},
+        h("h1", {}, "Your week"),
+        h("p", { class: "muted" }, "Pick a quarter-hour to book a session with a partner, or start one right now.")),
+      h("div", { class: "focus-now-box" }, nowBtn, nowInfo)),
+    err,
+    searching,
+    h("div", { class: "cal-layout" },
+      h("section", { class: "cal", "aria-label": "Week calendar" }, dayHeads, scroller),
+      h("aside", { class: "upcoming" },
+        h("h2", {}, "Upcoming"),
+        upcoming,
+        h("ul", { class: "muted small legend", "aria-label": "Legend" },
+          h("li", {}, h("span", { class: "swatch swatch-matched" }), " your session, matched"),
+          h("li", {}, h("span", { class: "swatch swatch-searching" }), " your booking, finding a partner"),
+          h("li", {}, h("span", { class: "badge" }, "2"), " people with an open slot: book it to join them")))),
+  );
+
+  // ---- the grid (built once; data is painted onto it) ----
+  const day0 = startOfDay(clock.now());
+  for (let d = 0; d < DAYS; d++) st.days.push(addDays(day0, d));
+
+  st.days.forEach((day, d) => {
+    dayHeads.append(h("button", {
+      type: "button", class: "day-head", dataset: { day: d }, "aria-pressed": d === 0 ? "true" : "false",
+      "aria-label": fmtLongDay(day), onclick: () => selectDay(d),
+    }, h("span", { class: "day-name" }, d === 0 ? "Today" : d === 1 ? "Tomorrow" : fmtWeekday(day)),
+    h("span", { class: "day-date" }, fmtDate(day))));
+  });
+  const times = h("div", { class: "cal-times", "aria-hidden": "true" });
+  for (let hr = 0; hr < 24; hr++) {
+    times.append(h("div", { class: "hour-label" }, fmtHour(new Date(2000, 0, 1, hr))));
+  }
+  body.append(times);
+  const slotEls = []; // [day][index] -> button
+  st.days.forEach((day, d) => {
+    const col = h("div", { class: ["cal-day", d === 0 && "selected"], dataset: { day: d }, role: "group", "aria-label": fmtLongDay(day) });
+    const row = [];
+    for (let i = 0; i < SLOTS_PER_DAY; i++) {
+      const start = new Date(day);
+      start.setMinutes(i * 15);
+      const slot = h("button", {
+        type: "button", class: ["slot", i % 4 === 0 && "hour"], tabindex: "-1",
+        dataset: { start: start.toISOString(), day: d, index: i },
+      }, h("span", { class: "slot-time" }, fmtTime(start)), h("span", { class: "offers" }));
+      row.push(slot);
+      col.append(slot);
+    }
+    slotEls.push(row);
+    body.append(col);
+  });
+  const nowLine = h("div", { class: "now-line", "aria-hidden": "true" });
+
+  body.addEventListener("click", (e) => {
+    const b = e.target.closest(".booking-block");
+    if (b) return openBookingDetails(b.dataset.id);
+    const slot = e.target.closest(".slot");
+    if (slot) openBookDialog(slot);
+  });
+  body.addEventListener("keydown", onGridKey);
+  body.addEventListener("focusin", (e) => {
+    if (e.target.classList.contains("slot")) rove(e.target);
+  });
+
+  function rove(slot) {
+    for (const s of body.querySelectorAll(".slot[tabindex='0']")) s.tabIndex = -1;
+    slot.tabIndex = 0;
+  }
+
+  function onGridKey(e) {
+    const slot = e.target.closest(".slot");
+    if (!slot) return;
+    let d = Number(slot.dataset.day);
+    let i = Number(slot.dataset.index);
+    switch (e.key) {
+      case "ArrowUp": i--; break;
+      case "ArrowDown": i++; break;
+      case "ArrowLeft": d--; break;
+      case "ArrowRight": d++; break;
+      case "PageUp": i -= 4; break;
+      case "PageDown": i += 4; break;
+      case "Home": i = 0; break;
+      case "End": i = SLOTS_PER_DAY - 1; break;
+      default: return;
+    }
+    e.preventDefault();
+    d = Math.max(0, Math.min(DAYS - 1, d));
+    i = Math.max(0, Math.min(SLOTS_PER_DAY - 1, i));
+    if (d !== Number(slot.dataset.day)) selectDay(d);
+    const next = slotEls[d][i];
+    rove(next);
+    next.focus();
+  }
+
+  function selectDay(d) {
+    st.selectedDay = d;
+    for (const c of body.querySelectorAll(".cal-day")) c.classList.toggle("selected", Number(c.dataset.day) === d);
+    for (const b of dayHeads.querySelectorAll(".day-head")) b.setAttribute("aria-pressed", String(Number(b.dataset.day) === d));
+  }
+
+  // ---- data ----
+  async function load() {
+    try {
+      const from = st.days[0];
+      const to = addDays(st.days[0], DAYS);
+      const q = `?from=${encodeURIComponent(from.toISOString())}&to=${encodeURIComponent(to.toISOString())}`;
+      const [bookings, offers, nowOffers, sessions, people] = await Promise.all([
+        get("/bookings"), get("/slots" + q), get("/slots"), get("/sessions"), get("/people"),
+      ]);
+      st.bookings = bookings;
+      st.offers = offers.filter((o) => o.kind === "scheduled");
+      st.nowOffers = nowOffers.filter((o) => o.kind === "now");
+      st.sessions = sessions;
+      st.people = people;
+      showError(err, null);
+      paint();
+    } catch (e) {
+      showError(err, e);
+    }
+  }
+  const reload = debounce(load, 150);
+  for (const t of ["booking", "board", "session"]) stop.push(on(t, reload));
+  const tick = setInterval(paint, 30 * 1000);
+  stop.push(() => clearInterval(tick));
+
+  function paint() {
+    const now = clock.nowMs();
+    const s = settings();
+    nowInfo.replaceChildren(`${s.default_duration_min} min · ${s.default_activity}${s.default_quiet ? " · quiet" : ""} · `,
+      h("a", { href: "#/settings" }, "change"));
+    if (st.nowOffers && st.nowOffers.length) {
+      nowInfo.append(h("br"), `${st.nowOffers.length} ${st.nowOffers.length === 1 ? "person is" : "people are"} looking for a partner right now`);
+    }
+    paintSearching(now);
+    paintSlots(now);
+    paintBookings(now);
+    paintUpcoming(now);
+    if (!st.scrolled) {
+      st.scrolled = true;
+      scrollToNow(now);
+    }
+  }
+
+  function paintSearching(now) {
+    const mine = st.bookings.filter((b) => b.kind === "now" && b.state === "searching");
+    searching.replaceChildren(...mine.map((b) => {
+      if (!isAwaiting(b.id)) awaitMatch(b).catch(() => {});
+      const since = Math.max(0, Math.round((now - Date.parse(b.created_at)) / 1000));
+      return h("div", { class: "searching-card", dataset: { id: b.id } },
+        h("span", { class: "spinner", "aria-hidden": "true" }),
+        h("div", {},
+          h("strong", {}, "Finding a partner…"),
+          h("p", { class: "muted small" }, `${b.duration_min} min · ${b.activity}${b.quiet ? " · quiet" : ""}. `,
+            since > 20 ? "Nobody free yet: keep this page open, the session room opens as soon as someone is." : "The room opens by itself when you are matched.")),
+        h("button", { type: "button", onclick: () => cancelBooking(b, "no longer needed") }, "Stop searching"));
+    }));
+    searching.hidden = mine.length === 0;
+  }
+
+  function paintSlots(now) {
+    const counts = new Map();
+    for (const o of st.offers) {
+      const k = new Date(o.start).toISOString();
+      counts.set(k, (counts.get(k) || 0) + 1);
+    }
+    for (const row of slotEls) {
+      for (const slot of row) {
+        const start = Date.parse(slot.dataset.start);
+        const past = start < now;
+        slot.classList.toggle("past", past);
+        slot.setAttribute("aria-disabled", String(past));
+        const n = counts.get(slot.dataset.start) || 0;
+        const badge = slot.querySelector(".offers");
+        badge.textContent = n ? String(n) : "";
+        badge.classList.toggle("badge", n > 0);
+        slot.setAttribute("aria-label", `${fmtWhen(start)}${past ? ", past" : ""}${n ? `, ${n} ${n === 1 ? "person" : "people"} with an open slot` : ""}`);
+      }
+    }
+    if (!body.querySelector(".slot[tabindex='0']")) {
+      const next = slotEls[0].find((s) => Date.parse(s.dataset.start) >= now) || slotEls[1][0];
+      next.tabIndex = 0;
+    }
+    // The now line, in today's column.
+    const today = body.querySelector(".cal-day[data-day='0']");
+    const frac = (now - st.days[0].getTime()) / (24 * 60 * MINUTE);
+    if (frac >= 0 && frac < 1) {
+      nowLine.style.top = `${frac * 100}%`;
+      if (!nowLine.isConnected) today.append(nowLine);
+    } else {
+      nowLine.remove();
+    }
+  }
+
+  function paintBookings(now) {
+    for (const b of body.querySelectorAll(".booking-block")) b.remove();
+    const first = st.days[0].getTime();
+    for (const b of st.bookings) {
+      if (!LIVE.has(b.state) && b.state !== "done") continue;
+      if (b.kind === "now" && b.state === "searching") continue;
+      const start = Date.parse(b.start);
+      const d = st.days.findIndex((day) => start >= day.getTime() && start < addDays(day, 1).getTime());
+      if (d < 0 || start < first) continue;
+      const col = body.querySelector(`.cal-day[data-day='${d}']`);
+      const mins = (start - st.days[d].getTime()) / MINUTE;
+      const end = start + b.duration_min * MINUTE;
+      const who = b.state === "matched" || b.state === "done" ? `with ${nameOf(b.partner_name, b.partner)}` : "finding a partner";
+      const block = h("button", {
+        type: "button", class: ["booking-block", b.state, end < now && "past"], dataset: { id: b.id },
+        style: { top: `${(mins / 1440) * 100}%`, height: `${(b.duration_min / 1440) * 100}%` },
+        "aria-label": `Your booking ${fmtWhen(start)}, ${b.duration_min} minutes, ${who}`,
+        title: `${fmtTime(start)}–${fmtTime(end)} ${who}`,
+      }, h("span", { class: "bk-time" }, fmtTime(start)), " ", h("span", { class: "bk-who" }, who));
+      col.append(block);
+    }
+  }
+
+  function paintUpcoming(now) {
+    const items = st.bookings
+      .filter((b) => LIVE.has(b.state) && !(b.kind === "now" && b.state === "searching"))
+      .filter((b) => Date.parse(b.start) + b.duration_min * MINUTE > now)
+      .sort((a, b) => Date.parse(a.start) - Date.parse(b.start));
+    if (items.length === 0) {
+      upcoming.replaceChildren(h("li", { class: "muted" }, "Nothing booked yet. Click a time in the calendar to book one."));
+      return;
+    }
+    upcoming.replaceChildren(...items.map((b) => {
+      const start = Date.parse(b.start);
+      const sess = st.sessions.find((s) => s.booking.id === b.id);
+      const live = sess && ROOM_PHASES.has(sess.phase);
+      const who = b.state === "matched" ? `with ${nameOf(b.partner_name, b.partner)}` : "finding a partner";
+      return h("li", { class: ["upcoming-item", b.state], dataset: { id: b.id } },
+        h("div", {},
+          h("strong", {}, fmtWhen(start)), " ", h("span", { class: "muted" }, fmtIn(start - now)),
+          h("div", { class: "small" }, `${b.duration_min} min · ${who}`),
+          b.note ? h("div", { class: "small note" }, b.note) : null),
+        h("div", { class: "row-actions" },
+          live ? h("a", { class: "button primary", href: roomURL(b.id), id: "join-" + b.id }, "Join") : null,
+          h("button", { type: "button", onclick: () => openBookingDetails(b.id) }, "Details")));
+    }));
+  }
+
+  function scrollToNow(now) {
+    const frac = (now - st.days[0].getTime()) / (24 * 60 * MINUTE);
+    const y = Math.max(0, frac * body.scrollHeight - scroller.clientHeight / 4);
+    scroller.scrollTop = y;
+  }
+
+  // ---- actions ----
+  async function focusNow() {
+    nowBtn.disabled = true;
+    showError(err, null);
+    try {
+      const s = settings();
+      const b = await post("/bookings", {
+        kind: "now", duration_min: s.default_duration_min, activity: s.default_activity, quiet: s.default_quiet,
+      });
+      st.bookings = [...st.bookings.filter((x) => x.id !== b.id), b];
+      paint();
+      await awaitMatch(b);
+    } catch (e) {
+      showError(err, e);
+    } finally {
+      nowBtn.disabled = false;
+    }
+  }
+
+  async function cancelBooking(b, reason) {
+    try {
+      await post(`/bookings/${encodeURIComponent(b.id)}/cancel`, { reason });
+      toast("Booking cancelled.");
+      load();
+    } catch (e) {
+      showError(err, e);
+    }
+  }
+
+  function openBookDialog(slot) {
+    const start = Date.parse(slot.dataset.start);
+    if (start < clock.nowMs()) {
+      toast("That time has passed. Use Focus now for a session right away.", "warn");
+      return;
+    }
+    const s = settings();
+    const here = st.offers.filter((o) => new Date(o.start).toISOString() === slot.dataset.start);
+    const favs = st.people.filter((p) => p.favourite && !here.some((o) => o.owner === p.id));
+    const errBox = h("p", { class: "error", role: "alert", hidden: true });
+    const radio = (name, value, label, checked, extra = {}) =>
+      h("label", { class: "choice" }, h("input", { type: "radio", name, value, checked, ...extra }), " ", label);
+    const form = h("form", { class: "book-form", method: "dialog" },
+      h("fieldset", {}, h("legend", {}, "Duration"),
+        ...[25, 50, 75].map((m) => radio("duration", String(m), `${m} min`, m === s.default_duration_min))),
+      h("fieldset", {}, h("legend", {}, "Activity"),
+        ...[["desk", "At my desk"], ["moving", "Moving"], ["anything", "Anything"]].map(([v, l]) => radio("activity", v, l, v === s.default_activity))),
+      h("label", { class: "choice" }, h("input", { type: "checkbox", name: "quiet", checked: s.default_quiet }), " Quiet mode (no talking)"),
+      h("label", { class: "field" }, "Your goal (optional)",
+        h("input", { name: "goal", maxlength: "280", placeholder: "What will you work on?", autocomplete: "off" })),
+      here.length || favs.length
+        ? h("fieldset", { class: "partners" }, h("legend", {}, "Partner"),
+          radio("with", "", "Anyone (favourites first)", true),
+          ...here.map((o) => radio("with", o.owner,
+            h("span", {}, h("strong", {}, nameOf(o.name, o.owner)), ` has this slot open · ${o.duration_min} min · ${o.activity}${o.quiet ? " · quiet" : ""}${o.favourite ? " · ★" : ""}`),
+            false, { dataset: { duration: o.duration_min, activity: o.activity, quiet: String(o.quiet) } })),
+          ...favs.map((p) => radio("with", p.id, h("span", {}, h("strong", {}, nameOf(p.name, p.id)), " ★ (only if they book this time too)"), false)))
+        : h("p", { class: "muted small" }, "Nobody has this slot open yet: your node will announce it and match you with whoever comes."),
+      errBox,
+      h("div", { class: "dialog-actions" },
+        h("button", { type: "button", value: "cancel", onclick: () => dlg.close() }, "Cancel"),
+        h("button", { type: "submit", class: "primary", id: "book-submit" }, "Book")));
+    // Picking a person's open slot takes on its duration and activity.
+    form.addEventListener("change", (e) => {
+      if (e.target.name !== "with" || !e.target.dataset.duration) return;
+      form.querySelector(`input[name=duration][value='${e.target.dataset.duration}']`).checked = true;
+      const act = form.querySelector(`input[name=activity][value='${e.target.dataset.activity}']`);
+      if (act) act.checked = true;
+      form.elements.quiet.checked = e.target.dataset.quiet === "true";
+    });
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const f = form.elements;
+      const req = {
+        kind: "scheduled", at: new Date(start).toISOString(),
+        duration_min: Number(f.duration.value), activity: f.activity.value, quiet: f.quiet.checked,
+        goal: f.goal.value.trim(),
+      };
+      if (f.with && f.with.value) req.with = f.with.value;
+      const btn = form.querySelector("#book-submit");
+      btn.disabled = true;
+      try {
+        await post("/bookings", req);
+        dlg.close();
+        toast(`Booked ${fmtWhen(start)}.`);
+        load();
+      } catch (ex) {
+        showError(errBox, ex);
+      } finally {
+        btn.disabled = false;
+      }
+    });
+    const dlg = openDialog({ title: `Book ${fmtLongDay(start)}, ${fmtTime(start)}`, content: form, className: "book-dialog" });
+    dlg.id = "book-dialog";
+    dlg.addEventListener("close", () => slot.focus());
+  }
+
+  function openBookingDetails(id) {
+    const b = st.bookings.find((x) => x.id === id);
+    if (!b) return;
+    const start = Date.parse(b.start);
+    const end = start + b.duration_min * MINUTE;
+    const sess = st.sessions.find((s) => s.booking.id === b.id);
+    const errBox = h("p", { class: "error", role: "alert", hidden: true });
+    const reason = h("input", { name: "reason", maxlength: "280", placeholder: "e.g. something came up", autocomplete: "off" });
+    const row = (k, v) => (v ? [h("dt", {}, k), h("dd", {}, v)] : []);
+    const content = h("div", {},
+      h("dl", { class: "facts" },
+        row("When", `${fmtWhen(start)}–${fmtTime(end)} (${b.duration_min} min)`),
+        row("Partner", b.state === "matched" || b.state === "done" ? nameOf(b.partner_name, b.partner) : "Finding a partner…"),
+        row("Activity", `${b.activity}${b.quiet ? ", quiet" : ""}`),
+        row("Goal", b.goal),
+        row("Note", b.note)),
+      sess && ROOM_PHASES.has(sess.phase)
+        ? h("p", {}, h("a", { class: "button primary", href: roomURL(b.id) }, "Join the session"))
+        : null,
+      LIVE.has(b.state)
+        ? h("form", { class: "cancel-form", method: "dialog" },
+          h("label", { class: "field" }, b.state === "matched" ? "Reason (your partner sees it)" : "Reason (optional)", reason),
+          errBox,
+          h("div", { class: "dialog-actions" },
+            h("button", { type: "button", onclick: () => dlg.close() }, "Close"),
+            h("button", { type: "submit", class: "danger" }, "Cancel booking")))
+        : h("div", { class: "dialog-actions" }, h("button", { type: "button", onclick: () => dlg.close() }, "Close")));
+    const form = $(".cancel-form", content);
+    if (form) {
+      form.addEventListener("submit", async (e) => {
+        e.preventDefault();
+        try {
+          await post(`/bookings/${encodeURIComponent(b.id)}/cancel`, { reason: reason.value.trim() });
+          dlg.close();
+          toast("Booking cancelled.");
+          load();
+        } catch (ex) {
+          showError(errBox, ex);
+        }
+      });
+    }
+    const dlg = openDialog({ title: "Your booking", content, className: "details-dialog" });
+    dlg.id = "booking-dialog";
+  }
+
+  load();
+  return () => {
+    stop.forEach((fn) => fn());
+    for (const d of document.querySelectorAll("dialog.book-dialog, dialog.details-dialog")) d.close();
+  };
+}

@@ -1,0 +1,110 @@
+// People: favourites (tried first when matching), blocked and snoozed
+// peers (never matched, offers hidden) with unblock, and recent partners
+// from the history.
+import { get, post, clock } from "../api.js";
+import { h, showError, fmtWhen, fmtDay, nameOf, shortID, toast } from "../dom.js";
+
+export const title = "People";
+
+export function mount(el) {
+  const err = h("p", { class: "error", role: "alert", hidden: true });
+  const sections = h("div", { class: "people" });
+  const idInput = h("input", { id: "person-id", placeholder: "12D3KooW…", autocomplete: "off", required: true, "aria-label": "Peer ID" });
+  const actionSel = h("select", { id: "person-action", "aria-label": "Action" },
+    h("option", { value: "favorite" }, "Favourite"), h("option", { value: "block" }, "Block"));
+  const addErr = h("p", { class: "error", role: "alert", hidden: true });
+  const addForm = h("form", { class: "row add-person" }, idInput, actionSel, h("button", { type: "submit" }, "Add"));
+  addForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await act(idInput.value.trim(), actionSel.value);
+      idInput.value = "";
+      showError(addErr, null);
+    } catch (ex) {
+      showError(addErr, ex);
+    }
+  });
+  el.append(
+    h("h1", {}, "People"),
+    h("p", { class: "muted" }, "Favourites are matched with you first. Blocked and snoozed people are never matched with you, and you do not see their open slots."),
+    err, sections,
+    h("section", { class: "card" }, h("h2", {}, "Add someone by peer ID"), addForm, addErr));
+
+  let names = new Map();
+
+  async function act(id, action, extra = {}) {
+    await post(`/people/${encodeURIComponent(id)}`, { action, ...extra });
+    const verb = { favorite: "Added to favourites", unfavorite: "Removed from favourites", block: "Blocked", unblock: "Unblocked", snooze: "Snoozed for 7 days" }[action];
+    toast(`${verb}: ${nameOf(names.get(id), id)}`);
+    await load();
+  }
+
+  function button(label, id, action, extra) {
+    return h("button", {
+      type: "button", class: "small-btn", dataset: { peer: id, action },
+      onclick: () => act(id, action, extra).catch((e) => showError(err, e)),
+    }, label);
+  }
+
+  function personRow(p, actions, detail) {
+    return h("li", { class: "person", dataset: { peer: p.id } },
+      h("div", {}, h("strong", {}, nameOf(names.get(p.id) || p.name, p.id)), " ",
+        h("code", { class: "muted small", title: p.id }, shortID(p.id)),
+        detail ? h("div", { class: "small muted" }, detail) : null),
+      h("div", { class: "row-actions" }, ...actions));
+  }
+
+  function section(titleText, id, items, empty) {
+    return h("section", { class: "card", id },
+      h("h2", {}, titleText, " ", h("span", { class: "count" }, String(items.length))),
+      items.length ? h("ul", { class: "person-list" }, ...items) : h("p", { class: "muted small" }, empty));
+  }
+
+  async function load() {
+    try {
+      const [people, history] = await Promise.all([get("/people"), get("/history")]);
+      showError(err, null);
+      names = new Map();
+      const recent = new Map(); // peer -> {last, count}
+      for (const r of history) { // newest first
+        if (r.partner_name && !names.has(r.partner)) names.set(r.partner, r.partner_name);
+        const e = recent.get(r.partner) || { id: r.partner, last: r.start, count: 0, met: 0 };
+        e.count++;
+        if (r.met) e.met++;
+        recent.set(r.partner, e);
+      }
+      for (const p of people) if (p.name && !names.has(p.id)) names.set(p.id, p.name);
+      const now = clock.nowMs();
+      const byID = new Map(people.map((p) => [p.id, p]));
+      const favs = people.filter((p) => p.favourite);
+      const blocked = people.filter((p) => p.blocked);
+      const snoozed = people.filter((p) => !p.blocked && p.snoozed_until && Date.parse(p.snoozed_until) > now);
+      const recents = [...recent.values()].slice(0, 12);
+      sections.replaceChildren(
+        section("Favourites", "favourites",
+          favs.map((p) => personRow(p, [button("Unfavourite", p.id, "unfavorite"), button("Block", p.id, "block")])),
+          "No favourites yet. After a good session, press “Favourite” in the check-in."),
+        section("Recent partners", "recent",
+          recents.map((r) => {
+            const p = byID.get(r.id) || { id: r.id };
+            const acts = [];
+            if (!p.favourite && !p.blocked) acts.push(button("★ Favourite", r.id, "favorite"));
+            if (!p.blocked) acts.push(button("Snooze 7 days", r.id, "snooze", { snooze_for: "7d" }), button("Block", r.id, "block"));
+            else acts.push(button("Unblock", r.id, "unblock"));
+            return personRow(p, acts, `last session ${fmtWhen(r.last)} · ${r.met} of ${r.count} sessions met`);
+          }),
+          "Your partners show up here after your first session."),
+        section("Snoozed", "snoozed",
+          snoozed.map((p) => personRow(p, [button("Unsnooze", p.id, "unblock")], `until ${fmtDay(p.snoozed_until)}`)),
+          "Nobody is snoozed."),
+        section("Blocked", "blocked",
+          blocked.map((p) => personRow(p, [button("Unblock", p.id, "unblock")])),
+          "Nobody is blocked."));
+    } catch (e) {
+      showError(err, e);
+    }
+  }
+
+  load();
+  return () => {};
+}
