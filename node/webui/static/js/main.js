@@ -53,6 +53,7 @@ function route() {
     screenEl.append(errorBox(e));
     reportError(e);
   }
+  paintBanner();
   refreshBanner();
 }
 

@@ -10,6 +10,7 @@ import {
 import { playChime } from "../sounds.js";
 import { localMedia, stopStream, MediaLeg, detachBrowser } from "../media.js";
 import { awaitMatch, navigate } from "../flow.js";
+import { settings } from "../prefs.js";
 
 export const title = "Session";
 
@@ -36,7 +37,7 @@ export function mount(el, bookingID) {
   el.append(status, err);
 
   // ---- elements of the room, built when the session is first seen ----
-  const phaseEl = h("div", { class: "phase", id: "phase" });
+  const phaseEl = h("div", { class: "phase", id: "phase", role: "status", "aria-live": "polite" });
   const timerEl = h("div", { class: "timer", id: "timer", role: "timer", "aria-live": "off" });
   const withEl = h("div", { class: "with", id: "with" });
   const chipsEl = h("div", { class: "chips" });
@@ -179,10 +180,11 @@ export function mount(el, bookingID) {
   }
 
   function render() {
+    // Answers to requests made before the end may arrive after it.
+    if (st.ended || st.unmounted) return;
     const s = st.snap;
     if (!st.built) build();
     const name = nameOf(s.partner.name || s.booking.partner_name, s.booking.partner);
-    document.title = `${PHASE_NAMES[s.phase] || "Session"} with ${name} · Tandem`;
     phaseEl.textContent = PHASE_NAMES[s.phase] || s.phase;
     phaseEl.dataset.phase = s.phase;
     room.dataset.phase = s.phase;
@@ -306,6 +308,8 @@ export function mount(el, bookingID) {
     }
     timerEl.textContent = text;
     timerEl.setAttribute("aria-label", s.phase === "lobby" ? `starts in ${text}` : `${text} left`);
+    // The tab's title shows the time too, for a user in another tab.
+    if (text) document.title = `${text} · ${PHASE_NAMES[s.phase]} · Tandem`;
   }
   const timerInterval = setInterval(tickTimer, 250);
   stop.push(() => clearInterval(timerInterval));
@@ -322,6 +326,7 @@ export function mount(el, bookingID) {
 
   // ---- media ----
   async function startMedia() {
+    if (st.ended || st.unmounted) return;
     st.attaching = true;
     try {
       if (!st.stream && !st.mediaError) {
@@ -611,7 +616,22 @@ export function mount(el, bookingID) {
       h("div", { class: "row" },
         rec.met ? favouriteButton(rec.partner, name) : null,
         h("a", { class: "button", href: "#/history" }, "History"),
+        h("button", { type: "button", id: "focus-again", onclick: focusAgain }, "Focus now again"),
         h("a", { class: "button primary", href: "#/calendar" }, "Back to the calendar")));
+  }
+
+  // focusAgain books another instant session with the usual settings.
+  async function focusAgain(e) {
+    e.target.disabled = true;
+    try {
+      const s = settings();
+      const b = await post("/bookings", { kind: "now", duration_min: s.default_duration_min, activity: s.default_activity, quiet: s.default_quiet });
+      navigate("#/calendar");
+      await awaitMatch(b);
+    } catch (ex) {
+      toast(messageOf(ex), "error");
+      e.target.disabled = false;
+    }
   }
 
   load();

@@ -1,0 +1,141 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandem-cowork/tandem/node"
+	"github.com/tandem-cowork/tandem/node/apiv1"
+	"github.com/tandem-cowork/tandem/node/nodetest"
+	"github.com/tandem-cowork/tandem/session"
+)
+
+// The endpoints the web UI adds to the API (node/api_ui.go), over HTTP.
+
+func uiRequest(t *testing.T, n *node.Node, method, path, body string) (int, string) {
+	t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, n.APIURL()+path, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+n.Token())
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(data)
+}
+
+func TestUISettings(t *testing.T) {
+	cfg := nodetest.Config(t)
+	n := nodetest.Start(t, cfg)
+
+	code, body := uiRequest(t, n, "GET", "/api/v1/settings", "")
+	var s node.UISettings
+	if code != 200 || json.Unmarshal([]byte(body), &s) != nil {
+		t.Fatalf("GET settings: %d %s", code, body)
+	}
+	if s.DefaultDurationMin != 50 || s.DefaultActivity != "anything" || !s.Sounds || s.AutoRematch {
+		t.Errorf("defaults = %+v", s)
+	}
+
+	want := node.UISettings{DefaultDurationMin: 25, DefaultActivity: "desk", DefaultQuiet: true, NotifyReminder: true, AutoRematch: true}
+	data, _ := json.Marshal(want)
+	if code, body := uiRequest(t, n, "PUT", "/api/v1/settings", string(data)); code != 200 {
+		t.Fatalf("PUT settings: %d %s", code, body)
+	}
+	for _, bad := range []string{
+		`{"default_duration_min": 30, "default_activity": "desk"}`,
+		`{"default_duration_min": 25, "default_activity": "dancing"}`,
+		`{"default_duration_min": 25, "colour": "red"}`,
+		`not json`,
+	} {
+		code, body := uiRequest(t, n, "PUT", "/api/v1/settings", bad)
+		var e apiv1.Error
+		if code != http.StatusBadRequest || json.Unmarshal([]byte(body), &e) != nil || e.Error == "" {
+			t.Errorf("PUT %s: %d %s, want 400 with an error message", bad, code, body)
+		}
+	}
+
+	// The settings survive a restart.
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	n = nodetest.Start(t, cfg)
+	_, body = uiRequest(t, n, "GET", "/api/v1/settings", "")
+	var got node.UISettings
+	if err := json.Unmarshal([]byte(body), &got); err != nil || got != want {
+		t.Errorf("after restart: %+v (%v), want %+v", got, err, want)
+	}
+
+	if code, _ := uiRequest(t, n, "GET", "/api/v1/reachability", ""); code != 200 {
+		t.Errorf("GET reachability: %d", code)
+	}
+	var r node.Reachability
+	_, body = uiRequest(t, n, "GET", "/api/v1/reachability", "")
+	if err := json.Unmarshal([]byte(body), &r); err != nil || !r.LocalOnly || r.Reachability == "" {
+		t.Errorf("reachability of a local-only node = %+v (%v)", r, err)
+	}
+}
+
+// The auto-rematch setting of the UI: B never comes; two minutes after the
+// start A's node rematches by itself with C, who is waiting.
+func TestUIAutoRematchSetting(t *testing.T) {
+	clock := &nodetest.Clock{}
+	cfgA, cfgB, cfgC := nodetest.Config(t), nodetest.Config(t), nodetest.Config(t)
+	cfgA.Now, cfgB.Now, cfgC.Now = clock.Now, clock.Now, clock.Now
+	a := nodetest.Start(t, cfgA)
+	nodetest.Link(t, &cfgB, a)
+	nodetest.Link(t, &cfgC, a)
+	b := nodetest.Start(t, cfgB)
+	ca, cb := apiClientFor(a), apiClientFor(b)
+	ctx := context.Background()
+	if code, body := uiRequest(t, a, "PUT", "/api/v1/settings",
+		`{"default_duration_min": 50, "default_activity": "anything", "sounds": true, "auto_rematch": true}`); code != 200 {
+		t.Fatalf("PUT settings: %d %s", code, body)
+	}
+
+	slot := clock.Now().Add(time.Hour).Truncate(15 * time.Minute)
+	ba, err := ca.Book(ctx, apiv1.BookRequest{At: slot, DurationMin: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cb.Book(ctx, apiv1.BookRequest{At: slot, DurationMin: 50}); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.WaitFor(t, 15*time.Second, func() bool {
+		bs, _ := ca.Bookings(ctx)
+		return len(bs) == 1 && bs[0].Confirmed
+	}, "A and B matched")
+	b.Stop()
+	c := nodetest.Start(t, cfgC)
+	if _, err := apiClientFor(c).Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 50}); err != nil {
+		t.Fatal(err)
+	}
+
+	clock.Advance(slot.Sub(clock.Now()) + session.RematchAfter + time.Second)
+	nodetest.WaitFor(t, 20*time.Second, func() bool {
+		ss, err := ca.Sessions(ctx)
+		if err != nil {
+			return false
+		}
+		for _, s := range ss {
+			if s.Booking.ID != ba.ID && s.Booking.Partner == c.ID() && s.Connected {
+				return true
+			}
+		}
+		return false
+	}, "A to be rematched with C without asking")
+}
