@@ -392,8 +392,15 @@ func TestWebUIFocusNow(t *testing.T) {
 	if got := uiEval[string](ba, `document.getElementById('phase').textContent`); got != "Focus" {
 		t.Errorf("A's phase = %q, want Focus", got)
 	}
+	ba.waitJS("A's own camera", 10*time.Second, selfVideoPlaying)
 	shots.take(ba, "session-room")
 	shots.take(bb, "session-room-b")
+
+	// B steps away and comes back; A sees it.
+	bb.click("#away-btn")
+	ba.waitJS(`"partner away" in A`, 10*time.Second, `document.getElementById('partner-label').textContent === 'Partner away'`)
+	bb.click("#away-btn")
+	ba.waitJS("B back in A", 10*time.Second, `document.getElementById('partner-label').hidden`)
 
 	// The end: the clock jumps past it; the check-in dialog opens in both.
 	var durMin int
@@ -449,13 +456,28 @@ func TestWebUIFocusNow(t *testing.T) {
 	shots.take(ba, "history")
 	ba.goTo("people", `document.querySelectorAll('#favourites .person').length === 1 && document.querySelectorAll('#recent .person').length === 1`)
 	shots.take(ba, "people")
+	// Block Bo, then unblock.
+	ba.click(`#recent button[data-action="block"]`)
+	ba.waitJS("Bo blocked", 5*time.Second, `document.querySelectorAll('#blocked .person').length === 1 && document.querySelectorAll('#favourites .person').length === 0`)
+	ba.click(`#blocked button[data-action="unblock"]`)
+	ba.waitJS("Bo unblocked", 5*time.Second, `document.querySelectorAll('#blocked .person').length === 0`)
+
 	ba.goTo("settings", `!!document.querySelector('#display-name') && document.getElementById('display-name').value === 'Ada'`)
 	shots.take(ba, "settings")
+	// A new display name and default duration, saved on the node.
+	ba.do("editing the settings", 5*time.Second,
+		chromedp.SetValue(chromedp.CSS("#display-name"), "Ada L."),
+		chromedp.Click(chromedp.CSS(`#settings-form input[name=duration][value="25"]`)),
+		chromedp.Click(chromedp.CSS("#save-settings")))
+	ba.waitJS("the settings saved", 5*time.Second, `document.getElementById('settings-saved').textContent === 'Saved.' && document.getElementById('whoami').textContent === 'Ada L.'`)
+	if name := p.a.Status().Name; name != "Ada L." {
+		t.Errorf("display name on the node = %q", name)
+	}
 	ba.goTo("network", `document.getElementById('peer-count') && document.getElementById('peer-count').textContent === '1'`)
 	shots.take(ba, "network")
 	ba.goTo("devices", `(() => { const v = document.getElementById('device-video'); return !!v && v.videoWidth > 0; })()`)
 	shots.take(ba, "device-test")
-	ba.goTo("calendar", `document.querySelectorAll('.slot').length === 7*96`)
+	ba.goTo("calendar", `document.querySelectorAll('.slot').length === 7*96 && /^25 min/.test(document.getElementById('focus-now-info').textContent)`)
 
 	// A narrow window shows one day at a time.
 	ba.do("narrowing the window", 5*time.Second, chromedp.EmulateViewport(390, 800))

@@ -5,7 +5,7 @@
 import { get, post, on, clock, debounce } from "../api.js";
 import {
   h, $, showError, fmtTime, fmtHour, fmtWeekday, fmtDate, fmtLongDay, fmtWhen, fmtIn, startOfDay, addDays,
-  nameOf, openDialog, MINUTE, QUARTER, toast,
+  nameOf, openDialog, MINUTE, toast,
 } from "../dom.js";
 import { settings } from "../prefs.js";
 import { awaitMatch, isAwaiting, roomURL } from "../flow.js";
