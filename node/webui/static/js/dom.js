@@ -62,7 +62,6 @@ export function showError(el, err) {
 // ---- time ----
 
 export const MINUTE = 60 * 1000;
-export const QUARTER = 15 * MINUTE;
 
 const timeFmt = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit" });
 const dayFmt = new Intl.DateTimeFormat([], { weekday: "short", day: "numeric", month: "short" });

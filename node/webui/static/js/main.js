@@ -13,10 +13,12 @@ import * as people from "./screens/people.js";
 import * as settings from "./screens/settings.js";
 import * as network from "./screens/network.js";
 import * as devices from "./screens/devices.js";
-import "./sounds.js";
+import { playChime } from "./sounds.js";
 
 const routes = { calendar, session: room, history, people, settings, network, devices };
 const ROOM_PHASES = new Set(["lobby", "focus", "warning", "checkin"]);
+// The chimes follow the node's phase events, on whichever screen is open.
+const CHIMES = { focus: "start", warning: "warning", checkin: "end" };
 
 const screenEl = $("#screen");
 let unmount = null;
@@ -169,7 +171,10 @@ async function boot() {
   on("peer-disconnected", refreshStatus);
   on("booking", refreshBanner);
   on("session", (e) => {
-    if (e.type === "phase") clock.sync().catch(() => {});
+    if (e.type === "phase") {
+      if (CHIMES[e.phase]) playChime(CHIMES[e.phase]);
+      clock.sync().catch(() => {});
+    }
     refreshBanner();
   });
   document.addEventListener("tandem:profile", (e) => { $("#whoami").textContent = e.detail.name; });

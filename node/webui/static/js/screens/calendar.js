@@ -159,6 +159,11 @@ export function mount(el) {
 
   function paint() {
     const now = clock.nowMs();
+    if (startOfDay(now).getTime() !== st.days[0].getTime()) {
+      // Past midnight: the week starts today again (the router re-mounts).
+      window.dispatchEvent(new HashChangeEvent("hashchange"));
+      return;
+    }
     const s = settings();
     nowInfo.replaceChildren(`${s.default_duration_min} min · ${s.default_activity}${s.default_quiet ? " · quiet" : ""} · `,
       h("a", { href: "#/settings" }, "change"));

@@ -7,7 +7,6 @@ import { get, post, on, clock, debounce, ApiError } from "../api.js";
 import {
   h, showError, messageOf, fmtTime, fmtWhen, fmtCountdown, fmtIn, nameOf, openDialog, toast, MINUTE,
 } from "../dom.js";
-import { playChime } from "../sounds.js";
 import { localMedia, stopStream, MediaLeg, detachBrowser } from "../media.js";
 import { awaitMatch, navigate } from "../flow.js";
 import { settings } from "../prefs.js";
@@ -15,7 +14,6 @@ import { settings } from "../prefs.js";
 export const title = "Session";
 
 const MEDIA_PHASES = new Set(["lobby", "focus", "warning", "checkin"]);
-const CHIMES = { focus: "start", warning: "warning", checkin: "end" };
 const PHASE_NAMES = {
   upcoming: "Coming up", lobby: "Lobby", focus: "Focus", warning: "Last minute", checkin: "Check-in", done: "Done",
 };
@@ -24,7 +22,7 @@ const OUTCOMES = { done: "Done", partly: "Partly", not: "Not this time" };
 export function mount(el, bookingID) {
   const st = {
     snap: null, booking: null, ended: false, record: null, built: false,
-    stream: null, mediaError: null, leg: null, attaching: false, attachTries: 0, retryAt: 0,
+    stream: null, mediaError: null, leg: null, attaching: false, attachTries: 0, retryAt: 0, wasConnected: false,
     micOn: true, camOn: true, away: false, chatShown: 0,
     checkinDismissed: false, rematchOffered: false, noShow: false, favourite: false,
     phaseTimer: null, unmounted: false,
@@ -145,9 +143,6 @@ export function mount(el, bookingID) {
   stop.push(on("session", (e) => {
     if (e.booking !== bookingID) return;
     switch (e.type) {
-      case "phase":
-        if (CHIMES[e.phase]) playChime(CHIMES[e.phase]);
-        break;
       case "rematch-offered":
         st.rematchOffered = true;
         break;
@@ -392,13 +387,29 @@ export function mount(el, bookingID) {
     room.dataset.media = state;
     if (state === "connected") {
       st.attachTries = 0;
+      st.wasConnected = true;
       showError(err, null);
     }
     if (state === "failed" && !st.ended && !st.unmounted) {
       if (st.leg) st.leg.close();
       st.leg = null;
-      retryMedia();
+      if (!st.wasConnected) return retryMedia();
+      // It worked, then broke: most likely the session was opened in
+      // another tab, which took the video over. Do not take it back
+      // without asking, or two tabs would take turns.
+      st.wasConnected = false;
+      st.retryAt = Infinity;
+      mediaNote.hidden = false;
+      mediaNote.replaceChildren("The video connection dropped (is this session open in another tab?). ",
+        h("button", { type: "button", id: "reconnect-media", onclick: reconnectMedia }, "Reconnect video"));
     }
+  }
+
+  function reconnectMedia() {
+    st.retryAt = 0;
+    st.attachTries = 0;
+    mediaNote.hidden = true;
+    reload();
   }
 
   async function togglePiP() {
