@@ -134,12 +134,7 @@ func (n *Node) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	var err error
-	n.ps, err = pubsub.NewGossipSub(ctx, n.host,
-		// Without flood publishing a node whose mesh is still empty
-		// publishes to nobody (go-libp2p-pubsub #331).
-		pubsub.WithFloodPublish(true),
-		pubsub.WithPeerExchange(true),
-	)
+	n.ps, err = pubsub.NewGossipSub(ctx, n.host, PubSubOptions()...)
 	if err != nil {
 		return n.failStart(fmt.Errorf("starting gossipsub: %w", err))
 	}

@@ -1,0 +1,15 @@
+package node
+
+import pubsub "github.com/libp2p/go-libp2p-pubsub"
+
+// PubSubOptions are the gossipsub options every Tandem node runs with. The
+// swarm benchmark (node/bench) builds its nodes with them too, so what it
+// measures is what users run.
+func PubSubOptions() []pubsub.Option {
+	return []pubsub.Option{
+		// Without flood publishing a node whose mesh is still empty
+		// publishes to nobody (go-libp2p-pubsub #331).
+		pubsub.WithFloodPublish(true),
+		pubsub.WithPeerExchange(true),
+	}
+}
