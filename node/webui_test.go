@@ -176,7 +176,9 @@ func (b *uiBrowser) waitJS(what string, timeout time.Duration, expr string) {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, timeout+time.Second)
 	defer cancel()
-	_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr,
+	// An element that is not there yet is "not yet", not an error.
+	guarded := `(() => { try { return !!(` + expr + `); } catch (e) { return false; } })()`
+	_, err := chromedp.Run(ctx, chromedp.Poll[bool](guarded,
 		chromedp.WithPollingInterval(40*time.Millisecond), chromedp.WithPollingTimeout(timeout)))
 	if err != nil {
 		b.fail("waiting for "+what, err)
@@ -477,7 +479,7 @@ func TestWebUIFocusNow(t *testing.T) {
 	shots.take(ba, "network")
 	ba.goTo("devices", `(() => { const v = document.getElementById('device-video'); return !!v && v.videoWidth > 0; })()`)
 	shots.take(ba, "device-test")
-	ba.goTo("calendar", `document.querySelectorAll('.slot').length === 7*96 && /^25 min/.test(document.getElementById('focus-now-info').textContent)`)
+	ba.goTo("calendar", `document.querySelectorAll('.slot').length === 7*96 && /^25 min/.test(document.getElementById('focus-now-info')?.textContent || '')`)
 
 	// A narrow window shows one day at a time.
 	ba.do("narrowing the window", 5*time.Second, chromedp.EmulateViewport(390, 800))

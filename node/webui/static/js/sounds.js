@@ -57,6 +57,9 @@ export function playChime(kind, { force = false } = {}) {
   const t = ac.currentTime + 0.02;
   const soft = kind === "warning";
   for (const [freq, dt] of patterns[kind]) bell(ac, freq, t + dt, soft ? 0.5 : 1.4, soft ? 0.06 : 0.18);
-  document.documentElement.dataset.lastChime = kind;
+  // What played, for the browser tests (and a curious user in DevTools).
+  const root = document.documentElement.dataset;
+  root.lastChime = kind;
+  root.chimes = root.chimes ? `${root.chimes} ${kind}` : kind;
   return true;
 }
