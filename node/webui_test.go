@@ -187,7 +187,8 @@ func (b *uiBrowser) waitJS(what string, timeout time.Duration, expr string) {
 
 func (b *uiBrowser) fail(what string, err error) {
 	b.t.Helper()
-	dir := filepath.Join(b.t.TempDir(), "failure")
+	// Outside the test's temp dir, which is removed when the test ends.
+	dir := filepath.Join(os.TempDir(), "tandem-webui-failures", b.t.Name())
 	os.MkdirAll(dir, 0o755)
 	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
 	defer cancel()
@@ -596,6 +597,44 @@ func TestWebUIScheduledSlot(t *testing.T) {
 			t.Fatalf("history of %s = %+v, %v", n.ID(), h, err)
 		}
 	}
+
+	// Another slot, two hours later: both book it, then A cancels with a
+	// reason, and B's booking says why it is searching again.
+	later := slotSel(slot.Add(2 * time.Hour))
+	for i, br := range []*uiBrowser{ba, bb} {
+		br.goTo("calendar", `document.querySelectorAll('.slot').length === 7*96`)
+		if i == 1 {
+			br.waitJS("A's offer in B's calendar", 10*time.Second, fmt.Sprintf(`document.querySelector('%s .offers').textContent === '1'`, later))
+		}
+		br.do("scrolling to the later slot", 5*time.Second, chromedp.ScrollIntoView(chromedp.CSS(later)))
+		br.click(later)
+		br.waitJS("the booking dialog", 5*time.Second, `!!document.querySelector('#book-dialog[open]')`)
+		br.click("#book-submit")
+		br.waitJS("the dialog to close", 10*time.Second, `!document.querySelector('#book-dialog')`)
+	}
+	for _, br := range []*uiBrowser{ba, bb} {
+		br.waitJS("the later booking matched", 20*time.Second, `!!document.querySelector('#upcoming-list .upcoming-item.matched')`)
+	}
+	var laterID string
+	bs, err := apiClientFor(p.a).Bookings(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bs {
+		if b.Start.Equal(slot.Add(2 * time.Hour)) {
+			laterID = b.ID
+		}
+	}
+	if n := uiEval[int](ba, `document.querySelectorAll('#upcoming-list .upcoming-item').length`); n != 1 {
+		t.Errorf("A's upcoming list has %d items, want only the later booking (the first session is over)", n)
+	}
+	ba.click(fmt.Sprintf(`#upcoming-list .upcoming-item[data-id=%q] button`, laterID))
+	ba.waitJS("the booking details", 5*time.Second, `!!document.querySelector('#booking-dialog[open] input[name=reason]')`)
+	ba.typeInto("#booking-dialog input[name=reason]", "dentist")
+	shots.take(ba, "cancel-booking")
+	ba.click("#booking-dialog button.danger")
+	ba.waitJS("the dialog to close", 10*time.Second, `!document.querySelector('#booking-dialog')`)
+	bb.waitJS("the reason at B", 15*time.Second, `[...document.querySelectorAll('#upcoming-list .note')].some(n => n.textContent === 'partner cancelled: dentist')`)
 	ba.checkConsole()
 	bb.checkConsole()
 }

@@ -18,7 +18,7 @@ const LIVE = new Set(["searching", "matched"]);
 const ROOM_PHASES = new Set(["lobby", "focus", "warning", "checkin"]);
 
 export function mount(el) {
-  const st = { bookings: [], offers: [], sessions: [], people: [], days: [], selectedDay: 0, scrolled: false };
+  const st = { bookings: [], offers: [], sessions: [], people: [], over: new Map(), days: [], selectedDay: 0, scrolled: false };
   const stop = [];
 
   // ---- layout ----
@@ -138,9 +138,12 @@ export function mount(el) {
       const from = st.days[0];
       const to = addDays(st.days[0], DAYS);
       const q = `?from=${encodeURIComponent(from.toISOString())}&to=${encodeURIComponent(to.toISOString())}`;
-      const [bookings, offers, nowOffers, sessions, people] = await Promise.all([
-        get("/bookings"), get("/slots" + q), get("/slots"), get("/sessions"), get("/people"),
+      const [bookings, offers, nowOffers, sessions, people, history] = await Promise.all([
+        get("/bookings"), get("/slots" + q), get("/slots"), get("/sessions"), get("/people"), get("/history"),
       ]);
+      // A booking whose session is over (someone left early, or both
+      // checked in) stays "matched" until its end: the history knows.
+      st.over = new Map(history.map((r) => [r.booking_id, r]));
       st.bookings = bookings;
       st.offers = offers.filter((o) => o.kind === "scheduled");
       st.nowOffers = nowOffers.filter((o) => o.kind === "now");
@@ -243,8 +246,9 @@ export function mount(el) {
       const mins = (start - st.days[d].getTime()) / MINUTE;
       const end = start + b.duration_min * MINUTE;
       const who = b.state === "matched" || b.state === "done" ? `with ${nameOf(b.partner_name, b.partner)}` : "finding a partner";
+      const over = st.over.has(b.id);
       const block = h("button", {
-        type: "button", class: ["booking-block", b.state, end < now && "past"], dataset: { id: b.id },
+        type: "button", class: ["booking-block", b.state, (end < now || over) && "past"], dataset: { id: b.id },
         style: { top: `${(mins / 1440) * 100}%`, height: `${(b.duration_min / 1440) * 100}%` },
         "aria-label": `Your booking ${fmtWhen(start)}, ${b.duration_min} minutes, ${who}`,
         title: `${fmtTime(start)}–${fmtTime(end)} ${who}`,
@@ -255,7 +259,7 @@ export function mount(el) {
 
   function paintUpcoming(now) {
     const items = st.bookings
-      .filter((b) => LIVE.has(b.state) && !(b.kind === "now" && b.state === "searching"))
+      .filter((b) => LIVE.has(b.state) && !(b.kind === "now" && b.state === "searching") && !st.over.has(b.id))
       .filter((b) => Date.parse(b.start) + b.duration_min * MINUTE > now)
       .sort((a, b) => Date.parse(a.start) - Date.parse(b.start));
     if (items.length === 0) {
@@ -399,7 +403,11 @@ export function mount(el) {
       sess && ROOM_PHASES.has(sess.phase)
         ? h("p", {}, h("a", { class: "button primary", href: roomURL(b.id) }, "Join the session"))
         : null,
-      LIVE.has(b.state)
+      st.over.has(b.id)
+        ? h("div", {},
+          h("p", {}, "This session is over. ", h("a", { href: "#/history" }, "See it in your history"), "."),
+          h("div", { class: "dialog-actions" }, h("button", { type: "button", onclick: () => dlg.close() }, "Close")))
+        : LIVE.has(b.state)
         ? h("form", { class: "cancel-form", method: "dialog" },
           h("label", { class: "field" }, b.state === "matched" ? "Reason (your partner sees it)" : "Reason (optional)", reason),
           errBox,
