@@ -84,3 +84,33 @@ func TestOnOffer(t *testing.T) {
 	}
 	logs[1].wait(t, "b gets the withdrawal", func(e OfferEvent) bool { return e.Withdrawn && e.Seq == wd.Seq && e.Source == OfferGossip })
 }
+
+// TestReannounceSpread: an open offer is re-announced once its last
+// announcement is 80-100% of the interval old (never sooner), so offers
+// made together drift apart instead of re-announcing in one burst.
+func TestReannounceSpread(t *testing.T) {
+	const interval = 400 * time.Millisecond
+	log := &offerLog{}
+	n := newTestNode(t, func(c *Config) { c.OnOffer = log.add; c.AnnounceInterval = interval })
+	bk := n.book(t, BookRequest{At: nextSlot(3 * time.Hour), DurationMin: 50})
+	published := func() []uint64 {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		var seqs []uint64
+		for _, e := range log.events {
+			if e.Source == OfferPublished && e.BookingID == bk.ID {
+				seqs = append(seqs, e.Seq)
+			}
+		}
+		return seqs
+	}
+	waitFor(t, 10*time.Second, "four re-announcements", func() bool { return len(published()) >= 5 })
+	seqs := published()
+	// Seq is the announcement time in microseconds.
+	for i := 1; i < len(seqs); i++ {
+		gap := time.Duration(seqs[i]-seqs[i-1]) * time.Microsecond
+		if gap < interval*4/5-10*time.Millisecond {
+			t.Fatalf("re-announced after %v, before 80%% of the %v interval", gap, interval)
+		}
+	}
+}

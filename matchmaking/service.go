@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"sort"
 	"strings"
 	"sync"
@@ -86,6 +87,8 @@ type Service struct {
 	holds    map[string]hold        // own booking ID -> accepted incoming proposal
 	inflight map[string]bool        // own booking ID -> our proposal under way
 	backoff  map[boardKey]time.Time // offers not to propose to again before
+	// announced is when each open offer was last announced (real time).
+	announced map[string]time.Time
 
 	seqMu   sync.Mutex
 	lastSeq uint64
@@ -138,7 +141,8 @@ func New(cfg Config) (*Service, error) {
 		kick:     make(chan struct{}, 1),
 		bookings: map[string]*Booking{}, people: map[peer.ID]Person{},
 		holds: map[string]hold{}, inflight: map[string]bool{}, backoff: map[boardKey]time.Time{},
-		name: cfg.Name,
+		announced: map[string]time.Time{},
+		name:      cfg.Name,
 	}
 	if s.key == nil {
 		return nil, errors.New("matchmaking: host has no private key")
@@ -564,6 +568,13 @@ func (s *Service) announce(ctx context.Context, b Booking) {
 		return
 	}
 	s.observe(o, s.h.ID(), OfferPublished)
+	s.mu.Lock()
+	if o.GetWithdrawn() {
+		delete(s.announced, b.ID)
+	} else {
+		s.announced[b.ID] = time.Now()
+	}
+	s.mu.Unlock()
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
 	defer cancel()
 	if err := s.topic.Publish(pctx, env); err != nil && ctx.Err() == nil {
@@ -572,24 +583,43 @@ func (s *Service) announce(ctx context.Context, b Booking) {
 }
 
 // announceLoop re-announces open offers (gossip keeps no history) and
-// tidies up bookings whose time has passed.
+// tidies up bookings whose time has passed. Each offer is re-announced
+// once its last announcement is between 80% and 100% of AnnounceInterval
+// old, at random: offers made in the same second, or nodes started
+// together, would otherwise re-announce in one burst every interval,
+// which every node then has to verify at once. After a start, open
+// offers go out at the first check, a few seconds in.
 func (s *Service) announceLoop(ctx context.Context) {
-	every(ctx, s.cfg.AnnounceInterval, func() {
+	every(ctx, s.cfg.AnnounceInterval/announceChecks, func() {
 		now := s.now()
 		s.board.prune(now)
-		var open []Booking
+		var due []Booking
 		s.mu.Lock()
 		for _, b := range s.bookings {
 			s.expireLocked(b, now)
-			if b.State == StateSearching {
-				open = append(open, *b)
+			if b.State == StateSearching && s.announceDueLocked(b.ID) {
+				due = append(due, *b)
 			}
 		}
 		s.mu.Unlock()
-		for _, b := range open {
+		for _, b := range due {
 			s.announce(ctx, b)
 		}
 	})
+}
+
+// announceChecks is how many times per AnnounceInterval the announce loop
+// looks for offers that are due.
+const announceChecks = 8
+
+// announceDueLocked reports whether booking id should be re-announced now.
+func (s *Service) announceDueLocked(id string) bool {
+	last, ok := s.announced[id]
+	if !ok {
+		return true
+	}
+	age := time.Since(last)
+	return age >= s.cfg.AnnounceInterval || age >= s.cfg.AnnounceInterval*4/5+time.Duration(mrand.Int64N(int64(s.cfg.AnnounceInterval/5)+1))
 }
 
 // expireLocked ends bookings whose time has come and gone.
