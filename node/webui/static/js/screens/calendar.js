@@ -157,7 +157,8 @@ export function mount(el) {
   }
   const reload = debounce(load, 150);
   for (const t of ["booking", "board", "session"]) stop.push(on(t, reload));
-  const tick = setInterval(paint, 30 * 1000);
+  // Repaint (past slots, the now line) every 30 s of the node's clock.
+  const tick = setInterval(paint, Math.max(1000, (30 * 1000) / clock.rate()));
   stop.push(() => clearInterval(tick));
 
   function paint() {

@@ -21,10 +21,10 @@ const OUTCOMES = { done: "Done", partly: "Partly", not: "Not this time" };
 
 export function mount(el, bookingID) {
   const st = {
-    snap: null, booking: null, ended: false, record: null, built: false,
+    snap: null, booking: null, ended: false, built: false, bannerKey: "",
     stream: null, mediaError: null, leg: null, attaching: false, attachTries: 0, retryAt: 0, wasConnected: false,
     micOn: true, camOn: true, away: false, chatShown: 0,
-    checkinDismissed: false, rematchOffered: false, noShow: false, favourite: false,
+    checkinDismissed: false, rematchOffered: false, rematchDismissed: false, favourite: false,
     phaseTimer: null, unmounted: false,
   };
   const stop = [];
@@ -146,9 +146,6 @@ export function mount(el, bookingID) {
       case "rematch-offered":
         st.rematchOffered = true;
         break;
-      case "no-show":
-        st.noShow = true;
-        break;
       case "ended":
         st.ended = true;
         showEnded(e.record);
@@ -171,7 +168,6 @@ export function mount(el, bookingID) {
     ].filter(Boolean));
     myGoal.value = st.snap.self.goal || "";
     pipBtn.hidden = !document.pictureInPictureEnabled;
-    partnerVideo.addEventListener("playing", () => partnerBox.classList.add("playing"));
   }
 
   function render() {
@@ -263,10 +259,15 @@ export function mount(el, bookingID) {
   }
 
   function renderBanners(s, name) {
-    banners.replaceChildren();
-    const late = !s.met && !s.connected && (st.rematchOffered ||
+    const late = !s.met && !s.connected && !st.rematchDismissed && (st.rematchOffered ||
       ((s.phase === "focus" || s.phase === "warning") && clock.nowMs() - Date.parse(s.booking.start) >= 2 * MINUTE));
-    if (late && !st.rematchDismissed) {
+    // Rebuild only when something changed: a rebuilt button loses the
+    // keyboard focus.
+    const key = `${late}|${s.phase === "upcoming"}|${name}`;
+    if (key === st.bannerKey) return;
+    st.bannerKey = key;
+    banners.replaceChildren();
+    if (late) {
       banners.append(h("div", { class: "banner warn", id: "rematch-banner" },
         h("p", {}, `${name} is late. You can keep waiting, or find someone who is free right now.`),
         h("div", { class: "row" },
@@ -278,10 +279,6 @@ export function mount(el, bookingID) {
       banners.append(h("div", { class: "banner" },
         h("p", {}, `The lobby opens at ${fmtTime(opens)}, 5 minutes before the start. `,
           h("a", { href: "#/devices" }, "Test your camera and microphone"), " meanwhile.")));
-    }
-    if (st.mediaError && !st.stream) {
-      mediaNote.hidden = false;
-      mediaNote.textContent = `${messageOf(st.mediaError)} Your partner sees "no camera"; you can still see and chat with them.`;
     }
   }
 
@@ -315,7 +312,8 @@ export function mount(el, bookingID) {
     clearTimeout(st.phaseTimer);
     if (!s.next_phase_at) return;
     const ms = Date.parse(s.next_phase_at) - clock.nowMs();
-    if (ms > 0 && ms < 24 * 60 * MINUTE) st.phaseTimer = setTimeout(reload, ms + 500);
+    // ms is node time; the node's clock may run faster than the wall's.
+    if (ms > 0 && ms < 24 * 60 * MINUTE) st.phaseTimer = setTimeout(reload, ms / clock.rate() + 500);
   }
   stop.push(() => clearTimeout(st.phaseTimer));
 
@@ -329,6 +327,10 @@ export function mount(el, bookingID) {
         if (st.unmounted) return stopStream(stream);
         st.stream = stream;
         st.mediaError = error;
+        if (error && !stream) {
+          mediaNote.hidden = false;
+          mediaNote.textContent = `${messageOf(error)} Your partner sees "no camera"; you can still see and chat with them.`;
+        }
         selfVideo.srcObject = stream;
         if (stream) selfVideo.play().catch(() => {});
         renderSelf();
@@ -627,7 +629,8 @@ export function mount(el, bookingID) {
       h("div", { class: "row" },
         rec.met ? favouriteButton(rec.partner, name) : null,
         h("a", { class: "button", href: "#/history" }, "History"),
-        h("button", { type: "button", id: "focus-again", onclick: focusAgain }, "Focus now again"),
+        h("button", { type: "button", id: "focus-again", onclick: focusAgain },
+          rec.no_show || rec.partner_left_early ? "Find a new partner now" : "Focus now again"),
         h("a", { class: "button primary", href: "#/calendar" }, "Back to the calendar")));
   }
 
