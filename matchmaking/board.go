@@ -53,6 +53,15 @@ func (b *board) put(o *pb.Offer, owner peer.ID, env []byte, now time.Time) bool 
 	return true
 }
 
+// has reports whether the board holds the record (owner, booking) at seq
+// or newer.
+func (b *board) has(owner peer.ID, booking string, seq uint64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, ok := b.entries[boardKey{owner, booking}]
+	return ok && e.offer.GetSeq() >= seq
+}
+
 func (b *board) pruneLocked(now time.Time) {
 	for k, e := range b.entries {
 		if time.Unix(e.offer.GetExpiresUnix(), 0).Before(now) {

@@ -1,6 +1,7 @@
 package matchmaking
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
+	recordpb "github.com/libp2p/go-libp2p/core/record/pb"
 	"github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 	"google.golang.org/protobuf/proto"
@@ -52,6 +54,25 @@ func sealOffer(o *pb.Offer, key crypto.PrivKey) ([]byte, error) {
 		return nil, fmt.Errorf("signing offer: %w", err)
 	}
 	return env.Marshal()
+}
+
+// peekOffer reads the owner, booking and seq of an offer envelope without
+// checking anything, so a board sync can skip records it already has
+// before paying for their signatures. Nothing it returns may be used for
+// anything else: a record that could be news is opened with openOffer.
+func peekOffer(data []byte) (owner peer.ID, booking string, seq uint64, ok bool) {
+	if len(data) > MaxOfferSize {
+		return "", "", 0, false
+	}
+	var env recordpb.Envelope
+	if proto.Unmarshal(data, &env) != nil || !bytes.Equal(env.GetPayloadType(), offerCodec) {
+		return "", "", 0, false
+	}
+	var o pb.Offer
+	if proto.Unmarshal(env.GetPayload(), &o) != nil {
+		return "", "", 0, false
+	}
+	return peer.ID(o.GetOwner()), o.GetBookingId(), o.GetSeq(), true
 }
 
 // errStale marks offers that are well-formed but no longer (or not yet)

@@ -67,9 +67,16 @@ func every(ctx context.Context, d time.Duration, f func()) {
 }
 
 // mergeBoard verifies every envelope on its own: the relay is not trusted.
+// Records the board already has (same owner and booking, same or newer
+// seq) are skipped before their signature is checked: a board sync
+// mostly repeats what gossip delivered, and checking hundreds of
+// signatures per sync was the largest CPU cost of a swarm.
 func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
 	now := s.now()
 	for _, env := range envs {
+		if owner, id, seq, ok := peekOffer(env); ok && (owner == s.h.ID() || s.board.has(owner, id, seq)) {
+			continue
+		}
 		o, owner, err := openOffer(env, now)
 		if err != nil {
 			var stale errStale

@@ -273,3 +273,35 @@ func FuzzBoardResponse(f *testing.F) {
 		}
 	})
 }
+
+// TestMergeBoardSkipsKnownRecords: a sync skips records the board already
+// has at the same or a newer seq without checking them (a forged copy of a
+// known record changes nothing), and checks everything that could be news.
+func TestMergeBoardSkipsKnownRecords(t *testing.T) {
+	n := newTestNode(t, nil)
+	now := time.Now()
+	key, id := mustKey(t)
+	o := validOffer(id, now)
+	o.Seq = 10
+	good, _ := sealOffer(o, key)
+	if added, bad := n.svc.mergeBoard([][]byte{good}, id); added != 1 || bad != 0 {
+		t.Fatalf("first merge: added %d bad %d", added, bad)
+	}
+	// A copy of the same record with a broken signature: known, skipped.
+	broken := append([]byte(nil), good...)
+	broken[len(broken)-1] ^= 0xff
+	if added, bad := n.svc.mergeBoard([][]byte{good, broken}, id); added != 0 || bad != 0 {
+		t.Fatalf("known records: added %d bad %d, want 0 0", added, bad)
+	}
+	// A newer seq could be news: it is checked, and a forgery is caught.
+	o.Seq = 11
+	newer, _ := sealOffer(o, key)
+	forged := append([]byte(nil), newer...)
+	forged[len(forged)-1] ^= 0xff
+	if added, bad := n.svc.mergeBoard([][]byte{forged}, id); added != 0 || bad != 1 {
+		t.Fatalf("forged newer record: added %d bad %d, want 0 1", added, bad)
+	}
+	if added, bad := n.svc.mergeBoard([][]byte{newer}, id); added != 1 || bad != 0 {
+		t.Fatalf("newer record: added %d bad %d, want 1 0", added, bad)
+	}
+}
