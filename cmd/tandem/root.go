@@ -38,6 +38,7 @@ func newRootCmd() *cobra.Command {
 		newUpCmd(g), newStatusCmd(g), newPeersCmd(g), newVersionCmd(g),
 		newBookCmd(g), newNowCmd(g), newSlotsCmd(g), newBookingsCmd(g), newCancelCmd(g),
 		newProfileCmd(g), newJoinCmd(g), newHistoryCmd(g), newStatsCmd(g),
+		newBenchCmd(g),
 		newDemoCmd(g),
 	)
 	for _, a := range []struct{ use, action, short string }{

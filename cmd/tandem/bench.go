@@ -1,0 +1,120 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tandem-cowork/tandem/node/bench"
+)
+
+func newBenchCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Benchmark a swarm of nodes or concurrent sessions on this machine (loopback only)",
+		Long: `Benchmarks run real nodes inside this process on 127.0.0.1; nothing leaves the
+machine. See docs/benchmarks.md for what every number means.`,
+	}
+	cmd.AddCommand(newBenchSwarmCmd(g), newBenchSessionCmd(g))
+	return cmd
+}
+
+func newBenchSwarmCmd(g *globalFlags) *cobra.Command {
+	var (
+		cfg        bench.SwarmConfig
+		cpuprofile string
+		noIdle     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "swarm",
+		Short: "Run N nodes with a seeded booking workload; report propagation, time to match, pairs, traffic, memory, CPU",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			cfg.Progress = cmd.ErrOrStderr()
+			if !noIdle {
+				exe, err := os.Executable()
+				if err != nil {
+					return fmt.Errorf("finding this program for the idle node: %w", err)
+				}
+				cfg.IdleNode = bench.IdleNode(exe)
+			}
+			var res *bench.SwarmResult
+			err := profiled(cpuprofile, func() error {
+				var err error
+				res, err = bench.RunSwarm(ctx, cfg)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			return g.output(cmd.OutOrStdout(), res, res.Table)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Nodes, "nodes", 50, "number of nodes")
+	f.DurationVar(&cfg.Duration, "duration", 60*time.Second, "how long the workload runs")
+	f.Uint64Var(&cfg.Seed, "seed", 1, "seed of the workload and topology")
+	f.IntVar(&cfg.Degree, "degree", 4, "peers each node dials at start")
+	f.DurationVar(&cfg.Settle, "settle", 30*time.Second, "longest wait for matching to finish after the workload")
+	f.DurationVar(&cfg.Opportunity, "opportunity", time.Second, "two compatible requests open together this long should have been paired")
+	f.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	f.BoolVar(&noIdle, "no-idle", false, "skip measuring an idle `tandem up` in its own process")
+	return cmd
+}
+
+func newBenchSessionCmd(g *globalFlags) *cobra.Command {
+	var (
+		cfg        bench.SessionConfig
+		cpuprofile string
+	)
+	cmd := &cobra.Command{
+		Use:   "session",
+		Short: "Open P concurrent sessions with synthetic browsers; report setup time, first relayed packet, relay CPU",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			cfg.Progress = cmd.ErrOrStderr()
+			var res *bench.SessionResult
+			err := profiled(cpuprofile, func() error {
+				var err error
+				res, err = bench.RunSession(ctx, cfg)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			return g.output(cmd.OutOrStdout(), res, res.Table)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Pairs, "pairs", 10, "number of concurrent sessions")
+	f.DurationVar(&cfg.RelayWindow, "relay-window", 10*time.Second, "how long relay CPU is measured")
+	f.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	return cmd
+}
+
+// profiled runs f, with a CPU profile written to path when it is set.
+func profiled(path string, f func() error) error {
+	if path == "" {
+		return f()
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("creating CPU profile: %w", err)
+	}
+	defer out.Close()
+	if err := pprof.StartCPUProfile(out); err != nil {
+		return fmt.Errorf("starting CPU profile: %w", err)
+	}
+	defer pprof.StopCPUProfile()
+	return f()
+}
+

@@ -1,0 +1,326 @@
+package bench
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/tandem-cowork/tandem/matchmaking"
+)
+
+// nodeState is what the analysis knows about one node at the end.
+type nodeState struct {
+	id       peer.ID
+	final    map[string]matchmaking.Booking // by booking ID
+	bookings []bookingEvent
+	offers   []offerEvent
+	online   []span
+}
+
+type bkey struct {
+	node int
+	id   string
+}
+
+// bookingCheck is the verdict on the final bookings of all nodes.
+type bookingCheck struct {
+	pairs       map[bkey]bkey // mutual matches, both directions
+	double      int
+	oneSided    int
+	unconfirmed int
+	problems    []string
+}
+
+func liveInterval(b matchmaking.Booking, now time.Time) (time.Time, time.Time) {
+	d := time.Duration(b.DurationMin) * time.Minute
+	if b.Kind == matchmaking.KindNow && b.State == matchmaking.StateSearching {
+		return now, now.Add(d)
+	}
+	return b.Start, b.Start.Add(d)
+}
+
+// checkBookings verifies the invariants over every node's final
+// bookings: no node holds two live bookings that overlap (a double
+// booking), no booking is named by two partners (also a double booking),
+// and every match is mutual (else one-sided).
+func checkBookings(nodes []nodeState, now time.Time) bookingCheck {
+	c := bookingCheck{pairs: map[bkey]bkey{}}
+	byID := map[string]int{}
+	for i, n := range nodes {
+		byID[n.id.String()] = i
+	}
+	named := map[bkey]bkey{}
+	for i, n := range nodes {
+		ids := make([]string, 0, len(n.final))
+		for id := range n.final {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for x, id := range ids {
+			b := n.final[id]
+			if !b.Live() {
+				continue
+			}
+			s1, e1 := liveInterval(b, now)
+			for _, oid := range ids[x+1:] {
+				o := n.final[oid]
+				if !o.Live() {
+					continue
+				}
+				if s2, e2 := liveInterval(o, now); s1.Before(e2) && s2.Before(e1) {
+					c.double++
+					c.problems = append(c.problems, fmt.Sprintf("node %d holds overlapping live bookings %s and %s", i, id, oid))
+				}
+			}
+			if b.State != matchmaking.StateMatched {
+				continue
+			}
+			if !b.Confirmed {
+				c.unconfirmed++
+			}
+			j, ok := byID[b.Partner]
+			if !ok {
+				c.oneSided++
+				c.problems = append(c.problems, fmt.Sprintf("node %d booking %s names unknown partner %s", i, id, b.Partner))
+				continue
+			}
+			me, them := bkey{i, id}, bkey{j, b.PartnerBooking}
+			if prev, dup := named[them]; dup {
+				c.double++
+				c.problems = append(c.problems, fmt.Sprintf("node %d booking %s is named by %v and %v", j, b.PartnerBooking, prev, me))
+			}
+			named[them] = me
+			pb, ok := nodes[j].final[b.PartnerBooking]
+			if !ok || pb.State != matchmaking.StateMatched || pb.Partner != n.id.String() || pb.PartnerBooking != id {
+				c.oneSided++
+				c.problems = append(c.problems, fmt.Sprintf("one-sided: node %d booking %s names node %d booking %s, which is %s with %q/%q",
+					i, id, j, b.PartnerBooking, pb.State, pb.Partner, pb.PartnerBooking))
+				continue
+			}
+			if !pb.Start.Equal(b.Start) || pb.DurationMin != b.DurationMin {
+				c.oneSided++
+				c.problems = append(c.problems, fmt.Sprintf("node %d booking %s and node %d booking %s disagree on the time", i, id, j, pb.ID))
+				continue
+			}
+			c.pairs[me] = them
+		}
+	}
+	return c
+}
+
+// openSpans is when a booking was searching while its node was online:
+// the time it was open to be matched.
+func openSpans(events []bookingEvent, id string, online []span, end time.Time) []span {
+	var searching []span
+	var from time.Time
+	open := false
+	for _, e := range events {
+		if e.b.ID != id {
+			continue
+		}
+		s := e.b.State == matchmaking.StateSearching
+		switch {
+		case s && !open:
+			from, open = e.at, true
+		case !s && open:
+			searching = append(searching, span{from, e.at})
+			open = false
+		}
+	}
+	if open {
+		searching = append(searching, span{from, end})
+	}
+	return intersect(searching, online)
+}
+
+// compatible is the protocol's compatibility rule (docs/protocol.md
+// section 1) for two requests of different users.
+func compatible(a, b matchmaking.BookRequest) bool {
+	if a.Kind != b.Kind || a.DurationMin != b.DurationMin || a.Quiet != b.Quiet {
+		return false
+	}
+	if a.Kind == matchmaking.KindScheduled && !a.At.Equal(b.At) {
+		return false
+	}
+	return a.Activity == matchmaking.ActivityAnything || b.Activity == matchmaking.ActivityAnything || a.Activity == b.Activity
+}
+
+// exactMax is the largest number of pairs any matcher could have formed
+// from the requests that are still wanted at the end (searching or
+// matched, not cancelled by their user), where two requests can pair when
+// they are compatible, of different users, and were either open (searching,
+// node online) at the same time for at least opportunity in all, or were
+// in fact paired with each other. It is a maximum matching of that graph
+// (Edmonds' blossom algorithm), computed per class of requests with the
+// same kind, duration, start and quiet flag. static is the same without
+// the timing condition: every two compatible requests wanted at the end.
+func exactMax(reqs []request, nodes []nodeState, pairs map[bkey]bkey, end time.Time, opportunity time.Duration) (exact, static int) {
+	type vertex struct {
+		k    bkey
+		req  matchmaking.BookRequest
+		open []span
+	}
+	classes := map[string][]vertex{}
+	for _, r := range reqs {
+		if r.bookingID == "" {
+			continue
+		}
+		n := nodes[r.node]
+		if b, ok := n.final[r.bookingID]; !ok || !b.Live() {
+			continue
+		}
+		key := fmt.Sprintf("%s/%d/%v", r.req.Kind, r.req.DurationMin, r.req.Quiet)
+		if r.req.Kind == matchmaking.KindScheduled {
+			key += "/" + r.req.At.UTC().Format(time.RFC3339)
+		}
+		classes[key] = append(classes[key], vertex{
+			k: bkey{r.node, r.bookingID}, req: r.req,
+			open: openSpans(n.bookings, r.bookingID, n.online, end),
+		})
+	}
+	for _, vs := range classes {
+		adj := make([][]int, len(vs))
+		sadj := make([][]int, len(vs))
+		for i := range vs {
+			for j := i + 1; j < len(vs); j++ {
+				a, b := vs[i], vs[j]
+				if a.k.node == b.k.node || !compatible(a.req, b.req) {
+					continue
+				}
+				sadj[i] = append(sadj[i], j)
+				sadj[j] = append(sadj[j], i)
+				if pairs[a.k] == b.k || total(intersect(a.open, b.open)) >= opportunity {
+					adj[i] = append(adj[i], j)
+					adj[j] = append(adj[j], i)
+				}
+			}
+		}
+		exact += matchingSize(maxMatching(len(vs), adj))
+		static += matchingSize(maxMatching(len(vs), sadj))
+	}
+	return exact, static
+}
+
+// matchTimes measures, for every final pair, the time from the moment both
+// requests were open (searching, node online) to the moment both sides
+// had stored the match (the acceptor's synced write, which comes after the
+// proposer's), in the last matching episode of the two.
+func matchTimes(nodes []nodeState, pairs map[bkey]bkey, end time.Time) []time.Duration {
+	var out []time.Duration
+	for a, b := range pairs {
+		if a.node > b.node || (a.node == b.node && a.id > b.id) {
+			continue // each pair once
+		}
+		ta0, ta1, ok1 := episode(nodes[a.node], a.id, b.id, end)
+		tb0, tb1, ok2 := episode(nodes[b.node], b.id, a.id, end)
+		if !ok1 || !ok2 {
+			continue
+		}
+		t0, t1 := later(ta0, tb0), later(ta1, tb1)
+		out = append(out, max(t1.Sub(t0), 0))
+	}
+	return out
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// episode finds, for booking id matched with partnerBooking at the end,
+// when its last open span began before that match, and when it stored the
+// match.
+func episode(n nodeState, id, partnerBooking string, end time.Time) (openedAt, matchedAt time.Time, ok bool) {
+	var evs []bookingEvent
+	for _, e := range n.bookings {
+		if e.b.ID == id {
+			evs = append(evs, e)
+		}
+	}
+	first := len(evs)
+	for i := len(evs) - 1; i >= 0; i-- {
+		if evs[i].b.State != matchmaking.StateMatched || evs[i].b.PartnerBooking != partnerBooking {
+			break
+		}
+		first = i
+	}
+	if first == len(evs) {
+		return openedAt, matchedAt, false
+	}
+	matchedAt = evs[first].at
+	for _, s := range openSpans(n.bookings, id, n.online, end) {
+		if !s.from.After(matchedAt) {
+			openedAt = s.from
+		}
+	}
+	return openedAt, matchedAt, !openedAt.IsZero()
+}
+
+// propagation measures, for every offer record a node published, the time
+// until it (or a newer record of the same booking) was on the board of
+// every other node that was online when it was published and stayed
+// online until it arrived. A record that some such node never got, while
+// it stayed online to the end, is incomplete.
+func propagation(nodes []nodeState, from, end time.Time) (samples []time.Duration, incomplete, open, withdrawn int) {
+	type okey struct {
+		owner peer.ID
+		id    string
+	}
+	type seen struct {
+		seq uint64
+		at  time.Time
+	}
+	boards := make([]map[okey][]seen, len(nodes))
+	for i, n := range nodes {
+		boards[i] = map[okey][]seen{}
+		for _, e := range n.offers {
+			if e.e.Source != matchmaking.OfferPublished {
+				k := okey{e.e.Owner, e.e.BookingID}
+				boards[i][k] = append(boards[i][k], seen{e.e.Seq, e.at})
+			}
+		}
+	}
+	for o, n := range nodes {
+		for _, e := range n.offers {
+			if e.e.Source != matchmaking.OfferPublished || e.at.Before(from) {
+				continue
+			}
+			if e.e.Withdrawn {
+				withdrawn++
+			} else {
+				open++
+			}
+			k := okey{e.e.Owner, e.e.BookingID}
+			var last time.Duration
+			complete := true
+			for t := range nodes {
+				if t == o || !onlineAt(nodes[t].online, e.at) {
+					continue
+				}
+				var got time.Time
+				for _, s := range boards[t][k] {
+					if s.seq >= e.e.Seq {
+						got = later(s.at, e.at)
+						break
+					}
+				}
+				switch {
+				case !got.IsZero() && onlineThroughout(nodes[t].online, e.at, got):
+					last = max(last, got.Sub(e.at))
+				case got.IsZero() && onlineThroughout(nodes[t].online, e.at, end):
+					complete = false
+				}
+			}
+			if complete {
+				samples = append(samples, last)
+			} else {
+				incomplete++
+			}
+		}
+	}
+	return samples, incomplete, open, withdrawn
+}

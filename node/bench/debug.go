@@ -1,0 +1,146 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/tandem-cowork/tandem/matchmaking"
+)
+
+// debugOut is where diagnostics go when TANDEM_BENCH_DEBUG is set.
+func debugOut() io.Writer {
+	if os.Getenv("TANDEM_BENCH_DEBUG") == "" {
+		return nil
+	}
+	return os.Stderr
+}
+
+// debugPropagation prints the slowest offer records: who published,
+// who got them last, and how.
+func debugPropagation(w io.Writer, nodes []nodeState, from, end time.Time) {
+	type rec struct {
+		owner, last int
+		lat         time.Duration
+		at          time.Time
+		src         matchmaking.OfferSource
+		wd          bool
+		ownerUp     time.Duration
+		lastUp      time.Duration
+		within100   int
+		targets     int
+	}
+	upFor := func(n nodeState, t time.Time) time.Duration {
+		for _, s := range n.online {
+			if !s.from.After(t) && !s.to.Before(t) {
+				return t.Sub(s.from)
+			}
+		}
+		return -1
+	}
+	var recs []rec
+	for o, n := range nodes {
+		for _, e := range n.offers {
+			if e.e.Source != matchmaking.OfferPublished || e.at.Before(from) {
+				continue
+			}
+			r := rec{owner: o, last: -1, at: e.at, wd: e.e.Withdrawn, ownerUp: upFor(n, e.at)}
+			for t := range nodes {
+				if t == o || !onlineAt(nodes[t].online, e.at) {
+					continue
+				}
+				r.targets++
+				for _, x := range nodes[t].offers {
+					if x.e.Source != matchmaking.OfferPublished && x.e.Owner == e.e.Owner && x.e.BookingID == e.e.BookingID && x.e.Seq >= e.e.Seq {
+						d := max(x.at.Sub(e.at), 0)
+						if d < 100*time.Millisecond {
+							r.within100++
+						}
+						if d > r.lat || r.last == -1 {
+							r.lat, r.last, r.src = d, t, x.e.Source
+							r.lastUp = upFor(nodes[t], e.at)
+						}
+						break
+					}
+				}
+			}
+			recs = append(recs, r)
+		}
+	}
+	sort.Slice(recs, func(i, j int) bool { return recs[i].lat > recs[j].lat })
+	fmt.Fprintf(w, "slowest offer records (of %d):\n", len(recs))
+	for _, r := range recs[:min(15, len(recs))] {
+		fmt.Fprintf(w, "  %8v at +%6.1fs owner %3d (up %6.1fs) withdrawn=%-5v last node %3d (up %6.1fs) by %-6s; %d/%d within 100 ms\n",
+			r.lat.Truncate(time.Millisecond), r.at.Sub(from).Seconds(), r.owner, r.ownerUp.Seconds(), r.wd, r.last, r.lastUp.Seconds(), r.src, r.within100, r.targets)
+	}
+}
+
+// debugMatches prints, for the slowest pairs, where the time went: from
+// both requests open (t0), to the proposer seeing the other's offer, to
+// each side storing the match and the confirmation.
+func debugMatches(w io.Writer, nodes []nodeState, pairs map[bkey]bkey, from, end time.Time) {
+	type row struct {
+		a, b  bkey
+		total time.Duration
+		line  string
+	}
+	var rows []row
+	firstEvent := func(n nodeState, id string, pred func(matchmaking.Booking) bool) time.Time {
+		for _, e := range n.bookings {
+			if e.b.ID == id && pred(e.b) {
+				return e.at
+			}
+		}
+		return time.Time{}
+	}
+	seen := func(n nodeState, owner nodeState, id string, after time.Time) time.Time {
+		for _, e := range n.offers {
+			if e.e.Source != matchmaking.OfferPublished && e.e.Owner == owner.id && e.e.BookingID == id && !e.at.Before(after) {
+				return e.at
+			}
+		}
+		return time.Time{}
+	}
+	for a, b := range pairs {
+		if a.node > b.node || (a.node == b.node && a.id > b.id) {
+			continue
+		}
+		na, nb := nodes[a.node], nodes[b.node]
+		a0, a1, ok1 := episode(na, a.id, b.id, end)
+		b0, b1, ok2 := episode(nb, b.id, a.id, end)
+		if !ok1 || !ok2 {
+			continue
+		}
+		t0 := later(a0, b0)
+		// The proposer is the lower peer ID.
+		p, q, pk, qk := na, nb, a, b
+		if nb.id < na.id {
+			p, q, pk, qk = nb, na, b, a
+		}
+		saw := seen(p, q, qk.id, t0.Add(-time.Hour))
+		pm := firstEvent(p, pk.id, func(x matchmaking.Booking) bool {
+			return x.State == matchmaking.StateMatched && x.PartnerBooking == qk.id
+		})
+		qm := firstEvent(q, qk.id, func(x matchmaking.Booking) bool {
+			return x.State == matchmaking.StateMatched && x.PartnerBooking == pk.id
+		})
+		rel := func(t time.Time) string {
+			if t.IsZero() {
+				return "-"
+			}
+			return fmt.Sprintf("%+.1fms", float64(t.Sub(t0).Microseconds())/1000)
+		}
+		total := later(a1, b1).Sub(t0)
+		rows = append(rows, row{a, b, total, fmt.Sprintf("%8v at +%5.1fs: open a %s b %s; proposer %d saw offer %s, stored match %s; acceptor %d stored %s; both stored by a %s b %s",
+			total.Truncate(100*time.Microsecond), t0.Sub(from).Seconds(), rel(a0), rel(b0), pk.node, rel(saw), rel(pm), qk.node, rel(qm), rel(a1), rel(b1))})
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].total > rows[j].total })
+	fmt.Fprintf(w, "time to match, slowest and median of %d pairs:\n", len(rows))
+	for i, r := range rows {
+		if i < 10 || i == len(rows)/2 {
+			fmt.Fprintln(w, "  "+r.line)
+		}
+	}
+}

@@ -1,0 +1,121 @@
+package bench
+
+import (
+	"sync"
+	"time"
+
+	"github.com/tandem-cowork/tandem/matchmaking"
+)
+
+// nodeLog records, with the wall-clock time of each, every booking change
+// and every offer event of one node, and when the node was online.
+type nodeLog struct {
+	mu       sync.Mutex
+	bookings []bookingEvent
+	offers   []offerEvent
+	online   []span // closed spans, and the open one with a zero end
+}
+
+type bookingEvent struct {
+	at time.Time
+	b  matchmaking.Booking
+}
+
+type offerEvent struct {
+	at time.Time
+	e  matchmaking.OfferEvent
+}
+
+// span is a time interval; a zero end means "still going".
+type span struct{ from, to time.Time }
+
+func (l *nodeLog) booking(b matchmaking.Booking) {
+	l.mu.Lock()
+	l.bookings = append(l.bookings, bookingEvent{time.Now(), b})
+	l.mu.Unlock()
+}
+
+func (l *nodeLog) offer(e matchmaking.OfferEvent) {
+	l.mu.Lock()
+	l.offers = append(l.offers, offerEvent{time.Now(), e})
+	l.mu.Unlock()
+}
+
+func (l *nodeLog) up(at time.Time) {
+	l.mu.Lock()
+	l.online = append(l.online, span{from: at})
+	l.mu.Unlock()
+}
+
+func (l *nodeLog) down(at time.Time) {
+	l.mu.Lock()
+	if k := len(l.online); k > 0 && l.online[k-1].to.IsZero() {
+		l.online[k-1].to = at
+	}
+	l.mu.Unlock()
+}
+
+// snapshot copies the logs (the offer log only when asked), closing
+// open spans at end.
+func (l *nodeLog) snapshot(end time.Time, withOffers bool) (bookings []bookingEvent, offers []offerEvent, online []span) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	bookings = append([]bookingEvent(nil), l.bookings...)
+	if withOffers {
+		offers = append([]offerEvent(nil), l.offers...)
+	}
+	for _, s := range l.online {
+		if s.to.IsZero() || s.to.After(end) {
+			s.to = end
+		}
+		online = append(online, s)
+	}
+	return bookings, offers, online
+}
+
+// onlineThroughout reports whether the spans cover [from, to].
+func onlineThroughout(spans []span, from, to time.Time) bool {
+	for _, s := range spans {
+		if !s.from.After(from) && !s.to.Before(to) {
+			return true
+		}
+	}
+	return false
+}
+
+// onlineAt reports whether some span contains t.
+func onlineAt(spans []span, t time.Time) bool { return onlineThroughout(spans, t, t) }
+
+// intersect returns the parts of a that lie within b; both sorted and
+// disjoint.
+func intersect(a, b []span) []span {
+	var out []span
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		from, to := a[i].from, a[i].to
+		if b[j].from.After(from) {
+			from = b[j].from
+		}
+		if b[j].to.Before(to) {
+			to = b[j].to
+		}
+		if from.Before(to) {
+			out = append(out, span{from, to})
+		}
+		if a[i].to.Before(b[j].to) {
+			i++
+		} else {
+			j++
+		}
+	}
+	return out
+}
+
+// total is the summed length of disjoint spans.
+func total(ss []span) time.Duration {
+	var d time.Duration
+	for _, s := range ss {
+		d += s.to.Sub(s.from)
+	}
+	return d
+}

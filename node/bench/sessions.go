@@ -1,0 +1,415 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+
+	"github.com/tandem-cowork/tandem/node/store"
+	"github.com/tandem-cowork/tandem/session"
+	"github.com/tandem-cowork/tandem/session/media"
+)
+
+// SessionConfig configures RunSession. Zero values take the defaults.
+type SessionConfig struct {
+	// Pairs is how many sessions run at once (default 10).
+	Pairs int
+	// RelayWindow is how long relay CPU is measured (default 10 s).
+	RelayWindow time.Duration
+	Progress    io.Writer
+	Log         *slog.Logger
+}
+
+// SessionResult is what RunSession measured.
+type SessionResult struct {
+	Pairs int `json:"pairs"`
+	CPUs  int `json:"cpus"`
+	// Setup: from the later of the two lobbies opening (Open of a booking
+	// that starts in two minutes) to both sides having the partner's
+	// hello, i.e. the
+	// PeerConnection up and the data channel open and carrying a message.
+	Setup Dist `json:"lobby_to_datachannel"`
+	// FirstRTP: from the same start to the first RTP packet of A's
+	// browser arriving at B's browser through both nodes.
+	FirstRTP Dist `json:"first_relayed_rtp"`
+	// RelayCPUPct is the CPU one node spends relaying one user's stream
+	// (1.5 Mbit/s video + 40 kbit/s audio) one way, in percent of one core:
+	// (CPU with every stream relayed through both nodes - CPU of the same
+	// browsers talking directly) / relayed streams.
+	RelayCPUPct    float64 `json:"relay_cpu_pct_per_stream"`
+	RelayedStreams int     `json:"relayed_streams"`
+	PathCPUPct     float64 `json:"path_cpu_pct"`
+	DirectCPUPct   float64 `json:"direct_cpu_pct"`
+	// DeliveredPct: packets received by the browsers / packets sent, over
+	// the relay window.
+	DeliveredPct float64  `json:"delivered_pct"`
+	Problems     []string `json:"problems,omitempty"`
+}
+
+// sessionPeer is one node of a session pair: a libp2p host on loopback,
+// an in-memory store and a session Manager.
+type sessionPeer struct {
+	h   host.Host
+	db  *badger.DB
+	m   *session.Manager
+	mu  sync.Mutex
+	evs []session.Event
+	ch  chan struct{}
+}
+
+func newSessionPeer(log *slog.Logger) (*sessionPeer, error) {
+	h, err := libp2p.New(
+		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.ResourceManager(&network.NullResourceManager{}),
+		libp2p.DisableRelay(),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("creating host: %w", err)
+	}
+	db, err := store.Open("", true, log)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	p := &sessionPeer{h: h, db: db, ch: make(chan struct{}, 1)}
+	p.m, err = session.NewManager(session.Config{
+		Host: h, DB: db, Log: log, OnEvent: p.event,
+		IncludeLoopback: true, LoopbackOnly: true,
+	})
+	if err == nil {
+		err = p.m.Start(context.Background())
+	}
+	if err != nil {
+		db.Close()
+		h.Close()
+		return nil, fmt.Errorf("starting session manager: %w", err)
+	}
+	return p, nil
+}
+
+func (p *sessionPeer) event(e session.Event) {
+	p.mu.Lock()
+	p.evs = append(p.evs, e)
+	p.mu.Unlock()
+	select {
+	case p.ch <- struct{}{}:
+	default:
+	}
+}
+
+// eventAt is when the first event matching pred happened (zero if none).
+func (p *sessionPeer) eventAt(pred func(session.Event) bool) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range p.evs {
+		if pred(e) {
+			return e.At
+		}
+	}
+	return time.Time{}
+}
+
+func (p *sessionPeer) close() {
+	p.m.Close()
+	p.h.Close()
+	p.db.Close()
+}
+
+type sessionPair struct {
+	a, b         *sessionPeer
+	sa, sb       *session.Session
+	browA, browB *fakeBrowser
+	ida, idb     string
+}
+
+// RunSession opens cfg.Pairs sessions at once, in their lobby, between pairs of
+// nodes on loopback, attaches a synthetic browser on each side, and
+// measures setup, the first relayed packet, and relay CPU.
+func RunSession(ctx context.Context, cfg SessionConfig) (*SessionResult, error) {
+	if cfg.Pairs <= 0 {
+		cfg.Pairs = 10
+	}
+	if cfg.RelayWindow <= 0 {
+		cfg.RelayWindow = 10 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	pr := newProgress(cfg.Progress)
+	defer pr.finish()
+	res := &SessionResult{Pairs: cfg.Pairs, CPUs: runtime.NumCPU()}
+	api, err := media.NewAPI(media.Options{LoopbackOnly: true})
+	if err != nil {
+		return nil, err
+	}
+
+	pairs := make([]*sessionPair, cfg.Pairs)
+	defer func() {
+		for _, p := range pairs {
+			if p != nil {
+				p.close()
+			}
+		}
+	}()
+	for i := range pairs {
+		pr.set("starting", float64(i), float64(cfg.Pairs))
+		p := &sessionPair{ida: fmt.Sprintf("a-%d", i), idb: fmt.Sprintf("b-%d", i)}
+		pairs[i] = p
+		if p.a, err = newSessionPeer(cfg.Log); err != nil {
+			return nil, err
+		}
+		if p.b, err = newSessionPeer(cfg.Log); err != nil {
+			return nil, err
+		}
+		// Matched partners have talked over a direct connection already.
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := p.a.h.Connect(cctx, peer.AddrInfo{ID: p.b.h.ID(), Addrs: p.b.h.Addrs()})
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("connecting a pair: %w", err)
+		}
+		if p.browA, err = newFakeBrowser(api); err != nil {
+			return nil, err
+		}
+		if p.browB, err = newFakeBrowser(api); err != nil {
+			return nil, err
+		}
+	}
+
+	// All pairs open at once.
+	pr.set("opening", 0, 0)
+	start := time.Now()
+	errs := make(chan error, 2*len(pairs))
+	var wg sync.WaitGroup
+	for _, p := range pairs {
+		wg.Go(func() { errs <- p.open(ctx, start) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	// Wait for every session to be joined and media to flow both ways.
+	err = pollUntil(ctx, 30*time.Second, func() bool {
+		for _, p := range pairs {
+			if p.joinedAt().IsZero() || p.browA.firstAt().IsZero() || p.browB.firstAt().IsZero() {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("waiting for sessions and media: %w", err)
+	}
+	var setup, first []time.Duration
+	for _, p := range pairs {
+		lobby := later(p.a.eventAt(isLobby(p.ida)), p.b.eventAt(isLobby(p.idb)))
+		setup = append(setup, p.joinedAt().Sub(lobby))
+		first = append(first, p.browB.firstAt().Sub(lobby))
+	}
+	res.Setup, res.FirstRTP = distOf(setup), distOf(first)
+
+	// Relay CPU: every browser sends; each stream is relayed by two nodes.
+	pr.set("relaying", 0, 0)
+	path, delivered, err := cpuWindow(ctx, cfg.RelayWindow, pairs, func(p *sessionPair) []*fakeBrowser {
+		return []*fakeBrowser{p.browA, p.browB}
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.DeliveredPct = delivered
+	for _, p := range pairs {
+		p.close()
+	}
+	pairs = nil
+
+	// The same browsers without the nodes: two pion PeerConnections
+	// talking directly, same rates.
+	pr.set("direct", 0, 0)
+	direct := make([]*sessionPair, cfg.Pairs)
+	defer func() {
+		for _, p := range direct {
+			if p != nil {
+				p.browA.close()
+				p.browB.close()
+			}
+		}
+	}()
+	for i := range direct {
+		a, err := newFakeBrowser(api)
+		if err != nil {
+			return nil, err
+		}
+		b, err := newFakeBrowser(api)
+		if err != nil {
+			a.close()
+			return nil, err
+		}
+		direct[i] = &sessionPair{browA: a, browB: b}
+		offer, err := a.offer(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ans, err := b.answer(ctx, offer)
+		if err != nil {
+			return nil, err
+		}
+		if err := a.answered(ans); err != nil {
+			return nil, err
+		}
+		a.send()
+		b.send()
+	}
+	if err := pollUntil(ctx, 30*time.Second, func() bool {
+		for _, p := range direct {
+			if p.browA.firstAt().IsZero() || p.browB.firstAt().IsZero() {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		return nil, fmt.Errorf("waiting for direct media: %w", err)
+	}
+	directCPU, _, err := cpuWindow(ctx, cfg.RelayWindow, direct, func(p *sessionPair) []*fakeBrowser {
+		return []*fakeBrowser{p.browA, p.browB}
+	})
+	if err != nil {
+		return nil, err
+	}
+	secs := cfg.RelayWindow.Seconds()
+	res.PathCPUPct = 100 * path.Seconds() / secs
+	res.DirectCPUPct = 100 * directCPU.Seconds() / secs
+	// Per pair, two streams (one each way), each relayed by both nodes.
+	res.RelayedStreams = 4 * cfg.Pairs
+	res.RelayCPUPct = (res.PathCPUPct - res.DirectCPUPct) / float64(res.RelayedStreams)
+	if res.DeliveredPct < 95 {
+		res.Problems = append(res.Problems, fmt.Sprintf("only %.1f%% of packets delivered: the machine is saturated", res.DeliveredPct))
+	}
+	return res, nil
+}
+
+func isLobby(id string) func(session.Event) bool {
+	return func(e session.Event) bool {
+		return e.Type == session.EventPhase && e.Booking == id && e.Phase == session.PhaseLobby
+	}
+}
+
+// open opens both sides' sessions and attaches both browsers.
+func (p *sessionPair) open(ctx context.Context, start time.Time) error {
+	mk := func(self, other *sessionPeer, id, otherID, name string) session.Booking {
+		// The start is two minutes off, inside the lobby window: the
+		// lobby opens at Open and the offerer dials at once.
+		return session.Booking{ID: id, PartnerBooking: otherID, Partner: other.h.ID(), Name: name,
+			PartnerName: "partner", Start: start.Add(2 * time.Minute), DurationMin: 25, Kind: session.KindScheduled}
+	}
+	var err error
+	if p.sa, err = p.a.m.Open(mk(p.a, p.b, p.ida, p.idb, "a")); err != nil {
+		return fmt.Errorf("opening session: %w", err)
+	}
+	if p.sb, err = p.b.m.Open(mk(p.b, p.a, p.idb, p.ida, "b")); err != nil {
+		return fmt.Errorf("opening session: %w", err)
+	}
+	for _, x := range []struct {
+		s *session.Session
+		b *fakeBrowser
+	}{{p.sa, p.browA}, {p.sb, p.browB}} {
+		offer, err := x.b.offer(ctx)
+		if err != nil {
+			return fmt.Errorf("browser offer: %w", err)
+		}
+		ans, err := x.s.AttachBrowser(ctx, offer)
+		if err != nil {
+			return fmt.Errorf("attaching browser: %w", err)
+		}
+		if err := x.b.answered(ans); err != nil {
+			return fmt.Errorf("browser answer: %w", err)
+		}
+		x.b.send()
+	}
+	return nil
+}
+
+// joinedAt is when both sides had the partner's hello (zero before).
+func (p *sessionPair) joinedAt() time.Time {
+	ja := p.a.eventAt(func(e session.Event) bool { return e.Type == session.EventPartnerJoined && e.Booking == p.ida })
+	jb := p.b.eventAt(func(e session.Event) bool { return e.Type == session.EventPartnerJoined && e.Booking == p.idb })
+	if ja.IsZero() || jb.IsZero() {
+		return time.Time{}
+	}
+	return later(ja, jb)
+}
+
+func (p *sessionPair) close() {
+	if p.browA != nil {
+		p.browA.close()
+	}
+	if p.browB != nil {
+		p.browB.close()
+	}
+	for _, x := range []*sessionPeer{p.a, p.b} {
+		if x != nil {
+			x.close()
+		}
+	}
+}
+
+// cpuWindow measures this process's CPU over d while the browsers send,
+// and the share of sent packets that arrived.
+func cpuWindow(ctx context.Context, d time.Duration, pairs []*sessionPair, browsers func(*sessionPair) []*fakeBrowser) (time.Duration, float64, error) {
+	var r0 int64
+	for _, p := range pairs {
+		for _, b := range browsers(p) {
+			r0 += b.received.Load()
+		}
+	}
+	c0 := cpuNow()
+	t := time.NewTimer(d) // the measurement window
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	case <-t.C:
+	}
+	cpu := cpuNow().sub(c0).total()
+	var r1 int64
+	for _, p := range pairs {
+		for _, b := range browsers(p) {
+			r1 += b.received.Load()
+		}
+	}
+	sent := float64(len(pairs)) * 2 * d.Seconds() * (videoFPS*videoPktsPerFrame + audioPPS)
+	return cpu, 100 * float64(r1-r0) / sent, nil
+}
+
+// Table writes the session benchmark's table.
+func (r *SessionResult) Table(w io.Writer) {
+	row := func(k, f string, a ...any) { fmt.Fprintf(w, "%-34s %s\n", k, fmt.Sprintf(f, a...)) }
+	fmt.Fprintf(w, "Tandem session benchmark: %d concurrent pairs, %d CPUs\n", r.Pairs, r.CPUs)
+	row("pairs", "%d", r.Pairs)
+	row("lobby -> data channel p50/p95", "%s / %s ms", fmtMS(r.Setup.P50), fmtMS(r.Setup.P95))
+	row("first relayed RTP p50/p95", "%s / %s ms", fmtMS(r.FirstRTP.P50), fmtMS(r.FirstRTP.P95))
+	row("relay CPU per stream", "%.2f%% of a core (1.5 Mbit/s video + 40 kbit/s audio, one node, one way)", r.RelayCPUPct)
+	row("  whole process", "%.0f%% with %d streams relayed, %.0f%% browsers direct; %.1f%% of packets delivered",
+		r.PathCPUPct, r.RelayedStreams, r.DirectCPUPct, r.DeliveredPct)
+	for _, p := range r.Problems {
+		fmt.Fprintln(w, "problem: "+p)
+	}
+}

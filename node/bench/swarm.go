@@ -1,0 +1,719 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/tandem-cowork/tandem/matchmaking"
+)
+
+// SwarmConfig configures RunSwarm. Zero values take the defaults.
+type SwarmConfig struct {
+	// Nodes is the swarm size (at least 2).
+	Nodes int
+	// Duration is how long the workload runs (default 60 s); settling and
+	// checking come after it.
+	Duration time.Duration
+	// Seed makes the workload and topology reproducible (default 1).
+	Seed uint64
+	// Degree is how many random peers each node dials at start (default 4;
+	// others dial it too, so about twice that many connections).
+	Degree int
+	// Settle bounds the wait after the workload for matching to finish
+	// (default 30 s).
+	Settle time.Duration
+	// Opportunity is how long two compatible requests must have been open
+	// at the same time to count as a pair the swarm should have made
+	// (default 1 s). See exactMax.
+	Opportunity time.Duration
+	// Dir is where the nodes' data dirs go (default os.TempDir()); they are
+	// removed at the end.
+	Dir string
+	// Progress, if set, gets a progress bar (stderr).
+	Progress io.Writer
+	// Log gets the nodes' logs (default: discarded).
+	Log *slog.Logger
+	// IdleNode, if set, starts an idle `tandem up` in its own process and
+	// returns its PID and a stop function; its RSS is reported.
+	IdleNode func(ctx context.Context) (pid int, stop func() error, err error)
+}
+
+// SwarmResult is what RunSwarm measured. Latencies are in milliseconds.
+type SwarmResult struct {
+	Nodes       int     `json:"nodes"`
+	Seed        uint64  `json:"seed"`
+	CPUs        int     `json:"cpus"`
+	LoadAvg     string  `json:"load_average_at_start"`
+	DurationS   float64 `json:"workload_s"`
+	SettleS     float64 `json:"settle_s"`
+	Connections float64 `json:"connections_per_node"`
+
+	Requests        int `json:"requests"`
+	RequestsNow     int `json:"requests_now"`
+	Refused         int `json:"requests_refused"`
+	Cancelled       int `json:"requests_cancelled"`
+	OfflineEpisodes int `json:"offline_episodes"`
+
+	OffersPublished       int  `json:"offers_published"`
+	WithdrawalsPublished  int  `json:"withdrawals_published"`
+	Propagation           Dist `json:"offer_propagation"`
+	PropagationIncomplete int  `json:"offer_propagation_incomplete"`
+
+	TimeToMatch Dist       `json:"time_to_match"`
+	FloorRatio  [3]float64 `json:"time_to_match_floor_ratio"` // p50, p95, p99
+
+	MatchedPairs      int `json:"matched_pairs"`
+	MaxPairs          int `json:"max_pairs"`
+	MaxPairsUntimed   int `json:"max_pairs_ignoring_time"`
+	DoubleBookings    int `json:"double_bookings"`
+	OneSidedBookings  int `json:"one_sided_bookings"`
+	UnconfirmedAtEnd  int `json:"unconfirmed_matches"`
+	OpportunityMillis int `json:"opportunity_ms"`
+
+	Traffic Traffic `json:"traffic_per_node_per_min"`
+
+	RSSPerNodeMiB float64 `json:"rss_per_node_mib"`
+	RSSMiB        float64 `json:"rss_total_mib"`
+	RSSPeakMiB    float64 `json:"rss_peak_mib"`
+	HeapMiB       float64 `json:"heap_in_use_mib"`
+	IdleNodeMiB   float64 `json:"idle_node_rss_mib,omitempty"`
+	CPUUserS      float64 `json:"cpu_user_s"`
+	CPUSysS       float64 `json:"cpu_sys_s"`
+	CPUSetupS     float64 `json:"cpu_setup_s"`
+
+	Floor    Floor    `json:"floor"`
+	Problems []string `json:"problems,omitempty"`
+}
+
+// Traffic is per node per minute of workload and settling.
+type Traffic struct {
+	GossipRPCs  float64            `json:"gossip_rpcs_sent"`
+	GossipMsgs  float64            `json:"gossip_msgs_sent"`
+	GossipCtrl  float64            `json:"gossip_control_sent"`
+	GossipBytes float64            `json:"gossip_rpc_bytes"`
+	Streams     float64            `json:"streams_opened"`
+	ByProtocol  map[string]float64 `json:"streams_by_protocol"`
+	BytesOut    float64            `json:"bytes_out"`
+	BytesByProt map[string]float64 `json:"bytes_out_by_protocol"`
+}
+
+// Messages is what a node sends per minute: gossip RPCs plus the
+// request/response streams (one request and one answer each).
+func (t Traffic) Messages() float64 { return t.GossipRPCs + 2*t.Streams }
+
+type swarm struct {
+	cfg   SwarmConfig
+	log   *slog.Logger
+	nodes []*swarmNode
+	logs  []*nodeLog
+	work  *workload
+	pr    *progress
+
+	reqMu sync.Mutex // guards work.requests' run-time fields
+
+	booked, cancelled, refused atomic.Int64
+}
+
+// RunSwarm starts cfg.Nodes nodes on 127.0.0.1 in this process, wires them
+// into a sparse random topology, measures the floor, runs the seeded
+// workload, waits for matching to settle and checks every node's
+// bookings. Nothing leaves the machine: no mDNS, no DHT, loopback only.
+func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
+	if cfg.Nodes < 2 {
+		return nil, errors.New("bench swarm needs at least 2 nodes")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.Duration, 60*time.Second)
+	def(&cfg.Settle, 30*time.Second)
+	def(&cfg.Opportunity, time.Second)
+	if cfg.Seed == 0 {
+		cfg.Seed = 1
+	}
+	if cfg.Degree <= 0 {
+		cfg.Degree = 4
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	dir, err := os.MkdirTemp(cfg.Dir, "tandem-bench-")
+	if err != nil {
+		return nil, fmt.Errorf("creating bench dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	s := &swarm{cfg: cfg, log: cfg.Log, pr: newProgress(cfg.Progress)}
+	defer s.pr.finish()
+	res := &SwarmResult{Nodes: cfg.Nodes, Seed: cfg.Seed, CPUs: runtime.NumCPU(), DurationS: cfg.Duration.Seconds(),
+		OpportunityMillis: int(cfg.Opportunity.Milliseconds())}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		res.LoadAvg = strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	cpu0 := cpuNow()
+	defer s.stopAll()
+	if err := s.startAll(ctx, dir); err != nil {
+		return nil, err
+	}
+	rng := rand.New(rand.NewPCG(cfg.Seed, 0x746f706f)) // "topo"
+	if err := s.connect(ctx, rng); err != nil {
+		return nil, err
+	}
+	conns := 0
+	for _, n := range s.nodes {
+		conns += len(n.h.Network().Peers())
+	}
+	res.Connections = float64(conns) / float64(len(s.nodes))
+	if err := waitMesh(ctx, s.nodes, matchmaking.OffersTopic, 30*time.Second); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		res.Problems = append(res.Problems, "the offers topic mesh was not complete after 30 s")
+	}
+	if res.Floor, err = measureFloor(ctx, s.nodes, dir, rng, s.pr); err != nil {
+		return nil, fmt.Errorf("measuring the floor: %w", err)
+	}
+	runtime.GC()
+
+	// The workload.
+	start := time.Now()
+	s.work = genWorkload(cfg.Seed, cfg.Nodes, cfg.Duration, start)
+	res.OfflineEpisodes = s.work.offline
+	cpu1 := cpuNow()
+	res.CPUSetupS = cpu1.sub(cpu0).total().Seconds()
+	s.quiesceMeters(ctx)
+	g0, b0, st0 := s.counters()
+	bp0 := s.bytesByProtocol()
+	var peakRSS atomic.Int64
+	sample := func() {
+		if rss, _, err := rssOf(0); err == nil && rss > peakRSS.Load() {
+			peakRSS.Store(rss)
+		}
+	}
+	s.pr.setStatus(s.status)
+	if err := s.runWorkload(ctx, start, sample); err != nil {
+		return nil, err
+	}
+	rss, _, err := rssOf(0)
+	if err != nil {
+		return nil, err
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	res.RSSMiB, res.RSSPerNodeMiB = mib(rss), mib(rss)/float64(cfg.Nodes)
+	res.HeapMiB = mib(int64(ms.HeapInuse))
+
+	// Settling: until every possible pair is made and confirmed, or the
+	// settle time is up.
+	settleStart := time.Now()
+	for {
+		st := s.snapshot(time.Now(), false)
+		chk := checkBookings(st, time.Now())
+		exact, _ := exactMax(s.requests(), st, chk.pairs, time.Now(), cfg.Opportunity)
+		s.pr.set("settling", time.Since(settleStart).Seconds(), cfg.Settle.Seconds())
+		if (len(chk.pairs)/2 == exact && chk.unconfirmed == 0 && chk.oneSided == 0) || time.Since(settleStart) > cfg.Settle {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond): // poll interval
+		}
+	}
+	end := time.Now()
+	res.SettleS = end.Sub(settleStart).Seconds()
+	cpu2 := cpuNow().sub(cpu1)
+	res.CPUUserS, res.CPUSysS = cpu2.User.Seconds(), cpu2.Sys.Seconds()
+	g1, b1, st1 := s.counters()
+	bp1 := s.bytesByProtocol()
+	sample()
+	res.RSSPeakMiB = mib(peakRSS.Load())
+
+	// Checking.
+	s.pr.set("checking", 0, 0)
+	st := s.snapshot(end, true)
+	chk := checkBookings(st, end)
+	res.MatchedPairs = len(chk.pairs) / 2
+	res.DoubleBookings, res.OneSidedBookings, res.UnconfirmedAtEnd = chk.double, chk.oneSided, chk.unconfirmed
+	res.Problems = append(res.Problems, chk.problems...)
+	reqs := s.requests()
+	res.MaxPairs, res.MaxPairsUntimed = exactMax(reqs, st, chk.pairs, end, cfg.Opportunity)
+	for _, r := range reqs {
+		switch {
+		case r.err != nil:
+			res.Refused++
+		case r.bookingID != "":
+			res.Requests++
+			if r.req.Kind == matchmaking.KindNow {
+				res.RequestsNow++
+			}
+		}
+	}
+	res.Cancelled = int(s.cancelled.Load())
+	ttm := matchTimes(st, chk.pairs, end)
+	res.TimeToMatch = distOf(ttm)
+	if f := res.Floor.MatchMS; f > 0 {
+		res.FloorRatio = [3]float64{res.TimeToMatch.P50 / f, res.TimeToMatch.P95 / f, res.TimeToMatch.P99 / f}
+	}
+	prop, incomplete, open, withdrawn := propagation(st, start, end)
+	if w := debugOut(); w != nil {
+		debugPropagation(w, st, start, end)
+		debugMatches(w, st, chk.pairs, start, end)
+	}
+	res.Propagation, res.PropagationIncomplete = distOf(prop), incomplete
+	res.OffersPublished, res.WithdrawalsPublished = open, withdrawn
+	for p, v := range bp0 {
+		bp1[p] -= v
+	}
+	res.Traffic = traffic(g1.sub(g0), b1-b0, st0, st1, bp1, cfg.Nodes, end.Sub(start))
+
+	s.pr.set("stopping", 0, 0)
+	s.stopAll()
+	if cfg.IdleNode != nil {
+		s.pr.set("idle node", 0, 0)
+		v, err := idleRSS(ctx, cfg.IdleNode)
+		if err != nil {
+			res.Problems = append(res.Problems, "idle node: "+err.Error())
+		}
+		res.IdleNodeMiB = v
+	}
+	return res, nil
+}
+
+func traffic(g gossipCounts, bytesOut int64, st0, st1 map[protocol.ID]int64, byProt map[protocol.ID]int64, n int, d time.Duration) Traffic {
+	per := func(v float64) float64 { return v / float64(n) / d.Minutes() }
+	t := Traffic{
+		GossipRPCs: per(float64(g.RPCsSent)), GossipMsgs: per(float64(g.MsgsSent)), GossipCtrl: per(float64(g.CtrlSent)),
+		GossipBytes: per(float64(g.BytesSent)),
+		BytesOut:    per(float64(bytesOut)), ByProtocol: map[string]float64{}, BytesByProt: map[string]float64{},
+	}
+	for p, v := range st1 {
+		// Each stream is counted at both of its ends.
+		c := float64(v-st0[p]) / 2
+		if c <= 0 {
+			continue
+		}
+		t.ByProtocol[string(p)] = per(c)
+		t.Streams += per(c)
+	}
+	for p, v := range byProt {
+		if v > 0 {
+			t.BytesByProt[string(p)] = per(float64(v))
+		}
+	}
+	return t
+}
+
+// counters sums the nodes' gossip, bandwidth and stream counters.
+func (s *swarm) counters() (gossipCounts, int64, map[protocol.ID]int64) {
+	var g gossipCounts
+	var out int64
+	streams := map[protocol.ID]int64{}
+	for _, n := range s.nodes {
+		g = g.add(n.gossip.snapshot())
+		out += n.bw.GetBandwidthTotals().TotalOut
+		for p, v := range n.rm.snapshot() {
+			streams[p] += v
+		}
+	}
+	return g, out, streams
+}
+
+// quiesceMeters waits until the bandwidth meters have caught up: they add
+// what was sent to their totals once a second, so a snapshot taken at once
+// would put the bytes of the phase before into the phase after. It polls
+// until the total has not moved for 1.5 s (at most 5 s).
+func (s *swarm) quiesceMeters(ctx context.Context) {
+	_, last, _ := s.counters()
+	since := time.Now()
+	pollUntil(ctx, 5*time.Second, func() bool {
+		if _, b, _ := s.counters(); b != last {
+			last, since = b, time.Now()
+		}
+		return time.Since(since) > 1500*time.Millisecond
+	})
+}
+
+// bytesByProtocol sums the bytes sent per protocol so far.
+func (s *swarm) bytesByProtocol() map[protocol.ID]int64 {
+	out := map[protocol.ID]int64{}
+	for _, n := range s.nodes {
+		for p, st := range n.bw.GetBandwidthByProtocol() {
+			out[p] += st.TotalOut
+		}
+	}
+	return out
+}
+
+func (s *swarm) startAll(ctx context.Context, dir string) error {
+	s.nodes = make([]*swarmNode, s.cfg.Nodes)
+	s.logs = make([]*nodeLog, s.cfg.Nodes)
+	for i := range s.nodes {
+		s.logs[i] = &nodeLog{}
+		n, err := newSwarmNode(i, fmt.Sprintf("%s/node-%d", dir, i), s.logs[i], s.log.With("node", i))
+		if err != nil {
+			return err
+		}
+		s.nodes[i] = n
+	}
+	var started atomic.Int64
+	sem := make(chan struct{}, 4)
+	errs := make(chan error, len(s.nodes))
+	var wg sync.WaitGroup
+	for _, n := range s.nodes {
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			n.mu.Lock()
+			err := n.start()
+			if err == nil {
+				n.rec.up(n.upSince)
+			}
+			n.mu.Unlock()
+			if err != nil {
+				errs <- err
+			}
+			s.pr.set("starting", float64(started.Add(1)), float64(len(s.nodes)))
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return fmt.Errorf("starting a node: %w", err)
+	}
+	return ctx.Err()
+}
+
+func (s *swarm) stopAll() {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for _, n := range s.nodes {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			n.mu.Lock()
+			if n.online {
+				n.rec.down(time.Now())
+			}
+			n.stop()
+			n.mu.Unlock()
+		})
+	}
+	wg.Wait()
+}
+
+// connect gives each node Degree random bootstrap peers and dials them,
+// then joins any islands so the swarm is one connected graph.
+func (s *swarm) connect(ctx context.Context, rng *rand.Rand) error {
+	n := len(s.nodes)
+	for i, nd := range s.nodes {
+		k := min(s.cfg.Degree, n-1)
+		for _, j := range rng.Perm(n - 1)[:k] {
+			if j >= i {
+				j++
+			}
+			nd.bootstrap = append(nd.bootstrap, s.nodes[j])
+		}
+	}
+	var done atomic.Int64
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for _, nd := range s.nodes {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			nd.mu.Lock()
+			nd.dialBootstrap(ctx)
+			nd.mu.Unlock()
+			s.pr.set("connecting", float64(done.Add(1)), float64(n))
+		})
+	}
+	wg.Wait()
+	// Join islands, if any (rare with four random peers each).
+	for {
+		comp := s.components()
+		if len(comp) <= 1 {
+			break
+		}
+		a, b := s.nodes[comp[0][0]], s.nodes[comp[1][0]]
+		a.bootstrap = append(a.bootstrap, b)
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := a.h.Connect(cctx, peer.AddrInfo{ID: b.id, Addrs: b.h.Addrs()})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("joining islands: %w", err)
+		}
+	}
+	return ctx.Err()
+}
+
+// components lists the connected components of the current connections.
+func (s *swarm) components() [][]int {
+	idx := map[peer.ID]int{}
+	for i, n := range s.nodes {
+		idx[n.id] = i
+	}
+	seen := make([]bool, len(s.nodes))
+	var out [][]int
+	for i := range s.nodes {
+		if seen[i] {
+			continue
+		}
+		comp := []int{i}
+		seen[i] = true
+		for q := 0; q < len(comp); q++ {
+			for _, p := range s.nodes[comp[q]].h.Network().Peers() {
+				if j, ok := idx[p]; ok && !seen[j] && s.nodes[comp[q]].h.Network().Connectedness(p) == network.Connected {
+					seen[j] = true
+					comp = append(comp, j)
+				}
+			}
+		}
+		out = append(out, comp)
+	}
+	return out
+}
+
+// runWorkload plays the plan: a dispatcher paces the events by the clock
+// and hands each to its node's worker, so one node's actions happen in
+// order.
+func (s *swarm) runWorkload(ctx context.Context, start time.Time, sample func()) error {
+	queues := make([]chan planEvent, len(s.nodes))
+	var workers sync.WaitGroup
+	for i := range queues {
+		queues[i] = make(chan planEvent, 64)
+		workers.Go(func() {
+			for ev := range queues[i] {
+				s.do(ctx, ev)
+			}
+		})
+	}
+	defer func() {
+		for _, q := range queues {
+			close(q)
+		}
+		workers.Wait()
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	next := 0
+	for {
+		now := time.Since(start)
+		s.pr.set("workload", now.Seconds(), s.cfg.Duration.Seconds())
+		for next < len(s.work.events) && s.work.events[next].at <= now {
+			ev := s.work.events[next]
+			select {
+			case queues[ev.node] <- ev:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			next++
+		}
+		if now >= s.cfg.Duration {
+			return nil
+		}
+		wait := s.cfg.Duration - now
+		if next < len(s.work.events) {
+			wait = min(wait, s.work.events[next].at-now)
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			sample()
+		case <-timer.C:
+		}
+	}
+}
+
+// do carries out one planned event on its node.
+func (s *swarm) do(ctx context.Context, ev planEvent) {
+	n := s.nodes[ev.node]
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch ev.kind {
+	case evOffline:
+		if n.online {
+			n.rec.down(time.Now())
+			n.stop()
+		}
+	case evOnline:
+		if n.online {
+			return
+		}
+		if err := n.start(); err != nil {
+			s.log.Error("bench: restarting node", "node", n.idx, "err", err)
+			return
+		}
+		n.rec.up(n.upSince)
+		n.dialBootstrap(ctx)
+	case evBook:
+		if !n.online {
+			return
+		}
+		s.reqMu.Lock()
+		req := s.work.requests[ev.req].req
+		s.reqMu.Unlock()
+		b, err := n.svc.Book(ctx, req)
+		s.reqMu.Lock()
+		if err != nil {
+			s.work.requests[ev.req].err = err
+			s.refused.Add(1)
+		} else {
+			s.work.requests[ev.req].bookingID = b.ID
+			s.booked.Add(1)
+		}
+		s.reqMu.Unlock()
+	case evCancel:
+		s.reqMu.Lock()
+		id := s.work.requests[ev.req].bookingID
+		s.reqMu.Unlock()
+		if !n.online || id == "" {
+			return
+		}
+		if _, err := n.svc.Cancel(ctx, id, "benchmark: plans changed"); err == nil {
+			s.cancelled.Add(1)
+		}
+	}
+}
+
+// requests copies the requests with their run-time fields.
+func (s *swarm) requests() []request {
+	s.reqMu.Lock()
+	defer s.reqMu.Unlock()
+	return append([]request(nil), s.work.requests...)
+}
+
+// snapshot reads every node's bookings and logs. Offline nodes are read
+// from their last known state in the logs.
+func (s *swarm) snapshot(end time.Time, offers bool) []nodeState {
+	out := make([]nodeState, len(s.nodes))
+	for i, n := range s.nodes {
+		st := nodeState{id: n.id, final: map[string]matchmaking.Booking{}}
+		if svc := n.service(); svc != nil {
+			for _, b := range svc.Bookings() {
+				st.final[b.ID] = b
+			}
+		}
+		st.bookings, st.offers, st.online = n.rec.snapshot(end, offers)
+		if len(st.final) == 0 {
+			for _, e := range st.bookings {
+				st.final[e.b.ID] = e.b
+			}
+		}
+		out[i] = st
+	}
+	return out
+}
+
+// status is the progress bar's live line.
+func (s *swarm) status() string {
+	matched, searching, offline := 0, 0, 0
+	for _, n := range s.nodes {
+		svc := n.service()
+		if svc == nil {
+			offline++
+			continue
+		}
+		for _, b := range svc.Bookings() {
+			switch b.State {
+			case matchmaking.StateMatched:
+				matched++
+			case matchmaking.StateSearching:
+				searching++
+			}
+		}
+	}
+	return fmt.Sprintf("booked %d, matched %d, searching %d, cancelled %d, offline %d",
+		s.booked.Load(), matched, searching, s.cancelled.Load(), offline)
+}
+
+// idleRSS starts an idle node in its own process, lets it settle for 10 s
+// and reports its RSS then, in MiB.
+func idleRSS(ctx context.Context, start func(context.Context) (int, func() error, error)) (float64, error) {
+	pid, stop, err := start(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
+	t := time.NewTimer(10 * time.Second) // let it idle: a fixed pace, not a wait for an event
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-t.C:
+	}
+	rss, _, err := rssOf(pid)
+	if err != nil {
+		return 0, err
+	}
+	return mib(rss), nil
+}
+
+// Table writes the result as the benchmark's table.
+func (r *SwarmResult) Table(w io.Writer) {
+	row := func(k, f string, a ...any) { fmt.Fprintf(w, "%-34s %s\n", k, fmt.Sprintf(f, a...)) }
+	d := func(x Dist) string { return fmt.Sprintf("%s / %s / %s ms", fmtMS(x.P50), fmtMS(x.P95), fmtMS(x.P99)) }
+	fmt.Fprintf(w, "Tandem swarm benchmark: %d nodes, seed %d, %d CPUs (load %s), workload %.0f s + settle %.1f s\n",
+		r.Nodes, r.Seed, r.CPUs, r.LoadAvg, r.DurationS, r.SettleS)
+	row("nodes", "%d (%.1f connections each)", r.Nodes, r.Connections)
+	row("requests", "%d (%d focus-now), %d cancelled, %d refused; %d offline episodes",
+		r.Requests, r.RequestsNow, r.Cancelled, r.Refused, r.OfflineEpisodes)
+	row("offers published", "%d (+ %d withdrawals)", r.OffersPublished, r.WithdrawalsPublished)
+	row("offer propagation p50/p95/p99", "%s (to every online node; %d incomplete)", d(r.Propagation), r.PropagationIncomplete)
+	row("time-to-match p50/p95/p99", "%s over %d pairs", d(r.TimeToMatch), r.TimeToMatch.N)
+	row("  as a multiple of the floor", "%.1fx / %.1fx / %.1fx  (floor %s ms)", r.FloorRatio[0], r.FloorRatio[1], r.FloorRatio[2], fmtMS(r.Floor.MatchMS))
+	pct := 100.0
+	if r.MaxPairs > 0 {
+		pct = 100 * float64(r.MatchedPairs) / float64(r.MaxPairs)
+	}
+	row("matched pairs", "%d of %d possible (%.1f%%); %d ignoring timing", r.MatchedPairs, r.MaxPairs, pct, r.MaxPairsUntimed)
+	row("double / one-sided bookings", "%d / %d  (%d unconfirmed)", r.DoubleBookings, r.OneSidedBookings, r.UnconfirmedAtEnd)
+	t := r.Traffic
+	row("messages per node per minute", "%.0f  (gossip RPCs %.0f carrying %.0f msgs + %.0f control; %.1f streams)",
+		t.Messages(), t.GossipRPCs, t.GossipMsgs, t.GossipCtrl, t.Streams)
+	row("bytes per node per minute", "%.1f KiB sent", t.BytesOut/1024)
+	idle := "not measured"
+	if r.IdleNodeMiB > 0 {
+		idle = fmt.Sprintf("%.1f MiB", r.IdleNodeMiB)
+	}
+	row("RSS per node", "%.1f MiB (%.0f MiB / %d; peak %.0f MiB); idle `tandem up`: %s", r.RSSPerNodeMiB, r.RSSMiB, r.Nodes, r.RSSPeakMiB, idle)
+	row("CPU", "%.1f s (user %.1f + sys %.1f) over %.0f s; setup %.1f s",
+		r.CPUUserS+r.CPUSysS, r.CPUUserS, r.CPUSysS, r.DurationS+r.SettleS, r.CPUSetupS)
+	f := r.Floor
+	row("floor: gossip publish->deliver", "%s (to every node: %s)", d(f.GossipDeliver), d(f.GossipAll))
+	row("floor: stream round trip", "%s (with a dial: %s)", d(f.StreamRTT), d(f.DialRTT))
+	row("floor: synced badger write", "%s", d(f.SyncedWrite))
+	if len(r.Problems) > 0 {
+		fmt.Fprintf(w, "problems (%d):\n", len(r.Problems))
+		for i, p := range r.Problems {
+			if i == 10 {
+				fmt.Fprintf(w, "  ... and %d more\n", len(r.Problems)-10)
+				break
+			}
+			fmt.Fprintln(w, "  "+strings.TrimSpace(p))
+		}
+	}
+}

@@ -1,0 +1,181 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+
+	"github.com/tandem-cowork/tandem/matchmaking"
+	"github.com/tandem-cowork/tandem/node"
+	"github.com/tandem-cowork/tandem/node/store"
+)
+
+// swarmNode is one benchmark node: a real libp2p host on 127.0.0.1 (TCP,
+// Noise, yamux), gossipsub with the daemon's options, a badger store on
+// disk with synced writes (node/store's options), and a matchmaking
+// Service with its default timers. It can go offline and come back on the
+// same identity and store, as a user closing and reopening the app.
+type swarmNode struct {
+	idx int
+	key crypto.PrivKey
+	id  peer.ID
+	dir string
+	log *slog.Logger
+
+	// Counters and recorders outlive restarts.
+	bw     *metrics.BandwidthCounter
+	rm     *streamCounter
+	gossip *gossipCounter
+	rec    *nodeLog
+
+	// bootstrap are the peers this node dials when it (re)starts.
+	bootstrap []*swarmNode
+
+	mu      sync.Mutex // held by the node's worker and by start/stop
+	h       host.Host
+	ps      *pubsub.PubSub
+	db      *badger.DB
+	svc     *matchmaking.Service
+	cancel  context.CancelFunc
+	online  bool
+	upSince time.Time
+	// addr is where to dial the node while it is online; read without
+	// n.mu, so two nodes dialling each other never wait on each other.
+	addr atomic.Pointer[peer.AddrInfo]
+}
+
+func newSwarmNode(idx int, dir string, rec *nodeLog, log *slog.Logger) (*swarmNode, error) {
+	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generating key: %w", err)
+	}
+	id, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("deriving peer ID: %w", err)
+	}
+	return &swarmNode{
+		idx: idx, key: key, id: id, dir: dir, log: log,
+		bw: metrics.NewBandwidthCounter(), rm: newStreamCounter(), gossip: newGossipCounter(), rec: rec,
+	}, nil
+}
+
+// start brings the node up; the caller holds n.mu.
+func (n *swarmNode) start(extra ...pubsub.Option) error {
+	cm, err := connmgr.NewConnManager(100, 400)
+	if err != nil {
+		return fmt.Errorf("creating connection manager: %w", err)
+	}
+	h, err := libp2p.New(
+		libp2p.Identity(n.key),
+		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.ConnectionManager(cm),
+		libp2p.ResourceManager(n.rm),
+		libp2p.BandwidthReporter(n.bw),
+		libp2p.UserAgent("tandem-bench/"+node.Version),
+		libp2p.DisableRelay(),
+	)
+	if err != nil {
+		return fmt.Errorf("creating host: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	fail := func(err error) error {
+		cancel()
+		h.Close()
+		return err
+	}
+	n.gossip.reset()
+	ps, err := pubsub.NewGossipSub(ctx, h, append(node.PubSubOptions(), append(extra, pubsub.WithRawTracer(n.gossip))...)...)
+	if err != nil {
+		return fail(fmt.Errorf("starting gossipsub: %w", err))
+	}
+	db, err := store.Open(filepath.Join(n.dir, "store"), false, n.log)
+	if err != nil {
+		return fail(err)
+	}
+	svc, err := matchmaking.New(matchmaking.Config{
+		Host: h, PubSub: ps, DB: db, Name: fmt.Sprintf("bench-%d", n.idx), Log: n.log,
+		OnBooking: func(b matchmaking.Booking) { n.rec.booking(b) },
+		OnOffer:   func(e matchmaking.OfferEvent) { n.rec.offer(e) },
+	})
+	if err == nil {
+		err = svc.Start(ctx)
+	}
+	if err != nil {
+		db.Close()
+		return fail(fmt.Errorf("starting matchmaking: %w", err))
+	}
+	n.h, n.ps, n.db, n.svc, n.cancel = h, ps, db, svc, cancel
+	n.online, n.upSince = true, time.Now()
+	n.addr.Store(&peer.AddrInfo{ID: n.id, Addrs: h.Addrs()})
+	return nil
+}
+
+// stop takes the node offline as quitting the app does; the caller holds
+// n.mu.
+func (n *swarmNode) stop() {
+	if !n.online {
+		return
+	}
+	n.online = false
+	n.addr.Store(nil)
+	n.svc.Close()
+	n.cancel()
+	n.h.Close()
+	n.db.Close()
+	n.h, n.ps, n.db, n.svc = nil, nil, nil, nil
+}
+
+// addrInfo is where to dial the node now (zero when offline).
+func (n *swarmNode) addrInfo() peer.AddrInfo {
+	if ai := n.addr.Load(); ai != nil {
+		return *ai
+	}
+	return peer.AddrInfo{}
+}
+
+// dialBootstrap connects to every bootstrap peer that is online; the
+// caller holds n.mu.
+func (n *swarmNode) dialBootstrap(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, b := range n.bootstrap {
+		ai := b.addrInfo()
+		if ai.ID == "" {
+			continue
+		}
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := n.h.Connect(cctx, ai); err != nil {
+				n.log.Debug("bench: bootstrap dial failed", "err", err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// service returns the running matcher, or nil when offline.
+func (n *swarmNode) service() *matchmaking.Service {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.svc
+}
