@@ -117,4 +117,3 @@ func profiled(path string, f func() error) error {
 	defer pprof.StopCPUProfile()
 	return f()
 }
-
