@@ -201,10 +201,10 @@ export function mount(el) {
   }
 
   function paintSlots(now) {
-    const counts = new Map();
+    const names = new Map(); // slot start -> names of the peers with an open offer
     for (const o of st.offers) {
       const k = new Date(o.start).toISOString();
-      counts.set(k, (counts.get(k) || 0) + 1);
+      names.set(k, [...(names.get(k) || []), nameOf(o.name, o.owner)]);
     }
     for (const row of slotEls) {
       for (const slot of row) {
@@ -212,11 +212,13 @@ export function mount(el) {
         const past = start < now;
         slot.classList.toggle("past", past);
         slot.setAttribute("aria-disabled", String(past));
-        const n = counts.get(slot.dataset.start) || 0;
+        const who = names.get(slot.dataset.start) || [];
+        const n = who.length;
         const badge = slot.querySelector(".offers");
         badge.textContent = n ? String(n) : "";
         badge.classList.toggle("badge", n > 0);
-        slot.setAttribute("aria-label", `${fmtWhen(start)}${past ? ", past" : ""}${n ? `, ${n} ${n === 1 ? "person" : "people"} with an open slot` : ""}`);
+        slot.title = n ? `Open: ${who.join(", ")}` : "";
+        slot.setAttribute("aria-label", `${fmtWhen(start)}${past ? ", past" : ""}${n ? `, open: ${who.join(", ")}` : ""}`);
       }
     }
     if (!body.querySelector(".slot[tabindex='0']")) {
