@@ -120,12 +120,24 @@ func TestUIAutoRematchSetting(t *testing.T) {
 		return len(bs) == 1 && bs[0].Confirmed
 	}, "A and B matched")
 	b.Stop()
+	clock.Advance(slot.Sub(clock.Now()) + session.RematchAfter + time.Second)
+	// A's node gives up on B by itself: B's booking is cancelled and a
+	// "now" booking searches in its place.
+	nodetest.WaitFor(t, 20*time.Second, func() bool {
+		bs, _ := ca.Bookings(ctx)
+		for _, x := range bs {
+			if x.Kind == "now" && x.State == "searching" {
+				return true
+			}
+		}
+		return false
+	}, "A's node to look for a new partner")
+
+	// C comes along (after the clock jump: a "now" request lasts 15 minutes).
 	c := nodetest.Start(t, cfgC)
 	if _, err := apiClientFor(c).Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 50}); err != nil {
 		t.Fatal(err)
 	}
-
-	clock.Advance(slot.Sub(clock.Now()) + session.RematchAfter + time.Second)
 	nodetest.WaitFor(t, 20*time.Second, func() bool {
 		ss, err := ca.Sessions(ctx)
 		if err != nil {
