@@ -710,6 +710,7 @@ func TestWebUIRematch(t *testing.T) {
 // TestWebUILogin: the login link sets an HttpOnly cookie and opens the
 // calendar; without it the API answers 401 and the UI says where the link is.
 func TestWebUILogin(t *testing.T) {
+	skipWithoutChromium(t)
 	n := nodetest.Start(t, nodetest.Config(t))
 	br := newUIBrowser(t, "login")
 	// The page's own request for /api/v1/status is expected to fail.
