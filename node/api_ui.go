@@ -15,8 +15,6 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/tandem-cowork/tandem/matchmaking"
-	"github.com/tandem-cowork/tandem/node/apiv1"
-	"github.com/tandem-cowork/tandem/session"
 )
 
 // The endpoints the web UI needs beyond the CLI's:
@@ -43,7 +41,8 @@ type UISettings struct {
 	NotifyReminder      bool `json:"notify_reminder"`
 	NotifyPartnerJoined bool `json:"notify_partner_joined"`
 	// AutoRematch: when the partner is 2 minutes late, find a new one
-	// without asking. The config file's auto_rematch turns it on for good.
+	// without asking. The config file's auto_rematch is the default until
+	// the user saves settings.
 	AutoRematch bool `json:"auto_rematch"`
 }
 
@@ -152,8 +151,7 @@ func isCircuit(a ma.Multiaddr) bool {
 	return err == nil
 }
 
-// uiAPI registers the web UI's endpoints and starts the watcher that
-// applies the auto-rematch setting.
+// uiAPI registers the web UI's endpoints.
 func (n *Node) uiAPI(api *http.ServeMux) {
 	api.HandleFunc("GET /api/v1/settings", func(w http.ResponseWriter, r *http.Request) {
 		s, err := n.uiSettings()
@@ -167,37 +165,5 @@ func (n *Node) uiAPI(api *http.ServeMux) {
 	api.HandleFunc("GET /api/v1/reachability", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, n.reachability(r.Context()))
 	})
-	n.watchAutoRematch()
 }
 
-// watchAutoRematch rematches a session whose partner is late when the
-// user turned auto rematch on in the UI settings. (A node whose config
-// sets auto_rematch does so in onSessionEvent already.)
-func (n *Node) watchAutoRematch() {
-	ch, unsubscribe := n.events.subscribe()
-	n.goRun(func() {
-		defer unsubscribe()
-		for {
-			select {
-			case <-n.stopping:
-				return
-			case ev := <-ch:
-				if ev.Type != apiv1.EventSession || n.cfg.AutoRematch {
-					continue
-				}
-				var e session.Event
-				if json.Unmarshal(ev.Data, &e) != nil || e.Type != session.EventRematchOffered {
-					continue
-				}
-				if s, err := n.uiSettings(); err != nil || !s.AutoRematch {
-					continue
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				if _, err := n.Rematch(ctx, e.Booking); err != nil {
-					n.log.Info("automatic rematch (UI setting)", "booking", e.Booking, "err", err)
-				}
-				cancel()
-			}
-		}
-	})
-}

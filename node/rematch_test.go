@@ -91,3 +91,55 @@ func waitSessionEvent(t *testing.T, events <-chan apiv1.Event, typ, booking stri
 		}
 	}
 }
+
+// A partner who leaves early frees the rest of the time: the session ends,
+// the booking is done, and the user can rematch for the remaining time
+// (here with C, who is free right now).
+func TestRematchAfterPartnerLeftEarly(t *testing.T) {
+	clock := &nodetest.Clock{}
+	cfgA, cfgB, cfgC := nodetest.Config(t), nodetest.Config(t), nodetest.Config(t)
+	cfgA.Now, cfgB.Now, cfgC.Now = clock.Now, clock.Now, clock.Now
+	a := nodetest.Start(t, cfgA)
+	nodetest.Link(t, &cfgB, a)
+	nodetest.Link(t, &cfgC, a)
+	nodetest.Start(t, cfgB)
+	ca, cb := apiClient(t, cfgA.DataDir), apiClient(t, cfgB.DataDir)
+	ctx := context.Background()
+	ba, err := ca.Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 50, Goal: "thesis"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bb, err := cb.Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodetest.WaitFor(t, 20*time.Second, func() bool {
+		s, err := cb.Session(ctx, bb.ID)
+		return err == nil && s.Connected
+	}, "the session to connect")
+	clock.Advance(5 * time.Minute)
+	if _, err := cb.SessionAction(ctx, bb.ID, "leave", apiv1.SessionAction{Reason: "kid woke up"}); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.WaitFor(t, 15*time.Second, func() bool {
+		bs, _ := ca.Bookings(ctx)
+		return len(bs) == 1 && bs[0].State == "done"
+	}, "A's booking to be done once the session ended")
+
+	c := nodetest.Start(t, cfgC)
+	cc := apiClient(t, cfgC.DataDir)
+	if _, err := cc.Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 50}); err != nil {
+		t.Fatal(err)
+	}
+	nb, err := ca.Rematch(ctx, ba.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nb.DurationMin != 50 { // 45 minutes were left
+		t.Errorf("rematch duration %d, want 50", nb.DurationMin)
+	}
+	nodetest.WaitFor(t, 15*time.Second, func() bool {
+		s, err := ca.Session(ctx, nb.ID)
+		return err == nil && s.Connected && s.Booking.Partner == c.ID()
+	}, "A to meet C for the rest of the time")
+}

@@ -62,7 +62,7 @@ func (n *Node) onSessionEvent(e session.Event) {
 	n.events.publish(apiv1.EventSession, e)
 	switch e.Type {
 	case session.EventRematchOffered:
-		if n.cfg.AutoRematch {
+		if s, err := n.uiSettings(); err == nil && s.AutoRematch {
 			go func() {
 				if _, err := n.Rematch(context.Background(), e.Booking); err != nil {
 					n.log.Info("automatic rematch", "booking", e.Booking, "err", err)
@@ -70,6 +70,11 @@ func (n *Node) onSessionEvent(e session.Event) {
 			}()
 		}
 	case session.EventEnded:
+		// A session that ended before its booked end (no-show, someone
+		// left) frees the booking's time for a new session at once.
+		if b, err := n.mm.Booking(e.Booking); err == nil && b.State == matchmaking.StateMatched && n.now().Before(b.End()) {
+			n.mm.Finish(e.Booking, "session ended early")
+		}
 		n.kickSessions()
 	}
 }
@@ -130,19 +135,20 @@ func (n *Node) syncSessions() {
 	}
 }
 
-// Rematch gives up on an absent (or departed) partner: the booking is
-// cancelled, which tells the partner, and a "now" request is made for the
-// valid duration closest to the time that remains.
+// Rematch finds a new partner for the rest of a booking's time when the
+// partner did not come or left: the old booking is cancelled (which tells
+// the partner) or, if its session already ended, left done, and a "now"
+// request is made for the valid duration closest to the time that remains.
 func (n *Node) Rematch(ctx context.Context, bookingID string) (matchmaking.Booking, error) {
 	b, err := n.mm.Booking(bookingID)
 	if err != nil {
 		return matchmaking.Booking{}, err
 	}
-	s, open := n.sm.Get(bookingID)
-	if b.State != matchmaking.StateMatched || !open {
-		return matchmaking.Booking{}, fmt.Errorf("%w: booking %s has no live session", matchmaking.ErrConflict, bookingID)
+	if b.State != matchmaking.StateMatched && b.State != matchmaking.StateDone {
+		return matchmaking.Booking{}, fmt.Errorf("%w: booking %s is %s", matchmaking.ErrConflict, bookingID, b.State)
 	}
-	if st := s.State(); st.Connected {
+	s, open := n.sm.Get(bookingID)
+	if open && s.State().Connected {
 		return matchmaking.Booking{}, fmt.Errorf("%w: your partner is here", matchmaking.ErrConflict)
 	}
 	remaining := b.End().Sub(n.now())
@@ -155,9 +161,13 @@ func (n *Node) Rematch(ctx context.Context, bookingID string) (matchmaking.Booki
 			dur = d
 		}
 	}
-	s.Leave("looking for a new partner")
-	if _, err := n.mm.Cancel(ctx, bookingID, "partner did not come; rematched"); err != nil && !errors.Is(err, matchmaking.ErrConflict) {
-		return matchmaking.Booking{}, err
+	if open {
+		s.Leave("looking for a new partner")
+	}
+	if b.State == matchmaking.StateMatched {
+		if _, err := n.mm.Cancel(ctx, bookingID, "partner did not come; rematched"); err != nil && !errors.Is(err, matchmaking.ErrConflict) {
+			return matchmaking.Booking{}, err
+		}
 	}
 	return n.mm.Book(ctx, matchmaking.BookRequest{
 		Kind: matchmaking.KindNow, DurationMin: dur, Activity: b.Activity, Quiet: b.Quiet, Goal: b.Goal,
