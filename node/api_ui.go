@@ -166,4 +166,3 @@ func (n *Node) uiAPI(api *http.ServeMux) {
 		writeJSON(w, n.reachability(r.Context()))
 	})
 }
-
