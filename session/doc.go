@@ -56,8 +56,8 @@
 //
 // A dropped partner is reconnected with a new PeerConnection: the offerer
 // redials with backoff (and at once when libp2p reconnects), the answerer
-// accepts the new stream and replaces its old connection. PROTOCOL.md in
-// this directory is the full description, for docs/protocol.md.
+// accepts the new stream and replaces its old connection. The full wire
+// description is section 5 of docs/protocol.md.
 //
 // # Goroutines
 //

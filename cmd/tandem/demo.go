@@ -79,7 +79,7 @@ removed when the demo stops, so demo sessions never mix with your real history.`
 }
 
 func printDemoBanner(out io.Writer, d *demo.Demo, opts demo.Options) {
-	fmt.Fprintf(out, "Tandem demo is up: your node (%s) and %d demo partners on this machine.\n", d.User.ID(), opts.Partners)
+	fmt.Fprintf(out, "Tandem demo is up: your node (%s) and %d demo partners on this machine.\n", d.User.ID(), d.Partners())
 	if opts.ClockRate > 1 {
 		fmt.Fprintf(out, "  Clock:   compressed %gx (a 25 minute session lasts %.0f seconds)\n", opts.ClockRate, 25*60/opts.ClockRate)
 	}

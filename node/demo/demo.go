@@ -216,6 +216,9 @@ func (d *Demo) unclaim(key string) {
 	d.claimMu.Unlock()
 }
 
+// Partners is how many demo partners run.
+func (d *Demo) Partners() int { return len(d.peers) }
+
 // Stop stops the partners and the user's node and removes the temporary
 // data.
 func (d *Demo) Stop() error {
