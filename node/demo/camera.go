@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 	pmedia "github.com/pion/webrtc/v4/pkg/media"
 	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
@@ -37,7 +38,10 @@ func clipFor(name string) ([]byte, error) {
 type camera struct {
 	pc   *webrtc.PeerConnection
 	stop chan struct{}
-	wg   sync.WaitGroup
+	// keyframe asks the player to start the clip over: its first frame is
+	// a keyframe, which is what a viewer's PLI asks for.
+	keyframe chan struct{}
+	wg       sync.WaitGroup
 }
 
 func attachCamera(ctx context.Context, s *session.Session, clip []byte) (*camera, error) {
@@ -49,7 +53,7 @@ func attachCamera(ctx context.Context, s *session.Session, clip []byte) (*camera
 	if err != nil {
 		return nil, fmt.Errorf("creating camera peer connection: %w", err)
 	}
-	c := &camera{pc: pc, stop: make(chan struct{})}
+	c := &camera{pc: pc, stop: make(chan struct{}), keyframe: make(chan struct{}, 1)}
 	track, err := webrtc.NewTrackLocalStaticSample(media.VideoCodec, "video", "demo")
 	if err != nil {
 		pc.Close()
@@ -80,8 +84,22 @@ func attachCamera(ctx context.Context, s *session.Session, clip []byte) (*camera
 		defer c.wg.Done()
 		buf := make([]byte, 1500)
 		for {
-			if _, _, err := sender.Read(buf); err != nil { // keyframe requests: the clip has one every second
+			n, _, err := sender.Read(buf)
+			if err != nil {
 				return
+			}
+			pkts, err := rtcp.Unmarshal(buf[:n])
+			if err != nil {
+				continue
+			}
+			for _, p := range pkts {
+				switch p.(type) {
+				case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+					select {
+					case c.keyframe <- struct{}{}:
+					default:
+					}
+				}
 			}
 		}
 	}()
@@ -118,33 +136,37 @@ func attachCamera(ctx context.Context, s *session.Session, clip []byte) (*camera
 	return c, nil
 }
 
-// play loops the clip at its frame rate until the camera closes.
+// play loops the clip at its frame rate until the camera closes, starting
+// over (at a keyframe) when a viewer asks for one.
 func (c *camera) play(track *webrtc.TrackLocalStaticSample, clip []byte) {
+	_, hdr, err := ivfreader.NewWith(bytes.NewReader(clip))
+	if err != nil {
+		return
+	}
+	frame := time.Second * time.Duration(hdr.TimebaseNumerator) / time.Duration(hdr.TimebaseDenominator)
+	t := time.NewTicker(frame)
+	defer t.Stop()
+	var r *ivfreader.IVFReader
 	for {
-		r, hdr, err := ivfreader.NewWith(bytes.NewReader(clip))
+		select {
+		case <-c.stop:
+			return
+		case <-c.keyframe:
+			r = nil
+		case <-t.C:
+		}
+		if r == nil {
+			r, _, _ = ivfreader.NewWith(bytes.NewReader(clip))
+		}
+		data, _, err := r.ParseNextFrame()
+		if err == io.EOF {
+			r, _, _ = ivfreader.NewWith(bytes.NewReader(clip))
+			data, _, err = r.ParseNextFrame()
+		}
 		if err != nil {
 			return
 		}
-		frame := time.Second * time.Duration(hdr.TimebaseNumerator) / time.Duration(hdr.TimebaseDenominator)
-		t := time.NewTicker(frame)
-		for {
-			data, _, err := r.ParseNextFrame()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Stop()
-				return
-			}
-			select {
-			case <-c.stop:
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			track.WriteSample(pmedia.Sample{Data: data, Duration: frame})
-		}
-		t.Stop()
+		track.WriteSample(pmedia.Sample{Data: data, Duration: frame})
 	}
 }
 
