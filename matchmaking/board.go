@@ -23,16 +23,54 @@ type boardEntry struct {
 	owner    peer.ID
 	envelope []byte // as signed by the owner, served to peers on sync
 	seen     time.Time
+	// Copies of the offer's fields the matcher reads on every pass, kept
+	// here so that scanning a board does not chase a pointer per entry.
+	seq       uint64
+	expires   int64
+	withdrawn bool
+	class     slotClass
 }
+
+// slotClass groups offers that can only pair within the group: same kind,
+// duration and quiet flag, and for scheduled offers the same start.
+type slotClass struct {
+	kind  pb.Kind
+	start int64 // 0 for "now"
+	dur   uint32
+	quiet bool
+}
+
+func classOfOffer(o *pb.Offer) slotClass {
+	c := slotClass{kind: o.GetKind(), start: o.GetStartUnix(), dur: o.GetDurationMin(), quiet: o.GetQuiet()}
+	if c.kind == pb.Kind_KIND_NOW {
+		c.start = 0
+	}
+	return c
+}
+
+func classOfBooking(b *Booking) slotClass {
+	c := slotClass{kind: kindToPB(b.Kind), start: b.Start.Unix(), dur: uint32(b.DurationMin), quiet: b.Quiet}
+	if b.Kind == KindNow {
+		c.start = 0
+	}
+	return c
+}
+
+func (e *boardEntry) expired(now time.Time) bool { return time.Unix(e.expires, 0).Before(now) }
 
 // board holds the latest signed offer of every (owner, booking) pair,
 // withdrawals included as tombstones so an older copy cannot come back.
+// Open offers are also indexed by slot class, so the matcher looks only
+// at the offers that could pair with a booking of its own.
 type board struct {
 	mu      sync.Mutex
 	entries map[boardKey]*boardEntry
+	byClass map[slotClass]map[boardKey]*boardEntry // open (not withdrawn) entries
 }
 
-func newBoard() *board { return &board{entries: map[boardKey]*boardEntry{}} }
+func newBoard() *board {
+	return &board{entries: map[boardKey]*boardEntry{}, byClass: map[slotClass]map[boardKey]*boardEntry{}}
+}
 
 // put stores a verified offer if it is newer than what we have; it reports
 // whether the board changed.
@@ -40,17 +78,42 @@ func (b *board) put(o *pb.Offer, owner peer.ID, env []byte, now time.Time) bool 
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	k := boardKey{owner, o.GetBookingId()}
-	if old, ok := b.entries[k]; ok && old.offer.GetSeq() >= o.GetSeq() {
+	old, ok := b.entries[k]
+	if ok && old.seq >= o.GetSeq() {
 		return false
 	}
-	if len(b.entries) >= maxBoard {
+	if !ok && len(b.entries) >= maxBoard {
 		b.pruneLocked(now)
 		if len(b.entries) >= maxBoard {
 			return false
 		}
 	}
-	b.entries[k] = &boardEntry{offer: o, owner: owner, envelope: env, seen: now}
+	if ok {
+		b.unindexLocked(k, old)
+	}
+	e := &boardEntry{
+		offer: o, owner: owner, envelope: env, seen: now,
+		seq: o.GetSeq(), expires: o.GetExpiresUnix(), withdrawn: o.GetWithdrawn(), class: classOfOffer(o),
+	}
+	b.entries[k] = e
+	if !e.withdrawn {
+		m := b.byClass[e.class]
+		if m == nil {
+			m = map[boardKey]*boardEntry{}
+			b.byClass[e.class] = m
+		}
+		m[k] = e
+	}
 	return true
+}
+
+func (b *board) unindexLocked(k boardKey, e *boardEntry) {
+	if m := b.byClass[e.class]; m != nil {
+		delete(m, k)
+		if len(m) == 0 {
+			delete(b.byClass, e.class)
+		}
+	}
 }
 
 // has reports whether the board holds the record (owner, booking) at seq
@@ -59,13 +122,14 @@ func (b *board) has(owner peer.ID, booking string, seq uint64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	e, ok := b.entries[boardKey{owner, booking}]
-	return ok && e.offer.GetSeq() >= seq
+	return ok && e.seq >= seq
 }
 
 func (b *board) pruneLocked(now time.Time) {
 	for k, e := range b.entries {
-		if time.Unix(e.offer.GetExpiresUnix(), 0).Before(now) {
+		if e.expired(now) {
 			delete(b.entries, k)
+			b.unindexLocked(k, e)
 		}
 	}
 }
@@ -76,16 +140,17 @@ func (b *board) prune(now time.Time) {
 	b.mu.Unlock()
 }
 
-// open returns the live, unexpired, not-withdrawn offers.
+// open returns the live, unexpired, not-withdrawn offers, soonest first.
 func (b *board) open(now time.Time) []*boardEntry {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []*boardEntry
-	for _, e := range b.entries {
-		if e.offer.GetWithdrawn() || time.Unix(e.offer.GetExpiresUnix(), 0).Before(now) {
-			continue
+	for _, m := range b.byClass {
+		for _, e := range m {
+			if !e.expired(now) {
+				out = append(out, e)
+			}
 		}
-		out = append(out, e)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].offer.GetStartUnix() != out[j].offer.GetStartUnix() {
@@ -93,6 +158,20 @@ func (b *board) open(now time.Time) []*boardEntry {
 		}
 		return out[i].owner < out[j].owner
 	})
+	return out
+}
+
+// class returns the open, unexpired offers of one slot class.
+func (b *board) class(c slotClass, now time.Time) []*boardEntry {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.byClass[c]
+	out := make([]*boardEntry, 0, len(m))
+	for _, e := range m {
+		if !e.expired(now) {
+			out = append(out, e)
+		}
+	}
 	return out
 }
 
@@ -104,7 +183,7 @@ func (b *board) envelopes(now time.Time, maxBytes int) [][]byte {
 	var out [][]byte
 	size := 0
 	for _, e := range b.entries {
-		if time.Unix(e.offer.GetExpiresUnix(), 0).Before(now) {
+		if e.expired(now) {
 			continue
 		}
 		if size+len(e.envelope)+8 > maxBytes {

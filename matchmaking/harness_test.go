@@ -69,7 +69,10 @@ func (n *testNode) start() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.ps, err = pubsub.NewGossipSub(ctx, n.h, pubsub.WithFloodPublish(true))
+	// The daemon's gossipsub options (node.PubSubOptions), which this
+	// package cannot import.
+	n.ps, err = pubsub.NewGossipSub(ctx, n.h, pubsub.WithFloodPublish(true), pubsub.WithPeerExchange(true),
+		pubsub.WithValidateQueueSize(1024), pubsub.WithPeerOutboundQueueSize(128))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,77 +74,251 @@ func (s *Service) compatible(b *Booking, o *pb.Offer, owner peer.ID) bool {
 	return len(o.GetWith()) == 0 || peer.ID(o.GetWith()) == s.h.ID()
 }
 
-// matchLoop proposes to compatible offers whenever something changes, and
-// re-confirms matches that are not settled yet.
+// matchLoop proposes to compatible offers whenever something changes.
 func (s *Service) matchLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.MatchInterval)
 	defer t.Stop()
-	lastFull := time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.kick:
 		case <-t.C:
-			s.reconcileAll(ctx, time.Since(lastFull) > 2*time.Minute)
-			if time.Since(lastFull) > 2*time.Minute {
-				lastFull = time.Now()
-			}
 		}
 		s.matchOnce(ctx)
 	}
 }
 
-type attempt struct {
-	booking Booking
-	cands   []*boardEntry
+// reconcileLoop re-confirms matches that are not settled yet, and every
+// two minutes all matches. It runs apart from matchLoop, so a partner that
+// is slow to answer never holds up matching.
+func (s *Service) reconcileLoop(ctx context.Context) {
+	lastFull := time.Now()
+	every(ctx, s.cfg.MatchInterval, func() {
+		full := time.Since(lastFull) > 2*time.Minute
+		if full {
+			lastFull = time.Now()
+		}
+		s.reconcileAll(ctx, full)
+	})
 }
 
-// matchOnce tries each searching booking against the board. To keep two
-// nodes from proposing to each other at once, only the lower peer ID of a
-// compatible pair proposes; the higher one waits to be asked.
+// planGrace is how long a booking waits for the partner the class plan
+// gives it (see planPartner) before it proposes to anyone compatible.
+const planGrace = time.Second
+
+// maxTries bounds the proposals one booking makes in one round.
+const maxTries = 3
+
+// busyBackoff is the least time before a proposer comes back to an offer
+// whose owner answered "busy" (it waits up to twice that, at random).
+const busyBackoff = 30 * time.Millisecond
+
+// planWait remembers, per booking, which plan partner it waits for and
+// since when.
+type planWait struct {
+	partner boardKey // zero: the plan leaves the booking unpaired
+	since   time.Time
+}
+
+// matchOnce starts a round of proposals for each searching booking that is
+// free (no proposal of ours under way, none of another node held), each
+// round in its own goroutine: bookings are for different times, so their
+// negotiations are independent. To keep two nodes from proposing to each
+// other at once, only the lower peer ID of a compatible pair proposes; the
+// higher one waits to be asked.
 func (s *Service) matchOnce(ctx context.Context) {
 	now := s.now()
-	entries := s.board.open(now)
-	self := s.h.ID()
-	var work []attempt
+	var mine []Booking
 	s.mu.Lock()
-	for _, b := range s.bookings {
-		if b.State != StateSearching || s.inflight[b.ID] || s.heldLocked(b.ID, now) {
-			continue
+	for id := range s.plans {
+		if b, ok := s.bookings[id]; !ok || b.State != StateSearching {
+			delete(s.plans, id)
 		}
-		var favs, others []*boardEntry
-		for _, e := range entries {
-			if e.owner <= self || !s.compatible(b, e.offer, e.owner) || !s.acceptablePeerLocked(e.owner, now) {
-				continue
-			}
-			if until, ok := s.backoff[boardKey{e.owner, e.offer.GetBookingId()}]; ok && now.Before(until) {
-				continue
-			}
-			if s.people[e.owner].Favourite {
-				favs = append(favs, e)
-			} else {
-				others = append(others, e)
-			}
-		}
-		rand.Shuffle(len(favs), func(i, j int) { favs[i], favs[j] = favs[j], favs[i] })
-		rand.Shuffle(len(others), func(i, j int) { others[i], others[j] = others[j], others[i] })
-		if c := append(favs, others...); len(c) > 0 {
-			work = append(work, attempt{*b, c})
+	}
+	for id, b := range s.bookings {
+		if b.State == StateSearching && !s.proposing[id] && !s.inflight[id] && !s.heldLocked(id, now) {
+			mine = append(mine, *b)
 		}
 	}
 	s.mu.Unlock()
-	sort.Slice(work, func(i, j int) bool { return work[i].booking.CreatedAt.Before(work[j].booking.CreatedAt) })
-	for _, a := range work {
-		for i, e := range a.cands {
-			if i == 3 || ctx.Err() != nil {
-				break // the next round tries others
+	sort.Slice(mine, func(i, j int) bool { return mine[i].CreatedAt.Before(mine[j].CreatedAt) })
+	for _, b := range mine {
+		cands := s.candidates(&b, now)
+		if len(cands) == 0 {
+			continue
+		}
+		s.mu.Lock()
+		if s.proposing[b.ID] {
+			s.mu.Unlock()
+			continue
+		}
+		s.proposing[b.ID] = true
+		s.mu.Unlock()
+		s.goRun(func() {
+			defer func() {
+				s.mu.Lock()
+				delete(s.proposing, b.ID)
+				s.mu.Unlock()
+			}()
+			for i, e := range cands {
+				if i == maxTries || ctx.Err() != nil {
+					s.wake() // the next round tries the others
+					return
+				}
+				if s.propose(ctx, b.ID, e) {
+					return
+				}
 			}
-			if s.propose(ctx, a.booking.ID, e) {
-				break
-			}
+		})
+	}
+}
+
+// candidates orders the offers booking b should propose to now; none
+// means wait. Favourites come first, in random order. Otherwise the class
+// plan decides: every node computes the same pairing of the offers it
+// sees in b's slot class (planPartner), and the lower peer ID of each
+// planned pair proposes to the other, so a storm of bookings for one slot
+// pairs up in one round instead of colliding on "busy". A booking whose
+// planned partner is lower waits to be asked; one the plan leaves
+// unpaired waits too. If that has not led to a match within planGrace
+// (the nodes saw different boards, or a private choice such as a block
+// got in the way), the booking proposes to every compatible higher peer,
+// in random order.
+func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
+	self := s.h.ID()
+	class := s.board.class(classOfBooking(b), now)
+	var favs, others []*boardEntry
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range class {
+		if e.owner <= self || !s.compatible(b, e.offer, e.owner) || !s.acceptablePeerLocked(e.owner, now) {
+			continue
+		}
+		if until, ok := s.backoff[boardKey{e.owner, e.offer.GetBookingId()}]; ok && now.Before(until) {
+			continue
+		}
+		if s.people[e.owner].Favourite {
+			favs = append(favs, e)
+		} else {
+			others = append(others, e)
 		}
 	}
+	shuffle := func(es []*boardEntry) {
+		rand.Shuffle(len(es), func(i, j int) { es[i], es[j] = es[j], es[i] })
+	}
+	if len(favs) > 0 {
+		shuffle(favs)
+		shuffle(others)
+		return append(favs, others...)
+	}
+	var want boardKey
+	var partner *boardEntry
+	if b.With == "" {
+		if partner = planPartner(self, b, class); partner != nil {
+			want = boardKey{partner.owner, partner.offer.GetBookingId()}
+		}
+	}
+	// The grace runs from when the booking first had a plan partner, not
+	// from every change of plan: in a storm the plan shifts as offers
+	// arrive, and restarting the wait each time would stall the whole
+	// class.
+	w, ok := s.plans[b.ID]
+	if !ok || (w.partner == boardKey{} && want != boardKey{}) {
+		w.since = time.Now()
+	}
+	w.partner = want
+	s.plans[b.ID] = w
+	if partner != nil && partner.owner > self {
+		for _, e := range others {
+			if e == partner {
+				return []*boardEntry{partner}
+			}
+		}
+		// Not proposable now (backoff, or a private choice): wait, then
+		// fall back.
+	}
+	if time.Since(w.since) < planGrace {
+		s.wakeAfter(planGrace - time.Since(w.since))
+		return nil
+	}
+	shuffle(others)
+	return others
+}
+
+// planPartner computes the class plan: a maximum matching of the open
+// offers in b's slot class as this node sees them (b included; offers
+// naming a peer in `with` left out), built the same way on every node so
+// that nodes seeing the same board agree on it. Members are ordered by
+// owner peer ID (then booking ID); "desk" requests pair with each other
+// in that order, "moving" ones likewise, an odd one out of each takes the
+// first free "anything", and the remaining "anything" requests pair in
+// order. No other pairing of the class matches more bookings. It returns
+// the offer planned as b's partner, or nil.
+func planPartner(self peer.ID, b *Booking, class []*boardEntry) *boardEntry {
+	type member struct {
+		owner   peer.ID
+		booking string
+		act     Activity
+		e       *boardEntry // nil for b itself
+	}
+	byOwner := map[peer.ID]member{}
+	for _, e := range class {
+		if len(e.offer.GetWith()) > 0 || e.owner == self {
+			continue
+		}
+		m := member{e.owner, e.offer.GetBookingId(), activityFromPB(e.offer.GetActivity()), e}
+		// One offer per owner (a node holds one live booking per slot);
+		// should a stale one linger, the newest counts.
+		if old, ok := byOwner[e.owner]; !ok || old.e.seq < e.seq {
+			byOwner[e.owner] = m
+		}
+	}
+	byOwner[self] = member{self, b.ID, b.Activity, nil}
+	var desk, moving, anything []member
+	for _, m := range byOwner {
+		switch m.act {
+		case ActivityDesk:
+			desk = append(desk, m)
+		case ActivityMoving:
+			moving = append(moving, m)
+		default:
+			anything = append(anything, m)
+		}
+	}
+	for _, ms := range [][]member{desk, moving, anything} {
+		sort.Slice(ms, func(i, j int) bool {
+			if ms[i].owner != ms[j].owner {
+				return ms[i].owner < ms[j].owner
+			}
+			return ms[i].booking < ms[j].booking
+		})
+	}
+	var pairs [][2]member
+	pairUp := func(ms []member) []member {
+		for len(ms) >= 2 {
+			pairs = append(pairs, [2]member{ms[0], ms[1]})
+			ms = ms[2:]
+		}
+		return ms
+	}
+	restD, restM := pairUp(desk), pairUp(moving)
+	for _, odd := range [][]member{restD, restM} {
+		if len(odd) == 1 && len(anything) > 0 {
+			pairs = append(pairs, [2]member{odd[0], anything[0]})
+			anything = anything[1:]
+		}
+	}
+	pairUp(anything)
+	for _, p := range pairs {
+		switch {
+		case p[0].e == nil:
+			return p[1].e
+		case p[1].e == nil:
+			return p[0].e
+		}
+	}
+	return nil
 }
 
 func (s *Service) heldLocked(id string, now time.Time) bool {
@@ -160,6 +334,33 @@ func (s *Service) setBackoff(k boardKey, d time.Duration) {
 	s.mu.Lock()
 	s.backoff[k] = s.now().Add(d)
 	s.mu.Unlock()
+	s.wakeAfter(d)
+}
+
+// wakeAfter runs the matcher again after d (a backoff or a grace period
+// ends), rather than at the next tick. One timer serves all: it is set
+// for the earliest time asked for.
+func (s *Service) wakeAfter(d time.Duration) {
+	if d <= 0 || d > s.cfg.MatchInterval {
+		return // the tick comes first
+	}
+	at := time.Now().Add(d)
+	s.wakeMu.Lock()
+	defer s.wakeMu.Unlock()
+	if s.wakeTimer != nil && !s.wakeAt.IsZero() && !at.Before(s.wakeAt) {
+		return
+	}
+	s.wakeAt = at
+	if s.wakeTimer == nil {
+		s.wakeTimer = time.AfterFunc(d, func() {
+			s.wakeMu.Lock()
+			s.wakeAt = time.Time{}
+			s.wakeMu.Unlock()
+			s.wake()
+		})
+		return
+	}
+	s.wakeTimer.Reset(d)
 }
 
 // propose runs the proposer's side: Propose -> Accept -> persist -> Confirm
@@ -217,10 +418,12 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 	}
 	acc := reply.GetAccept()
 	if acc == nil {
-		// Busy peers are usually settling another proposal: retry soon.
+		// A busy peer is settling another proposal, which takes a round
+		// trip and a write: by the time we come back it has either matched
+		// (and withdrawn the offer) or is free again.
 		d := time.Minute
 		if reply.GetReject().GetReason() == reasonBusy {
-			d = time.Duration(100+rand.IntN(400)) * time.Millisecond
+			d = busyBackoff + time.Duration(rand.Int64N(int64(busyBackoff)))
 		}
 		s.setBackoff(key, d)
 		return false

@@ -89,6 +89,15 @@ type Service struct {
 	backoff  map[boardKey]time.Time // offers not to propose to again before
 	// announced is when each open offer was last announced (real time).
 	announced map[string]time.Time
+	// proposing marks bookings with a round of proposals under way (a
+	// goroutine started by matchOnce); plans holds what each booking
+	// waits for in the class plan.
+	proposing map[string]bool
+	plans     map[string]planWait
+
+	wakeMu    sync.Mutex
+	wakeTimer *time.Timer // wakes the matcher when a backoff or grace ends
+	wakeAt    time.Time
 
 	seqMu   sync.Mutex
 	lastSeq uint64
@@ -141,8 +150,8 @@ func New(cfg Config) (*Service, error) {
 		kick:     make(chan struct{}, 1),
 		bookings: map[string]*Booking{}, people: map[peer.ID]Person{},
 		holds: map[string]hold{}, inflight: map[string]bool{}, backoff: map[boardKey]time.Time{},
-		announced: map[string]time.Time{},
-		name:      cfg.Name,
+		announced: map[string]time.Time{}, proposing: map[string]bool{}, plans: map[string]planWait{},
+		name: cfg.Name,
 	}
 	if s.key == nil {
 		return nil, errors.New("matchmaking: host has no private key")
@@ -199,6 +208,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.goRun(func() { s.watchPeers(ctx, peerEvents) })
 	s.goRun(func() { s.announceLoop(ctx) })
 	s.goRun(func() { s.matchLoop(ctx) })
+	s.goRun(func() { s.reconcileLoop(ctx) })
 	s.goRun(func() { s.syncLoop(ctx) })
 	return nil
 }
@@ -220,6 +230,11 @@ func (s *Service) Close() {
 	s.h.RemoveStreamHandler(BoardProtocol)
 	s.cancel()
 	s.wg.Wait()
+	s.wakeMu.Lock()
+	if s.wakeTimer != nil {
+		s.wakeTimer.Stop()
+	}
+	s.wakeMu.Unlock()
 	if s.topic != nil {
 		s.topic.Close()
 	}
@@ -648,17 +663,13 @@ func (s *Service) validateGossip(ctx context.Context, from peer.ID, msg *pubsub.
 	if !s.limit.allow(author, now) {
 		return pubsub.ValidationIgnore
 	}
-	o, owner, err := openOffer(msg.GetData(), now)
+	o, err := openGossipOffer(msg.GetData(), now, author)
 	if err != nil {
 		var stale errStale
 		if errors.As(err, &stale) {
 			return pubsub.ValidationIgnore
 		}
 		s.log.Debug("rejecting offer", "from", author, "err", err)
-		return pubsub.ValidationReject
-	}
-	if owner != author {
-		// Offers travel by gossip from their owner only; relays use sync.
 		return pubsub.ValidationReject
 	}
 	msg.ValidatorData = o

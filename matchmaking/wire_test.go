@@ -76,11 +76,29 @@ func TestOpenOfferChecksEverything(t *testing.T) {
 		"bad addr":      mutate(func(o *pb.Offer) { o.Addrs = [][]byte{{0xff, 0xff}} }),
 		"bad with":      mutate(func(o *pb.Offer) { o.With = []byte{1, 2, 3} }),
 	}
+	// Gossip skips the envelope signature (gossipsub checked the author's)
+	// but checks everything else, and that the author is the owner.
+	gossip := func(data []byte, now time.Time) error {
+		_, err := openGossipOffer(data, now, id)
+		return err
+	}
+	if err := gossip(good, now); err != nil {
+		t.Fatalf("valid gossip offer: %v", err)
+	}
+	_, otherID := mustKey(t)
+	if _, err := openGossipOffer(good, now, otherID); err == nil {
+		t.Errorf("an offer relayed on gossip by someone else than its owner was accepted")
+	}
 	for name, data := range bad {
 		if _, _, err := openOffer(data, now); err == nil {
 			t.Errorf("%s: accepted", name)
 		} else if errors.As(err, new(errStale)) {
 			t.Errorf("%s: classed as stale, want rejected: %v", name, err)
+		}
+		if err := gossip(data, now); err == nil {
+			t.Errorf("%s: accepted on gossip", name)
+		} else if errors.As(err, new(errStale)) {
+			t.Errorf("%s: classed as stale on gossip, want rejected: %v", name, err)
 		}
 	}
 	stale := map[string][]byte{
@@ -90,6 +108,9 @@ func TestOpenOfferChecksEverything(t *testing.T) {
 	for name, data := range stale {
 		if _, _, err := openOffer(data, now); !errors.As(err, new(errStale)) {
 			t.Errorf("%s: err = %v, want stale", name, err)
+		}
+		if err := gossip(data, now); !errors.As(err, new(errStale)) {
+			t.Errorf("%s: err = %v on gossip, want stale", name, err)
 		}
 	}
 }
@@ -202,6 +223,9 @@ func FuzzOpenOffer(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte("garbage"))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		if g, err := openGossipOffer(data, now, id); err == nil && (peer.ID(g.GetOwner()) != id || checkOffer(g, now) != nil) {
+			t.Fatalf("gossip accepted an offer that fails its own checks: %v", g)
+		}
 		o, owner, err := openOffer(data, now)
 		if err != nil {
 			return

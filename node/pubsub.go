@@ -11,5 +11,12 @@ func PubSubOptions() []pubsub.Option {
 		// publishes to nobody (go-libp2p-pubsub #331).
 		pubsub.WithFloodPublish(true),
 		pubsub.WithPeerExchange(true),
+		// The default queues (32) overflow when many offers arrive at once
+		// (everyone booking the same hour): gossipsub then drops offers
+		// ("validation queue full") that only a later re-announcement or
+		// board sync repairs. Measured with the matchmaking storm
+		// benchmark and `tandem bench swarm`.
+		pubsub.WithValidateQueueSize(1024),
+		pubsub.WithPeerOutboundQueueSize(128),
 	}
 }
