@@ -23,6 +23,9 @@ import (
 //	PUT /api/v1/settings      booking, sounds, notifications, auto rematch)
 //	GET /api/v1/reachability  can other peers dial us: public, private,
 //	                          relayed, and why nobody may show up
+//	GET /api/v1/discovery     what discovery tried and with what result
+//	                          (bootstrap and direct peers, mDNS, DHT
+//	                          rendezvous) and the addresses to share
 
 // settingsKey is where the UI settings live in the node's store.
 const settingsKey = "ui/settings"
@@ -164,5 +167,8 @@ func (n *Node) uiAPI(api *http.ServeMux) {
 	api.HandleFunc("PUT /api/v1/settings", n.putUISettings)
 	api.HandleFunc("GET /api/v1/reachability", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, n.reachability(r.Context()))
+	})
+	api.HandleFunc("GET /api/v1/discovery", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, n.disc.status())
 	})
 }

@@ -1,7 +1,8 @@
 // Calendar (home): this week on the quarter-hour grid, from today, in the
 // browser's time zone. It shows the user's bookings, how many peers have an
 // open offer in each slot, the "Focus now" button, and the booking and
-// cancel dialogs.
+// cancel dialogs. With no peer connected and nobody's offers on the board
+// (a first run) it explains why, and what to do, above the grid.
 import { get, post, on, clock, debounce } from "../api.js";
 import {
   h, $, showError, fmtTime, fmtHour, fmtWeekday, fmtDate, fmtLongDay, fmtWhen, fmtIn, startOfDay, addDays,
@@ -18,7 +19,7 @@ const LIVE = new Set(["searching", "matched"]);
 const ROOM_PHASES = new Set(["lobby", "focus", "warning", "checkin"]);
 
 export function mount(el) {
-  const st = { bookings: [], offers: [], sessions: [], people: [], over: new Map(), days: [], selectedDay: 0, scrolled: false };
+  const st = { bookings: [], offers: [], sessions: [], people: [], over: new Map(), days: [], selectedDay: 0, scrolled: false, alone: "" };
   const stop = [];
 
   // ---- layout ----
@@ -26,6 +27,7 @@ export function mount(el) {
   const nowBtn = h("button", { class: "primary big", id: "focus-now", type: "button", onclick: focusNow }, "Focus now");
   const nowInfo = h("p", { class: "muted small", id: "focus-now-info" });
   const searching = h("div", { class: "searching", id: "searching", "aria-live": "polite" });
+  const empty = h("section", { class: "empty-state", id: "empty-state", "aria-labelledby": "empty-title", hidden: true });
   const upcoming = h("ul", { class: "upcoming-list", id: "upcoming-list" });
   const dayHeads = h("div", { class: "cal-header" }, h("div", { class: "cal-corner" }));
   const body = h("div", { class: "cal-body", role: "group", "aria-label": "Quarter-hour slots this week. Arrow keys move, Enter books." });
@@ -39,6 +41,7 @@ export function mount(el) {
       h("div", { class: "focus-now-box" }, nowBtn, nowInfo)),
     err,
     searching,
+    empty,
     h("div", { class: "cal-layout" },
       h("section", { class: "cal", "aria-label": "Week calendar" }, dayHeads, scroller),
       h("aside", { class: "upcoming" },
@@ -138,8 +141,8 @@ export function mount(el) {
       const from = st.days[0];
       const to = addDays(st.days[0], DAYS);
       const q = `?from=${encodeURIComponent(from.toISOString())}&to=${encodeURIComponent(to.toISOString())}`;
-      const [bookings, offers, nowOffers, sessions, people, history] = await Promise.all([
-        get("/bookings"), get("/slots" + q), get("/slots"), get("/sessions"), get("/people"), get("/history"),
+      const [bookings, offers, nowOffers, sessions, people, history, status] = await Promise.all([
+        get("/bookings"), get("/slots" + q), get("/slots"), get("/sessions"), get("/people"), get("/history"), get("/status"),
       ]);
       // A booking whose session is over (someone left early, or both
       // checked in) stays "matched" until its end: the history knows.
@@ -151,12 +154,15 @@ export function mount(el) {
       st.people = people;
       showError(err, null);
       paint();
+      // Alone: no peer and nobody's offers (the demo always has peers).
+      const alone = status.connected_peers === 0 && !status.demo && offers.length === 0 && nowOffers.length === 0;
+      await paintEmpty(alone);
     } catch (e) {
       showError(err, e);
     }
   }
   const reload = debounce(load, 150);
-  for (const t of ["booking", "board", "session"]) stop.push(on(t, reload));
+  for (const t of ["booking", "board", "session", "peer-connected", "peer-disconnected"]) stop.push(on(t, reload));
   // Repaint (past slots, the now line) every 30 s of the node's clock.
   const tick = setInterval(paint, Math.max(1000, (30 * 1000) / clock.rate()));
   stop.push(() => clearInterval(tick));
@@ -182,6 +188,87 @@ export function mount(el) {
       st.scrolled = true;
       scrollToNow(now);
     }
+  }
+
+  // paintEmpty shows (or hides) the first-run explanation: why nothing is
+  // here, and the ways to find peers, from what the node's discovery does.
+  async function paintEmpty(alone) {
+    if (!alone) {
+      st.alone = "";
+      empty.hidden = true;
+      empty.replaceChildren();
+      return;
+    }
+    let d;
+    try {
+      d = await get("/discovery");
+    } catch {
+      d = { mdns: false, local_only: false, share_addrs: [], bootstrap: [], static: [], rendezvous: {} };
+    }
+    // Repaint only when something shown changed (keeps focus on Copy).
+    const key = JSON.stringify([d.local_only, d.mdns, d.mdns_error, d.public_dht, d.start_dials_done, d.share_addrs,
+      d.bootstrap.map((b) => b.state), d.static.map((b) => b.state)]);
+    if (key === st.alone && !empty.hidden) return;
+    st.alone = key;
+    const code = (text) => h("code", {}, text);
+    const why = [
+      "Your node is running, but it is not connected to any other Tandem node yet. ",
+      "That is why no one's open times show up here, and why Focus now would find nobody.",
+    ];
+    const tried = d.bootstrap.length + d.static.length;
+    const reached = [...d.bootstrap, ...d.static].filter((b) => b.state === "reached").length;
+    if (d.local_only) {
+      why.push(" It runs local only (no bootstrap peers, no search on your network): only peers you add, or who add you, can connect.");
+    } else if (d.public_dht && !d.start_dials_done) {
+      why.push(" It is looking for other Tandem users on the internet; give it a minute or two.");
+    } else if (tried > 0 && d.start_dials_done && reached === 0) {
+      why.push(` It tried ${tried} ${tried === 1 ? "peer" : "peers"} it was given and reached none (see `,
+        h("a", { href: "#/network" }, "Network"), ").");
+    }
+
+    const lan = d.mdns_error
+      ? [h("strong", {}, "Finding people on your network could not start"), `: ${d.mdns_error}.`]
+      : d.mdns
+        ? [h("strong", {}, "People on the same network"), " (same Wi-Fi or office) appear here by themselves: keep this page open."]
+        : [h("strong", {}, "Finding people on your network (LAN) is off"), " (", code("--no-mdns"), " or ", code("mdns = false"),
+          "). Start without it and people on the same Wi-Fi or office appear by themselves."];
+
+    const addr = d.share_addrs[0];
+    const addrEl = h("code", { id: "my-addr", class: "wrap" }, addr || "");
+    const copy = h("button", { type: "button", class: "small-btn", id: "copy-addr" }, "Copy");
+    copy.addEventListener("click", async () => {
+      try {
+        await navigator.clipboard.writeText(addr);
+        toast("Address copied.");
+      } catch {
+        getSelection().selectAllChildren(addrEl);
+        toast("Could not copy: the address is selected, copy it by hand.", "warn");
+      }
+    });
+    const local = addr && /^\/(ip4\/127\.|ip6\/::1\/)/.test(addr);
+    const share = addr
+      ? [h("strong", {}, "Or let a friend add you"), ": send them your address.",
+        h("span", { class: "addr-box" }, addrEl, copy),
+        h("span", { class: "muted small" }, local
+          ? "This address works only on this computer: your node listens on loopback only (see --listen). "
+          : "", d.share_addrs.length > 1 ? ["Your other addresses are on the ", h("a", { href: "#/network" }, "Network"), " screen."] : "")]
+      : [h("strong", {}, "Your node has no address to share"), " (it listens nowhere: see ", code("--listen"), ")."];
+
+    empty.replaceChildren(
+      h("h2", { id: "empty-title" }, "Nobody here yet"),
+      h("p", { id: "empty-why" }, ...why),
+      h("ul", { class: "empty-steps" },
+        h("li", { id: "empty-lan" }, ...lan),
+        h("li", { id: "empty-bootstrap" }, h("strong", {}, "Join a group"), " through a bootstrap peer, an always-on node your group shares: ",
+          code("tandem up --bootstrap MULTIADDR"), ", or ", code('bootstrap = ["MULTIADDR"]'), " in config.toml."),
+        h("li", { id: "empty-peer" }, h("strong", {}, "Add a friend directly"), ": ", code("tandem up --peer MULTIADDR"),
+          ", or ", code('peers = ["MULTIADDR"]'), " in config.toml."),
+        h("li", { id: "empty-share" }, ...share),
+        h("li", { id: "empty-demo" }, h("strong", {}, "Just want to see how it works?"), " Try the demo: ",
+          code("go run ./cmd/tandem demo"), ". Pretend partners on your own computer; nothing leaves it.")),
+      h("p", { class: "muted small" }, "This goes away as soon as a peer connects. What your node tried is on the ",
+        h("a", { href: "#/network" }, "Network"), " screen."));
+    empty.hidden = false;
   }
 
   function paintSearching(now) {
