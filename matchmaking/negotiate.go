@@ -2,6 +2,7 @@ package matchmaking
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"context"
 	"fmt"
 	"io"
@@ -250,7 +251,9 @@ func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 // offers in b's slot class as this node sees them (b included; offers
 // naming a peer in `with` left out), built the same way on every node so
 // that nodes seeing the same board agree on it. Members are ordered by
-// owner peer ID (then booking ID); "desk" requests pair with each other
+// planKey, a hash of owner and booking ID: every node computes the same
+// order, yet it is a fresh random order for every new booking, so who
+// meets whom stays random. "desk" requests pair with each other
 // in that order, "moving" ones likewise, an odd one out of each takes the
 // first free "anything", and the remaining "anything" requests pair in
 // order. No other pairing of the class matches more bookings. It returns
@@ -287,12 +290,7 @@ func planPartner(self peer.ID, b *Booking, class []*boardEntry) *boardEntry {
 		}
 	}
 	for _, ms := range [][]member{desk, moving, anything} {
-		sort.Slice(ms, func(i, j int) bool {
-			if ms[i].owner != ms[j].owner {
-				return ms[i].owner < ms[j].owner
-			}
-			return ms[i].booking < ms[j].booking
-		})
+		sort.Slice(ms, func(i, j int) bool { return planKey(ms[i].owner, ms[i].booking) < planKey(ms[j].owner, ms[j].booking) })
 	}
 	var pairs [][2]member
 	pairUp := func(ms []member) []member {
@@ -319,6 +317,14 @@ func planPartner(self peer.ID, b *Booking, class []*boardEntry) *boardEntry {
 		}
 	}
 	return nil
+}
+
+// planKey orders class members: SHA-256 of the owner's binary peer ID
+// followed by the booking ID. Booking IDs are random, so the order (and
+// the pairing) changes from one booking to the next.
+func planKey(owner peer.ID, booking string) string {
+	h := sha256.Sum256(append([]byte(owner), booking...))
+	return string(h[:])
 }
 
 func (s *Service) heldLocked(id string, now time.Time) bool {
