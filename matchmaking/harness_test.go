@@ -71,8 +71,10 @@ func (n *testNode) start() {
 	n.cancel = cancel
 	// The daemon's gossipsub options (node.PubSubOptions), which this
 	// package cannot import.
+	gp := pubsub.DefaultGossipSubParams()
+	gp.HeartbeatInterval, gp.HistoryLength = 300*time.Millisecond, 15
 	n.ps, err = pubsub.NewGossipSub(ctx, n.h, pubsub.WithFloodPublish(true), pubsub.WithPeerExchange(true),
-		pubsub.WithValidateQueueSize(1024), pubsub.WithPeerOutboundQueueSize(128))
+		pubsub.WithValidateQueueSize(1024), pubsub.WithPeerOutboundQueueSize(128), pubsub.WithGossipSubParams(gp))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,8 @@ package matchmaking
 
 import (
 	"bufio"
-	"crypto/sha256"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -105,8 +105,11 @@ func (s *Service) reconcileLoop(ctx context.Context) {
 }
 
 // planGrace is how long a booking waits for the partner the class plan
-// gives it (see planPartner) before it proposes to anyone compatible.
-const planGrace = time.Second
+// gives it (see planPartner) before it proposes to anyone compatible. It
+// covers a negotiation and the withdrawals that follow it, with room for
+// a loaded machine; a plan that went wrong (nodes saw different boards)
+// costs no more than this.
+const planGrace = 300 * time.Millisecond
 
 // maxTries bounds the proposals one booking makes in one round.
 const maxTries = 3
@@ -192,11 +195,20 @@ func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 	var favs, others []*boardEntry
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Offers we could not reach, or that their owner said are not
+	// available, are most likely gone (a node that went offline leaves its
+	// offers on boards until they expire): the plan leaves them out.
+	planned := class[:0:0]
+	for _, e := range class {
+		if bo, ok := s.backoff[boardKey{e.owner, e.offer.GetBookingId()}]; !ok || !bo.hard || !now.Before(bo.until) {
+			planned = append(planned, e)
+		}
+	}
 	for _, e := range class {
 		if e.owner <= self || !s.compatible(b, e.offer, e.owner) || !s.acceptablePeerLocked(e.owner, now) {
 			continue
 		}
-		if until, ok := s.backoff[boardKey{e.owner, e.offer.GetBookingId()}]; ok && now.Before(until) {
+		if bo, ok := s.backoff[boardKey{e.owner, e.offer.GetBookingId()}]; ok && now.Before(bo.until) {
 			continue
 		}
 		if s.people[e.owner].Favourite {
@@ -216,7 +228,7 @@ func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 	var want boardKey
 	var partner *boardEntry
 	if b.With == "" {
-		if partner = planPartner(self, b, class); partner != nil {
+		if partner = planPartner(self, b, planned); partner != nil {
 			want = boardKey{partner.owner, partner.offer.GetBookingId()}
 		}
 	}
@@ -336,9 +348,23 @@ func (s *Service) heldLocked(id string, now time.Time) bool {
 	return ok
 }
 
+// backoffEntry: do not propose to an offer again before until. hard
+// marks offers that failed for more than being busy (unreachable, not
+// available, not compatible).
+type backoffEntry struct {
+	until time.Time
+	hard  bool
+}
+
 func (s *Service) setBackoff(k boardKey, d time.Duration) {
 	s.mu.Lock()
-	s.backoff[k] = s.now().Add(d)
+	now := s.now()
+	for bk, bo := range s.backoff {
+		if now.After(bo.until) {
+			delete(s.backoff, bk)
+		}
+	}
+	s.backoff[k] = backoffEntry{until: now.Add(d), hard: d >= time.Second}
 	s.mu.Unlock()
 	s.wakeAfter(d)
 }

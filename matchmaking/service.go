@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -84,9 +85,9 @@ type Service struct {
 	bookings map[string]*Booking
 	people   map[peer.ID]Person
 	name     string
-	holds    map[string]hold        // own booking ID -> accepted incoming proposal
-	inflight map[string]bool        // own booking ID -> our proposal under way
-	backoff  map[boardKey]time.Time // offers not to propose to again before
+	holds    map[string]hold           // own booking ID -> accepted incoming proposal
+	inflight map[string]bool           // own booking ID -> our proposal under way
+	backoff  map[boardKey]backoffEntry // offers not to propose to again before
 	// announced is when each open offer was last announced (real time).
 	announced map[string]time.Time
 	// proposing marks bookings with a round of proposals under way (a
@@ -101,6 +102,9 @@ type Service struct {
 
 	seqMu   sync.Mutex
 	lastSeq uint64
+
+	lastPull  atomic.Pointer[time.Time] // when a board pull last completed
+	connected atomic.Bool               // some peer is on the offers topic
 
 	ctx    context.Context // the service's lifetime, set by Start
 	cancel context.CancelFunc
@@ -149,7 +153,7 @@ func New(cfg Config) (*Service, error) {
 		limit:    newRateLimiter(20, 2),
 		kick:     make(chan struct{}, 1),
 		bookings: map[string]*Booking{}, people: map[peer.ID]Person{},
-		holds: map[string]hold{}, inflight: map[string]bool{}, backoff: map[boardKey]time.Time{},
+		holds: map[string]hold{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{},
 		announced: map[string]time.Time{}, proposing: map[string]bool{}, plans: map[string]planWait{},
 		name: cfg.Name,
 	}
@@ -623,6 +627,21 @@ func (s *Service) announceLoop(ctx context.Context) {
 	})
 }
 
+// announceOpen announces every open offer at once.
+func (s *Service) announceOpen(ctx context.Context) {
+	var open []Booking
+	s.mu.Lock()
+	for _, b := range s.bookings {
+		if b.State == StateSearching {
+			open = append(open, *b)
+		}
+	}
+	s.mu.Unlock()
+	for _, b := range open {
+		s.announce(ctx, b)
+	}
+}
+
 // announceChecks is how many times per AnnounceInterval the announce loop
 // looks for offers that are due.
 const announceChecks = 8
@@ -711,8 +730,16 @@ func (s *Service) learnAddrs(o *pb.Offer, owner peer.ID) {
 	}
 }
 
+// joinPullGap: a peer joining the topic is not pulled from when a board
+// pull completed this recently. A node that has a fresh board gains
+// nothing from another copy, and every connection made to negotiate a
+// match would otherwise cost both sides a full board (hundreds of records
+// in a busy swarm).
+const joinPullGap = 10 * time.Second
+
 // watchPeers syncs the board with every peer that joins the offers topic
-// and re-checks any match held with it. Waiting for the topic join, not
+// (unless a pull completed in the last joinPullGap) and re-checks any
+// match held with it. Waiting for the topic join, not
 // just the connection, closes the gap where an offer published before the
 // peer's subscription was known would reach nobody until the next
 // re-announcement.
@@ -724,10 +751,21 @@ func (s *Service) watchPeers(ctx context.Context, events *pubsub.TopicEventHandl
 			return
 		}
 		if ev.Type != pubsub.PeerJoin {
+			if len(s.topic.ListPeers()) == 0 {
+				s.connected.Store(false)
+			}
 			continue
 		}
+		if !s.connected.Swap(true) {
+			// The first topic peer after a start (or after losing every
+			// peer): announce the open offers now rather than at the next
+			// re-announcement, since gossip reached nobody until now.
+			s.goRun(func() { s.announceOpen(ctx) })
+		}
 		s.goRun(func() {
-			s.syncBoard(ctx, ev.Peer)
+			if last := s.lastPull.Load(); last == nil || time.Since(*last) >= joinPullGap {
+				s.syncBoard(ctx, ev.Peer)
+			}
 			s.reconcile(ctx, ev.Peer, true)
 		})
 	}

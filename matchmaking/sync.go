@@ -38,6 +38,8 @@ func (s *Service) syncBoard(ctx context.Context, p peer.ID) {
 		return
 	}
 	s.mergeBoard(resp.GetEnvelopes(), p)
+	now := time.Now()
+	s.lastPull.Store(&now)
 }
 
 // syncLoop pulls the board from one random topic peer now and then. Gossip

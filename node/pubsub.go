@@ -1,6 +1,10 @@
 package node
 
-import pubsub "github.com/libp2p/go-libp2p-pubsub"
+import (
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+)
 
 // PubSubOptions are the gossipsub options every Tandem node runs with. The
 // swarm benchmark (node/bench) builds its nodes with them too, so what it
@@ -18,5 +22,20 @@ func PubSubOptions() []pubsub.Option {
 		// benchmark and `tandem bench swarm`.
 		pubsub.WithValidateQueueSize(1024),
 		pubsub.WithPeerOutboundQueueSize(128),
+		pubsub.WithGossipSubParams(gossipParams()),
 	}
+}
+
+// gossipParams are gossipsub's defaults with a 300 ms heartbeat instead of
+// 1 s. A node that has just (re)started has no mesh until its first
+// heartbeat after connecting, and until then offers reach it only from
+// directly connected publishers; the shorter heartbeat shrinks that blind
+// spot threefold (offer propagation p95 at 100 nodes: 160-680 ms with
+// 1 s, 50-160 ms with 300 ms). The message cache keeps its 4.5 s of
+// history (15 heartbeats); gossip still advertises the last 3 heartbeats.
+func gossipParams() pubsub.GossipSubParams {
+	p := pubsub.DefaultGossipSubParams()
+	p.HeartbeatInterval = 300 * time.Millisecond
+	p.HistoryLength = 15
+	return p
 }

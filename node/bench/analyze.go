@@ -16,7 +16,8 @@ type nodeState struct {
 	final    map[string]matchmaking.Booking // by booking ID
 	bookings []bookingEvent
 	offers   []offerEvent
-	online   []span
+	online   []span // the node was running
+	ready    []span // ... and had a gossip mesh (could receive offers)
 }
 
 type bkey struct {
@@ -262,9 +263,12 @@ func episode(n nodeState, id, partnerBooking string, end time.Time) (openedAt, m
 
 // propagation measures, for every offer record a node published, the time
 // until it (or a newer record of the same booking) was on the board of
-// every other node that was online when it was published and stayed
-// online until it arrived. A record that some such node never got, while
-// it stayed online to the end, is incomplete.
+// every other node that was ready (running, with a gossip mesh) when it
+// was published and stayed so until it arrived. A record that some such
+// node never got, while it stayed ready to the end, is incomplete. A node
+// that has just (re)started counts from when its mesh formed: until then
+// nothing can reach it, and what it missed comes with its first board
+// pull.
 func propagation(nodes []nodeState, from, end time.Time) (samples []time.Duration, incomplete, open, withdrawn int) {
 	type okey struct {
 		owner peer.ID
@@ -298,7 +302,7 @@ func propagation(nodes []nodeState, from, end time.Time) (samples []time.Duratio
 			var last time.Duration
 			complete := true
 			for t := range nodes {
-				if t == o || !onlineAt(nodes[t].online, e.at) {
+				if t == o || !onlineAt(nodes[t].ready, e.at) {
 					continue
 				}
 				var got time.Time
@@ -309,9 +313,9 @@ func propagation(nodes []nodeState, from, end time.Time) (samples []time.Duratio
 					}
 				}
 				switch {
-				case !got.IsZero() && onlineThroughout(nodes[t].online, e.at, got):
+				case !got.IsZero() && onlineThroughout(nodes[t].ready, e.at, got):
 					last = max(last, got.Sub(e.at))
-				case got.IsZero() && onlineThroughout(nodes[t].online, e.at, end):
+				case got.IsZero() && onlineThroughout(nodes[t].ready, e.at, end):
 					complete = false
 				}
 			}

@@ -24,10 +24,11 @@ type gossipCounter struct {
 	dropped, undeliverable    atomic.Int64
 	mu                        sync.Mutex
 	mesh                      map[string]map[peer.ID]bool
+	rejects                   map[string]int64 // by reason
 }
 
 func newGossipCounter() *gossipCounter {
-	return &gossipCounter{mesh: map[string]map[peer.ID]bool{}}
+	return &gossipCounter{mesh: map[string]map[peer.ID]bool{}, rejects: map[string]int64{}}
 }
 
 var _ pubsub.RawTracer = (*gossipCounter)(nil)

@@ -48,7 +48,7 @@ func debugPropagation(w io.Writer, nodes []nodeState, from, end time.Time) {
 			}
 			r := rec{owner: o, last: -1, at: e.at, wd: e.e.Withdrawn, ownerUp: upFor(n, e.at)}
 			for t := range nodes {
-				if t == o || !onlineAt(nodes[t].online, e.at) {
+				if t == o || !onlineAt(nodes[t].ready, e.at) {
 					continue
 				}
 				r.targets++
@@ -137,10 +137,52 @@ func debugMatches(w io.Writer, nodes []nodeState, pairs map[bkey]bkey, from, end
 			total.Truncate(100*time.Microsecond), t0.Sub(from).Seconds(), rel(a0), rel(b0), pk.node, rel(saw), rel(pm), qk.node, rel(qm), rel(a1), rel(b1))})
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].total > rows[j].total })
+	if len(rows) > 0 {
+		r := rows[0]
+		for _, k := range []bkey{r.a, r.b} {
+			n := nodes[k.node]
+			fmt.Fprintf(w, "  node %d (%s) online %v\n", k.node, n.id.String()[46:], spansRel(n.online, from))
+			for _, e := range n.bookings {
+				if e.b.ID == k.id {
+					fmt.Fprintf(w, "    %+.3fs booking %s %s partner=%.6s confirmed=%v\n", e.at.Sub(from).Seconds(), k.id[:6], e.b.State, e.b.PartnerBooking, e.b.Confirmed)
+				}
+			}
+			other := r.b
+			if k == r.b {
+				other = r.a
+			}
+			for _, e := range n.offers {
+				if e.e.BookingID == other.id || e.e.BookingID == k.id {
+					fmt.Fprintf(w, "    %+.3fs offer %.6s seq %d withdrawn=%v %s\n", e.at.Sub(from).Seconds(), e.e.BookingID, e.e.Seq%1000000, e.e.Withdrawn, e.e.Source)
+				}
+			}
+		}
+	}
 	fmt.Fprintf(w, "time to match, slowest and median of %d pairs:\n", len(rows))
 	for i, r := range rows {
 		if i < 10 || i == len(rows)/2 {
 			fmt.Fprintln(w, "  "+r.line)
 		}
 	}
+}
+
+// debugGossip prints what gossipsub rejected or dropped, summed over nodes.
+func debugGossip(w io.Writer, nodes []*swarmNode) {
+	sum := map[string]int64{}
+	for _, n := range nodes {
+		n.gossip.mu.Lock()
+		for k, v := range n.gossip.rejects {
+			sum[k] += v
+		}
+		n.gossip.mu.Unlock()
+	}
+	fmt.Fprintf(w, "gossipsub rejects and drops: %v\n", sum)
+}
+
+func spansRel(ss []span, from time.Time) string {
+	var b []string
+	for _, s := range ss {
+		b = append(b, fmt.Sprintf("[%.2f, %.2f)", s.from.Sub(from).Seconds(), s.to.Sub(from).Seconds()))
+	}
+	return fmt.Sprint(b)
 }

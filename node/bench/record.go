@@ -14,6 +14,9 @@ type nodeLog struct {
 	bookings []bookingEvent
 	offers   []offerEvent
 	online   []span // closed spans, and the open one with a zero end
+	// ready are the online spans from the moment the node had a gossip
+	// mesh again (it can receive offers), for offer propagation.
+	ready []span
 }
 
 type bookingEvent struct {
@@ -47,30 +50,43 @@ func (l *nodeLog) up(at time.Time) {
 	l.mu.Unlock()
 }
 
+// meshed marks the node ready from at, within its current online span.
+func (l *nodeLog) meshed(at time.Time) {
+	l.mu.Lock()
+	l.ready = append(l.ready, span{from: at})
+	l.mu.Unlock()
+}
+
 func (l *nodeLog) down(at time.Time) {
 	l.mu.Lock()
-	if k := len(l.online); k > 0 && l.online[k-1].to.IsZero() {
-		l.online[k-1].to = at
+	for _, ss := range []*[]span{&l.online, &l.ready} {
+		if k := len(*ss); k > 0 && (*ss)[k-1].to.IsZero() {
+			(*ss)[k-1].to = at
+		}
 	}
 	l.mu.Unlock()
 }
 
 // snapshot copies the logs (the offer log only when asked), closing
 // open spans at end.
-func (l *nodeLog) snapshot(end time.Time, withOffers bool) (bookings []bookingEvent, offers []offerEvent, online []span) {
+func (l *nodeLog) snapshot(end time.Time, withOffers bool) (bookings []bookingEvent, offers []offerEvent, online, ready []span) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	bookings = append([]bookingEvent(nil), l.bookings...)
 	if withOffers {
 		offers = append([]offerEvent(nil), l.offers...)
 	}
-	for _, s := range l.online {
-		if s.to.IsZero() || s.to.After(end) {
-			s.to = end
+	closeAt := func(ss []span) []span {
+		var out []span
+		for _, s := range ss {
+			if s.to.IsZero() || s.to.After(end) {
+				s.to = end
+			}
+			out = append(out, s)
 		}
-		online = append(online, s)
+		return out
 	}
-	return bookings, offers, online
+	return bookings, offers, closeAt(l.online), closeAt(l.ready)
 }
 
 // onlineThroughout reports whether the spans cover [from, to].

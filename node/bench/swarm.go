@@ -61,6 +61,11 @@ type SwarmResult struct {
 	DurationS   float64 `json:"workload_s"`
 	SettleS     float64 `json:"settle_s"`
 	Connections float64 `json:"connections_per_node"`
+	// ConnectionsEnd is the connections per node at the end; NewConns the
+	// connections opened per node per minute during the run (each counted
+	// at both ends).
+	ConnectionsEnd float64 `json:"connections_per_node_at_end"`
+	NewConns       float64 `json:"connections_opened_per_node_per_min"`
 
 	Requests        int `json:"requests"`
 	RequestsNow     int `json:"requests_now"`
@@ -199,6 +204,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	res.CPUSetupS = cpu1.sub(cpu0).total().Seconds()
 	s.quiesceMeters(ctx)
 	g0, b0, st0 := s.counters()
+	c0 := s.conns()
 	bp0 := s.bytesByProtocol()
 	var peakRSS atomic.Int64
 	sample := func() {
@@ -241,6 +247,14 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	cpu2 := cpuNow().sub(cpu1)
 	res.CPUUserS, res.CPUSysS = cpu2.User.Seconds(), cpu2.Sys.Seconds()
 	g1, b1, st1 := s.counters()
+	res.NewConns = float64(s.conns()-c0) / float64(cfg.Nodes) / time.Since(start).Minutes()
+	for _, n := range s.nodes {
+		n.mu.Lock()
+		if n.online {
+			res.ConnectionsEnd += float64(len(n.h.Network().Peers())) / float64(cfg.Nodes)
+		}
+		n.mu.Unlock()
+	}
 	bp1 := s.bytesByProtocol()
 	sample()
 	res.RSSPeakMiB = mib(peakRSS.Load())
@@ -275,6 +289,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	if w := debugOut(); w != nil {
 		debugPropagation(w, st, start, end)
 		debugMatches(w, st, chk.pairs, start, end)
+		debugGossip(w, s.nodes)
 	}
 	res.Propagation, res.PropagationIncomplete = distOf(prop), incomplete
 	res.OffersPublished, res.WithdrawalsPublished = open, withdrawn
@@ -318,6 +333,15 @@ func traffic(g gossipCounts, bytesOut int64, st0, st1 map[protocol.ID]int64, byP
 		}
 	}
 	return t
+}
+
+// conns sums the connections the nodes opened.
+func (s *swarm) conns() int64 {
+	var c int64
+	for _, n := range s.nodes {
+		c += n.dials.Load()
+	}
+	return c
 }
 
 // counters sums the nodes' gossip, bandwidth and stream counters.
@@ -387,6 +411,7 @@ func (s *swarm) startAll(ctx context.Context, dir string) error {
 			err := n.start()
 			if err == nil {
 				n.rec.up(n.upSince)
+				n.rec.meshed(n.upSince) // the workload starts once every mesh is formed
 			}
 			n.mu.Unlock()
 			if err != nil {
@@ -569,6 +594,11 @@ func (s *swarm) do(ctx context.Context, ev planEvent) {
 		}
 		n.rec.up(n.upSince)
 		n.dialBootstrap(ctx)
+		// For offer propagation the node counts from when it is part of
+		// the swarm again: connected, with a gossip mesh for the offers
+		// topic. Before that nothing can reach it.
+		pollUntil(ctx, 5*time.Second, func() bool { return n.gossip.meshSize(matchmaking.OffersTopic) > 0 })
+		n.rec.meshed(time.Now())
 	case evBook:
 		if !n.online {
 			return
@@ -617,7 +647,7 @@ func (s *swarm) snapshot(end time.Time, offers bool) []nodeState {
 				st.final[b.ID] = b
 			}
 		}
-		st.bookings, st.offers, st.online = n.rec.snapshot(end, offers)
+		st.bookings, st.offers, st.online, st.ready = n.rec.snapshot(end, offers)
 		if len(st.final) == 0 {
 			for _, e := range st.bookings {
 				st.final[e.b.ID] = e.b
@@ -678,7 +708,7 @@ func (r *SwarmResult) Table(w io.Writer) {
 	d := func(x Dist) string { return fmt.Sprintf("%s / %s / %s ms", fmtMS(x.P50), fmtMS(x.P95), fmtMS(x.P99)) }
 	fmt.Fprintf(w, "Tandem swarm benchmark: %d nodes, seed %d, %d CPUs (load %s), workload %.0f s + settle %.1f s\n",
 		r.Nodes, r.Seed, r.CPUs, r.LoadAvg, r.DurationS, r.SettleS)
-	row("nodes", "%d (%.1f connections each)", r.Nodes, r.Connections)
+	row("nodes", "%d (%.1f connections each at the start, %.1f at the end; %.1f opened per minute)", r.Nodes, r.Connections, r.ConnectionsEnd, r.NewConns)
 	row("requests", "%d (%d focus-now), %d cancelled, %d refused; %d offline episodes",
 		r.Requests, r.RequestsNow, r.Cancelled, r.Refused, r.OfflineEpisodes)
 	row("offers published", "%d (+ %d withdrawals)", r.OffersPublished, r.WithdrawalsPublished)

@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/metrics"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
@@ -42,6 +43,7 @@ type swarmNode struct {
 	// Counters and recorders outlive restarts.
 	bw     *metrics.BandwidthCounter
 	rm     *streamCounter
+	dials  atomic.Int64 // connections opened (both directions), across restarts
 	gossip *gossipCounter
 	rec    *nodeLog
 
@@ -97,6 +99,7 @@ func (n *swarmNode) start(extra ...pubsub.Option) error {
 	if err != nil {
 		return fmt.Errorf("creating host: %w", err)
 	}
+	h.Network().Notify(&network.NotifyBundle{ConnectedF: func(network.Network, network.Conn) { n.dials.Add(1) }})
 	ctx, cancel := context.WithCancel(context.Background())
 	fail := func(err error) error {
 		cancel()
