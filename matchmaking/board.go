@@ -116,6 +116,13 @@ func (b *board) unindexLocked(k boardKey, e *boardEntry) {
 	}
 }
 
+// get returns the record of (owner, booking), or nil.
+func (b *board) get(owner peer.ID, booking string) *boardEntry {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.entries[boardKey{owner, booking}]
+}
+
 // has reports whether the board holds the record (owner, booking) at seq
 // or newer.
 func (b *board) has(owner peer.ID, booking string, seq uint64) bool {

@@ -1,6 +1,7 @@
 package matchmaking
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -70,4 +71,37 @@ func TestCrashDuringNegotiation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCancelWhileOffline: the partner of a match is offline when the user
+// cancels. The Cancel cannot be delivered, so it is kept as unsent; when
+// the partner comes back (on another port, not connected to anyone) it
+// re-checks its match at the address it kept, learns of the cancel and
+// searches again, and the canceller stops re-sending.
+func TestCancelWhileOffline(t *testing.T) {
+	a, b := newTestNode(t, nil), newTestNode(t, nil)
+	connect(t, a, b)
+	slot := nextSlot(5 * time.Hour)
+	ba := a.book(t, BookRequest{At: slot, DurationMin: 25})
+	bb := b.book(t, BookRequest{At: slot, DurationMin: 25})
+	waitFor(t, 15*time.Second, "matched", func() bool {
+		return a.booking(ba.ID).Confirmed && b.booking(bb.ID).Confirmed
+	})
+	if len(b.booking(bb.ID).PartnerAddrs) == 0 || len(a.booking(ba.ID).PartnerAddrs) == 0 {
+		t.Fatalf("no partner addresses kept: %v / %v", a.booking(ba.ID).PartnerAddrs, b.booking(bb.ID).PartnerAddrs)
+	}
+	b.stop()
+	c, err := a.svc.Cancel(context.Background(), ba.ID, "something came up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.CancelUnsent || !a.booking(ba.ID).CancelUnsent {
+		t.Fatalf("cancel to an offline partner not marked unsent: %+v", c)
+	}
+	b.start() // new port; nobody dials it
+	waitFor(t, 15*time.Second, "b learns of the cancel", func() bool {
+		return b.booking(bb.ID).State == StateSearching
+	})
+	waitFor(t, 15*time.Second, "a's cancel acknowledged", func() bool { return !a.booking(ba.ID).CancelUnsent })
+	checkInvariants(t, []*testNode{a, b})
 }

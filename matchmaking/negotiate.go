@@ -8,10 +8,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/encoding/protodelim"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
@@ -475,6 +477,7 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 	nb := *cur
 	nb.State, nb.Partner, nb.PartnerName, nb.PartnerBooking = StateMatched, e.owner.String(), partnerName, key.booking
 	nb.Start, nb.Confirmed, nb.Note = start, false, ""
+	nb.PartnerAddrs = s.partnerAddrs(e.owner, offerAddrs(e.offer))
 	if err := s.saveLocked(&nb); err != nil {
 		s.mu.Unlock()
 		s.log.Error("saving match", "err", err)
@@ -529,6 +532,7 @@ func (s *Service) settle(ctx context.Context, sent Booking, reply *pb.MatchMessa
 // is still ahead, else cancelled.
 func (s *Service) revertLocked(b *Booking, note string, now time.Time) {
 	b.Partner, b.PartnerName, b.PartnerBooking, b.Confirmed, b.Note = "", "", "", false, note
+	b.PartnerAddrs, b.CancelUnsent = nil, false
 	switch {
 	case b.Kind == KindNow:
 		b.State, b.Start = StateSearching, now.Truncate(time.Second)
@@ -540,9 +544,13 @@ func (s *Service) revertLocked(b *Booking, note string, now time.Time) {
 	s.saveLocked(b)
 }
 
-// reconcileAll re-confirms unconfirmed matches, and all matches when full.
+// reconcileAll re-confirms unconfirmed matches with connected partners,
+// and when full all matches, dialling partners that are not connected at
+// the addresses kept with the booking. It also re-sends Cancels the
+// partner has not acknowledged yet.
 func (s *Service) reconcileAll(ctx context.Context, full bool) {
 	peers := map[peer.ID]bool{}
+	now := s.now()
 	s.mu.Lock()
 	for _, b := range s.bookings {
 		if b.State == StateMatched && (full || !b.Confirmed) {
@@ -553,9 +561,133 @@ func (s *Service) reconcileAll(ctx context.Context, full bool) {
 	}
 	s.mu.Unlock()
 	for p := range peers {
-		if s.h.Network().Connectedness(p) == network.Connected {
+		if full || s.h.Network().Connectedness(p) == network.Connected {
 			s.reconcile(ctx, p, full)
 		}
+	}
+	s.resendCancels(ctx, now, false, "")
+}
+
+// recheckAll re-confirms every match and re-sends every unacknowledged
+// Cancel once, at start: while the node was down a partner may have
+// cancelled, or a Cancel of ours may never have arrived. Partners are
+// dialled at the addresses kept with the booking.
+func (s *Service) recheckAll(ctx context.Context) {
+	peers := map[peer.ID]bool{}
+	s.mu.Lock()
+	for _, b := range s.bookings {
+		if b.State == StateMatched || b.CancelUnsent {
+			if id, err := peer.Decode(b.Partner); err == nil {
+				s.rememberAddrsLocked(id, b.PartnerAddrs)
+				if b.State == StateMatched {
+					peers[id] = true
+				}
+			}
+		}
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for p := range peers {
+		wg.Go(func() { s.reconcile(ctx, p, true) })
+	}
+	wg.Wait()
+	s.resendCancels(ctx, s.now(), true, "")
+}
+
+// cancelRetry paces the re-sending of one unacknowledged Cancel.
+type cancelRetry struct {
+	next  time.Time
+	delay time.Duration
+}
+
+// resendCancels re-sends the Cancels whose partner has not acknowledged
+// them (only those to partner, if set), each with its own backoff (1 s
+// doubling to 30 s; all at once when all is set), until acknowledged or
+// the booked time is over.
+func (s *Service) resendCancels(ctx context.Context, now time.Time, all bool, partner string) {
+	type notice struct {
+		b       Booking
+		partner peer.ID
+	}
+	var due []notice
+	s.mu.Lock()
+	for id, b := range s.bookings {
+		if !b.CancelUnsent {
+			delete(s.cancelRetries, id)
+			continue
+		}
+		if partner != "" && b.Partner != partner {
+			continue
+		}
+		if now.After(b.End()) {
+			nb := *b
+			nb.CancelUnsent = false // nothing left to free
+			s.saveLocked(&nb)
+			continue
+		}
+		r := s.cancelRetries[id]
+		if !all && time.Now().Before(r.next) {
+			continue
+		}
+		r.delay = min(max(2*r.delay, time.Second), 30*time.Second)
+		r.next = time.Now().Add(r.delay)
+		s.cancelRetries[id] = r
+		if pid, err := peer.Decode(b.Partner); err == nil {
+			due = append(due, notice{*b, pid})
+		}
+	}
+	s.mu.Unlock()
+	for _, n := range due {
+		if err := s.sendCancel(ctx, n.partner, n.b.ID, n.b.PartnerBooking, n.b.Note); err == nil {
+			s.cancelDelivered(n.b.ID)
+		}
+	}
+}
+
+// cancelDelivered clears a booking's unsent-Cancel mark.
+func (s *Service) cancelDelivered(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.cancelRetries, id)
+	if b, ok := s.bookings[id]; ok && b.CancelUnsent {
+		nb := *b
+		nb.CancelUnsent = false
+		s.saveLocked(&nb)
+	}
+}
+
+// partnerAddrs lists where partner can be reached: what the peerstore
+// knows (identify fills it for a connected peer) and the addresses its
+// offer carried, public first, at most maxOfferAddrs.
+func (s *Service) partnerAddrs(partner peer.ID, fromOffer []multiaddr.Multiaddr) []string {
+	seen := map[string]bool{}
+	var all []multiaddr.Multiaddr
+	for _, a := range append(s.h.Peerstore().Addrs(partner), fromOffer...) {
+		if !seen[string(a.Bytes())] {
+			seen[string(a.Bytes())] = true
+			all = append(all, a)
+		}
+	}
+	var out []string
+	for _, a := range dialOrder(all) {
+		if len(out) == maxOfferAddrs {
+			break
+		}
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// rememberAddrsLocked puts a partner's kept addresses in the peerstore.
+func (s *Service) rememberAddrsLocked(id peer.ID, addrs []string) {
+	var mas []multiaddr.Multiaddr
+	for _, a := range addrs {
+		if m, err := multiaddr.NewMultiaddr(a); err == nil {
+			mas = append(mas, m)
+		}
+	}
+	if len(mas) > 0 {
+		s.h.Peerstore().AddAddrs(id, mas, time.Hour)
 	}
 }
 
@@ -722,6 +854,11 @@ func (s *Service) onConfirm(remote peer.ID, c *pb.Confirm) *pb.MatchMessage {
 		nb.PartnerName = c.GetName()
 	}
 	nb.Confirmed, nb.Note = true, ""
+	var fromOffer []multiaddr.Multiaddr
+	if e := s.board.get(remote, h.peerBooking); e != nil {
+		fromOffer = offerAddrs(e.offer)
+	}
+	nb.PartnerAddrs = s.partnerAddrs(remote, fromOffer)
 	if err := s.saveLocked(&nb); err != nil {
 		s.mu.Unlock()
 		s.log.Error("saving match", "err", err)

@@ -95,6 +95,8 @@ type Service struct {
 	// waits for in the class plan.
 	proposing map[string]bool
 	plans     map[string]planWait
+	// cancelRetries paces re-sending Cancels not yet acknowledged.
+	cancelRetries map[string]cancelRetry
 
 	wakeMu    sync.Mutex
 	wakeTimer *time.Timer // wakes the matcher when a backoff or grace ends
@@ -155,7 +157,8 @@ func New(cfg Config) (*Service, error) {
 		bookings: map[string]*Booking{}, people: map[peer.ID]Person{},
 		holds: map[string]hold{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{},
 		announced: map[string]time.Time{}, proposing: map[string]bool{}, plans: map[string]planWait{},
-		name: cfg.Name,
+		cancelRetries: map[string]cancelRetry{},
+		name:          cfg.Name,
 	}
 	if s.key == nil {
 		return nil, errors.New("matchmaking: host has no private key")
@@ -213,6 +216,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.goRun(func() { s.announceLoop(ctx) })
 	s.goRun(func() { s.matchLoop(ctx) })
 	s.goRun(func() { s.reconcileLoop(ctx) })
+	s.goRun(func() { s.recheckAll(ctx) })
 	s.goRun(func() { s.syncLoop(ctx) })
 	return nil
 }
@@ -437,9 +441,18 @@ func (s *Service) Cancel(ctx context.Context, id, reason string) (Booking, error
 	if partner != "" {
 		if pid, err := peer.Decode(partner); err == nil {
 			if err := s.sendCancel(ctx, pid, id, partnerBooking, reason); err != nil {
-				// The partner learns it when it next reconnects and
-				// re-checks the match (reconcile).
-				s.log.Info("partner not reachable to cancel; they will learn on reconnect", "peer", pid, "err", err)
+				// Re-sent with backoff until the partner acknowledges it
+				// (resendCancels); the partner also learns it when it
+				// re-checks the match.
+				s.log.Info("partner not reachable to cancel; will retry", "peer", pid, "err", err)
+				s.mu.Lock()
+				if cur, ok := s.bookings[id]; ok && cur.State == StateCancelled {
+					cb := *cur
+					cb.CancelUnsent = true
+					s.saveLocked(&cb)
+					nb = cb
+				}
+				s.mu.Unlock()
 			}
 		}
 	}
@@ -767,6 +780,7 @@ func (s *Service) watchPeers(ctx context.Context, events *pubsub.TopicEventHandl
 				s.syncBoard(ctx, ev.Peer)
 			}
 			s.reconcile(ctx, ev.Peer, true)
+			s.resendCancels(ctx, s.now(), true, ev.Peer.String())
 		})
 	}
 }

@@ -51,9 +51,15 @@ type Booking struct {
 	PartnerBooking string `json:"partner_booking,omitempty"`
 	// Confirmed is set once the partner has acknowledged the match; an
 	// unconfirmed match is re-confirmed with the partner until settled.
-	Confirmed bool      `json:"confirmed"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	Confirmed bool `json:"confirmed"`
+	// PartnerAddrs is where the partner could be reached when the match
+	// was made: a node that restarts dials it to re-check the match.
+	PartnerAddrs []string `json:"partner_addrs,omitempty"`
+	// CancelUnsent: the user cancelled this match and the partner has not
+	// acknowledged it yet; the Cancel is re-sent until it has.
+	CancelUnsent bool      `json:"cancel_unsent,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
 }
 
 // End is when the session ends.
