@@ -358,6 +358,19 @@ type backoffEntry struct {
 	hard  bool
 }
 
+// forgetBackoff drops a hard backoff from an offer when a newer record of
+// it arrives: its owner announced it again, so it is (still or again)
+// open, for instance after its partner cancelled, and a "not available"
+// from a minute ago no longer says anything.
+func (s *Service) forgetBackoff(owner peer.ID, booking string) {
+	s.mu.Lock()
+	k := boardKey{owner, booking}
+	if bo, ok := s.backoff[k]; ok && bo.hard {
+		delete(s.backoff, k)
+	}
+	s.mu.Unlock()
+}
+
 func (s *Service) setBackoff(k boardKey, d time.Duration) {
 	s.mu.Lock()
 	now := s.now()

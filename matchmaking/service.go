@@ -729,6 +729,7 @@ func (s *Service) addOffer(o *pb.Offer, owner peer.ID, env []byte) {
 	}
 	if s.board.put(o, owner, env, s.now()) {
 		s.observe(o, owner, OfferGossip)
+		s.forgetBackoff(owner, o.GetBookingId())
 		s.learnAddrs(o, owner)
 		s.cfg.OnBoard()
 		s.wake()

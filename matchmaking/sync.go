@@ -92,6 +92,7 @@ func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
 		}
 		if s.board.put(o, owner, env, now) {
 			s.observe(o, owner, OfferSync)
+			s.forgetBackoff(owner, o.GetBookingId())
 			s.learnAddrs(o, owner)
 			added++
 		}
