@@ -186,3 +186,45 @@ func spansRel(ss []span, from time.Time) string {
 	}
 	return fmt.Sprint(b)
 }
+
+// debugMissed lists, for the classes where the swarm made fewer pairs than
+// the exact maximum, the requests still wanted and what each node knows.
+func debugMissed(w io.Writer, reqs []request, nodes []nodeState, pairs map[bkey]bkey, end time.Time, opportunity time.Duration, from time.Time) {
+	byClass := map[string][]request{}
+	for _, r := range reqs {
+		if r.bookingID == "" {
+			continue
+		}
+		if b, ok := nodes[r.node].final[r.bookingID]; !ok || !b.Live() {
+			continue
+		}
+		key := fmt.Sprintf("%s/%d/%v/%s", r.req.Kind, r.req.DurationMin, r.req.Quiet, r.req.At.UTC().Format("Mon15:04"))
+		byClass[key] = append(byClass[key], r)
+	}
+	for key, rs := range byClass {
+		one := map[bkey]bool{}
+		for _, r := range rs {
+			one[bkey{r.node, r.bookingID}] = true
+		}
+		exact, _ := exactMax(rs, nodes, pairs, end, opportunity)
+		made := 0
+		for a, b := range pairs {
+			if one[a] && one[b] && (a.node < b.node || (a.node == b.node && a.id < b.id)) {
+				made++
+			}
+		}
+		if made >= exact {
+			continue
+		}
+		fmt.Fprintf(w, "class %s: %d pairs made, %d possible\n", key, made, exact)
+		for _, r := range rs {
+			b := nodes[r.node].final[r.bookingID]
+			if b.State != matchmaking.StateSearching {
+				continue
+			}
+			open := openSpans(nodes[r.node].bookings, r.bookingID, nodes[r.node].online, end)
+			fmt.Fprintf(w, "  node %3d %.6s %s %s open %s online %s\n", r.node, nodes[r.node].id.String()[46:], r.bookingID[:6], r.req.Activity,
+				spansRel(open, from), spansRel(nodes[r.node].online, from))
+		}
+	}
+}

@@ -290,6 +290,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 		debugPropagation(w, st, start, end)
 		debugMatches(w, st, chk.pairs, start, end)
 		debugGossip(w, s.nodes)
+		debugMissed(w, reqs, st, chk.pairs, end, cfg.Opportunity, start)
 	}
 	res.Propagation, res.PropagationIncomplete = distOf(prop), incomplete
 	res.OffersPublished, res.WithdrawalsPublished = open, withdrawn
