@@ -512,7 +512,9 @@ func TestWebUIScheduledSlot(t *testing.T) {
 	// The next quarter-hour that is at least two minutes away.
 	now := p.clock.Now()
 	slot := now.Truncate(15 * time.Minute).Add(15 * time.Minute)
-	if slot.Sub(now) < 2*time.Minute {
+	// At least 5 minutes ahead: the test moves the clock forward to 4
+	// minutes before the start, never back.
+	if slot.Sub(now) < 5*time.Minute {
 		slot = slot.Add(15 * time.Minute)
 	}
 	slotSel := func(t time.Time) string {
