@@ -509,7 +509,6 @@ func TestWebUIScheduledSlot(t *testing.T) {
 		t.Errorf("after Down and Right the focus is on slot %s, want 2/41", got)
 	}
 
-	// The next quarter-hour that is at least two minutes away.
 	now := p.clock.Now()
 	slot := now.Truncate(15 * time.Minute).Add(15 * time.Minute)
 	// At least 5 minutes ahead: the test moves the clock forward to 4
