@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/pion/webrtc/v4"
 
 	"github.com/tandem-cowork/tandem/node/store"
 	"github.com/tandem-cowork/tandem/session"
@@ -37,13 +39,20 @@ type SessionConfig struct {
 type SessionResult struct {
 	Pairs int `json:"pairs"`
 	CPUs  int `json:"cpus"`
-	// Setup: from the later of the two lobbies opening (Open of a booking
-	// that starts in two minutes) to both sides having the partner's
-	// hello, i.e. the
-	// PeerConnection up and the data channel open and carrying a message.
+	// Setup: from the lobby opening on the node that dials (the lower
+	// peer ID; the other side's session is already open, as it is for a
+	// booking matched ahead of time) to both sides having the partner's
+	// hello: the PeerConnection up and the data channel open and carrying
+	// a message.
 	Setup Dist `json:"lobby_to_datachannel"`
-	// FirstRTP: from the same start to the first RTP packet of A's
-	// browser arriving at B's browser through both nodes.
+	// SetupTogether is the same when both sides open their session at the
+	// same moment, as they do right after a "focus now" match: when the
+	// dialling side is first, the other side refuses the signalling
+	// stream and the dialler retries after 125-375 ms (session/link.go).
+	SetupTogether Dist `json:"lobby_to_datachannel_opened_together"`
+	// FirstRTP: from the same start as Setup to the first RTP packet of
+	// the dialling side's browser arriving at the other side's browser
+	// through both nodes.
 	FirstRTP Dist `json:"first_relayed_rtp"`
 	// RelayCPUPct is the CPU one node spends relaying one user's stream
 	// (1.5 Mbit/s video + 40 kbit/s audio) one way, in percent of one core:
@@ -159,53 +168,45 @@ func RunSession(ctx context.Context, cfg SessionConfig) (*SessionResult, error) 
 		return nil, err
 	}
 
-	pairs := make([]*sessionPair, cfg.Pairs)
-	defer func() {
-		for _, p := range pairs {
-			if p != nil {
-				p.close()
+	// Pairs opened together (focus now): setup only, no browsers.
+	together, err := newSessionPairs(ctx, cfg, api, pr, "starting", false)
+	defer func() { closePairs(together) }()
+	if err != nil {
+		return nil, err
+	}
+	pr.set("opening", 0, 0)
+	if err := openAll(ctx, together, true); err != nil {
+		return nil, err
+	}
+	if err := pollUntil(ctx, 30*time.Second, func() bool {
+		for _, p := range together {
+			if p.joinedAt().IsZero() {
+				return false
 			}
 		}
-	}()
-	for i := range pairs {
-		pr.set("starting", float64(i), float64(cfg.Pairs))
-		p := &sessionPair{ida: fmt.Sprintf("a-%d", i), idb: fmt.Sprintf("b-%d", i)}
-		pairs[i] = p
-		if p.a, err = newSessionPeer(cfg.Log); err != nil {
-			return nil, err
-		}
-		if p.b, err = newSessionPeer(cfg.Log); err != nil {
-			return nil, err
-		}
-		// Matched partners have talked over a direct connection already.
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := p.a.h.Connect(cctx, peer.AddrInfo{ID: p.b.h.ID(), Addrs: p.b.h.Addrs()})
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("connecting a pair: %w", err)
-		}
-		if p.browA, err = newFakeBrowser(api); err != nil {
-			return nil, err
-		}
-		if p.browB, err = newFakeBrowser(api); err != nil {
-			return nil, err
-		}
+		return true
+	}); err != nil {
+		return nil, fmt.Errorf("waiting for sessions: %w", err)
 	}
+	var setupTogether []time.Duration
+	for _, p := range together {
+		lobby := later(p.a.eventAt(isLobby(p.ida)), p.b.eventAt(isLobby(p.idb)))
+		setupTogether = append(setupTogether, p.joinedAt().Sub(lobby))
+	}
+	res.SetupTogether = distOf(setupTogether)
+	closePairs(together)
+	together = nil
 
-	// All pairs open at once.
-	pr.set("opening", 0, 0)
-	start := time.Now()
-	errs := make(chan error, 2*len(pairs))
-	var wg sync.WaitGroup
-	for _, p := range pairs {
-		wg.Go(func() { errs <- p.open(ctx, start) })
+	// Pairs whose answering side is already open when the dialling side's
+	// lobby opens, with browsers: setup, first packet, relay CPU.
+	pairs, err := newSessionPairs(ctx, cfg, api, pr, "starting", true)
+	defer func() { closePairs(pairs) }()
+	if err != nil {
+		return nil, err
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			return nil, err
-		}
+	pr.set("opening", 0, 0)
+	if err := openAll(ctx, pairs, false); err != nil {
+		return nil, err
 	}
 	// Wait for every session to be joined and media to flow both ways.
 	err = pollUntil(ctx, 30*time.Second, func() bool {
@@ -221,9 +222,9 @@ func RunSession(ctx context.Context, cfg SessionConfig) (*SessionResult, error) 
 	}
 	var setup, first []time.Duration
 	for _, p := range pairs {
-		lobby := later(p.a.eventAt(isLobby(p.ida)), p.b.eventAt(isLobby(p.idb)))
+		lobby := p.dialler().eventAt(isLobby(p.diallerBooking()))
 		setup = append(setup, p.joinedAt().Sub(lobby))
-		first = append(first, p.browB.firstAt().Sub(lobby))
+		first = append(first, p.received().firstAt().Sub(lobby))
 	}
 	res.Setup, res.FirstRTP = distOf(setup), distOf(first)
 
@@ -236,9 +237,7 @@ func RunSession(ctx context.Context, cfg SessionConfig) (*SessionResult, error) 
 		return nil, err
 	}
 	res.DeliveredPct = delivered
-	for _, p := range pairs {
-		p.close()
-	}
+	closePairs(pairs)
 	pairs = nil
 
 	// The same browsers without the nodes: two pion PeerConnections
@@ -312,20 +311,122 @@ func isLobby(id string) func(session.Event) bool {
 	}
 }
 
-// open opens both sides' sessions and attaches both browsers.
-func (p *sessionPair) open(ctx context.Context, start time.Time) error {
-	mk := func(self, other *sessionPeer, id, otherID, name string) session.Booking {
+// newSessionPairs makes cfg.Pairs connected pairs of nodes, with
+// synthetic browsers when browsers is set.
+func newSessionPairs(ctx context.Context, cfg SessionConfig, api *webrtc.API, pr *progress, phase string, browsers bool) ([]*sessionPair, error) {
+	pairs := make([]*sessionPair, cfg.Pairs)
+	for i := range pairs {
+		pr.set(phase, float64(i), float64(cfg.Pairs))
+		p := &sessionPair{ida: fmt.Sprintf("a-%d", i), idb: fmt.Sprintf("b-%d", i)}
+		pairs[i] = p
+		var err error
+		if p.a, err = newSessionPeer(cfg.Log); err != nil {
+			return pairs, err
+		}
+		if p.b, err = newSessionPeer(cfg.Log); err != nil {
+			return pairs, err
+		}
+		// Matched partners have talked over a direct connection already.
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = p.a.h.Connect(cctx, peer.AddrInfo{ID: p.b.h.ID(), Addrs: p.b.h.Addrs()})
+		cancel()
+		if err != nil {
+			return pairs, fmt.Errorf("connecting a pair: %w", err)
+		}
+		if !browsers {
+			continue
+		}
+		if p.browA, err = newFakeBrowser(api); err != nil {
+			return pairs, err
+		}
+		if p.browB, err = newFakeBrowser(api); err != nil {
+			return pairs, err
+		}
+	}
+	return pairs, nil
+}
+
+func closePairs(pairs []*sessionPair) {
+	for _, p := range pairs {
+		if p != nil {
+			p.close()
+		}
+	}
+}
+
+// openAll opens every pair's sessions at once.
+func openAll(ctx context.Context, pairs []*sessionPair, together bool) error {
+	start := time.Now()
+	errs := make(chan error, len(pairs))
+	var wg sync.WaitGroup
+	for _, p := range pairs {
+		wg.Go(func() { errs <- p.open(ctx, start, together) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dialler is the side that offers and dials (the lower peer ID).
+func (p *sessionPair) dialler() *sessionPeer {
+	if p.a.h.ID() < p.b.h.ID() {
+		return p.a
+	}
+	return p.b
+}
+
+func (p *sessionPair) diallerBooking() string {
+	if p.dialler() == p.a {
+		return p.ida
+	}
+	return p.idb
+}
+
+// received is the browser on the answering side, which gets the
+// dialler's media.
+func (p *sessionPair) received() *fakeBrowser {
+	if p.dialler() == p.a {
+		return p.browB
+	}
+	return p.browA
+}
+
+// open opens both sides' sessions and attaches both browsers (if any).
+// With together, both sessions open at the same moment; otherwise the
+// answering side first, as when the booking was matched ahead of time.
+func (p *sessionPair) open(ctx context.Context, start time.Time, together bool) error {
+	mk := func(other *sessionPeer, id, otherID, name string) session.Booking {
 		// The start is two minutes off, inside the lobby window: the
-		// lobby opens at Open and the offerer dials at once.
+		// lobby opens at Open and the dialling side dials at once.
 		return session.Booking{ID: id, PartnerBooking: otherID, Partner: other.h.ID(), Name: name,
 			PartnerName: "partner", Start: start.Add(2 * time.Minute), DurationMin: 25, Kind: session.KindScheduled}
 	}
-	var err error
-	if p.sa, err = p.a.m.Open(mk(p.a, p.b, p.ida, p.idb, "a")); err != nil {
+	var errA, errB error
+	openA := func() { p.sa, errA = p.a.m.Open(mk(p.b, p.ida, p.idb, "a")) }
+	openB := func() { p.sb, errB = p.b.m.Open(mk(p.a, p.idb, p.ida, "b")) }
+	switch {
+	case together:
+		var wg sync.WaitGroup
+		wg.Go(openA)
+		wg.Go(openB)
+		wg.Wait()
+	case p.dialler() == p.a:
+		openB()
+		openA()
+	default:
+		openA()
+		openB()
+	}
+	if err := errors.Join(errA, errB); err != nil {
 		return fmt.Errorf("opening session: %w", err)
 	}
-	if p.sb, err = p.b.m.Open(mk(p.b, p.a, p.idb, p.ida, "b")); err != nil {
-		return fmt.Errorf("opening session: %w", err)
+	if p.browA == nil {
+		return nil
 	}
 	for _, x := range []struct {
 		s *session.Session
@@ -404,7 +505,8 @@ func (r *SessionResult) Table(w io.Writer) {
 	row := func(k, f string, a ...any) { fmt.Fprintf(w, "%-34s %s\n", k, fmt.Sprintf(f, a...)) }
 	fmt.Fprintf(w, "Tandem session benchmark: %d concurrent pairs, %d CPUs\n", r.Pairs, r.CPUs)
 	row("pairs", "%d", r.Pairs)
-	row("lobby -> data channel p50/p95", "%s / %s ms", fmtMS(r.Setup.P50), fmtMS(r.Setup.P95))
+	row("lobby -> data channel p50/p95", "%s / %s ms (opened together, as for focus now: %s / %s ms)",
+		fmtMS(r.Setup.P50), fmtMS(r.Setup.P95), fmtMS(r.SetupTogether.P50), fmtMS(r.SetupTogether.P95))
 	row("first relayed RTP p50/p95", "%s / %s ms", fmtMS(r.FirstRTP.P50), fmtMS(r.FirstRTP.P95))
 	row("relay CPU per stream", "%.2f%% of a core (1.5 Mbit/s video + 40 kbit/s audio, one node, one way)", r.RelayCPUPct)
 	row("  whole process", "%.0f%% with %d streams relayed, %.0f%% browsers direct; %.1f%% of packets delivered",
