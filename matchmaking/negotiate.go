@@ -116,6 +116,10 @@ const planGrace = 300 * time.Millisecond
 // maxTries bounds the proposals one booking makes in one round.
 const maxTries = 3
 
+// unreachableBackoff is how long a proposer leaves alone an offer whose
+// owner it could not reach.
+const unreachableBackoff = 30 * time.Second
+
 // busyBackoff is the least time before a proposer comes back to an offer
 // whose owner answered "busy" (it waits up to twice that, at random).
 const busyBackoff = 30 * time.Millisecond
@@ -443,7 +447,10 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 	defer cancel()
 	st, err := s.h.NewStream(sctx, e.owner, MatchProtocol)
 	if err != nil {
-		s.setBackoff(key, 5*time.Second)
+		// Most likely gone offline, its offer lingering on boards until it
+		// expires. If it comes back it announces the offer again, and the
+		// newer record ends this backoff at once (forgetBackoff).
+		s.setBackoff(key, unreachableBackoff)
 		return false
 	}
 	defer st.Close()
