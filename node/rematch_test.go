@@ -15,14 +15,9 @@ import (
 // the start A is offered a rematch, takes it, and is matched "now" with C,
 // who was waiting.
 func TestRematchWhenPartnerAbsent(t *testing.T) {
-	clock := &nodetest.Clock{}
-	cfgA, cfgB, cfgC := nodetest.Config(t), nodetest.Config(t), nodetest.Config(t)
-	cfgA.Now, cfgB.Now, cfgC.Now = clock.Now, clock.Now, clock.Now
-	a := nodetest.Start(t, cfgA)
-	nodetest.Link(t, &cfgB, a)
-	nodetest.Link(t, &cfgC, a)
-	b := nodetest.Start(t, cfgB)
-	ca, cb := apiClient(t, cfgA.DataDir), apiClient(t, cfgB.DataDir)
+	tr := nodetest.StartTrio(t)
+	clock, b, cfgC := tr.Clock, tr.B, tr.CfgC
+	ca, cb := apiClientFor(tr.A), apiClientFor(b)
 	ctx := context.Background()
 
 	slot := clock.Now().Add(time.Hour).Truncate(15 * time.Minute)
@@ -96,14 +91,9 @@ func waitSessionEvent(t *testing.T, events <-chan apiv1.Event, typ, booking stri
 // the booking is done, and the user can rematch for the remaining time
 // (here with C, who is free right now).
 func TestRematchAfterPartnerLeftEarly(t *testing.T) {
-	clock := &nodetest.Clock{}
-	cfgA, cfgB, cfgC := nodetest.Config(t), nodetest.Config(t), nodetest.Config(t)
-	cfgA.Now, cfgB.Now, cfgC.Now = clock.Now, clock.Now, clock.Now
-	a := nodetest.Start(t, cfgA)
-	nodetest.Link(t, &cfgB, a)
-	nodetest.Link(t, &cfgC, a)
-	nodetest.Start(t, cfgB)
-	ca, cb := apiClient(t, cfgA.DataDir), apiClient(t, cfgB.DataDir)
+	tr := nodetest.StartTrio(t)
+	clock, cfgC := tr.Clock, tr.CfgC
+	ca, cb := apiClientFor(tr.A), apiClientFor(tr.B)
 	ctx := context.Background()
 	ba, err := ca.Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 50, Goal: "thesis"})
 	if err != nil {

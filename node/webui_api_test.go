@@ -93,13 +93,8 @@ func TestUISettings(t *testing.T) {
 // The auto-rematch setting of the UI: B never comes; two minutes after the
 // start A's node rematches by itself with C, who is waiting.
 func TestUIAutoRematchSetting(t *testing.T) {
-	clock := &nodetest.Clock{}
-	cfgA, cfgB, cfgC := nodetest.Config(t), nodetest.Config(t), nodetest.Config(t)
-	cfgA.Now, cfgB.Now, cfgC.Now = clock.Now, clock.Now, clock.Now
-	a := nodetest.Start(t, cfgA)
-	nodetest.Link(t, &cfgB, a)
-	nodetest.Link(t, &cfgC, a)
-	b := nodetest.Start(t, cfgB)
+	tr := nodetest.StartTrio(t)
+	clock, a, b, cfgC := tr.Clock, tr.A, tr.B, tr.CfgC
 	ca, cb := apiClientFor(a), apiClientFor(b)
 	ctx := context.Background()
 	if code, body := uiRequest(t, a, "PUT", "/api/v1/settings",

@@ -146,3 +146,24 @@ func Link(t testing.TB, b *node.Config, a *node.Node) {
 	}
 	t.Fatalf("node %s has no loopback TCP address", a.ID())
 }
+
+// Trio is the cast of the rematch stories: A and B started on one Clock
+// with B linked to A, and C's config (same clock, linked to A) for a test
+// to start when it wants a third person around.
+type Trio struct {
+	Clock *Clock
+	A, B  *node.Node
+	CfgC  node.Config
+}
+
+// StartTrio starts A and B and prepares C.
+func StartTrio(t testing.TB) Trio {
+	t.Helper()
+	clock := &Clock{}
+	cfgA, cfgB, cfgC := Config(t), Config(t), Config(t)
+	cfgA.Now, cfgB.Now, cfgC.Now = clock.Now, clock.Now, clock.Now
+	a := Start(t, cfgA)
+	Link(t, &cfgB, a)
+	Link(t, &cfgC, a)
+	return Trio{Clock: clock, A: a, B: Start(t, cfgB), CfgC: cfgC}
+}
