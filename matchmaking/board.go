@@ -56,7 +56,7 @@ func classOfBooking(b *Booking) slotClass {
 	return c
 }
 
-func (e *boardEntry) expired(now time.Time) bool { return time.Unix(e.expires, 0).Before(now) }
+func (e *boardEntry) expired(now time.Time) bool { return expiredAt(e.expires, now) }
 
 // board holds the latest signed offer of every (owner, booking) pair,
 // withdrawals included as tombstones so an older copy cannot come back.

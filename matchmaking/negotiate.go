@@ -825,17 +825,24 @@ func (s *Service) tryHold(remote peer.ID, p *pb.Propose) string {
 		(b.With != "" && b.With != remote.String()) {
 		return reasonMismatch
 	}
+	// The time the session takes on our clock: a scheduled one its slot;
+	// a "now" one starts at once, whatever the proposer's clock says.
+	from := start
 	switch b.Kind {
 	case KindScheduled:
 		if !start.Equal(b.Start) {
 			return reasonMismatch
 		}
 	case KindNow:
-		if start.Before(now.Add(-clockSkew)) || start.After(now.Add(clockSkew)) {
+		// The proposer took start from its own clock, which may be up to
+		// MaxClockSkew off ours; both sides keep that start, and the
+		// session runs on the proposer's clock (see session.Clock).
+		if start.Before(now.Add(-peerSlack)) || start.After(now.Add(peerSlack)) {
 			return reasonMismatch
 		}
+		from = now
 	}
-	if s.overlappingLocked(start, start.Add(time.Duration(b.DurationMin)*time.Minute), b.ID, now) != nil {
+	if s.overlappingLocked(from, from.Add(time.Duration(b.DurationMin)*time.Minute), b.ID, now) != nil {
 		return reasonUnavailable
 	}
 	s.holds[b.ID] = hold{peer: remote, peerBooking: p.GetFromBooking(), peerName: p.GetName(), start: start, until: now.Add(s.cfg.HoldTimeout)}

@@ -28,9 +28,17 @@ const (
 	maxOfferAddrs = 8
 	// offerTTL is how long an announcement stays on boards without a refresh.
 	maxOfferTTL  = time.Hour
-	clockSkew    = time.Minute
 	protoVersion = 1
 )
+
+// MaxClockSkew is how far apart two nodes' clocks may be and still match:
+// real machines disagree by seconds to minutes. Every check of a time that
+// comes from a peer (an offer's expiry and start, a focus-now start in a
+// proposal) allows peerSlack, this plus a minute for transit and rounding
+// to whole seconds.
+const MaxClockSkew = 5 * time.Minute
+
+const peerSlack = MaxClockSkew + time.Minute
 
 var offerCodec = []byte("/tandem/offer/1")
 
@@ -173,7 +181,7 @@ func checkOffer(o *pb.Offer, now time.Time) error {
 		}
 	}
 	expires := time.Unix(o.GetExpiresUnix(), 0)
-	if expires.After(now.Add(maxOfferTTL + clockSkew)) {
+	if expires.After(now.Add(maxOfferTTL + peerSlack)) {
 		return fmt.Errorf("offer expiry too far ahead")
 	}
 	if o.GetWithdrawn() {
@@ -191,23 +199,33 @@ func checkOffer(o *pb.Offer, now time.Time) error {
 		if o.GetStartUnix()%int64(Grid/time.Second) != 0 {
 			return fmt.Errorf("offer start not on the quarter-hour grid")
 		}
-		if start.After(now.Add(MaxAhead + clockSkew)) {
+		if start.After(now.Add(MaxAhead + peerSlack)) {
 			return fmt.Errorf("offer start more than 14 days ahead")
 		}
-		if start.Before(now.Add(-clockSkew)) {
+		if start.Before(now.Add(-peerSlack)) {
 			return errStale{"offer start in the past"}
 		}
 	case pb.Kind_KIND_NOW:
-		if start.After(now.Add(clockSkew)) || start.Before(now.Add(-nowSearchTTL-clockSkew)) {
+		// start is when the owner announced it, on the owner's clock.
+		if start.After(now.Add(peerSlack)) || start.Before(now.Add(-nowSearchTTL-peerSlack)) {
 			return errStale{"focus-now offer out of its window"}
 		}
 	default:
 		return fmt.Errorf("offer kind %v", o.GetKind())
 	}
-	if expires.Before(now) {
+	if expiredAt(o.GetExpiresUnix(), now) {
 		return errStale{"offer expired"}
 	}
 	return nil
+}
+
+// expiredAt reports whether an offer that expires at expiresUnix (on its
+// owner's clock) has expired at now (on ours). The owner's clock may be
+// behind ours: without the slack, a node whose clock is two minutes fast
+// would drop every fresh offer (they live 90 s) as expired. The price is
+// that an offer whose owner went offline stays on boards peerSlack longer.
+func expiredAt(expiresUnix int64, now time.Time) bool {
+	return time.Unix(expiresUnix, 0).Add(peerSlack).Before(now)
 }
 
 // offerAddrs returns the owner's dialable addresses from an offer.

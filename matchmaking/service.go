@@ -102,8 +102,9 @@ type Service struct {
 	wakeTimer *time.Timer // wakes the matcher when a backoff or grace ends
 	wakeAt    time.Time
 
-	seqMu   sync.Mutex
-	lastSeq uint64
+	seqMu      sync.Mutex
+	lastSeq    uint64
+	seqCeiling uint64 // stored: every seq issued is below it
 
 	lastPull  atomic.Pointer[time.Time] // when a board pull last completed
 	connected atomic.Bool               // some peer is on the offers topic
@@ -179,6 +180,10 @@ func New(cfg Config) (*Service, error) {
 			s.people[id] = p
 		}
 	}
+	if _, err := s.db.get(seqKey, &s.seqCeiling); err != nil {
+		return nil, fmt.Errorf("loading offer sequence: %w", err)
+	}
+	s.lastSeq = s.seqCeiling
 	var prof profile
 	if ok, err := s.db.get(profileKey, &prof); err != nil {
 		return nil, fmt.Errorf("loading profile: %w", err)
@@ -577,13 +582,31 @@ func (s *Service) offerFor(b Booking, now time.Time) *pb.Offer {
 	return o
 }
 
+// seqReserve is how far ahead of the seqs issued the stored ceiling is
+// kept, so that the store is written about once an hour of announcements,
+// not at every one.
+const seqReserve = uint64(time.Hour / time.Microsecond)
+
 // nextSeq numbers offer records: every announcement must differ (the
 // gossip seen-cache drops repeats) and must outrank earlier ones, across
-// restarts too, so it follows the clock in microseconds.
+// restarts and clock corrections too. It follows the clock in
+// microseconds (so records stay ordered for nodes that had no store to
+// keep a counter in), but never falls below the last seq plus one: a
+// clock set back must not make new offers lose to old ones. The ceiling of
+// all seqs issued is stored, and a restart carries on from it.
 func (s *Service) nextSeq(now time.Time) uint64 {
 	s.seqMu.Lock()
 	defer s.seqMu.Unlock()
-	s.lastSeq = max(s.lastSeq+1, uint64(now.UnixMicro()))
+	s.lastSeq = max(s.lastSeq+1, uint64(max(now.UnixMicro(), 0)))
+	if s.lastSeq >= s.seqCeiling {
+		ceiling := s.lastSeq + seqReserve
+		if err := s.db.put(seqKey, ceiling); err != nil {
+			// The order holds until a restart; the next seq tries again.
+			s.log.Error("saving offer sequence", "err", err)
+		} else {
+			s.seqCeiling = ceiling
+		}
+	}
 	return s.lastSeq
 }
 

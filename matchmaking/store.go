@@ -14,6 +14,7 @@ const (
 	bookingPrefix = "mm/booking/"
 	personPrefix  = "mm/person/"
 	profileKey    = "mm/profile"
+	seqKey        = "mm/seq" // ceiling of the offer seqs issued
 )
 
 // db wraps badger with the few typed operations matchmaking needs. Writes

@@ -103,7 +103,7 @@ func TestOpenOfferChecksEverything(t *testing.T) {
 	}
 	stale := map[string][]byte{
 		"past":    mutate(func(o *pb.Offer) { o.StartUnix = now.Add(-time.Hour).Truncate(Grid).Unix() }),
-		"expired": mutate(func(o *pb.Offer) { o.ExpiresUnix = now.Add(-time.Second).Unix() }),
+		"expired": mutate(func(o *pb.Offer) { o.ExpiresUnix = now.Add(-peerSlack - time.Second).Unix() }),
 	}
 	for name, data := range stale {
 		if _, _, err := openOffer(data, now); !errors.As(err, new(errStale)) {
@@ -111,6 +111,34 @@ func TestOpenOfferChecksEverything(t *testing.T) {
 		}
 		if err := gossip(data, now); !errors.As(err, new(errStale)) {
 			t.Errorf("%s: err = %v on gossip, want stale", name, err)
+		}
+	}
+}
+
+// A fresh offer made on a clock MaxClockSkew ahead of or behind ours is
+// accepted, scheduled or "now" alike.
+func TestOfferFromSkewedClock(t *testing.T) {
+	now := time.Now()
+	key, id := mustKey(t)
+	for _, skew := range []time.Duration{MaxClockSkew, -MaxClockSkew} {
+		theirs := now.Add(skew)
+		sched := validOffer(id, theirs)
+		sched.StartUnix = now.Truncate(Grid).Add(4 * Grid).Unix()
+		sched.ExpiresUnix = theirs.Add(90 * time.Second).Unix()
+		focus := validOffer(id, theirs)
+		focus.Kind, focus.StartUnix = pb.Kind_KIND_NOW, theirs.Unix()
+		focus.ExpiresUnix = theirs.Add(90 * time.Second).Unix()
+		for name, o := range map[string]*pb.Offer{"scheduled": sched, "now": focus} {
+			env, err := sealOffer(o, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := openOffer(env, now); err != nil {
+				t.Errorf("%s offer from a clock %v off: %v", name, skew, err)
+			}
+			if _, err := openGossipOffer(env, now, id); err != nil {
+				t.Errorf("%s offer by gossip from a clock %v off: %v", name, skew, err)
+			}
 		}
 	}
 }
