@@ -117,7 +117,8 @@ type Stats struct {
 	ThisWeek int `json:"this_week"`
 	// PerWeek averages Sessions over the weeks since the first one.
 	PerWeek float64 `json:"per_week"`
-	// MinutesFocused is the time spent with a partner, booked time only.
+	// MinutesFocused is the time spent with a partner, booked time only,
+	// each session rounded to the nearest minute.
 	MinutesFocused int `json:"minutes_focused"`
 	// CheckIns and Done count our check-ins and the "done" ones; DoneRatio
 	// is Done / CheckIns.
@@ -169,7 +170,10 @@ func computeStats(recs []Record, now time.Time) Stats {
 			to = r.LeftAt
 		}
 		if to.After(from) {
-			st.MinutesFocused += int(to.Sub(from) / time.Minute)
+			// Rounded, not cut: a focus-now session starts at the match
+			// and the partner joins seconds later; 24:57 together is the
+			// full 25 minutes, not 24.
+			st.MinutesFocused += int(to.Sub(from).Round(time.Minute) / time.Minute)
 		}
 		if r.CheckIn != nil {
 			st.CheckIns++

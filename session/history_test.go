@@ -73,3 +73,20 @@ func TestStats(t *testing.T) {
 		t.Fatalf("empty history: %+v", st)
 	}
 }
+
+// TestStatsFullSessionMinutes: a focus-now session starts when the match
+// is made and the partner's video connects a few seconds later; the full
+// 25 minutes count as 25, not 24 (minutes are rounded, not cut).
+func TestStatsFullSessionMinutes(t *testing.T) {
+	start := time.Date(2026, 3, 11, 12, 0, 0, 0, time.UTC)
+	r := Record{Start: start, DurationMin: 25, Met: true, JoinedAt: start.Add(3 * time.Second),
+		LeftAt: start.Add(25*time.Minute + 2*time.Second)}
+	if got := computeStats([]Record{r}, start.Add(time.Hour)).MinutesFocused; got != 25 {
+		t.Errorf("a full 25-minute session counts %d minutes, want 25", got)
+	}
+	// Leaving early counts what was spent, to the nearest minute.
+	r.LeftAt = start.Add(10*time.Minute + 40*time.Second)
+	if got := computeStats([]Record{r}, start.Add(time.Hour)).MinutesFocused; got != 11 {
+		t.Errorf("10:37 together counts %d minutes, want 11", got)
+	}
+}
