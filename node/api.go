@@ -31,6 +31,7 @@ func (n *Node) handler() http.Handler {
 		writeJSON(w, apiv1.Profile{Name: n.mm.Name()})
 	})
 	api.HandleFunc("PUT /api/v1/profile", n.putProfile)
+	api.HandleFunc("POST /api/v1/token/rotate", n.postRotateToken)
 	n.sessionAPI(api)
 	n.uiAPI(api)
 
@@ -88,6 +89,17 @@ func (n *Node) postBooking(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusCreated)
 	writeJSON(w, b)
+}
+
+// postRotateToken replaces the API token. The caller's own cookie or
+// Bearer token stops working with the answer: it carries the new one.
+func (n *Node) postRotateToken(w http.ResponseWriter, r *http.Request) {
+	tok, err := n.rotateToken()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "rotating token: "+err.Error())
+		return
+	}
+	writeJSON(w, apiv1.Token{Token: tok, LoginURL: LoginURL(n.apiURL, tok)})
 }
 
 func (n *Node) postCancel(w http.ResponseWriter, r *http.Request) {

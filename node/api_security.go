@@ -87,8 +87,8 @@ func (n *Node) tokenCheck(next http.Handler) http.Handler {
 				got = c.Value
 			}
 		}
-		if subtle.ConstantTimeCompare([]byte(got), []byte(n.token)) != 1 {
-			writeError(w, http.StatusUnauthorized, "unauthorized: open the link printed by `tandem up`, or pass the token")
+		if subtle.ConstantTimeCompare([]byte(got), []byte(n.currentToken())) != 1 {
+			writeError(w, http.StatusUnauthorized, "unauthorized: open the link printed by `tandem up` or `tandem status`, or pass the token")
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -98,12 +98,15 @@ func (n *Node) tokenCheck(next http.Handler) http.Handler {
 // login trades the token in the URL for an HttpOnly cookie, then sends the
 // browser to the UI without the token in its address bar or history.
 func (n *Node) login(w http.ResponseWriter, r *http.Request) {
-	if subtle.ConstantTimeCompare([]byte(r.URL.Query().Get("token")), []byte(n.token)) != 1 {
-		http.Error(w, "wrong or missing token: open the link printed by `tandem up`", http.StatusUnauthorized)
+	tok := n.currentToken()
+	if subtle.ConstantTimeCompare([]byte(r.URL.Query().Get("token")), []byte(tok)) != 1 {
+		http.Error(w, "wrong or missing token: open the link printed by `tandem status` (or run `tandem open`)", http.StatusUnauthorized)
 		return
 	}
+	// No Expires: a session cookie lasts until the browser quits. The
+	// token outlives node restarts, so the cookie does too.
 	http.SetCookie(w, &http.Cookie{
-		Name: n.cookieName(), Value: n.token, Path: "/",
+		Name: n.cookieName(), Value: tok, Path: "/",
 		HttpOnly: true, SameSite: http.SameSiteStrictMode,
 	})
 	http.Redirect(w, r, "/", http.StatusSeeOther)

@@ -6,8 +6,6 @@ package node
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,7 +50,9 @@ type Node struct {
 	// sessionKick wakes the session opener when bookings change.
 	sessionKick chan struct{}
 	events      *events
-	token       string
+	// tokenMu guards token, which POST /api/v1/token/rotate replaces.
+	tokenMu sync.RWMutex
+	token   string
 
 	api      *http.Server
 	apiURL   string
@@ -95,9 +95,16 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		db.Close()
 		return nil, err
 	}
-	tok := make([]byte, 32)
-	rand.Read(tok)
-	n.token = hex.EncodeToString(tok)
+	// The token survives restarts (see token.go); a node without a data
+	// dir (benchmarks) gets a fresh one.
+	n.token = newToken()
+	if cfg.DataDir != "" {
+		if n.token, _, err = loadOrCreateToken(cfg.DataDir); err != nil {
+			n.host.Close()
+			db.Close()
+			return nil, err
+		}
+	}
 	return n, nil
 }
 
@@ -114,10 +121,13 @@ func (n *Node) Matchmaking() *matchmaking.Service { return n.mm }
 func (n *Node) APIURL() string { return n.apiURL }
 
 // Token is the API token.
-func (n *Node) Token() string { return n.token }
+func (n *Node) Token() string { return n.currentToken() }
 
 // LoginURL opens the web UI and hands it the token once.
-func (n *Node) LoginURL() string { return n.apiURL + "/login?token=" + n.token }
+func (n *Node) LoginURL() string { return LoginURL(n.apiURL, n.currentToken()) }
+
+// LoginURL is the web UI's login link for a node at apiURL with token.
+func LoginURL(apiURL, token string) string { return apiURL + "/login?token=" + token }
 
 // Addrs are the node's listen addresses with its peer ID, ready to share.
 func (n *Node) Addrs() []string {
@@ -226,7 +236,14 @@ func (n *Node) serveAPI() error {
 			n.log.Error("local API stopped", "err", err)
 		}
 	})
-	if n.cfg.DataDir == "" {
+	n.tokenMu.Lock()
+	defer n.tokenMu.Unlock()
+	return n.writeAPIFileLocked()
+}
+
+// writeAPIFileLocked writes the API file; the caller holds tokenMu.
+func (n *Node) writeAPIFileLocked() error {
+	if n.cfg.DataDir == "" || n.apiURL == "" {
 		return nil
 	}
 	data, _ := json.Marshal(apiv1.APIFile{URL: n.apiURL, Token: n.token, PID: os.Getpid()})

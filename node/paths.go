@@ -42,4 +42,8 @@ const (
 	// APIFile holds the running node's API address and token (mode 0600);
 	// client commands read it to find the node.
 	APIFile = "api.json"
+	// TokenFile holds the API token (mode 0600). It outlives the node, so
+	// a restart keeps every browser logged in; `tandem token rotate`
+	// replaces it.
+	TokenFile = "token"
 )

@@ -71,6 +71,13 @@ type APIFile struct {
 	PID   int    `json:"pid"`
 }
 
+// Token is the answer of POST /api/v1/token/rotate: the new API token and
+// the web UI login link that carries it.
+type Token struct {
+	Token    string `json:"token"`
+	LoginURL string `json:"login_url"`
+}
+
 // Error is the body of every non-2xx answer.
 type Error struct {
 	Error string `json:"error"`

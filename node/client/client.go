@@ -105,6 +105,21 @@ func (c *Client) Status(ctx context.Context) (apiv1.Status, error) {
 	return s, c.do(ctx, http.MethodGet, "/status", nil, &s)
 }
 
+// LoginURL is the web UI's login link: it hands the browser this client's
+// token once, for a cookie.
+func (c *Client) LoginURL() string { return c.URL + "/login?token=" + c.Token }
+
+// RotateToken makes the node replace its API token; every browser is
+// logged out. The client switches to the new token.
+func (c *Client) RotateToken(ctx context.Context) (apiv1.Token, error) {
+	var t apiv1.Token
+	if err := c.do(ctx, http.MethodPost, "/token/rotate", nil, &t); err != nil {
+		return t, err
+	}
+	c.Token = t.Token
+	return t, nil
+}
+
 // Peers lists connected peers.
 func (c *Client) Peers(ctx context.Context) ([]apiv1.Peer, error) {
 	var p []apiv1.Peer
