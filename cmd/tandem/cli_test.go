@@ -182,10 +182,16 @@ func (d *daemon) signal(t *testing.T, sig os.Signal) {
 // run runs one tandem command to completion, with a deadline.
 func run(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return runEnv(t, nil, args...)
+}
+
+// runEnv is run with extra environment variables (later ones win).
+func runEnv(t *testing.T, extraEnv []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, tandemBin, args...)
-	cmd.Env = env(t)
+	cmd.Env = append(env(t), extraEnv...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()

@@ -26,7 +26,13 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.output(cmd.OutOrStdout(), st, func(w io.Writer) {
+			// The login link carries the token, which the caller can read
+			// from the API file anyway.
+			out := struct {
+				apiv1.Status
+				LoginURL string `json:"login_url"`
+			}{st, c.LoginURL()}
+			return g.output(cmd.OutOrStdout(), out, func(w io.Writer) {
 				fmt.Fprintf(w, "Peer ID:   %s\n", st.PeerID)
 				if st.Name != "" {
 					fmt.Fprintf(w, "Name:      %s\n", st.Name)
@@ -37,6 +43,7 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 				fmt.Fprintf(w, "Peers:     %d connected\n", st.ConnectedPeers)
 				fmt.Fprintf(w, "API:       %s\n", st.APIURL)
 				fmt.Fprintf(w, "Data dir:  %s\n", st.DataDir)
+				fmt.Fprintf(w, "Web UI:    %s\n", c.LoginURL())
 			})
 		},
 	}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"syscall"
 
@@ -91,17 +90,4 @@ func printDemoBanner(out io.Writer, d *demo.Demo, opts demo.Options) {
 	fmt.Fprintf(out, "  CLI:     tandem --data-dir %s join\n", d.User.Status().DataDir)
 	fmt.Fprintf(out, "  Web UI:  %s\n", d.User.LoginURL())
 	fmt.Fprintln(out, `Open the Web UI link and press "Focus now". Press Ctrl-C to stop.`)
-}
-
-// openBrowser opens url in the desktop's browser when there is a desktop.
-func openBrowser(url string) {
-	if os.Getenv("DISPLAY") == "" && os.Getenv("WAYLAND_DISPLAY") == "" {
-		return
-	}
-	if p, err := exec.LookPath("xdg-open"); err == nil {
-		c := exec.Command(p, url)
-		if c.Start() == nil {
-			go c.Wait()
-		}
-	}
 }

@@ -27,7 +27,10 @@ func newRootCmd() *cobra.Command {
 		Short:         "Peer-to-peer co-working: book a focus session, get a partner, work side by side",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// --version prints what `tandem version` prints.
+		Version: node.Version,
 	}
+	root.SetVersionTemplate("tandem {{.Version}}\n")
 	g.root = root
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.dataDir, "data-dir", node.DefaultDataDir(os.Getenv), "directory for identity, store and API file")
@@ -35,7 +38,7 @@ func newRootCmd() *cobra.Command {
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.AddCommand(
-		newUpCmd(g), newStatusCmd(g), newPeersCmd(g), newVersionCmd(g),
+		newUpCmd(g), newStatusCmd(g), newOpenCmd(g), newTokenCmd(g), newPeersCmd(g), newVersionCmd(g),
 		newBookCmd(g), newNowCmd(g), newSlotsCmd(g), newBookingsCmd(g), newCancelCmd(g),
 		newProfileCmd(g), newJoinCmd(g), newHistoryCmd(g), newStatsCmd(g),
 		newBenchCmd(g),
@@ -57,17 +60,26 @@ func newRootCmd() *cobra.Command {
 // --data-dir, else data_dir from the config file, else the default, the
 // same order `tandem up` uses.
 func (g *globalFlags) client() (*client.Client, error) {
-	dir := g.dataDir
-	if !g.root.PersistentFlags().Changed("data-dir") {
-		cfg := node.Config{}
-		if err := node.LoadConfigFile(g.configPath, &cfg); err != nil {
-			return nil, err
-		}
-		if cfg.DataDir != "" {
-			dir = cfg.DataDir
-		}
+	dir, err := g.nodeDataDir()
+	if err != nil {
+		return nil, err
 	}
 	return client.FromDataDir(dir)
+}
+
+// nodeDataDir is the data dir of the node the client commands talk to.
+func (g *globalFlags) nodeDataDir() (string, error) {
+	if g.root.PersistentFlags().Changed("data-dir") {
+		return g.dataDir, nil
+	}
+	cfg := node.Config{}
+	if err := node.LoadConfigFile(g.configPath, &cfg); err != nil {
+		return "", err
+	}
+	if cfg.DataDir != "" {
+		return cfg.DataDir, nil
+	}
+	return g.dataDir, nil
 }
 
 // output prints v as JSON with --json, else calls human.
