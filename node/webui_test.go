@@ -729,7 +729,7 @@ func TestWebUILogin(t *testing.T) {
 
 	br.do("opening the UI", 10*time.Second, chromedp.Navigate(n.APIURL()+"/"))
 	br.waitJS("the login page", 10*time.Second, `!document.getElementById('login-needed').hidden`)
-	if got := uiEval[string](br, `document.getElementById('login-needed').innerText`); !strings.Contains(got, "Open the link printed by tandem up") {
+	if got := uiEval[string](br, `document.getElementById('login-needed').innerText`); !strings.Contains(got, "Open your login link") || !strings.Contains(got, n.APIURL()+"/login?token=") {
 		t.Errorf("login page says %q", got)
 	}
 	if uiEval[bool](br, `!document.getElementById('nav').hidden`) {

@@ -19,6 +19,67 @@ export function onUnauthorized(fn) {
 
 const unreachable = "Cannot reach your Tandem node. Is `tandem up` still running?";
 
+// ---- is the node there? ----
+// A request that cannot reach the node (connection refused: the node
+// stopped) marks it down; a probe then asks for /status until it answers,
+// and the page carries on without a reload. The token survives a node
+// restart, so the login cookie still works when it is back.
+
+const nodeListeners = new Set();
+let nodeUp = true;
+let probing = false;
+
+/** onNodeStatus subscribes fn(up) to the node going away and coming back. */
+export function onNodeStatus(fn) {
+  nodeListeners.add(fn);
+  return () => nodeListeners.delete(fn);
+}
+
+/** isNodeUp reports whether the last request reached the node. */
+export const isNodeUp = () => nodeUp;
+
+function setNodeUp(up) {
+  if (up === nodeUp) return;
+  nodeUp = up;
+  for (const fn of nodeListeners) {
+    try {
+      fn(up);
+    } catch (e) {
+      reportError(e);
+    }
+  }
+}
+
+const pause = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function unauthorized() {
+  for (const fn of unauthorizedHandlers) fn();
+}
+
+// nodeLost marks the node down and probes until it is back.
+async function nodeLost() {
+  setNodeUp(false);
+  if (probing) return;
+  probing = true;
+  try {
+    for (let delay = 400; ; delay = Math.min(delay * 1.5, 3000)) {
+      await pause(delay);
+      let res;
+      try {
+        res = await fetch("/api/v1/status", { credentials: "same-origin" });
+      } catch {
+        continue;
+      }
+      if (res.status === 401) return unauthorized(); // the token was rotated
+      if (res.ok) break;
+    }
+  } finally {
+    probing = false;
+  }
+  if (wantEvents) connectEvents();
+  setNodeUp(true);
+}
+
 async function send(path, { method = "GET", json, sdp } = {}) {
   const init = { method, credentials: "same-origin", headers: {} };
   if (json !== undefined) {
@@ -32,10 +93,11 @@ async function send(path, { method = "GET", json, sdp } = {}) {
   try {
     res = await fetch("/api/v1" + path, init);
   } catch {
+    nodeLost();
     throw new ApiError(0, unreachable);
   }
   if (res.status === 401) {
-    for (const fn of unauthorizedHandlers) fn();
+    unauthorized();
     throw new ApiError(401, "You are not logged in: open the link printed by tandem up.");
   }
   if (!res.ok) {
@@ -105,14 +167,30 @@ export function onStreamStatus(fn) {
   return () => statusListeners.delete(fn);
 }
 
+let wantEvents = false;
+
 /** openEvents connects to the node's event stream (once logged in). */
 export function openEvents() {
-  if (source) return;
-  source = new EventSource("/api/v1/events");
-  source.onopen = () => statusListeners.forEach((fn) => fn(true));
-  source.onerror = () => statusListeners.forEach((fn) => fn(false));
+  wantEvents = true;
+  if (!source) connectEvents();
+}
+
+function connectEvents() {
+  if (source) source.close();
+  const es = new EventSource("/api/v1/events");
+  source = es;
+  es.onopen = () => statusListeners.forEach((fn) => fn(true));
+  es.onerror = () => {
+    if (source !== es) return;
+    statusListeners.forEach((fn) => fn(false));
+    // The browser's own retry gives up on some answers (a 401, a 5xx) and
+    // waits its own time on others: the page reconnects by itself instead.
+    es.close();
+    source = null;
+    streamLost();
+  };
   for (const type of eventTypes) {
-    source.addEventListener(type, (ev) => {
+    es.addEventListener(type, (ev) => {
       let data = null;
       try {
         data = JSON.parse(ev.data);
@@ -128,6 +206,22 @@ export function openEvents() {
       }
     });
   }
+}
+
+// streamLost finds out why the event stream dropped: the node is gone
+// (probe until it is back), the token changed (log in), or a hiccup
+// (reconnect).
+async function streamLost() {
+  let res;
+  try {
+    res = await fetch("/api/v1/status", { credentials: "same-origin" });
+  } catch {
+    return nodeLost();
+  }
+  if (res.status === 401) return unauthorized();
+  if (!res.ok) return nodeLost();
+  await pause(500);
+  if (wantEvents && !source && nodeUp) connectEvents();
 }
 
 // ---- the node's clock ----

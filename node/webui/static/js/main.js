@@ -1,8 +1,8 @@
 // Tandem web UI: boot, login check, the screen router (#/calendar,
 // #/session/ID, #/history, #/people, #/settings, #/network, #/devices),
 // the connection indicator and the "you have a live session" banner.
-import { get, on, onUnauthorized, onStreamStatus, openEvents, clock, debounce, ApiError } from "./api.js";
-import { h, $, errorBox, fmtCountdown, nameOf, MINUTE } from "./dom.js";
+import { get, on, onUnauthorized, onStreamStatus, onNodeStatus, openEvents, clock, debounce, ApiError } from "./api.js";
+import { h, $, errorBox, fmtCountdown, nameOf, toast, MINUTE } from "./dom.js";
 import { loadSettings } from "./prefs.js";
 import { recheck, roomURL } from "./flow.js";
 import { startNotifications } from "./notify.js";
@@ -67,6 +67,10 @@ function showLogin() {
   $("#screen").hidden = true;
   $("#nav").hidden = true;
   $("#live-banner").hidden = true;
+  $("#node-down").hidden = true;
+  document.body.classList.remove("node-down");
+  // The link this node prints has this page's own address and port.
+  $("#example-link").textContent = `${location.origin}/login?token=…`;
   $("#login-needed").hidden = false;
   document.body.dataset.screen = "login";
   document.title = "Log in · Tandem";
@@ -76,11 +80,29 @@ function showLogin() {
 let peerCount = 0;
 let streamUp = null; // null: not connected yet
 
+let nodeDown = false;
+
 function renderConn() {
   const c = $("#conn");
-  c.className = "conn " + (!streamUp ? "down" : peerCount ? "up" : "alone");
-  c.textContent = streamUp === null ? "connecting…" : !streamUp ? "reconnecting to your node…" : `${peerCount} ${peerCount === 1 ? "peer" : "peers"}`;
-  c.title = !streamUp ? "The live connection to your node dropped; retrying." : "Peers your node is connected to";
+  c.className = "conn " + (nodeDown || !streamUp ? "down" : peerCount ? "up" : "alone");
+  c.textContent = nodeDown ? "node stopped" : streamUp === null ? "connecting…" : !streamUp ? "reconnecting to your node…" : `${peerCount} ${peerCount === 1 ? "peer" : "peers"}`;
+  c.title = nodeDown ? "Your Tandem node does not answer; retrying." : !streamUp ? "The live connection to your node dropped; retrying." : "Peers your node is connected to";
+}
+
+// onNode shows that the node went away, and brings every screen up to
+// date when it is back (the node may have restarted: the room's video
+// leg, for one, must be set up again).
+function onNode(up) {
+  if (!loggedIn) return;
+  nodeDown = !up;
+  $("#node-down").hidden = up;
+  document.body.classList.toggle("node-down", !up);
+  renderConn();
+  if (up) {
+    route();
+    refreshStatus();
+    toast("Your Tandem node is back.");
+  }
 }
 
 const refreshStatus = debounce(async () => {
@@ -166,6 +188,7 @@ async function boot() {
       recheck().catch(() => {});
     }
   });
+  onNodeStatus(onNode);
   openEvents();
   on("peer-connected", refreshStatus);
   on("peer-disconnected", refreshStatus);
