@@ -1,18 +1,18 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
-	"io"
-	"os/exec"
+	"fmt"
+	"go/build"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
-// Dependency rules of the design card, checked against `go list`:
+// Dependency rules of the design card, checked against the source tree:
 // cmd -> node -> {matchmaking, session}; matchmaking and session never import
 // node; the API client never pulls in the daemon.
 
@@ -23,38 +23,111 @@ type goPackage struct {
 	Name       string
 	Doc        string
 	Imports    []string
-	Deps       []string
+	Deps       []string // the module's own packages it imports, directly or not
 }
 
-// listPackages runs `go list -json` on every package of the module.
+// listPackages reads every package of the module from the source tree
+// with go/build, under this platform's build constraints and without test
+// files, as a build sees them. Not `go list`: that loads the whole module
+// graph and so needs modules the build never downloaded (it failed
+// offline after a successful build).
 func listPackages(t *testing.T) map[string]goPackage {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "list", "-json", module+"/...")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	root, err := moduleRoot()
 	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, &stderr)
+		t.Fatal(err)
 	}
 	pkgs := map[string]goPackage{}
-	dec := json.NewDecoder(bytes.NewReader(out))
-	for {
-		var p goPackage
-		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatalf("reading go list output: %v", err)
+	err = filepath.WalkDir(root, func(dir string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
 		}
-		pkgs[p.ImportPath] = p
+		if !d.IsDir() {
+			return nil
+		}
+		// As the go command does: these are never packages of ./...
+		if name := d.Name(); dir != root && (name == "testdata" || name == "vendor" || strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_")) {
+			return filepath.SkipDir
+		}
+		if dir != root {
+			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+				return filepath.SkipDir // another module
+			}
+		}
+		bp, err := build.ImportDir(dir, 0)
+		var noGo *build.NoGoError
+		if errors.As(err, &noGo) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading package in %s: %w", dir, err)
+		}
+		rel, err := filepath.Rel(root, dir)
+		if err != nil {
+			return err
+		}
+		path := module
+		if rel != "." {
+			path += "/" + filepath.ToSlash(rel)
+		}
+		pkgs[path] = goPackage{ImportPath: path, Name: bp.Name, Doc: bp.Doc, Imports: bp.Imports}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("listing the module's packages: %v", err)
+	}
+	for path, p := range pkgs {
+		p.Deps = moduleDeps(pkgs, path)
+		pkgs[path] = p
 	}
 	for _, must := range []string{"/cmd/tandem", "/node", "/node/client", "/matchmaking"} {
 		if _, ok := pkgs[module+must]; !ok {
-			t.Fatalf("go list did not report %s%s", module, must)
+			t.Fatalf("no package %s%s found under %s", module, must, root)
 		}
 	}
 	return pkgs
+}
+
+// moduleRoot is the directory of this module's go.mod, above the test's
+// working directory.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		mod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.HasPrefix(string(mod), "module "+module+"\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod of %s above the working directory", module)
+		}
+		dir = parent
+	}
+}
+
+// moduleDeps is every package of the module that path imports, directly
+// or through others, sorted.
+func moduleDeps(pkgs map[string]goPackage, path string) []string {
+	seen := map[string]bool{}
+	var visit func(string)
+	visit = func(p string) {
+		for _, imp := range pkgs[p].Imports {
+			if _, ours := pkgs[imp]; ours && !seen[imp] {
+				seen[imp] = true
+				visit(imp)
+			}
+		}
+	}
+	visit(path)
+	deps := make([]string, 0, len(seen))
+	for d := range seen {
+		deps = append(deps, d)
+	}
+	slices.Sort(deps)
+	return deps
 }
 
 // within reports whether path is pkg or one of its sub-packages.
