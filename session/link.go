@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -75,12 +76,16 @@ func (s *Session) startLink(st network.Stream, r *bufio.Reader) (*link, error) {
 		stopCh: make(chan struct{}), dead: make(chan struct{}), done: make(chan struct{})}
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		if c != nil {
+			s.noteLocalCandidate(c.ToJSON())
 			l.sendCandidate(c.ToJSON())
 		}
 	})
 	// pion calls this from a new goroutine per change, so the order of
 	// calls is not the order of changes: always look at the current state.
-	pc.OnConnectionStateChange(func(webrtc.PeerConnectionState) { s.onLinkState(l) })
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		s.noteICEState(st)
+		s.onLinkState(l)
+	})
 	dc.OnOpen(func() { s.onOpen(l) })
 	dc.OnClose(l.kill)
 	dc.OnMessage(func(msg webrtc.DataChannelMessage) {
@@ -98,6 +103,7 @@ func (s *Session) startLink(st network.Stream, r *bufio.Reader) (*link, error) {
 	}
 	prev := s.link
 	s.link = l
+	s.noteAttemptLocked()
 	s.goWorkerLocked(l.run)
 	s.mu.Unlock()
 	if prev != nil {
@@ -135,6 +141,7 @@ wait:
 		case <-timeout.C:
 			if !l.isConnected() {
 				s.log.Debug("connection attempt timed out")
+				s.noteError(fmt.Errorf("no WebRTC connection within %v", s.m.cfg.ConnectTimeout))
 				break wait
 			}
 		}
@@ -202,6 +209,11 @@ func (l *link) onDescription(d *pb.Description) error {
 	if isOffer {
 		typ = webrtc.SDPTypeOffer
 	}
+	for _, line := range strings.Split(d.GetSdp(), "\n") {
+		if strings.HasPrefix(line, "a=candidate:") {
+			l.s.noteRemoteCandidate(strings.TrimSpace(line))
+		}
+	}
 	if err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: typ, SDP: d.GetSdp()}); err != nil {
 		return fmt.Errorf("setting remote description: %w", err)
 	}
@@ -235,6 +247,7 @@ func (l *link) onCandidate(c *pb.Candidate) {
 	if c.GetCandidate() == "" {
 		return // end of candidates
 	}
+	l.s.noteRemoteCandidate(c.GetCandidate())
 	init := webrtc.ICECandidateInit{Candidate: c.GetCandidate(), SDPMid: c.SdpMid, UsernameFragment: c.UsernameFragment}
 	if c.SdpMlineIndex != nil {
 		i := uint16(c.GetSdpMlineIndex())
@@ -355,6 +368,7 @@ func (s *Session) connectLoop() {
 			}
 		} else {
 			s.log.Debug("connecting to partner", "err", err)
+			s.noteError(err)
 		}
 		d := backoff/2 + rand.N(backoff)
 		backoff = min(2*backoff, maxRetry)

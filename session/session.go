@@ -57,6 +57,7 @@ type Session struct {
 	partnerReceipt []byte
 	receiptAcked   bool
 	record         *Record
+	try            connTry // connecting to the partner: what was tried
 }
 
 func newSession(m *Manager, b Booking) (*Session, error) {
@@ -130,6 +131,7 @@ func (s *Session) State() Snapshot {
 		Booking: b, Phase: s.phase, NextPhaseAt: nextPhaseAt(s.b, s.m.cfg.Now()),
 		Connected: s.connected, Met: s.met, JoinedAt: s.joinedAt, Browser: s.browser != nil,
 		Self: s.self, Partner: s.partner, Chat: slices.Clone(s.chat),
+		Connect: s.connectReportLocked(s.m.cfg.Now()),
 	}
 	if s.finished {
 		snap.NextPhaseAt = time.Time{}
@@ -311,6 +313,7 @@ func (s *Session) evaluate() {
 		return
 	}
 	s.maybeFinishLocked(now)
+	s.checkConnectLocked(now)
 }
 
 // maybeFinishLocked ends the session once there is nothing left to wait

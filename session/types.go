@@ -150,6 +150,7 @@ const (
 	EventPartnerJoined       = "partner-joined"       // first hello from the partner
 	EventPartnerDisconnected = "partner-disconnected" // connection lost; reconnecting
 	EventPartnerReconnected  = "partner-reconnected"  // back after a disconnect
+	EventCouldNotConnect     = "could-not-connect"    // no connection for CouldNotConnectAfter; Text says what was tried
 	EventRematchOffered      = "rematch-offered"      // partner RematchAfter late
 	EventNoShow              = "no-show"              // partner NoShowAfter late; the session ends
 	EventGoal                = "goal"                 // Text is the new goal of From
@@ -210,9 +211,13 @@ type Snapshot struct {
 	NextPhaseAt time.Time `json:"next_phase_at"`
 	// Connected: the partner is connected now. Met: they joined at least
 	// once; JoinedAt is when.
-	Connected bool      `json:"connected"`
-	Met       bool      `json:"met"`
-	JoinedAt  time.Time `json:"joined_at,omitzero"`
+	Connected bool `json:"connected"`
+	// Connect says how connecting to the partner goes: after
+	// CouldNotConnectAfter without success its state is
+	// "could-not-connect", with what was tried.
+	Connect  ConnectReport `json:"connect"`
+	Met      bool          `json:"met"`
+	JoinedAt time.Time     `json:"joined_at,omitzero"`
 	// Browser: a browser is attached to this node for this session.
 	Browser bool       `json:"browser"`
 	Self    Party      `json:"self"`

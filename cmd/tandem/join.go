@@ -168,7 +168,17 @@ func (v *joinView) header(ctx context.Context, s apiv1.Session) {
 			v.say("<partner> %s", l.Text)
 		}
 	}
+	if s.Connect.State == apiv1.ConnectCouldNotConnect {
+		v.couldNotConnect(s.Connect.Message)
+	}
 	v.countdown(ctx, s)
+}
+
+// couldNotConnect says plainly that the partner could not be reached and
+// what was tried (the node goes on trying).
+func (v *joinView) couldNotConnect(msg string) {
+	v.say("!! %s", msg)
+	v.say("!! Type /rematch to find a new partner, or wait: the connection comes up by itself if it can.")
 }
 
 // countdown prints the time to the next phase on the node's clock (which
@@ -230,6 +240,8 @@ func (v *joinView) event(e apiv1.SessionEvent) {
 		v.say("Partner disconnected; reconnecting...")
 	case apiv1.SessionPartnerReconnected:
 		v.say("Partner is back.")
+	case apiv1.SessionCouldNotConnect:
+		v.couldNotConnect(e.Text)
 	case apiv1.SessionRematchOffered:
 		v.say("Your partner is 2 minutes late. Type /rematch to find a new partner.")
 	case apiv1.SessionNoShow:

@@ -74,3 +74,57 @@ func TestJoinRunsSessionInTerminal(t *testing.T) {
 	}
 	stdinW.Close()
 }
+
+// The partner's node is stopped after the match: 15 s (of the node's
+// clock) after the lobby opens, `tandem join` says plainly that the
+// partner could not be reached and what was tried, and the session's
+// snapshot (GET /api/v1/sessions/{id}) says the same.
+func TestJoinSaysWhenPartnerCannotBeReached(t *testing.T) {
+	tr := nodetest.StartTrio(t)
+	clock, a, b := tr.Clock, tr.A, tr.B
+	ca, cb := client.New(a.APIURL(), a.Token()), client.New(b.APIURL(), b.Token())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	slot := clock.Now().Add(time.Hour).Truncate(15 * time.Minute)
+	ba, err := ca.Book(ctx, apiv1.BookRequest{At: slot, DurationMin: 25})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cb.Book(ctx, apiv1.BookRequest{At: slot, DurationMin: 25}); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.WaitFor(t, 15*time.Second, func() bool {
+		s, err := ca.Session(ctx, ba.ID)
+		return err == nil && s.Connect.State == apiv1.ConnectWaiting
+	}, "A's session to open, waiting for the lobby")
+	b.Stop()
+
+	out := &syncBuffer{}
+	stdinR, stdinW := io.Pipe()
+	defer stdinW.Close()
+	done := make(chan error, 1)
+	go func() { done <- runJoin(ctx, ca, ba.ID, false, stdinR, out) }()
+	nodetest.WaitFor(t, 10*time.Second, func() bool { return strings.Contains(out.String(), "Session with") }, "the join header")
+
+	clock.Advance(slot.Add(-5*time.Minute + time.Second).Sub(clock.Now()))
+	var s apiv1.Session
+	nodetest.WaitFor(t, 10*time.Second, func() bool {
+		s, err = ca.Session(ctx, ba.ID)
+		return err == nil && s.Connect.State == apiv1.ConnectConnecting && !s.Connect.Since.IsZero()
+	}, "A to try to connect")
+	if strings.Contains(out.String(), "Could not connect") {
+		t.Fatalf("could not connect before 15 s:\n%s", out)
+	}
+	clock.Advance(s.Connect.Since.Add(15 * time.Second).Sub(clock.Now()))
+	nodetest.WaitFor(t, 10*time.Second, func() bool {
+		s, err = ca.Session(ctx, ba.ID)
+		return err == nil && s.Connect.State == apiv1.ConnectCouldNotConnect
+	}, "the snapshot to say could-not-connect")
+	if s.Connect.PartnerReachable || s.Connect.Libp2pConnected || !strings.Contains(s.Connect.Message, "not connected over libp2p") {
+		t.Errorf("connect report = %+v", s.Connect)
+	}
+	nodetest.WaitFor(t, 10*time.Second, func() bool {
+		return strings.Contains(out.String(), "!! Could not connect to your partner") && strings.Contains(out.String(), "/rematch")
+	}, "join to say it could not connect")
+	t.Logf("join said:\n%s", out)
+}

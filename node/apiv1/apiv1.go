@@ -97,6 +97,8 @@ type (
 	Stats        = session.Stats
 	Phase        = session.Phase
 	ChatLine     = session.ChatLine
+	// ConnectReport is Session.Connect: how connecting to the partner goes.
+	ConnectReport = session.ConnectReport
 )
 
 // Session phases, event types (SessionEvent.Type) and sides
@@ -113,6 +115,7 @@ const (
 	SessionPartnerJoined       = session.EventPartnerJoined
 	SessionPartnerDisconnected = session.EventPartnerDisconnected
 	SessionPartnerReconnected  = session.EventPartnerReconnected
+	SessionCouldNotConnect     = session.EventCouldNotConnect
 	SessionRematchOffered      = session.EventRematchOffered
 	SessionNoShow              = session.EventNoShow
 	SessionGoal                = session.EventGoal
@@ -125,6 +128,13 @@ const (
 
 	FromSelf    = session.FromSelf
 	FromPartner = session.FromPartner
+
+	// Session.Connect.State values.
+	ConnectWaiting         = session.ConnectWaiting
+	ConnectConnecting      = session.ConnectConnecting
+	ConnectConnected       = session.ConnectConnected
+	ConnectCouldNotConnect = session.ConnectCouldNotConnect
+	ConnectOver            = session.ConnectOver
 )
 
 // CancelRequest is the body of POST /api/v1/bookings/{id}/cancel.

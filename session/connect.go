@@ -1,0 +1,227 @@
+package session
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/pion/webrtc/v4"
+)
+
+// CouldNotConnectAfter is how long, on the node's clock, a session tries
+// to reach its partner before it says plainly that it could not (and
+// what it tried). It goes on trying.
+const CouldNotConnectAfter = 15 * time.Second
+
+// Connect states (ConnectReport.State).
+const (
+	ConnectWaiting         = "waiting"           // the lobby is not open: not trying yet
+	ConnectConnecting      = "connecting"        // trying, for less than CouldNotConnectAfter
+	ConnectConnected       = "connected"         // the partner is connected
+	ConnectCouldNotConnect = "could-not-connect" // trying for CouldNotConnectAfter without success
+	ConnectOver            = "over"              // someone left or the session ended
+)
+
+// maxCandidatesShown bounds each candidate list of a ConnectReport.
+const maxCandidatesShown = 16
+
+// ConnectReport says how connecting to the partner goes and, when it has
+// not worked, what was tried. Times are the node's clock.
+type ConnectReport struct {
+	State string `json:"state"`
+	// Since: when the current try began (connecting, could-not-connect) or
+	// when the partner connected.
+	Since time.Time `json:"since,omitzero"`
+	// Message says in plain words what went wrong and what was tried (set
+	// in could-not-connect).
+	Message string `json:"message,omitempty"`
+	// PartnerReachable: the partner's node answered this session over
+	// libp2p during the try (so the failure is the media path, WebRTC).
+	// Libp2pConnected: a libp2p connection to the partner exists now.
+	PartnerReachable bool `json:"partner_reachable"`
+	Libp2pConnected  bool `json:"libp2p_connected"`
+	// Attempts is how many WebRTC connections were tried.
+	Attempts int `json:"attempts"`
+	// ICEServers are the STUN/TURN servers used (none on one machine or
+	// in local-only mode).
+	ICEServers []string `json:"ice_servers"`
+	// LocalCandidates and RemoteCandidates are the ICE candidates gathered
+	// here and received from the partner, as "TYPE PROTOCOL ADDRESS"
+	// ("host udp 127.0.0.1").
+	LocalCandidates  []string `json:"local_candidates"`
+	RemoteCandidates []string `json:"remote_candidates"`
+	// ICEState is the last WebRTC connection state seen ("checking",
+	// "failed", ...); LastError the last thing that went wrong.
+	ICEState  string `json:"ice_state,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// connTry is what the session has tried since it last lost (or never had)
+// its partner. Guarded by Session.mu.
+type connTry struct {
+	since     time.Time // node clock; zero until the session starts trying
+	reported  bool      // could-not-connect was announced
+	attempts  int
+	reachable bool
+	local     []string
+	remote    []string
+	iceState  string
+	lastErr   string
+}
+
+func addCandidate(list []string, c string) []string {
+	if c == "" || len(list) >= maxCandidatesShown || slices.Contains(list, c) {
+		return list
+	}
+	return append(list, c)
+}
+
+// describeCandidate shortens an ICE candidate line to "TYPE PROTOCOL
+// ADDRESS"; "" when it is not one.
+func describeCandidate(line string) string {
+	f := strings.Fields(strings.TrimPrefix(strings.TrimPrefix(line, "a="), "candidate:"))
+	// foundation component protocol priority address port "typ" type ...
+	if len(f) < 8 || f[6] != "typ" {
+		return ""
+	}
+	return f[7] + " " + strings.ToLower(f[2]) + " " + f[4]
+}
+
+// noteLocalCandidate, noteRemoteCandidate, noteAttempt, noteICEState and
+// noteError record what a link tries.
+func (s *Session) noteLocalCandidate(c webrtc.ICECandidateInit) {
+	s.mu.Lock()
+	s.try.local = addCandidate(s.try.local, describeCandidate(c.Candidate))
+	s.mu.Unlock()
+}
+
+func (s *Session) noteRemoteCandidate(line string) {
+	s.mu.Lock()
+	s.try.remote = addCandidate(s.try.remote, describeCandidate(line))
+	s.mu.Unlock()
+}
+
+// noteAttempt: a signalling stream with the partner is up (it answered
+// over libp2p) and a new PeerConnection starts on it.
+func (s *Session) noteAttemptLocked() {
+	s.try.attempts++
+	s.try.reachable = true
+}
+
+func (s *Session) noteICEState(st webrtc.PeerConnectionState) {
+	s.mu.Lock()
+	s.try.iceState = st.String()
+	if st == webrtc.PeerConnectionStateFailed {
+		s.try.lastErr = "no ICE candidate pair worked (WebRTC failed)"
+	}
+	s.mu.Unlock()
+}
+
+// maxErrorShown bounds ConnectReport.LastError (a libp2p dial error
+// lists every address tried).
+const maxErrorShown = 300
+
+func (s *Session) noteError(err error) {
+	msg := strings.Join(strings.Fields(err.Error()), " ")
+	if len(msg) > maxErrorShown {
+		msg = strings.ToValidUTF8(msg[:maxErrorShown], "") + "..."
+	}
+	s.mu.Lock()
+	s.try.lastErr = msg
+	s.mu.Unlock()
+}
+
+// checkConnectLocked follows the try at each tick of the schedule: it
+// starts the clock when the session begins to want its partner, forgets
+// the try once the partner is connected, and announces could-not-connect
+// once CouldNotConnectAfter has passed on the node's clock.
+func (s *Session) checkConnectLocked(now time.Time) {
+	switch {
+	case s.connected:
+		if !s.try.since.IsZero() || s.try.attempts > 0 {
+			s.try = connTry{}
+		}
+	case !s.wantsPartnerLocked():
+		s.try.since = time.Time{}
+	case s.try.since.IsZero():
+		s.try.since = now
+	case !s.try.reported && now.Sub(s.try.since) >= CouldNotConnectAfter:
+		s.try.reported = true
+		r := s.connectReportLocked(now)
+		s.log.Info("could not connect to partner", "message", r.Message)
+		s.emitLocked(Event{Type: EventCouldNotConnect, Text: r.Message})
+	}
+}
+
+// wantsPartnerLocked: the session should be connecting to the partner now.
+func (s *Session) wantsPartnerLocked() bool {
+	return !s.finished && !s.closing && s.phase != PhaseUpcoming && !s.self.Left && !s.partner.Left
+}
+
+func (s *Session) connectReportLocked(now time.Time) ConnectReport {
+	r := ConnectReport{
+		PartnerReachable: s.try.reachable,
+		Libp2pConnected:  s.m.cfg.Host.Network().Connectedness(s.b.Partner) == network.Connected,
+		Attempts:         s.try.attempts,
+		ICEServers:       []string{},
+		LocalCandidates:  slices.Clone(s.try.local),
+		RemoteCandidates: slices.Clone(s.try.remote),
+		ICEState:         s.try.iceState,
+		LastError:        s.try.lastErr,
+	}
+	if r.LocalCandidates == nil {
+		r.LocalCandidates = []string{}
+	}
+	if r.RemoteCandidates == nil {
+		r.RemoteCandidates = []string{}
+	}
+	for _, srv := range s.m.cfg.ICEServers {
+		r.ICEServers = append(r.ICEServers, srv.URLs...)
+	}
+	switch {
+	case s.connected:
+		r.State, r.Since = ConnectConnected, s.joinedAt
+	case !s.wantsPartnerLocked() && s.phase == PhaseUpcoming:
+		r.State = ConnectWaiting
+	case !s.wantsPartnerLocked():
+		r.State = ConnectOver
+	case s.try.since.IsZero() || now.Sub(s.try.since) < CouldNotConnectAfter:
+		r.State, r.Since = ConnectConnecting, s.try.since
+	default:
+		r.State, r.Since = ConnectCouldNotConnect, s.try.since
+		r.Message = r.explain(now.Sub(s.try.since))
+	}
+	return r
+}
+
+// explain puts a failed try into words.
+func (r ConnectReport) explain(d time.Duration) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Could not connect to your partner in %s. ", d.Round(time.Second))
+	if !r.PartnerReachable {
+		if r.Libp2pConnected {
+			b.WriteString("Their node is connected over libp2p but has not answered this session (it may not have the booking open yet). ")
+		} else {
+			b.WriteString("Their node is not connected over libp2p (it may be offline or not started yet). ")
+		}
+		b.WriteString("No media connection was attempted.")
+	} else {
+		fmt.Fprintf(&b, "Their node answered over libp2p, but the media connection (WebRTC) did not come up (attempts: %d). ", r.Attempts)
+		fmt.Fprintf(&b, "ICE candidates gathered here: %s; from your partner: %s. ", listOrNone(r.LocalCandidates), listOrNone(r.RemoteCandidates))
+		fmt.Fprintf(&b, "ICE servers: %s.", listOrNone(r.ICEServers))
+	}
+	if r.LastError != "" {
+		fmt.Fprintf(&b, " Last error: %s.", strings.TrimSuffix(r.LastError, "."))
+	}
+	b.WriteString(" Still trying.")
+	return b.String()
+}
+
+func listOrNone(l []string) string {
+	if len(l) == 0 {
+		return "none"
+	}
+	return strings.Join(l, ", ")
+}
