@@ -34,7 +34,7 @@ func TestWebUIEmptyState(t *testing.T) {
 		"Finding people on your network (LAN) is off", // mDNS is off in tests
 		"tandem up --bootstrap MULTIADDR", `bootstrap = ["MULTIADDR"]`, "config.toml",
 		"tandem up --peer MULTIADDR",
-		"Try the demo: go run ./cmd/tandem demo",
+		"Try the demo: tandem demo",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the empty state does not say %q:\n%s", want, text)

@@ -59,6 +59,24 @@ export function showError(el, err) {
   el.hidden = !err;
 }
 
+/**
+ * keepFocus runs paint, which may rebuild the children of container, and
+ * puts the keyboard focus back on the rebuilt copy of the element that had
+ * it: the same tag with the same text, inside the element with the same
+ * data-id. Without it every repaint (each event, every 30 s) would drop
+ * the focus of a keyboard user to the page.
+ */
+export function keepFocus(container, paint) {
+  const f = document.activeElement;
+  const item = f && f !== container && container.contains(f) ? f.closest("[data-id]") : null;
+  paint();
+  if (!item || f.isConnected) return;
+  for (const el of container.querySelectorAll(`[data-id="${CSS.escape(item.dataset.id)}"]`)) {
+    const match = [el, ...el.querySelectorAll(f.tagName)].find((c) => c.tagName === f.tagName && c.textContent === f.textContent);
+    if (match) return match.focus();
+  }
+}
+
 // ---- time ----
 
 export const MINUTE = 60 * 1000;
@@ -77,7 +95,16 @@ export const fmtWeekday = (d) => weekdayFmt.format(new Date(d));
 export const fmtDate = (d) => dateFmt.format(new Date(d));
 export const fmtDay = (d) => dayFmt.format(new Date(d));
 export const fmtLongDay = (d) => longDayFmt.format(new Date(d));
-export const fmtWhen = (d) => `${fmtDay(d)}, ${fmtTime(d)}`;
+// Times carry their zone wherever one stands alone (partners may live in
+// another one, and a laptop may travel): "Thu 3 Dec, 14:00 CET".
+const zoneFmt = new Intl.DateTimeFormat([], { timeZoneName: "short" });
+/** zoneName is the browser's time zone, e.g. "Europe/Berlin". */
+export const zoneName = () => Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
+/** fmtZone is the zone's short name at d, e.g. "CET" or "GMT+1". */
+export const fmtZone = (d) => (zoneFmt.formatToParts(new Date(d)).find((p) => p.type === "timeZoneName") || {}).value || "";
+/** fmtTimeZ is fmtTime with the zone: "14:00 CET". */
+export const fmtTimeZ = (d) => `${fmtTime(d)} ${fmtZone(d)}`;
+export const fmtWhen = (d) => `${fmtDay(d)}, ${fmtTimeZ(d)}`;
 
 /** fmtCountdown shows ms as m:ss, or h:mm:ss. */
 export function fmtCountdown(ms) {

@@ -2,7 +2,7 @@
 // #/session/ID, #/history, #/people, #/settings, #/network, #/devices),
 // the connection indicator and the "you have a live session" banner.
 import { get, on, onUnauthorized, onStreamStatus, onNodeStatus, openEvents, clock, debounce, ApiError } from "./api.js";
-import { h, $, errorBox, fmtCountdown, nameOf, toast, MINUTE } from "./dom.js";
+import { h, $, errorBox, fmtCountdown, fmtWhen, nameOf, toast, MINUTE } from "./dom.js";
 import { loadSettings } from "./prefs.js";
 import { recheck, roomURL } from "./flow.js";
 import { startNotifications } from "./notify.js";
@@ -152,6 +152,34 @@ function paintBanner() {
   banner.hidden = false;
 }
 
+// ---- "your partner cancelled" (on every screen, until dismissed) ----
+const known = new Map(); // booking id -> the booking as last seen
+
+async function loadKnown() {
+  try {
+    for (const b of await get("/bookings")) known.set(b.id, b);
+  } catch {
+    // Events fill it in.
+  }
+}
+
+function onBookingChange(b) {
+  const prev = known.get(b.id);
+  known.set(b.id, b);
+  // The node says so in the note when it frees a booking the partner cancelled.
+  if (!prev || prev.state !== "matched" || b.state === "matched" || !/^partner cancelled/.test(b.note || "")) return;
+  const who = nameOf(prev.partner_name, prev.partner);
+  const reason = b.note.replace(/^partner cancelled:?\s*/, "");
+  const when = b.kind === "now" ? "your session" : `your session on ${fmtWhen(b.start)}`;
+  const next = b.state === "searching" ? " Your node is looking for a new partner for it." : "";
+  const id = `partner-cancelled-${b.id}`;
+  document.getElementById(id)?.remove();
+  const notice = h("div", { class: "notice warn", id, role: "alert" },
+    h("p", {}, h("strong", {}, `${who} cancelled ${when}`), reason ? `: “${reason}”.` : ".", next),
+    h("button", { type: "button", class: "small-btn", onclick: () => notice.remove() }, "OK"));
+  $("#notices").append(notice);
+}
+
 async function boot() {
   onUnauthorized(showLogin);
   let status;
@@ -193,6 +221,7 @@ async function boot() {
   on("peer-connected", refreshStatus);
   on("peer-disconnected", refreshStatus);
   on("booking", refreshBanner);
+  loadKnown().then(() => on("booking", onBookingChange));
   on("session", (e) => {
     if (e.type === "phase") {
       if (CHIMES[e.phase]) playChime(CHIMES[e.phase]);

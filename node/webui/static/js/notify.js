@@ -2,7 +2,7 @@
 // partner joined" while the user looks at another tab. Both are opt-in in
 // Settings; the browser asks for permission when one is turned on.
 import { get, on, clock } from "./api.js";
-import { fmtTime, nameOf, MINUTE } from "./dom.js";
+import { fmtTimeZ, nameOf, MINUTE } from "./dom.js";
 import { settings } from "./prefs.js";
 
 const key = "tandem.reminded";
@@ -38,7 +38,7 @@ async function remind() {
     reminded.add(b.id);
     sessionStorage.setItem(key, JSON.stringify([...reminded]));
     const who = b.state === "matched" ? `with ${nameOf(b.partner_name, b.partner)}` : "(still finding a partner)";
-    notify("Tandem: your session starts soon", `${fmtTime(start)}, ${b.duration_min} min ${who}. The lobby is open.`, "remind-" + b.id);
+    notify("Tandem: your session starts soon", `${fmtTimeZ(start)}, ${b.duration_min} min ${who}. The lobby is open.`, "remind-" + b.id);
   }
 }
 

@@ -5,13 +5,21 @@
 // (a first run) it explains why, and what to do, above the grid.
 import { get, post, on, clock, debounce } from "../api.js";
 import {
-  h, $, showError, fmtTime, fmtHour, fmtWeekday, fmtDate, fmtLongDay, fmtWhen, fmtIn, startOfDay, addDays,
-  nameOf, openDialog, MINUTE, toast,
+  h, $, showError, fmtTime, fmtTimeZ, fmtZone, zoneName, fmtHour, fmtWeekday, fmtDate, fmtLongDay, fmtDay, fmtWhen, fmtIn, startOfDay, addDays,
+  nameOf, openDialog, MINUTE, toast, keepFocus,
 } from "../dom.js";
 import { settings } from "../prefs.js";
 import { awaitMatch, isAwaiting, roomURL } from "../flow.js";
 
 export const title = "Calendar";
+
+// compatible mirrors the matcher's rule (matchmaking's compatible): same
+// length, same quiet choice, and activities that agree ("anything" goes
+// with both).
+const compatibleActivity = (a, b) => a === "anything" || b === "anything" || a === b;
+const compatible = (o, want) => o.duration_min === want.duration && o.quiet === want.quiet && compatibleActivity(o.activity, want.activity);
+const describeOffer = (o) => `${o.duration_min} min · ${o.activity}${o.quiet ? " · quiet" : ""}`;
+const listNames = (names) => (names.length <= 1 ? names.join("") : `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}`);
 
 const DAYS = 7;
 const SLOTS_PER_DAY = 96;
@@ -37,7 +45,8 @@ export function mount(el) {
     h("div", { class: "cal-top" },
       h("div", {},
         h("h1", {}, "Your week"),
-        h("p", { class: "muted" }, "Pick a quarter-hour to book a session with a partner, or start one right now.")),
+        h("p", { class: "muted" }, "Pick a quarter-hour to book a session with a partner, or start one right now."),
+        h("p", { class: "muted small", id: "time-zone" }, `Times are in your time zone, ${zoneName()} (${fmtZone(clock.nowMs())}).`)),
       h("div", { class: "focus-now-box" }, nowBtn, nowInfo)),
     err,
     searching,
@@ -180,10 +189,10 @@ export function mount(el) {
     if (st.nowOffers && st.nowOffers.length) {
       nowInfo.append(h("br"), `${st.nowOffers.length} ${st.nowOffers.length === 1 ? "person is" : "people are"} looking for a partner right now`);
     }
-    paintSearching(now);
+    keepFocus(searching, () => paintSearching(now));
     paintSlots(now);
     paintBookings(now);
-    paintUpcoming(now);
+    keepFocus(upcoming, () => paintUpcoming(now));
     if (!st.scrolled) {
       st.scrolled = true;
       scrollToNow(now);
@@ -265,7 +274,7 @@ export function mount(el) {
           ", or ", code('peers = ["MULTIADDR"]'), " in config.toml."),
         h("li", { id: "empty-share" }, ...share),
         h("li", { id: "empty-demo" }, h("strong", {}, "Just want to see how it works?"), " Try the demo: ",
-          code("go run ./cmd/tandem demo"), ". Pretend partners on your own computer; nothing leaves it.")),
+          code("tandem demo"), ". Pretend partners on your own computer; nothing leaves it.")),
       h("p", { class: "muted small" }, "This goes away as soon as a peer connects. What your node tried is on the ",
         h("a", { href: "#/network" }, "Network"), " screen."));
     empty.hidden = false;
@@ -323,8 +332,10 @@ export function mount(el) {
     }
   }
 
+  // paintBookings updates the booking blocks in place (a block that is
+  // removed and rebuilt would take the keyboard focus with it).
   function paintBookings(now) {
-    for (const b of body.querySelectorAll(".booking-block")) b.remove();
+    const old = new Map([...body.querySelectorAll(".booking-block")].map((el) => [el.dataset.id, el]));
     const first = st.days[0].getTime();
     for (const b of st.bookings) {
       if (!LIVE.has(b.state) && b.state !== "done") continue;
@@ -337,14 +348,20 @@ export function mount(el) {
       const end = start + b.duration_min * MINUTE;
       const who = b.state === "matched" || b.state === "done" ? `with ${nameOf(b.partner_name, b.partner)}` : "finding a partner";
       const over = st.over.has(b.id);
-      const block = h("button", {
-        type: "button", class: ["booking-block", b.state, (end < now || over) && "past"], dataset: { id: b.id },
-        style: { top: `${(mins / 1440) * 100}%`, height: `${(b.duration_min / 1440) * 100}%` },
-        "aria-label": `Your booking ${fmtWhen(start)}, ${b.duration_min} minutes, ${who}`,
-        title: `${fmtTime(start)}–${fmtTime(end)} ${who}`,
-      }, h("span", { class: "bk-time" }, fmtTime(start)), " ", h("span", { class: "bk-who" }, who));
-      col.append(block);
+      let block = old.get(b.id);
+      old.delete(b.id);
+      if (!block) {
+        block = h("button", { type: "button", dataset: { id: b.id } }, h("span", { class: "bk-time" }), " ", h("span", { class: "bk-who" }));
+      }
+      block.setAttribute("class", ["booking-block", b.state, (end < now || over) && "past"].filter(Boolean).join(" "));
+      Object.assign(block.style, { top: `${(mins / 1440) * 100}%`, height: `${(b.duration_min / 1440) * 100}%` });
+      block.setAttribute("aria-label", `Your booking ${fmtWhen(start)}, ${b.duration_min} minutes, ${who}`);
+      block.title = `${fmtTime(start)}–${fmtTimeZ(end)} ${who}`;
+      block.querySelector(".bk-time").textContent = fmtTime(start);
+      block.querySelector(".bk-who").textContent = who;
+      if (block.parentNode !== col) col.append(block);
     }
+    for (const el of old.values()) el.remove();
   }
 
   function paintUpcoming(now) {
@@ -416,15 +433,34 @@ export function mount(el) {
     const s = settings();
     const here = st.offers.filter((o) => new Date(o.start).toISOString() === slot.dataset.start);
     const favs = st.people.filter((p) => p.favourite && !here.some((o) => o.owner === p.id));
+    // With people here, start from settings that match one of them (a
+    // favourite first; the user's own defaults when they already match):
+    // the user's default length alone would book a session nobody here
+    // can take, which stays searching.
+    const pre = { duration: s.default_duration_min, activity: s.default_activity, quiet: s.default_quiet };
+    if (here.length && !here.some((o) => compatible(o, pre))) {
+      const o = [...here].sort((a, b) => Number(b.favourite) - Number(a.favourite))[0];
+      pre.duration = o.duration_min;
+      pre.quiet = o.quiet;
+      if (!compatibleActivity(pre.activity, o.activity)) pre.activity = o.activity;
+    }
+    const names = here.map((o) => nameOf(o.name, o.owner));
     const errBox = h("p", { class: "error", role: "alert", hidden: true });
+    const warn = h("p", { class: "warn-box", id: "book-warning", role: "status", hidden: true });
     const radio = (name, value, label, checked, extra = {}) =>
       h("label", { class: "choice" }, h("input", { type: "radio", name, value, checked, ...extra }), " ", label);
     const form = h("form", { class: "book-form", method: "dialog" },
+      here.length
+        ? h("p", { id: "book-offers", class: "book-offers" },
+          h("strong", {}, listNames(names)), ` ${here.length === 1 ? "has" : "have"} this time open. `,
+          "The choices below match ", here.length === 1 ? "them" : "someone here", ".")
+        : null,
       h("fieldset", {}, h("legend", {}, "Duration"),
-        ...[25, 50, 75].map((m) => radio("duration", String(m), `${m} min`, m === s.default_duration_min))),
+        ...[25, 50, 75].map((m) => radio("duration", String(m), `${m} min`, m === pre.duration))),
       h("fieldset", {}, h("legend", {}, "Activity"),
-        ...[["desk", "At my desk"], ["moving", "Moving"], ["anything", "Anything"]].map(([v, l]) => radio("activity", v, l, v === s.default_activity))),
-      h("label", { class: "choice" }, h("input", { type: "checkbox", name: "quiet", checked: s.default_quiet }), " Quiet mode (no talking)"),
+        ...[["desk", "At my desk"], ["moving", "Moving"], ["anything", "Anything"]].map(([v, l]) => radio("activity", v, l, v === pre.activity))),
+      h("label", { class: "choice" }, h("input", { type: "checkbox", name: "quiet", checked: pre.quiet }), " Quiet mode (no talking)"),
+      warn,
       h("label", { class: "field" }, "Your goal (optional)",
         h("input", { name: "goal", maxlength: "280", placeholder: "What will you work on?", autocomplete: "off" })),
       here.length || favs.length
@@ -447,6 +483,21 @@ export function mount(el) {
       if (act) act.checked = true;
       form.elements.quiet.checked = e.target.dataset.quiet === "true";
     });
+    // Say so when the choices match nobody who has this time open.
+    const checkMatch = () => {
+      const f = form.elements;
+      const with_ = f.with ? f.with.value : "";
+      const pool = here.filter((o) => !with_ || o.owner === with_);
+      const want = { duration: Number(f.duration.value), activity: f.activity.value, quiet: f.quiet.checked };
+      const hit = pool.some((o) => compatible(o, want));
+      warn.hidden = !pool.length || hit;
+      if (!warn.hidden) {
+        const offered = pool.map((o) => `${nameOf(o.name, o.owner)}: ${describeOffer(o)}`).join("; ");
+        warn.replaceChildren(`Nobody here matches ${describeOffer({ duration_min: want.duration, activity: want.activity, quiet: want.quiet })} (${offered}). `,
+          "Your booking will wait for someone else to book this time.");
+      }
+    };
+    form.addEventListener("change", checkMatch);
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
       const f = form.elements;
@@ -469,7 +520,8 @@ export function mount(el) {
         btn.disabled = false;
       }
     });
-    const dlg = openDialog({ title: `Book ${fmtLongDay(start)}, ${fmtTime(start)}`, content: form, className: "book-dialog" });
+    checkMatch();
+    const dlg = openDialog({ title: `Book ${fmtLongDay(start)}, ${fmtTimeZ(start)}`, content: form, className: "book-dialog" });
     dlg.id = "book-dialog";
     dlg.addEventListener("close", () => slot.focus());
   }
@@ -485,7 +537,7 @@ export function mount(el) {
     const row = (k, v) => (v ? [h("dt", {}, k), h("dd", {}, v)] : []);
     const content = h("div", {},
       h("dl", { class: "facts" },
-        row("When", `${fmtWhen(start)}–${fmtTime(end)} (${b.duration_min} min)`),
+        row("When", `${fmtDay(start)}, ${fmtTime(start)}–${fmtTimeZ(end)} (${b.duration_min} min)`),
         row("Partner", b.state === "matched" || b.state === "done" ? nameOf(b.partner_name, b.partner) : "Finding a partner…"),
         row("Activity", `${b.activity}${b.quiet ? ", quiet" : ""}`),
         row("Goal", b.goal),

@@ -5,7 +5,7 @@
 // at the end.
 import { get, post, on, clock, debounce, ApiError } from "../api.js";
 import {
-  h, showError, messageOf, fmtTime, fmtWhen, fmtCountdown, fmtIn, nameOf, openDialog, toast, MINUTE,
+  h, showError, messageOf, fmtTime, fmtTimeZ, fmtWhen, fmtCountdown, fmtIn, nameOf, openDialog, toast, MINUTE,
 } from "../dom.js";
 import { localMedia, stopStream, MediaLeg, detachBrowser } from "../media.js";
 import { awaitMatch, navigate } from "../flow.js";
@@ -277,7 +277,7 @@ export function mount(el, bookingID) {
     if (s.phase === "upcoming") {
       const opens = Date.parse(s.booking.start) - 5 * MINUTE;
       banners.append(h("div", { class: "banner" },
-        h("p", {}, `The lobby opens at ${fmtTime(opens)}, 5 minutes before the start. `,
+        h("p", {}, `The lobby opens at ${fmtTimeZ(opens)}, 5 minutes before the start. `,
           h("a", { href: "#/devices" }, "Test your camera and microphone"), " meanwhile.")));
     }
   }
