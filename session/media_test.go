@@ -29,11 +29,32 @@ type testBrowser struct {
 	mu    sync.Mutex
 	first time.Time                        // when the first packet arrived
 	got   map[webrtc.RTPCodecType][]uint16 // received sequence numbers
-	bad   int                              // packets whose payload did not match
+	rx    map[webrtc.RTPCodecType][]rxPacket
+	bad   int // packets too short to carry their sender's sequence number
 	more  chan struct{}
 
 	wg   sync.WaitGroup
 	stop chan struct{}
+}
+
+// rxPacket is one received packet: its header, and the sequence number
+// its sender wrote into the payload.
+type rxPacket struct {
+	seq, sent uint16
+	ts        uint32
+}
+
+// shifts counts the places where the received sequence numbers stop
+// following the ones the sender wrote into the payloads: each is a packet
+// renumbered differently from the one before, as at a change of source.
+func shifts(rx []rxPacket) int {
+	n := 0
+	for i := 1; i < len(rx); i++ {
+		if rx[i].seq-rx[i-1].seq != rx[i].sent-rx[i-1].sent {
+			n++
+		}
+	}
+	return n
 }
 
 func newTestBrowser(t testing.TB) *testBrowser {
@@ -46,7 +67,7 @@ func newTestBrowser(t testing.TB) *testBrowser {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tb := &testBrowser{t: t, pc: pc, got: map[webrtc.RTPCodecType][]uint16{}, more: make(chan struct{}), stop: make(chan struct{})}
+	tb := &testBrowser{t: t, pc: pc, got: map[webrtc.RTPCodecType][]uint16{}, rx: map[webrtc.RTPCodecType][]rxPacket{}, more: make(chan struct{}), stop: make(chan struct{})}
 	if tb.video, err = webrtc.NewTrackLocalStaticRTP(media.VideoCodec, "camera", "browser"); err != nil {
 		t.Fatal(err)
 	}
@@ -93,8 +114,10 @@ func newTestBrowser(t testing.TB) *testBrowser {
 					return
 				}
 				tb.mu.Lock()
-				if len(p.Payload) < 3 || binary.BigEndian.Uint16(p.Payload[1:]) != p.SequenceNumber {
+				if len(p.Payload) < 3 {
 					tb.bad++
+				} else {
+					tb.rx[tr.Kind()] = append(tb.rx[tr.Kind()], rxPacket{p.SequenceNumber, binary.BigEndian.Uint16(p.Payload[1:]), p.Timestamp})
 				}
 				if tb.first.IsZero() {
 					tb.first = time.Now()
@@ -183,7 +206,7 @@ func (tb *testBrowser) received(kind webrtc.RTPCodecType, n int) []uint16 {
 		got, ch, bad := append([]uint16(nil), tb.got[kind]...), tb.more, tb.bad
 		tb.mu.Unlock()
 		if bad > 0 {
-			tb.t.Fatalf("%d packets with a payload that does not match their sequence number", bad)
+			tb.t.Fatalf("%d packets with a payload too short for the test's", bad)
 		}
 		if len(got) >= n {
 			return got
@@ -229,6 +252,19 @@ func TestMediaRelay(t *testing.T) {
 	checkInOrder(t, "a->b video", browserB.received(webrtc.RTPCodecTypeVideo, 30), 1000)
 	checkInOrder(t, "a->b audio", browserB.received(webrtc.RTPCodecTypeAudio, 30), 1000)
 	checkInOrder(t, "b->a video", browserA.received(webrtc.RTPCodecTypeVideo, 30), 50000)
+	// One source each way: forwarded untouched.
+	for _, c := range []struct {
+		name string
+		tb   *testBrowser
+		kind webrtc.RTPCodecType
+	}{{"a->b video", browserB, webrtc.RTPCodecTypeVideo}, {"a->b audio", browserB, webrtc.RTPCodecTypeAudio}, {"b->a video", browserA, webrtc.RTPCodecTypeVideo}} {
+		c.tb.mu.Lock()
+		rx := c.tb.rx[c.kind]
+		c.tb.mu.Unlock()
+		if n := shifts(rx); n != 0 || rx[0].seq != rx[0].sent {
+			t.Errorf("%s: renumbered (%d shifts, first %+v)", c.name, n, rx[0])
+		}
+	}
 
 	// A viewer attaching asked for a keyframe already; this one is B's own.
 	waitFor(t, "keyframe request for a new viewer", func() bool { return browserA.plis.Load() > 0 })
@@ -243,5 +279,71 @@ func TestMediaRelay(t *testing.T) {
 	a.rec.wait(t, "b's camera off", isFrom(EventMedia, sa.ID(), FromPartner, func(e Event) bool { return !e.Media.Video }))
 	if st := sa.State(); st.Partner.Media.Video || !st.Browser {
 		t.Fatalf("a's state after b's browser left: %+v", st)
+	}
+}
+
+// TestMediaRelaySourceChange: A's browser reloads mid-session (a new
+// PeerConnection: new SSRC, sequence numbers and timestamps far from the
+// old ones). B's browser keeps getting one continuous stream: sequence
+// numbers go on from the last one, timestamps move forward, and A's new
+// camera is asked for a keyframe. A's new browser gets B's video.
+func TestMediaRelaySourceChange(t *testing.T) {
+	clk := newClock()
+	a, b := newPair(t, clk)
+	sa, sb := meet(t, a, b, "reload")
+	browserA, browserB := newTestBrowser(t), newTestBrowser(t)
+	browserA.attach(sa)
+	browserB.attach(sb)
+	browserA.send(1000, 5*time.Millisecond)
+	browserB.send(20000, 5*time.Millisecond)
+	before := len(browserB.received(webrtc.RTPCodecTypeVideo, 30))
+	browserA.received(webrtc.RTPCodecTypeVideo, 30)
+
+	// The reload: the old page's connection closes, the new page's
+	// camera starts over at sequence number 40000 (behind 1000 + n in
+	// RTP's modular order) with timestamps far away.
+	browserA.close()
+	reloaded := newTestBrowser(t)
+	reloaded.attach(sa)
+	reloaded.send(40000, 5*time.Millisecond)
+	waitFor(t, "a keyframe request to a's new camera", func() bool { return reloaded.plis.Load() > 0 })
+	reloaded.received(webrtc.RTPCodecTypeVideo, 30)
+
+	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		// Enough of the new source's packets to be past the switch.
+		var rx []rxPacket
+		waitFor(t, "a's new "+kind.String()+" at b", func() bool {
+			browserB.mu.Lock()
+			defer browserB.mu.Unlock()
+			rx = append([]rxPacket(nil), browserB.rx[kind]...)
+			n := 0
+			for _, p := range rx {
+				if p.sent >= 40000 {
+					n++
+				}
+			}
+			return n >= 30
+		})
+		seqs := make([]uint16, len(rx))
+		for i, p := range rx {
+			seqs[i] = p.seq
+		}
+		checkInOrder(t, "a->b "+kind.String()+" across the reload", seqs, 1000)
+		if n := shifts(rx); n != 1 {
+			t.Errorf("a->b %s: %d renumberings, want the one at the reload", kind, n)
+		}
+		for i := 1; i < len(rx); i++ {
+			if rx[i].sent >= 40000 && rx[i-1].sent < 40000 {
+				if d := rx[i].seq - rx[i-1].seq; d != 1 {
+					t.Errorf("a->b %s: sequence number jumps by %d at the reload", kind, d)
+				}
+				if d := rx[i].ts - rx[i-1].ts; d == 0 || d >= 1<<31 {
+					t.Errorf("a->b %s: timestamp goes from %d to %d at the reload", kind, rx[i-1].ts, rx[i].ts)
+				}
+			}
+		}
+	}
+	if len(browserB.got[webrtc.RTPCodecTypeVideo]) <= before {
+		t.Fatal("no video at b after the reload")
 	}
 }

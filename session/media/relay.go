@@ -64,6 +64,12 @@ type Relay struct {
 	log *slog.Logger
 	// out[side][kind] is the track written towards side.
 	out [2][2]*webrtc.TrackLocalStaticRTP
+	// outMu[side][kind] serialises the writes to out[side][kind] and
+	// guards rw[side][kind], which keeps its stream continuous.
+	outMu [2][2]sync.Mutex
+	rw    [2][2]*rewriter
+	// sources numbers the received tracks: each is one source.
+	sources atomic.Uint64
 	// keyframe[side] asks the source on side for a keyframe.
 	keyframe [2]chan struct{}
 	// forwarded[side] counts packets received from side and forwarded.
@@ -108,6 +114,8 @@ func NewRelay(log *slog.Logger) (*Relay, error) {
 		if r.out[side][audio], err = webrtc.NewTrackLocalStaticRTP(AudioCodec, "audio", stream); err != nil {
 			return nil, fmt.Errorf("creating audio track: %w", err)
 		}
+		r.rw[side][video] = newRewriter(VideoCodec.ClockRate)
+		r.rw[side][audio] = newRewriter(AudioCodec.ClockRate)
 		r.keyframe[side] = make(chan struct{}, 1)
 	}
 	for _, side := range []Side{Browser, Partner} {
@@ -211,11 +219,16 @@ func (r *Relay) goRun(f func()) bool {
 }
 
 // forward copies packets from t, received on side, to the other side.
+// Each received track is a new source for the outgoing track: the
+// rewriter continues the outgoing stream across the change, and only the
+// side's current PeerConnection is forwarded, so two sources never take
+// turns.
 func (r *Relay) forward(from Side, pc *webrtc.PeerConnection, t *webrtc.TrackRemote) {
 	k, ok := kindIndex(t.Kind())
 	if !ok {
 		return
 	}
+	src := r.sources.Add(1)
 	r.mu.Lock()
 	viewer := r.legs[from.other()]
 	if l := r.legs[from]; l != nil && l.pc == pc && k == video {
@@ -224,10 +237,11 @@ func (r *Relay) forward(from Side, pc *webrtc.PeerConnection, t *webrtc.TrackRem
 	wantKeyframe := k == video && viewer != nil && viewer.connected
 	r.mu.Unlock()
 	if wantKeyframe {
+		// A new source: the viewer's decoder needs a keyframe from it.
 		r.RequestKeyframe(from)
 	}
 	r.log.Debug("forwarding track", "from", from, "kind", t.Kind(), "ssrc", t.SSRC())
-	out := r.out[from.other()][k]
+	to := from.other()
 	buf := make([]byte, 1500)
 	var p rtp.Packet
 	for {
@@ -238,14 +252,28 @@ func (r *Relay) forward(from Side, pc *webrtc.PeerConnection, t *webrtc.TrackRem
 		if err := p.Unmarshal(buf[:n]); err != nil {
 			continue
 		}
+		if !r.isCurrent(from, pc) {
+			continue // replaced: its successor's packets go out instead
+		}
 		// Header extension IDs are negotiated per leg; the next leg's
 		// interceptors add their own.
 		p.Header.Extension, p.Header.Extensions, p.Header.ExtensionProfile = false, nil, 0
+		r.outMu[to][k].Lock()
+		r.rw[to][k].rewrite(src, &p.Header, time.Now())
 		// A write fails only for a closing PeerConnection; the others
 		// bound to the track still get the packet.
-		_ = out.WriteRTP(&p)
+		_ = r.out[to][k].WriteRTP(&p)
+		r.outMu[to][k].Unlock()
 		r.forwarded[from].Add(1)
 	}
+}
+
+// isCurrent reports whether pc is side's current PeerConnection.
+func (r *Relay) isCurrent(side Side, pc *webrtc.PeerConnection) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := r.legs[side]
+	return l != nil && l.pc == pc
 }
 
 // drainRTCP reads the RTCP a viewer sends about one of our outgoing
