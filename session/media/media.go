@@ -16,7 +16,10 @@
 //
 // Both sides may come and go (a browser reloads, the partner reconnects):
 // the outgoing tracks live as long as the Relay and are bound to every new
-// PeerConnection, so nothing has to be renegotiated on the other side.
+// PeerConnection, so nothing has to be renegotiated on the other side. A
+// new source starts with its own SSRC, sequence numbers and timestamps;
+// the relay renumbers its packets to continue the outgoing stream (see
+// rewriter) and asks it for a keyframe, so the viewer's decoder carries on.
 package media
 
 import (
