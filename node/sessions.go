@@ -279,6 +279,8 @@ func writeSessionErr(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, session.ErrInvalid):
 		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, session.ErrBrowserNoNetwork):
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
 	case errors.Is(err, session.ErrEnded), errors.Is(err, session.ErrWrongPhase), errors.Is(err, session.ErrNotConnected):
 		writeError(w, http.StatusConflict, err.Error())
 	default:

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/pion/webrtc/v4"
 
@@ -28,6 +29,11 @@ func (s *Session) AttachBrowser(ctx context.Context, offerSDP string) (string, e
 	s.mu.Unlock()
 	if ended {
 		return "", ErrEnded
+	}
+	// No trickle: an offer without candidates can never connect. Chromium
+	// gathers none when loopback is its only network (it skips loopback).
+	if !strings.Contains(offerSDP, "a=candidate:") {
+		return "", ErrBrowserNoNetwork
 	}
 	pc, err := s.m.browserAPI.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {

@@ -103,4 +103,9 @@ var (
 	ErrInvalidMessage = errors.New("invalid session message")
 	// ErrBadReceipt: an attendance receipt failed verification.
 	ErrBadReceipt = errors.New("invalid attendance receipt")
+	// ErrBrowserNoNetwork: the browser's offer has no ICE candidate, so
+	// its leg cannot connect (a browser on a machine with only loopback).
+	ErrBrowserNoNetwork = errors.New("your browser offered no network address for the video connection " +
+		"(on a computer whose only network is loopback, e.g. offline, Chromium needs the flag " +
+		"--allow-loopback-in-peer-connection; or connect to any network and try again)")
 )
