@@ -88,3 +88,61 @@ func TestWebUINodeRestart(t *testing.T) {
 	br.goTo("calendar", `document.querySelectorAll('.slot').length === 7*96 && document.getElementById('conn').classList.contains('up')`)
 	br.checkConsole()
 }
+
+// TestWebUICouldNotConnect: the partner's node is gone when the session
+// starts; after session.CouldNotConnectAfter of the node's clock the room
+// says that it could not connect, in the node's words, with what it tried.
+func TestWebUICouldNotConnect(t *testing.T) {
+	path := skipWithoutChromium(t)
+	clock := &nodetest.Clock{}
+	cfgA, cfgB := nodetest.Config(t), nodetest.Config(t)
+	cfgA.Now, cfgA.Name = clock.Now, "Ada"
+	cfgB.Now, cfgB.Name = clock.Now, "Bo"
+	a := nodetest.Start(t, cfgA)
+	nodetest.Link(t, &cfgB, a)
+	b := nodetest.Start(t, cfgB)
+	br, err := startUIBrowser(t, path, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	br.login(a)
+	shots := newScreenshots(t)
+
+	ctx := context.Background()
+	ca := apiClientFor(a)
+	slot := clock.Now().Add(time.Hour).Truncate(15 * time.Minute)
+	bk, err := ca.Book(ctx, apiv1.BookRequest{At: slot, DurationMin: 25})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := apiClientFor(b).Book(ctx, apiv1.BookRequest{At: slot, DurationMin: 25}); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.WaitFor(t, 20*time.Second, func() bool {
+		bs, _ := ca.Bookings(ctx)
+		return len(bs) == 1 && bs[0].Confirmed
+	}, "the match to be confirmed")
+	if err := b.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(slot.Sub(clock.Now()) + 30*time.Second)
+	br.do("opening the room", 10*time.Second, chromedp.Navigate(fmt.Sprintf("%s/#/session/%s", a.APIURL(), url.PathEscape(bk.ID))))
+	br.waitJS("the room", 15*time.Second, `!!document.getElementById('phase') && document.getElementById('phase').textContent === 'Focus'`)
+	nodetest.WaitFor(t, 15*time.Second, func() bool {
+		ss, _ := ca.Sessions(ctx)
+		return len(ss) == 1 && ss[0].Connect.State == "connecting"
+	}, "A's session to start trying")
+	clock.Advance(20 * time.Second)
+	br.waitJS("the could-not-connect banner", 15*time.Second,
+		`!!document.getElementById('connect-banner') && /Could not connect to Bo/.test(document.getElementById('connect-banner').textContent)`)
+	ss, err := ca.Sessions(ctx)
+	if err != nil || len(ss) != 1 {
+		t.Fatal(ss, err)
+	}
+	if got := uiEval[string](br, `document.getElementById('connect-banner').textContent`); !strings.Contains(got, ss[0].Connect.Message) {
+		t.Errorf("the banner %q does not carry the node's message %q", got, ss[0].Connect.Message)
+	}
+	br.click("#connect-banner summary")
+	shots.take(br, "could-not-connect")
+	br.checkConsole()
+}

@@ -263,10 +263,12 @@ export function mount(el, bookingID) {
       ((s.phase === "focus" || s.phase === "warning") && clock.nowMs() - Date.parse(s.booking.start) >= 2 * MINUTE));
     // Rebuild only when something changed: a rebuilt button loses the
     // keyboard focus.
-    const key = `${late}|${s.phase === "upcoming"}|${name}`;
+    const cnc = s.connect && s.connect.state === "could-not-connect" ? s.connect : null;
+    const key = `${late}|${s.phase === "upcoming"}|${name}|${cnc ? cnc.message : ""}`;
     if (key === st.bannerKey) return;
     st.bannerKey = key;
     banners.replaceChildren();
+    if (cnc) banners.append(connectBanner(cnc, name));
     if (late) {
       banners.append(h("div", { class: "banner warn", id: "rematch-banner" },
         h("p", {}, `${name} is late. You can keep waiting, or find someone who is free right now.`),
@@ -280,6 +282,27 @@ export function mount(el, bookingID) {
         h("p", {}, `The lobby opens at ${fmtTimeZ(opens)}, 5 minutes before the start. `,
           h("a", { href: "#/devices" }, "Test your camera and microphone"), " meanwhile.")));
     }
+  }
+
+  // connectBanner says that the node could not reach the partner, in the
+  // node's words, with what it tried folded away below.
+  function connectBanner(c, name) {
+    const list = (xs) => (xs && xs.length ? xs.join(", ") : "none");
+    const fact = (k, v) => [h("dt", {}, k), h("dd", {}, v)];
+    return h("div", { class: "banner bad", id: "connect-banner", role: "alert" },
+      h("div", {},
+        h("p", {}, h("strong", {}, `Could not connect to ${name}.`), " ", c.message || "Your node keeps trying."),
+        h("details", {},
+          h("summary", {}, "What your node tried"),
+          h("dl", { class: "facts small" },
+            fact(`${name}'s node answered`, c.partner_reachable ? "yes (so the video path fails)" : "no"),
+            fact("Connected to their node now", c.libp2p_connected ? "yes" : "no"),
+            fact("Video connections tried", String(c.attempts || 0)),
+            fact("STUN/TURN servers", list(c.ice_servers)),
+            fact("Addresses here", list(c.local_candidates)),
+            fact(`Addresses from ${name}`, list(c.remote_candidates)),
+            c.ice_state ? fact("Last connection state", c.ice_state) : null,
+            c.last_error ? fact("Last error", c.last_error) : null))));
   }
 
   // ---- the timer ----
