@@ -836,7 +836,7 @@ func (s *Service) tryHold(remote peer.ID, p *pb.Propose) string {
 	case KindNow:
 		// The proposer took start from its own clock, which may be up to
 		// MaxClockSkew off ours; both sides keep that start, and the
-		// session runs on the proposer's clock (see session.Clock).
+		// session runs on the proposer's clock (docs/protocol.md, Schedule).
 		if start.Before(now.Add(-peerSlack)) || start.After(now.Add(peerSlack)) {
 			return reasonMismatch
 		}

@@ -60,16 +60,26 @@ func leakedGoroutines(grace time.Duration) string {
 }
 
 // clock is a settable clock: the schedule's minutes pass when a test says.
+// A skewed clock (see skewed) reads another clock plus an offset.
 type clock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu   sync.Mutex
+	t    time.Time
+	base *clock
+	off  time.Duration
 }
 
 func newClock() *clock {
 	return &clock{t: time.Date(2026, 3, 2, 9, 58, 0, 0, time.UTC)}
 }
 
+// skewed returns a clock that reads c plus d: another machine's clock,
+// d off.
+func (c *clock) skewed(d time.Duration) *clock { return &clock{base: c, off: d} }
+
 func (c *clock) Now() time.Time {
+	if c.base != nil {
+		return c.base.Now().Add(c.off)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.t

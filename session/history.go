@@ -23,6 +23,10 @@ const (
 type liveState struct {
 	JoinedAt time.Time `json:"joined_at,omitzero"`
 	Goal     string    `json:"goal"`
+	// ClockOffsetMs is the answerer's last measured offset to the
+	// offerer's clock (the session clock), so a restart keeps the
+	// schedule until it measures again; nil if never measured.
+	ClockOffsetMs *int64 `json:"clock_offset_ms,omitempty"`
 }
 
 func saveLive(db *badger.DB, bookingID string, l liveState) error {

@@ -317,6 +317,8 @@ func (s *Session) onOpen(l *link) {
 	if err := s.sendLocked(s.helloLocked()); err != nil {
 		s.log.Debug("sending hello", "err", err)
 	}
+	s.probes, s.clockSamples = nil, nil // a new path: measure afresh
+	s.probeClockLocked(true)
 }
 
 // linkGone forgets a closed link and tells the connector.
@@ -421,14 +423,16 @@ func (s *Session) dial() (*link, error) {
 }
 
 // admits reports whether remote's Join may open a link to this session:
-// the booked partner, the right bookings, from the lobby on.
+// the booked partner, the right bookings, from the lobby on. The offerer
+// dials when its lobby opens on its clock, which may be MaxClockSkew
+// ahead of ours (we follow its clock only once connected).
 func (s *Session) admits(remote peer.ID, j *pb.Join) bool {
 	if s.offerer || (j.GetToBooking() != "" && j.GetToBooking() != s.b.ID) {
 		return false
 	}
 	s.mu.Lock()
 	ok := !s.finished && !s.closing && !s.self.Left && !s.partner.Left &&
-		phaseAt(s.b, s.m.cfg.Now()) != PhaseUpcoming
+		phaseAt(s.b, s.sessionNowLocked().Add(MaxClockSkew)) != PhaseUpcoming
 	s.mu.Unlock()
 	return ok && s.learnPartnerBooking(remote, j)
 }

@@ -58,6 +58,13 @@ type Session struct {
 	receiptAcked   bool
 	record         *Record
 	try            connTry // connecting to the partner: what was tried
+	// The session clock (clock.go): clockOffset is added to our clock to
+	// get the offerer's; clockKnown once measured (or restored).
+	clockOffset  time.Duration
+	clockKnown   bool
+	clockSamples []clockSample
+	probes       []int64   // sent_unix_ms of our unanswered clock probes
+	lastProbe    time.Time // real time
 }
 
 func newSession(m *Manager, b Booking) (*Session, error) {
@@ -71,18 +78,9 @@ func newSession(m *Manager, b Booking) (*Session, error) {
 		protectTag: "tandem-session-" + b.ID,
 		wake:       make(chan struct{}, 1), redial: make(chan struct{}, 1),
 		over: make(chan struct{}), done: make(chan struct{}),
-		phase:          phaseAt(b, m.cfg.Now()),
 		self:           Party{Name: b.Name, Goal: b.Goal, Presence: PresenceHere},
 		partner:        Party{Name: b.PartnerName, Presence: PresenceHere},
 		partnerBooking: b.PartnerBooking,
-	}
-	// Lateness counts from the start, or from when we came if we were
-	// late ourselves: a node opening the session late does not call a
-	// partner who waited for it a no-show.
-	now := m.cfg.Now()
-	s.absentFrom = b.Start
-	if now.After(b.Start) {
-		s.absentFrom = now
 	}
 	// A node that restarts mid-session picks up where it was.
 	live, ok, err := loadLive(m.cfg.DB, b.ID)
@@ -94,6 +92,18 @@ func newSession(m *Manager, b Booking) (*Session, error) {
 		if !live.JoinedAt.IsZero() {
 			s.met, s.joinedAt = true, live.JoinedAt
 		}
+		if !s.offerer && live.ClockOffsetMs != nil {
+			s.clockOffset, s.clockKnown = time.Duration(*live.ClockOffsetMs)*time.Millisecond, true
+		}
+	}
+	now := s.sessionNowLocked()
+	s.phase = phaseAt(b, now)
+	// Lateness counts from the start, or from when we came if we were
+	// late ourselves: a node opening the session late does not call a
+	// partner who waited for it a no-show.
+	s.absentFrom = b.Start
+	if now.After(b.Start) {
+		s.absentFrom = now
 	}
 	s.ctx, s.cancel = context.WithCancel(m.ctx)
 	// Keep the libp2p connection to the partner from being trimmed.
@@ -128,8 +138,11 @@ func (s *Session) State() Snapshot {
 	b := s.b
 	b.PartnerBooking, b.PartnerName = s.partnerBooking, s.partner.Name
 	snap := Snapshot{
-		Booking: b, Phase: s.phase, NextPhaseAt: nextPhaseAt(s.b, s.m.cfg.Now()),
-		Connected: s.connected, Met: s.met, JoinedAt: s.joinedAt, Browser: s.browser != nil,
+		Booking: b, Phase: s.phase,
+		// On our clock, which is what the user's countdown runs on.
+		NextPhaseAt:   nextPhaseAt(s.b, s.sessionNowLocked()).Add(-s.clockOffset),
+		ClockOffsetMs: s.clockOffset.Milliseconds(),
+		Connected:     s.connected, Met: s.met, JoinedAt: s.joinedAt, Browser: s.browser != nil,
 		Self: s.self, Partner: s.partner, Chat: slices.Clone(s.chat),
 		Connect: s.connectReportLocked(s.m.cfg.Now()),
 	}
@@ -240,7 +253,7 @@ func (s *Session) Leave(reason string) error {
 	}
 	now := s.m.cfg.Now()
 	s.self.Left, s.self.Reason = true, reason
-	s.selfEarly = now.Before(s.b.End())
+	s.selfEarly = s.sessionNowLocked().Before(s.b.End())
 	s.sendLocked(&pb.Message{Body: &pb.Message_Leave{Leave: &pb.Leave{Reason: reason}}})
 	if s.receipt == nil {
 		s.sendReceiptLocked(now)
@@ -279,22 +292,29 @@ func (s *Session) run() {
 
 // evaluate applies the schedule at the current time.
 func (s *Session) evaluate() {
-	now := s.m.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.evaluateLocked()
+}
+
+// evaluateLocked applies the schedule at the current time of the session
+// clock; what it records (receipts, when the session ended) is on ours.
+func (s *Session) evaluateLocked() {
 	if s.finished {
 		return
 	}
-	if ph := phaseAt(s.b, now); ph != s.phase {
+	now, snow := s.m.cfg.Now(), s.sessionNowLocked()
+	if ph := phaseAt(s.b, snow); ph != s.phase {
 		s.phase = ph
 		s.emitLocked(Event{Type: EventPhase, Phase: ph})
 		s.poke()
 	}
-	if !s.met && !s.rematchOffered && !now.Before(s.absentFrom.Add(RematchAfter)) {
+	s.probeClockLocked(false)
+	if !s.met && !s.rematchOffered && !snow.Before(s.absentFrom.Add(RematchAfter)) {
 		s.rematchOffered = true
 		s.emitLocked(Event{Type: EventRematchOffered})
 	}
-	if !s.met && !now.Before(s.absentFrom.Add(NoShowAfter)) {
+	if !s.met && !snow.Before(s.absentFrom.Add(NoShowAfter)) {
 		s.emitLocked(Event{Type: EventNoShow})
 		if s.receipt == nil {
 			s.sendReceiptLocked(now)
@@ -305,7 +325,7 @@ func (s *Session) evaluate() {
 	if s.phase == PhaseCheckin && s.self.CheckIn != nil && s.receipt == nil {
 		s.sendReceiptLocked(now)
 	}
-	if !now.Before(s.b.End().Add(CheckinWindow)) || (!s.leaveBy.IsZero() && time.Now().After(s.leaveBy)) {
+	if !snow.Before(s.b.End().Add(CheckinWindow)) || (!s.leaveBy.IsZero() && time.Now().After(s.leaveBy)) {
 		if s.receipt == nil {
 			s.sendReceiptLocked(now)
 		}
@@ -343,7 +363,7 @@ func (s *Session) finishLocked(now time.Time, noShow bool) {
 	s.emitLocked(Event{Type: EventPhase, Phase: PhaseDone})
 	// Leaving before the start without ever meeting is a cancellation,
 	// not a session: nothing to record.
-	if s.met || !s.self.Left || !now.Before(s.b.Start) {
+	if s.met || !s.self.Left || !s.sessionNowLocked().Before(s.b.Start) {
 		s.record = &Record{
 			BookingID: s.b.ID, PartnerBooking: s.partnerBooking, Partner: s.b.Partner,
 			PartnerName: s.partner.Name, Kind: s.b.Kind, Start: s.b.Start, DurationMin: s.b.DurationMin,
@@ -475,7 +495,7 @@ func (s *Session) onMessage(l *link, data []byte) {
 		s.emitLocked(Event{Type: EventCheckIn, From: FromPartner, CheckIn: s.partner.CheckIn})
 	case *pb.Message_Leave:
 		s.partner.Left, s.partner.Reason = true, b.Leave.GetReason()
-		s.partnerEarly = now.Before(s.b.End())
+		s.partnerEarly = s.sessionNowLocked().Before(s.b.End())
 		s.emitLocked(Event{Type: EventPartnerLeft, From: FromPartner, Text: s.partner.Reason})
 		if s.receipt == nil {
 			s.sendReceiptLocked(now)
@@ -491,6 +511,8 @@ func (s *Session) onMessage(l *link, data []byte) {
 			s.receiptAcked = true
 			s.maybeFinishLocked(now)
 		}
+	case *pb.Message_Clock:
+		s.onClockLocked(b.Clock, now)
 	}
 }
 
@@ -559,7 +581,12 @@ func (s *Session) onReceiptLocked(env []byte, now time.Time) {
 
 // saveLiveLocked stores what must survive a node restart.
 func (s *Session) saveLiveLocked() {
-	if err := saveLive(s.m.cfg.DB, s.b.ID, liveState{JoinedAt: s.joinedAt, Goal: s.self.Goal}); err != nil {
+	l := liveState{JoinedAt: s.joinedAt, Goal: s.self.Goal}
+	if s.clockKnown {
+		ms := s.clockOffset.Milliseconds()
+		l.ClockOffsetMs = &ms
+	}
+	if err := saveLive(s.m.cfg.DB, s.b.ID, l); err != nil {
 		s.log.Error("storing session state", "err", err)
 	}
 }

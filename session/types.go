@@ -207,8 +207,14 @@ type Party struct {
 type Snapshot struct {
 	Booking Booking `json:"booking"`
 	Phase   Phase   `json:"phase"`
-	// NextPhaseAt is when the schedule moves on (for countdowns).
+	// NextPhaseAt is when the schedule moves on (for countdowns), on
+	// this node's clock.
 	NextPhaseAt time.Time `json:"next_phase_at"`
+	// ClockOffsetMs is how far the session clock (the offerer's, which
+	// the schedule follows) is ahead of this node's clock; 0 on the
+	// offerer and until measured. The booked start happens at
+	// Booking.Start minus this offset on this node's clock.
+	ClockOffsetMs int64 `json:"clock_offset_ms"`
 	// Connected: the partner is connected now. Met: they joined at least
 	// once; JoinedAt is when.
 	Connected bool `json:"connected"`

@@ -151,6 +151,10 @@ func checkMessage(m *pb.Message) error {
 		if n := len(b.Receipt.GetEnvelope()); n == 0 || n > maxReceipt {
 			return fmt.Errorf("receipt of %d bytes", n)
 		}
+	case *pb.Message_Clock:
+		if b.Clock.GetSentUnixMs() <= 0 || b.Clock.GetEchoUnixMs() < 0 {
+			return fmt.Errorf("clock times %d, %d", b.Clock.GetSentUnixMs(), b.Clock.GetEchoUnixMs())
+		}
 	}
 	return nil
 }

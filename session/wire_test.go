@@ -29,6 +29,8 @@ func sampleMessages() []*pb.Message {
 		{Body: &pb.Message_Leave{Leave: &pb.Leave{Reason: "phone"}}},
 		{Body: &pb.Message_Receipt{Receipt: &pb.Receipt{Envelope: []byte{1, 2, 3}}}},
 		{Body: &pb.Message_ReceiptAck{ReceiptAck: &pb.ReceiptAck{}}},
+		{Body: &pb.Message_Clock{Clock: &pb.Clock{SentUnixMs: 1772445480000}}},
+		{Body: &pb.Message_Clock{Clock: &pb.Clock{SentUnixMs: 1772445480300, EchoUnixMs: 1772445480000}}},
 	}
 }
 
@@ -58,6 +60,8 @@ func TestMessageRejects(t *testing.T) {
 		"outcome":    {Version: 1, Body: &pb.Message_CheckIn{CheckIn: &pb.CheckIn{}}},
 		"receipt":    {Version: 1, Body: &pb.Message_Receipt{Receipt: &pb.Receipt{}}},
 		"hello name": {Version: 1, Body: &pb.Message_Hello{Hello: &pb.Hello{Name: strings.Repeat("n", MaxNameLen+1)}}},
+		"clock sent": {Version: 1, Body: &pb.Message_Clock{Clock: &pb.Clock{}}},
+		"clock echo": {Version: 1, Body: &pb.Message_Clock{Clock: &pb.Clock{SentUnixMs: 1, EchoUnixMs: -1}}},
 	} {
 		data, err := proto.Marshal(m)
 		if err != nil {

@@ -488,6 +488,7 @@ type Message struct {
 	//	*Message_Leave
 	//	*Message_Receipt
 	//	*Message_ReceiptAck
+	//	*Message_Clock
 	Body          isMessage_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -618,6 +619,15 @@ func (x *Message) GetReceiptAck() *ReceiptAck {
 	return nil
 }
 
+func (x *Message) GetClock() *Clock {
+	if x != nil {
+		if x, ok := x.Body.(*Message_Clock); ok {
+			return x.Clock
+		}
+	}
+	return nil
+}
+
 type isMessage_Body interface {
 	isMessage_Body()
 }
@@ -658,6 +668,10 @@ type Message_ReceiptAck struct {
 	ReceiptAck *ReceiptAck `protobuf:"bytes,10,opt,name=receipt_ack,json=receiptAck,proto3,oneof"`
 }
 
+type Message_Clock struct {
+	Clock *Clock `protobuf:"bytes,11,opt,name=clock,proto3,oneof"`
+}
+
 func (*Message_Hello) isMessage_Body() {}
 
 func (*Message_Goal) isMessage_Body() {}
@@ -675,6 +689,8 @@ func (*Message_Leave) isMessage_Body() {}
 func (*Message_Receipt) isMessage_Body() {}
 
 func (*Message_ReceiptAck) isMessage_Body() {}
+
+func (*Message_Clock) isMessage_Body() {}
 
 // Hello is sent by both sides every time the data channel opens (also after
 // a reconnect), and carries the sender's current state.
@@ -1147,6 +1163,65 @@ func (*ReceiptAck) Descriptor() ([]byte, []int) {
 	return file_session_proto_rawDescGZIP(), []int{13}
 }
 
+// Clock measures how far apart the two nodes' clocks are, so that both run
+// the session's schedule on one clock, the offerer's. The answerer sends a
+// probe (echo_unix_ms = 0) when the channel opens and every 10 s; the
+// receiver of a probe answers at once with its own clock and the probe's
+// sent_unix_ms echoed. From a probe sent at t0 and answered at t1 (the
+// offerer's clock), arriving at t3, the answerer estimates the offerer's
+// clock minus its own as t1 - (t0 + t3) / 2.
+type Clock struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SentUnixMs    int64                  `protobuf:"varint,1,opt,name=sent_unix_ms,json=sentUnixMs,proto3" json:"sent_unix_ms,omitempty"` // the sender's clock when it sent this, > 0
+	EchoUnixMs    int64                  `protobuf:"varint,2,opt,name=echo_unix_ms,json=echoUnixMs,proto3" json:"echo_unix_ms,omitempty"` // in an answer: the probe's sent_unix_ms; 0 in a probe
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Clock) Reset() {
+	*x = Clock{}
+	mi := &file_session_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Clock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Clock) ProtoMessage() {}
+
+func (x *Clock) ProtoReflect() protoreflect.Message {
+	mi := &file_session_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Clock.ProtoReflect.Descriptor instead.
+func (*Clock) Descriptor() ([]byte, []int) {
+	return file_session_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Clock) GetSentUnixMs() int64 {
+	if x != nil {
+		return x.SentUnixMs
+	}
+	return 0
+}
+
+func (x *Clock) GetEchoUnixMs() int64 {
+	if x != nil {
+		return x.EchoUnixMs
+	}
+	return 0
+}
+
 // Attendance is what the signer saw of one session.
 type Attendance struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
@@ -1168,7 +1243,7 @@ type Attendance struct {
 
 func (x *Attendance) Reset() {
 	*x = Attendance{}
-	mi := &file_session_proto_msgTypes[14]
+	mi := &file_session_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1255,7 @@ func (x *Attendance) String() string {
 func (*Attendance) ProtoMessage() {}
 
 func (x *Attendance) ProtoReflect() protoreflect.Message {
-	mi := &file_session_proto_msgTypes[14]
+	mi := &file_session_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1268,7 @@ func (x *Attendance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attendance.ProtoReflect.Descriptor instead.
 func (*Attendance) Descriptor() ([]byte, []int) {
-	return file_session_proto_rawDescGZIP(), []int{14}
+	return file_session_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Attendance) GetVersion() uint32 {
@@ -1306,7 +1381,7 @@ const file_session_proto_rawDesc = "" +
 	"\n" +
 	"\b_sdp_midB\x12\n" +
 	"\x10_sdp_mline_indexB\x14\n" +
-	"\x12_username_fragment\"\x8d\x04\n" +
+	"\x12_username_fragment\"\xbf\x04\n" +
 	"\aMessage\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x120\n" +
 	"\x05hello\x18\x02 \x01(\v2\x18.tandem.session.v1.HelloH\x00R\x05hello\x12-\n" +
@@ -1319,7 +1394,8 @@ const file_session_proto_rawDesc = "" +
 	"\areceipt\x18\t \x01(\v2\x1a.tandem.session.v1.ReceiptH\x00R\areceipt\x12@\n" +
 	"\vreceipt_ack\x18\n" +
 	" \x01(\v2\x1d.tandem.session.v1.ReceiptAckH\x00R\n" +
-	"receiptAckB\x06\n" +
+	"receiptAck\x120\n" +
+	"\x05clock\x18\v \x01(\v2\x18.tandem.session.v1.ClockH\x00R\x05clockB\x06\n" +
 	"\x04body\"\xa1\x02\n" +
 	"\x05Hello\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
@@ -1348,7 +1424,12 @@ const file_session_proto_rawDesc = "" +
 	"\aReceipt\x12\x1a\n" +
 	"\benvelope\x18\x01 \x01(\fR\benvelope\"\f\n" +
 	"\n" +
-	"ReceiptAck\"\xa3\x03\n" +
+	"ReceiptAck\"K\n" +
+	"\x05Clock\x12 \n" +
+	"\fsent_unix_ms\x18\x01 \x01(\x03R\n" +
+	"sentUnixMs\x12 \n" +
+	"\fecho_unix_ms\x18\x02 \x01(\x03R\n" +
+	"echoUnixMs\"\xa3\x03\n" +
 	"\n" +
 	"Attendance\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
@@ -1395,7 +1476,7 @@ func file_session_proto_rawDescGZIP() []byte {
 }
 
 var file_session_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_session_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_session_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_session_proto_goTypes = []any{
 	(SDPType)(0),        // 0: tandem.session.v1.SDPType
 	(PresenceState)(0),  // 1: tandem.session.v1.PresenceState
@@ -1414,7 +1495,8 @@ var file_session_proto_goTypes = []any{
 	(*Leave)(nil),       // 14: tandem.session.v1.Leave
 	(*Receipt)(nil),     // 15: tandem.session.v1.Receipt
 	(*ReceiptAck)(nil),  // 16: tandem.session.v1.ReceiptAck
-	(*Attendance)(nil),  // 17: tandem.session.v1.Attendance
+	(*Clock)(nil),       // 17: tandem.session.v1.Clock
+	(*Attendance)(nil),  // 18: tandem.session.v1.Attendance
 }
 var file_session_proto_depIdxs = []int32{
 	4,  // 0: tandem.session.v1.Signal.join:type_name -> tandem.session.v1.Join
@@ -1430,17 +1512,18 @@ var file_session_proto_depIdxs = []int32{
 	14, // 10: tandem.session.v1.Message.leave:type_name -> tandem.session.v1.Leave
 	15, // 11: tandem.session.v1.Message.receipt:type_name -> tandem.session.v1.Receipt
 	16, // 12: tandem.session.v1.Message.receipt_ack:type_name -> tandem.session.v1.ReceiptAck
-	1,  // 13: tandem.session.v1.Hello.presence:type_name -> tandem.session.v1.PresenceState
-	12, // 14: tandem.session.v1.Hello.media:type_name -> tandem.session.v1.Media
-	13, // 15: tandem.session.v1.Hello.check_in:type_name -> tandem.session.v1.CheckIn
-	1,  // 16: tandem.session.v1.Presence.state:type_name -> tandem.session.v1.PresenceState
-	2,  // 17: tandem.session.v1.CheckIn.outcome:type_name -> tandem.session.v1.Outcome
-	2,  // 18: tandem.session.v1.Attendance.check_in:type_name -> tandem.session.v1.Outcome
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	17, // 13: tandem.session.v1.Message.clock:type_name -> tandem.session.v1.Clock
+	1,  // 14: tandem.session.v1.Hello.presence:type_name -> tandem.session.v1.PresenceState
+	12, // 15: tandem.session.v1.Hello.media:type_name -> tandem.session.v1.Media
+	13, // 16: tandem.session.v1.Hello.check_in:type_name -> tandem.session.v1.CheckIn
+	1,  // 17: tandem.session.v1.Presence.state:type_name -> tandem.session.v1.PresenceState
+	2,  // 18: tandem.session.v1.CheckIn.outcome:type_name -> tandem.session.v1.Outcome
+	2,  // 19: tandem.session.v1.Attendance.check_in:type_name -> tandem.session.v1.Outcome
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_session_proto_init() }
@@ -1464,6 +1547,7 @@ func file_session_proto_init() {
 		(*Message_Leave)(nil),
 		(*Message_Receipt)(nil),
 		(*Message_ReceiptAck)(nil),
+		(*Message_Clock)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1471,7 +1555,7 @@ func file_session_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_session_proto_rawDesc), len(file_session_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -142,7 +142,9 @@ function paintBanner() {
   }
   const s = live[0];
   const who = nameOf(s.partner.name || s.booking.partner_name, s.booking.partner);
-  const start = Date.parse(s.booking.start);
+  // The schedule runs on the session clock (the offerer's); the start
+  // happens at booking.start minus its offset on this node's clock.
+  const start = Date.parse(s.booking.start) - (s.clock_offset_ms || 0);
   const left = start + s.booking.duration_min * MINUTE - clock.nowMs();
   const what = s.phase === "lobby" ? `starts in ${fmtCountdown(start - clock.nowMs())}` : s.phase === "checkin" ? "is over: check in" : `${fmtCountdown(left)} left`;
   bannerText.textContent = `Your session with ${who} ${what}.`;

@@ -260,7 +260,7 @@ export function mount(el, bookingID) {
 
   function renderBanners(s, name) {
     const late = !s.met && !s.connected && !st.rematchDismissed && (st.rematchOffered ||
-      ((s.phase === "focus" || s.phase === "warning") && clock.nowMs() - Date.parse(s.booking.start) >= 2 * MINUTE));
+      ((s.phase === "focus" || s.phase === "warning") && clock.nowMs() - sessionStart(s) >= 2 * MINUTE));
     // Rebuild only when something changed: a rebuilt button loses the
     // keyboard focus.
     const cnc = s.connect && s.connect.state === "could-not-connect" ? s.connect : null;
@@ -277,7 +277,7 @@ export function mount(el, bookingID) {
           h("button", { type: "button", onclick: () => { st.rematchDismissed = true; render(); } }, "Keep waiting"))));
     }
     if (s.phase === "upcoming") {
-      const opens = Date.parse(s.booking.start) - 5 * MINUTE;
+      const opens = sessionStart(s) - 5 * MINUTE;
       banners.append(h("div", { class: "banner" },
         h("p", {}, `The lobby opens at ${fmtTimeZ(opens)}, 5 minutes before the start. `,
           h("a", { href: "#/devices" }, "Test your camera and microphone"), " meanwhile.")));
@@ -306,11 +306,17 @@ export function mount(el, bookingID) {
   }
 
   // ---- the timer ----
+  // The schedule runs on the session clock (the offerer's); the booked
+  // start happens at booking.start minus its offset on this node's clock.
+  function sessionStart(s) {
+    return Date.parse(s.booking.start) - (s.clock_offset_ms || 0);
+  }
+
   function tickTimer() {
     const s = st.snap;
     if (!s || st.ended) return;
     const now = clock.nowMs();
-    const start = Date.parse(s.booking.start);
+    const start = sessionStart(s);
     const end = start + s.booking.duration_min * MINUTE;
     let text;
     switch (s.phase) {
