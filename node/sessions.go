@@ -71,8 +71,14 @@ func (n *Node) onSessionEvent(e session.Event) {
 		}
 	case session.EventEnded:
 		// A session that ended before its booked end (no-show, someone
-		// left) frees the booking's time for a new session at once.
-		if b, err := n.mm.Booking(e.Booking); err == nil && b.State == matchmaking.StateMatched && n.now().Before(b.End()) {
+		// left, or left before it began) frees the booking's time for a
+		// new session at once. Whether it was early is the session's
+		// judgement, on the session clock (the offerer's): this node's
+		// clock may be minutes off it, and a session that ran to its end
+		// must not be taken for one that ended early.
+		r := e.Record
+		early := r == nil || r.NoShow || r.LeftEarly || r.PartnerLeftEarly
+		if b, err := n.mm.Booking(e.Booking); err == nil && b.State == matchmaking.StateMatched && early && n.now().Before(b.End().Add(session.MaxClockSkew)) {
 			n.mm.Finish(e.Booking, "session ended early")
 		}
 		n.kickSessions()

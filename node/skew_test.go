@@ -7,6 +7,7 @@ import (
 
 	"github.com/tandem-cowork/tandem/matchmaking"
 	"github.com/tandem-cowork/tandem/node/apiv1"
+	"github.com/tandem-cowork/tandem/node/client"
 	"github.com/tandem-cowork/tandem/node/nodetest"
 	"github.com/tandem-cowork/tandem/session"
 )
@@ -53,6 +54,39 @@ func TestFocusNowUnderClockSkew(t *testing.T) {
 				pa, pb := phases()
 				return pa == session.PhaseWarning && pb == session.PhaseWarning
 			}, "both warned of the end")
+			// Both check in at the end; the session is over on time, not
+			// early, on either side.
+			clock.Advance(time.Minute)
+			nodetest.WaitFor(t, 15*time.Second, func() bool {
+				pa, pb := phases()
+				return pa == session.PhaseCheckin && pb == session.PhaseCheckin
+			}, "both at check-in")
+			sides := []struct {
+				c  *client.Client
+				id string
+			}{{ca, ba.ID}, {cb, bb.ID}}
+			for _, x := range sides {
+				if _, err := x.c.SessionAction(ctx, x.id, "checkin", apiv1.SessionAction{Outcome: "done"}); err != nil {
+					t.Fatalf("checking in: %v", err)
+				}
+			}
+			for _, x := range sides {
+				nodetest.WaitFor(t, 15*time.Second, func() bool {
+					bs, _ := x.c.Bookings(ctx)
+					for _, b := range bs {
+						if b.ID == x.id {
+							return b.State == "done"
+						}
+					}
+					return false
+				}, "booking %s done", x.id)
+				bs, _ := x.c.Bookings(ctx)
+				for _, b := range bs {
+					if b.ID == x.id && b.Note != "" {
+						t.Errorf("booking %s after a full session: note %q", b.ID, b.Note)
+					}
+				}
+			}
 		})
 	}
 }
