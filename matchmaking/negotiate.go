@@ -542,7 +542,18 @@ func (s *Service) settle(ctx context.Context, sent Booking, reply *pb.MatchMessa
 		s.mu.Unlock()
 		return
 	}
-	s.revertLocked(&nb, "the partner no longer holds this match", s.now())
+	now := s.now()
+	if !now.Before(nb.End().Add(-MaxClockSkew)) {
+		// The booked end is less than MaxClockSkew away: the partner's
+		// clock may be past it already, and its booking done. The match
+		// is over, not undone; a "now" booking must not search again
+		// while its session checks in.
+		nb.State = StateDone
+		s.saveLocked(&nb)
+		s.mu.Unlock()
+		return
+	}
+	s.revertLocked(&nb, "the partner no longer holds this match", now)
 	s.mu.Unlock()
 	s.announce(ctx, nb)
 	s.wake()

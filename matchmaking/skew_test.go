@@ -9,15 +9,17 @@ import (
 
 // skewedPair starts two nodes whose clocks run lowerAhead apart: the node
 // with the lower peer ID (the one that proposes) reads lowerAhead later
-// than the other. Each clock is the real time plus its own offset, set
-// once the IDs are known and before anything is booked.
-func skewedPair(t *testing.T, lowerAhead time.Duration) (lower, higher *testNode) {
+// than the other. Each clock is the real time plus a shared offset (which
+// advance moves on) plus its own, set once the IDs are known and before
+// anything is booked.
+func skewedPair(t *testing.T, lowerAhead time.Duration) (lower, higher *testNode, advance func(time.Duration)) {
 	t.Helper()
 	var offs [2]atomic.Int64
+	var shared atomic.Int64
 	nodes := make([]*testNode, 2)
 	for i := range nodes {
 		nodes[i] = newTestNode(t, func(c *Config) {
-			c.Now = func() time.Time { return time.Now().Add(time.Duration(offs[i].Load())) }
+			c.Now = func() time.Time { return time.Now().Add(time.Duration(shared.Load() + offs[i].Load())) }
 		})
 	}
 	li := 0
@@ -26,7 +28,7 @@ func skewedPair(t *testing.T, lowerAhead time.Duration) (lower, higher *testNode
 	}
 	offs[li].Store(int64(lowerAhead))
 	connect(t, nodes[0], nodes[1])
-	return nodes[li], nodes[1-li]
+	return nodes[li], nodes[1-li], func(d time.Duration) { shared.Add(int64(d)) }
 }
 
 // Two nodes whose clocks are MaxClockSkew apart, either way round, match
@@ -41,7 +43,7 @@ func TestClockSkewStillMatches(t *testing.T) {
 	} {
 		for _, kind := range []Kind{KindScheduled, KindNow} {
 			t.Run(tc.name+"/"+string(kind), func(t *testing.T) {
-				lower, higher := skewedPair(t, tc.lowerAhead)
+				lower, higher, _ := skewedPair(t, tc.lowerAhead)
 				req := BookRequest{Kind: kind, DurationMin: 25}
 				if kind == KindScheduled {
 					// Ahead on both clocks.
@@ -96,4 +98,29 @@ func TestSeqSurvivesClockSetBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the withdrawal to replace the offer", func() bool { return !onBoard() })
+}
+
+// At the end of a session the node whose clock is ahead marks its booking
+// done first. The other's re-check of the match then hears "no such
+// match": that must end its booking too, not send a "now" booking
+// searching again for a new partner during its check-in.
+func TestMatchEndsUnderClockSkew(t *testing.T) {
+	ahead, behind, advance := skewedPair(t, 5*time.Minute)
+	ba := ahead.book(t, BookRequest{Kind: KindNow, DurationMin: 25})
+	bb := behind.book(t, BookRequest{Kind: KindNow, DurationMin: 25})
+	nodes := []*testNode{ahead, behind}
+	waitFor(t, 20*time.Second, "the pair to match", func() bool {
+		return ahead.booking(ba.ID).State == StateMatched && behind.booking(bb.ID).State == StateMatched && settled(nodes)
+	})
+	// The session's end on the ahead clock (the proposer's, which the
+	// session runs on): its booking is done, the other's end is minutes away
+	// on its own clock.
+	advance(ahead.booking(ba.ID).End().Sub(ahead.svc.now()) + time.Second)
+	waitFor(t, 20*time.Second, "the ahead node to end its booking", func() bool {
+		return ahead.booking(ba.ID).State == StateDone
+	})
+	behind.svc.reconcile(context.Background(), ahead.id(), true)
+	if b := behind.booking(bb.ID); b.State != StateDone || b.Partner != ahead.id().String() {
+		t.Fatalf("after the re-check at the end the booking is %s with partner %q, want done with %s", b.State, b.Partner, ahead.id())
+	}
 }

@@ -70,16 +70,20 @@ func (n *Node) onSessionEvent(e session.Event) {
 			}()
 		}
 	case session.EventEnded:
-		// A session that ended before its booked end (no-show, someone
-		// left, or left before it began) frees the booking's time for a
-		// new session at once. Whether it was early is the session's
-		// judgement, on the session clock (the offerer's): this node's
-		// clock may be minutes off it, and a session that ran to its end
-		// must not be taken for one that ended early.
+		// A session that has ended leaves its booking done: one that
+		// ended before its booked end (no-show, someone left, or left
+		// before it began) frees the booking's time for a new session at
+		// once. Whether it ended early is the session's judgement, on the
+		// session clock (the offerer's): this node's clock may be minutes
+		// off it, so a session that ran to its end can end before the
+		// booking does on this clock.
 		r := e.Record
-		early := r == nil || r.NoShow || r.LeftEarly || r.PartnerLeftEarly
-		if b, err := n.mm.Booking(e.Booking); err == nil && b.State == matchmaking.StateMatched && early && n.now().Before(b.End().Add(session.MaxClockSkew)) {
-			n.mm.Finish(e.Booking, "session ended early")
+		note := ""
+		if r == nil || r.NoShow || r.LeftEarly || r.PartnerLeftEarly {
+			note = "session ended early"
+		}
+		if b, err := n.mm.Booking(e.Booking); err == nil && b.State == matchmaking.StateMatched {
+			n.mm.Finish(e.Booking, note)
 		}
 		n.kickSessions()
 	}
