@@ -264,11 +264,15 @@ export function mount(el, bookingID) {
     // Rebuild only when something changed: a rebuilt button loses the
     // keyboard focus.
     const cnc = s.connect && s.connect.state === "could-not-connect" ? s.connect : null;
-    const key = `${late}|${s.phase === "upcoming"}|${name}|${cnc ? cnc.message : ""}`;
+    const key = `${late}|${s.phase === "upcoming"}|${name}|${!!cnc}`;
+    // The could-not-connect report changes as the node tries (its message
+    // counts the seconds): it is filled in place, so an opened disclosure
+    // stays open.
+    if (cnc) fillConnect(cnc, name);
     if (key === st.bannerKey) return;
     st.bannerKey = key;
     banners.replaceChildren();
-    if (cnc) banners.append(connectBanner(cnc, name));
+    if (cnc) banners.append(connectBanner);
     if (late) {
       banners.append(h("div", { class: "banner warn", id: "rematch-banner" },
         h("p", {}, `${name} is late. You can keep waiting, or find someone who is free right now.`),
@@ -285,24 +289,25 @@ export function mount(el, bookingID) {
   }
 
   // connectBanner says that the node could not reach the partner, in the
-  // node's words, with what it tried folded away below.
-  function connectBanner(c, name) {
+  // node's words, with what it tried folded away below (fillConnect).
+  const connectMsg = h("p", {});
+  const connectFacts = h("dl", { class: "facts small" });
+  const connectBanner = h("div", { class: "banner bad", id: "connect-banner", role: "alert" },
+    h("div", {}, connectMsg, h("details", {}, h("summary", {}, "What your node tried"), connectFacts)));
+
+  function fillConnect(c, name) {
     const list = (xs) => (xs && xs.length ? xs.join(", ") : "none");
     const fact = (k, v) => [h("dt", {}, k), h("dd", {}, v)];
-    return h("div", { class: "banner bad", id: "connect-banner", role: "alert" },
-      h("div", {},
-        h("p", {}, h("strong", {}, `Could not connect to ${name}.`), " ", c.message || "Your node keeps trying."),
-        h("details", {},
-          h("summary", {}, "What your node tried"),
-          h("dl", { class: "facts small" },
-            fact(`${name}'s node answered`, c.partner_reachable ? "yes (so the video path fails)" : "no"),
-            fact("Connected to their node now", c.libp2p_connected ? "yes" : "no"),
-            fact("Video connections tried", String(c.attempts || 0)),
-            fact("STUN/TURN servers", list(c.ice_servers)),
-            fact("Addresses here", list(c.local_candidates)),
-            fact(`Addresses from ${name}`, list(c.remote_candidates)),
-            c.ice_state ? fact("Last connection state", c.ice_state) : null,
-            c.last_error ? fact("Last error", c.last_error) : null))));
+    connectMsg.replaceChildren(h("strong", {}, `Could not connect to ${name}.`), " ", c.message || "Your node keeps trying.");
+    connectFacts.replaceChildren(
+      ...fact(`${name}'s node answered`, c.partner_reachable ? "yes (so the video path fails)" : "no"),
+      ...fact("Connected to their node now", c.libp2p_connected ? "yes" : "no"),
+      ...fact("Video connections tried", String(c.attempts || 0)),
+      ...fact("STUN/TURN servers", list(c.ice_servers)),
+      ...fact("Addresses here", list(c.local_candidates)),
+      ...fact(`Addresses from ${name}`, list(c.remote_candidates)),
+      ...(c.ice_state ? fact("Last connection state", c.ice_state) : []),
+      ...(c.last_error ? fact("Last error", c.last_error) : []));
   }
 
   // ---- the timer ----
