@@ -2,6 +2,7 @@ package matchmaking
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -205,6 +206,9 @@ func TestBookRejectsBadRequests(t *testing.T) {
 		"kind":         {At: slot, DurationMin: 25, Kind: "later"},
 		"with bad id":  {At: slot, DurationMin: 25, With: "nobody"},
 		"goal too big": {At: slot, DurationMin: 25, Goal: strings.Repeat("x", MaxGoalLen+1)},
+		"goal escape":  {At: slot, DurationMin: 25, Goal: "clear\x1b[2J"},
+		"goal newline": {At: slot, DurationMin: 25, Goal: "two\nlines"},
+		"goal bidi":    {At: slot, DurationMin: 25, Goal: "\u202eevil"},
 		"no start":     {DurationMin: 25},
 	}
 	for name, req := range cases {
@@ -219,5 +223,22 @@ func TestBookRejectsBadRequests(t *testing.T) {
 	}
 	if got := len(n.svc.Bookings()); got != 1 {
 		t.Fatalf("bookings = %d, want 1", got)
+	}
+	b := n.svc.Bookings()[0]
+	for _, reason := range []string{"bye\a", "\x1b]0;title\a", "a\u2066b", strings.Repeat("r", MaxGoalLen+1)} {
+		if _, err := n.svc.Cancel(context.Background(), b.ID, reason); !errors.Is(err, ErrInvalid) {
+			t.Errorf("cancel with reason %q: err = %v, want invalid", reason, err)
+		}
+	}
+	if got := n.svc.Bookings()[0]; got.State != StateSearching {
+		t.Errorf("a refused cancel changed the booking: %s", got.State)
+	}
+	for _, name := range []string{"\x1b[31mred", "Ada\u202e", "A\nB", strings.Repeat("n", MaxNameLen+1)} {
+		if err := n.svc.SetName(name); !errors.Is(err, ErrInvalid) {
+			t.Errorf("SetName(%q): err = %v, want invalid", name, err)
+		}
+	}
+	if err := n.svc.SetName("  Zoë 🚀  "); err != nil || n.svc.Name() != "Zoë 🚀" {
+		t.Errorf("SetName(Zoë): %v, name %q", err, n.svc.Name())
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protodelim"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
+	"github.com/tandem-cowork/tandem/usertext"
 )
 
 // Protocol IDs.
@@ -49,7 +50,28 @@ func readMsg(r *bufio.Reader) (*pb.MatchMessage, error) {
 	if m.GetVersion() != protoVersion {
 		return nil, fmt.Errorf("match message version %d not supported", m.GetVersion())
 	}
+	if err := checkMatchText(m); err != nil {
+		return nil, fmt.Errorf("match message: %w", err)
+	}
 	return m, nil
+}
+
+// checkMatchText applies the user text rules to the names and reasons a
+// match message carries; a message that breaks them is refused whole.
+func checkMatchText(m *pb.MatchMessage) error {
+	switch {
+	case m.GetPropose() != nil:
+		return usertext.Name.Check(m.GetPropose().GetName())
+	case m.GetAccept() != nil:
+		return usertext.Name.Check(m.GetAccept().GetName())
+	case m.GetConfirm() != nil:
+		return usertext.Name.Check(m.GetConfirm().GetName())
+	case m.GetCancel() != nil:
+		return usertext.Reason.Check(m.GetCancel().GetReason())
+	case m.GetReject() != nil:
+		return usertext.Reason.Check(m.GetReject().GetReason())
+	}
+	return nil
 }
 
 func rejectMsg(reason string) *pb.MatchMessage {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"time"
-	"unicode/utf8"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
+	"github.com/tandem-cowork/tandem/usertext"
 )
 
 // Offer records travel in go-libp2p signed envelopes: the signature covers
@@ -164,8 +164,8 @@ func checkOffer(o *pb.Offer, now time.Time) error {
 	if id := o.GetBookingId(); id == "" || len(id) > maxIDLen {
 		return fmt.Errorf("offer booking id length %d", len(id))
 	}
-	if len(o.GetName()) > MaxNameLen || !utf8.ValidString(o.GetName()) {
-		return fmt.Errorf("offer name too long or not UTF-8")
+	if err := usertext.Name.Check(o.GetName()); err != nil {
+		return fmt.Errorf("offer name: %w", err)
 	}
 	if len(o.GetWith()) > 0 {
 		if _, err := peer.IDFromBytes(o.GetWith()); err != nil {

@@ -9,11 +9,9 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/dgraph-io/badger/v4"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -21,8 +19,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	"golang.org/x/time/rate"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
+	"github.com/tandem-cowork/tandem/usertext"
 )
 
 // OffersTopic is the gossipsub topic open offers are announced on.
@@ -106,8 +106,13 @@ type Service struct {
 	lastSeq    uint64
 	seqCeiling uint64 // stored: every seq issued is below it
 
-	lastPull  atomic.Pointer[time.Time] // when a board pull last completed
-	connected atomic.Bool               // some peer is on the offers topic
+	lastPull atomic.Pointer[time.Time] // when a board pull last completed
+	// refused counts offer records refused for their content (gossip and
+	// board sync); refusedLog paces the info line about them.
+	refused       atomic.Uint64
+	refusedLogged atomic.Uint64
+	refusedLog    rate.Sometimes
+	connected     atomic.Bool // some peer is on the offers topic
 
 	ctx    context.Context // the service's lifetime, set by Start
 	cancel context.CancelFunc
@@ -138,6 +143,11 @@ func New(cfg Config) (*Service, error) {
 	if cfg.OnBoard == nil {
 		cfg.OnBoard = func() {}
 	}
+	name, err := usertext.CheckName(cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("display name: %w", err)
+	}
+	cfg.Name = name
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
@@ -153,9 +163,10 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		cfg: cfg, h: cfg.Host, key: cfg.Host.Peerstore().PrivKey(cfg.Host.ID()),
 		db: db{cfg.DB}, log: cfg.Log, board: newBoard(),
-		limit:    newRateLimiter(20, 2),
-		kick:     make(chan struct{}, 1),
-		bookings: map[string]*Booking{}, people: map[peer.ID]Person{},
+		limit:      newRateLimiter(20, 2),
+		refusedLog: rate.Sometimes{Interval: time.Minute},
+		kick:       make(chan struct{}, 1),
+		bookings:   map[string]*Booking{}, people: map[peer.ID]Person{},
 		holds: map[string]hold{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{},
 		announced: map[string]time.Time{}, proposing: map[string]bool{}, plans: map[string]planWait{},
 		cancelRetries: map[string]cancelRetry{},
@@ -271,9 +282,9 @@ func (s *Service) Name() string {
 
 // SetName changes the display name and re-announces open offers with it.
 func (s *Service) SetName(name string) error {
-	name = strings.TrimSpace(name)
-	if len(name) > MaxNameLen || !utf8.ValidString(name) {
-		return invalidf("name must be valid text of at most %d bytes", MaxNameLen)
+	name, err := usertext.CheckName(name)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	s.mu.Lock()
 	if err := s.db.put(profileKey, profile{Name: name}); err != nil {
@@ -316,8 +327,8 @@ func (s *Service) Book(ctx context.Context, req BookRequest) (Booking, error) {
 	if err != nil {
 		return Booking{}, err
 	}
-	if len(req.Goal) > MaxGoalLen || !utf8.ValidString(req.Goal) {
-		return Booking{}, invalidf("goal must be valid text of at most %d bytes", MaxGoalLen)
+	if err := checkText(usertext.Goal, req.Goal); err != nil {
+		return Booking{}, err
 	}
 	if req.With != "" {
 		id, err := peer.Decode(req.With)
@@ -419,8 +430,8 @@ func (s *Service) Booking(id string) (Booking, error) {
 // Cancel cancels a booking, tells the partner at once and withdraws the
 // offer from the swarm.
 func (s *Service) Cancel(ctx context.Context, id, reason string) (Booking, error) {
-	if len(reason) > MaxGoalLen || !utf8.ValidString(reason) {
-		return Booking{}, invalidf("reason must be valid text of at most %d bytes", MaxGoalLen)
+	if err := checkText(usertext.Reason, reason); err != nil {
+		return Booking{}, err
 	}
 	s.mu.Lock()
 	b, ok := s.bookings[id]
@@ -724,11 +735,28 @@ func (s *Service) validateGossip(ctx context.Context, from peer.ID, msg *pubsub.
 		if errors.As(err, &stale) {
 			return pubsub.ValidationIgnore
 		}
-		s.log.Debug("rejecting offer", "from", author, "err", err)
+		s.refuseOffer(author, err)
 		return pubsub.ValidationReject
 	}
 	msg.ValidatorData = o
 	return pubsub.ValidationAccept
+}
+
+// RefusedOffers is how many offer records from peers this node refused for
+// their content (malformed, forged, or text that breaks the usertext rules).
+func (s *Service) RefusedOffers() uint64 { return s.refused.Load() }
+
+// refuseOffer counts a refused offer record and says why: every one at
+// debug, and at info at most once a minute (a peer whose name breaks the
+// rules is invisible to everyone, so its user needs to be able to find out
+// why; a flood of forged records must not flood the log).
+func (s *Service) refuseOffer(from peer.ID, err error) {
+	n := s.refused.Add(1)
+	s.log.Debug("refusing offer", "from", from, "err", err)
+	s.refusedLog.Do(func() {
+		since := n - s.refusedLogged.Swap(n)
+		s.log.Info("refusing offer", "from", from, "err", err, "refused_since_last_line", since, "refused_total", n)
+	})
 }
 
 func (s *Service) readGossip(ctx context.Context, sub *pubsub.Subscription) {

@@ -4,14 +4,16 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/tandem-cowork/tandem/usertext"
 )
 
 // Booking rules.
 const (
 	Grid         = 15 * time.Minute
 	MaxAhead     = 14 * 24 * time.Hour
-	MaxGoalLen   = 280
-	MaxNameLen   = 64
+	MaxGoalLen   = usertext.MaxGoal
+	MaxNameLen   = usertext.MaxName
 	maxIDLen     = 64
 	nowSearchTTL = 15 * time.Minute
 )
@@ -21,6 +23,14 @@ var Durations = []int{25, 50, 75}
 
 func invalidf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
+}
+
+// checkText applies the user text rules (usertext) to a request field.
+func checkText(f usertext.Field, s string) error {
+	if err := f.Check(s); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return nil
 }
 
 // CheckDuration accepts 25, 50 or 75 minutes.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -84,6 +85,7 @@ func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
 			var stale errStale
 			if !errors.As(err, &stale) {
 				bad++
+				s.refuseOffer(from, fmt.Errorf("in a board sync: %w", err))
 			}
 			continue
 		}
@@ -96,9 +98,6 @@ func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
 			s.learnAddrs(o, owner)
 			added++
 		}
-	}
-	if bad > 0 {
-		s.log.Debug("board sync carried bad records", "peer", from, "bad", bad)
 	}
 	if added > 0 {
 		s.cfg.OnBoard()

@@ -6,7 +6,10 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -72,6 +75,10 @@ func TestOpenOfferChecksEverything(t *testing.T) {
 		"activity":      mutate(func(o *pb.Offer) { o.Activity = pb.Activity_ACTIVITY_UNSPECIFIED }),
 		"oversized":     mutate(func(o *pb.Offer) { o.Name = strings.Repeat("n", 3000) }),
 		"long name":     mutate(func(o *pb.Offer) { o.Name = strings.Repeat("n", MaxNameLen+1) }),
+		"escape name":   mutate(func(o *pb.Offer) { o.Name = "\x1b[2J\x1b[31mAda" }),
+		"bell name":     mutate(func(o *pb.Offer) { o.Name = "Ada\a" }),
+		"newline name":  mutate(func(o *pb.Offer) { o.Name = "Ada\nBo" }),
+		"bidi name":     mutate(func(o *pb.Offer) { o.Name = "Ada\u202egnp" }),
 		"expiry":        mutate(func(o *pb.Offer) { o.ExpiresUnix = now.Add(48 * time.Hour).Unix() }),
 		"bad addr":      mutate(func(o *pb.Offer) { o.Addrs = [][]byte{{0xff, 0xff}} }),
 		"bad with":      mutate(func(o *pb.Offer) { o.With = []byte{1, 2, 3} }),
@@ -356,4 +363,97 @@ func TestMergeBoardSkipsKnownRecords(t *testing.T) {
 	if added, bad := n.svc.mergeBoard([][]byte{newer}, id); added != 1 || bad != 0 {
 		t.Fatalf("newer record: added %d bad %d, want 1 0", added, bad)
 	}
+}
+
+// Names and reasons in match messages follow the same text rules as
+// offers: a message carrying an escape sequence, a line break or a bidi
+// override is refused whole, before it can reach a booking.
+func TestReadMsgChecksText(t *testing.T) {
+	long := strings.Repeat("n", MaxNameLen+1)
+	for name, m := range map[string]*pb.MatchMessage{
+		"propose name": {Body: &pb.MatchMessage_Propose{Propose: &pb.Propose{FromBooking: "x", ToBooking: "y", Name: "\x1b[2J"}}},
+		"propose long": {Body: &pb.MatchMessage_Propose{Propose: &pb.Propose{FromBooking: "x", ToBooking: "y", Name: long}}},
+		"accept name":  {Body: &pb.MatchMessage_Accept{Accept: &pb.Accept{Name: "Bo\u202e"}}},
+		"accept long":  {Body: &pb.MatchMessage_Accept{Accept: &pb.Accept{Name: long}}},
+		"confirm name": {Body: &pb.MatchMessage_Confirm{Confirm: &pb.Confirm{FromBooking: "x", ToBooking: "y", Name: "a\nb"}}},
+		"cancel bell":  {Body: &pb.MatchMessage_Cancel{Cancel: &pb.Cancel{FromBooking: "x", ToBooking: "y", Reason: "sorry\a"}}},
+		"reject ctl":   {Body: &pb.MatchMessage_Reject{Reject: &pb.Reject{Reason: "busy\x1b[m"}}},
+	} {
+		var buf bytes.Buffer
+		if err := writeMsg(&buf, m); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := readMsg(bufio.NewReader(&buf)); err == nil {
+			t.Errorf("%s: accepted %v", name, got)
+		}
+	}
+	var buf bytes.Buffer
+	writeMsg(&buf, &pb.MatchMessage{Body: &pb.MatchMessage_Accept{Accept: &pb.Accept{Name: "Zoë 🚀"}}})
+	if _, err := readMsg(bufio.NewReader(&buf)); err != nil {
+		t.Errorf("a clean name refused: %v", err)
+	}
+}
+
+// An offer refused for its content is not dropped in silence: the node
+// says at info level whose offer it refused and why (rate-limited), and
+// counts every refusal.
+func TestRefusedOfferIsLogged(t *testing.T) {
+	logs := &syncLog{}
+	victim := newTestNode(t, func(c *Config) {
+		c.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	rkey, rid := mustKey(t)
+	rogue, err := libp2p.New(libp2p.Identity(rkey), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+		libp2p.ResourceManager(&network.NullResourceManager{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rogue.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rps, err := pubsub.NewGossipSub(ctx, rogue, pubsub.WithFloodPublish(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := rps.Join(OffersTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect(t, &testNode{h: rogue}, victim)
+	waitFor(t, 5*time.Second, "rogue in topic", func() bool { return len(topic.ListPeers()) > 0 })
+	for i := range 3 {
+		o := validOffer(rid, time.Now())
+		o.BookingId = fmt.Sprintf("b%d", i)
+		o.Name = strings.Repeat("x", 80)
+		env, _ := sealOffer(o, rkey)
+		if err := topic.Publish(ctx, env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "the refusals to be counted", func() bool { return victim.svc.RefusedOffers() == 3 })
+	out := logs.String()
+	if !strings.Contains(out, "level=INFO") || !strings.Contains(out, rid.String()) ||
+		!strings.Contains(out, "name is 80 bytes, at most 64") {
+		t.Fatalf("no info line naming the peer and the reason:\n%s", out)
+	}
+	if n := strings.Count(out, "refusing offer"); n != 1 {
+		t.Errorf("%d log lines for 3 refusals within a minute, want 1 (rate-limited):\n%s", n, out)
+	}
+}
+
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tandem-cowork/tandem/session/pb"
+	"github.com/tandem-cowork/tandem/usertext"
 )
 
 // Attendance receipts travel in go-libp2p signed envelopes: the signature
@@ -125,7 +126,7 @@ func VerifyReceipt(envelope []byte, signer peer.ID) (Attendance, error) {
 		if err != nil {
 			return Attendance{}, fmt.Errorf("%w: %v", ErrBadReceipt, err)
 		}
-		if err := checkText("note", p.GetNote(), MaxNoteLen); err != nil {
+		if err := checkText(usertext.Note, p.GetNote()); err != nil {
 			return Attendance{}, fmt.Errorf("%w: %v", ErrBadReceipt, err)
 		}
 		a.CheckIn = &CheckIn{Outcome: o, Note: p.GetNote()}

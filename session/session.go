@@ -14,6 +14,7 @@ import (
 
 	"github.com/tandem-cowork/tandem/session/media"
 	"github.com/tandem-cowork/tandem/session/pb"
+	"github.com/tandem-cowork/tandem/usertext"
 )
 
 const maxChatLines = 500
@@ -154,7 +155,7 @@ func (s *Session) State() Snapshot {
 
 // SetGoal replaces our goal; the partner sees it at once, or on reconnect.
 func (s *Session) SetGoal(goal string) error {
-	if err := checkText("goal", goal, MaxGoalLen); err != nil {
+	if err := checkText(usertext.Goal, goal); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -175,7 +176,7 @@ func (s *Session) Chat(text string) error {
 	if text == "" {
 		return fmt.Errorf("%w: empty chat line", ErrInvalid)
 	}
-	if err := checkText("chat", text, MaxChatLen); err != nil {
+	if err := checkText(usertext.Chat, text); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -216,7 +217,7 @@ func (s *Session) CheckIn(o Outcome, note string) error {
 	if !validOutcome(o) {
 		return fmt.Errorf("%w: outcome %q", ErrInvalid, o)
 	}
-	if err := checkText("note", note, MaxNoteLen); err != nil {
+	if err := checkText(usertext.Note, note); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -243,7 +244,7 @@ func (s *Session) CheckIn(o Outcome, note string) error {
 // reaches the partner at once; the session then waits briefly for the
 // partner's receipt and ends.
 func (s *Session) Leave(reason string) error {
-	if err := checkText("reason", reason, MaxReasonLen); err != nil {
+	if err := checkText(usertext.Reason, reason); err != nil {
 		return err
 	}
 	s.mu.Lock()

@@ -312,6 +312,7 @@ func TestOpenValidates(t *testing.T) {
 		"no partner":   func(b *Booking) { b.Partner = "" },
 		"no duration":  func(b *Booking) { b.DurationMin = 0 },
 		"long goal":    func(b *Booking) { b.Goal = string(make([]byte, MaxGoalLen+1)) },
+		"escape name":  func(b *Booking) { b.PartnerName = "\x1b[31mBo" },
 		"bad kind":     func(b *Booking) { b.Kind = "later" },
 	} {
 		b := good
@@ -328,6 +329,20 @@ func TestOpenValidates(t *testing.T) {
 	s1, err := a.m.Open(good)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Local input follows the same text rules as the wire.
+	for name, err := range map[string]error{
+		"goal":  s1.SetGoal("\x1b[2Jclear"),
+		"chat":  s1.Chat("two\nlines"),
+		"note":  s1.CheckIn(OutcomeDone, "\u202eevil"),
+		"leave": s1.Leave("bye\a"),
+	} {
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s with a control character: %v, want ErrInvalid", name, err)
+		}
+	}
+	if st := s1.State(); st.Self.Goal != "" || st.Self.Left {
+		t.Errorf("refused input changed the session: %+v", st.Self)
 	}
 	s2, err := a.m.Open(good)
 	if err != nil || s1 != s2 {

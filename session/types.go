@@ -3,9 +3,10 @@ package session
 import (
 	"fmt"
 	"time"
-	"unicode/utf8"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/tandem-cowork/tandem/usertext"
 )
 
 // Kinds of booking, as matchmaking names them.
@@ -51,21 +52,20 @@ func (b Booking) validate(self peer.ID) error {
 	case b.Kind != KindScheduled && b.Kind != KindNow && b.Kind != "":
 		return fmt.Errorf("%w: kind %q", ErrInvalid, b.Kind)
 	}
-	if err := checkText("name", b.Name, MaxNameLen); err != nil {
+	if err := checkText(usertext.Name, b.Name); err != nil {
 		return err
 	}
-	if err := checkText("partner name", b.PartnerName, MaxNameLen); err != nil {
+	if err := checkText(usertext.Field{Name: "partner name", Max: usertext.MaxName}, b.PartnerName); err != nil {
 		return err
 	}
-	return checkText("goal", b.Goal, MaxGoalLen)
+	return checkText(usertext.Goal, b.Goal)
 }
 
-func checkText(what, s string, max int) error {
-	if len(s) > max {
-		return fmt.Errorf("%w: %s longer than %d bytes", ErrInvalid, what, max)
-	}
-	if !utf8.ValidString(s) {
-		return fmt.Errorf("%w: %s is not UTF-8", ErrInvalid, what)
+// checkText applies the user text rules (usertext: length, UTF-8, no
+// control or bidi formatting characters) to s, wrapping ErrInvalid.
+func checkText(f usertext.Field, s string) error {
+	if err := f.Check(s); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tandem-cowork/tandem/session/pb"
+	"github.com/tandem-cowork/tandem/usertext"
 )
 
 // Wire constants. See pb/session.proto for the messages.
@@ -24,11 +25,13 @@ const (
 	// DataChannelLabel names the negotiated session data channel (id 0).
 	DataChannelLabel = "tandem-session"
 
-	MaxNameLen    = 64
-	MaxGoalLen    = 280
-	MaxChatLen    = 1000
-	MaxNoteLen    = 500
-	MaxReasonLen  = 280
+	// Text limits: the usertext rules, which every node applies alike.
+	MaxNameLen   = usertext.MaxName
+	MaxGoalLen   = usertext.MaxGoal
+	MaxChatLen   = usertext.MaxChat
+	MaxNoteLen   = usertext.MaxNote
+	MaxReasonLen = usertext.MaxReason
+
 	maxIDLen      = 64
 	maxCandidate  = 1024
 	maxReceipt    = 4 << 10
@@ -121,10 +124,10 @@ func checkMessage(m *pb.Message) error {
 		if len(h.GetBookingId()) > maxIDLen || len(h.GetPartnerBookingId()) > maxIDLen {
 			return fmt.Errorf("hello booking id too long")
 		}
-		if err := checkText("name", h.GetName(), MaxNameLen); err != nil {
+		if err := checkText(usertext.Name, h.GetName()); err != nil {
 			return err
 		}
-		if err := checkText("goal", h.GetGoal(), MaxGoalLen); err != nil {
+		if err := checkText(usertext.Goal, h.GetGoal()); err != nil {
 			return err
 		}
 		if _, err := presenceFromPB(h.GetPresence(), true); err != nil {
@@ -134,19 +137,19 @@ func checkMessage(m *pb.Message) error {
 			return checkCheckIn(h.GetCheckIn())
 		}
 	case *pb.Message_Goal:
-		return checkText("goal", b.Goal.GetText(), MaxGoalLen)
+		return checkText(usertext.Goal, b.Goal.GetText())
 	case *pb.Message_Chat:
 		if b.Chat.GetText() == "" {
 			return fmt.Errorf("empty chat")
 		}
-		return checkText("chat", b.Chat.GetText(), MaxChatLen)
+		return checkText(usertext.Chat, b.Chat.GetText())
 	case *pb.Message_Presence:
 		_, err := presenceFromPB(b.Presence.GetState(), false)
 		return err
 	case *pb.Message_CheckIn:
 		return checkCheckIn(b.CheckIn)
 	case *pb.Message_Leave:
-		return checkText("reason", b.Leave.GetReason(), MaxReasonLen)
+		return checkText(usertext.Reason, b.Leave.GetReason())
 	case *pb.Message_Receipt:
 		if n := len(b.Receipt.GetEnvelope()); n == 0 || n > maxReceipt {
 			return fmt.Errorf("receipt of %d bytes", n)
@@ -163,7 +166,7 @@ func checkCheckIn(c *pb.CheckIn) error {
 	if _, err := outcomeFromPB(c.GetOutcome()); err != nil {
 		return err
 	}
-	return checkText("note", c.GetNote(), MaxNoteLen)
+	return checkText(usertext.Note, c.GetNote())
 }
 
 func presenceToPB(p Presence) pb.PresenceState {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tandem-cowork/tandem/session/pb"
+	"github.com/tandem-cowork/tandem/usertext"
 )
 
 func sampleMessages() []*pb.Message {
@@ -62,6 +63,18 @@ func TestMessageRejects(t *testing.T) {
 		"hello name": {Version: 1, Body: &pb.Message_Hello{Hello: &pb.Hello{Name: strings.Repeat("n", MaxNameLen+1)}}},
 		"clock sent": {Version: 1, Body: &pb.Message_Clock{Clock: &pb.Clock{}}},
 		"clock echo": {Version: 1, Body: &pb.Message_Clock{Clock: &pb.Clock{SentUnixMs: 1, EchoUnixMs: -1}}},
+		// Control and bidi formatting characters, which a terminal would
+		// act on, are refused in every text field.
+		"hello name escape": {Version: 1, Body: &pb.Message_Hello{Hello: &pb.Hello{Name: "\x1b[2JAda"}}},
+		"hello goal bidi":   {Version: 1, Body: &pb.Message_Hello{Hello: &pb.Hello{Name: "Ada", Goal: "\u202egoal"}}},
+		"hello note bell":   {Version: 1, Body: &pb.Message_Hello{Hello: &pb.Hello{CheckIn: &pb.CheckIn{Outcome: pb.Outcome_OUTCOME_DONE, Note: "\a"}}}},
+		"goal newline":      {Version: 1, Body: &pb.Message_Goal{Goal: &pb.Goal{Text: "a\nb"}}},
+		"chat clear screen": {Version: 1, Body: &pb.Message_Chat{Chat: &pb.Chat{Text: "\x1b[2J\x1b[H"}}},
+		"chat osc title":    {Version: 1, Body: &pb.Message_Chat{Chat: &pb.Chat{Text: "\x1b]0;pwned\a"}}},
+		"chat c1 csi":       {Version: 1, Body: &pb.Message_Chat{Chat: &pb.Chat{Text: "\u009b31m"}}},
+		"chat isolate":      {Version: 1, Body: &pb.Message_Chat{Chat: &pb.Chat{Text: "\u2067x"}}},
+		"check-in note":     {Version: 1, Body: &pb.Message_CheckIn{CheckIn: &pb.CheckIn{Outcome: pb.Outcome_OUTCOME_DONE, Note: "ok\r"}}},
+		"leave reason":      {Version: 1, Body: &pb.Message_Leave{Leave: &pb.Leave{Reason: "bye\x1b[31m"}}},
 	} {
 		data, err := proto.Marshal(m)
 		if err != nil {
@@ -102,6 +115,14 @@ func FuzzDecodeMessage(f *testing.F) {
 		}
 		if _, err := encodeMessage(m); err != nil {
 			t.Fatalf("re-encoding an accepted message: %v", err)
+		}
+		// What a partner can make us accept prints as is: nothing in it
+		// that a terminal would act on.
+		for _, s := range []string{m.GetHello().GetName(), m.GetHello().GetGoal(), m.GetHello().GetCheckIn().GetNote(),
+			m.GetGoal().GetText(), m.GetChat().GetText(), m.GetCheckIn().GetNote(), m.GetLeave().GetReason()} {
+			if usertext.Escape(s) != s {
+				t.Fatalf("accepted text %q that needs escaping", s)
+			}
 		}
 	})
 }
