@@ -11,6 +11,10 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+	"github.com/pion/stun/v4"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/tandem-cowork/tandem/usertext"
 )
 
 // DefaultAPIAddr is where the local API and web UI listen unless told
@@ -56,9 +60,9 @@ type Config struct {
 	// AutoRematch finds a new partner by itself when the partner is 2
 	// minutes late.
 	AutoRematch bool `toml:"auto_rematch"`
-	// ICEServers are STUN/TURN URLs for the media path between nodes.
-	// nil means DefaultICEServers, except in local-only mode (none).
-	ICEServers []string `toml:"ice_servers"`
+	// ICEServers are the STUN/TURN servers for the media path between
+	// nodes. nil means DefaultICEServers, except in local-only mode (none).
+	ICEServers []ICEServer `toml:"ice_servers"`
 	// Now is the clock bookings and sessions follow (tests and the demo
 	// inject one); nil means time.Now.
 	Now func() time.Time `toml:"-"`
@@ -96,11 +100,22 @@ func Default() Config {
 }
 
 // LoadConfigFile overlays the TOML file at path onto cfg. A missing file is
-// not an error: most users never write one.
+// not an error: most users never write one. For a file the user named
+// (--config), use ReadConfigFile.
 func LoadConfigFile(path string, cfg *Config) error {
-	data, err := os.ReadFile(path)
+	err := ReadConfigFile(path, cfg)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
+	}
+	return err
+}
+
+// ReadConfigFile overlays the TOML file at path onto cfg; a missing file is
+// an error that wraps os.ErrNotExist.
+func ReadConfigFile(path string, cfg *Config) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("config file %s does not exist: %w", path, os.ErrNotExist)
 	}
 	if err != nil {
 		return fmt.Errorf("reading config: %w", err)
@@ -151,10 +166,33 @@ func (c Config) wantsPortMap() bool {
 // usesPublicDHT reports whether the node joins the public Amino DHT.
 func (c Config) usesPublicDHT() bool { return c.Bootstrap == nil }
 
-// Validate checks what can be checked before anything starts.
+// Validate checks every setting before anything starts, with the same rules
+// the API and the wire apply later: a setting that would only fail once the
+// node runs (a name every peer refuses, a TURN server without credentials)
+// stops the start with a clear error instead.
 func (c Config) Validate() error {
 	if c.DataDir == "" && !c.InMemory {
 		return errors.New("no data dir")
+	}
+	if _, err := usertext.CheckName(c.Name); err != nil {
+		return fmt.Errorf("name (config key or --name): %w", err)
+	}
+	if c.LogLevel != "" {
+		if _, err := ParseLogLevel(c.LogLevel); err != nil {
+			return err
+		}
+	}
+	for i, s := range c.ICEServers {
+		if err := s.validate(); err != nil {
+			return fmt.Errorf("ice_servers[%d]: %w", i, err)
+		}
+	}
+	if c.Matchmaking.AnnounceInterval < 0 || c.Matchmaking.OfferTTL < 0 {
+		return fmt.Errorf("matchmaking intervals must not be negative (announce %v, offer TTL %v)",
+			c.Matchmaking.AnnounceInterval, c.Matchmaking.OfferTTL)
+	}
+	if c.ClockRate < 0 {
+		return fmt.Errorf("clock rate %v must not be negative", c.ClockRate)
 	}
 	if !isLoopbackHostPort(c.API) {
 		return fmt.Errorf("api address %q: must be a loopback HOST:PORT (127.0.0.1, ::1 or localhost)", c.API)
@@ -188,4 +226,89 @@ func ParseLogLevel(s string) (slog.Level, error) {
 		return 0, fmt.Errorf("log level %q: want debug, info, warn or error", s)
 	}
 	return l, nil
+}
+
+// ICEServer is one STUN or TURN server for the media path between nodes.
+// In the config file an entry is either a URL string
+// ("stun:stun.example.org:3478") or a table with urls (a string or a list),
+// username and credential, as a TURN server needs.
+type ICEServer struct {
+	URLs       []string `toml:"urls"`
+	Username   string   `toml:"username"`
+	Credential string   `toml:"credential"`
+}
+
+// UnmarshalTOML reads an ice_servers entry: a string or a table.
+func (s *ICEServer) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case string:
+		*s = ICEServer{URLs: []string{v}}
+		return nil
+	case map[string]any:
+		var out ICEServer
+		for k, val := range v {
+			switch k {
+			case "urls":
+				switch u := val.(type) {
+				case string:
+					out.URLs = []string{u}
+				case []any:
+					for _, e := range u {
+						str, ok := e.(string)
+						if !ok {
+							return fmt.Errorf("ice_servers entry: urls must be strings, not %T", e)
+						}
+						out.URLs = append(out.URLs, str)
+					}
+				default:
+					return fmt.Errorf("ice_servers entry: urls must be a string or a list of strings, not %T", val)
+				}
+			case "username", "credential":
+				str, ok := val.(string)
+				if !ok {
+					return fmt.Errorf("ice_servers entry: %s must be a string, not %T", k, val)
+				}
+				if k == "username" {
+					out.Username = str
+				} else {
+					out.Credential = str
+				}
+			default:
+				return fmt.Errorf("ice_servers entry: unknown key %q (want urls, username, credential; see docs/config.md)", k)
+			}
+		}
+		*s = out
+		return nil
+	}
+	return fmt.Errorf("ice_servers entry: want a URL string or a table {urls, username, credential}, not %T", v)
+}
+
+// validate parses every URL as WebRTC will, and refuses a TURN URL without
+// a username and a credential: pion would refuse it only when the first
+// session opens, and video would silently fail to connect.
+func (s ICEServer) validate() error {
+	if len(s.URLs) == 0 {
+		return errors.New("no urls")
+	}
+	for _, u := range s.URLs {
+		uri, err := stun.ParseURI(u)
+		if err != nil {
+			return fmt.Errorf("%q is not a stun:, stuns:, turn: or turns: URL: %w", u, err)
+		}
+		isTURN := uri.Scheme == stun.SchemeTypeTURN || uri.Scheme == stun.SchemeTypeTURNS
+		if isTURN && (s.Username == "" || s.Credential == "") {
+			return fmt.Errorf("TURN server %q needs a username and a credential: write the entry as "+
+				"{ urls = %q, username = \"...\", credential = \"...\" } (see docs/config.md)", u, u)
+		}
+	}
+	return nil
+}
+
+// webrtc turns the entry into pion's form.
+func (s ICEServer) webrtc() webrtc.ICEServer {
+	out := webrtc.ICEServer{URLs: s.URLs}
+	if s.Username != "" || s.Credential != "" {
+		out.Username, out.Credential, out.CredentialType = s.Username, s.Credential, webrtc.ICECredentialTypePassword
+	}
+	return out
 }

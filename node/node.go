@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,6 +70,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	cfg.Name = strings.TrimSpace(cfg.Name)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
@@ -378,11 +379,68 @@ favourites_only = true
 	if err := node.LoadConfigFile(filepath.Join(dir, "missing.toml"), &def); err != nil {
 		t.Errorf("missing file: %v", err)
 	}
+	// But a file the user named (--config) must be there.
+	missing := filepath.Join(dir, "missing.toml")
+	if err := node.ReadConfigFile(missing, &def); err == nil || !strings.Contains(err.Error(), missing+" does not exist") {
+		t.Errorf("ReadConfigFile of a missing file: %v, want an error naming it", err)
+	}
 	// A broken one is reported with its path.
 	bad := filepath.Join(dir, "bad.toml")
 	os.WriteFile(bad, []byte("api = [unterminated"), 0o600)
 	if err := node.LoadConfigFile(bad, &def); err == nil || !strings.Contains(err.Error(), bad) {
 		t.Errorf("broken file: err = %v, want an error naming %s", err, bad)
+	}
+}
+
+// ice_servers entries are URL strings or tables with TURN credentials.
+func TestConfigICEServers(t *testing.T) {
+	dir := t.TempDir()
+	load := func(file string) (node.Config, error) {
+		path := filepath.Join(dir, "ice.toml")
+		if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg := nodetest.Config(t)
+		err := node.LoadConfigFile(path, &cfg)
+		return cfg, err
+	}
+	cfg, err := load(`ice_servers = [
+  "stun:stun.example.org:3478",
+  { urls = "turn:turn.example.org:3478", username = "ada", credential = "s3cret" },
+  { urls = ["turns:turn.example.org:5349", "turn:turn.example.org:3478?transport=tcp"], username = "ada", credential = "s3cret" },
+]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []node.ICEServer{
+		{URLs: []string{"stun:stun.example.org:3478"}},
+		{URLs: []string{"turn:turn.example.org:3478"}, Username: "ada", Credential: "s3cret"},
+		{URLs: []string{"turns:turn.example.org:5349", "turn:turn.example.org:3478?transport=tcp"}, Username: "ada", Credential: "s3cret"},
+	}
+	if !reflect.DeepEqual(cfg.ICEServers, want) {
+		t.Errorf("ice_servers = %+v, want %+v", cfg.ICEServers, want)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+	// A TURN server written as a plain string has no credentials.
+	cfg, err = load(`ice_servers = ["turn:turn.example.org:3478"]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "needs a username and a credential") {
+		t.Errorf("TURN without credentials: Validate = %v", err)
+	}
+	for file, want := range map[string]string{
+		`ice_servers = [{ url = "stun:x" }]`:                        `unknown key "url"`,
+		`ice_servers = [{ urls = 3 }]`:                              "urls must be a string or a list",
+		`ice_servers = [{ urls = "turn:x", username = 1 }]`:         "username must be a string",
+		`ice_servers = [3]`:                                         "want a URL string or a table",
+		`ice_servers = [{ urls = ["stun:x", 2], credential = "" }]`: "urls must be strings",
+	} {
+		if _, err := load(file); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want an error with %q", file, err, want)
+		}
 	}
 }
 
@@ -414,6 +472,43 @@ func TestValidate(t *testing.T) {
 		if err := cfg.Validate(); err == nil {
 			t.Errorf("Validate accepted bootstrap %v, peers %v, listen %v", cfg.Bootstrap, cfg.Peers, cfg.Listen)
 		}
+	}
+
+	// Every other setting is checked at start with the rules the API and
+	// the wire apply later, so that nothing fails silently once running.
+	for name, tc := range map[string]struct {
+		mutate func(*node.Config)
+		want   string
+	}{
+		// A name every peer refuses would make the node invisible.
+		"long name":      {func(c *node.Config) { c.Name = strings.Repeat("n", 80) }, "80 bytes, at most 64"},
+		"escape in name": {func(c *node.Config) { c.Name = "\x1b[2JAda" }, "control character U+001B"},
+		"bidi in name":   {func(c *node.Config) { c.Name = "Ada\u202e" }, "U+202E"},
+		"log level":      {func(c *node.Config) { c.LogLevel = "loud" }, "loud"},
+		"ice url":        {func(c *node.Config) { c.ICEServers = []node.ICEServer{{URLs: []string{"http://x"}}} }, "http://x"},
+		"ice no urls":    {func(c *node.Config) { c.ICEServers = []node.ICEServer{{}} }, "no urls"},
+		"turn no credential": {func(c *node.Config) {
+			c.ICEServers = []node.ICEServer{{URLs: []string{"turn:127.0.0.1:3478"}, Username: "u"}}
+		}, "needs a username and a credential"},
+		"turns no username": {func(c *node.Config) {
+			c.ICEServers = []node.ICEServer{{URLs: []string{"turns:127.0.0.1:5349"}, Credential: "p"}}
+		}, "needs a username and a credential"},
+		"negative announce":  {func(c *node.Config) { c.Matchmaking.AnnounceInterval = -time.Second }, "negative"},
+		"negative offer ttl": {func(c *node.Config) { c.Matchmaking.OfferTTL = -time.Second }, "negative"},
+		"negative clock":     {func(c *node.Config) { c.ClockRate = -1 }, "negative"},
+	} {
+		cfg := nodetest.Config(t)
+		tc.mutate(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Validate = %v, want an error with %q", name, err, tc.want)
+		}
+	}
+	ok := nodetest.Config(t)
+	ok.Name = strings.Repeat("n", 64)
+	ok.ICEServers = []node.ICEServer{{URLs: []string{"stun:127.0.0.1:3478"}},
+		{URLs: []string{"turn:127.0.0.1:3478?transport=tcp", "turns:127.0.0.1:5349"}, Username: "u", Credential: "p"}}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("a 64-byte name and TURN servers with credentials: %v", err)
 	}
 
 	// And New refuses to start with a non-loopback API address.

@@ -22,7 +22,7 @@ import (
 // DefaultICEServers are used on the internet when the config names none,
 // so two NATed nodes can find a direct media path. Local-only nodes use
 // none: nothing may leave the machine.
-var DefaultICEServers = []string{"stun:stun.l.google.com:19302"}
+var DefaultICEServers = []ICEServer{{URLs: []string{"stun:stun.l.google.com:19302"}}}
 
 func (n *Node) newSessionManager() (*session.Manager, error) {
 	var ice []webrtc.ICEServer
@@ -31,7 +31,7 @@ func (n *Node) newSessionManager() (*session.Manager, error) {
 		servers = DefaultICEServers
 	}
 	for _, s := range servers {
-		ice = append(ice, webrtc.ICEServer{URLs: []string{s}})
+		ice = append(ice, s.webrtc())
 	}
 	return session.NewManager(session.Config{
 		Host: n.host, DB: n.db, Log: n.log.With("pkg", "session"), Now: n.now,

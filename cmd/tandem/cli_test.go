@@ -334,6 +334,10 @@ func TestUpRejectsBadConfig(t *testing.T) {
 		{"bad listen", []string{"--bootstrap", "none", "--listen", "not-a-multiaddr"}, "not-a-multiaddr"},
 		{"bootstrap without peer ID", []string{"--bootstrap", "/ip4/127.0.0.1/tcp/4001"}, "/p2p/"},
 		{"bad log level", []string{"--bootstrap", "none", "--log-level", "loud"}, "loud"},
+		// A name every peer would refuse makes the node invisible: refuse it here.
+		{"name over 64 bytes", []string{"--bootstrap", "none", "--name", strings.Repeat("n", 80)}, "display name is 80 bytes, at most 64"},
+		{"escape in name", []string{"--bootstrap", "none", "--name", "\x1b[2JAda"}, "control character U+001B"},
+		{"missing --config", []string{"--bootstrap", "none", "--config", "/nonexistent/tandem.toml"}, "/nonexistent/tandem.toml does not exist"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "node")
@@ -420,5 +424,45 @@ log_level = "warn"
 	d.stop(t)
 	if d.err != nil {
 		t.Errorf("tandem up after SIGTERM: %v", d.err)
+	}
+}
+
+// TestUpValidatesConfigFile: every key of the config file is checked at
+// start with the same rules as the API and the wire, and the file's own
+// mistakes are one clear line.
+func TestUpValidatesConfigFile(t *testing.T) {
+	for _, tc := range []struct {
+		name, file, want string
+	}{
+		{"name over 64 bytes", `name = "` + strings.Repeat("n", 80) + `"`, "display name is 80 bytes, at most 64"},
+		{"bidi in name", `name = "Ada\u202e"`, "U+202E"},
+		{"turn without credentials", `ice_servers = ["turn:127.0.0.1:3478"]`, "needs a username and a credential"},
+		{"turn without credential", `ice_servers = [{ urls = "turn:127.0.0.1:3478", username = "u" }]`, "needs a username and a credential"},
+		{"bad ice url", `ice_servers = ["http://127.0.0.1"]`, "http://127.0.0.1"},
+		{"bad log level", `log_level = "loud"`, "loud"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			dir, conf := filepath.Join(root, "node"), filepath.Join(root, "config.toml")
+			if err := os.WriteFile(conf, []byte(tc.file+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args := append(localOnlyUp(dir), "--config", conf)
+			out, errOut, code := run(t, args...)
+			if code == 0 {
+				t.Fatalf("tandem up with %s succeeded:\n%s", tc.file, out)
+			}
+			msg := strings.TrimSpace(errOut)
+			if strings.Contains(msg, "\n") || !strings.Contains(msg, tc.want) {
+				t.Errorf("tandem up with %s: want one line mentioning %q, got:\n%s", tc.file, tc.want, errOut)
+			}
+			noStackTrace(t, "tandem up", out+errOut)
+		})
+	}
+	// A client command with a --config that does not exist says so too,
+	// instead of looking for a node in the default data dir.
+	_, errOut, code := run(t, "status", "--config", "/nonexistent/tandem.toml")
+	if code == 0 || !strings.Contains(errOut, "/nonexistent/tandem.toml does not exist") {
+		t.Errorf("status --config MISSING: exit %d, %q", code, errOut)
 	}
 }

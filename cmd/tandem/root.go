@@ -56,6 +56,16 @@ func newRootCmd() *cobra.Command {
 	return root
 }
 
+// loadConfig overlays the config file onto cfg. The default file may be
+// missing (most users never write one); a file named with --config must
+// exist, or a typo in its path would silently run with the defaults.
+func (g *globalFlags) loadConfig(cfg *node.Config) error {
+	if g.root.PersistentFlags().Changed("config") {
+		return node.ReadConfigFile(g.configPath, cfg)
+	}
+	return node.LoadConfigFile(g.configPath, cfg)
+}
+
 // client finds the running node through the API file in its data dir:
 // --data-dir, else data_dir from the config file, else the default, the
 // same order `tandem up` uses.
@@ -67,16 +77,19 @@ func (g *globalFlags) client() (*client.Client, error) {
 	return client.FromDataDir(dir)
 }
 
-// nodeDataDir is the data dir of the node the client commands talk to.
+// nodeDataDir is the data dir of the node the client commands talk to. A
+// --config FILE is read (and must exist) even with --data-dir, so that a
+// mistyped path is reported rather than ignored.
 func (g *globalFlags) nodeDataDir() (string, error) {
-	if g.root.PersistentFlags().Changed("data-dir") {
+	pf := g.root.PersistentFlags()
+	if pf.Changed("data-dir") && !pf.Changed("config") {
 		return g.dataDir, nil
 	}
 	cfg := node.Config{}
-	if err := node.LoadConfigFile(g.configPath, &cfg); err != nil {
+	if err := g.loadConfig(&cfg); err != nil {
 		return "", err
 	}
-	if cfg.DataDir != "" {
+	if cfg.DataDir != "" && !pf.Changed("data-dir") {
 		return cfg.DataDir, nil
 	}
 	return g.dataDir, nil

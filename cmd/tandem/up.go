@@ -29,7 +29,7 @@ func newUpCmd(g *globalFlags) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := node.Default()
-			if err := node.LoadConfigFile(g.configPath, &cfg); err != nil {
+			if err := g.loadConfig(&cfg); err != nil {
 				return err
 			}
 			f := cmd.Flags()
