@@ -103,7 +103,7 @@ func TestSessionConnectsForEveryMixOfSettings(t *testing.T) {
 				cfgB := cfg(c.b)
 				if c.b.bootstrap {
 					cfgB.Bootstrap = []string{loopbackTCP(t, a)}
-					cfgB.ICEServers = []string{unreachableSTUN}
+					cfgB.ICEServers = []node.ICEServer{{URLs: []string{unreachableSTUN}}}
 				} else {
 					cfgB.Peers = []string{loopbackTCP(t, a)}
 				}
