@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -32,19 +30,7 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 				apiv1.Status
 				LoginURL string `json:"login_url"`
 			}{st, c.LoginURL()}
-			return g.output(cmd.OutOrStdout(), out, func(w io.Writer) {
-				fmt.Fprintf(w, "Peer ID:   %s\n", st.PeerID)
-				if st.Name != "" {
-					fmt.Fprintf(w, "Name:      %s\n", st.Name)
-				}
-				for _, a := range st.Addrs {
-					fmt.Fprintf(w, "Address:   %s\n", a)
-				}
-				fmt.Fprintf(w, "Peers:     %d connected\n", st.ConnectedPeers)
-				fmt.Fprintf(w, "API:       %s\n", st.APIURL)
-				fmt.Fprintf(w, "Data dir:  %s\n", st.DataDir)
-				fmt.Fprintf(w, "Web UI:    %s\n", c.LoginURL())
-			})
+			return g.output(cmd.OutOrStdout(), out, func(w io.Writer) { printStatus(w, st, c.LoginURL()) })
 		},
 	}
 }
@@ -63,18 +49,7 @@ func newPeersCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.output(cmd.OutOrStdout(), ps, func(w io.Writer) {
-				if len(ps) == 0 {
-					fmt.Fprintln(w, "No peers connected yet.")
-					return
-				}
-				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "PEER\tLATENCY\tADDRESS")
-				for _, p := range ps {
-					fmt.Fprintf(tw, "%s\t%.1f ms\t%s\n", p.ID, p.LatencyMS, strings.Join(p.Addrs, " "))
-				}
-				tw.Flush()
-			})
+			return g.output(cmd.OutOrStdout(), ps, func(w io.Writer) { printPeers(w, ps) })
 		},
 	}
 }
@@ -162,7 +137,7 @@ func (g *globalFlags) book(cmd *cobra.Command, req apiv1.BookRequest) error {
 		return err
 	}
 	return g.output(cmd.OutOrStdout(), b, func(w io.Writer) {
-		fmt.Fprintf(w, "Booked %s: %s, %d min. Finding a partner...\n", b.ID, describeStart(b), b.DurationMin)
+		fmt.Fprintf(w, "Booked %s: %s, %d min. Finding a partner...\n", esc(b.ID), describeStart(b), b.DurationMin)
 	})
 }
 
@@ -187,22 +162,7 @@ func newBookingsCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.output(cmd.OutOrStdout(), bs, func(w io.Writer) {
-				if len(bs) == 0 {
-					fmt.Fprintln(w, "No bookings yet. Try `tandem now` or `tandem book --at ...`.")
-					return
-				}
-				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tSTART\tMIN\tKIND\tSTATE\tPARTNER\tNOTE")
-				for _, b := range bs {
-					partner := b.PartnerName
-					if partner == "" && b.Partner != "" {
-						partner = shortID(b.Partner)
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", b.ID, describeStart(b), b.DurationMin, b.Kind, b.State, partner, b.Note)
-				}
-				tw.Flush()
-			})
+			return g.output(cmd.OutOrStdout(), bs, func(w io.Writer) { printBookings(w, bs) })
 		},
 	}
 }
@@ -229,7 +189,7 @@ func newCancelCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.output(cmd.OutOrStdout(), b, func(w io.Writer) { fmt.Fprintf(w, "Cancelled %s.\n", b.ID) })
+			return g.output(cmd.OutOrStdout(), b, func(w io.Writer) { fmt.Fprintf(w, "Cancelled %s.\n", esc(b.ID)) })
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why, shown to the partner")
@@ -263,18 +223,7 @@ func newSlotsCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.output(cmd.OutOrStdout(), os, func(w io.Writer) {
-				if len(os) == 0 {
-					fmt.Fprintln(w, "No open offers seen yet.")
-					return
-				}
-				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "START\tMIN\tKIND\tACTIVITY\tQUIET\tNAME\tPEER")
-				for _, o := range os {
-					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%v\t%s\t%s\n", o.Start.Local().Format("Mon 2 Jan 15:04"), o.DurationMin, o.Kind, o.Activity, o.Quiet, o.Name, o.Owner)
-				}
-				tw.Flush()
-			})
+			return g.output(cmd.OutOrStdout(), os, func(w io.Writer) { printSlots(w, os) })
 		},
 	}
 	cmd.Flags().StringVar(&from, "from", "", "earliest start")
@@ -317,7 +266,7 @@ func (g *globalFlags) setPerson(cmd *cobra.Command, id string, req apiv1.PersonR
 		return err
 	}
 	return g.output(cmd.OutOrStdout(), p, func(w io.Writer) {
-		fmt.Fprintf(w, "%s: favourite=%v blocked=%v", p.ID, p.Favourite, p.Blocked)
+		fmt.Fprintf(w, "%s: favourite=%v blocked=%v", esc(p.ID), p.Favourite, p.Blocked)
 		if !p.SnoozedUntil.IsZero() {
 			fmt.Fprintf(w, " snoozed until %s", p.SnoozedUntil.Local().Format("Mon 2 Jan 15:04"))
 		}
@@ -345,7 +294,7 @@ func newProfileCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.output(cmd.OutOrStdout(), p, func(w io.Writer) { fmt.Fprintf(w, "Name: %s\n", p.Name) })
+			return g.output(cmd.OutOrStdout(), p, func(w io.Writer) { fmt.Fprintf(w, "Name: %s\n", esc(p.Name)) })
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "display name shown to partners")

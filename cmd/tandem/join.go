@@ -122,7 +122,7 @@ func runJoin(ctx context.Context, c *client.Client, id string, asJSON bool, in i
 			}
 			quit, err := v.command(ctx, c, line)
 			if err != nil {
-				v.say("! %v", err)
+				v.sayErr(err)
 			}
 			if quit {
 				return nil
@@ -146,6 +146,19 @@ func (v *joinView) say(format string, args ...any) {
 	fmt.Fprintf(v.out, format+"\n", args...)
 }
 
+// sayErr prints an error, escaped (an error from the node may quote text a
+// partner sent), and the help after an unknown command.
+func (v *joinView) sayErr(err error) {
+	v.say("! %s", esc(err.Error()))
+	if errors.As(err, new(errUnknownCommand)) {
+		v.say("%s", joinHelp)
+	}
+}
+
+type errUnknownCommand struct{ cmd string }
+
+func (e errUnknownCommand) Error() string { return "unknown command /" + e.cmd }
+
 func (v *joinView) header(ctx context.Context, s apiv1.Session) {
 	if v.json {
 		json.NewEncoder(v.out).Encode(map[string]any{"type": "state", "booking": v.id, "state": s})
@@ -155,17 +168,18 @@ func (v *joinView) header(ctx context.Context, s apiv1.Session) {
 	if partner == "" {
 		partner = shortID(s.Booking.Partner.String())
 	}
-	v.say("Session with %s, %s, %d min. Phase: %s.", partner, s.Booking.Start.Local().Format("Mon 15:04"), s.Booking.DurationMin, s.Phase)
+	partner = esc(partner)
+	v.say("Session with %s, %s, %d min. Phase: %s.", partner, s.Booking.Start.Local().Format("Mon 15:04"), s.Booking.DurationMin, esc(string(s.Phase)))
 	if s.Self.Goal != "" {
-		v.say("Your goal: %s", s.Self.Goal)
+		v.say("Your goal: %s", esc(s.Self.Goal))
 	}
 	if s.Partner.Goal != "" {
-		v.say("%s's goal: %s", partner, s.Partner.Goal)
+		v.say("%s's goal: %s", partner, esc(s.Partner.Goal))
 	}
 	v.say("%s", joinHelp)
 	for _, l := range s.Chat[max(0, len(s.Chat)-5):] {
 		if l.From == apiv1.FromPartner {
-			v.say("<partner> %s", l.Text)
+			v.say("<partner> %s", esc(l.Text))
 		}
 	}
 	if s.Connect.State == apiv1.ConnectCouldNotConnect {
@@ -177,7 +191,7 @@ func (v *joinView) header(ctx context.Context, s apiv1.Session) {
 // couldNotConnect says plainly that the partner could not be reached and
 // what was tried (the node goes on trying).
 func (v *joinView) couldNotConnect(msg string) {
-	v.say("!! %s", msg)
+	v.say("!! %s", esc(msg))
 	v.say("!! Type /rematch to find a new partner, or wait: the connection comes up by itself if it can.")
 }
 
@@ -193,7 +207,7 @@ func (v *joinView) countdown(ctx context.Context, s apiv1.Session) {
 	}
 	left := s.NextPhaseAt.Sub(st.Now).Round(time.Second)
 	if left > 0 {
-		v.say("[%s] %s until %s", s.Phase, left, nextPhaseName(s.Phase))
+		v.say("[%s] %s until %s", esc(string(s.Phase)), left, nextPhaseName(s.Phase))
 	}
 }
 
@@ -232,7 +246,7 @@ func (v *joinView) event(e apiv1.SessionEvent) {
 		case apiv1.PhaseCheckin:
 			v.say(bell + "** Time! Check in: /done, /partly or /not (with a note). **")
 		default:
-			v.say("[%s]", e.Phase)
+			v.say("[%s]", esc(string(e.Phase)))
 		}
 	case apiv1.SessionPartnerJoined:
 		v.say("Your partner joined.")
@@ -247,14 +261,14 @@ func (v *joinView) event(e apiv1.SessionEvent) {
 	case apiv1.SessionNoShow:
 		v.say("Your partner did not come (no-show).")
 	case apiv1.SessionGoal:
-		v.say("%s goal: %s", who, e.Text)
+		v.say("%s goal: %s", who, esc(e.Text))
 	case apiv1.SessionChat:
 		if e.From == apiv1.FromPartner {
-			v.say("<partner> %s", e.Text)
+			v.say("<partner> %s", esc(e.Text))
 		}
 	case apiv1.SessionPresence:
 		if e.From == apiv1.FromPartner {
-			v.say("Partner is %s.", e.Presence)
+			v.say("Partner is %s.", esc(string(e.Presence)))
 		}
 	case apiv1.SessionMedia:
 		if e.From == apiv1.FromPartner && e.Media != nil && !e.Media.Video {
@@ -262,10 +276,10 @@ func (v *joinView) event(e apiv1.SessionEvent) {
 		}
 	case apiv1.SessionCheckIn:
 		if e.CheckIn != nil {
-			v.say("%s checked in: %s %s", who, e.CheckIn.Outcome, e.CheckIn.Note)
+			v.say("%s checked in: %s %s", who, esc(string(e.CheckIn.Outcome)), esc(e.CheckIn.Note))
 		}
 	case apiv1.SessionPartnerLeft:
-		v.say("Your partner left: %s", e.Text)
+		v.say("Your partner left: %s", esc(e.Text))
 	case apiv1.SessionEnded:
 		v.say("Session over. See `tandem history`.")
 	}
@@ -296,13 +310,13 @@ func (v *joinView) command(ctx context.Context, c *client.Client, line string) (
 	case "rematch":
 		var b apiv1.Booking
 		if b, err = c.Rematch(ctx, v.id); err == nil {
-			v.say("Looking for a new partner now (booking %s). Run `tandem join` again once matched.", b.ID)
+			v.say("Looking for a new partner now (booking %s). Run `tandem join` again once matched.", esc(b.ID))
 			return true, nil
 		}
 	case "quit":
 		return true, nil
 	default:
-		err = fmt.Errorf("unknown command /%s\n%s", cmd, joinHelp)
+		err = errUnknownCommand{cmd}
 	}
 	return false, err
 }
@@ -321,33 +335,7 @@ func newHistoryCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.output(cmd.OutOrStdout(), recs, func(w io.Writer) {
-				if len(recs) == 0 {
-					fmt.Fprintln(w, "No sessions yet.")
-					return
-				}
-				for _, r := range recs {
-					partner := r.PartnerName
-					if partner == "" {
-						partner = shortID(r.Partner.String())
-					}
-					outcome := "-"
-					if r.CheckIn != nil {
-						outcome = string(r.CheckIn.Outcome)
-					}
-					flags := ""
-					switch {
-					case r.NoShow:
-						flags = " (no-show)"
-					case r.LeftEarly:
-						flags = " (you left early: " + r.LeaveReason + ")"
-					case r.PartnerLeftEarly:
-						flags = " (partner left early: " + r.PartnerLeaveReason + ")"
-					}
-					fmt.Fprintf(w, "%s  %2d min  with %-16s  %-6s  goal: %s%s\n",
-						r.Start.Local().Format("Mon 2 Jan 15:04"), r.DurationMin, partner, outcome, r.Goal, flags)
-				}
-			})
+			return g.output(cmd.OutOrStdout(), recs, func(w io.Writer) { printHistory(w, recs) })
 		},
 	}
 }

@@ -15,9 +15,9 @@ func main() {
 		var apiErr *client.APIError
 		switch {
 		case errors.As(err, &apiErr):
-			fmt.Fprintln(os.Stderr, "tandem:", apiErr.Message)
+			fmt.Fprintln(os.Stderr, "tandem:", esc(apiErr.Message))
 		default:
-			fmt.Fprintln(os.Stderr, "tandem:", err)
+			fmt.Fprintln(os.Stderr, "tandem:", esc(err.Error()))
 		}
 		os.Exit(1)
 	}
