@@ -303,10 +303,13 @@ func TestMediaRelaySourceChange(t *testing.T) {
 	// camera starts over at sequence number 40000 (behind 1000 + n in
 	// RTP's modular order) with timestamps far away.
 	browserA.close()
+	plisB := browserB.plis.Load()
 	reloaded := newTestBrowser(t)
 	reloaded.attach(sa)
 	reloaded.send(40000, 5*time.Millisecond)
 	waitFor(t, "a keyframe request to a's new camera", func() bool { return reloaded.plis.Load() > 0 })
+	// A's new page is a new viewer of B's camera: B is asked for a keyframe.
+	waitFor(t, "a keyframe request to b's camera for a's new page", func() bool { return browserB.plis.Load() > plisB })
 	reloaded.received(webrtc.RTPCodecTypeVideo, 30)
 
 	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
