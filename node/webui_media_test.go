@@ -69,9 +69,9 @@ const mediaProbe = `(() => {
 
 // inbound is what mediaProbe reports about the media a tab receives.
 type inbound struct {
-	Frames       int `json:"frames"`
-	Packets      int `json:"packets"`
-	AudioPackets int `json:"audioPackets"`
+	Frames       int  `json:"frames"`
+	Packets      int  `json:"packets"`
+	AudioPackets int  `json:"audioPackets"`
 	Connected    int  `json:"connected"`
 	Stale        bool `json:"stale"` // the document from before a reload
 	Times        struct {
