@@ -106,3 +106,25 @@ func TestBadClockAnswersIgnored(t *testing.T) {
 		t.Fatalf("state after bad clock answers: phase %s offset %d ms", st.Phase, st.ClockOffsetMs)
 	}
 }
+
+// The answerer keeps the offerer's clock across a restart: while the
+// offerer is away it still runs the schedule on the session clock.
+func TestClockOffsetSurvivesRestart(t *testing.T) {
+	clk := newClock()
+	skew := -MaxClockSkew
+	a, b := skewedPair(t, clk, skew)
+	start := clk.Now().Add(2 * time.Minute) // a's lobby; b's clock says upcoming
+	ba, bb := bookings(a, b, "restart", start, 25*time.Minute, KindScheduled)
+	open(t, a, ba)
+	sb := open(t, b, bb)
+	b.rec.wait(t, "b sees a join", is(EventPartnerJoined, bb.ID))
+	waitFor(t, "b to measure a's clock", func() bool {
+		return time.Duration(sb.State().ClockOffsetMs)*time.Millisecond == -skew
+	})
+	a.m.Close() // the offerer goes away
+	b.restart(t)
+	sb = open(t, b, bb)
+	if st := sb.State(); st.Phase != PhaseLobby || time.Duration(st.ClockOffsetMs)*time.Millisecond != -skew {
+		t.Fatalf("after a restart without the offerer: phase %s, clock offset %d ms; want lobby, %v", st.Phase, st.ClockOffsetMs, -skew)
+	}
+}
