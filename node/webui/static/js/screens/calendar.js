@@ -19,6 +19,10 @@ export const title = "Calendar";
 const compatibleActivity = (a, b) => a === "anything" || b === "anything" || a === b;
 const compatible = (o, want) => o.duration_min === want.duration && o.quiet === want.quiet && compatibleActivity(o.activity, want.activity);
 const describeOffer = (o) => `${o.duration_min} min · ${o.activity}${o.quiet ? " · quiet" : ""}`;
+const zoneLabel = () => {
+  const abbr = fmtZone(clock.nowMs());
+  return abbr && abbr !== zoneName() ? `${zoneName()} (${abbr})` : zoneName();
+};
 const listNames = (names) => (names.length <= 1 ? names.join("") : `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}`);
 
 const DAYS = 7;
@@ -46,7 +50,7 @@ export function mount(el) {
       h("div", {},
         h("h1", {}, "Your week"),
         h("p", { class: "muted" }, "Pick a quarter-hour to book a session with a partner, or start one right now."),
-        h("p", { class: "muted small", id: "time-zone" }, `Times are in your time zone, ${zoneName()} (${fmtZone(clock.nowMs())}).`)),
+        h("p", { class: "muted small", id: "time-zone" }, `Times are in your time zone, ${zoneLabel()}.`)),
       h("div", { class: "focus-now-box" }, nowBtn, nowInfo)),
     err,
     searching,

@@ -3,7 +3,7 @@
 // and direct peers, the LAN, the DHT search), so a user can tell why nobody
 // shows up.
 import { get, on, debounce } from "../api.js";
-import { h, showError, shortID, toast, fmtTime } from "../dom.js";
+import { h, showError, shortID, toast, fmtTime, keepFocus } from "../dom.js";
 
 export const title = "Network";
 
@@ -19,7 +19,8 @@ export function mount(el) {
     try {
       const [status, list, r, d] = await Promise.all([get("/status"), get("/peers"), get("/reachability"), get("/discovery")]);
       showError(err, null);
-      renderIdentity(status, d.share_addrs);
+      // Repainted every 15 s: Copy keeps the keyboard focus.
+      keepFocus(identity, () => renderIdentity(status, d.share_addrs));
       renderReach(r);
       renderTried(d);
       renderPeers(list);
@@ -40,7 +41,7 @@ export function mount(el) {
     });
     identity.replaceChildren(
       h("h2", {}, "This node"),
-      h("p", {}, "Peer ID ", copy),
+      h("p", { dataset: { id: "peer-id-copy" } }, "Peer ID ", copy),
       h("p", {}, h("code", { id: "peer-id", class: "wrap" }, s.peer_id)),
       h("p", { class: "muted small" }, `Tandem ${s.version} · data in ${s.data_dir || "memory"}`),
       h("h3", {}, "Addresses"),

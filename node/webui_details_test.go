@@ -19,7 +19,7 @@ func slotCSS(t time.Time) string {
 	return fmt.Sprintf(`.slot[data-start=%q]`, t.UTC().Format("2006-01-02T15:04:05.000Z"))
 }
 
-// TestWebUICalendarDetails: one browser (Ada, in Berlin time) and Bo's
+// TestWebUIDetails: one browser (Ada, in Berlin time) and Bo's
 // node driven through its API.
 //   - Booking Bo's open slot: the dialog names Bo and starts from a length
 //     and activity that match Bo's offer (not Ada's default 50 minutes),
@@ -29,7 +29,8 @@ func slotCSS(t time.Time) string {
 //   - Times carry their time zone.
 //   - When Bo cancels, Ada is told on whatever screen she is.
 //   - On a 390 px wide screen the navigation shows every item.
-func TestWebUICalendarDetails(t *testing.T) {
+//   - The Network screen's Copy button keeps the focus when it repaints.
+func TestWebUIDetails(t *testing.T) {
 	path := skipWithoutChromium(t)
 	cfgA, cfgB := nodetest.Config(t), nodetest.Config(t)
 	cfgA.Name, cfgB.Name = "Ada", "Bo"
@@ -133,5 +134,21 @@ func TestWebUICalendarDetails(t *testing.T) {
 		t.Errorf("at 390 px the navigation hides %v", hidden)
 	}
 	shots.take(br, "nav-narrow")
+
+	// The Network screen repaints on every peer event (and every 15 s);
+	// its Copy button keeps the keyboard focus.
+	br.do("widening the window", 5*time.Second, chromedp.EmulateViewport(1280, 800))
+	br.goTo("network", `document.getElementById('peer-count')?.textContent === '1'`)
+	copyBtn := `[...document.querySelectorAll('#screen button')].find(b => b.textContent === 'Copy')`
+	if !uiEval[bool](br, `(() => { const b = `+copyBtn+`; b.focus(); return document.activeElement === b; })()`) {
+		t.Fatal("could not focus the Copy button")
+	}
+	cfgC := nodetest.Config(t)
+	nodetest.Link(t, &cfgC, a)
+	nodetest.Start(t, cfgC)
+	br.waitJS("the repaint with Cy's node", 15*time.Second, `document.getElementById('peer-count')?.textContent === '2'`)
+	if got := uiEval[string](br, `document.activeElement === `+copyBtn+` ? 'Copy' : document.activeElement.outerHTML.slice(0, 80)`); got != "Copy" {
+		t.Errorf("after a repaint of the Network screen the focus is on %q", got)
+	}
 	br.checkConsole()
 }
