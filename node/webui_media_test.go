@@ -200,8 +200,8 @@ func TestWebUIMediaSourceChanges(t *testing.T) {
 			// A loaded machine can starve the fake camera: the bound
 			// is generous; the times are logged.
 			if time.Since(waitBoth) > 2*recoveryBound {
-				ba.fail("B's video at A and A's at B after B's reload", fmt.Errorf("not within %v: A decoded %d frames from %d, heard %d audio packets from %d; B decoded a frame: %v",
-					2*recoveryBound, in.Frames, base.Frames, in.AudioPackets, base.AudioPackets, atB > 0))
+				ba.fail("B's video at A and A's at B after B's reload", fmt.Errorf("not within %v: A decoded %d frames from %d, heard %d audio packets from %d; B decoded a frame %v after the reload (0: not yet)",
+					2*recoveryBound, in.Frames, base.Frames, in.AudioPackets, base.AudioPackets, atB.Round(time.Millisecond)))
 			}
 			if v, err := tryInbound(ba); err == nil {
 				in = v
