@@ -69,6 +69,11 @@ type Config struct {
 	// ClockRate says how fast Now runs against real time (the demo's
 	// --short runs 12.5 times faster); the UI shows it. 0 means 1.
 	ClockRate float64 `toml:"-"`
+	// Rate, if set, says how fast Now runs at this moment (the demo's
+	// clock, which a test slows down while a session connects); ClockRate
+	// is then the fastest it runs, which sets how often sessions check
+	// their schedule. Call Node.ClockChanged when the pace changes.
+	Rate func() float64 `toml:"-"`
 	// Demo marks the node of `tandem demo` (shown in the UI).
 	Demo bool `toml:"-"`
 }

@@ -300,6 +300,20 @@ func (n *Node) now() time.Time {
 	return time.Now()
 }
 
+// clockRate is how fast the node's clock runs against real time now.
+func (n *Node) clockRate() float64 {
+	if n.cfg.Rate != nil {
+		return max(n.cfg.Rate(), 1)
+	}
+	return max(n.cfg.ClockRate, 1)
+}
+
+// ClockChanged tells the node that its clock (Config.Now) changed pace:
+// the "clock" event makes the web UI re-sync its countdowns.
+func (n *Node) ClockChanged() {
+	n.events.publish(apiv1.EventClock, apiv1.Clock{Now: n.now(), ClockRate: n.clockRate()})
+}
+
 // Sessions is the node's session manager.
 func (n *Node) Sessions() *session.Manager { return n.sm }
 
@@ -318,7 +332,7 @@ func (n *Node) Status() apiv1.Status {
 		Version:        Version,
 		LocalOnly:      n.cfg.LocalOnly(),
 		Now:            n.now(),
-		ClockRate:      max(n.cfg.ClockRate, 1),
+		ClockRate:      n.clockRate(),
 		Demo:           n.cfg.Demo,
 	}
 }

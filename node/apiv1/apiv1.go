@@ -52,7 +52,16 @@ const (
 	// EventSession carries a session.Event: phases (chimes), partner
 	// presence, goals, chat, check-ins, rematch offers.
 	EventSession = "session"
+	// EventClock carries a Clock: the node's clock changed pace (a demo
+	// whose clock a test slows down); countdowns re-sync.
+	EventClock = "clock"
 )
+
+// Clock is the node's time and how fast it runs, as in Status.
+type Clock struct {
+	Now       time.Time `json:"now"`
+	ClockRate float64   `json:"clock_rate"`
+}
 
 // SessionAction is the body of POST /api/v1/sessions/{id}/{goal,chat,
 // presence,checkin,leave}; each uses the fields its action needs.

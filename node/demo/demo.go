@@ -48,9 +48,17 @@ type Options struct {
 }
 
 // Clock runs rate times faster than real time from the moment it starts.
+// A test changes its pace: real time while a session connects (a partner
+// late by five minutes of a 100x clock is late after three real seconds,
+// and a busy machine takes that long), fast up to the next moment it
+// wants to watch and real time from there (FastForward), so no phase is
+// ever skipped however late the machine runs a goroutine.
 type Clock struct {
-	base time.Time
-	rate float64
+	mu       sync.Mutex
+	base     time.Time // demo time at realBase
+	realBase time.Time
+	rate     float64
+	until    time.Time // zero, or the demo time from which rate is 1
 }
 
 // NewClock starts a clock at the real time now.
@@ -58,17 +66,62 @@ func NewClock(rate float64) *Clock {
 	if rate <= 0 {
 		rate = 1
 	}
-	return &Clock{base: time.Now(), rate: rate}
+	now := time.Now()
+	return &Clock{base: now, realBase: now, rate: rate}
 }
 
 // Now is the demo's time.
 func (c *Clock) Now() time.Time {
-	real := time.Since(c.base)
-	return c.base.Add(time.Duration(float64(real) * c.rate))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now, _ := c.nowLocked()
+	return now
 }
 
-// Real converts a span of demo time into real time.
-func (c *Clock) Real(d time.Duration) time.Duration { return time.Duration(float64(d) / c.rate) }
+// nowLocked is the demo time and the rate at which it runs now.
+func (c *Clock) nowLocked() (time.Time, float64) {
+	real := time.Since(c.realBase)
+	now := c.base.Add(time.Duration(float64(real) * c.rate))
+	if c.until.IsZero() || now.Before(c.until) {
+		return now, c.rate
+	}
+	// Past the stop: real time since the clock got there.
+	fast := time.Duration(float64(c.until.Sub(c.base)) / c.rate)
+	return c.until.Add(real - fast), 1
+}
+
+// Rate is how many times faster than real time the clock runs now.
+func (c *Clock) Rate() float64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, rate := c.nowLocked()
+	return rate
+}
+
+// SetRate makes the clock run rate times faster than real time from now
+// on (rate <= 0 means 1), without a jump.
+func (c *Clock) SetRate(rate float64) { c.FastForward(rate, time.Time{}) }
+
+// FastForward makes the clock run rate times faster than real time until
+// it shows until, and at real time from there on (a zero until: rate for
+// good).
+func (c *Clock) FastForward(rate float64, until time.Time) {
+	if rate <= 0 {
+		rate = 1
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now, _ := c.nowLocked()
+	if !until.IsZero() && !until.After(now) {
+		rate, until = 1, time.Time{} // already there
+	}
+	c.base, c.realBase, c.rate, c.until = now, time.Now(), rate, until
+}
+
+// Real converts a span of demo time into real time at the current rate.
+func (c *Clock) Real(d time.Duration) time.Duration {
+	return time.Duration(float64(d) / c.Rate())
+}
 
 // Demo is a running demo.
 type Demo struct {
@@ -177,7 +230,7 @@ func (d *Demo) nodeConfig(dir string) node.Config {
 	cfg.Bootstrap = []string{node.BootstrapNone}
 	cfg.MDNS, cfg.NATPortMap = false, false
 	cfg.LowResources = true
-	cfg.Now = d.Clock.Now
+	cfg.Now, cfg.Rate = d.Clock.Now, d.Clock.Rate
 	cfg.ClockRate = d.opts.ClockRate
 	// Re-announce on a real-time ticker, with offers that live three
 	// intervals of demo time.
@@ -214,6 +267,21 @@ func (d *Demo) unclaim(key string) {
 	d.claimMu.Lock()
 	delete(d.claimed, key)
 	d.claimMu.Unlock()
+}
+
+// SetClockRate makes the demo's clock run rate times faster than real
+// time from now on (Clock.SetRate), and tells the user's UI.
+func (d *Demo) SetClockRate(rate float64) {
+	d.Clock.SetRate(rate)
+	d.User.ClockChanged()
+}
+
+// FastForward runs the demo's clock rate times faster than real time until
+// it shows until, and at real time from there (Clock.FastForward), and
+// tells the user's UI.
+func (d *Demo) FastForward(rate float64, until time.Time) {
+	d.Clock.FastForward(rate, until)
+	d.User.ClockChanged()
 }
 
 // Partners is how many demo partners run.
