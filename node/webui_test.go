@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -149,14 +150,46 @@ func (b *uiBrowser) checkConsole() {
 	}
 }
 
-// do runs steps with a deadline.
+// do runs steps with a deadline. The UI repaints by replacing elements, so
+// an element a query found can be gone by the time it is clicked or typed
+// into ("Could not find node with given id"): then nothing happened, and
+// the steps run again, querying afresh, until the deadline.
 func (b *uiBrowser) do(what string, timeout time.Duration, steps ...chromedp.Action[chromedp.Void]) {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, timeout)
 	defer cancel()
-	if err := chromedp.Do(ctx, steps...); err != nil {
-		b.fail(what, err)
+	retry := time.NewTicker(40 * time.Millisecond)
+	defer retry.Stop()
+	for {
+		err := chromedp.Do(ctx, steps...)
+		if err == nil {
+			return
+		}
+		if !staleNode(err) || ctx.Err() != nil {
+			b.fail(what, err)
+			return
+		}
+		select {
+		case <-retry.C:
+		case <-ctx.Done():
+			b.fail(what, err)
+			return
+		}
 	}
+}
+
+// staleNode: the element was replaced between the query and the action.
+func staleNode(err error) bool {
+	if errors.Is(err, chromedp.ErrInvalidBoxModel) {
+		return true
+	}
+	msg := err.Error()
+	for _, s := range []string{"Could not find node with given id", "No node with given id", "Node is detached", "Node does not have a layout object", "Cannot find context with specified id"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // eval returns the value of a JavaScript expression.
@@ -769,3 +802,25 @@ func TestWebUILogin(t *testing.T) {
 }
 
 func apiClientFor(n *node.Node) *client.Client { return client.New(n.APIURL(), n.Token()) }
+
+// TestUIBrowserClickRepaintedNode: the UI repainted the element between
+// the query and the click (the page replaces it once, right there), as
+// happened under load ("Could not find node with given id"); do queries
+// again and the click lands, once.
+func TestUIBrowserClickRepaintedNode(t *testing.T) {
+	br := newUIBrowser(t, "repaint")
+	page := `data:text/html,<button id="b" onclick="window.clicks=(window.clicks||0)+1">go</button>`
+	br.do("opening the page", 10*time.Second, chromedp.Navigate(page))
+	repaint := chromedp.Evaluate[bool](`(() => { if (window.repainted) return false; window.repainted = true;
+	  const o = document.getElementById('b'); o.replaceWith(o.cloneNode(true)); return true; })()`)
+	br.do("clicking a button repainted under the mouse", 10*time.Second,
+		chromedp.QueryAfter(chromedp.CSS("#b"), func(ctx context.Context, tg *chromedp.Target, nodes []*chromedp.Node) (chromedp.Void, error) {
+			if _, err := repaint(ctx, tg); err != nil {
+				return chromedp.Void{}, err
+			}
+			return chromedp.MouseClickNode(nodes[0])(ctx, tg)
+		}, chromedp.NodeVisible))
+	if n := uiEval[int](br, `window.clicks || 0`); n != 1 {
+		t.Errorf("%d clicks landed, want 1", n)
+	}
+}
