@@ -54,6 +54,10 @@ func newPeersCmd(g *globalFlags) *cobra.Command {
 	}
 }
 
+// whenLayout is how client commands print a time: local, with its zone
+// (a partner may live in another one, and the zone may change).
+const whenLayout = "Mon 2 Jan 15:04 MST"
+
 // parseWhen reads a time: RFC 3339 with a zone, or local time
 // "2006-01-02T15:04" / "2006-01-02 15:04".
 func parseWhen(s string) (time.Time, error) {
@@ -145,7 +149,7 @@ func describeStart(b apiv1.Booking) string {
 	if b.Kind == "now" && b.State == "searching" {
 		return "now"
 	}
-	return b.Start.Local().Format("Mon 2 Jan 15:04")
+	return b.Start.Local().Format(whenLayout)
 }
 
 func newBookingsCmd(g *globalFlags) *cobra.Command {
@@ -268,7 +272,7 @@ func (g *globalFlags) setPerson(cmd *cobra.Command, id string, req apiv1.PersonR
 	return g.output(cmd.OutOrStdout(), p, func(w io.Writer) {
 		fmt.Fprintf(w, "%s: favourite=%v blocked=%v", esc(p.ID), p.Favourite, p.Blocked)
 		if !p.SnoozedUntil.IsZero() {
-			fmt.Fprintf(w, " snoozed until %s", p.SnoozedUntil.Local().Format("Mon 2 Jan 15:04"))
+			fmt.Fprintf(w, " snoozed until %s", p.SnoozedUntil.Local().Format(whenLayout))
 		}
 		fmt.Fprintln(w)
 	})

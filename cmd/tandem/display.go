@@ -72,7 +72,7 @@ func printSlots(w io.Writer, offers []apiv1.Offer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "START\tMIN\tKIND\tACTIVITY\tQUIET\tNAME\tPEER")
 	for _, o := range offers {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%v\t%s\t%s\n", o.Start.Local().Format("Mon 2 Jan 15:04"), o.DurationMin,
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%v\t%s\t%s\n", o.Start.Local().Format(whenLayout), o.DurationMin,
 			esc(string(o.Kind)), esc(string(o.Activity)), o.Quiet, esc(o.Name), esc(o.Owner))
 	}
 	tw.Flush()
@@ -102,6 +102,6 @@ func printHistory(w io.Writer, recs []apiv1.Record) {
 			flags = " (partner left early: " + r.PartnerLeaveReason + ")"
 		}
 		fmt.Fprintf(w, "%s  %2d min  with %-16s  %-6s  goal: %s%s\n",
-			r.Start.Local().Format("Mon 2 Jan 15:04"), r.DurationMin, esc(partner), esc(outcome), esc(r.Goal), esc(flags))
+			r.Start.Local().Format(whenLayout), r.DurationMin, esc(partner), esc(outcome), esc(r.Goal), esc(flags))
 	}
 }

@@ -169,7 +169,7 @@ func (v *joinView) header(ctx context.Context, s apiv1.Session) {
 		partner = shortID(s.Booking.Partner.String())
 	}
 	partner = esc(partner)
-	v.say("Session with %s, %s, %d min. Phase: %s.", partner, s.Booking.Start.Local().Format("Mon 15:04"), s.Booking.DurationMin, esc(string(s.Phase)))
+	v.say("Session with %s, %s, %d min. Phase: %s.", partner, s.Booking.Start.Local().Format("Mon 15:04 MST"), s.Booking.DurationMin, esc(string(s.Phase)))
 	if s.Self.Goal != "" {
 		v.say("Your goal: %s", esc(s.Self.Goal))
 	}

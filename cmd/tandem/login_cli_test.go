@@ -90,6 +90,27 @@ func TestStatusOpenToken(t *testing.T) {
 	}
 }
 
+// TestTimesShowZone: the CLI prints times with their zone.
+func TestTimesShowZone(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "node")
+	startUp(t, dir)
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Skip("no time zone database:", err)
+	}
+	at := time.Now().In(berlin).Add(24 * time.Hour).Truncate(time.Hour)
+	zone := at.Format("MST")
+	tz := []string{"TZ=Europe/Berlin"}
+	out, errOut, code := runEnv(t, tz, "book", "--data-dir", dir, "--at", at.Format(time.RFC3339), "--duration", "25")
+	if code != 0 || !strings.Contains(out, at.Format("15:04")+" "+zone) {
+		t.Errorf("book printed %q (%s), want the time with its zone %s", out, errOut, zone)
+	}
+	out, _, _ = runEnv(t, tz, "bookings", "--data-dir", dir)
+	if !strings.Contains(out, at.Format("15:04")+" "+zone) {
+		t.Errorf("bookings printed no zone %s:\n%s", zone, out)
+	}
+}
+
 // TestVersionFlag: `tandem --version` prints what `tandem version` prints.
 func TestVersionFlag(t *testing.T) {
 	want, _, code := run(t, "version")

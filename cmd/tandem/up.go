@@ -118,7 +118,7 @@ func runUp(ctx context.Context, cfg node.Config, log *slog.Logger, out io.Writer
 		fmt.Fprintln(out, "  Network:   local only (no public bootstrap, no mDNS)")
 	}
 	fmt.Fprintf(out, "  Web UI:    %s\n", n.LoginURL())
-	fmt.Fprintln(out, "Open the Web UI link in your browser. Press Ctrl-C to stop.")
+	fmt.Fprintln(out, "Open the Web UI link in your browser (later, `tandem open` opens it). Press Ctrl-C to stop.")
 	select {
 	case <-ctx.Done():
 	case <-n.Done():
