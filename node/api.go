@@ -12,9 +12,18 @@ import (
 	"github.com/tandem-cowork/tandem/matchmaking"
 	"github.com/tandem-cowork/tandem/node/apiv1"
 	"github.com/tandem-cowork/tandem/node/webui"
+	"github.com/tandem-cowork/tandem/usertext"
 )
 
+// maxBody bounds a JSON request body; the texts in it are far shorter
+// (usertext limits), so only a mistake or an attack comes near it.
 const maxBody = 64 << 10
+
+// bodyTooLarge names the limit and the text limits under it: a user who
+// pasted a long goal learns what fits, not only that something did not.
+var bodyTooLarge = fmt.Sprintf("request body over the API's limit of %d bytes; texts must be far shorter: "+
+	"a name at most %d bytes, a goal or reason %d, a check-in note %d, a chat line %d",
+	maxBody, usertext.MaxName, usertext.MaxGoal, usertext.MaxNote, usertext.MaxChat)
 
 func (n *Node) handler() http.Handler {
 	api := http.NewServeMux()
@@ -71,6 +80,10 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if errors.As(err, new(*http.MaxBytesError)) {
+			writeError(w, http.StatusRequestEntityTooLarge, bodyTooLarge)
+			return false
+		}
 		writeError(w, http.StatusBadRequest, "bad request body: "+err.Error())
 		return false
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/tandem-cowork/tandem/node"
 	"github.com/tandem-cowork/tandem/node/apiv1"
+	"github.com/tandem-cowork/tandem/node/client"
 	"github.com/tandem-cowork/tandem/node/nodetest"
 )
 
@@ -311,4 +313,35 @@ func TestEventsPeerConnected(t *testing.T) {
 		}
 	}
 	t.Fatalf("no %s event for %s before the deadline (%v)", apiv1.EventPeerConnected, b.ID(), lines.Err())
+}
+
+// TestTextLimitsAreNamed: text over its limit, or a body over the API's
+// limit, is refused with the limit in the message, not a bare "request
+// body too large"; control characters are refused by name.
+func TestTextLimitsAreNamed(t *testing.T) {
+	n := nodetest.Start(t, nodetest.Config(t))
+	c := client.New(n.APIURL(), n.Token())
+	ctx := context.Background()
+	for _, tc := range []struct {
+		goal string
+		want []string
+	}{
+		{strings.Repeat("g", 100<<10), []string{"65536 bytes", "goal", "280"}},
+		{strings.Repeat("g", 300), []string{"goal is 300 bytes, at most 280"}},
+		{"\x1b[2Jclear", []string{"control character U+001B"}},
+	} {
+		_, err := c.Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 25, Goal: tc.goal})
+		var apiErr *client.APIError
+		if !errors.As(err, &apiErr) || apiErr.Status/100 != 4 {
+			t.Fatalf("goal of %d bytes: %v, want a 4xx API error", len(tc.goal), err)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(apiErr.Message, w) {
+				t.Errorf("goal of %d bytes: %q does not say %q", len(tc.goal), apiErr.Message, w)
+			}
+		}
+	}
+	if bs, _ := c.Bookings(ctx); len(bs) != 0 {
+		t.Errorf("a refused booking was stored: %+v", bs)
+	}
 }

@@ -466,3 +466,27 @@ func TestUpValidatesConfigFile(t *testing.T) {
 		t.Errorf("status --config MISSING: exit %d, %q", code, errOut)
 	}
 }
+
+// TestTextTooLongNamesLimit: a goal, reason or name over its limit is one
+// line naming the limit, before any request reaches the node (a 100 KB goal
+// used to get a bare "request body too large").
+func TestTextTooLongNamesLimit(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "node") // no node runs here: the check comes first
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"now", "--goal", strings.Repeat("g", 100<<10)}, "goal is 102400 bytes, at most 280"},
+		{[]string{"book", "--at", "2030-01-01T10:00", "--goal", strings.Repeat("g", 281)}, "goal is 281 bytes, at most 280"},
+		{[]string{"now", "--goal", "\x1b[2J"}, "control character U+001B"},
+		{[]string{"cancel", "x", "--reason", strings.Repeat("r", 300)}, "reason is 300 bytes, at most 280"},
+		{[]string{"profile", "--name", strings.Repeat("n", 80)}, "display name is 80 bytes, at most 64"},
+	} {
+		out, errOut, code := run(t, append(tc.args, "--data-dir", dir)...)
+		msg := strings.TrimSpace(errOut)
+		if code == 0 || strings.Contains(msg, "\n") || !strings.Contains(msg, tc.want) {
+			t.Errorf("tandem %s: exit %d, want one line with %q, got:\n%s", tc.args[0], code, tc.want, errOut)
+		}
+		noStackTrace(t, "tandem "+tc.args[0], out+errOut)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tandem-cowork/tandem/node/apiv1"
+	"github.com/tandem-cowork/tandem/usertext"
 )
 
 func newStatusCmd(g *globalFlags) *cobra.Command {
@@ -132,6 +133,11 @@ func newNowCmd(g *globalFlags) *cobra.Command {
 func apiv1Activity(s string) apiv1.Activity { return apiv1.Activity(s) }
 
 func (g *globalFlags) book(cmd *cobra.Command, req apiv1.BookRequest) error {
+	// The node checks it too; checking here first names the limit even
+	// for a goal too long to send.
+	if err := usertext.Goal.Check(req.Goal); err != nil {
+		return err
+	}
 	c, err := g.client()
 	if err != nil {
 		return err
@@ -185,6 +191,9 @@ func newCancelCmd(g *globalFlags) *cobra.Command {
 		Short: "Cancel a booking; the partner is told at once",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := usertext.Reason.Check(reason); err != nil {
+				return err
+			}
 			c, err := g.client()
 			if err != nil {
 				return err
@@ -285,6 +294,11 @@ func newProfileCmd(g *globalFlags) *cobra.Command {
 		Short: "Show or set your display name",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("name") {
+				if _, err := usertext.CheckName(name); err != nil {
+					return err
+				}
+			}
 			c, err := g.client()
 			if err != nil {
 				return err
