@@ -551,3 +551,41 @@ func (goroutineDump) String() string {
 	buf := make([]byte, 1<<20)
 	return string(buf[:runtime.Stack(buf, true)])
 }
+
+// FuzzConfigFile: a config file, whatever its content, loads or fails with
+// an error (never a panic), and what loads and validates holds no TURN
+// server without credentials.
+func FuzzConfigFile(f *testing.F) {
+	for _, s := range []string{
+		`name = "Ada"`,
+		`ice_servers = ["stun:127.0.0.1:3478", { urls = "turn:127.0.0.1:3478", username = "u", credential = "p" }]`,
+		`ice_servers = [{ urls = ["turns:127.0.0.1:5349", 3] }]`,
+		`ice_servers = [{ urls = "turn:127.0.0.1" }]`,
+		"name = \"\\u001b[2J\"",
+		`[matchmaking]
+favourites_only = true`,
+	} {
+		f.Add(s)
+	}
+	path := filepath.Join(f.TempDir(), "config.toml")
+	f.Fuzz(func(t *testing.T, file string) {
+		if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg := node.Default()
+		cfg.DataDir = "/nonexistent"
+		if node.LoadConfigFile(path, &cfg) != nil || cfg.Validate() != nil {
+			return
+		}
+		for _, s := range cfg.ICEServers {
+			for _, u := range s.URLs {
+				if (strings.HasPrefix(u, "turn:") || strings.HasPrefix(u, "turns:")) && (s.Username == "" || s.Credential == "") {
+					t.Fatalf("validated a TURN server without credentials: %+v", s)
+				}
+			}
+		}
+		if strings.ContainsFunc(cfg.Name, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			t.Fatalf("validated a name with a control character: %q", cfg.Name)
+		}
+	})
+}
