@@ -565,9 +565,10 @@ func (s *Service) settle(ctx context.Context, sent Booking, reply *pb.MatchMessa
 		return
 	}
 	now := s.now()
-	if !now.Before(nb.End().Add(-MaxClockSkew)) {
-		// The booked end is less than MaxClockSkew away: the partner's
-		// clock may be past it already, and its booking done. The match
+	if !now.Before(nb.End().Add(-peerSlack)) {
+		// The booked end is less than MaxClockSkew (and a minute for
+		// rounding) away: the partner's clock may be past it already, and
+		// its booking done. The match
 		// is over, not undone; a "now" booking must not search again
 		// while its session checks in.
 		nb.State = StateDone
