@@ -259,6 +259,8 @@ func (r *Relay) forward(from Side, pc *webrtc.PeerConnection, t *webrtc.TrackRem
 		// interceptors add their own.
 		p.Header.Extension, p.Header.Extensions, p.Header.ExtensionProfile = false, nil, 0
 		r.outMu[to][k].Lock()
+		// The wall clock, not the session's (injectable) clock: RTP
+		// timestamps count the media's real time.
 		r.rw[to][k].rewrite(src, &p.Header, time.Now())
 		// A write fails only for a closing PeerConnection; the others
 		// bound to the track still get the packet.
