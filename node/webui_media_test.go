@@ -45,13 +45,16 @@ const mediaProbe = `(() => {
   Probe.tandemProbe = true;
   window.RTCPeerConnection = Probe;
   window.__inbound = async () => {
-    const r = {frames: 0, packets: 0, audioPackets: 0, connected: 0, stale: !!window.__stale, times};
+    const r = {frames: 0, packets: 0, audioPackets: 0, keyframes: 0, plis: 0, received: 0, connected: 0, stale: !!window.__stale, times};
     for (const pc of pcs) {
       if (pc.connectionState !== 'connected') continue;
       r.connected++;
       (await pc.getStats()).forEach(s => {
         if (s.type !== 'inbound-rtp') return;
-        if (s.kind === 'video') { r.frames += s.framesDecoded || 0; r.packets += s.packetsReceived || 0; }
+        if (s.kind === 'video') {
+          r.frames += s.framesDecoded || 0; r.packets += s.packetsReceived || 0;
+          r.keyframes += s.keyFramesDecoded || 0; r.plis += s.pliCount || 0; r.received += s.framesReceived || 0;
+        }
         if (s.kind === 'audio') r.audioPackets += s.packetsReceived || 0;
       });
     }
@@ -70,6 +73,9 @@ const mediaProbe = `(() => {
 // inbound is what mediaProbe reports about the media a tab receives.
 type inbound struct {
 	Frames       int  `json:"frames"`
+	Received     int  `json:"received"`  // frames assembled
+	Keyframes    int  `json:"keyframes"` // keyframes decoded
+	PLIs         int  `json:"plis"`      // keyframe requests sent
 	Packets      int  `json:"packets"`
 	AudioPackets int  `json:"audioPackets"`
 	Connected    int  `json:"connected"`
@@ -217,8 +223,9 @@ func TestWebUIMediaSourceChanges(t *testing.T) {
 			}
 		}
 		atA, atB2, upB = append(atA, first), append(atB2, atB), append(upB, up)
-		t.Logf("reload %d: B's new connection up %v; at A, B's video decodes again %v, %d frames on %v; A's video at B %v (all from the reload)",
-			i+1, up.Round(time.Millisecond), first.Round(time.Millisecond), advanced, playing.Round(time.Millisecond), atB.Round(time.Millisecond))
+		t.Logf("reload %d: B's new connection up %v; at A, B's video decodes again %v, %d frames on %v; A's video at B %v (all from the reload); A meanwhile: %d frames assembled, %d keyframes decoded, %d keyframe requests",
+			i+1, up.Round(time.Millisecond), first.Round(time.Millisecond), advanced, playing.Round(time.Millisecond), atB.Round(time.Millisecond),
+			in.Received-base.Received, in.Keyframes-base.Keyframes, in.PLIs-base.PLIs)
 	}
 	t.Logf("after a reload, median over %d runs: B's new connection up in %v; A sees B's video again in %v; B sees A's in %v",
 		runs, median(upB).Round(time.Millisecond), median(atA).Round(time.Millisecond), median(atB2).Round(time.Millisecond))
