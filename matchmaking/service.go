@@ -200,6 +200,22 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("loading profile: %w", err)
 	} else if ok {
 		s.name = prof.Name
+		// A name stored before the usertext rules may break them; every
+		// peer would refuse the offers carrying it, so the node would
+		// be invisible. Use (and keep) a cleaned copy, and say so.
+		if clean := usertext.Name.Clean(prof.Name); clean != prof.Name {
+			s.log.Warn("the stored display name has characters or length that peers refuse; using a cleaned copy",
+				"stored", prof.Name, "now", clean)
+			s.name = clean
+			if err := s.db.put(profileKey, profile{Name: clean}); err != nil {
+				return nil, fmt.Errorf("saving the cleaned profile: %w", err)
+			}
+		}
+	}
+	for _, b := range s.bookings {
+		// Goals and partner names stored before the rules go to the
+		// partner in the session's hello, which would refuse them.
+		b.Goal, b.PartnerName = usertext.Goal.Clean(b.Goal), usertext.Name.Clean(b.PartnerName)
 	}
 	return s, nil
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -456,4 +457,47 @@ func (l *syncLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// A display name stored before the text rules (an escape sequence, or over
+// 64 bytes) would make every peer refuse this node's offers: at start the
+// node cleans it, keeps the clean copy and says so.
+func TestStoredBadNameIsCleaned(t *testing.T) {
+	logs := &syncLog{}
+	n := newTestNode(t, func(c *Config) {
+		c.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	n.stop()
+	db, err := badger.Open(badger.DefaultOptions(n.dir).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (dbOf(db)).put(profileKey, profile{Name: "\x1b[31mAda\u202e" + strings.Repeat("x", 80)}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	n.start()
+	want := ("[31mAda" + strings.Repeat("x", 80))[:MaxNameLen]
+	if got := n.svc.Name(); got != want {
+		t.Fatalf("name after start = %q, want %q", got, want)
+	}
+	if !strings.Contains(logs.String(), "cleaned copy") {
+		t.Errorf("no warning about the cleaned name:\n%s", logs)
+	}
+	slot := nextSlot(2 * time.Hour)
+	b := n.book(t, BookRequest{At: slot, DurationMin: 25})
+	if _, _, err := openOffer(mustSeal(t, n.svc.offerFor(b, time.Now()), n.key), time.Now()); err != nil {
+		t.Errorf("the node's own offer is refused: %v", err)
+	}
+}
+
+func dbOf(d *badger.DB) db { return db{d} }
+
+func mustSeal(t *testing.T, o *pb.Offer, k crypto.PrivKey) []byte {
+	t.Helper()
+	env, err := sealOffer(o, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
 }

@@ -89,7 +89,9 @@ func newSession(m *Manager, b Booking) (*Session, error) {
 		return nil, err
 	}
 	if ok {
-		s.self.Goal = live.Goal
+		// A goal stored before the usertext rules would make the
+		// partner refuse our hello.
+		s.self.Goal = usertext.Goal.Clean(live.Goal)
 		if !live.JoinedAt.IsZero() {
 			s.met, s.joinedAt = true, live.JoinedAt
 		}

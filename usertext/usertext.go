@@ -81,6 +81,32 @@ func CheckName(s string) (string, error) {
 	return s, Name.Check(s)
 }
 
+// Clean makes s acceptable as f by dropping what Check refuses: bytes that
+// are not UTF-8, forbidden characters, surrounding white space, and what
+// lies past f.Max bytes (cut on a character boundary). It is for text
+// stored before these rules, which must not make a node invisible or a
+// session fail to open; new input is refused with Check instead.
+func (f Field) Clean(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if r == utf8.RuneError {
+			if _, size := utf8.DecodeRuneInString(s[i:]); size == 1 {
+				continue
+			}
+		}
+		if Forbidden(r) {
+			continue
+		}
+		b.WriteRune(r)
+	}
+	out := strings.TrimSpace(b.String())
+	for len(out) > f.Max {
+		_, size := utf8.DecodeLastRuneInString(out)
+		out = out[:len(out)-size]
+	}
+	return strings.TrimSpace(out)
+}
+
 // Forbidden reports whether r may not appear in user text: a control
 // character (C0 including tab and newline, DEL, C1; a terminal acts on
 // these), a line or paragraph separator, or a bidirectional formatting

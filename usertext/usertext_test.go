@@ -108,3 +108,34 @@ func FuzzEscape(f *testing.F) {
 		}
 	})
 }
+
+func TestClean(t *testing.T) {
+	for in, want := range map[string]string{
+		"Ada":                         "Ada",
+		" \x1b[31mAda\a ":             "[31mAda",
+		"Ada\u202e\xff":               "Ada",
+		strings.Repeat("é", 40):       strings.Repeat("é", 32),
+		"\n":                          "",
+		strings.Repeat("a", 63) + "🚀": strings.Repeat("a", 63),
+	} {
+		if got := Name.Clean(in); got != want {
+			t.Errorf("Clean(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func FuzzClean(f *testing.F) {
+	f.Add("Ada\x1b[2J")
+	f.Add(strings.Repeat("é", 40))
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, fl := range []Field{Name, Goal, {"tiny", 3}} {
+			out := fl.Clean(s)
+			if err := fl.Check(out); err != nil {
+				t.Fatalf("Clean(%q) = %q, which Check refuses: %v", s, out, err)
+			}
+			if fl.Check(s) == nil && out != strings.TrimSpace(s) {
+				t.Fatalf("Clean changed acceptable text %q to %q", s, out)
+			}
+		}
+	})
+}
