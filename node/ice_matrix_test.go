@@ -22,8 +22,8 @@ import (
 // without internet, and no packet leaves the machine.
 const unreachableSTUN = "stun:127.0.0.1:9"
 
-// withIdentity gives cfg's node a fresh key whose peer ID is below (low)
-// or above every ID in others, so a test picks which side offers (the
+// identityOrdered gives cfg's node a fresh key whose peer ID is below (low)
+// or above than, so a test picks which side offers (the
 // lower peer ID does).
 func identityOrdered(t *testing.T, cfg *node.Config, than peer.ID, low bool) {
 	t.Helper()
@@ -126,5 +126,72 @@ func TestSessionConnectsForEveryMixOfSettings(t *testing.T) {
 				}, "both sessions to connect")
 			})
 		}
+	}
+}
+
+// A node that is not local-only uses the public STUN server by name. On a
+// machine whose DNS never answers (offline; here a namespace whose only
+// way out leads nowhere, and a resolver that waits 30 s per try) two such
+// nodes still meet at once: the name is looked up aside, and a connection
+// attempt neither waits for the lookup nor, when it is closed, for the
+// lookup to give up (pion's Close waits for its own lookups: each closed
+// attempt stalled signalling for the resolver's whole timeout, so the
+// session took that long or never came up).
+func TestSessionConnectsWhenDNSDoesNotAnswer(t *testing.T) {
+	resolv := filepath.Join(t.TempDir(), "resolv.conf")
+	if os.Getenv(netnsEnv) == "" {
+		if err := os.WriteFile(resolv, []byte("nameserver 192.0.2.53\noptions timeout:30 attempts:3\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !inNetns(t, "ip link set lo up && ip link add uplink type veth peer name void && ip link set void up && "+
+		"ip addr add 192.0.2.2/24 dev uplink && ip link set uplink up && ip route add default via 192.0.2.1 && "+
+		"mount --bind "+resolv+" /etc/resolv.conf") {
+		return
+	}
+	for _, aOffers := range []bool{true, false} {
+		t.Run(map[bool]string{true: "a-offers", false: "a-answers"}[aOffers], func(t *testing.T) {
+			clock := &nodetest.Clock{}
+			cfgA := nodetest.Config(t)
+			cfgA.Now = clock.Now
+			a := nodetest.Start(t, cfgA)
+			cfgB := nodetest.Config(t)
+			cfgB.Now = clock.Now
+			cfgB.Bootstrap = []string{loopbackTCP(t, a)}
+			cfgB.ICEServers = nil // the public default, by name
+			identityOrdered(t, &cfgB, a.ID(), !aOffers)
+			b := nodetest.Start(t, cfgB)
+			ca, cb := apiClientFor(a), apiClientFor(b)
+			ctx := context.Background()
+			ba, err := ca.Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 25})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bb, err := cb.Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 25})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Well inside the resolver's 30 s: a session that waits for
+			// DNS cannot make it.
+			nodetest.WaitFor(t, 25*time.Second, func() bool {
+				sa, errA := ca.Session(ctx, ba.ID)
+				sb, errB := cb.Session(ctx, bb.ID)
+				return errA == nil && errB == nil && sa.Connected && sb.Connected
+			}, "both sessions to connect")
+			s, _ := cb.Session(ctx, bb.ID)
+			t.Logf("B's ICE servers: %q", s.Connect.ICEServers)
+			// Stopping does not wait for DNS either (it waited 90 s, the
+			// resolver's 3 tries of 30 s, before the lookups moved aside).
+			stopped := make(chan error, 1)
+			go func() { stopped <- b.Stop() }()
+			select {
+			case err := <-stopped:
+				if err != nil {
+					t.Errorf("stopping B: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("B still stopping after 30 s: waiting for DNS")
+			}
+		})
 	}
 }

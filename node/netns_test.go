@@ -28,38 +28,50 @@ const netnsEnv = "TANDEM_TEST_IN_LOOPBACK_NETNS"
 // inner one; it skips, saying why, where no namespace can be made.
 func inLoopbackOnlyNetns(t *testing.T) bool {
 	t.Helper()
+	if !inNetns(t, "ip link set lo up") {
+		return false
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range ifs {
+		if i.Flags&net.FlagLoopback == 0 {
+			t.Fatalf("interface %s in the loopback-only namespace", i.Name)
+		}
+	}
+	return true
+}
+
+// inNetns runs the calling test again in new network and mount
+// namespaces set up by the shell commands setup, and reports whether this
+// is that run. The outer run passes or fails with the inner one; it skips,
+// saying why, where no namespace can be made (not root, no unshare or ip).
+func inNetns(t *testing.T, setup string) bool {
+	t.Helper()
 	if os.Getenv(netnsEnv) == "1" {
-		ifs, err := net.Interfaces()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, i := range ifs {
-			if i.Flags&net.FlagLoopback == 0 {
-				t.Fatalf("interface %s in the loopback-only namespace", i.Name)
-			}
-		}
 		return true
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to make a network namespace with only lo (unshare -n)")
+		t.Skip("needs root to make a network namespace (unshare -n)")
 	}
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
-		t.Skip("needs unshare (util-linux) to make a network namespace with only lo")
+		t.Skip("needs unshare (util-linux) to make a network namespace")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs ip (iproute2) to bring lo up in a new network namespace")
+		t.Skip("needs ip (iproute2) to set up a network namespace")
 	}
-	if out, err := exec.Command(unshare, "-n", "true").CombinedOutput(); err != nil {
-		t.Skipf("cannot make a network namespace here (unshare -n: %v %s)", err, out)
+	if out, err := exec.Command(unshare, "-n", "-m", "true").CombinedOutput(); err != nil {
+		t.Skipf("cannot make a network namespace here (unshare -n -m: %v %s)", err, out)
 	}
-	cmd := exec.Command(unshare, "-n", "--", "sh", "-c", `ip link set lo up && exec "$0" "$@"`,
+	cmd := exec.Command(unshare, "-n", "-m", "--", "sh", "-c", setup+` && exec "$0" "$@"`,
 		os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), netnsEnv+"=1")
 	out, err := cmd.CombinedOutput()
-	t.Logf("in a network namespace with only lo:\n%s", out)
+	t.Logf("in a network namespace (%s):\n%s", setup, out)
 	if err != nil {
-		t.Fatalf("the test failed in the loopback-only namespace: %v", err)
+		t.Fatalf("the test failed in the namespace: %v", err)
 	}
 	return false
 }

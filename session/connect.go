@@ -177,8 +177,23 @@ func (s *Session) connectReportLocked(now time.Time) ConnectReport {
 	if r.RemoteCandidates == nil {
 		r.RemoteCandidates = []string{}
 	}
+	used := map[string]bool{}
+	for _, srv := range s.m.ice.current() {
+		for _, u := range srv.URLs {
+			used[u] = true
+		}
+	}
 	for _, srv := range s.m.cfg.ICEServers {
-		r.ICEServers = append(r.ICEServers, srv.URLs...)
+		for _, u := range srv.URLs {
+			if !used[u] {
+				if cur := s.m.ice.resolvedURL(u); cur != "" && used[cur] {
+					u += " (" + cur + ")"
+				} else {
+					u += " (host name not resolved: not used)"
+				}
+			}
+			r.ICEServers = append(r.ICEServers, u)
+		}
 	}
 	switch {
 	case s.connected:

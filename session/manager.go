@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -52,6 +53,9 @@ type Config struct {
 	// LeaveLinger is how long a leaving session waits for the partner's
 	// receipt (default 3 s).
 	LeaveLinger time.Duration
+	// LookupHost resolves the ICE servers' host names (tests inject one);
+	// default the system resolver. See iceservers.go.
+	LookupHost func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 // Manager runs the sessions of one node and keeps their history.
@@ -63,6 +67,8 @@ type Manager struct {
 	browserAPI *webrtc.API
 	events     *eventQueue
 	notifee    *network.NotifyBundle
+	ice        *iceResolver
+	iceDone    chan struct{} // the resolver has stopped
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -121,6 +127,7 @@ func NewManager(cfg Config) (*Manager, error) {
 	m := &Manager{
 		cfg: cfg, log: cfg.Log, key: key, peerAPI: peerAPI, browserAPI: browserAPI,
 		events: newEventQueue(cfg.OnEvent), sessions: map[string]*Session{},
+		ice: newICEResolver(cfg.ICEServers, cfg.LookupHost), iceDone: make(chan struct{}),
 	}
 	m.notifee = &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
 		m.wakePartner(c.RemotePeer())
@@ -144,6 +151,10 @@ func (m *Manager) Start(ctx context.Context) error {
 		defer close(m.eventsDone)
 		m.events.run(evCtx)
 	}()
+	go func() {
+		defer close(m.iceDone)
+		m.ice.run(m.ctx)
+	}()
 	m.cfg.Host.SetStreamHandler(SignalProtocol, m.handleSignal)
 	m.cfg.Host.Network().Notify(m.notifee)
 	return nil
@@ -164,6 +175,7 @@ func (m *Manager) Close() {
 	m.cfg.Host.Network().StopNotify(m.notifee)
 	m.cancel()
 	m.wg.Wait()
+	<-m.iceDone
 	m.stopEvents()
 	<-m.eventsDone
 }
