@@ -397,8 +397,21 @@ func (s *Service) forgetBackoff(owner peer.ID, booking string) {
 	s.mu.Unlock()
 }
 
-func (s *Service) setBackoff(k boardKey, d time.Duration) {
+// setBackoff keeps the proposer away from offer e for d, unless a newer
+// record of the offer has arrived since e: the answer (or silence) was
+// about the old record, and the newer one says the offer is open (again),
+// for instance because its match was cancelled while we were proposing.
+// The check and the write happen under s.mu, and forgetBackoff runs under
+// it after every newer record is on the board, so a record arriving at any
+// moment of a negotiation is never outlived by that negotiation's backoff.
+func (s *Service) setBackoff(e *boardEntry, d time.Duration) {
+	k := boardKey{e.owner, e.offer.GetBookingId()}
 	s.mu.Lock()
+	if cur := s.board.get(k.owner, k.booking); cur != nil && cur.seq > e.seq {
+		s.mu.Unlock()
+		s.wake()
+		return
+	}
 	now := s.now()
 	for bk, bo := range s.backoff {
 		if now.After(bo.until) {
@@ -472,7 +485,7 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 		// Most likely gone offline, its offer lingering on boards until it
 		// expires. If it comes back it announces the offer again, and the
 		// newer record ends this backoff at once (forgetBackoff).
-		s.setBackoff(key, unreachableBackoff)
+		s.setBackoff(e, unreachableBackoff)
 		return false
 	}
 	defer st.Close()
@@ -484,12 +497,12 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 		Activity: activityToPB(bk.Activity), Quiet: bk.Quiet, Name: name,
 	}}})
 	if err != nil {
-		s.setBackoff(key, 5*time.Second)
+		s.setBackoff(e, 5*time.Second)
 		return false
 	}
 	reply, err := readMsg(r)
 	if err != nil {
-		s.setBackoff(key, 5*time.Second)
+		s.setBackoff(e, 5*time.Second)
 		return false
 	}
 	acc := reply.GetAccept()
@@ -501,7 +514,7 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 		if reply.GetReject().GetReason() == reasonBusy {
 			d = busyBackoff + time.Duration(rand.Int64N(int64(busyBackoff)))
 		}
-		s.setBackoff(key, d)
+		s.setBackoff(e, d)
 		return false
 	}
 	partnerName := acc.GetName()

@@ -446,6 +446,17 @@ func (s *Service) Booking(id string) (Booking, error) {
 // Cancel cancels a booking, tells the partner at once and withdraws the
 // offer from the swarm.
 func (s *Service) Cancel(ctx context.Context, id, reason string) (Booking, error) {
+	return s.cancelBooking(ctx, id, nil, reason)
+}
+
+// CancelMatch cancels a booking only while it is still matched with
+// partnerBooking: a caller acting on what it saw of one match (a rematch
+// after a no-show) must not cancel a newer match of the same booking.
+func (s *Service) CancelMatch(ctx context.Context, id, partnerBooking, reason string) (Booking, error) {
+	return s.cancelBooking(ctx, id, &partnerBooking, reason)
+}
+
+func (s *Service) cancelBooking(ctx context.Context, id string, match *string, reason string) (Booking, error) {
 	if err := checkText(usertext.Reason, reason); err != nil {
 		return Booking{}, err
 	}
@@ -458,6 +469,10 @@ func (s *Service) Cancel(ctx context.Context, id, reason string) (Booking, error
 	if !b.Live() {
 		s.mu.Unlock()
 		return Booking{}, fmt.Errorf("%w: booking %s is already %s", ErrConflict, id, b.State)
+	}
+	if match != nil && (b.State != StateMatched || b.PartnerBooking != *match) {
+		s.mu.Unlock()
+		return Booking{}, fmt.Errorf("%w: booking %s is no longer in that match", ErrConflict, id)
 	}
 	nb := *b
 	partner, partnerBooking := nb.Partner, nb.PartnerBooking
@@ -742,7 +757,11 @@ func (s *Service) expireLocked(b *Booking, now time.Time) {
 func (s *Service) validateGossip(ctx context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	now := s.now()
 	author := msg.GetFrom()
-	if !s.limit.allow(author, now) {
+	// Our own records are never rate limited: pubsub validates local
+	// publishes too, and a node that cancels and rebooks in quick
+	// succession (or announces all its open offers when its first peer
+	// appears) must not drop its own withdrawals and announcements.
+	if author != s.h.ID() && !s.limit.allow(author, now) {
 		return pubsub.ValidationIgnore
 	}
 	o, err := openGossipOffer(msg.GetData(), now, author)

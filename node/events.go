@@ -33,8 +33,11 @@ func (e *events) publish(typ string, data any) {
 	}
 }
 
-func (e *events) subscribe() (<-chan apiv1.Event, func()) {
-	ch := make(chan apiv1.Event, 64)
+func (e *events) subscribe() (<-chan apiv1.Event, func()) { return e.subscribeN(64) }
+
+// subscribeN subscribes with a buffer of n events.
+func (e *events) subscribeN(n int) (<-chan apiv1.Event, func()) {
+	ch := make(chan apiv1.Event, n)
 	e.mu.Lock()
 	e.subs[ch] = struct{}{}
 	e.mu.Unlock()

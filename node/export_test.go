@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 
+	"github.com/tandem-cowork/tandem/node/apiv1"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 	mh "github.com/multiformats/go-multihash"
 )
@@ -22,3 +24,7 @@ func RendezvousProviders(ctx context.Context, n *Node) ([]peer.ID, error) {
 	}
 	return ids, err
 }
+
+// Subscribe follows n's events in process, with a buffer deep enough
+// that a test reading them at once loses none.
+func Subscribe(n *Node) (<-chan apiv1.Event, func()) { return n.events.subscribeN(1 << 14) }

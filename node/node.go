@@ -57,6 +57,7 @@ type Node struct {
 
 	api      *http.Server
 	apiURL   string
+	ctx      context.Context // the node's lifetime, set by Start
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	stopped  sync.Once
@@ -144,7 +145,7 @@ func (n *Node) Addrs() []string {
 // Start joins the network, starts the matcher and serves the local API.
 func (n *Node) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
+	n.ctx, n.cancel = ctx, cancel
 	var err error
 	n.ps, err = pubsub.NewGossipSub(ctx, n.host, PubSubOptions()...)
 	if err != nil {

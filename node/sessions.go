@@ -58,16 +58,21 @@ func (n *Node) loopbackOnly() bool {
 	return true
 }
 
+// onSessionEvent acts on a session's event, then publishes it: an event
+// on the stream means the node has dealt with it. Every event names the
+// match its session was opened for (booking and partner booking); a
+// booking freed by a cancel and matched again with someone else has a new
+// session, and the old one's events must not touch the new match.
 func (n *Node) onSessionEvent(e session.Event) {
-	n.events.publish(apiv1.EventSession, e)
+	defer n.events.publish(apiv1.EventSession, e)
 	switch e.Type {
 	case session.EventRematchOffered:
 		if s, err := n.uiSettings(); err == nil && s.AutoRematch {
-			go func() {
-				if _, err := n.Rematch(context.Background(), e.Booking); err != nil {
+			n.goRun(func() {
+				if _, err := n.rematch(n.ctx, e.Booking, &e.PartnerBooking); err != nil {
 					n.log.Info("automatic rematch", "booking", e.Booking, "err", err)
 				}
-			}()
+			})
 		}
 	case session.EventEnded:
 		// A session that has ended leaves its booking done: one that
@@ -83,7 +88,9 @@ func (n *Node) onSessionEvent(e session.Event) {
 			note = "session ended early"
 		}
 		if b, err := n.mm.Booking(e.Booking); err == nil && b.State == matchmaking.StateMatched {
-			n.mm.Finish(e.Booking, note)
+			if _, err := n.mm.Finish(e.Booking, e.PartnerBooking, note); err != nil && !errors.Is(err, matchmaking.ErrConflict) {
+				n.log.Warn("marking booking done", "booking", e.Booking, "err", err)
+			}
 		}
 		n.kickSessions()
 	}
@@ -117,13 +124,23 @@ func (n *Node) syncSessions() {
 	recorded := map[string]bool{}
 	if recs, err := n.sm.History(); err == nil {
 		for _, r := range recs {
-			recorded[r.BookingID] = true
+			recorded[r.BookingID+"|"+r.PartnerBooking] = true
 		}
 	}
 	for _, b := range n.mm.Bookings() {
 		s, open := n.sm.Get(b.ID)
+		if open {
+			sb := s.Booking()
+			if b.State == matchmaking.StateMatched && (sb.Partner.String() != b.Partner || sb.PartnerBooking != b.PartnerBooking) {
+				// The booking was freed and matched again before this
+				// session of its old match ended: end it; the new match's
+				// session opens once it has (EventEnded kicks us).
+				s.Leave("matched with someone else")
+				continue
+			}
+		}
 		switch {
-		case b.State == matchmaking.StateMatched && !open && !recorded[b.ID] &&
+		case b.State == matchmaking.StateMatched && !open && !recorded[b.ID+"|"+b.PartnerBooking] &&
 			now.Before(b.End().Add(session.CheckinWindow)):
 			partner, err := peer.Decode(b.Partner)
 			if err != nil {
@@ -134,7 +151,7 @@ func (n *Node) syncSessions() {
 				Name: n.mm.Name(), Goal: b.Goal, Start: b.Start,
 				DurationMin: b.DurationMin, Kind: string(b.Kind),
 			})
-			if err != nil {
+			if err != nil && !errors.Is(err, session.ErrEnded) && !errors.Is(err, session.ErrBusy) {
 				n.log.Warn("opening session", "booking", b.ID, "err", err)
 			}
 		case open && b.State != matchmaking.StateMatched && b.State != matchmaking.StateDone:
@@ -150,6 +167,13 @@ func (n *Node) syncSessions() {
 // the partner) or, if its session already ended, left done, and a "now"
 // request is made for the valid duration closest to the time that remains.
 func (n *Node) Rematch(ctx context.Context, bookingID string) (matchmaking.Booking, error) {
+	return n.rematch(ctx, bookingID, nil)
+}
+
+// rematch is Rematch; with match set, only while the booking is still in
+// the match with that partner booking (an automatic rematch offered by one
+// match's session must not cancel a newer match of the booking).
+func (n *Node) rematch(ctx context.Context, bookingID string, match *string) (matchmaking.Booking, error) {
 	b, err := n.mm.Booking(bookingID)
 	if err != nil {
 		return matchmaking.Booking{}, err
@@ -157,7 +181,16 @@ func (n *Node) Rematch(ctx context.Context, bookingID string) (matchmaking.Booki
 	if b.State != matchmaking.StateMatched && b.State != matchmaking.StateDone {
 		return matchmaking.Booking{}, fmt.Errorf("%w: booking %s is %s", matchmaking.ErrConflict, bookingID, b.State)
 	}
+	if match == nil {
+		match = &b.PartnerBooking
+	}
+	if b.PartnerBooking != *match {
+		return matchmaking.Booking{}, fmt.Errorf("%w: booking %s is matched with someone else now", matchmaking.ErrConflict, bookingID)
+	}
 	s, open := n.sm.Get(bookingID)
+	if open && s.Booking().PartnerBooking != *match {
+		open = false // the session of another match: not ours to leave
+	}
 	if open && s.State().Connected {
 		return matchmaking.Booking{}, fmt.Errorf("%w: your partner is here", matchmaking.ErrConflict)
 	}
@@ -175,8 +208,15 @@ func (n *Node) Rematch(ctx context.Context, bookingID string) (matchmaking.Booki
 		s.Leave("looking for a new partner")
 	}
 	if b.State == matchmaking.StateMatched {
-		if _, err := n.mm.Cancel(ctx, bookingID, "partner did not come; rematched"); err != nil && !errors.Is(err, matchmaking.ErrConflict) {
-			return matchmaking.Booking{}, err
+		if _, err := n.mm.CancelMatch(ctx, bookingID, *match, "partner did not come; rematched"); err != nil {
+			// A conflict here: the partner cancelled meanwhile (the
+			// booking is free anyway) or it was matched again (keep it).
+			if !errors.Is(err, matchmaking.ErrConflict) {
+				return matchmaking.Booking{}, err
+			}
+			if cur, _ := n.mm.Booking(bookingID); cur.State == matchmaking.StateMatched {
+				return matchmaking.Booking{}, err
+			}
 		}
 	}
 	return n.mm.Book(ctx, matchmaking.BookRequest{

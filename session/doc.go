@@ -95,6 +95,8 @@ var (
 	ErrNotStarted = errors.New("session manager not running")
 	// ErrEnded: the session is over (or the booking's time has passed).
 	ErrEnded = errors.New("session has ended")
+	// ErrBusy: the booking's previous match still has its session open.
+	ErrBusy = errors.New("previous session still open")
 	// ErrNotConnected: the partner is not connected right now.
 	ErrNotConnected = errors.New("partner not connected")
 	// ErrWrongPhase: the action is not possible in the current phase.

@@ -17,6 +17,18 @@ const (
 	livePrefix   = "session/live/"
 )
 
+// matchKey names one match of a booking in the store: a booking freed by
+// a cancel can be matched again with someone else, and the new match's
+// session must neither resume the old one's state nor count as recorded
+// because the old one was. Stores from before matches were told apart
+// keyed by booking ID alone; those keys are still read.
+func matchKey(b Booking) string {
+	if b.PartnerBooking == "" {
+		return b.ID
+	}
+	return b.ID + "/" + b.PartnerBooking
+}
+
 // liveState is what an open session keeps across a node restart, so the
 // partner is not taken for a no-show and the receipt keeps the first
 // joined-at time.
@@ -29,25 +41,35 @@ type liveState struct {
 	ClockOffsetMs *int64 `json:"clock_offset_ms,omitempty"`
 }
 
-func saveLive(db *badger.DB, bookingID string, l liveState) error {
+func saveLive(db *badger.DB, b Booking, l liveState) error {
 	data, err := json.Marshal(l)
 	if err != nil {
 		return fmt.Errorf("encoding live session state: %w", err)
 	}
-	if err := db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(livePrefix+bookingID), data) }); err != nil {
+	if err := db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(livePrefix+matchKey(b)), data) }); err != nil {
 		return fmt.Errorf("saving live session state: %w", err)
 	}
 	return nil
 }
 
-func deleteLive(db *badger.DB, bookingID string) error {
-	return db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(livePrefix + bookingID)) })
+func deleteLive(db *badger.DB, b Booking) error {
+	return db.Update(func(txn *badger.Txn) error { return deleteLiveTxn(txn, b) })
 }
 
-func loadLive(db *badger.DB, bookingID string) (liveState, bool, error) {
+func deleteLiveTxn(txn *badger.Txn, b Booking) error {
+	if err := txn.Delete([]byte(livePrefix + matchKey(b))); err != nil {
+		return err
+	}
+	return txn.Delete([]byte(livePrefix + b.ID)) // an old store's key
+}
+
+func loadLive(db *badger.DB, b Booking) (liveState, bool, error) {
 	var l liveState
 	err := db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get([]byte(livePrefix + bookingID))
+		it, err := txn.Get([]byte(livePrefix + matchKey(b)))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			it, err = txn.Get([]byte(livePrefix + b.ID)) // an old store's key
+		}
 		if err != nil {
 			return err
 		}
@@ -62,18 +84,18 @@ func loadLive(db *badger.DB, bookingID string) (liveState, bool, error) {
 	return l, true, nil
 }
 
-// saveRecord stores the record of a finished session and drops its live
-// state, in one transaction.
-func saveRecord(db *badger.DB, r *Record) error {
+// saveRecord stores the record of booking b's finished session and drops
+// its live state, in one transaction.
+func saveRecord(db *badger.DB, b Booking, r *Record) error {
 	data, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encoding record: %w", err)
 	}
 	err = db.Update(func(txn *badger.Txn) error {
-		if err := txn.Delete([]byte(livePrefix + r.BookingID)); err != nil {
+		if err := deleteLiveTxn(txn, b); err != nil {
 			return err
 		}
-		return txn.Set([]byte(recordPrefix+r.BookingID), data)
+		return txn.Set([]byte(recordPrefix+matchKey(b)), data)
 	})
 	if err != nil {
 		return fmt.Errorf("saving record: %w", err)
@@ -81,15 +103,38 @@ func saveRecord(db *badger.DB, r *Record) error {
 	return nil
 }
 
-func hasRecord(db *badger.DB, bookingID string) (bool, error) {
+// hasRecord reports whether the session of booking b's match is in the
+// history.
+func hasRecord(db *badger.DB, b Booking) (bool, error) {
+	found := false
 	err := db.View(func(txn *badger.Txn) error {
-		_, err := txn.Get([]byte(recordPrefix + bookingID))
-		return err
+		if _, err := txn.Get([]byte(recordPrefix + matchKey(b))); err == nil {
+			found = true
+			return nil
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		// An old store's key: the record is this match's if it names the
+		// same partner booking.
+		it, err := txn.Get([]byte(recordPrefix + b.ID))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error {
+			var r Record
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			found = b.PartnerBooking == "" || r.PartnerBooking == "" || r.PartnerBooking == b.PartnerBooking
+			return nil
+		})
 	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return false, nil
+	if err != nil {
+		return false, fmt.Errorf("looking up session record: %w", err)
 	}
-	return err == nil, err
+	return found, nil
 }
 
 func loadRecords(db *badger.DB) ([]Record, error) {

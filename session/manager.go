@@ -180,7 +180,9 @@ func (m *Manager) Close() {
 	<-m.eventsDone
 }
 
-// Open starts the session of booking b, or returns the one already open.
+// Open starts the session of booking b, or returns the one already open
+// for the same match (ErrBusy while a previous match's session of the
+// booking is still open).
 // It returns at once; the session connects to the partner when its lobby
 // opens. A booking whose check-in window has passed (CheckinWindow after
 // its end), or whose session is already in the history, gives ErrEnded.
@@ -194,7 +196,7 @@ func (m *Manager) Open(b Booking) (*Session, error) {
 	if !m.cfg.Now().Before(b.End().Add(CheckinWindow)) {
 		return nil, fmt.Errorf("%w: booking %s ended at %v", ErrEnded, b.ID, b.End())
 	}
-	done, err := hasRecord(m.cfg.DB, b.ID)
+	done, err := hasRecord(m.cfg.DB, b)
 	if err != nil {
 		return nil, err
 	}
@@ -207,6 +209,11 @@ func (m *Manager) Open(b Booking) (*Session, error) {
 		return nil, ErrNotStarted
 	}
 	if s, ok := m.sessions[b.ID]; ok {
+		if s.b.Partner != b.Partner || s.b.PartnerBooking != b.PartnerBooking {
+			// The booking was matched again: the old match's session must
+			// end (Leave) before the new one can open.
+			return nil, fmt.Errorf("%w: booking %s still has the session of its previous match", ErrBusy, b.ID)
+		}
 		return s, nil
 	}
 	s, err := newSession(m, b)

@@ -84,7 +84,7 @@ func newSession(m *Manager, b Booking) (*Session, error) {
 		partnerBooking: b.PartnerBooking,
 	}
 	// A node that restarts mid-session picks up where it was.
-	live, ok, err := loadLive(m.cfg.DB, b.ID)
+	live, ok, err := loadLive(m.cfg.DB, b)
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +119,10 @@ func (s *Session) ID() string { return s.b.ID }
 
 // Partner is the partner's peer ID.
 func (s *Session) Partner() peer.ID { return s.b.Partner }
+
+// Booking is the booking the session was opened for, naming its match
+// (partner and partner booking).
+func (s *Session) Booking() Booking { return s.b }
 
 // Done is closed when the session has ended and stopped (or its Manager
 // closed).
@@ -401,10 +405,10 @@ func (s *Session) teardown() {
 	s.m.cfg.Host.ConnManager().Unprotect(s.b.Partner, s.protectTag)
 	if finished {
 		if rec != nil {
-			if err := saveRecord(s.m.cfg.DB, rec); err != nil {
+			if err := saveRecord(s.m.cfg.DB, s.b, rec); err != nil {
 				s.log.Error("storing session record", "err", err)
 			}
-		} else if err := deleteLive(s.m.cfg.DB, s.b.ID); err != nil {
+		} else if err := deleteLive(s.m.cfg.DB, s.b); err != nil {
 			s.log.Error("dropping session state", "err", err)
 		}
 		s.emit(Event{Type: EventEnded, Record: rec})
@@ -589,7 +593,7 @@ func (s *Session) saveLiveLocked() {
 		ms := s.clockOffset.Milliseconds()
 		l.ClockOffsetMs = &ms
 	}
-	if err := saveLive(s.m.cfg.DB, s.b.ID, l); err != nil {
+	if err := saveLive(s.m.cfg.DB, s.b, l); err != nil {
 		s.log.Error("storing session state", "err", err)
 	}
 }
@@ -597,7 +601,7 @@ func (s *Session) saveLiveLocked() {
 func (s *Session) emitLocked(e Event) { s.emit(e) }
 
 func (s *Session) emit(e Event) {
-	e.Booking = s.b.ID
+	e.Booking, e.PartnerBooking = s.b.ID, s.b.PartnerBooking
 	e.At = s.m.cfg.Now()
 	s.m.events.push(e)
 }

@@ -370,3 +370,44 @@ func TestReconnectAfterNetworkDrop(t *testing.T) {
 	}
 	a.rec.wait(t, "chat after reconnect", isFrom(EventChat, sa.ID(), FromPartner, func(e Event) bool { return e.Text == "back online" }))
 }
+
+// TestRematchedBookingOpensItsOwnSession: a booking whose partner
+// cancelled mid-session is matched again with someone else. While the old
+// match's session is open, Open for the new match says so (ErrBusy)
+// rather than handing back the old partner's session; once that session
+// has ended and is recorded, the new match still gets a session of its
+// own, which does not resume the old one's state. Every event names the
+// match it belongs to.
+func TestRematchedBookingOpensItsOwnSession(t *testing.T) {
+	clk := newClock()
+	a, b := newPair(t, clk)
+	c := newNode(t, "c", clk)
+	introduce(a, b, c)
+	sa, sb := meet(t, a, b, "rematch")
+	if e := a.rec.wait(t, "a sees b join", is(EventPartnerJoined, sa.ID())); e.PartnerBooking != sb.ID() {
+		t.Fatalf("event names partner booking %q, want %q", e.PartnerBooking, sb.ID())
+	}
+	again := sa.Booking()
+	again.Partner, again.PartnerBooking, again.PartnerName = c.h.ID(), "c-rematch", "Cy"
+	if _, err := a.m.Open(again); !errors.Is(err, ErrBusy) {
+		t.Fatalf("opening the new match while the old session is open: %v, want ErrBusy", err)
+	}
+	if err := sa.Leave("partner cancelled"); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, sa)
+	waitDone(t, sb)
+	if _, ok := sa.Record(); !ok {
+		t.Fatal("the old match's session left no record")
+	}
+	s2, err := a.m.Open(again)
+	if err != nil {
+		t.Fatalf("opening the new match's session: %v", err)
+	}
+	if st := s2.State(); st.Met || !st.JoinedAt.IsZero() || st.Booking.Partner != c.h.ID() {
+		t.Fatalf("new match's session %+v resumes the old one", st)
+	}
+	if _, err := a.m.Open(sa.Booking()); !errors.Is(err, ErrEnded) {
+		t.Fatalf("reopening the old, recorded match: %v, want ErrEnded", err)
+	}
+}

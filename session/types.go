@@ -166,16 +166,20 @@ const (
 // Event is one thing that happened in a session, for the API's event
 // stream. Only the fields its Type names are set.
 type Event struct {
-	Type     string    `json:"type"`
-	Booking  string    `json:"booking"`
-	At       time.Time `json:"at"`
-	From     string    `json:"from,omitempty"`
-	Phase    Phase     `json:"phase,omitempty"`
-	Text     string    `json:"text,omitempty"`
-	Presence Presence  `json:"presence,omitempty"`
-	Media    *Media    `json:"media,omitempty"`
-	CheckIn  *CheckIn  `json:"check_in,omitempty"`
-	Record   *Record   `json:"record,omitempty"`
+	Type    string `json:"type"`
+	Booking string `json:"booking"`
+	// PartnerBooking is the partner's booking in the match the session
+	// was opened for: a booking matched again with someone else has a
+	// new session, and the old one's events must not act on the new match.
+	PartnerBooking string    `json:"partner_booking,omitempty"`
+	At             time.Time `json:"at"`
+	From           string    `json:"from,omitempty"`
+	Phase          Phase     `json:"phase,omitempty"`
+	Text           string    `json:"text,omitempty"`
+	Presence       Presence  `json:"presence,omitempty"`
+	Media          *Media    `json:"media,omitempty"`
+	CheckIn        *CheckIn  `json:"check_in,omitempty"`
+	Record         *Record   `json:"record,omitempty"`
 }
 
 // Media says whether a side sends video and audio from a browser.
