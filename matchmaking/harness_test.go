@@ -125,7 +125,7 @@ func (n *testNode) id() peer.ID { return n.h.ID() }
 
 func connect(t testing.TB, a, b *testNode) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline(5*time.Second))
 	defer cancel()
 	if err := a.h.Connect(ctx, peer.AddrInfo{ID: b.h.ID(), Addrs: b.h.Addrs()}); err != nil {
 		t.Fatalf("connecting: %v", err)
@@ -141,11 +141,17 @@ func connectSparse(t testing.TB, nodes []*testNode) {
 	}
 }
 
+// deadline stretches a wait's bound for a slow run: 3x on any run (CI's
+// machine is loaded), 4x that under the race detector. A bound, not a goal:
+// a passing wait never waits it out.
+func deadline(d time.Duration) time.Duration { return 3 * raceSlowdown * d }
+
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	timeout = deadline(timeout)
+	end := time.Now().Add(timeout)
 	for !cond() {
-		if time.Now().After(deadline) {
+		if time.Now().After(end) {
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
 		time.Sleep(20 * time.Millisecond) // poll interval, not a wait for an event

@@ -231,7 +231,7 @@ func roundTripRaw(t *testing.T, h interface {
 	NewStream(context.Context, peer.ID, ...protocol.ID) (network.Stream, error)
 }, to peer.ID, m *pb.MatchMessage) *pb.MatchMessage {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline(5*time.Second))
 	defer cancel()
 	st, err := h.NewStream(ctx, to, MatchProtocol)
 	if err != nil {

@@ -1,0 +1,5 @@
+//go:build !race
+
+package matchmaking
+
+const raceSlowdown = 1
