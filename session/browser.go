@@ -19,11 +19,16 @@ const maxBrowserSDP = 64 << 10
 // video, VP8 and Opus) and returns the complete answer, with all of this
 // node's candidates in it (no trickle). The browser's camera and
 // microphone go to the partner and the partner's come back. A second call
-// replaces the first browser. The partner is told whether we send video.
+// replaces the first browser (concurrent calls take turns, the last one
+// wins). The partner is told whether we send video.
 func (s *Session) AttachBrowser(ctx context.Context, offerSDP string) (string, error) {
 	if offerSDP == "" || len(offerSDP) > maxBrowserSDP {
 		return "", fmt.Errorf("%w: browser offer of %d bytes", ErrInvalid, len(offerSDP))
 	}
+	// One attach at a time (two tabs at once): the relay forwards the
+	// browser bound last, which must be the one kept as s.browser.
+	s.attachMu.Lock()
+	defer s.attachMu.Unlock()
 	s.mu.Lock()
 	ended := s.finished || s.closing
 	s.mu.Unlock()

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -404,5 +405,63 @@ func TestMediaRelayPartnerReconnect(t *testing.T) {
 		if n := shifts(rx); n > 1 {
 			t.Errorf("%s: renumbered %d times, want at most once", c.name, n)
 		}
+	}
+}
+
+// TestMediaRelayConcurrentAttach: two tabs attach to one session at the
+// same moment. The node keeps one of them (the other's connection is
+// closed); whichever it keeps, its camera reaches the partner.
+func TestMediaRelayConcurrentAttach(t *testing.T) {
+	clk := newClock()
+	a, b := newPair(t, clk)
+	sa, sb := meet(t, a, b, "two-tabs")
+	browserB := newTestBrowser(t)
+	browserB.attach(sb)
+	for i := range 4 {
+		tabs := [2]*testBrowser{newTestBrowser(t), newTestBrowser(t)}
+		var wg sync.WaitGroup
+		for _, tb := range tabs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				tb.attach(sa)
+			}()
+		}
+		wg.Wait()
+		first := uint16(10000 * (i + 1))
+		tabs[0].send(first, 5*time.Millisecond)
+		tabs[1].send(first+5000, 5*time.Millisecond)
+		// The kept tab is the node's browser: its offer is the node's
+		// remote description.
+		var kept *testBrowser
+		sa.mu.Lock()
+		if sa.browser != nil {
+			for _, tb := range tabs {
+				if sa.browser.RemoteDescription().SDP == tb.pc.LocalDescription().SDP {
+					kept = tb
+				}
+			}
+		}
+		sa.mu.Unlock()
+		if kept == nil {
+			t.Fatal("the node kept neither tab")
+		}
+		from := first
+		if kept == tabs[1] {
+			from = first + 5000
+		}
+		waitFor(t, fmt.Sprintf("round %d: the kept tab's video at b", i), func() bool {
+			browserB.mu.Lock()
+			defer browserB.mu.Unlock()
+			n := 0
+			for _, p := range browserB.rx[webrtc.RTPCodecTypeVideo] {
+				if p.sent-from < 5000 {
+					n++
+				}
+			}
+			return n >= 20
+		})
+		tabs[0].close()
+		tabs[1].close()
 	}
 }

@@ -37,6 +37,10 @@ type Session struct {
 	over    chan struct{}  // closed when the session is finished
 	done    chan struct{}  // closed when everything is stopped
 
+	// attachMu serialises AttachBrowser: the relay forwards the browser
+	// bound last, so binding and keeping must happen in the same order.
+	attachMu sync.Mutex
+
 	mu             sync.Mutex
 	closing        bool // teardown began: no new workers
 	finished       bool
