@@ -17,7 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protodelim"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
-	"github.com/tandem-cowork/tandem/usertext"
+	"github.com/tandem-cowork/tandem/session/usertext"
 )
 
 // Protocol IDs.

@@ -22,7 +22,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
-	"github.com/tandem-cowork/tandem/usertext"
+	"github.com/tandem-cowork/tandem/session/usertext"
 )
 
 // OffersTopic is the gossipsub topic open offers are announced on.

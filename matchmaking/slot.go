@@ -5,7 +5,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/tandem-cowork/tandem/usertext"
+	"github.com/tandem-cowork/tandem/session/usertext"
 )
 
 // Booking rules.

@@ -12,7 +12,7 @@ import (
 	"github.com/tandem-cowork/tandem/matchmaking"
 	"github.com/tandem-cowork/tandem/node/apiv1"
 	"github.com/tandem-cowork/tandem/node/webui"
-	"github.com/tandem-cowork/tandem/usertext"
+	"github.com/tandem-cowork/tandem/session/usertext"
 )
 
 // maxBody bounds a JSON request body; the texts in it are far shorter

@@ -14,7 +14,7 @@ import (
 
 	"github.com/tandem-cowork/tandem/session/media"
 	"github.com/tandem-cowork/tandem/session/pb"
-	"github.com/tandem-cowork/tandem/usertext"
+	"github.com/tandem-cowork/tandem/session/usertext"
 )
 
 const maxChatLines = 500

@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tandem-cowork/tandem/session/pb"
-	"github.com/tandem-cowork/tandem/usertext"
+	"github.com/tandem-cowork/tandem/session/usertext"
 )
 
 // Wire constants. See pb/session.proto for the messages.

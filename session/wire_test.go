@@ -14,7 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tandem-cowork/tandem/session/pb"
-	"github.com/tandem-cowork/tandem/usertext"
+	"github.com/tandem-cowork/tandem/session/usertext"
 )
 
 func sampleMessages() []*pb.Message {

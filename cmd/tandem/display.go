@@ -7,7 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/tandem-cowork/tandem/node/apiv1"
-	"github.com/tandem-cowork/tandem/usertext"
+	"github.com/tandem-cowork/tandem/session/usertext"
 )
 
 // esc makes text from the node safe to print on a terminal: names, goals,

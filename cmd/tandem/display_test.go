@@ -9,7 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tandem-cowork/tandem/node/apiv1"
-	"github.com/tandem-cowork/tandem/usertext"
+	"github.com/tandem-cowork/tandem/session/usertext"
 )
 
 // fill sets every exported string in v (nested structs, pointers to

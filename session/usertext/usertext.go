@@ -4,6 +4,8 @@
 // decoder check text with Field.Check, so a value one node accepts is a
 // value every node accepts. Escape makes any string safe to print on a
 // terminal, for text stored before these rules or read from elsewhere.
+// It sits under session/ because the top level of the repo is fixed by the
+// design card; matchmaking and the CLI import it too.
 package usertext
 
 import (
