@@ -58,6 +58,8 @@ func (l *link) kill() { l.killOnce.Do(func() { close(l.dead) }) }
 // startLink makes a PeerConnection for the signalling stream st and makes
 // it the session's current link, replacing any older one.
 func (s *Session) startLink(st network.Stream, r *bufio.Reader) (*link, error) {
+	s.linkMu.Lock()
+	defer s.linkMu.Unlock()
 	pc, err := s.m.peerAPI.NewPeerConnection(webrtc.Configuration{ICEServers: s.m.ice.current()})
 	if err != nil {
 		return nil, fmt.Errorf("creating peer connection: %w", err)

@@ -40,6 +40,10 @@ type Session struct {
 	// attachMu serialises AttachBrowser: the relay forwards the browser
 	// bound last, so binding and keeping must happen in the same order.
 	attachMu sync.Mutex
+	// linkMu does the same for startLink and the partner's connection: two
+	// signalling streams accepted at once must not leave the relay
+	// forwarding a link that is not s.link.
+	linkMu sync.Mutex
 
 	mu             sync.Mutex
 	closing        bool // teardown began: no new workers
