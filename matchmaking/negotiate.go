@@ -34,6 +34,7 @@ const (
 	reasonUnavailable = "not available"
 	reasonMismatch    = "not compatible"
 	reasonNoMatch     = "no such match"
+	reasonStorage     = "storage error"
 )
 
 func writeMsg(w io.Writer, m *pb.MatchMessage) error {
@@ -540,7 +541,7 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 	}
 	s.mu.Unlock()
 	s.at("proposer-persisted")
-	go s.announce(ctx, nb)
+	s.goRun(func() { s.announce(ctx, nb) })
 	err = writeMsg(st, confirmFor(nb, name))
 	if err == nil {
 		reply, err = readMsg(r)
@@ -572,7 +573,9 @@ func (s *Service) settle(ctx context.Context, sent Booking, reply *pb.MatchMessa
 	if reply.GetConfirmed() != nil {
 		if !nb.Confirmed {
 			nb.Confirmed = true
-			s.saveLocked(&nb)
+			if err := s.saveLocked(&nb); err != nil {
+				s.log.Error("marking match confirmed; will re-confirm", "booking", nb.ID, "err", err)
+			}
 		}
 		s.mu.Unlock()
 		return
@@ -585,19 +588,29 @@ func (s *Service) settle(ctx context.Context, sent Booking, reply *pb.MatchMessa
 		// is over, not undone; a "now" booking must not search again
 		// while its session checks in.
 		nb.State = StateDone
-		s.saveLocked(&nb)
+		if err := s.saveLocked(&nb); err != nil {
+			s.log.Error("ending match; will re-check", "booking", nb.ID, "err", err)
+		}
 		s.mu.Unlock()
 		return
 	}
-	s.revertLocked(&nb, "the partner no longer holds this match", now)
+	if err := s.revertLocked(&nb, "the partner no longer holds this match", now); err != nil {
+		// Still matched in memory and on disk; the next re-check of the
+		// match tries again. Announcing the offer now would reopen it to
+		// the swarm while this node holds it matched.
+		s.mu.Unlock()
+		return
+	}
 	s.mu.Unlock()
 	s.announce(ctx, nb)
 	s.wake()
 }
 
 // revertLocked frees a matched booking: back to searching while its time
-// is still ahead, else cancelled.
-func (s *Service) revertLocked(b *Booking, note string, now time.Time) {
+// is still ahead, else cancelled. If the change cannot be stored, the
+// booking stays as it was, in memory and on disk, and the caller must not
+// act on b.
+func (s *Service) revertLocked(b *Booking, note string, now time.Time) error {
 	b.Partner, b.PartnerName, b.PartnerBooking, b.Confirmed, b.Note = "", "", "", false, note
 	b.PartnerAddrs, b.CancelUnsent = nil, false
 	switch {
@@ -608,7 +621,11 @@ func (s *Service) revertLocked(b *Booking, note string, now time.Time) {
 	default:
 		b.State = StateCancelled
 	}
-	s.saveLocked(b)
+	if err := s.saveLocked(b); err != nil {
+		s.log.Error("freeing booking", "booking", b.ID, "err", err)
+		return err
+	}
+	return nil
 }
 
 // reconcileAll re-confirms unconfirmed matches with connected partners,
@@ -689,7 +706,9 @@ func (s *Service) resendCancels(ctx context.Context, now time.Time, all bool, pa
 		if now.After(b.End()) {
 			nb := *b
 			nb.CancelUnsent = false // nothing left to free
-			s.saveLocked(&nb)
+			if err := s.saveLocked(&nb); err != nil {
+				s.log.Error("dropping an expired cancel", "booking", nb.ID, "err", err)
+			}
 			continue
 		}
 		r := s.cancelRetries[id]
@@ -719,7 +738,10 @@ func (s *Service) cancelDelivered(id string) {
 	if b, ok := s.bookings[id]; ok && b.CancelUnsent {
 		nb := *b
 		nb.CancelUnsent = false
-		s.saveLocked(&nb)
+		if err := s.saveLocked(&nb); err != nil {
+			// Sent again later; the partner answers a repeat as before.
+			s.log.Error("marking cancel delivered", "booking", nb.ID, "err", err)
+		}
 	}
 }
 
@@ -797,10 +819,18 @@ func (s *Service) roundTrip(ctx context.Context, p peer.ID, m *pb.MatchMessage) 
 }
 
 func (s *Service) sendCancel(ctx context.Context, p peer.ID, from, to, reason string) error {
-	_, err := s.roundTrip(ctx, p, &pb.MatchMessage{Body: &pb.MatchMessage_Cancel{Cancel: &pb.Cancel{
+	reply, err := s.roundTrip(ctx, p, &pb.MatchMessage{Body: &pb.MatchMessage_Cancel{Cancel: &pb.Cancel{
 		FromBooking: from, ToBooking: to, Reason: reason,
 	}}})
-	return err
+	if err != nil {
+		return err
+	}
+	if reply.GetConfirmed() == nil {
+		// The partner could not store it (or answers something else):
+		// not delivered, so it is sent again.
+		return fmt.Errorf("partner did not acknowledge the cancel: %q", reply.GetReject().GetReason())
+	}
+	return nil
 }
 
 // handleMatchStream serves the receiving side of the negotiation.
@@ -821,7 +851,10 @@ func (s *Service) handleMatchStream(st network.Stream) {
 	case m.GetConfirm() != nil:
 		writeMsg(st, s.onConfirm(remote, m.GetConfirm()))
 	case m.GetCancel() != nil:
-		s.onCancel(remote, m.GetCancel())
+		if err := s.onCancel(remote, m.GetCancel()); err != nil {
+			writeMsg(st, rejectMsg(reasonStorage))
+			return
+		}
 		writeMsg(st, confirmedMsg())
 	default:
 		writeMsg(st, rejectMsg("unexpected message"))
@@ -910,7 +943,11 @@ func (s *Service) onConfirm(remote peer.ID, c *pb.Confirm) *pb.MatchMessage {
 		if !b.Confirmed {
 			nb := *b
 			nb.Confirmed = true
-			s.saveLocked(&nb)
+			if err := s.saveLocked(&nb); err != nil {
+				// The match stands on disk either way; only the mark is
+				// missing, and the next Confirm retries it.
+				s.log.Error("marking match confirmed", "booking", nb.ID, "err", err)
+			}
 		}
 		s.mu.Unlock()
 		return confirmedMsg()
@@ -936,15 +973,17 @@ func (s *Service) onConfirm(remote peer.ID, c *pb.Confirm) *pb.MatchMessage {
 	if err := s.saveLocked(&nb); err != nil {
 		s.mu.Unlock()
 		s.log.Error("saving match", "err", err)
-		return rejectMsg("storage error")
+		return rejectMsg(reasonStorage)
 	}
 	s.mu.Unlock()
-	go s.announce(context.Background(), nb)
+	s.goRun(func() { s.announce(s.ctx, nb) })
 	return confirmedMsg()
 }
 
-// onCancel frees our booking when its partner cancels.
-func (s *Service) onCancel(remote peer.ID, c *pb.Cancel) {
+// onCancel frees our booking when its partner cancels. An error means the
+// change could not be stored: the Cancel is not acknowledged, and the
+// partner sends it again.
+func (s *Service) onCancel(remote peer.ID, c *pb.Cancel) error {
 	now := s.now()
 	s.mu.Lock()
 	b, ok := s.bookings[c.GetToBooking()]
@@ -953,15 +992,19 @@ func (s *Service) onCancel(remote peer.ID, c *pb.Cancel) {
 	}
 	if !ok || b.State != StateMatched || b.Partner != remote.String() || b.PartnerBooking != c.GetFromBooking() {
 		s.mu.Unlock()
-		return
+		return nil
 	}
 	nb := *b
 	note := "partner cancelled"
 	if r := c.GetReason(); r != "" && len(r) <= MaxGoalLen {
 		note += ": " + r
 	}
-	s.revertLocked(&nb, note, now)
+	if err := s.revertLocked(&nb, note, now); err != nil {
+		s.mu.Unlock()
+		return err
+	}
 	s.mu.Unlock()
-	go s.announce(context.Background(), nb)
+	s.goRun(func() { s.announce(s.ctx, nb) })
 	s.wake()
+	return nil
 }

@@ -117,6 +117,8 @@ type Service struct {
 	ctx    context.Context // the service's lifetime, set by Start
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	lifeMu sync.Mutex // guards closed against wg.Add racing wg.Wait
+	closed bool
 
 	// testHook, when set by tests, is called at named points of the
 	// negotiation so a test can crash the node exactly there.
@@ -162,7 +164,7 @@ func New(cfg Config) (*Service, error) {
 	cfg.OfferTTL = min(cfg.OfferTTL, maxOfferTTL)
 	s := &Service{
 		cfg: cfg, h: cfg.Host, key: cfg.Host.Peerstore().PrivKey(cfg.Host.ID()),
-		db: db{cfg.DB}, log: cfg.Log, board: newBoard(),
+		db: db{cfg.DB, new(atomic.Bool)}, log: cfg.Log, board: newBoard(),
 		limit:      newRateLimiter(20, 2),
 		refusedLog: rate.Sometimes{Interval: time.Minute},
 		kick:       make(chan struct{}, 1),
@@ -253,7 +255,15 @@ func (s *Service) Start(ctx context.Context) error {
 	return nil
 }
 
+// goRun runs f as a goroutine the service owns: Close waits for it. Once
+// Close has begun nothing new starts (a negotiation finishing during Close
+// does not announce its result; the next start re-announces open offers).
 func (s *Service) goRun(f func()) {
+	s.lifeMu.Lock()
+	defer s.lifeMu.Unlock()
+	if s.closed {
+		return
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -268,6 +278,9 @@ func (s *Service) Close() {
 	}
 	s.h.RemoveStreamHandler(MatchProtocol)
 	s.h.RemoveStreamHandler(BoardProtocol)
+	s.lifeMu.Lock()
+	s.closed = true
+	s.lifeMu.Unlock()
 	s.cancel()
 	s.wg.Wait()
 	s.wakeMu.Lock()
@@ -496,8 +509,13 @@ func (s *Service) cancelBooking(ctx context.Context, id string, match *string, r
 				if cur, ok := s.bookings[id]; ok && cur.State == StateCancelled {
 					cb := *cur
 					cb.CancelUnsent = true
-					s.saveLocked(&cb)
-					nb = cb
+					if err := s.saveLocked(&cb); err != nil {
+						// The partner still learns it when it re-checks
+						// the match ("no such match").
+						s.log.Error("keeping the cancel to re-send", "booking", id, "err", err)
+					} else {
+						nb = cb
+					}
 				}
 				s.mu.Unlock()
 			}
@@ -657,6 +675,8 @@ func (s *Service) announce(ctx context.Context, b Booking) {
 	if s.topic == nil {
 		return
 	}
+	s.at("announce " + string(b.State))
+	defer s.at("announced " + string(b.State))
 	now := s.now()
 	o := s.offerFor(b, now)
 	env, err := sealOffer(o, s.key)
@@ -740,15 +760,23 @@ func (s *Service) expireLocked(b *Booking, now time.Time) {
 	case b.State == StateMatched && now.After(b.End()):
 		nb := *b
 		nb.State = StateDone
-		s.saveLocked(&nb)
+		s.saveExpiredLocked(&nb)
 	case b.State == StateSearching && b.Kind == KindScheduled && now.After(b.Start):
 		nb := *b
 		nb.State, nb.Note = StateCancelled, "no partner was found in time"
-		s.saveLocked(&nb)
+		s.saveExpiredLocked(&nb)
 	case b.State == StateSearching && b.Kind == KindNow && now.After(b.Start.Add(nowSearchTTL)):
 		nb := *b
 		nb.State, nb.Note = StateCancelled, "nobody was free right now"
-		s.saveLocked(&nb)
+		s.saveExpiredLocked(&nb)
+	}
+}
+
+// saveExpiredLocked stores the end of a booking whose time has passed; if
+// that fails, the booking stays as it was and the next check retries.
+func (s *Service) saveExpiredLocked(b *Booking) {
+	if err := s.saveLocked(b); err != nil {
+		s.log.Error("ending a past booking", "booking", b.ID, "err", err)
 	}
 }
 

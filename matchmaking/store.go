@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -19,12 +20,22 @@ const (
 
 // db wraps badger with the few typed operations matchmaking needs. Writes
 // are synced when the DB was opened with SyncWrites (the node does that).
-type db struct{ bdb *badger.DB }
+type db struct {
+	bdb *badger.DB
+	// failWrites, set by tests, makes every write fail as a full or
+	// broken disk would.
+	failWrites *atomic.Bool
+}
+
+var errWriteFailed = errors.New("write failed (test)")
 
 func (d db) put(key string, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return err
+	}
+	if d.failWrites.Load() {
+		return errWriteFailed
 	}
 	return d.bdb.Update(func(txn *badger.Txn) error { return txn.Set([]byte(key), data) })
 }

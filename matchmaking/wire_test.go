@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -491,7 +492,7 @@ func TestStoredBadNameIsCleaned(t *testing.T) {
 	}
 }
 
-func dbOf(d *badger.DB) db { return db{d} }
+func dbOf(d *badger.DB) db { return db{d, new(atomic.Bool)} }
 
 func mustSeal(t *testing.T, o *pb.Offer, k crypto.PrivKey) []byte {
 	t.Helper()
