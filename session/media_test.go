@@ -347,7 +347,10 @@ func TestMediaRelaySourceChange(t *testing.T) {
 			}
 		}
 	}
-	if len(browserB.got[webrtc.RTPCodecTypeVideo]) <= before {
+	browserB.mu.Lock() // its reader goroutine may still append
+	after := len(browserB.got[webrtc.RTPCodecTypeVideo])
+	browserB.mu.Unlock()
+	if after <= before {
 		t.Fatal("no video at b after the reload")
 	}
 }
