@@ -13,7 +13,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/tandem-cowork/tandem/node"
-	"github.com/tandem-cowork/tandem/node/apiv1"
 	"github.com/tandem-cowork/tandem/node/nodetest"
 )
 
@@ -109,16 +108,8 @@ func TestSessionConnectsForEveryMixOfSettings(t *testing.T) {
 				}
 				identityOrdered(t, &cfgB, a.ID(), !aOffers)
 				b := nodetest.Start(t, cfgB)
-				ca, cb := apiClientFor(a), apiClientFor(b)
+				ca, cb, ba, bb := bookFocusNowPair(t, a, b)
 				ctx := context.Background()
-				ba, err := ca.Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 25})
-				if err != nil {
-					t.Fatal(err)
-				}
-				bb, err := cb.Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 25})
-				if err != nil {
-					t.Fatal(err)
-				}
 				nodetest.WaitFor(t, 45*time.Second, func() bool {
 					sa, errA := ca.Session(ctx, ba.ID)
 					sb, errB := cb.Session(ctx, bb.ID)
@@ -161,16 +152,8 @@ func TestSessionConnectsWhenDNSDoesNotAnswer(t *testing.T) {
 			cfgB.ICEServers = nil // the public default, by name
 			identityOrdered(t, &cfgB, a.ID(), !aOffers)
 			b := nodetest.Start(t, cfgB)
-			ca, cb := apiClientFor(a), apiClientFor(b)
+			ca, cb, ba, bb := bookFocusNowPair(t, a, b)
 			ctx := context.Background()
-			ba, err := ca.Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 25})
-			if err != nil {
-				t.Fatal(err)
-			}
-			bb, err := cb.Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 25})
-			if err != nil {
-				t.Fatal(err)
-			}
 			// Well inside the resolver's 30 s: a session that waits for
 			// DNS cannot make it.
 			nodetest.WaitFor(t, 25*time.Second, func() bool {

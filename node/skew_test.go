@@ -27,16 +27,8 @@ func TestFocusNowUnderClockSkew(t *testing.T) {
 			a := nodetest.Start(t, cfgA)
 			nodetest.Link(t, &cfgB, a)
 			b := nodetest.Start(t, cfgB)
-			ca, cb := apiClientFor(a), apiClientFor(b)
+			ca, cb, ba, bb := bookFocusNowPair(t, a, b)
 			ctx := context.Background()
-			ba, err := ca.Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 25})
-			if err != nil {
-				t.Fatal(err)
-			}
-			bb, err := cb.Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 25})
-			if err != nil {
-				t.Fatal(err)
-			}
 			phases := func() (session.Phase, session.Phase) {
 				sa, errA := ca.Session(ctx, ba.ID)
 				sb, errB := cb.Session(ctx, bb.ID)

@@ -803,6 +803,24 @@ func TestWebUILogin(t *testing.T) {
 
 func apiClientFor(n *node.Node) *client.Client { return client.New(n.APIURL(), n.Token()) }
 
+// bookFocusNowPair books a 25-minute "now" session on both nodes and
+// returns their API clients and bookings.
+func bookFocusNowPair(t *testing.T, a, b *node.Node) (ca, cb *client.Client, ba, bb apiv1.Booking) {
+	t.Helper()
+	ca, cb = apiClientFor(a), apiClientFor(b)
+	for _, x := range []struct {
+		c  *client.Client
+		bk *apiv1.Booking
+	}{{ca, &ba}, {cb, &bb}} {
+		bk, err := x.c.Book(context.Background(), apiv1.BookRequest{Kind: "now", DurationMin: 25})
+		if err != nil {
+			t.Fatal(err)
+		}
+		*x.bk = bk
+	}
+	return ca, cb, ba, bb
+}
+
 // TestUIBrowserClickRepaintedNode: the UI repainted the element between
 // the query and the click (the page replaces it once, right there), as
 // happened under load ("Could not find node with given id"); do queries
