@@ -926,6 +926,9 @@ func (s *Service) tryHold(remote peer.ID, p *pb.Propose) string {
 		return reasonUnavailable
 	}
 	s.holds[b.ID] = hold{peer: remote, peerBooking: p.GetFromBooking(), peerName: p.GetName(), start: start, until: now.Add(s.cfg.HoldTimeout)}
+	if s.cfg.OnHold != nil {
+		s.cfg.OnHold()
+	}
 	return ""
 }
 

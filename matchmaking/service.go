@@ -47,6 +47,10 @@ type Config struct {
 	// board sync). It is for benchmarks and tests; it runs synchronously
 	// on the matcher's goroutines and must not block.
 	OnOffer func(OfferEvent)
+	// OnHold, if set, is called when this node accepts a proposal and
+	// holds its booking for the proposer's confirm (metrics); it must
+	// not block.
+	OnHold func()
 	// FavouritesOnly: match favourites only.
 	FavouritesOnly bool
 	// Timers; zero means the default.

@@ -47,6 +47,15 @@ func (n *Node) handler() http.Handler {
 	root := http.NewServeMux()
 	root.Handle("/api/", n.tokenCheck(api))
 	root.HandleFunc("GET /login", n.login)
+	// The service manager's probe: no token, and nothing but "ok".
+	root.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		fmt.Fprint(w, "ok")
+	})
+	debug := n.tokenCheck(n.metrics.debugHandler())
+	root.Handle("GET /metrics", debug)
+	root.Handle("/debug/pprof/", debug)
 	root.Handle("/", webui.Handler())
 	return hostCheck(csrfCheck(root))
 }

@@ -16,11 +16,12 @@ import (
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // newHost builds the libp2p host: TCP and QUIC, Noise or TLS, yamux, with
 // hole punching and circuit relay v2 for peers behind NAT.
-func newHost(cfg Config, key crypto.PrivKey) (host.Host, error) {
+func newHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer) (host.Host, error) {
 	var self atomic.Pointer[host.Host] // set once the host exists
 	cm, err := connmgr.NewConnManager(100, 400)
 	if err != nil {
@@ -47,6 +48,9 @@ func newHost(cfg Config, key crypto.PrivKey) (host.Host, error) {
 		}),
 		libp2p.EnableHolePunching(),
 		libp2p.EnableNATService(),
+		// libp2p's own collectors go to the node's registry (GET /metrics),
+		// not to the process-wide default one.
+		libp2p.PrometheusRegisterer(reg),
 	}
 	if cfg.wantsPortMap() {
 		opts = append(opts, libp2p.NATPortMap())

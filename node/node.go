@@ -51,6 +51,7 @@ type Node struct {
 	// sessionKick wakes the session opener when bookings change.
 	sessionKick chan struct{}
 	events      *events
+	metrics     *metrics
 	// tokenMu guards token, which POST /api/v1/token/rotate replaces.
 	tokenMu sync.RWMutex
 	token   string
@@ -80,7 +81,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 			return nil, fmt.Errorf("creating data dir: %w", err)
 		}
 	}
-	n := &Node{cfg: cfg, log: log, events: newEvents(), sessionKick: make(chan struct{}, 1),
+	n := &Node{cfg: cfg, log: log, events: newEvents(), metrics: newMetrics(), sessionKick: make(chan struct{}, 1),
 		stopping: make(chan struct{}), done: make(chan struct{})}
 	// The store comes first: its directory lock is what tells a second
 	// `tandem up` on the same data dir to go away, before it touches anything.
@@ -94,7 +95,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		db.Close()
 		return nil, err
 	}
-	if n.host, err = newHost(cfg, key); err != nil {
+	if n.host, err = newHost(cfg, key, n.metrics.reg); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -159,10 +160,13 @@ func (n *Node) Start() error {
 		Log:    n.log.With("pkg", "matchmaking"),
 		Now:    n.now,
 		OnBooking: func(b matchmaking.Booking) {
+			n.metrics.booking(b)
 			n.events.publish(apiv1.EventBooking, b)
 			n.kickSessions()
 		},
 		OnBoard:          func() { n.events.publish(apiv1.EventBoard, struct{}{}) },
+		OnOffer:          n.metrics.offer,
+		OnHold:           n.metrics.holds.Inc,
 		FavouritesOnly:   n.cfg.Matchmaking.FavouritesOnly,
 		AnnounceInterval: n.cfg.Matchmaking.AnnounceInterval,
 		OfferTTL:         n.cfg.Matchmaking.OfferTTL,
@@ -173,6 +177,8 @@ func (n *Node) Start() error {
 	if err := n.mm.Start(ctx); err != nil {
 		return n.failStart(err)
 	}
+	n.metrics.seed(n.mm.Bookings())
+	n.metrics.registerNode(n)
 	// A name from the flag or config file wins over the stored profile.
 	if n.cfg.Name != "" && n.cfg.Name != n.mm.Name() {
 		if err := n.mm.SetName(n.cfg.Name); err != nil {
@@ -191,6 +197,9 @@ func (n *Node) Start() error {
 	}
 	n.host.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) {
+			if relayed(c) {
+				n.metrics.relayConns.Inc()
+			}
 			n.events.publish(apiv1.EventPeerConnected, map[string]string{"id": c.RemotePeer().String()})
 		},
 		DisconnectedF: func(_ network.Network, c network.Conn) {

@@ -65,6 +65,7 @@ func (n *Node) loopbackOnly() bool {
 // session, and the old one's events must not touch the new match.
 func (n *Node) onSessionEvent(e session.Event) {
 	defer n.events.publish(apiv1.EventSession, e)
+	n.metrics.session(e)
 	switch e.Type {
 	case session.EventRematchOffered:
 		if s, err := n.uiSettings(); err == nil && s.AutoRematch {
