@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -825,6 +826,11 @@ func (s *Service) sendCancel(ctx context.Context, p peer.ID, from, to, reason st
 	if err != nil {
 		return err
 	}
+	if reply.GetReject().GetReason() == reasonNoMatch {
+		// The partner holds no match with us: an earlier copy was applied
+		// (its acknowledgement lost), or it had freed the booking anyway.
+		return nil
+	}
 	if reply.GetConfirmed() == nil {
 		// The partner could not store it (or answers something else):
 		// not delivered, so it is sent again.
@@ -851,11 +857,14 @@ func (s *Service) handleMatchStream(st network.Stream) {
 	case m.GetConfirm() != nil:
 		writeMsg(st, s.onConfirm(remote, m.GetConfirm()))
 	case m.GetCancel() != nil:
-		if err := s.onCancel(remote, m.GetCancel()); err != nil {
+		switch err := s.onCancel(remote, m.GetCancel()); {
+		case errors.Is(err, errNoMatch):
+			writeMsg(st, rejectMsg(reasonNoMatch))
+		case err != nil:
 			writeMsg(st, rejectMsg(reasonStorage))
-			return
+		default:
+			writeMsg(st, confirmedMsg())
 		}
-		writeMsg(st, confirmedMsg())
 	default:
 		writeMsg(st, rejectMsg("unexpected message"))
 	}
@@ -983,9 +992,15 @@ func (s *Service) onConfirm(remote peer.ID, c *pb.Confirm) *pb.MatchMessage {
 	return confirmedMsg()
 }
 
-// onCancel frees our booking when its partner cancels. An error means the
-// change could not be stored: the Cancel is not acknowledged, and the
-// partner sends it again.
+// errNoMatch: a Cancel names no match we hold with its sender (a third
+// party's, or a repeat of one already applied).
+var errNoMatch = errors.New("no such match")
+
+// onCancel frees our booking when its partner cancels. errNoMatch means
+// there was nothing of the sender's to cancel (answered "no such match",
+// never Confirmed: a third party must not learn that it can cancel, nor
+// be told it did); any other error means the change could not be stored:
+// the Cancel is not acknowledged, and the partner sends it again.
 func (s *Service) onCancel(remote peer.ID, c *pb.Cancel) error {
 	now := s.now()
 	s.mu.Lock()
@@ -995,7 +1010,7 @@ func (s *Service) onCancel(remote peer.ID, c *pb.Cancel) error {
 	}
 	if !ok || b.State != StateMatched || b.Partner != remote.String() || b.PartnerBooking != c.GetFromBooking() {
 		s.mu.Unlock()
-		return nil
+		return errNoMatch
 	}
 	nb := *b
 	note := "partner cancelled"

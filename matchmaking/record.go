@@ -65,44 +65,20 @@ func sealOffer(o *pb.Offer, key crypto.PrivKey) ([]byte, error) {
 }
 
 // openGossipOffer opens an offer envelope that arrived as a gossipsub
-// message by author. Gossipsub's strict signing has already verified the
-// author's signature over exactly these bytes, so the envelope's own
-// signature, which must be by the same key, is not checked a second time
-// (verifying signatures is most of what a swarm node spends its CPU on).
-// Everything else is checked as openOffer does, and the envelope's key
-// and the offer's owner must both be the author.
+// message by author. Gossipsub's strict signing has verified the author's
+// signature over the message, but not the envelope's own signature, which
+// is what a board sync re-serves: an envelope stored unverified would be
+// passed on to every node that syncs from us, which would refuse it and
+// count us as its source. So it is verified here, once, like any other,
+// and the offer's owner must be the author (offers travel by gossip from
+// their owner only; relays use sync).
 func openGossipOffer(data []byte, now time.Time, author peer.ID) (*pb.Offer, error) {
-	if len(data) > MaxOfferSize {
-		return nil, fmt.Errorf("offer of %d bytes exceeds %d", len(data), MaxOfferSize)
-	}
-	var env recordpb.Envelope
-	if err := proto.Unmarshal(data, &env); err != nil {
-		return nil, fmt.Errorf("opening offer envelope: %w", err)
-	}
-	if !bytes.Equal(env.GetPayloadType(), offerCodec) {
-		return nil, fmt.Errorf("envelope does not carry an offer")
-	}
-	key, err := crypto.PublicKeyFromProto(env.GetPublicKey())
+	o, owner, err := openOffer(data, now)
 	if err != nil {
-		return nil, fmt.Errorf("offer envelope key: %w", err)
-	}
-	if !author.MatchesPublicKey(key) {
-		return nil, fmt.Errorf("offer envelope signed by someone other than the message author %s", author)
-	}
-	o := &pb.Offer{}
-	if err := proto.Unmarshal(env.GetPayload(), o); err != nil {
-		return nil, fmt.Errorf("decoding offer: %w", err)
-	}
-	owner, err := peer.IDFromBytes(o.GetOwner())
-	if err != nil {
-		return nil, fmt.Errorf("offer owner: %w", err)
+		return nil, err
 	}
 	if owner != author {
-		// Offers travel by gossip from their owner only; relays use sync.
 		return nil, fmt.Errorf("offer of %s published by %s", owner, author)
-	}
-	if err := checkOffer(o, now); err != nil {
-		return nil, err
 	}
 	return o, nil
 }

@@ -112,7 +112,7 @@ func (s *Service) handleBoardStream(st network.Stream) {
 	defer st.Close()
 	st.SetDeadline(time.Now().Add(s.cfg.StreamTimeout))
 	req := &pb.BoardRequest{}
-	if err := (protodelim.UnmarshalOptions{MaxSize: 64}).UnmarshalFrom(bufio.NewReader(st), req); err != nil {
+	if err := (protodelim.UnmarshalOptions{MaxSize: 64}).UnmarshalFrom(bufio.NewReader(st), req); err != nil || req.GetVersion() != protoVersion {
 		st.Reset()
 		return
 	}
