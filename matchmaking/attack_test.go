@@ -8,6 +8,7 @@ package matchmaking
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -195,5 +196,91 @@ func TestAttackBoardRequestVersion(t *testing.T) {
 	}
 	if envs, _, err := a.pullBoard(victim.id(), protoVersion+1); err == nil || len(envs) > 0 {
 		t.Fatalf("version %d request answered with %d envelopes", protoVersion+1, len(envs))
+	}
+}
+
+// The per-author rate limiter keeps limiting an author however many others
+// it tracks (before: at 10,000 authors it forgot everyone, so a flood of
+// fresh identities reset every bucket).
+func TestAttackRateLimiterRemembers(t *testing.T) {
+	r := newRateLimiter(20, 2)
+	now := time.Now()
+	_, first := mustKey(t)
+	for range 20 {
+		r.allow(first, now)
+	}
+	if r.allow(first, now) {
+		t.Fatal("burst not enforced")
+	}
+	for i := range maxRateBuckets + 10 {
+		r.allow(peer.ID(fmt.Sprintf("sybil-%d", i)), now)
+	}
+	if r.allow(first, now) {
+		t.Fatal("the limiter forgot an author over its burst after a flood of new authors")
+	}
+	// Buckets that have refilled carry nothing and make room.
+	later := now.Add(time.Minute)
+	if !r.allow(peer.ID("newcomer"), later) {
+		t.Fatal("a new author is refused once old buckets have refilled")
+	}
+}
+
+// fillBoard puts owners x perOwner valid offers on n's board (as a board
+// sync would) and returns the keys used.
+func fillBoard(t testing.TB, n *testNode, owners, perOwner int) []crypto.PrivKey {
+	t.Helper()
+	now := time.Now()
+	var keys []crypto.PrivKey
+	var envs [][]byte
+	for range owners {
+		k, id := mustKey(t)
+		keys = append(keys, k)
+		for j := range perOwner {
+			o := validOffer(id, now)
+			o.BookingId = fmt.Sprintf("b%d", j)
+			o.StartUnix += int64(j) * int64(Grid/time.Second)
+			o.Name = "filler filler filler filler filler filler filler filler"
+			env, err := sealOffer(o, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			envs = append(envs, env)
+		}
+	}
+	for i := 0; i < len(envs); i += 200 {
+		// Each batch as if from its owner's first key: a forwarder quota
+		// must not get in the way of filling.
+		_, from := mustKey(t)
+		n.svc.mergeBoard(envs[i:min(i+200, len(envs))], from)
+	}
+	return keys
+}
+
+// Board sync amplification: a requester asking again and again receives
+// at most its per-minute byte budget (before: a full board, up to 1 MiB,
+// per 64-byte request, without limit).
+func TestAttackBoardSyncAmplification(t *testing.T) {
+	victim := newTestNode(t, nil)
+	fillBoard(t, victim, 200, 10)
+	if got := len(victim.svc.board.open(time.Now())); got < 1500 {
+		t.Fatalf("board holds %d offers, want the 2000 filled", got)
+	}
+	a := newAttacker(t)
+	connect(t, &testNode{h: a.h}, victim)
+	total, answered := 0, 0
+	for range 10 {
+		if _, n, err := a.pullBoard(victim.id(), protoVersion); err == nil {
+			total += n
+			answered++
+		}
+	}
+	t.Logf("10 requests: %d answered, %d bytes", answered, total)
+	if answered == 0 {
+		t.Fatal("no request answered at all")
+	}
+	// The budget refills at syncBytesPerPeer a minute; the loop takes
+	// seconds at most, so allow a tenth more.
+	if limit := syncBytesPerPeer * 11 / 10; total > limit {
+		t.Fatalf("one requester received %d bytes in 10 requests, more than its budget %d", total, limit)
 	}
 }

@@ -202,8 +202,13 @@ func (b *board) envelopes(now time.Time, maxBytes int) [][]byte {
 	return out
 }
 
+// maxRateBuckets bounds how many authors a rateLimiter tracks.
+const maxRateBuckets = 10000
+
 // rateLimiter is a token bucket per peer: burst tokens, refilled at rate
-// per second.
+// per second. At maxRateBuckets it drops only buckets that have refilled
+// (they hold nothing a fresh bucket would not), never one that is
+// spending, so a flood of new identities cannot reset anyone's bucket.
 type rateLimiter struct {
 	mu      sync.Mutex
 	burst   float64
@@ -225,8 +230,10 @@ func (r *rateLimiter) allow(p peer.ID, now time.Time) bool {
 	defer r.mu.Unlock()
 	bk, ok := r.buckets[p]
 	if !ok {
-		if len(r.buckets) > 10000 {
-			clear(r.buckets)
+		if len(r.buckets) >= maxRateBuckets && !r.dropFullLocked(now) {
+			// Every tracked author is spending: forgetting any of them
+			// would hand it a fresh burst, so the newcomer waits.
+			return false
 		}
 		bk = &bucket{tokens: r.burst, last: now}
 		r.buckets[p] = bk
@@ -238,4 +245,17 @@ func (r *rateLimiter) allow(p peer.ID, now time.Time) bool {
 	}
 	bk.tokens--
 	return true
+}
+
+// dropFullLocked forgets the buckets that have refilled by now and
+// reports whether any was.
+func (r *rateLimiter) dropFullLocked(now time.Time) bool {
+	dropped := false
+	for p, bk := range r.buckets {
+		if bk.tokens+now.Sub(bk.last).Seconds()*r.rate >= r.burst {
+			delete(r.buckets, p)
+			dropped = true
+		}
+	}
+	return dropped
 }

@@ -83,7 +83,9 @@ type Service struct {
 	topic *pubsub.Topic
 	board *board
 	limit *rateLimiter
-	kick  chan struct{}
+	// syncBudget bounds the board sync reply bytes per requester.
+	syncBudget *syncBudget
+	kick       chan struct{}
 
 	mu       sync.Mutex
 	bookings map[string]*Booking
@@ -169,7 +171,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		cfg: cfg, h: cfg.Host, key: cfg.Host.Peerstore().PrivKey(cfg.Host.ID()),
 		db: db{cfg.DB, new(atomic.Bool)}, log: cfg.Log, board: newBoard(),
-		limit:      newRateLimiter(20, 2),
+		limit: newRateLimiter(20, 2), syncBudget: newSyncBudget(),
 		refusedLog: rate.Sometimes{Interval: time.Minute},
 		kick:       make(chan struct{}, 1),
 		bookings:   map[string]*Booking{}, people: map[peer.ID]Person{},

@@ -116,6 +116,13 @@ func (s *Service) handleBoardStream(st network.Stream) {
 		st.Reset()
 		return
 	}
+	remote := st.Conn().RemotePeer()
+	budget := s.syncBudget.grant(remote, time.Now())
+	if budget == 0 {
+		s.log.Debug("board sync over budget", "peer", remote)
+		st.Reset()
+		return
+	}
 	now := s.now()
 	var own [][]byte
 	for _, b := range s.Bookings() {
@@ -126,6 +133,11 @@ func (s *Service) handleBoardStream(st network.Stream) {
 			own = append(own, env)
 		}
 	}
-	envs := append(own, s.board.envelopes(now, MaxBoardResponse-16<<10)...)
-	protodelim.MarshalTo(st, &pb.BoardResponse{Envelopes: envs})
+	room := budget - 64 // the response's own framing
+	for _, e := range own {
+		room -= len(e) + 8
+	}
+	envs := append(own, s.board.envelopes(now, room)...)
+	n, _ := protodelim.MarshalTo(st, &pb.BoardResponse{Envelopes: envs})
+	s.syncBudget.spend(remote, n, time.Now())
 }
