@@ -50,6 +50,8 @@ type Config struct {
 	Name string `toml:"name"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
+	// LogFormat is text or json (JSON lines), for our logs and libp2p's.
+	LogFormat string `toml:"log_format"`
 	// InMemory keeps the store in memory (tests and benchmarks only).
 	InMemory bool `toml:"-"`
 	// LowResources swaps the auto-scaled libp2p resource manager for a null
@@ -101,6 +103,7 @@ func Default() Config {
 		MDNS:       true,
 		NATPortMap: true,
 		LogLevel:   "info",
+		LogFormat:  "text",
 	}
 }
 
@@ -187,6 +190,11 @@ func (c Config) Validate() error {
 			return err
 		}
 	}
+	if c.LogFormat != "" {
+		if err := CheckLogFormat(c.LogFormat); err != nil {
+			return err
+		}
+	}
 	for i, s := range c.ICEServers {
 		if err := s.validate(); err != nil {
 			return fmt.Errorf("ice_servers[%d]: %w", i, err)
@@ -231,6 +239,20 @@ func ParseLogLevel(s string) (slog.Level, error) {
 		return 0, fmt.Errorf("log level %q: want debug, info, warn or error", s)
 	}
 	return l, nil
+}
+
+// LogFormats are the log formats `tandem up` writes: slog's text, or
+// JSON lines.
+var LogFormats = []string{"text", "json"}
+
+// CheckLogFormat refuses a log format other than LogFormats.
+func CheckLogFormat(s string) error {
+	for _, f := range LogFormats {
+		if s == f {
+			return nil
+		}
+	}
+	return fmt.Errorf("log format %q: want text or json", s)
 }
 
 // ICEServer is one STUN or TURN server for the media path between nodes.

@@ -440,6 +440,7 @@ func TestUpValidatesConfigFile(t *testing.T) {
 		{"turn without credential", `ice_servers = [{ urls = "turn:127.0.0.1:3478", username = "u" }]`, "needs a username and a credential"},
 		{"bad ice url", `ice_servers = ["http://127.0.0.1"]`, "http://127.0.0.1"},
 		{"bad log level", `log_level = "loud"`, "loud"},
+		{"bad log format", `log_format = "xml"`, `log format "xml": want text or json`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()

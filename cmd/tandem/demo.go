@@ -35,7 +35,7 @@ removed when the demo stops, so demo sessions never mix with your real history.`
 			if cmd.Flags().Changed("log-level") {
 				level = g.logLevel
 			}
-			log, err := setupLogging(level, cmd.ErrOrStderr())
+			log, err := setupLogging(level, g.logFormat, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}

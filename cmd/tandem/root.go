@@ -18,6 +18,7 @@ type globalFlags struct {
 	configPath string
 	json       bool
 	logLevel   string
+	logFormat  string
 }
 
 func newRootCmd() *cobra.Command {
@@ -37,6 +38,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&g.configPath, "config", node.DefaultConfigPath(os.Getenv), "config file (TOML)")
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	pf.StringVar(&g.logFormat, "log-format", "text", logFormatUsage)
 	root.AddCommand(
 		newUpCmd(g), newStatusCmd(g), newOpenCmd(g), newTokenCmd(g), newPeersCmd(g), newVersionCmd(g),
 		newBookCmd(g), newNowCmd(g), newSlotsCmd(g), newBookingsCmd(g), newCancelCmd(g),

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/libp2p/go-libp2p/gologshim"
 	"github.com/spf13/cobra"
 
 	"github.com/tandem-cowork/tandem/node"
@@ -57,7 +56,10 @@ func newUpCmd(g *globalFlags) *cobra.Command {
 			if f.Changed("log-level") || cfg.LogLevel == "" {
 				cfg.LogLevel = g.logLevel
 			}
-			log, err := setupLogging(cfg.LogLevel, cmd.ErrOrStderr())
+			if f.Changed("log-format") || cfg.LogFormat == "" {
+				cfg.LogFormat = g.logFormat
+			}
+			log, err := setupLogging(cfg.LogLevel, cfg.LogFormat, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -72,22 +74,6 @@ func newUpCmd(g *globalFlags) *cobra.Command {
 	f.BoolVar(&noMDNS, "no-mdns", false, "turn off LAN discovery by multicast DNS")
 	f.StringVar(&name, "name", "", "display name shown to partners")
 	return cmd
-}
-
-// setupLogging sends our logs and libp2p's through one slog handler;
-// libp2p stays at warn unless we ask for debug.
-func setupLogging(level string, w io.Writer) (*slog.Logger, error) {
-	lvl, err := node.ParseLogLevel(level)
-	if err != nil {
-		return nil, err
-	}
-	h := slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})
-	libp2pLevel := max(lvl, slog.LevelWarn)
-	if lvl <= slog.LevelDebug {
-		libp2pLevel = lvl
-	}
-	gologshim.SetDefaultHandler(slog.NewTextHandler(w, &slog.HandlerOptions{Level: libp2pLevel}))
-	return slog.New(h), nil
 }
 
 func runUp(ctx context.Context, cfg node.Config, log *slog.Logger, out io.Writer) error {
