@@ -1,0 +1,241 @@
+package peerturn
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/pion/turn/v5"
+	"google.golang.org/protobuf/encoding/protodelim"
+
+	"github.com/tandem-cowork/tandem/peerturn/pb"
+)
+
+func newHost(t *testing.T) host.Host {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+		libp2p.ResourceManager(&network.NullResourceManager{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func newServer(t *testing.T, cfg ServerConfig) *Server {
+	t.Helper()
+	cfg.ListenIP, cfg.RelayIP = net.IPv4(127, 0, 0, 1), net.IPv4(127, 0, 0, 1)
+	s, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// helperPair is a helper host serving srv and a client host connected to it.
+func helperPair(t *testing.T, srv *Server) (helper, client host.Host) {
+	helper, client = newHost(t), newHost(t)
+	helper.SetStreamHandler(Protocol, NewHandler(srv).HandleStream)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := client.Connect(ctx, peer.AddrInfo{ID: helper.ID(), Addrs: helper.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	return helper, client
+}
+
+// allocate makes a TURN allocation at addr (UDP) with the credentials.
+func allocate(t *testing.T, addr, user, pass string) (net.PacketConn, error) {
+	t.Helper()
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: addr, TURNServerAddr: addr, Username: user, Password: pass,
+		Realm: Realm, Conn: conn, RTO: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); conn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return c.AllocateWithContext(ctx)
+}
+
+func turnAddr(t *testing.T, g Grant) string {
+	t.Helper()
+	for _, u := range g.URLs {
+		if strings.HasPrefix(u, "turn:") && strings.HasSuffix(u, "?transport=udp") {
+			return strings.TrimSuffix(strings.TrimPrefix(u, "turn:"), "?transport=udp")
+		}
+	}
+	t.Fatalf("no UDP TURN URL in %v", g.URLs)
+	return ""
+}
+
+// TestCredentialsFromStream: a peer asks a helper over /tandem/turn/1 and
+// relays with what it gets; forged and expired credentials are refused.
+func TestCredentialsFromStream(t *testing.T) {
+	now := time.Now()
+	clock := func() time.Time { return now }
+	srv := newServer(t, ServerConfig{Now: clock})
+	helper, client := helperPair(t, srv)
+
+	g, err := Request(context.Background(), client, helper.ID(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(g.Username, ":"+client.ID().String()) || g.Helper != helper.ID() {
+		t.Fatalf("grant %+v: want credentials for %s from %s", g, client.ID(), helper.ID())
+	}
+	if len(g.KnownAddrs(client).URLs) != 3 {
+		t.Fatalf("URLs at the helper's known address: %v of %v", g.KnownAddrs(client).URLs, g.URLs)
+	}
+	addr := turnAddr(t, g)
+	relay, err := allocate(t, addr, g.Username, g.Credential)
+	if err != nil {
+		t.Fatalf("allocating with granted credentials: %v", err)
+	}
+	relay.Close()
+
+	// A password made for another username, or with another secret.
+	forgedUser := strings.Replace(g.Username, client.ID().String(), helper.ID().String(), 1)
+	if _, err := allocate(t, addr, forgedUser, g.Credential); err == nil {
+		t.Fatal("a username with another peer ID and the original password was accepted")
+	}
+	if _, err := allocate(t, addr, g.Username, Password([]byte("guessed"), g.Username)); err == nil {
+		t.Fatal("a password made with another secret was accepted")
+	}
+	// The same credentials once the clock has passed their expiry.
+	now = g.Expires.Add(time.Second)
+	if _, err := allocate(t, addr, g.Username, g.Credential); err == nil {
+		t.Fatal("expired credentials were accepted")
+	}
+}
+
+// TestAllocationLimitPerPeer: a peer gets MaxAllocationsPerPeer relays and
+// no more, however often it asks; another peer still gets its own.
+func TestAllocationLimitPerPeer(t *testing.T) {
+	srv := newServer(t, ServerConfig{MaxAllocationsPerPeer: 2})
+	helper, client := helperPair(t, srv)
+	g, err := Request(context.Background(), client, helper.ID(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := turnAddr(t, g)
+	for i := range 2 {
+		if _, err := allocate(t, addr, g.Username, g.Credential); err != nil {
+			t.Fatalf("allocation %d: %v", i+1, err)
+		}
+	}
+	if n := srv.Allocations(client.ID()); n != 2 {
+		t.Fatalf("allocations of the client: %d, want 2", n)
+	}
+	// Fresh credentials do not reset the count: they name the same peer.
+	g2, err := Request(context.Background(), client, helper.ID(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := allocate(t, addr, g2.Username, g2.Credential); err == nil {
+		t.Fatal("third allocation of one peer was accepted")
+	}
+	other := newHost(t)
+	user, pass, _ := srv.Credentials(other.ID())
+	if _, err := allocate(t, addr, user, pass); err != nil {
+		t.Fatalf("another peer's allocation: %v", err)
+	}
+}
+
+// TestRequestRateLimited: a peer that keeps asking gets a clear refusal.
+func TestRequestRateLimited(t *testing.T) {
+	srv := newServer(t, ServerConfig{})
+	helper, client := helperPair(t, srv)
+	var err error
+	for range requestBurst + 1 {
+		_, err = Request(context.Background(), client, helper.ID(), time.Now())
+	}
+	if err == nil || !strings.Contains(err.Error(), "rate limited") {
+		t.Fatalf("request beyond the burst: %v, want rate limited", err)
+	}
+}
+
+// TestReadGrantRefuses: grants a helper must not be trusted with.
+func TestReadGrantRefuses(t *testing.T) {
+	self, other := newHost(t).ID(), newHost(t).ID()
+	now := time.Unix(1_800_000_000, 0)
+	user := func(exp time.Time, p peer.ID) string {
+		return strings.Join([]string{strconv.FormatInt(exp.Unix(), 10), p.String()}, ":")
+	}
+	good := func() *pb.Grant {
+		exp := now.Add(time.Hour)
+		return &pb.Grant{Version: 1, Urls: []string{"turn:192.0.0.200:3478?transport=udp"},
+			Username: user(exp, self), Credential: "c2VjcmV0", Expires: exp.Unix()}
+	}
+	for name, mod := range map[string]func(g *pb.Grant){
+		"ok":             func(*pb.Grant) {},
+		"version":        func(g *pb.Grant) { g.Version = 2 },
+		"for another":    func(g *pb.Grant) { g.Username = user(now.Add(time.Hour), other) },
+		"expired":        func(g *pb.Grant) { g.Username, g.Expires = user(now, self), now.Unix() },
+		"too long":       func(g *pb.Grant) { e := now.Add(48 * time.Hour); g.Username, g.Expires = user(e, self), e.Unix() },
+		"host name":      func(g *pb.Grant) { g.Urls = []string{"turn:relay.example.org:3478"} },
+		"turns scheme":   func(g *pb.Grant) { g.Urls = []string{"turns:192.0.0.200:5349"} },
+		"no urls":        func(g *pb.Grant) { g.Urls = nil },
+		"no credential":  func(g *pb.Grant) { g.Credential = "" },
+		"helper refused": func(g *pb.Grant) { g.Error = "rate limited" },
+	} {
+		var buf bytes.Buffer
+		m := good()
+		mod(m)
+		protodelim.MarshalTo(&buf, m)
+		_, err := ReadGrant(bufio.NewReader(&buf), self, now)
+		if (err == nil) != (name == "ok") {
+			t.Errorf("%s: err = %v", name, err)
+		}
+		if name != "ok" && name != "helper refused" && !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: err %v is not ErrInvalid", name, err)
+		}
+	}
+}
+
+// FuzzReadGrant: any bytes from a helper give a checked Grant or an error.
+func FuzzReadGrant(f *testing.F) {
+	self, _ := peer.Decode("12D3KooWGRUVh8bgU4Hr6tVtmi4NenTtFuqDhvdGKZfePK9oTZkP")
+	now := time.Unix(1_800_000_000, 0)
+	var buf bytes.Buffer
+	exp := now.Add(time.Hour)
+	protodelim.MarshalTo(&buf, &pb.Grant{Version: 1, Urls: []string{"turn:192.0.0.200:3478?transport=udp", "stun:[2001:db8::1]:3478"},
+		Username: strconv.FormatInt(exp.Unix(), 10) + ":" + self.String(), Credential: "eA==", Expires: exp.Unix()})
+	f.Add(buf.Bytes())
+	f.Add([]byte{0})
+	f.Add([]byte{5, 8, 1, 0x32, 1, 'x'})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		g, err := ReadGrant(bufio.NewReader(bytes.NewReader(data)), self, now)
+		if err != nil {
+			return
+		}
+		if len(g.URLs) == 0 || len(g.URLs) > maxURLs || !g.Expires.After(now) || g.Credential == "" {
+			t.Fatalf("accepted a bad grant: %+v", g)
+		}
+		for _, u := range g.URLs {
+			if _, err := URLAddr(u); err != nil {
+				t.Fatalf("accepted URL %q: %v", u, err)
+			}
+		}
+	})
+}
