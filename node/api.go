@@ -45,6 +45,7 @@ func (n *Node) handler() http.Handler {
 	n.uiAPI(api)
 
 	root := http.NewServeMux()
+	n.calendarAPI(api, root)
 	root.Handle("/api/", n.tokenCheck(api))
 	root.HandleFunc("GET /login", n.login)
 	// The service manager's probe: no token, and nothing but "ok".

@@ -52,9 +52,11 @@ type Node struct {
 	sessionKick chan struct{}
 	events      *events
 	metrics     *metrics
-	// tokenMu guards token, which POST /api/v1/token/rotate replaces.
-	tokenMu sync.RWMutex
-	token   string
+	// tokenMu guards token and calToken, which POST /api/v1/token/rotate
+	// and POST /api/v1/calendar/rotate replace.
+	tokenMu  sync.RWMutex
+	token    string
+	calToken string // the calendar feed's (calendar.go)
 
 	api      *http.Server
 	apiURL   string
@@ -101,9 +103,12 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	// The token survives restarts (see token.go); a node without a data
 	// dir (benchmarks) gets a fresh one.
-	n.token = newToken()
+	n.token, n.calToken = newToken(), newToken()
 	if cfg.DataDir != "" {
-		if n.token, _, err = loadOrCreateToken(cfg.DataDir); err != nil {
+		if n.token, _, err = loadOrCreateToken(cfg.DataDir); err == nil {
+			n.calToken, _, err = loadOrCreateSecret(cfg.DataDir, CalendarTokenFile)
+		}
+		if err != nil {
 			n.host.Close()
 			db.Close()
 			return nil, err

@@ -38,7 +38,13 @@ func validToken(s string) bool {
 // loadOrCreateToken reads the token file in dataDir, or writes a new one
 // when there is none. A file that holds no valid token is replaced.
 func loadOrCreateToken(dataDir string) (tok string, created bool, err error) {
-	path := filepath.Join(dataDir, TokenFile)
+	return loadOrCreateSecret(dataDir, TokenFile)
+}
+
+// loadOrCreateSecret is loadOrCreateToken for any token file of the data
+// dir (the API token, the calendar feed's).
+func loadOrCreateSecret(dataDir, file string) (tok string, created bool, err error) {
+	path := filepath.Join(dataDir, file)
 	data, err := os.ReadFile(path)
 	switch {
 	case err == nil:
@@ -54,15 +60,18 @@ func loadOrCreateToken(dataDir string) (tok string, created bool, err error) {
 	case !errors.Is(err, os.ErrNotExist):
 		return "", false, fmt.Errorf("reading token file: %w", err)
 	}
-	tok, err = writeToken(dataDir)
+	tok, err = writeSecret(dataDir, file)
 	return tok, true, err
 }
 
 // writeToken writes a new token into dataDir and returns it.
-func writeToken(dataDir string) (string, error) {
+func writeToken(dataDir string) (string, error) { return writeSecret(dataDir, TokenFile) }
+
+// writeSecret writes a new token into dataDir's file and returns it.
+func writeSecret(dataDir, file string) (string, error) {
 	tok := newToken()
-	if err := writeFileAtomic(filepath.Join(dataDir, TokenFile), []byte(tok+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("saving token: %w", err)
+	if err := writeFileAtomic(filepath.Join(dataDir, file), []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("saving %s: %w", file, err)
 	}
 	return tok, nil
 }

@@ -87,6 +87,14 @@ type Token struct {
 	LoginURL string `json:"login_url"`
 }
 
+// Calendar is GET /api/v1/calendar and POST /api/v1/calendar/rotate: the
+// secret URL of the iCalendar feed of the user's bookings, as http:// and
+// as webcal:// (which calendar apps open as a subscription).
+type Calendar struct {
+	FeedURL   string `json:"feed_url"`
+	WebcalURL string `json:"webcal_url"`
+}
+
 // Error is the body of every non-2xx answer.
 type Error struct {
 	Error string `json:"error"`

@@ -63,6 +63,8 @@ type APIError struct {
 
 func (e *APIError) Error() string { return e.Message }
 
+// do sends in as JSON and decodes the answer into out; a *[]byte out
+// takes the body as it is.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
@@ -96,7 +98,34 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if out == nil {
 		return nil
 	}
+	if raw, ok := out.(*[]byte); ok {
+		data, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return fmt.Errorf("reading the answer: %w", err)
+		}
+		*raw = data
+		return nil
+	}
 	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Calendar returns the secret URL of the node's calendar feed.
+func (c *Client) Calendar(ctx context.Context) (apiv1.Calendar, error) {
+	var cal apiv1.Calendar
+	return cal, c.do(ctx, http.MethodGet, "/calendar", nil, &cal)
+}
+
+// RotateCalendar gives the calendar feed a new secret URL; the old one
+// stops working.
+func (c *Client) RotateCalendar(ctx context.Context) (apiv1.Calendar, error) {
+	var cal apiv1.Calendar
+	return cal, c.do(ctx, http.MethodPost, "/calendar/rotate", nil, &cal)
+}
+
+// CalendarICS returns the user's bookings as an iCalendar file.
+func (c *Client) CalendarICS(ctx context.Context) ([]byte, error) {
+	var data []byte
+	return data, c.do(ctx, http.MethodGet, "/calendar.ics", nil, &data)
 }
 
 // Status returns the node's status.
