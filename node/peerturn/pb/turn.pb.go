@@ -185,7 +185,7 @@ const file_turn_proto_rawDesc = "" +
 	"credential\x18\x04 \x01(\tR\n" +
 	"credential\x12\x18\n" +
 	"\aexpires\x18\x05 \x01(\x03R\aexpires\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05errorB-Z+github.com/tandem-cowork/tandem/peerturn/pbb\x06proto3"
+	"\x05error\x18\x06 \x01(\tR\x05errorB2Z0github.com/tandem-cowork/tandem/node/peerturn/pbb\x06proto3"
 
 var (
 	file_turn_proto_rawDescOnce sync.Once

@@ -18,7 +18,7 @@ import (
 	"github.com/pion/turn/v5"
 	"google.golang.org/protobuf/encoding/protodelim"
 
-	"github.com/tandem-cowork/tandem/peerturn/pb"
+	"github.com/tandem-cowork/tandem/node/peerturn/pb"
 )
 
 func newHost(t *testing.T) host.Host {

@@ -19,7 +19,7 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/encoding/protodelim"
 
-	"github.com/tandem-cowork/tandem/peerturn/pb"
+	"github.com/tandem-cowork/tandem/node/peerturn/pb"
 )
 
 // Protocol is the libp2p stream protocol a helper serves.
