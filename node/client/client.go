@@ -109,6 +109,25 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	return json.NewDecoder(resp.Body).Decode(out)
 }
 
+// Health asks the node's GET /healthz (no token) and reports whether it
+// answered "ok".
+func (c *Client) Health(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w (%v)", ErrNotRunning, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64))
+	if resp.StatusCode != http.StatusOK || string(body) != "ok" {
+		return fmt.Errorf("node at %s is not healthy: %s %q", c.URL, resp.Status, body)
+	}
+	return nil
+}
+
 // Calendar returns the secret URL of the node's calendar feed.
 func (c *Client) Calendar(ctx context.Context) (apiv1.Calendar, error) {
 	var cal apiv1.Calendar
