@@ -15,6 +15,7 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/tandem-cowork/tandem/matchmaking"
+	"github.com/tandem-cowork/tandem/node/apiv1"
 )
 
 // The endpoints the web UI needs beyond the CLI's:
@@ -30,24 +31,14 @@ import (
 // settingsKey is where the UI settings live in the node's store.
 const settingsKey = "ui/settings"
 
-// UISettings is GET/PUT /api/v1/settings.
-type UISettings struct {
-	// DefaultDurationMin, DefaultActivity and DefaultQuiet prefill the
-	// booking dialog and are what "Focus now" books.
-	DefaultDurationMin int                  `json:"default_duration_min"`
-	DefaultActivity    matchmaking.Activity `json:"default_activity"`
-	DefaultQuiet       bool                 `json:"default_quiet"`
-	// Sounds: the chimes at the start, 1 minute before the end and at the end.
-	Sounds bool `json:"sounds"`
-	// NotifyReminder: a browser notification 5 minutes before a session;
-	// NotifyPartnerJoined: one when the partner arrives.
-	NotifyReminder      bool `json:"notify_reminder"`
-	NotifyPartnerJoined bool `json:"notify_partner_joined"`
-	// AutoRematch: when the partner is 2 minutes late, find a new one
-	// without asking. The config file's auto_rematch is the default until
-	// the user saves settings.
-	AutoRematch bool `json:"auto_rematch"`
-}
+// UISettings is GET/PUT /api/v1/settings (apiv1.Settings).
+type UISettings = apiv1.Settings
+
+// Reminder lead times the settings accept, in minutes.
+const (
+	defaultRemindBeforeMin = 5
+	maxRemindBeforeMin     = 120
+)
 
 // Reachability is GET /api/v1/reachability.
 type Reachability struct {
@@ -68,6 +59,7 @@ func (n *Node) defaultUISettings() UISettings {
 	return UISettings{
 		DefaultDurationMin: 50, DefaultActivity: matchmaking.ActivityAnything,
 		Sounds: true, AutoRematch: n.cfg.AutoRematch,
+		RemindBeforeMin: defaultRemindBeforeMin,
 	}
 }
 
@@ -87,8 +79,18 @@ func (n *Node) uiSettings() (UISettings, error) {
 }
 
 func (n *Node) putUISettings(w http.ResponseWriter, r *http.Request) {
-	var s UISettings
+	// A field the request leaves out keeps its value (an older page
+	// that does not know a newer setting must not reset it).
+	s, err := n.uiSettings()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
 	if !readJSON(w, r, &s) {
+		return
+	}
+	if s.RemindBeforeMin < 1 || s.RemindBeforeMin > maxRemindBeforeMin {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("remind_before_min %d: want 1 to %d minutes", s.RemindBeforeMin, maxRemindBeforeMin))
 		return
 	}
 	if err := matchmaking.CheckDuration(s.DefaultDurationMin); err != nil {

@@ -47,11 +47,12 @@ func TestUISettings(t *testing.T) {
 	if code != 200 || json.Unmarshal([]byte(body), &s) != nil {
 		t.Fatalf("GET settings: %d %s", code, body)
 	}
-	if s.DefaultDurationMin != 50 || s.DefaultActivity != "anything" || !s.Sounds || s.AutoRematch {
+	if s.DefaultDurationMin != 50 || s.DefaultActivity != "anything" || !s.Sounds || s.AutoRematch || s.RemindBeforeMin != 5 {
 		t.Errorf("defaults = %+v", s)
 	}
 
-	want := node.UISettings{DefaultDurationMin: 25, DefaultActivity: "desk", DefaultQuiet: true, NotifyReminder: true, AutoRematch: true}
+	want := node.UISettings{DefaultDurationMin: 25, DefaultActivity: "desk", DefaultQuiet: true, NotifyReminder: true,
+		RemindBeforeMin: 15, NotifyMatch: true, AutoRematch: true}
 	data, _ := json.Marshal(want)
 	if code, body := uiRequest(t, n, "PUT", "/api/v1/settings", string(data)); code != 200 {
 		t.Fatalf("PUT settings: %d %s", code, body)
@@ -60,6 +61,8 @@ func TestUISettings(t *testing.T) {
 		`{"default_duration_min": 30, "default_activity": "desk"}`,
 		`{"default_duration_min": 25, "default_activity": "dancing"}`,
 		`{"default_duration_min": 25, "colour": "red"}`,
+		`{"remind_before_min": 0}`,
+		`{"remind_before_min": 121}`,
 		`not json`,
 	} {
 		code, body := uiRequest(t, n, "PUT", "/api/v1/settings", bad)
@@ -67,6 +70,12 @@ func TestUISettings(t *testing.T) {
 		if code != http.StatusBadRequest || json.Unmarshal([]byte(body), &e) != nil || e.Error == "" {
 			t.Errorf("PUT %s: %d %s, want 400 with an error message", bad, code, body)
 		}
+	}
+
+	// A page that does not know a setting leaves it alone.
+	if code, body := uiRequest(t, n, "PUT", "/api/v1/settings", `{"default_duration_min": 25, "default_activity": "desk"}`); code != 200 ||
+		!strings.Contains(body, `"remind_before_min":15`) || !strings.Contains(body, `"notify_match":true`) {
+		t.Errorf("PUT without the reminder settings: %d %s, want them kept", code, body)
 	}
 
 	// The settings survive a restart.

@@ -87,6 +87,29 @@ type Token struct {
 	LoginURL string `json:"login_url"`
 }
 
+// Settings is GET/PUT /api/v1/settings: the user's UI settings, kept on
+// the node. `tandem up --desktop-notify` follows the notification ones too.
+type Settings struct {
+	// DefaultDurationMin, DefaultActivity and DefaultQuiet prefill the
+	// booking dialog and are what "Focus now" books.
+	DefaultDurationMin int                  `json:"default_duration_min"`
+	DefaultActivity    matchmaking.Activity `json:"default_activity"`
+	DefaultQuiet       bool                 `json:"default_quiet"`
+	// Sounds: the chimes at the start, 1 minute before the end and at the end.
+	Sounds bool `json:"sounds"`
+	// NotifyReminder: a notification RemindBeforeMin minutes before a
+	// session; NotifyPartnerJoined: one when the partner arrives;
+	// NotifyMatch: one when a partner is found for a booking, or cancels.
+	NotifyReminder      bool `json:"notify_reminder"`
+	RemindBeforeMin     int  `json:"remind_before_min"`
+	NotifyPartnerJoined bool `json:"notify_partner_joined"`
+	NotifyMatch         bool `json:"notify_match"`
+	// AutoRematch: when the partner is 2 minutes late, find a new one
+	// without asking. The config file's auto_rematch is the default until
+	// the user saves settings.
+	AutoRematch bool `json:"auto_rematch"`
+}
+
 // Calendar is GET /api/v1/calendar and POST /api/v1/calendar/rotate: the
 // secret URL of the iCalendar feed of the user's bookings, as http:// and
 // as webcal:// (which calendar apps open as a subscription).

@@ -8,7 +8,9 @@ const defaults = {
   default_quiet: false,
   sounds: true,
   notify_reminder: false,
+  remind_before_min: 5,
   notify_partner_joined: false,
+  notify_match: false,
   auto_rematch: false,
 };
 

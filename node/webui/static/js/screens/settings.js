@@ -1,5 +1,6 @@
 // Settings: display name (the profile partners see), defaults for new
-// bookings and "Focus now", sounds, browser notifications, auto rematch.
+// bookings and "Focus now", sounds, browser notifications (reminder lead
+// time, match and cancel, partner joined), auto rematch.
 import { get, put } from "../api.js";
 import { h, showError } from "../dom.js";
 import { loadSettings, saveSettings } from "../prefs.js";
@@ -56,14 +57,18 @@ export function mount(el) {
           h("button", { type: "button", onclick: () => playChime("warning", { force: true }) }, "One minute left"),
           h("button", { type: "button", onclick: () => playChime("end", { force: true }) }, "Play end chime"))),
       h("fieldset", {}, h("legend", {}, "Notifications"),
-        check("notify_reminder", s.notify_reminder, "Remind me 5 minutes before a session"),
+        h("label", { class: "choice" }, h("input", { type: "checkbox", name: "notify_reminder", id: "set-notify_reminder", checked: s.notify_reminder }),
+          " Remind me ",
+          h("input", { type: "number", name: "remind_before_min", id: "set-remind_before_min", min: "1", max: "120", step: "1", value: String(s.remind_before_min), class: "minutes", "aria-label": "minutes before" }),
+          " minutes before a session"),
+        check("notify_match", s.notify_match, "Tell me when a partner is found for a booking, or cancels"),
         check("notify_partner_joined", s.notify_partner_joined, "Tell me when my partner joins (while I am in another tab)"),
         notifyNote),
       h("fieldset", {}, h("legend", {}, "When a partner does not come"),
         check("auto_rematch", s.auto_rematch, "Find a new partner automatically", "After 2 minutes, your node looks for someone free right now instead of asking you.")),
       h("div", { class: "row" }, h("button", { type: "submit", class: "primary", id: "save-settings" }, "Save"), saved));
 
-    for (const name of ["notify_reminder", "notify_partner_joined"]) {
+    for (const name of ["notify_reminder", "notify_match", "notify_partner_joined"]) {
       form.elements[name].addEventListener("change", async (e) => {
         if (!e.target.checked || !("Notification" in window)) return;
         if (Notification.permission === "default") await Notification.requestPermission();
@@ -88,6 +93,8 @@ export function mount(el) {
         default_quiet: f.quiet.checked,
         sounds: f.sounds.checked,
         notify_reminder: f.notify_reminder.checked,
+        remind_before_min: Number(f.remind_before_min.value),
+        notify_match: f.notify_match.checked,
         notify_partner_joined: f.notify_partner_joined.checked,
         auto_rematch: f.auto_rematch.checked,
       });
