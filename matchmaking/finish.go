@@ -12,25 +12,28 @@ import "fmt"
 // was freed and matched again with someone else in the meantime is left
 // alone (ErrConflict), since the session that ended was not this match's.
 func (s *Service) Finish(id, partnerBooking, note string) (Booking, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b, ok := s.bookings[id]
-	if !ok {
-		return Booking{}, fmt.Errorf("%w: booking %q", ErrNotFound, id)
-	}
-	if b.State != StateMatched {
-		return *b, nil
-	}
-	if b.PartnerBooking != partnerBooking {
-		return *b, fmt.Errorf("%w: booking %s is matched with another partner now", ErrConflict, id)
-	}
-	nb := *b
-	nb.State = StateDone
-	if note != "" {
-		nb.Note = note
-	}
-	if err := s.saveLocked(&nb); err != nil {
+	var unchanged Booking
+	nb, err := s.update(id, func(b *Booking) (*Booking, error) {
+		switch {
+		case b == nil:
+			return nil, fmt.Errorf("%w: booking %q", ErrNotFound, id)
+		case b.State != StateMatched:
+			unchanged = *b
+			return nil, nil
+		case b.PartnerBooking != partnerBooking:
+			return nil, fmt.Errorf("%w: booking %s is matched with another partner now", ErrConflict, id)
+		}
+		b.State = StateDone
+		if note != "" {
+			b.Note = note
+		}
+		return b, nil
+	})
+	if err != nil {
 		return Booking{}, err
 	}
-	return nb, nil
+	if nb == nil {
+		return unchanged, nil
+	}
+	return *nb, nil
 }

@@ -103,15 +103,7 @@ func (s *Service) compatible(b *Booking, o *pb.Offer, owner peer.ID) bool {
 
 // matchLoop proposes to compatible offers whenever something changes.
 func (s *Service) matchLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.MatchInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.kick:
-		case <-t.C:
-		}
+	for s.clk.wait(ctx, s.cfg.MatchInterval, s.kick) {
 		s.matchOnce(ctx)
 	}
 }
@@ -120,11 +112,12 @@ func (s *Service) matchLoop(ctx context.Context) {
 // two minutes all matches. It runs apart from matchLoop, so a partner that
 // is slow to answer never holds up matching.
 func (s *Service) reconcileLoop(ctx context.Context) {
-	lastFull := time.Now()
-	every(ctx, s.cfg.MatchInterval, func() {
-		full := time.Since(lastFull) > 2*time.Minute
+	lastFull := s.now()
+	s.clk.every(ctx, s.cfg.MatchInterval, func() {
+		now := s.now()
+		full := now.Sub(lastFull) > 2*time.Minute
 		if full {
-			lastFull = time.Now()
+			lastFull = now
 		}
 		s.reconcileAll(ctx, full)
 	})
@@ -171,7 +164,7 @@ func (s *Service) matchOnce(ctx context.Context) {
 		}
 	}
 	for id, b := range s.bookings {
-		if b.State == StateSearching && !s.proposing[id] && !s.inflight[id] && !s.heldLocked(id, now) {
+		if b.State == StateSearching && !s.proposing[id] && !s.busyLocked(id, now) {
 			mine = append(mine, *b)
 		}
 	}
@@ -268,7 +261,7 @@ func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 	// class.
 	w, ok := s.plans[b.ID]
 	if !ok || (w.partner == boardKey{} && want != boardKey{}) {
-		w.since = time.Now()
+		w.since = now
 	}
 	w.partner = want
 	s.plans[b.ID] = w
@@ -281,8 +274,8 @@ func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 		// Not proposable now (backoff, or a private choice): wait, then
 		// fall back.
 	}
-	if time.Since(w.since) < planGrace {
-		s.wakeAfter(planGrace - time.Since(w.since))
+	if waited := now.Sub(w.since); waited < planGrace {
+		s.wakeAfter(planGrace - waited)
 		return nil
 	}
 	shuffle(others)
@@ -369,6 +362,13 @@ func planKey(owner peer.ID, booking string) string {
 	return string(h[:])
 }
 
+// busyLocked: booking id is in a negotiation (ours, or another node's
+// proposal held) or a change of it is being written.
+func (s *Service) busyLocked(id string, now time.Time) bool {
+	_, writing := s.pending[id]
+	return writing || s.inflight[id] || s.heldLocked(id, now)
+}
+
 func (s *Service) heldLocked(id string, now time.Time) bool {
 	h, ok := s.holds[id]
 	if ok && now.After(h.until) {
@@ -425,30 +425,49 @@ func (s *Service) setBackoff(e *boardEntry, d time.Duration) {
 	s.wakeAfter(d)
 }
 
-// wakeAfter runs the matcher again after d (a backoff or a grace period
-// ends), rather than at the next tick. One timer serves all: it is set
-// for the earliest time asked for.
+// wakeAfter runs the matcher again after d of the clock (a backoff or a
+// grace period ends), rather than at the next tick. One goroutine
+// (wakeLoop) serves all: it waits for the earliest time asked for.
 func (s *Service) wakeAfter(d time.Duration) {
 	if d <= 0 || d > s.cfg.MatchInterval {
 		return // the tick comes first
 	}
-	at := time.Now().Add(d)
+	at := s.now().Add(d)
 	s.wakeMu.Lock()
 	defer s.wakeMu.Unlock()
-	if s.wakeTimer != nil && !s.wakeAt.IsZero() && !at.Before(s.wakeAt) {
+	if !s.wakeAt.IsZero() && !at.Before(s.wakeAt) {
 		return
 	}
 	s.wakeAt = at
-	if s.wakeTimer == nil {
-		s.wakeTimer = time.AfterFunc(d, func() {
-			s.wakeMu.Lock()
-			s.wakeAt = time.Time{}
-			s.wakeMu.Unlock()
-			s.wake()
-		})
-		return
+	select {
+	case s.wakeSet <- struct{}{}:
+	default:
 	}
-	s.wakeTimer.Reset(d)
+}
+
+// wakeLoop wakes the matcher at the times wakeAfter asks for.
+func (s *Service) wakeLoop(ctx context.Context) {
+	for {
+		s.wakeMu.Lock()
+		at := s.wakeAt
+		s.wakeMu.Unlock()
+		wait := time.Duration(1<<63 - 1) // until asked
+		if !at.IsZero() {
+			wait = at.Sub(s.now())
+		}
+		if !s.clk.wait(ctx, wait, s.wakeSet) {
+			return
+		}
+		s.wakeMu.Lock()
+		due := !s.wakeAt.IsZero() && !s.now().Before(s.wakeAt)
+		if due {
+			s.wakeAt = time.Time{}
+		}
+		s.wakeMu.Unlock()
+		if due {
+			s.wake()
+		}
+	}
 }
 
 // propose runs the proposer's side: Propose -> Accept -> persist -> Confirm
@@ -458,7 +477,7 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 	key := boardKey{e.owner, e.offer.GetBookingId()}
 	s.mu.Lock()
 	b, ok := s.bookings[bookingID]
-	if !ok || b.State != StateSearching || s.inflight[b.ID] || s.heldLocked(b.ID, now) {
+	if !ok || b.State != StateSearching || s.busyLocked(b.ID, now) {
 		s.mu.Unlock()
 		return false
 	}
@@ -491,7 +510,7 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 		return false
 	}
 	defer st.Close()
-	st.SetDeadline(time.Now().Add(2 * s.cfg.StreamTimeout))
+	st.SetDeadline(time.Now().Add(2 * s.cfg.StreamTimeout)) // real time: a socket bound (clock.go)
 	r := bufio.NewReader(st)
 	err = writeMsg(st, &pb.MatchMessage{Body: &pb.MatchMessage_Propose{Propose: &pb.Propose{
 		FromBooking: bk.ID, ToBooking: key.booking, StartUnix: start.Unix(),
@@ -525,22 +544,23 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 	}
 	// Persist our side before confirming: if we crash now, the partner's
 	// hold times out, or our reconcile settles it either way.
-	s.mu.Lock()
-	cur, ok := s.bookings[bookingID]
-	if !ok || cur.State != StateSearching {
-		s.mu.Unlock()
-		return false // cancelled meanwhile: no Confirm, the hold expires
-	}
-	nb := *cur
-	nb.State, nb.Partner, nb.PartnerName, nb.PartnerBooking = StateMatched, e.owner.String(), partnerName, key.booking
-	nb.Start, nb.Confirmed, nb.Note = start, false, ""
-	nb.PartnerAddrs = s.partnerAddrs(e.owner, offerAddrs(e.offer))
-	if err := s.saveLocked(&nb); err != nil {
-		s.mu.Unlock()
+	stored, err := s.update(bookingID, func(cur *Booking) (*Booking, error) {
+		if cur == nil || cur.State != StateSearching {
+			return nil, nil // cancelled meanwhile: no Confirm, the hold expires
+		}
+		cur.State, cur.Partner, cur.PartnerName, cur.PartnerBooking = StateMatched, e.owner.String(), partnerName, key.booking
+		cur.Start, cur.Confirmed, cur.Note = start, false, ""
+		cur.PartnerAddrs = s.partnerAddrs(e.owner, offerAddrs(e.offer))
+		return cur, nil
+	})
+	if err != nil {
 		s.log.Error("saving match", "err", err)
 		return false
 	}
-	s.mu.Unlock()
+	if stored == nil {
+		return false
+	}
+	nb := *stored
 	s.at("proposer-persisted")
 	s.goRun(func() { s.announce(ctx, nb) })
 	err = writeMsg(st, confirmFor(nb, name))
@@ -563,55 +583,49 @@ func confirmFor(b Booking, name string) *pb.MatchMessage {
 }
 
 // settle applies the partner's answer to a Confirm for our matched booking.
+// If the change cannot be stored, the booking stays as it was, in memory
+// and on disk, and the next re-check of the match tries again.
 func (s *Service) settle(ctx context.Context, sent Booking, reply *pb.MatchMessage) {
-	s.mu.Lock()
-	cur, ok := s.bookings[sent.ID]
-	if !ok || cur.State != StateMatched || cur.Partner != sent.Partner || cur.PartnerBooking != sent.PartnerBooking {
-		s.mu.Unlock()
-		return
-	}
-	nb := *cur
-	if reply.GetConfirmed() != nil {
-		if !nb.Confirmed {
-			nb.Confirmed = true
-			if err := s.saveLocked(&nb); err != nil {
-				s.log.Error("marking match confirmed; will re-confirm", "booking", nb.ID, "err", err)
+	freed := false
+	nb, err := s.update(sent.ID, func(cur *Booking) (*Booking, error) {
+		if cur == nil || cur.State != StateMatched || cur.Partner != sent.Partner || cur.PartnerBooking != sent.PartnerBooking {
+			return nil, nil
+		}
+		if reply.GetConfirmed() != nil {
+			if cur.Confirmed {
+				return nil, nil
 			}
+			cur.Confirmed = true
+			return cur, nil
 		}
-		s.mu.Unlock()
-		return
-	}
-	now := s.now()
-	if !now.Before(nb.End().Add(-peerSlack)) {
-		// The booked end is less than MaxClockSkew (and a minute for
-		// rounding) away: the partner's clock may be past it already, and
-		// its booking done. The match
-		// is over, not undone; a "now" booking must not search again
-		// while its session checks in.
-		nb.State = StateDone
-		if err := s.saveLocked(&nb); err != nil {
-			s.log.Error("ending match; will re-check", "booking", nb.ID, "err", err)
+		now := s.now()
+		if !now.Before(cur.End().Add(-peerSlack)) {
+			// The booked end is less than MaxClockSkew (and a minute for
+			// rounding) away: the partner's clock may be past it already,
+			// and its booking done. The match is over, not undone; a "now"
+			// booking must not search again while its session checks in.
+			cur.State = StateDone
+			return cur, nil
 		}
-		s.mu.Unlock()
+		free(cur, "the partner no longer holds this match", now)
+		freed = true
+		return cur, nil
+	})
+	if err != nil {
+		// Announcing the offer now would reopen it to the swarm while this
+		// node still holds it matched.
+		s.log.Error("settling match; will re-check", "booking", sent.ID, "err", err)
 		return
 	}
-	if err := s.revertLocked(&nb, "the partner no longer holds this match", now); err != nil {
-		// Still matched in memory and on disk; the next re-check of the
-		// match tries again. Announcing the offer now would reopen it to
-		// the swarm while this node holds it matched.
-		s.mu.Unlock()
-		return
+	if freed && nb != nil {
+		s.announce(ctx, *nb)
+		s.wake()
 	}
-	s.mu.Unlock()
-	s.announce(ctx, nb)
-	s.wake()
 }
 
-// revertLocked frees a matched booking: back to searching while its time
-// is still ahead, else cancelled. If the change cannot be stored, the
-// booking stays as it was, in memory and on disk, and the caller must not
-// act on b.
-func (s *Service) revertLocked(b *Booking, note string, now time.Time) error {
+// free releases a matched booking: back to searching while its time is
+// still ahead, else cancelled.
+func free(b *Booking, note string, now time.Time) {
 	b.Partner, b.PartnerName, b.PartnerBooking, b.Confirmed, b.Note = "", "", "", false, note
 	b.PartnerAddrs, b.CancelUnsent = nil, false
 	switch {
@@ -622,11 +636,6 @@ func (s *Service) revertLocked(b *Booking, note string, now time.Time) error {
 	default:
 		b.State = StateCancelled
 	}
-	if err := s.saveLocked(b); err != nil {
-		s.log.Error("freeing booking", "booking", b.ID, "err", err)
-		return err
-	}
-	return nil
 }
 
 // reconcileAll re-confirms unconfirmed matches with connected partners,
@@ -695,6 +704,7 @@ func (s *Service) resendCancels(ctx context.Context, now time.Time, all bool, pa
 		partner peer.ID
 	}
 	var due []notice
+	var over []string
 	s.mu.Lock()
 	for id, b := range s.bookings {
 		if !b.CancelUnsent {
@@ -705,25 +715,33 @@ func (s *Service) resendCancels(ctx context.Context, now time.Time, all bool, pa
 			continue
 		}
 		if now.After(b.End()) {
-			nb := *b
-			nb.CancelUnsent = false // nothing left to free
-			if err := s.saveLocked(&nb); err != nil {
-				s.log.Error("dropping an expired cancel", "booking", nb.ID, "err", err)
-			}
+			over = append(over, id)
 			continue
 		}
 		r := s.cancelRetries[id]
-		if !all && time.Now().Before(r.next) {
+		if !all && now.Before(r.next) {
 			continue
 		}
 		r.delay = min(max(2*r.delay, time.Second), 30*time.Second)
-		r.next = time.Now().Add(r.delay)
+		r.next = now.Add(r.delay)
 		s.cancelRetries[id] = r
 		if pid, err := peer.Decode(b.Partner); err == nil {
 			due = append(due, notice{*b, pid})
 		}
 	}
 	s.mu.Unlock()
+	for _, id := range over {
+		_, err := s.update(id, func(b *Booking) (*Booking, error) {
+			if b == nil || !b.CancelUnsent {
+				return nil, nil
+			}
+			b.CancelUnsent = false // nothing left to free
+			return b, nil
+		})
+		if err != nil {
+			s.log.Error("dropping an expired cancel", "booking", id, "err", err)
+		}
+	}
 	for _, n := range due {
 		if err := s.sendCancel(ctx, n.partner, n.b.ID, n.b.PartnerBooking, n.b.Note); err == nil {
 			s.cancelDelivered(n.b.ID)
@@ -733,16 +751,17 @@ func (s *Service) resendCancels(ctx context.Context, now time.Time, all bool, pa
 
 // cancelDelivered clears a booking's unsent-Cancel mark.
 func (s *Service) cancelDelivered(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.cancelRetries, id)
-	if b, ok := s.bookings[id]; ok && b.CancelUnsent {
-		nb := *b
-		nb.CancelUnsent = false
-		if err := s.saveLocked(&nb); err != nil {
-			// Sent again later; the partner answers a repeat as before.
-			s.log.Error("marking cancel delivered", "booking", nb.ID, "err", err)
+	_, err := s.update(id, func(b *Booking) (*Booking, error) {
+		delete(s.cancelRetries, id)
+		if b == nil || !b.CancelUnsent {
+			return nil, nil
 		}
+		b.CancelUnsent = false
+		return b, nil
+	})
+	if err != nil {
+		// Sent again later; the partner answers a repeat as before.
+		s.log.Error("marking cancel delivered", "booking", id, "err", err)
 	}
 }
 
@@ -812,7 +831,7 @@ func (s *Service) roundTrip(ctx context.Context, p peer.ID, m *pb.MatchMessage) 
 		return nil, err
 	}
 	defer st.Close()
-	st.SetDeadline(time.Now().Add(s.cfg.StreamTimeout))
+	st.SetDeadline(time.Now().Add(s.cfg.StreamTimeout)) // real time: a socket bound (clock.go)
 	if err := writeMsg(st, m); err != nil {
 		return nil, err
 	}
@@ -843,6 +862,9 @@ func (s *Service) sendCancel(ctx context.Context, p peer.ID, from, to, reason st
 func (s *Service) handleMatchStream(st network.Stream) {
 	defer st.Close()
 	remote := st.Conn().RemotePeer()
+	// Real time, a socket bound (clock.go): the hold itself ends on the
+	// node's clock (tryHold), and a Confirm this stream no longer carries
+	// comes again on a new one with the proposer's re-check.
 	st.SetDeadline(time.Now().Add(s.cfg.HoldTimeout + s.cfg.StreamTimeout))
 	r := bufio.NewReader(st)
 	m, err := readMsg(r)
@@ -903,7 +925,7 @@ func (s *Service) tryHold(remote peer.ID, p *pb.Propose) string {
 	if !ok || b.State != StateSearching {
 		return reasonUnavailable
 	}
-	if s.inflight[b.ID] || s.heldLocked(b.ID, now) {
+	if s.busyLocked(b.ID, now) {
 		return reasonBusy
 	}
 	if len(p.GetFromBooking()) == 0 || len(p.GetFromBooking()) > maxIDLen || len(p.GetName()) > MaxNameLen {
@@ -945,51 +967,50 @@ func (s *Service) tryHold(remote peer.ID, p *pb.Propose) string {
 // match is already settled (a reconcile).
 func (s *Service) onConfirm(remote peer.ID, c *pb.Confirm) *pb.MatchMessage {
 	now := s.now()
-	s.mu.Lock()
-	b, ok := s.bookings[c.GetToBooking()]
-	if !ok {
-		s.mu.Unlock()
-		return rejectMsg(reasonNoMatch)
-	}
-	if b.State == StateMatched && b.Partner == remote.String() && b.PartnerBooking == c.GetFromBooking() {
-		if !b.Confirmed {
-			nb := *b
-			nb.Confirmed = true
-			if err := s.saveLocked(&nb); err != nil {
-				// The match stands on disk either way; only the mark is
-				// missing, and the next Confirm retries it.
-				s.log.Error("marking match confirmed", "booking", nb.ID, "err", err)
-			}
+	reply, committing := rejectMsg(reasonNoMatch), false
+	nb, err := s.update(c.GetToBooking(), func(b *Booking) (*Booking, error) {
+		if b == nil {
+			return nil, nil
 		}
-		s.mu.Unlock()
-		return confirmedMsg()
-	}
-	h, held := s.holds[b.ID]
-	if !held || h.peer != remote || h.peerBooking != c.GetFromBooking() || now.After(h.until) || b.State != StateSearching {
-		s.mu.Unlock()
-		return rejectMsg(reasonNoMatch)
-	}
-	delete(s.holds, b.ID)
-	nb := *b
-	nb.State, nb.Partner, nb.PartnerBooking, nb.Start = StateMatched, remote.String(), h.peerBooking, h.start
-	nb.PartnerName = h.peerName
-	if c.GetName() != "" && len(c.GetName()) <= MaxNameLen {
-		nb.PartnerName = c.GetName()
-	}
-	nb.Confirmed, nb.Note = true, ""
-	var fromOffer []multiaddr.Multiaddr
-	if e := s.board.get(remote, h.peerBooking); e != nil {
-		fromOffer = offerAddrs(e.offer)
-	}
-	nb.PartnerAddrs = s.partnerAddrs(remote, fromOffer)
-	if err := s.saveLocked(&nb); err != nil {
-		s.mu.Unlock()
+		if b.State == StateMatched && b.Partner == remote.String() && b.PartnerBooking == c.GetFromBooking() {
+			reply = confirmedMsg()
+			if b.Confirmed {
+				return nil, nil
+			}
+			b.Confirmed = true
+			return b, nil
+		}
+		h, held := s.holds[b.ID]
+		if !held || h.peer != remote || h.peerBooking != c.GetFromBooking() || now.After(h.until) || b.State != StateSearching {
+			return nil, nil
+		}
+		delete(s.holds, b.ID)
+		b.State, b.Partner, b.PartnerBooking, b.Start = StateMatched, remote.String(), h.peerBooking, h.start
+		b.PartnerName = h.peerName
+		if c.GetName() != "" && len(c.GetName()) <= MaxNameLen {
+			b.PartnerName = c.GetName()
+		}
+		b.Confirmed, b.Note = true, ""
+		var fromOffer []multiaddr.Multiaddr
+		if e := s.board.get(remote, h.peerBooking); e != nil {
+			fromOffer = offerAddrs(e.offer)
+		}
+		b.PartnerAddrs = s.partnerAddrs(remote, fromOffer)
+		reply, committing = confirmedMsg(), true
+		return b, nil
+	})
+	switch {
+	case err != nil && committing:
 		s.log.Error("saving match", "err", err)
 		return rejectMsg(reasonStorage)
+	case err != nil:
+		// The match stands on disk either way; only the mark is
+		// missing, and the next Confirm retries it.
+		s.log.Error("marking match confirmed", "booking", c.GetToBooking(), "err", err)
+	case committing:
+		s.goRun(func() { s.announce(s.ctx, *nb) })
 	}
-	s.mu.Unlock()
-	s.goRun(func() { s.announce(s.ctx, nb) })
-	return confirmedMsg()
+	return reply
 }
 
 // errNoMatch: a Cancel names no match we hold with its sender (a third
@@ -1003,26 +1024,28 @@ var errNoMatch = errors.New("no such match")
 // the Cancel is not acknowledged, and the partner sends it again.
 func (s *Service) onCancel(remote peer.ID, c *pb.Cancel) error {
 	now := s.now()
-	s.mu.Lock()
-	b, ok := s.bookings[c.GetToBooking()]
-	if h, held := s.holds[c.GetToBooking()]; held && h.peer == remote {
-		delete(s.holds, c.GetToBooking())
-	}
-	if !ok || b.State != StateMatched || b.Partner != remote.String() || b.PartnerBooking != c.GetFromBooking() {
-		s.mu.Unlock()
-		return errNoMatch
-	}
-	nb := *b
-	note := "partner cancelled"
-	if r := c.GetReason(); r != "" && len(r) <= MaxGoalLen {
-		note += ": " + r
-	}
-	if err := s.revertLocked(&nb, note, now); err != nil {
-		s.mu.Unlock()
+	nb, err := s.update(c.GetToBooking(), func(b *Booking) (*Booking, error) {
+		if h, held := s.holds[c.GetToBooking()]; held && h.peer == remote {
+			delete(s.holds, c.GetToBooking())
+		}
+		if b == nil || b.State != StateMatched || b.Partner != remote.String() || b.PartnerBooking != c.GetFromBooking() {
+			return nil, errNoMatch
+		}
+		note := "partner cancelled"
+		if r := c.GetReason(); r != "" && len(r) <= MaxGoalLen {
+			note += ": " + r
+		}
+		free(b, note, now)
+		return b, nil
+	})
+	if errors.Is(err, errNoMatch) {
 		return err
 	}
-	s.mu.Unlock()
-	s.goRun(func() { s.announce(s.ctx, nb) })
+	if err != nil {
+		s.log.Error("freeing booking", "booking", c.GetToBooking(), "err", err)
+		return err
+	}
+	s.goRun(func() { s.announce(s.ctx, *nb) })
 	s.wake()
 	return nil
 }

@@ -36,8 +36,15 @@ type Config struct {
 	// Name is the initial display name when no profile is stored yet.
 	Name string
 	Log  *slog.Logger
-	// Now is the clock (tests inject one); default time.Now.
+	// Now is the clock (tests and the demo inject one); default time.Now.
+	// Every time the matcher reads, compares or waits for runs on it
+	// (clock.go); only stream I/O deadlines are real time.
 	Now func() time.Time
+	// Rate, with Now, says how many times faster than real time Now runs
+	// at the moment (the demo's compressed clock); nil means 1. It only
+	// makes waits on Now end on time: they also look at Now every
+	// clockPoll, so a clock that jumps or changes pace is followed.
+	Rate func() float64
 	// OnBooking is called after every persisted change of a booking.
 	OnBooking func(Booking)
 	// OnBoard is called when the board of open offers changes.
@@ -103,10 +110,20 @@ type Service struct {
 	plans     map[string]planWait
 	// cancelRetries paces re-sending Cancels not yet acknowledged.
 	cancelRetries map[string]cancelRetry
+	// pending holds the bookings being written, as they will be once
+	// stored (write.go).
+	pending map[string]Booking
 
-	wakeMu    sync.Mutex
-	wakeTimer *time.Timer // wakes the matcher when a backoff or grace ends
-	wakeAt    time.Time
+	wlMu   sync.Mutex            // guards wlocks
+	wlocks map[string]*writeLock // per-booking write locks (write.go)
+	// metaMu serialises the writes of people and the profile, which,
+	// like bookings, are stored without s.mu held.
+	metaMu sync.Mutex
+
+	clk     clock
+	wakeMu  sync.Mutex
+	wakeAt  time.Time     // when the matcher wants waking (zero: no wish)
+	wakeSet chan struct{} // wakeAt moved earlier
 
 	seqMu      sync.Mutex
 	lastSeq    uint64
@@ -139,8 +156,10 @@ func (s *Service) at(point string) {
 
 // New loads the node's bookings, people and profile from the store.
 func New(cfg Config) (*Service, error) {
-	if cfg.Now == nil {
+	real := cfg.Now == nil
+	if real {
 		cfg.Now = time.Now
+		cfg.Rate = nil
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -170,15 +189,17 @@ func New(cfg Config) (*Service, error) {
 	cfg.OfferTTL = min(cfg.OfferTTL, maxOfferTTL)
 	s := &Service{
 		cfg: cfg, h: cfg.Host, key: cfg.Host.Peerstore().PrivKey(cfg.Host.ID()),
-		db: db{cfg.DB, new(atomic.Bool)}, log: cfg.Log, board: newBoard(),
+		db: db{cfg.DB, new(atomic.Bool), new(atomic.Pointer[func(string, any)])}, log: cfg.Log, board: newBoard(),
 		limit: newRateLimiter(20, 2), syncBudget: newSyncBudget(),
 		refusedLog: rate.Sometimes{Interval: time.Minute},
 		kick:       make(chan struct{}, 1),
 		bookings:   map[string]*Booking{}, people: map[peer.ID]Person{},
 		holds: map[string]hold{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{},
 		announced: map[string]time.Time{}, proposing: map[string]bool{}, plans: map[string]planWait{},
-		cancelRetries: map[string]cancelRetry{},
-		name:          cfg.Name,
+		cancelRetries: map[string]cancelRetry{}, pending: map[string]Booking{},
+		wlocks: map[string]*writeLock{}, wakeSet: make(chan struct{}, 1),
+		clk:  clock{now: cfg.Now, rate: cfg.Rate, real: real},
+		name: cfg.Name,
 	}
 	if s.key == nil {
 		return nil, errors.New("matchmaking: host has no private key")
@@ -258,6 +279,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.goRun(func() { s.reconcileLoop(ctx) })
 	s.goRun(func() { s.recheckAll(ctx) })
 	s.goRun(func() { s.syncLoop(ctx) })
+	s.goRun(func() { s.wakeLoop(ctx) })
 	return nil
 }
 
@@ -289,11 +311,6 @@ func (s *Service) Close() {
 	s.lifeMu.Unlock()
 	s.cancel()
 	s.wg.Wait()
-	s.wakeMu.Lock()
-	if s.wakeTimer != nil {
-		s.wakeTimer.Stop()
-	}
-	s.wakeMu.Unlock()
 	if s.topic != nil {
 		s.topic.Close()
 	}
@@ -321,12 +338,14 @@ func (s *Service) SetName(name string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	s.mu.Lock()
+	s.metaMu.Lock()
 	if err := s.db.put(profileKey, profile{Name: name}); err != nil {
-		s.mu.Unlock()
+		s.metaMu.Unlock()
 		return fmt.Errorf("saving profile: %w", err)
 	}
+	s.mu.Lock()
 	s.name = name
+	s.metaMu.Unlock()
 	var open []Booking
 	for _, b := range s.bookings {
 		if b.State == StateSearching {
@@ -390,47 +409,42 @@ func (s *Service) Book(ctx context.Context, req BookRequest) (Booking, error) {
 	default:
 		return Booking{}, invalidf("kind must be scheduled or now, not %q", req.Kind)
 	}
-	s.mu.Lock()
-	start, end := interval(b, now)
-	if other := s.overlappingLocked(start, end, "", now); other != nil {
-		s.mu.Unlock()
-		return Booking{}, fmt.Errorf("%w: overlaps your booking %s at %s", ErrConflict, other.ID, other.Start.Local().Format("Mon 15:04"))
-	}
-	if err := s.saveLocked(&b); err != nil {
-		s.mu.Unlock()
+	stored, err := s.update(b.ID, func(*Booking) (*Booking, error) {
+		start, end := interval(b, now)
+		if other := s.overlappingLocked(start, end, "", now); other != nil {
+			return nil, fmt.Errorf("%w: overlaps your booking %s at %s", ErrConflict, other.ID, other.Start.Local().Format("Mon 15:04"))
+		}
+		return &b, nil
+	})
+	if err != nil {
 		return Booking{}, err
 	}
-	s.mu.Unlock()
-	s.announce(ctx, b)
+	s.announce(ctx, *stored)
 	s.wake()
-	return b, nil
+	return *stored, nil
 }
 
 // overlappingLocked returns a live booking other than skip that overlaps
-// [start, end), or nil.
+// [start, end), or nil. A booking being written counts as it is and as it
+// will be (write.go).
 func (s *Service) overlappingLocked(start, end time.Time, skip string, now time.Time) *Booking {
-	for _, o := range s.bookings {
+	hit := func(o *Booking) bool {
 		if o.ID == skip || !o.Live() {
-			continue
+			return false
 		}
 		os, oe := interval(*o, now)
-		if overlaps(start, end, os, oe) {
+		return overlaps(start, end, os, oe)
+	}
+	for _, o := range s.bookings {
+		if hit(o) {
 			return o
 		}
 	}
-	return nil
-}
-
-// saveLocked persists a booking (synced) and publishes the change. The
-// caller holds s.mu, so state changes are serialised with their writes.
-func (s *Service) saveLocked(b *Booking) error {
-	b.UpdatedAt = s.now()
-	if err := s.db.put(bookingPrefix+b.ID, b); err != nil {
-		return fmt.Errorf("saving booking: %w", err)
+	for _, p := range s.pending {
+		if hit(&p) {
+			return &p
+		}
 	}
-	cp := *b
-	s.bookings[b.ID] = &cp
-	s.cfg.OnBooking(cp)
 	return nil
 }
 
@@ -479,30 +493,26 @@ func (s *Service) cancelBooking(ctx context.Context, id string, match *string, r
 	if err := checkText(usertext.Reason, reason); err != nil {
 		return Booking{}, err
 	}
-	s.mu.Lock()
-	b, ok := s.bookings[id]
-	if !ok {
-		s.mu.Unlock()
-		return Booking{}, fmt.Errorf("%w: booking %q", ErrNotFound, id)
-	}
-	if !b.Live() {
-		s.mu.Unlock()
-		return Booking{}, fmt.Errorf("%w: booking %s is already %s", ErrConflict, id, b.State)
-	}
-	if match != nil && (b.State != StateMatched || b.PartnerBooking != *match) {
-		s.mu.Unlock()
-		return Booking{}, fmt.Errorf("%w: booking %s is no longer in that match", ErrConflict, id)
-	}
-	nb := *b
-	partner, partnerBooking := nb.Partner, nb.PartnerBooking
-	nb.State = StateCancelled
-	nb.Note = reason
-	delete(s.holds, id)
-	if err := s.saveLocked(&nb); err != nil {
-		s.mu.Unlock()
+	var partner, partnerBooking string
+	stored, err := s.update(id, func(b *Booking) (*Booking, error) {
+		switch {
+		case b == nil:
+			return nil, fmt.Errorf("%w: booking %q", ErrNotFound, id)
+		case !b.Live():
+			return nil, fmt.Errorf("%w: booking %s is already %s", ErrConflict, id, b.State)
+		case match != nil && (b.State != StateMatched || b.PartnerBooking != *match):
+			return nil, fmt.Errorf("%w: booking %s is no longer in that match", ErrConflict, id)
+		}
+		partner, partnerBooking = b.Partner, b.PartnerBooking
+		b.State = StateCancelled
+		b.Note = reason
+		delete(s.holds, id)
+		return b, nil
+	})
+	if err != nil {
 		return Booking{}, err
 	}
-	s.mu.Unlock()
+	nb := *stored
 	s.announce(ctx, nb)
 	if partner != "" {
 		if pid, err := peer.Decode(partner); err == nil {
@@ -511,19 +521,20 @@ func (s *Service) cancelBooking(ctx context.Context, id string, match *string, r
 				// (resendCancels); the partner also learns it when it
 				// re-checks the match.
 				s.log.Info("partner not reachable to cancel; will retry", "peer", pid, "err", err)
-				s.mu.Lock()
-				if cur, ok := s.bookings[id]; ok && cur.State == StateCancelled {
-					cb := *cur
-					cb.CancelUnsent = true
-					if err := s.saveLocked(&cb); err != nil {
-						// The partner still learns it when it re-checks
-						// the match ("no such match").
-						s.log.Error("keeping the cancel to re-send", "booking", id, "err", err)
-					} else {
-						nb = cb
+				cb, err := s.update(id, func(cur *Booking) (*Booking, error) {
+					if cur == nil || cur.State != StateCancelled {
+						return nil, nil
 					}
+					cur.CancelUnsent = true
+					return cur, nil
+				})
+				if err != nil {
+					// The partner still learns it when it re-checks
+					// the match ("no such match").
+					s.log.Error("keeping the cancel to re-send", "booking", id, "err", err)
+				} else if cb != nil {
+					nb = *cb
 				}
-				s.mu.Unlock()
 			}
 		}
 	}
@@ -583,9 +594,11 @@ func (s *Service) SetPerson(peerID, action string, snooze time.Duration) (Person
 	if id == s.h.ID() {
 		return Person{}, invalidf("that is your own peer ID")
 	}
+	s.metaMu.Lock()
+	defer s.metaMu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	p := s.people[id]
+	s.mu.Unlock()
 	p.ID = id.String()
 	switch action {
 	case "favorite":
@@ -608,7 +621,9 @@ func (s *Service) SetPerson(peerID, action string, snooze time.Duration) (Person
 	if err := s.db.put(personPrefix+p.ID, p); err != nil {
 		return Person{}, fmt.Errorf("saving person: %w", err)
 	}
+	s.mu.Lock()
 	s.people[id] = p
+	s.mu.Unlock()
 	return p, nil
 }
 
@@ -695,7 +710,7 @@ func (s *Service) announce(ctx context.Context, b Booking) {
 	if o.GetWithdrawn() {
 		delete(s.announced, b.ID)
 	} else {
-		s.announced[b.ID] = time.Now()
+		s.announced[b.ID] = now
 	}
 	s.mu.Unlock()
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
@@ -713,18 +728,23 @@ func (s *Service) announce(ctx context.Context, b Booking) {
 // which every node then has to verify at once. After a start, open
 // offers go out at the first check, a few seconds in.
 func (s *Service) announceLoop(ctx context.Context) {
-	every(ctx, s.cfg.AnnounceInterval/announceChecks, func() {
+	s.clk.every(ctx, s.cfg.AnnounceInterval/announceChecks, func() {
 		now := s.now()
 		s.board.prune(now)
 		var due []Booking
+		var past []string
 		s.mu.Lock()
 		for _, b := range s.bookings {
-			s.expireLocked(b, now)
-			if b.State == StateSearching && s.announceDueLocked(b.ID) {
+			if cp := *b; endPast(&cp, now) {
+				past = append(past, b.ID)
+			} else if b.State == StateSearching && s.announceDueLocked(b.ID, now) {
 				due = append(due, *b)
 			}
 		}
 		s.mu.Unlock()
+		for _, id := range past {
+			s.expire(id, now)
+		}
 		for _, b := range due {
 			s.announce(ctx, b)
 		}
@@ -751,38 +771,41 @@ func (s *Service) announceOpen(ctx context.Context) {
 const announceChecks = 8
 
 // announceDueLocked reports whether booking id should be re-announced now.
-func (s *Service) announceDueLocked(id string) bool {
+func (s *Service) announceDueLocked(id string, now time.Time) bool {
 	last, ok := s.announced[id]
 	if !ok {
 		return true
 	}
-	age := time.Since(last)
+	age := now.Sub(last)
 	return age >= s.cfg.AnnounceInterval || age >= s.cfg.AnnounceInterval*4/5+time.Duration(mrand.Int64N(int64(s.cfg.AnnounceInterval/5)+1))
 }
 
-// expireLocked ends bookings whose time has come and gone.
-func (s *Service) expireLocked(b *Booking, now time.Time) {
+// endPast ends b if its time has come and gone, and reports whether it did.
+func endPast(b *Booking, now time.Time) bool {
 	switch {
 	case b.State == StateMatched && now.After(b.End()):
-		nb := *b
-		nb.State = StateDone
-		s.saveExpiredLocked(&nb)
+		b.State = StateDone
 	case b.State == StateSearching && b.Kind == KindScheduled && now.After(b.Start):
-		nb := *b
-		nb.State, nb.Note = StateCancelled, "no partner was found in time"
-		s.saveExpiredLocked(&nb)
+		b.State, b.Note = StateCancelled, "no partner was found in time"
 	case b.State == StateSearching && b.Kind == KindNow && now.After(b.Start.Add(nowSearchTTL)):
-		nb := *b
-		nb.State, nb.Note = StateCancelled, "nobody was free right now"
-		s.saveExpiredLocked(&nb)
+		b.State, b.Note = StateCancelled, "nobody was free right now"
+	default:
+		return false
 	}
+	return true
 }
 
-// saveExpiredLocked stores the end of a booking whose time has passed; if
-// that fails, the booking stays as it was and the next check retries.
-func (s *Service) saveExpiredLocked(b *Booking) {
-	if err := s.saveLocked(b); err != nil {
-		s.log.Error("ending a past booking", "booking", b.ID, "err", err)
+// expire stores the end of booking id if its time has passed; if that
+// fails, the booking stays as it was and the next check retries.
+func (s *Service) expire(id string, now time.Time) {
+	_, err := s.update(id, func(b *Booking) (*Booking, error) {
+		if b == nil || !endPast(b, now) {
+			return nil, nil
+		}
+		return b, nil
+	})
+	if err != nil {
+		s.log.Error("ending a past booking", "booking", id, "err", err)
 	}
 }
 
@@ -897,7 +920,7 @@ func (s *Service) watchPeers(ctx context.Context, events *pubsub.TopicEventHandl
 			s.goRun(func() { s.announceOpen(ctx) })
 		}
 		s.goRun(func() {
-			if last := s.lastPull.Load(); last == nil || time.Since(*last) >= joinPullGap {
+			if last := s.lastPull.Load(); last == nil || s.now().Sub(*last) >= joinPullGap {
 				s.syncBoard(ctx, ev.Peer)
 			}
 			s.reconcile(ctx, ev.Peer, true)

@@ -25,6 +25,9 @@ type db struct {
 	// failWrites, set by tests, makes every write fail as a full or
 	// broken disk would.
 	failWrites *atomic.Bool
+	// beforeWrite, set by tests, is called before every write (a slow
+	// disk).
+	beforeWrite *atomic.Pointer[func(key string, v any)]
 }
 
 var errWriteFailed = errors.New("write failed (test)")
@@ -33,6 +36,11 @@ func (d db) put(key string, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return err
+	}
+	if d.beforeWrite != nil {
+		if f := d.beforeWrite.Load(); f != nil {
+			(*f)(key, v)
+		}
 	}
 	if d.failWrites.Load() {
 		return errWriteFailed

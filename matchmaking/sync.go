@@ -28,7 +28,7 @@ func (s *Service) syncBoard(ctx context.Context, p peer.ID) {
 		return
 	}
 	defer st.Close()
-	st.SetDeadline(time.Now().Add(s.cfg.StreamTimeout))
+	st.SetDeadline(time.Now().Add(s.cfg.StreamTimeout)) // real time: a socket bound (clock.go)
 	if _, err := protodelim.MarshalTo(st, &pb.BoardRequest{Version: protoVersion}); err != nil {
 		return
 	}
@@ -39,7 +39,7 @@ func (s *Service) syncBoard(ctx context.Context, p peer.ID) {
 		return
 	}
 	s.mergeBoard(resp.GetEnvelopes(), p)
-	now := time.Now()
+	now := s.now()
 	s.lastPull.Store(&now)
 }
 
@@ -48,25 +48,11 @@ func (s *Service) syncBoard(ctx context.Context, p peer.ID) {
 // new peer into its mesh; this heals such gaps without waiting for the
 // owner's next re-announcement.
 func (s *Service) syncLoop(ctx context.Context) {
-	every(ctx, s.cfg.SyncInterval, func() {
+	s.clk.every(ctx, s.cfg.SyncInterval, func() {
 		if peers := s.topic.ListPeers(); len(peers) > 0 {
 			s.syncBoard(ctx, peers[rand.IntN(len(peers))])
 		}
 	})
-}
-
-// every runs f every d until ctx ends.
-func every(ctx context.Context, d time.Duration, f func()) {
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			f()
-		}
-	}
 }
 
 // mergeBoard verifies every envelope on its own: the relay is not trusted.
@@ -110,7 +96,7 @@ func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
 // unexpired record we know.
 func (s *Service) handleBoardStream(st network.Stream) {
 	defer st.Close()
-	st.SetDeadline(time.Now().Add(s.cfg.StreamTimeout))
+	st.SetDeadline(time.Now().Add(s.cfg.StreamTimeout)) // real time: a socket bound (clock.go)
 	req := &pb.BoardRequest{}
 	if err := (protodelim.UnmarshalOptions{MaxSize: 64}).UnmarshalFrom(bufio.NewReader(st), req); err != nil || req.GetVersion() != protoVersion {
 		st.Reset()

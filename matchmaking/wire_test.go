@@ -492,7 +492,7 @@ func TestStoredBadNameIsCleaned(t *testing.T) {
 	}
 }
 
-func dbOf(d *badger.DB) db { return db{d, new(atomic.Bool)} }
+func dbOf(d *badger.DB) db { return db{bdb: d, failWrites: new(atomic.Bool)} }
 
 func mustSeal(t *testing.T, o *pb.Offer, k crypto.PrivKey) []byte {
 	t.Helper()

@@ -85,7 +85,7 @@ type MatchmakingConfig struct {
 	// FavouritesOnly: only favourites may be matched with this node.
 	FavouritesOnly bool `toml:"favourites_only"`
 	// AnnounceInterval and OfferTTL override the matcher's defaults
-	// (30 s, 90 s); the demo's compressed clock needs them scaled.
+	// (30 s, 90 s, both on the node's clock, Now).
 	AnnounceInterval time.Duration `toml:"-"`
 	OfferTTL         time.Duration `toml:"-"`
 }

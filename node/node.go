@@ -163,7 +163,10 @@ func (n *Node) Start() error {
 		DB:     n.db,
 		Name:   n.cfg.Name,
 		Log:    n.log.With("pkg", "matchmaking"),
-		Now:    n.now,
+		// The configured clock itself (nil: real time, on plain timers),
+		// and its pace, so the matcher's waits follow it.
+		Now:  n.cfg.Now,
+		Rate: n.clockRate,
 		OnBooking: func(b matchmaking.Booking) {
 			n.metrics.booking(b)
 			n.events.publish(apiv1.EventBooking, b)

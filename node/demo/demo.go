@@ -232,11 +232,11 @@ func (d *Demo) nodeConfig(dir string) node.Config {
 	cfg.LowResources = true
 	cfg.Now, cfg.Rate = d.Clock.Now, d.Clock.Rate
 	cfg.ClockRate = d.opts.ClockRate
-	// Re-announce on a real-time ticker, with offers that live three
-	// intervals of demo time.
-	announce := max(time.Duration(float64(30*time.Second)/d.opts.ClockRate), time.Second)
-	cfg.Matchmaking.AnnounceInterval = announce
-	cfg.Matchmaking.OfferTTL = time.Duration(float64(3*announce) * d.opts.ClockRate)
+	// The matcher's timers run on the demo clock, offers living three
+	// re-announcements; re-announce at most once a real second however
+	// fast the clock runs.
+	cfg.Matchmaking.AnnounceInterval = max(30*time.Second, time.Duration(d.opts.ClockRate*float64(time.Second)))
+	cfg.Matchmaking.OfferTTL = 3 * cfg.Matchmaking.AnnounceInterval
 	return cfg
 }
 

@@ -1,0 +1,80 @@
+package matchmaking
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// testClock is a node clock a test moves on: it reads the real time plus
+// an offset, or stands still at a set time.
+type testClock struct {
+	offset  atomic.Int64
+	stopped atomic.Int64 // unix ns; 0: running
+}
+
+func (c *testClock) now() time.Time {
+	if s := c.stopped.Load(); s != 0 {
+		return time.Unix(0, s)
+	}
+	return time.Now().Add(time.Duration(c.offset.Load()))
+}
+
+func (c *testClock) stop() { c.stopped.Store(time.Now().UnixNano()) }
+func (c *testClock) advance(d time.Duration) {
+	c.offset.Add(int64(d))
+	if s := c.stopped.Load(); s != 0 {
+		c.stopped.Store(s + int64(d))
+	}
+}
+
+// Re-announcements keep pace with the node's clock, on which the offers
+// expire: once a minute of it has passed, the offer goes out again,
+// however little real time that took. (The announce loop ran on a real
+// ticker and measured the offer's age in real time.)
+func TestReannounceFollowsNodeClock(t *testing.T) {
+	clk := &testClock{}
+	clk.stop()
+	log := &offerLog{}
+	n := newTestNode(t, func(c *Config) {
+		c.Now, c.OnOffer, c.AnnounceInterval = clk.now, log.add, time.Minute
+	})
+	bk := n.book(t, BookRequest{At: nextSlot(3 * time.Hour), DurationMin: 50})
+	published := func() int {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		k := 0
+		for _, e := range log.events {
+			if e.Source == OfferPublished && e.BookingID == bk.ID {
+				k++
+			}
+		}
+		return k
+	}
+	waitFor(t, 10*time.Second, "the first announcement", func() bool { return published() >= 1 })
+	clk.advance(61 * time.Second)
+	waitFor(t, 10*time.Second, "a re-announcement a minute of the node's clock later", func() bool { return published() >= 2 })
+}
+
+// The full re-check of every match (every two minutes) runs on the node's
+// clock: a partner that dropped the match is found out once two minutes
+// of it have passed. (It was timed in real time.)
+func TestFullRecheckFollowsNodeClock(t *testing.T) {
+	clk := &testClock{}
+	nodes := startNodes(t, 2, func(c *Config) { c.Now = clk.now })
+	a, b := nodes[0], nodes[1]
+	slot := nextSlot(5 * time.Hour)
+	ba := a.book(t, BookRequest{At: slot, DurationMin: 25})
+	bb := b.book(t, BookRequest{At: slot, DurationMin: 25})
+	waitFor(t, 15*time.Second, "a and b matched", func() bool {
+		return a.booking(ba.ID).Confirmed && b.booking(bb.ID).Confirmed
+	})
+	// b drops the match without telling a (as when its session ended).
+	if _, err := b.svc.Finish(bb.ID, ba.ID, "session ended early"); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(2*time.Minute + 10*time.Second)
+	waitFor(t, 10*time.Second, "a's full re-check to free its booking", func() bool {
+		return a.booking(ba.ID).State == StateSearching
+	})
+}
