@@ -501,7 +501,7 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 
 	sctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
 	defer cancel()
-	st, err := s.h.NewStream(sctx, e.owner, MatchProtocol)
+	st, err := s.h.NewStream(overAnyConn(sctx), e.owner, MatchProtocol)
 	if err != nil {
 		// Most likely gone offline, its offer lingering on boards until it
 		// expires. If it comes back it announces the offer again, and the
@@ -655,7 +655,8 @@ func (s *Service) reconcileAll(ctx context.Context, full bool) {
 	}
 	s.mu.Unlock()
 	for p := range peers {
-		if full || s.h.Network().Connectedness(p) == network.Connected {
+		// A relayed (limited) connection carries the matcher's messages too.
+		if c := s.h.Network().Connectedness(p); full || c == network.Connected || c == network.Limited {
 			s.reconcile(ctx, p, full)
 		}
 	}
@@ -826,7 +827,7 @@ func (s *Service) reconcile(ctx context.Context, p peer.ID, all bool) {
 func (s *Service) roundTrip(ctx context.Context, p peer.ID, m *pb.MatchMessage) (*pb.MatchMessage, error) {
 	sctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
 	defer cancel()
-	st, err := s.h.NewStream(sctx, p, MatchProtocol)
+	st, err := s.h.NewStream(overAnyConn(sctx), p, MatchProtocol)
 	if err != nil {
 		return nil, err
 	}

@@ -18,12 +18,23 @@ import (
 // MaxBoardResponse bounds one board sync answer.
 const MaxBoardResponse = 1 << 20
 
+// overAnyConn lets a stream use a limited (circuit relay) connection: two
+// nodes behind NATs often reach each other only through a relay until
+// hole punching gives them a direct connection, and without this option
+// NewStream waits for that direct connection, which may never come. The
+// matcher's and the board's messages are small, well within a relay's
+// limits (2 min, 128 KiB per relayed connection by default); a direct
+// connection, when there is one, is still preferred.
+func overAnyConn(ctx context.Context) context.Context {
+	return network.WithAllowLimitedConn(ctx, "tandem matchmaking")
+}
+
 // syncBoard pulls p's board (anti-entropy): gossip only reaches peers that
 // were online when an offer was published.
 func (s *Service) syncBoard(ctx context.Context, p peer.ID) {
 	sctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
 	defer cancel()
-	st, err := s.h.NewStream(sctx, p, BoardProtocol)
+	st, err := s.h.NewStream(overAnyConn(sctx), p, BoardProtocol)
 	if err != nil {
 		return
 	}

@@ -20,12 +20,13 @@ import (
 )
 
 // newHost builds the libp2p host: TCP and QUIC, Noise or TLS, yamux, with
-// hole punching and circuit relay v2 for peers behind NAT.
-func newHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer) (host.Host, error) {
+// hole punching and circuit relay v2 for peers behind NAT. Hole punching
+// is our own holepunch.Service (see newHolePunch), returned with the host.
+func newHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer) (host.Host, *holePunch, error) {
 	var self atomic.Pointer[host.Host] // set once the host exists
 	cm, err := connmgr.NewConnManager(100, 400)
 	if err != nil {
-		return nil, fmt.Errorf("creating connection manager: %w", err)
+		return nil, nil, fmt.Errorf("creating connection manager: %w", err)
 	}
 	opts := []libp2p.Option{
 		libp2p.Identity(key),
@@ -41,12 +42,12 @@ func newHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer) (host.Ho
 		// Nodes that find themselves publicly reachable relay for others
 		// (circuit relay v2, limited to signalling-sized traffic), and
 		// NATed nodes reserve a slot on a connected peer that offers it,
-		// then upgrade to a direct connection by hole punching.
+		// then upgrade to a direct connection by hole punching (not
+		// libp2p.EnableHolePunching: see newHolePunch).
 		libp2p.EnableRelayService(),
 		libp2p.EnableAutoRelayWithPeerSource(func(ctx context.Context, num int) <-chan peer.AddrInfo {
 			return connectedPeers(ctx, &self, num)
 		}),
-		libp2p.EnableHolePunching(),
 		libp2p.EnableNATService(),
 		// libp2p's own collectors go to the node's registry (GET /metrics),
 		// not to the process-wide default one.
@@ -60,10 +61,15 @@ func newHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer) (host.Ho
 	}
 	h, err := libp2p.New(opts...)
 	if err != nil {
-		return nil, fmt.Errorf("creating libp2p host: %w", err)
+		return nil, nil, fmt.Errorf("creating libp2p host: %w", err)
 	}
 	self.Store(&h)
-	return h, nil
+	hp, err := newHolePunch(h, reg)
+	if err != nil {
+		h.Close()
+		return nil, nil, err
+	}
+	return h, hp, nil
 }
 
 // connectedPeers offers up to num connected peers as relay candidates;

@@ -83,7 +83,6 @@ type labNode struct {
 // counts an observed address once four different IPs report it.
 const labPublicNodes = 4
 
-
 // skipWithoutNATLab skips the test, saying why, where the lab cannot be
 // built: it needs root, ip (iproute2) and nft (nftables).
 func skipWithoutNATLab(t *testing.T) {

@@ -28,7 +28,16 @@ type natCell struct {
 	// pending says why the cell cannot pass yet; it runs only with
 	// TANDEM_NATLAB_ALL=1 (to measure it).
 	pending string
+	// sessionPending says why the pair can be matched but its session
+	// cannot connect yet: without TANDEM_NATLAB_ALL=1 only the match is
+	// checked.
+	sessionPending string
 }
+
+// noSTUN: two homes behind NATs need a STUN server for WebRTC to find a
+// path (their host candidates are private addresses); the lab has none
+// until peers offer STUN.
+const noSTUN = "the session needs STUN (server-reflexive candidates) and the lab has no STUN server yet"
 
 var natCells = []natCell{
 	{name: "home-public", staggered: true, homes: func(l *natLab) (string, string, string, string) {
@@ -36,12 +45,12 @@ var natCells = []natCell{
 		nsB, ipB := l.publicHost()
 		return nsA, ipA, nsB, ipB
 	}},
-	{name: "cone-cone-simultaneous", homes: func(l *natLab) (string, string, string, string) {
+	{name: "cone-cone-simultaneous", sessionPending: noSTUN, homes: func(l *natLab) (string, string, string, string) {
 		nsA, ipA := l.home(l.router(natCone, false))
 		nsB, ipB := l.home(l.router(natCone, false))
 		return nsA, ipA, nsB, ipB
 	}},
-	{name: "cone-cone-staggered", staggered: true, homes: func(l *natLab) (string, string, string, string) {
+	{name: "cone-cone-staggered", staggered: true, sessionPending: noSTUN, homes: func(l *natLab) (string, string, string, string) {
 		nsA, ipA := l.home(l.router(natCone, false))
 		nsB, ipB := l.home(l.router(natCone, false))
 		return nsA, ipA, nsB, ipB
@@ -158,6 +167,7 @@ func runNATCell(t *testing.T, bin string, c natCell, res *natResult) {
 	ctx := context.Background()
 	var ba, bb apiv1.Booking
 	var err error
+	tb := time.Now()
 	if ba, err = a.client.Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 25}); err != nil {
 		t.Fatalf("booking on A: %v", err)
 	}
@@ -165,6 +175,7 @@ func runNATCell(t *testing.T, bin string, c natCell, res *natResult) {
 		t.Fatalf("booking on B: %v", err)
 	}
 	t0 := time.Now()
+	t.Logf("booked on both in %v", t0.Sub(tb))
 	matched := func(n *labNode, id, partner string) bool {
 		bks, err := n.client.Bookings(ctx)
 		if err != nil {
@@ -190,9 +201,19 @@ func runNATCell(t *testing.T, bin string, c natCell, res *natResult) {
 		}
 	}()
 	nodetestWait(t, 90*time.Second, func() bool {
+		tp := time.Now()
+		defer func() {
+			if d := time.Since(tp); d > time.Second {
+				t.Logf("a poll of both nodes' bookings took %v", d)
+			}
+		}()
 		return matched(a, ba.ID, b.id.String()) && matched(b, bb.ID, a.id.String())
 	}, "A and B to be matched with each other")
 	res.matched, res.toMatch = true, time.Since(t0)
+	if c.sessionPending != "" && os.Getenv("TANDEM_NATLAB_ALL") == "" {
+		t.Logf("matched; the session is not checked: %s (TANDEM_NATLAB_ALL=1 checks it)", c.sessionPending)
+		return
+	}
 	var sa, sb apiv1.Session
 	nodetestWait(t, 90*time.Second, func() bool {
 		var errA, errB error

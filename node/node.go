@@ -66,6 +66,11 @@ type Node struct {
 	stopped  sync.Once
 	stopping chan struct{} // closed when Stop begins
 	done     chan struct{} // closed when Stop has finished
+
+	// hp is hole punching; upgrade retries it for partners that are
+	// reachable only through a relay.
+	hp      *holePunch
+	upgrade *upgrader
 }
 
 // New prepares a node: identity, store and host. Nothing is announced to the
@@ -97,10 +102,11 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		db.Close()
 		return nil, err
 	}
-	if n.host, err = newHost(cfg, key, n.metrics.reg); err != nil {
+	if n.host, n.hp, err = newHost(cfg, key, n.metrics.reg); err != nil {
 		db.Close()
 		return nil, err
 	}
+	n.upgrade = newUpgrader(n.host, n.hp, log.With("pkg", "reach"))
 	// The token survives restarts (see token.go); a node without a data
 	// dir (benchmarks) gets a fresh one.
 	n.token, n.calToken = newToken(), newToken()
@@ -109,6 +115,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 			n.calToken, _, err = loadOrCreateSecret(cfg.DataDir, CalendarTokenFile)
 		}
 		if err != nil {
+			n.hp.close()
 			n.host.Close()
 			db.Close()
 			return nil, err
@@ -303,6 +310,10 @@ func (n *Node) Stop() error {
 		if n.disc != nil {
 			errs = append(errs, n.disc.close())
 		}
+		// Hole punching first: its close ends any DirectConnect an
+		// upgrade goroutine is in (n.cancel ended their waits).
+		errs = append(errs, n.hp.close())
+		n.upgrade.wait()
 		errs = append(errs, n.host.Close())
 		n.wg.Wait()
 		errs = append(errs, n.db.Close())

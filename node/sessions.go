@@ -140,6 +140,14 @@ func (n *Node) syncSessions() {
 				continue
 			}
 		}
+		if b.State == matchmaking.StateMatched && now.Before(b.End()) {
+			// Matched (or in session) with a partner we reach only
+			// through a relay: try for a direct connection, for the
+			// session's sake; nothing waits for it.
+			if partner, err := peer.Decode(b.Partner); err == nil {
+				n.upgrade.want(n.ctx, partner, "partner")
+			}
+		}
 		switch {
 		case b.State == matchmaking.StateMatched && !open && !recorded[b.ID+"|"+b.PartnerBooking] &&
 			now.Before(b.End().Add(session.CheckinWindow)):

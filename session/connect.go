@@ -155,6 +155,12 @@ func (s *Session) checkConnectLocked(now time.Time) {
 	}
 }
 
+// libp2pConnected: a connection to the partner exists, direct or through a
+// circuit relay (limited), which carries signalling just as well.
+func libp2pConnected(c network.Connectedness) bool {
+	return c == network.Connected || c == network.Limited
+}
+
 // wantsPartnerLocked: the session should be connecting to the partner now.
 func (s *Session) wantsPartnerLocked() bool {
 	return !s.finished && !s.closing && s.phase != PhaseUpcoming && !s.self.Left && !s.partner.Left
@@ -163,7 +169,7 @@ func (s *Session) wantsPartnerLocked() bool {
 func (s *Session) connectReportLocked(now time.Time) ConnectReport {
 	r := ConnectReport{
 		PartnerReachable: s.try.reachable,
-		Libp2pConnected:  s.m.cfg.Host.Network().Connectedness(s.b.Partner) == network.Connected,
+		Libp2pConnected:  libp2pConnected(s.m.cfg.Host.Network().Connectedness(s.b.Partner)),
 		Attempts:         s.try.attempts,
 		ICEServers:       []string{},
 		LocalCandidates:  slices.Clone(s.try.local),

@@ -393,7 +393,10 @@ func (s *Session) connectLoop() {
 func (s *Session) dial() (*link, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, dialTimeout)
 	defer cancel()
-	st, err := s.m.cfg.Host.NewStream(ctx, s.b.Partner, SignalProtocol)
+	// Signalling is a few small messages: it may go through a circuit
+	// relay (a limited connection) while the nodes have no direct
+	// connection; the media path is WebRTC's, not this stream's.
+	st, err := s.m.cfg.Host.NewStream(network.WithAllowLimitedConn(ctx, "tandem signalling"), s.b.Partner, SignalProtocol)
 	if err != nil {
 		return nil, fmt.Errorf("opening signalling stream: %w", err)
 	}
