@@ -50,6 +50,10 @@ type Config struct {
 	Name string `toml:"name"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
+	// DesktopNotify: `tandem up` shows the reminders and match notices of
+	// the UI settings as desktop notifications (notify-send, osascript).
+	// The node itself does not read it.
+	DesktopNotify bool `toml:"desktop_notify"`
 	// LogFormat is text or json (JSON lines), for our logs and libp2p's.
 	LogFormat string `toml:"log_format"`
 	// InMemory keeps the store in memory (tests and benchmarks only).

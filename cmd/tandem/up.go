@@ -20,7 +20,7 @@ func newUpCmd(g *globalFlags) *cobra.Command {
 	var (
 		listen, bootstrap, peers []string
 		api, name                string
-		noMDNS                   bool
+		noMDNS, desktopNotify    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -50,6 +50,9 @@ func newUpCmd(g *globalFlags) *cobra.Command {
 			if noMDNS {
 				cfg.MDNS = false
 			}
+			if f.Changed("desktop-notify") {
+				cfg.DesktopNotify = desktopNotify
+			}
 			if f.Changed("name") {
 				cfg.Name = name
 			}
@@ -73,6 +76,7 @@ func newUpCmd(g *globalFlags) *cobra.Command {
 	f.StringArrayVar(&peers, "peer", nil, "peer multiaddr to dial directly (repeatable)")
 	f.BoolVar(&noMDNS, "no-mdns", false, "turn off LAN discovery by multicast DNS")
 	f.StringVar(&name, "name", "", "display name shown to partners")
+	f.BoolVar(&desktopNotify, "desktop-notify", false, "show the reminders and match notices chosen in the web UI's settings as desktop notifications (notify-send)")
 	return cmd
 }
 
@@ -104,11 +108,16 @@ func runUp(ctx context.Context, cfg node.Config, log *slog.Logger, out io.Writer
 		fmt.Fprintln(out, "  Network:   local only (no public bootstrap, no mDNS)")
 	}
 	fmt.Fprintf(out, "  Web UI:    %s\n", n.LoginURL())
+	nctx, stopNotices := context.WithCancel(ctx)
+	noticesDone := startDesktopNotices(nctx, cfg, n, log, out)
+	defer func() { stopNotices(); <-noticesDone }()
 	fmt.Fprintln(out, "Open the Web UI link in your browser (later, `tandem open` opens it). Press Ctrl-C to stop.")
 	select {
 	case <-ctx.Done():
 	case <-n.Done():
 	}
+	stopNotices()
+	<-noticesDone
 	fmt.Fprintln(out, "Stopping...")
 	if err := n.Stop(); err != nil && !strings.Contains(err.Error(), "closed") {
 		log.Warn("stopping", "err", err)

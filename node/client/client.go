@@ -128,6 +128,18 @@ func (c *Client) Health(ctx context.Context) error {
 	return nil
 }
 
+// Settings returns the user's settings kept on the node (the web UI's).
+func (c *Client) Settings(ctx context.Context) (apiv1.Settings, error) {
+	var st apiv1.Settings
+	return st, c.do(ctx, http.MethodGet, "/settings", nil, &st)
+}
+
+// SetSettings stores the user's settings and returns what the node kept.
+func (c *Client) SetSettings(ctx context.Context, st apiv1.Settings) (apiv1.Settings, error) {
+	var out apiv1.Settings
+	return out, c.do(ctx, http.MethodPut, "/settings", st, &out)
+}
+
 // Calendar returns the secret URL of the node's calendar feed.
 func (c *Client) Calendar(ctx context.Context) (apiv1.Calendar, error) {
 	var cal apiv1.Calendar

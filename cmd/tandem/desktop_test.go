@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tandem-cowork/tandem/node/apiv1"
+	"github.com/tandem-cowork/tandem/node/client"
+	"github.com/tandem-cowork/tandem/node/nodetest"
+)
+
+// TestDesktopCommand: what `tandem up --desktop-notify` would run, per
+// platform, without running it.
+func TestDesktopCommand(t *testing.T) {
+	found := func(string) (string, error) { return "/usr/bin/notify-send", nil }
+	missing := func(string) (string, error) { return "", errors.New("not found") }
+	f := &fakeRunner{}
+	send, err := commandNotifier("linux", found, f.run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := send(context.Background(), "Tandem: partner found", "-Bo for 14:00"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"/usr/bin/notify-send", "--app-name=Tandem", "--icon=appointment-soon", "--", "Tandem: partner found", "-Bo for 14:00"}
+	if len(f.ran) != 1 || !slices.Equal(f.ran[0], want) {
+		t.Errorf("ran %q, want %q", f.ran, want)
+	}
+	if _, err := commandNotifier("linux", missing, f.run); err == nil || !strings.Contains(err.Error(), "notify-send") {
+		t.Errorf("without notify-send: %v, want an error naming it", err)
+	}
+	mac := desktopCommand("darwin", missing, `Say "hi"`, `a\b "c"`)
+	if want := []string{"osascript", "-e", `display notification "a\\b \"c\"" with title "Say \"hi\""`}; !slices.Equal(mac, want) {
+		t.Errorf("macOS command %q, want %q", mac, want)
+	}
+}
+
+type sentNotes struct {
+	mu    sync.Mutex
+	notes []string // "title|body"
+}
+
+func (s *sentNotes) send(_ context.Context, title, body string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.notes = append(s.notes, title+"|"+body)
+	return nil
+}
+
+func (s *sentNotes) count(title, body string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, x := range s.notes {
+		if strings.HasPrefix(x, title+"|") && strings.Contains(x, body) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestDesktopNotices: with the reminder (10 minutes) and match notices
+// on in the settings, the notifier of `tandem up` tells of the match, of
+// the session 9 minutes ahead on the node's clock (not 30), and of the
+// partner's cancel, once each.
+func TestDesktopNotices(t *testing.T) {
+	clock := &nodetest.Clock{}
+	cfgA, cfgB := nodetest.Config(t), nodetest.Config(t)
+	cfgA.Now, cfgB.Now = clock.Now, clock.Now
+	cfgB.Name = "Bo"
+	a := nodetest.Start(t, cfgA)
+	nodetest.Link(t, &cfgB, a)
+	b := nodetest.Start(t, cfgB)
+	ca, cb := client.New(a.APIURL(), a.Token()), client.New(b.APIURL(), b.Token())
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := ca.Settings(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.NotifyReminder, st.RemindBeforeMin, st.NotifyMatch = true, 10, true
+	if _, err := ca.SetSettings(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	sent := &sentNotes{}
+	done := make(chan error, 1)
+	d := newDesktopNotices(ca, sent.send, nodetest.Logger(t, "info"))
+	go func() { done <- d.run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("notifier: %v", err)
+		}
+	})
+
+	start := clock.Now().Truncate(15 * time.Minute).Add(45 * time.Minute)
+	if _, err := ca.Book(ctx, apiv1.BookRequest{Kind: "scheduled", At: start, DurationMin: 25}); err != nil {
+		t.Fatal(err)
+	}
+	bb, err := cb.Book(ctx, apiv1.BookRequest{Kind: "scheduled", At: start, DurationMin: 25})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodetest.WaitFor(t, 30*time.Second, func() bool { return sent.count("Tandem: partner found", "Bo") == 1 }, "the match notice")
+	if n := sent.count("Tandem: your session starts soon", ""); n != 0 {
+		t.Fatalf("%d reminders 30+ minutes before the start", n)
+	}
+	clock.Advance(start.Sub(clock.Now()) - 9*time.Minute)
+	a.ClockChanged()
+	nodetest.WaitFor(t, 30*time.Second, func() bool { return sent.count("Tandem: your session starts soon", "In 9 min") == 1 }, "the reminder")
+	if _, err := cb.Cancel(ctx, bb.ID, "sick today"); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.WaitFor(t, 30*time.Second, func() bool { return sent.count("Tandem: your partner cancelled", "sick today") == 1 }, "the cancel notice")
+	a.ClockChanged() // another check must not remind again
+	if n := sent.count("Tandem: partner found", ""); n != 1 {
+		t.Errorf("%d match notices, want 1: %q", n, sent.notes)
+	}
+}
