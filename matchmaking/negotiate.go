@@ -223,12 +223,15 @@ func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 	// offers on boards until they expire): the plan leaves them out.
 	planned := class[:0:0]
 	for _, e := range class {
+		if s.shunnedLocked(e.owner, now) {
+			continue
+		}
 		if bo, ok := s.backoff[boardKey{e.owner, e.offer.GetBookingId()}]; !ok || !bo.hard || !now.Before(bo.until) {
 			planned = append(planned, e)
 		}
 	}
 	for _, e := range class {
-		if e.owner <= self || !s.compatible(b, e.offer, e.owner) || !s.acceptablePeerLocked(e.owner, now) {
+		if e.owner <= self || !s.compatible(b, e.offer, e.owner) || !s.acceptablePeerLocked(e.owner, now) || s.shunnedLocked(e.owner, now) {
 			continue
 		}
 		if bo, ok := s.backoff[boardKey{e.owner, e.offer.GetBookingId()}]; ok && now.Before(bo.until) {
@@ -363,19 +366,10 @@ func planKey(owner peer.ID, booking string) string {
 }
 
 // busyLocked: booking id is in a negotiation (ours, or another node's
-// proposal held) or a change of it is being written.
+// proposal held exclusively) or a change of it is being written.
 func (s *Service) busyLocked(id string, now time.Time) bool {
 	_, writing := s.pending[id]
 	return writing || s.inflight[id] || s.heldLocked(id, now)
-}
-
-func (s *Service) heldLocked(id string, now time.Time) bool {
-	h, ok := s.holds[id]
-	if ok && now.After(h.until) {
-		delete(s.holds, id)
-		return false
-	}
-	return ok
 }
 
 // backoffEntry: do not propose to an offer again before until. hard
@@ -498,6 +492,13 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 		delete(s.inflight, bookingID)
 		s.mu.Unlock()
 	}()
+	// The proposal carries our own offer, signed: the acceptor checks that
+	// we are what we propose.
+	own, err := sealOffer(s.offerFor(bk, now), s.key)
+	if err != nil {
+		s.log.Error("signing the offer a proposal carries", "err", err)
+		return false
+	}
 
 	sctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
 	defer cancel()
@@ -515,7 +516,7 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 	err = writeMsg(st, &pb.MatchMessage{Body: &pb.MatchMessage_Propose{Propose: &pb.Propose{
 		FromBooking: bk.ID, ToBooking: key.booking, StartUnix: start.Unix(),
 		DurationMin: uint32(bk.DurationMin), Kind: kindToPB(bk.Kind),
-		Activity: activityToPB(bk.Activity), Quiet: bk.Quiet, Name: name,
+		Activity: activityToPB(bk.Activity), Quiet: bk.Quiet, Name: name, Offer: own,
 	}}})
 	if err != nil {
 		s.setBackoff(e, 5*time.Second)
@@ -548,6 +549,7 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 		if cur == nil || cur.State != StateSearching {
 			return nil, nil // cancelled meanwhile: no Confirm, the hold expires
 		}
+		delete(s.holds, bookingID) // their Confirms get "no such match"
 		cur.State, cur.Partner, cur.PartnerName, cur.PartnerBooking = StateMatched, e.owner.String(), partnerName, key.booking
 		cur.Start, cur.Confirmed, cur.Note = start, false, ""
 		cur.PartnerAddrs = s.partnerAddrs(e.owner, offerAddrs(e.offer))
@@ -917,17 +919,30 @@ func (s *Service) onPropose(st network.Stream, r *bufio.Reader, remote peer.ID, 
 func (s *Service) tryHold(remote peer.ID, p *pb.Propose) string {
 	now := s.now()
 	start := time.Unix(p.GetStartUnix(), 0).UTC()
+	offer, err := s.checkProposalOffer(remote, p, now)
+	if err != nil {
+		s.log.Debug("refusing proposal", "peer", remote, "err", err)
+		return reasonMismatch
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.acceptablePeerLocked(remote, now) {
+	if !s.acceptablePeerLocked(remote, now) || s.shunnedLocked(remote, now) {
 		return reasonUnavailable
 	}
 	b, ok := s.bookings[p.GetToBooking()]
 	if !ok || b.State != StateSearching {
 		return reasonUnavailable
 	}
-	if s.busyLocked(b.ID, now) {
+	if s.busyLocked(b.ID, now) || s.peerHoldsOtherLocked(remote, b.ID) {
 		return reasonBusy
+	}
+	if _, again := s.holdOfLocked(b.ID, remote); again {
+		// A proposer that holds the booking already confirms or lets it
+		// run out; proposing again would only renew its hold.
+		return reasonBusy
+	}
+	if !s.compatible(b, offer, remote) {
+		return reasonMismatch
 	}
 	if len(p.GetFromBooking()) == 0 || len(p.GetFromBooking()) > maxIDLen || len(p.GetName()) > MaxNameLen {
 		return reasonMismatch
@@ -957,7 +972,8 @@ func (s *Service) tryHold(remote peer.ID, p *pb.Propose) string {
 	if s.overlappingLocked(from, from.Add(time.Duration(b.DurationMin)*time.Minute), b.ID, now) != nil {
 		return reasonUnavailable
 	}
-	s.holds[b.ID] = hold{peer: remote, peerBooking: p.GetFromBooking(), peerName: p.GetName(), start: start, until: now.Add(s.cfg.HoldTimeout)}
+	s.addHoldLocked(b.ID, hold{peer: remote, peerBooking: p.GetFromBooking(), peerName: p.GetName(), start: start,
+		since: now, until: now.Add(s.cfg.HoldTimeout)})
 	if s.cfg.OnHold != nil {
 		s.cfg.OnHold()
 	}
@@ -981,11 +997,17 @@ func (s *Service) onConfirm(remote peer.ID, c *pb.Confirm) *pb.MatchMessage {
 			b.Confirmed = true
 			return b, nil
 		}
-		h, held := s.holds[b.ID]
-		if !held || h.peer != remote || h.peerBooking != c.GetFromBooking() || now.After(h.until) || b.State != StateSearching {
+		h, held := s.holdOfLocked(b.ID, remote)
+		if !held || h.peerBooking != c.GetFromBooking() || now.After(h.until) || b.State != StateSearching {
 			return nil, nil
 		}
-		delete(s.holds, b.ID)
+		if s.inflight[b.ID] {
+			// Our own proposal for this booking is under way (holds after
+			// the exclusive round trip do not stop it); it may commit any
+			// moment. The proposer frees its side and searches again.
+			return nil, nil
+		}
+		delete(s.holds, b.ID) // the other holders' Confirms get "no such match"
 		b.State, b.Partner, b.PartnerBooking, b.Start = StateMatched, remote.String(), h.peerBooking, h.start
 		b.PartnerName = h.peerName
 		if c.GetName() != "" && len(c.GetName()) <= MaxNameLen {
@@ -1026,9 +1048,7 @@ var errNoMatch = errors.New("no such match")
 func (s *Service) onCancel(remote peer.ID, c *pb.Cancel) error {
 	now := s.now()
 	nb, err := s.update(c.GetToBooking(), func(b *Booking) (*Booking, error) {
-		if h, held := s.holds[c.GetToBooking()]; held && h.peer == remote {
-			delete(s.holds, c.GetToBooking())
-		}
+		s.dropHoldLocked(c.GetToBooking(), remote)
 		if b == nil || b.State != StateMatched || b.Partner != remote.String() || b.PartnerBooking != c.GetFromBooking() {
 			return nil, errNoMatch
 		}

@@ -133,6 +133,11 @@ func openOffer(data []byte, now time.Time) (*pb.Offer, peer.ID, error) {
 	return o, owner, nil
 }
 
+// openOffer verifies an offer envelope as the package function does.
+func (s *Service) openOffer(data []byte, now time.Time) (*pb.Offer, peer.ID, error) {
+	return openOffer(data, now)
+}
+
 func checkOffer(o *pb.Offer, now time.Time) error {
 	if o.GetVersion() != protoVersion {
 		return fmt.Errorf("offer version %d not supported", o.GetVersion())

@@ -62,7 +62,7 @@ type Config struct {
 	FavouritesOnly bool
 	// Timers; zero means the default.
 	AnnounceInterval time.Duration // re-announce open offers (default 30 s)
-	HoldTimeout      time.Duration // how long an accepted proposal waits for Confirm (10 s)
+	HoldTimeout      time.Duration // how long an accepted proposal waits for Confirm (3 s; exclusive for a quarter of it)
 	StreamTimeout    time.Duration // per negotiation round trip (5 s)
 	MatchInterval    time.Duration // matcher wake-up without news (1 s)
 	SyncInterval     time.Duration // pull the board from one random peer (20 s)
@@ -70,14 +70,6 @@ type Config struct {
 	// (default three AnnounceIntervals, at most an hour). A compressed
 	// clock (the demo) needs it scaled to match real re-announcements.
 	OfferTTL time.Duration
-}
-
-type hold struct {
-	peer        peer.ID
-	peerBooking string
-	peerName    string
-	start       time.Time
-	until       time.Time
 }
 
 // Service is one node's matcher.
@@ -98,9 +90,13 @@ type Service struct {
 	bookings map[string]*Booking
 	people   map[peer.ID]Person
 	name     string
-	holds    map[string]hold           // own booking ID -> accepted incoming proposal
-	inflight map[string]bool           // own booking ID -> our proposal under way
-	backoff  map[boardKey]backoffEntry // offers not to propose to again before
+	holds    map[string][]hold        // own booking ID -> accepted incoming proposals (holds.go)
+	standing map[peer.ID]peerStanding // peers' lapses and no-shows (standing.go)
+	// standingDirty: records changed and not yet stored (flushStanding).
+	standingDirty map[peer.ID]bool
+	standingFlush sync.Mutex
+	inflight      map[string]bool           // own booking ID -> our proposal under way
+	backoff       map[boardKey]backoffEntry // offers not to propose to again before
 	// announced is when each open offer was last announced (real time).
 	announced map[string]time.Time
 	// proposing marks bookings with a round of proposals under way (a
@@ -181,7 +177,7 @@ func New(cfg Config) (*Service, error) {
 		}
 	}
 	def(&cfg.AnnounceInterval, 30*time.Second)
-	def(&cfg.HoldTimeout, 10*time.Second)
+	def(&cfg.HoldTimeout, 3*time.Second)
 	def(&cfg.StreamTimeout, 5*time.Second)
 	def(&cfg.MatchInterval, time.Second)
 	def(&cfg.SyncInterval, 20*time.Second)
@@ -194,7 +190,7 @@ func New(cfg Config) (*Service, error) {
 		refusedLog: rate.Sometimes{Interval: time.Minute},
 		kick:       make(chan struct{}, 1),
 		bookings:   map[string]*Booking{}, people: map[peer.ID]Person{},
-		holds: map[string]hold{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{},
+		holds: map[string][]hold{}, standing: map[peer.ID]peerStanding{}, standingDirty: map[peer.ID]bool{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{},
 		announced: map[string]time.Time{}, proposing: map[string]bool{}, plans: map[string]planWait{},
 		cancelRetries: map[string]cancelRetry{}, pending: map[string]Booking{},
 		wlocks: map[string]*writeLock{}, wakeSet: make(chan struct{}, 1),
@@ -218,6 +214,15 @@ func New(cfg Config) (*Service, error) {
 	for _, p := range ps {
 		if id, err := peer.Decode(p.ID); err == nil {
 			s.people[id] = p
+		}
+	}
+	sts, err := loadAll[peerStanding](s.db, standingPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("loading peer records: %w", err)
+	}
+	for _, st := range sts {
+		if id, err := peer.Decode(st.ID); err == nil {
+			s.standing[id] = st
 		}
 	}
 	if _, err := s.db.get(seqKey, &s.seqCeiling); err != nil {

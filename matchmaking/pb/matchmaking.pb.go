@@ -144,6 +144,7 @@ type Offer struct {
 	Withdrawn     bool                   `protobuf:"varint,12,opt,name=withdrawn,proto3" json:"withdrawn,omitempty"`
 	With          []byte                 `protobuf:"bytes,13,opt,name=with,proto3" json:"with,omitempty"`   // optional: only this peer may match it
 	Addrs         [][]byte               `protobuf:"bytes,14,rep,name=addrs,proto3" json:"addrs,omitempty"` // owner's multiaddrs (binary), at most 8, so anyone can dial it
+	Stamp         []byte                 `protobuf:"bytes,15,opt,name=stamp,proto3" json:"stamp,omitempty"` // identity stamp: a nonce, SHA-256("tandem-stamp/1" || owner || stamp) starts with StampBits zero bits
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -272,6 +273,13 @@ func (x *Offer) GetWith() []byte {
 func (x *Offer) GetAddrs() [][]byte {
 	if x != nil {
 		return x.Addrs
+	}
+	return nil
+}
+
+func (x *Offer) GetStamp() []byte {
+	if x != nil {
+		return x.Stamp
 	}
 	return nil
 }
@@ -533,6 +541,7 @@ type Propose struct {
 	Activity      Activity               `protobuf:"varint,6,opt,name=activity,proto3,enum=tandem.matchmaking.v1.Activity" json:"activity,omitempty"`
 	Quiet         bool                   `protobuf:"varint,7,opt,name=quiet,proto3" json:"quiet,omitempty"`
 	Name          string                 `protobuf:"bytes,8,opt,name=name,proto3" json:"name,omitempty"`
+	Offer         []byte                 `protobuf:"bytes,9,opt,name=offer,proto3" json:"offer,omitempty"` // the proposer's own live offer for from_booking, a signed envelope as on gossip
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -621,6 +630,13 @@ func (x *Propose) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *Propose) GetOffer() []byte {
+	if x != nil {
+		return x.Offer
+	}
+	return nil
 }
 
 // Accept: the receiver holds to_booking for the proposer until a Confirm
@@ -892,7 +908,7 @@ var File_matchmaking_proto protoreflect.FileDescriptor
 
 const file_matchmaking_proto_rawDesc = "" +
 	"\n" +
-	"\x11matchmaking.proto\x12\x15tandem.matchmaking.v1\"\xad\x03\n" +
+	"\x11matchmaking.proto\x12\x15tandem.matchmaking.v1\"\xc3\x03\n" +
 	"\x05Offer\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\fR\x05owner\x12\x1d\n" +
@@ -910,7 +926,8 @@ const file_matchmaking_proto_rawDesc = "" +
 	"\x03seq\x18\v \x01(\x04R\x03seq\x12\x1c\n" +
 	"\twithdrawn\x18\f \x01(\bR\twithdrawn\x12\x12\n" +
 	"\x04with\x18\r \x01(\fR\x04with\x12\x14\n" +
-	"\x05addrs\x18\x0e \x03(\fR\x05addrs\"(\n" +
+	"\x05addrs\x18\x0e \x03(\fR\x05addrs\x12\x14\n" +
+	"\x05stamp\x18\x0f \x01(\fR\x05stamp\"(\n" +
 	"\fBoardRequest\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\"-\n" +
 	"\rBoardResponse\x12\x1c\n" +
@@ -923,7 +940,7 @@ const file_matchmaking_proto_rawDesc = "" +
 	"\aconfirm\x18\x05 \x01(\v2\x1e.tandem.matchmaking.v1.ConfirmH\x00R\aconfirm\x12@\n" +
 	"\tconfirmed\x18\x06 \x01(\v2 .tandem.matchmaking.v1.ConfirmedH\x00R\tconfirmed\x127\n" +
 	"\x06cancel\x18\a \x01(\v2\x1d.tandem.matchmaking.v1.CancelH\x00R\x06cancelB\x06\n" +
-	"\x04body\"\xa5\x02\n" +
+	"\x04body\"\xbb\x02\n" +
 	"\aPropose\x12!\n" +
 	"\ffrom_booking\x18\x01 \x01(\tR\vfromBooking\x12\x1d\n" +
 	"\n" +
@@ -934,7 +951,8 @@ const file_matchmaking_proto_rawDesc = "" +
 	"\x04kind\x18\x05 \x01(\x0e2\x1b.tandem.matchmaking.v1.KindR\x04kind\x12;\n" +
 	"\bactivity\x18\x06 \x01(\x0e2\x1f.tandem.matchmaking.v1.ActivityR\bactivity\x12\x14\n" +
 	"\x05quiet\x18\a \x01(\bR\x05quiet\x12\x12\n" +
-	"\x04name\x18\b \x01(\tR\x04name\"\x1c\n" +
+	"\x04name\x18\b \x01(\tR\x04name\x12\x14\n" +
+	"\x05offer\x18\t \x01(\fR\x05offer\"\x1c\n" +
 	"\x06Accept\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\" \n" +
 	"\x06Reject\x12\x16\n" +
