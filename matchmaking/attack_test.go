@@ -498,9 +498,9 @@ func TestAttackSquatting(t *testing.T) {
 	if reply, _ := s.proposeRaw(t, victim, target, "x", other.offerLike(t, target, "x"), true); reply.GetAccept() != nil {
 		t.Fatal("a proposal carrying someone else's offer was accepted")
 	}
-	moved := *target
+	moved := proto.Clone(target).(*pb.Offer)
 	moved.StartUnix += int64(Grid / time.Second)
-	if reply, _ := s.proposeRaw(t, victim, target, "x", s.offerLike(t, &moved, "x"), true); reply.GetAccept() != nil {
+	if reply, _ := s.proposeRaw(t, victim, target, "x", s.offerLike(t, moved, "x"), true); reply.GetAccept() != nil {
 		t.Fatal("a proposal carrying an offer for another time was accepted")
 	}
 	if got := victim.booking(b.ID); got.State != StateSearching {
