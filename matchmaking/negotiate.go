@@ -214,10 +214,20 @@ func (s *Service) matchOnce(ctx context.Context) {
 // in random order.
 func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 	self := s.h.ID()
-	class := s.board.class(classOfBooking(b), now)
+	class := s.classOf(b, now)
 	var favs, others []*boardEntry
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if restricted(b, now) {
+		// Only members of the booking's circle, for the plan too.
+		in := class[:0:0]
+		for _, e := range class {
+			if s.scopeAllowsLocked(b, e.owner, now) {
+				in = append(in, e)
+			}
+		}
+		class = in
+	}
 	// Offers we could not reach, or that their owner said are not
 	// available, are most likely gone (a node that went offline leaves its
 	// offers on boards until they expire): the plan leaves them out.
@@ -930,7 +940,7 @@ func (s *Service) tryHold(remote peer.ID, p *pb.Propose) string {
 		return reasonUnavailable
 	}
 	b, ok := s.bookings[p.GetToBooking()]
-	if !ok || b.State != StateSearching {
+	if !ok || b.State != StateSearching || !s.scopeAllowsLocked(b, remote, now) {
 		return reasonUnavailable
 	}
 	if s.busyLocked(b.ID, now) || s.peerHoldsOtherLocked(remote, b.ID) {

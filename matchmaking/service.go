@@ -60,6 +60,10 @@ type Config struct {
 	OnHold func()
 	// FavouritesOnly: match favourites only.
 	FavouritesOnly bool
+	// DefaultScope and DefaultOpenAfterMin apply to bookings that do not
+	// say (circles.go); defaults anyone and 10 minutes.
+	DefaultScope        Scope
+	DefaultOpenAfterMin int
 	// Timers; zero means the default.
 	AnnounceInterval time.Duration // re-announce open offers (default 30 s)
 	HoldTimeout      time.Duration // how long an accepted proposal waits for Confirm (3 s; exclusive for a quarter of it)
@@ -81,6 +85,11 @@ type Service struct {
 	log   *slog.Logger
 	topic *pubsub.Topic
 	board *board
+	// circleBoard holds the offers that came on circle topics; it is
+	// never served to a board sync (circles.go).
+	circleBoard *board
+	circMu      sync.Mutex // guards circles and their members; after s.mu
+	circles     map[string]*circleState
 	limit *rateLimiter
 	// syncBudget bounds the board sync reply bytes per requester.
 	syncBudget *syncBudget
@@ -182,6 +191,16 @@ func New(cfg Config) (*Service, error) {
 	def(&cfg.MatchInterval, time.Second)
 	def(&cfg.SyncInterval, 20*time.Second)
 	def(&cfg.OfferTTL, 3*cfg.AnnounceInterval)
+	if cfg.DefaultOpenAfterMin == 0 {
+		cfg.DefaultOpenAfterMin = DefaultOpenAfterMin
+	}
+	switch cfg.DefaultScope {
+	case "":
+		cfg.DefaultScope = ScopeAnyone
+	case ScopeAnyone, ScopeCircle, ScopeCircleFirst:
+	default:
+		return nil, fmt.Errorf("default scope %q: want anyone, circle or circle-first", cfg.DefaultScope)
+	}
 	cfg.OfferTTL = min(cfg.OfferTTL, maxOfferTTL)
 	s := &Service{
 		cfg: cfg, h: cfg.Host, key: cfg.Host.Peerstore().PrivKey(cfg.Host.ID()),
@@ -195,7 +214,7 @@ func New(cfg Config) (*Service, error) {
 		cancelRetries: map[string]cancelRetry{}, pending: map[string]Booking{},
 		wlocks: map[string]*writeLock{}, wakeSet: make(chan struct{}, 1),
 		clk:  clock{now: cfg.Now, rate: cfg.Rate, real: real},
-		name: cfg.Name,
+		name: cfg.Name, circleBoard: newBoard(), circles: map[string]*circleState{},
 	}
 	if s.key == nil {
 		return nil, errors.New("matchmaking: host has no private key")
@@ -206,6 +225,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	for _, b := range bs {
 		s.bookings[b.ID] = &b
+	}
+	if err := s.loadCircles(); err != nil {
+		return nil, err
 	}
 	ps, err := loadAll[Person](s.db, personPrefix)
 	if err != nil {
@@ -275,6 +297,9 @@ func (s *Service) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watching offer topic peers: %w", err)
 	}
+	if err := s.openCircles(); err != nil {
+		return err
+	}
 	s.h.SetStreamHandler(MatchProtocol, s.handleMatchStream)
 	s.h.SetStreamHandler(BoardProtocol, s.handleBoardStream)
 	s.goRun(func() { s.readGossip(ctx, sub) })
@@ -319,6 +344,11 @@ func (s *Service) Close() {
 	if s.topic != nil {
 		s.topic.Close()
 	}
+	s.circMu.Lock()
+	for _, cs := range s.circles {
+		s.closeCircle(cs)
+	}
+	s.circMu.Unlock()
 }
 
 func (s *Service) now() time.Time { return s.cfg.Now().UTC() }
@@ -398,9 +428,13 @@ func (s *Service) Book(ctx context.Context, req BookRequest) (Booking, error) {
 			return Booking{}, invalidf("with: that is your own peer ID")
 		}
 	}
+	if err := s.checkScope(&req); err != nil {
+		return Booking{}, err
+	}
 	b := Booking{
 		ID: newBookingID(), Kind: req.Kind, State: StateSearching, DurationMin: req.DurationMin,
 		Activity: act, Quiet: req.Quiet, Goal: req.Goal, With: req.With,
+		Scope: req.Scope, Circle: req.Circle, OpenAfterMin: req.OpenAfterMin,
 		CreatedAt: now, UpdatedAt: now,
 	}
 	switch req.Kind {
@@ -553,12 +587,16 @@ func (s *Service) Board(from, to time.Time) []BoardOffer {
 	out := []BoardOffer{}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, e := range s.board.open(now) {
+	seen := map[boardKey]bool{}
+	for _, e := range append(s.board.open(now), s.circleBoard.open(now)...) {
 		p := s.people[e.owner]
-		if p.Avoided(now) || e.owner == s.h.ID() {
+		k := boardKey{e.owner, e.offer.GetBookingId()}
+		if p.Avoided(now) || e.owner == s.h.ID() || seen[k] {
 			continue
 		}
+		seen[k] = true
 		bo := boardOffer(e)
+		bo.Circles = s.circleNames(e.owner)
 		if (!from.IsZero() && bo.Start.Before(from)) || (!to.IsZero() && !bo.Start.Before(to)) {
 			continue
 		}
@@ -718,11 +756,15 @@ func (s *Service) announce(ctx context.Context, b Booking) {
 		s.announced[b.ID] = now
 	}
 	s.mu.Unlock()
-	pctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
-	defer cancel()
-	if err := s.topic.Publish(pctx, env); err != nil && ctx.Err() == nil {
-		s.log.Debug("publishing offer", "err", err)
+	// A booking kept to its circle goes to its circle's topic only.
+	if !restricted(&b, now) {
+		pctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
+		defer cancel()
+		if err := s.topic.Publish(pctx, env); err != nil && ctx.Err() == nil {
+			s.log.Debug("publishing offer", "err", err)
+		}
 	}
+	s.announceInCircles(ctx, b, env)
 }
 
 // announceLoop re-announces open offers (gossip keeps no history) and

@@ -48,6 +48,13 @@ func (d db) put(key string, v any) error {
 	return d.bdb.Update(func(txn *badger.Txn) error { return txn.Set([]byte(key), data) })
 }
 
+func (d db) del(key string) error {
+	if d.failWrites.Load() {
+		return errWriteFailed
+	}
+	return d.bdb.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(key)) })
+}
+
 func (d db) get(key string, v any) (bool, error) {
 	err := d.bdb.View(func(txn *badger.Txn) error {
 		it, err := txn.Get([]byte(key))

@@ -123,8 +123,8 @@ func (s *Service) handleBoardStream(st network.Stream) {
 	now := s.now()
 	var own [][]byte
 	for _, b := range s.Bookings() {
-		if b.State != StateSearching {
-			continue
+		if b.State != StateSearching || restricted(&b, now) {
+			continue // a booking kept to its circle is not for everyone
 		}
 		if env, err := sealOffer(s.offerFor(b, now), s.key); err == nil {
 			own = append(own, env)

@@ -45,6 +45,13 @@ type Booking struct {
 	Goal        string    `json:"goal"`
 	// With asks for one named peer only.
 	With string `json:"with,omitempty"`
+	// Scope, Circle and OpenAfterMin say who may match it (circles.go):
+	// anyone, members of Circle (a circle ID; "" is every circle the node
+	// is in), or members first and anyone OpenAfterMin minutes after
+	// booking.
+	Scope        Scope  `json:"scope,omitempty"`
+	Circle       string `json:"circle,omitempty"`
+	OpenAfterMin int    `json:"open_after_min,omitempty"`
 	// Note tells the user what last happened, e.g. why a partner cancelled.
 	Note string `json:"note,omitempty"`
 	// PartnerBooking is the partner's booking ID, used on the wire.
@@ -78,6 +85,12 @@ type BookRequest struct {
 	Quiet       bool      `json:"quiet"`
 	Goal        string    `json:"goal"`
 	With        string    `json:"with,omitempty"`
+	// Scope: "anyone" (or "" for the node's default), "circle" or
+	// "circle-first"; Circle names a circle by ID or name ("" is every
+	// circle); OpenAfterMin is the wait of "circle-first" (default 10).
+	Scope        Scope  `json:"scope,omitempty"`
+	Circle       string `json:"circle,omitempty"`
+	OpenAfterMin int    `json:"open_after_min,omitempty"`
 }
 
 // BoardOffer is another peer's open offer as the board shows it.
@@ -92,6 +105,8 @@ type BoardOffer struct {
 	Quiet       bool      `json:"quiet"`
 	Expires     time.Time `json:"expires"`
 	Favourite   bool      `json:"favourite"`
+	// Circles names the owner's circles this node shares with it.
+	Circles []string `json:"circles,omitempty"`
 }
 
 // Person is what this node remembers about another peer.
