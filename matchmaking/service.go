@@ -90,7 +90,7 @@ type Service struct {
 	circleBoard *board
 	circMu      sync.Mutex // guards circles and their members; after s.mu
 	circles     map[string]*circleState
-	limit *rateLimiter
+	limit       *rateLimiter
 	// syncBudget bounds the board sync reply bytes per requester.
 	syncBudget *syncBudget
 	kick       chan struct{}
