@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -69,6 +70,9 @@ type Config struct {
 	// ICEServers are the STUN/TURN servers for the media path between
 	// nodes. nil means DefaultICEServers, except in local-only mode (none).
 	ICEServers []ICEServer `toml:"ice_servers"`
+	// TURN is the STUN server and TURN relay this node may run for other
+	// Tandem nodes, and whether it uses the ones they run.
+	TURN TURNConfig `toml:"turn"`
 	// Now is the clock bookings and sessions follow (tests and the demo
 	// inject one); nil means time.Now.
 	Now func() time.Time `toml:"-"`
@@ -104,6 +108,7 @@ func Default() Config {
 			"/ip6/::/tcp/0", "/ip6/::/udp/0/quic-v1",
 		},
 		API:        DefaultAPIAddr,
+		TURN:       TURNConfig{Port: DefaultTURNPort},
 		MDNS:       true,
 		NATPortMap: true,
 		LogLevel:   "info",
@@ -203,6 +208,9 @@ func (c Config) Validate() error {
 		if err := s.validate(); err != nil {
 			return fmt.Errorf("ice_servers[%d]: %w", i, err)
 		}
+	}
+	if err := c.TURN.validate(); err != nil {
+		return fmt.Errorf("turn: %w", err)
 	}
 	if c.Matchmaking.AnnounceInterval < 0 || c.Matchmaking.OfferTTL < 0 {
 		return fmt.Errorf("matchmaking intervals must not be negative (announce %v, offer TTL %v)",
@@ -342,4 +350,74 @@ func (s ICEServer) webrtc() webrtc.ICEServer {
 		out.Username, out.Credential, out.CredentialType = s.Username, s.Credential, webrtc.ICECredentialTypePassword
 	}
 	return out
+}
+
+// TURN helper modes (TURNConfig.Offer).
+const (
+	TURNOfferAuto = "auto" // when AutoNAT finds this node publicly reachable
+	TURNOfferOn   = "on"   // always (a node the user knows is reachable)
+	TURNOfferOff  = "off"  // never
+)
+
+// DefaultTURNPort is the STUN/TURN port a node that helps listens on (UDP
+// and TCP), the standard one; when it is taken, any free port.
+const DefaultTURNPort = 3478
+
+// TURNConfig is the [turn] table: the STUN server and TURN relay a
+// publicly reachable node runs for others (see package peerturn), its
+// limits, and whether this node uses the relays other nodes offer.
+type TURNConfig struct {
+	// Offer is "auto" (the default: while AutoNAT finds this node publicly
+	// reachable), "on" or "off".
+	Offer string `toml:"offer"`
+	// Port is the UDP and TCP port; 0 means any free port. Default()
+	// sets DefaultTURNPort.
+	Port int `toml:"port"`
+	// RelayIP is the public IPv4 address put in relay candidates; empty
+	// means the first public IPv4 address libp2p knows for this node.
+	RelayIP string `toml:"relay_ip"`
+	// MaxAllocationsPerPeer and MaxAllocations bound relay allocations per
+	// peer and in total; PeerKbps and TotalKbps bound relayed traffic in
+	// kbit/s (both directions together). Zero means the defaults (4, 64,
+	// 2000, 10000).
+	MaxAllocationsPerPeer int `toml:"max_allocations_per_peer"`
+	MaxAllocations        int `toml:"max_allocations"`
+	PeerKbps              int `toml:"peer_kbps"`
+	TotalKbps             int `toml:"total_kbps"`
+	// UsePeers asks the helpers among this node's peers for TURN
+	// credentials before each session connects; nil means yes.
+	UsePeers *bool `toml:"use_peers"`
+	// RelayOnly sends session media only through TURN relays, never
+	// directly: the partner does not learn this node's addresses (and
+	// tests force the relay path with it).
+	RelayOnly bool `toml:"relay_only"`
+}
+
+func (t TURNConfig) offer() string {
+	if t.Offer == "" {
+		return TURNOfferAuto
+	}
+	return strings.ToLower(t.Offer)
+}
+
+func (t TURNConfig) usePeers() bool { return t.UsePeers == nil || *t.UsePeers }
+
+func (t TURNConfig) validate() error {
+	switch t.offer() {
+	case TURNOfferAuto, TURNOfferOn, TURNOfferOff:
+	default:
+		return fmt.Errorf("offer %q: want auto, on or off", t.Offer)
+	}
+	if t.Port < 0 || t.Port > 65535 {
+		return fmt.Errorf("port %d: want 0 to 65535", t.Port)
+	}
+	if t.RelayIP != "" {
+		if ip := net.ParseIP(t.RelayIP); ip == nil || ip.To4() == nil || ip.IsUnspecified() {
+			return fmt.Errorf("relay_ip %q: want an IPv4 address", t.RelayIP)
+		}
+	}
+	if t.MaxAllocationsPerPeer < 0 || t.MaxAllocations < 0 || t.PeerKbps < 0 || t.TotalKbps < 0 {
+		return errors.New("limits must not be negative")
+	}
+	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/discovery/routing"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/tandem-cowork/tandem/matchmaking"
@@ -48,6 +49,7 @@ type Node struct {
 	disc *discovery
 	mm   *matchmaking.Service
 	sm   *session.Manager
+	turn *turnHelper
 	// sessionKick wakes the session opener when bookings change.
 	sessionKick chan struct{}
 	events      *events
@@ -200,6 +202,7 @@ func (n *Node) Start() error {
 			return n.failStart(err)
 		}
 	}
+	n.turn = newTURNHelper(n)
 	if n.sm, err = n.newSessionManager(); err != nil {
 		return n.failStart(err)
 	}
@@ -225,6 +228,7 @@ func (n *Node) Start() error {
 		return n.failStart(err)
 	}
 	n.goRun(func() { n.disc.run(ctx) })
+	n.goRun(func() { n.turn.run(ctx, routing.NewRoutingDiscovery(n.disc.dht)) })
 	n.goRun(func() { n.runSessions(ctx) })
 	if !n.cfg.InMemory {
 		n.goRun(func() { store.RunGC(ctx, n.db, 10*time.Minute) })
@@ -363,6 +367,7 @@ func (n *Node) Status() apiv1.Status {
 		Now:            n.now(),
 		ClockRate:      n.clockRate(),
 		Demo:           n.cfg.Demo,
+		TURNHelper:     n.turn.Status(),
 	}
 }
 

@@ -33,9 +33,14 @@ func (n *Node) newSessionManager() (*session.Manager, error) {
 	for _, s := range servers {
 		ice = append(ice, s.webrtc())
 	}
+	var peerICE func(context.Context) []session.PeerICEServer
+	if n.cfg.TURN.usePeers() {
+		peerICE = n.turn.peerICE
+	}
 	return session.NewManager(session.Config{
 		Host: n.host, DB: n.db, Log: n.log.With("pkg", "session"), Now: n.now,
-		ICEServers: ice, IncludeLoopback: true, LoopbackOnly: n.loopbackOnly(),
+		ICEServers: ice, PeerICE: peerICE, RelayOnly: n.cfg.TURN.RelayOnly,
+		IncludeLoopback: true, LoopbackOnly: n.loopbackOnly(),
 		OnEvent: n.onSessionEvent,
 		// The schedule is checked once a second of the node's clock, so a
 		// compressed clock (demo --short) still sounds every chime.

@@ -1,12 +1,16 @@
 package session
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -56,6 +60,8 @@ type ConnectReport struct {
 	// "failed", ...); LastError the last thing that went wrong.
 	ICEState  string `json:"ice_state,omitempty"`
 	LastError string `json:"last_error,omitempty"`
+	// Path is how the session is connected (set while connected).
+	Path *ConnectPath `json:"path,omitempty"`
 }
 
 // connTry is what the session has tried since it last lost (or never had)
@@ -201,9 +207,18 @@ func (s *Session) connectReportLocked(now time.Time) ConnectReport {
 			r.ICEServers = append(r.ICEServers, u)
 		}
 	}
+	for _, h := range s.peerICE {
+		for _, u := range h.URLs {
+			r.ICEServers = append(r.ICEServers, u+" (Tandem peer "+h.Helper.String()+")")
+		}
+	}
 	switch {
 	case s.connected:
 		r.State, r.Since = ConnectConnected, s.joinedAt
+		if s.link != nil && s.link.path != nil {
+			p := *s.link.path
+			r.Path = &p
+		}
 	case !s.wantsPartnerLocked() && s.phase == PhaseUpcoming:
 		r.State = ConnectWaiting
 	case !s.wantsPartnerLocked():
@@ -232,6 +247,13 @@ func (r ConnectReport) explain(d time.Duration) string {
 		fmt.Fprintf(&b, "Their node answered over libp2p, but the media connection (WebRTC) did not come up (attempts: %d). ", r.Attempts)
 		fmt.Fprintf(&b, "ICE candidates gathered here: %s; from your partner: %s. ", listOrNone(r.LocalCandidates), listOrNone(r.RemoteCandidates))
 		fmt.Fprintf(&b, "ICE servers: %s.", listOrNone(r.ICEServers))
+		if !slices.ContainsFunc(r.LocalCandidates, func(c string) bool { return strings.HasPrefix(c, "relay ") }) {
+			if slices.ContainsFunc(r.ICEServers, func(u string) bool { return strings.HasPrefix(u, "turn") }) {
+				b.WriteString(" No relay (TURN) address was gathered here: the TURN servers did not answer.")
+			} else {
+				b.WriteString(" No relay (TURN) address was gathered here: no Tandem peer offering a relay was found and no TURN server is configured.")
+			}
+		}
 	}
 	if r.LastError != "" {
 		fmt.Fprintf(&b, " Last error: %s.", strings.TrimSuffix(r.LastError, "."))
@@ -245,4 +267,107 @@ func listOrNone(l []string) string {
 		return "none"
 	}
 	return strings.Join(l, ", ")
+}
+
+// Connection paths (ConnectPath.Kind).
+const (
+	PathDirect = "direct" // host, server-reflexive or peer-reflexive candidates on both sides
+	PathRelay  = "relay"  // through a TURN relay on at least one side
+)
+
+// ConnectPath is how a connected session's packets flow: the ICE candidate
+// pair WebRTC selected.
+type ConnectPath struct {
+	Kind string `json:"kind"`
+	// Local and Remote are the selected candidates, "TYPE PROTOCOL
+	// ADDRESS:PORT" ("relay udp 203.0.113.7:50123").
+	Local  string `json:"local"`
+	Remote string `json:"remote"`
+	// Relay names the TURN relay(s) used: "Tandem peer 12D3KooW..." for a
+	// node that helps (peerturn), else the relay's address.
+	Relay string `json:"relay,omitempty"`
+	// Text says it in words: "direct" or "via relay (Tandem peer ...)".
+	Text string `json:"text"`
+}
+
+// PeerICEServer is a STUN/TURN server another Tandem node runs for others,
+// with credentials it gave this node.
+type PeerICEServer struct {
+	webrtc.ICEServer
+	Helper peer.ID
+}
+
+// peerICETimeout bounds how long a connection attempt waits for peer
+// helpers' credentials (Config.PeerICE).
+const peerICETimeout = 3 * time.Second
+
+// peerServers asks Config.PeerICE for the helpers' servers, and keeps them
+// for the report.
+func (s *Session) peerServers() []PeerICEServer {
+	if s.m.cfg.PeerICE == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, peerICETimeout)
+	defer cancel()
+	out := s.m.cfg.PeerICE(ctx)
+	s.mu.Lock()
+	s.peerICE = out
+	s.mu.Unlock()
+	return out
+}
+
+// selectedPath describes the link's selected candidate pair, nil if none.
+func (l *link) selectedPath() *ConnectPath {
+	sctp := l.pc.SCTP()
+	if sctp == nil || sctp.Transport() == nil || sctp.Transport().ICETransport() == nil {
+		return nil
+	}
+	pair, err := sctp.Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil {
+		return nil
+	}
+	return l.describePair(pair)
+}
+
+func (l *link) describePair(pair *webrtc.ICECandidatePair) *ConnectPath {
+	if pair == nil || pair.Local == nil || pair.Remote == nil {
+		return nil
+	}
+	cand := func(c *webrtc.ICECandidate) string {
+		return c.Typ.String() + " " + c.Protocol.String() + " " + net.JoinHostPort(c.Address, strconv.Itoa(int(c.Port)))
+	}
+	p := &ConnectPath{Kind: PathDirect, Local: cand(pair.Local), Remote: cand(pair.Remote), Text: "direct"}
+	var relays []string
+	if pair.Local.Typ == webrtc.ICECandidateTypeRelay {
+		relays = append(relays, l.relayName(pair.Local.Address, "your relay"))
+	}
+	if pair.Remote.Typ == webrtc.ICECandidateTypeRelay {
+		relays = append(relays, l.relayName(pair.Remote.Address, "your partner's relay"))
+	}
+	if len(relays) > 0 {
+		p.Kind = PathRelay
+		p.Relay = strings.Join(slices.Compact(relays), ", ")
+		p.Text = "via relay (" + p.Relay + ")"
+	}
+	return p
+}
+
+// relayName names the TURN relay at addr: the Tandem peer that runs it, if
+// it is one of this link's helpers, else the address.
+func (l *link) relayName(addr, whose string) string {
+	for _, h := range l.helpers {
+		for _, u := range h.URLs {
+			if _, host, _, ok := splitICEURL(u); ok && host == addr {
+				return "Tandem peer " + h.Helper.String()
+			}
+		}
+	}
+	for _, srv := range l.s.m.ice.current() {
+		for _, u := range srv.URLs {
+			if _, host, _, ok := splitICEURL(u); ok && host == addr {
+				return "TURN server " + addr
+			}
+		}
+	}
+	return whose + " at " + addr
 }

@@ -252,10 +252,17 @@ type node struct {
 	clk  *clock
 	m    *Manager
 	rec  *recorder
+	// tweak, if set, changes the Manager's config at each (re)start.
+	tweak func(*Config)
 }
 
 func newNode(t testing.TB, name string, clk *clock) *node {
-	n := &node{name: name, h: newHost(t), db: newDB(t), clk: clk, rec: newRecorder()}
+	return newNodeWith(t, name, clk, nil)
+}
+
+// newNodeWith is newNode with its Manager's config changed by tweak.
+func newNodeWith(t testing.TB, name string, clk *clock, tweak func(*Config)) *node {
+	n := &node{name: name, h: newHost(t), db: newDB(t), clk: clk, rec: newRecorder(), tweak: tweak}
 	n.restart(t)
 	return n
 }
@@ -267,12 +274,16 @@ func (n *node) restart(t testing.TB) {
 	if n.m != nil {
 		n.m.Close()
 	}
-	m, err := NewManager(Config{
+	cfg := Config{
 		Host: n.h, DB: n.db, Log: testLogger().With("node", n.name), Now: n.clk.Now, OnEvent: n.rec.add,
 		Tick: 10 * time.Millisecond, LoopbackOnly: true,
 		ICEDisconnectedTimeout: time.Second, ICEFailedTimeout: 2 * time.Second, ICEKeepAlive: 200 * time.Millisecond,
 		ConnectTimeout: 5 * time.Second, LeaveLinger: 2 * time.Second,
-	})
+	}
+	if n.tweak != nil {
+		n.tweak(&cfg)
+	}
+	m, err := NewManager(cfg)
 	if err != nil {
 		t.Fatalf("creating manager: %v", err)
 	}

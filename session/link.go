@@ -47,6 +47,11 @@ type link struct {
 	dead               chan struct{} // the link broke
 	done               chan struct{} // run has returned
 
+	// helpers are the peer STUN/TURN servers this link was given.
+	helpers []PeerICEServer
+	// path is how the connected link's packets flow (guarded by s.mu).
+	path *ConnectPath
+
 	// Used by the reader goroutine only.
 	remoteSet bool
 	pending   []webrtc.ICECandidateInit
@@ -58,9 +63,17 @@ func (l *link) kill() { l.killOnce.Do(func() { close(l.dead) }) }
 // startLink makes a PeerConnection for the signalling stream st and makes
 // it the session's current link, replacing any older one.
 func (s *Session) startLink(st network.Stream, r *bufio.Reader) (*link, error) {
+	servers, helpers := s.m.ice.current(), s.peerServers()
+	for _, h := range helpers {
+		servers = append(servers, h.ICEServer)
+	}
+	policy := webrtc.ICETransportPolicyAll
+	if s.m.cfg.RelayOnly {
+		policy = webrtc.ICETransportPolicyRelay
+	}
 	s.linkMu.Lock()
 	defer s.linkMu.Unlock()
-	pc, err := s.m.peerAPI.NewPeerConnection(webrtc.Configuration{ICEServers: s.m.ice.current()})
+	pc, err := s.m.peerAPI.NewPeerConnection(webrtc.Configuration{ICEServers: servers, ICETransportPolicy: policy})
 	if err != nil {
 		return nil, fmt.Errorf("creating peer connection: %w", err)
 	}
@@ -74,7 +87,7 @@ func (s *Session) startLink(st network.Stream, r *bufio.Reader) (*link, error) {
 		pc.Close()
 		return nil, fmt.Errorf("binding media relay: %w", err)
 	}
-	l := &link{s: s, pc: pc, dc: dc, st: st, r: r,
+	l := &link{s: s, pc: pc, dc: dc, st: st, r: r, helpers: helpers,
 		stopCh: make(chan struct{}), dead: make(chan struct{}), done: make(chan struct{})}
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		if c != nil {
@@ -87,6 +100,13 @@ func (s *Session) startLink(st network.Stream, r *bufio.Reader) (*link, error) {
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		s.noteICEState(st)
 		s.onLinkState(l)
+	})
+	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(func(p *webrtc.ICECandidatePair) {
+		if path := l.describePair(p); path != nil {
+			s.mu.Lock()
+			l.path = path
+			s.mu.Unlock()
+		}
 	})
 	dc.OnOpen(func() { s.onOpen(l) })
 	dc.OnClose(l.kill)
@@ -288,8 +308,12 @@ func (l *link) write(m *pb.Signal) error {
 func (s *Session) onLinkState(l *link) {
 	switch l.pc.ConnectionState() {
 	case webrtc.PeerConnectionStateConnected:
+		path := l.selectedPath()
 		s.mu.Lock()
 		l.connected = true
+		if path != nil {
+			l.path = path
+		}
 		if s.link == l && l.hello && !s.connected && !s.finished {
 			s.connected = true
 			s.emitLocked(Event{Type: EventPartnerReconnected, From: FromPartner})

@@ -36,6 +36,15 @@ type Config struct {
 	// ICEServers for the node-to-node connection (STUN/TURN); none are
 	// needed on a LAN or on one machine.
 	ICEServers []webrtc.ICEServer
+	// PeerICE, if set, gives the STUN/TURN servers other Tandem nodes
+	// offer (peerturn helpers), with fresh credentials. It is asked before
+	// each connection attempt (for at most peerICETimeout) and should
+	// answer from a cache.
+	PeerICE func(ctx context.Context) []PeerICEServer
+	// RelayOnly makes the node-to-node connection use TURN relays only
+	// (ICETransportPolicyRelay): the partner never learns this node's
+	// addresses. Tests use it to force the relay path.
+	RelayOnly bool
 	// IncludeLoopback gathers 127.0.0.1 candidates for the node-to-node
 	// connection (two nodes on one machine).
 	IncludeLoopback bool

@@ -66,7 +66,8 @@ type Session struct {
 	partnerReceipt []byte
 	receiptAcked   bool
 	record         *Record
-	try            connTry // connecting to the partner: what was tried
+	try            connTry         // connecting to the partner: what was tried
+	peerICE        []PeerICEServer // the peer helpers the last connection attempt was given
 	// The session clock (clock.go): clockOffset is added to our clock to
 	// get the offerer's; clockKnown once measured (or restored).
 	clockOffset  time.Duration

@@ -28,6 +28,9 @@ func printStatus(w io.Writer, st apiv1.Status, loginURL string) {
 		fmt.Fprintf(w, "Address:   %s\n", esc(a))
 	}
 	fmt.Fprintf(w, "Peers:     %d connected\n", st.ConnectedPeers)
+	if st.TURNHelper != "" {
+		fmt.Fprintf(w, "Relay:     %s\n", esc(st.TURNHelper))
+	}
 	fmt.Fprintf(w, "API:       %s\n", esc(st.APIURL))
 	fmt.Fprintf(w, "Data dir:  %s\n", esc(st.DataDir))
 	fmt.Fprintf(w, "Web UI:    %s\n", esc(loginURL))

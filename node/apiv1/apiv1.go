@@ -27,6 +27,10 @@ type Status struct {
 	ClockRate float64   `json:"clock_rate"`
 	// Demo: this is the user's node of `tandem demo`.
 	Demo bool `json:"demo"`
+	// TURNHelper says whether this node offers a STUN server and TURN
+	// relay to other Tandem nodes: "off", "waiting: ...", "not offered:
+	// why" or "offering URLS".
+	TURNHelper string `json:"turn_helper"`
 }
 
 // Peer is one entry of GET /api/v1/peers.
