@@ -425,6 +425,8 @@ func TestWebUIFocusNow(t *testing.T) {
 	bb.typeInto("#chat-input", "good luck!\n")
 	ba.waitJS("B's chat line in A", 10*time.Second,
 		`[...document.querySelectorAll('#chat-log .chat-line.partner .text')].some(e => e.textContent === 'good luck!')`)
+	// Two nodes on one machine: the room says the session is direct.
+	ba.waitJS("how the session is connected", 10*time.Second, `document.getElementById('conn-path').textContent === 'Connected directly'`)
 	if got := uiEval[string](ba, `document.getElementById('phase').textContent`); got != "Focus" {
 		t.Errorf("A's phase = %q, want Focus", got)
 	}

@@ -60,8 +60,11 @@ type ConnectReport struct {
 	// "failed", ...); LastError the last thing that went wrong.
 	ICEState  string `json:"ice_state,omitempty"`
 	LastError string `json:"last_error,omitempty"`
-	// Path is how the session is connected (set while connected).
-	Path *ConnectPath `json:"path,omitempty"`
+	// Path is how the session is connected (set while connected);
+	// ICERestarts counts the ICE restarts this side offered on the
+	// current connection (restart.go).
+	Path        *ConnectPath `json:"path,omitempty"`
+	ICERestarts int          `json:"ice_restarts"`
 }
 
 // connTry is what the session has tried since it last lost (or never had)
@@ -215,9 +218,8 @@ func (s *Session) connectReportLocked(now time.Time) ConnectReport {
 	switch {
 	case s.connected:
 		r.State, r.Since = ConnectConnected, s.joinedAt
-		if s.link != nil && s.link.path != nil {
-			p := *s.link.path
-			r.Path = &p
+		if s.link != nil {
+			r.Path, r.ICERestarts = s.link.pathCopy(), s.link.restarts
 		}
 	case !s.wantsPartnerLocked() && s.phase == PhaseUpcoming:
 		r.State = ConnectWaiting
@@ -314,6 +316,15 @@ func (s *Session) peerServers() []PeerICEServer {
 	s.peerICE = out
 	s.mu.Unlock()
 	return out
+}
+
+// pathCopy is a copy of the link's path, nil if none; s.mu is held.
+func (l *link) pathCopy() *ConnectPath {
+	if l.path == nil {
+		return nil
+	}
+	p := *l.path
+	return &p
 }
 
 // selectedPath describes the link's selected candidate pair, nil if none.

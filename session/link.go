@@ -41,6 +41,9 @@ type link struct {
 	open      bool // data channel open
 	hello     bool // the partner's hello arrived on this link
 	connected bool // the PeerConnection has been connected
+	restarts  int  // ICE restarts offered on this link
+
+	negMu sync.Mutex // serialises the offerer's offers (first and restarts)
 
 	stopOnce, killOnce sync.Once
 	stopCh             chan struct{} // we are done with this link
@@ -104,6 +107,11 @@ func (s *Session) startLink(st network.Stream, r *bufio.Reader) (*link, error) {
 	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(func(p *webrtc.ICECandidatePair) {
 		if path := l.describePair(p); path != nil {
 			s.mu.Lock()
+			if l.path != nil && *l.path != *path && s.link == l && s.connected && !s.finished {
+				// A new path on the same connection (ICE restart, a
+				// better pair nominated): say so.
+				s.emitLocked(Event{Type: EventPathChanged, Path: path})
+			}
 			l.path = path
 			s.mu.Unlock()
 		}
@@ -210,6 +218,8 @@ func (l *link) readLoop() {
 }
 
 func (l *link) sendOffer() error {
+	l.negMu.Lock()
+	defer l.negMu.Unlock()
 	offer, err := l.pc.CreateOffer(nil)
 	if err != nil {
 		return fmt.Errorf("creating offer: %w", err)
@@ -312,11 +322,15 @@ func (s *Session) onLinkState(l *link) {
 		s.mu.Lock()
 		l.connected = true
 		if path != nil {
+			if l.path == nil && s.link == l && s.connected && !s.finished {
+				// The partner's hello came first and its event had no path.
+				s.emitLocked(Event{Type: EventPathChanged, Path: path})
+			}
 			l.path = path
 		}
 		if s.link == l && l.hello && !s.connected && !s.finished {
 			s.connected = true
-			s.emitLocked(Event{Type: EventPartnerReconnected, From: FromPartner})
+			s.emitLocked(Event{Type: EventPartnerReconnected, From: FromPartner, Path: l.pathCopy()})
 		}
 		s.mu.Unlock()
 		s.relay.Connected(media.Partner, l.pc)
@@ -326,7 +340,15 @@ func (s *Session) onLinkState(l *link) {
 			s.connected = false
 			s.emitLocked(Event{Type: EventPartnerDisconnected, From: FromPartner})
 		}
+		current := s.link == l && !s.finished
 		s.mu.Unlock()
+		// The path broke (a network change, a lost NAT binding): look for
+		// a new one on the same PeerConnection (restart.go).
+		if current && s.offerer {
+			if err := l.restartICE(); err != nil {
+				s.log.Debug("restarting ICE", "err", err)
+			}
+		}
 	case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
 		l.kill()
 	}

@@ -555,15 +555,16 @@ func (s *Session) onHelloLocked(l *link, h *pb.Hello, now time.Time) {
 	s.connected = true
 	first := !s.greeted
 	s.greeted = true
+	path := l.pathCopy()
 	switch {
 	case !s.met:
 		s.met, s.joinedAt = true, now
 		s.saveLiveLocked()
-		s.emitLocked(Event{Type: EventPartnerJoined, From: FromPartner, Text: s.partner.Name})
+		s.emitLocked(Event{Type: EventPartnerJoined, From: FromPartner, Text: s.partner.Name, Path: path})
 	case first: // met before this node restarted
-		s.emitLocked(Event{Type: EventPartnerJoined, From: FromPartner, Text: s.partner.Name})
+		s.emitLocked(Event{Type: EventPartnerJoined, From: FromPartner, Text: s.partner.Name, Path: path})
 	default:
-		s.emitLocked(Event{Type: EventPartnerReconnected, From: FromPartner})
+		s.emitLocked(Event{Type: EventPartnerReconnected, From: FromPartner, Path: path})
 	}
 	if s.receipt != nil && !s.receiptAcked {
 		s.sendLocked(&pb.Message{Body: &pb.Message_Receipt{Receipt: &pb.Receipt{Envelope: s.receipt}}})

@@ -150,6 +150,7 @@ const (
 	EventPartnerJoined       = "partner-joined"       // first hello from the partner
 	EventPartnerDisconnected = "partner-disconnected" // connection lost; reconnecting
 	EventPartnerReconnected  = "partner-reconnected"  // back after a disconnect
+	EventPathChanged         = "path-changed"         // the connection now flows another way (Path)
 	EventCouldNotConnect     = "could-not-connect"    // no connection for CouldNotConnectAfter; Text says what was tried
 	EventRematchOffered      = "rematch-offered"      // partner RematchAfter late
 	EventNoShow              = "no-show"              // partner NoShowAfter late; the session ends
@@ -180,6 +181,9 @@ type Event struct {
 	Media          *Media    `json:"media,omitempty"`
 	CheckIn        *CheckIn  `json:"check_in,omitempty"`
 	Record         *Record   `json:"record,omitempty"`
+	// Path is how the session is connected (partner-joined,
+	// partner-reconnected, path-changed).
+	Path *ConnectPath `json:"path,omitempty"`
 }
 
 // Media says whether a side sends video and audio from a browser.

@@ -185,7 +185,22 @@ func (v *joinView) header(ctx context.Context, s apiv1.Session) {
 	if s.Connect.State == apiv1.ConnectCouldNotConnect {
 		v.couldNotConnect(s.Connect.Message)
 	}
+	if n := pathNote(s.Connect.Path); n != "" {
+		v.say("%s", strings.TrimSpace(n))
+	}
 	v.countdown(ctx, s)
+}
+
+// pathNote says how the session is connected (" Connected directly." or
+// " Connected via relay (Tandem peer ...)."), "" when not known.
+func pathNote(p *apiv1.ConnectPath) string {
+	if p == nil {
+		return ""
+	}
+	if p.Kind == apiv1.PathRelay {
+		return " Connected via relay (" + esc(p.Relay) + ")."
+	}
+	return " Connected directly."
 }
 
 // couldNotConnect says plainly that the partner could not be reached and
@@ -249,11 +264,15 @@ func (v *joinView) event(e apiv1.SessionEvent) {
 			v.say("[%s]", esc(string(e.Phase)))
 		}
 	case apiv1.SessionPartnerJoined:
-		v.say("Your partner joined.")
+		v.say("Your partner joined.%s", pathNote(e.Path))
 	case apiv1.SessionPartnerDisconnected:
 		v.say("Partner disconnected; reconnecting...")
 	case apiv1.SessionPartnerReconnected:
-		v.say("Partner is back.")
+		v.say("Partner is back.%s", pathNote(e.Path))
+	case apiv1.SessionPathChanged:
+		if n := pathNote(e.Path); n != "" {
+			v.say("%s", strings.TrimSpace(n))
+		}
 	case apiv1.SessionCouldNotConnect:
 		v.couldNotConnect(e.Text)
 	case apiv1.SessionRematchOffered:

@@ -42,6 +42,8 @@ func TestJoinRunsSessionInTerminal(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- runJoin(ctx, ca, "", false, stdinR, out) }()
 	nodetest.WaitFor(t, 10*time.Second, func() bool { return strings.Contains(out.String(), "Session with") }, "the join header")
+	// Two nodes on one machine connect directly, and join says so.
+	nodetest.WaitFor(t, 10*time.Second, func() bool { return strings.Contains(out.String(), "Connected directly.") }, "how the session is connected")
 
 	io.WriteString(stdinW, "hello from the terminal\n")
 	nodetest.WaitFor(t, 10*time.Second, func() bool {

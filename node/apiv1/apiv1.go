@@ -143,6 +143,8 @@ type (
 	ChatLine     = session.ChatLine
 	// ConnectReport is Session.Connect: how connecting to the partner goes.
 	ConnectReport = session.ConnectReport
+	// ConnectPath is Session.Connect.Path: how a connected session flows.
+	ConnectPath = session.ConnectPath
 )
 
 // Session phases, event types (SessionEvent.Type) and sides
@@ -159,6 +161,7 @@ const (
 	SessionPartnerJoined       = session.EventPartnerJoined
 	SessionPartnerDisconnected = session.EventPartnerDisconnected
 	SessionPartnerReconnected  = session.EventPartnerReconnected
+	SessionPathChanged         = session.EventPathChanged
 	SessionCouldNotConnect     = session.EventCouldNotConnect
 	SessionRematchOffered      = session.EventRematchOffered
 	SessionNoShow              = session.EventNoShow
@@ -178,7 +181,11 @@ const (
 	ConnectConnecting      = session.ConnectConnecting
 	ConnectConnected       = session.ConnectConnected
 	ConnectCouldNotConnect = session.ConnectCouldNotConnect
-	ConnectOver            = session.ConnectOver
+
+	// ConnectPath.Kind values.
+	PathDirect  = session.PathDirect
+	PathRelay   = session.PathRelay
+	ConnectOver = session.ConnectOver
 )
 
 // CancelRequest is the body of POST /api/v1/bookings/{id}/cancel.

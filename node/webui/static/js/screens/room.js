@@ -5,7 +5,7 @@
 // at the end.
 import { get, post, on, clock, debounce, ApiError } from "../api.js";
 import {
-  h, showError, messageOf, fmtTime, fmtTimeZ, fmtWhen, fmtCountdown, fmtIn, nameOf, openDialog, toast, MINUTE,
+  h, showError, messageOf, fmtTime, fmtTimeZ, fmtWhen, fmtCountdown, fmtIn, nameOf, openDialog, toast, MINUTE, shortID,
 } from "../dom.js";
 import { localMedia, stopStream, MediaLeg, detachBrowser } from "../media.js";
 import { awaitMatch, navigate } from "../flow.js";
@@ -38,6 +38,9 @@ export function mount(el, bookingID) {
   const phaseEl = h("div", { class: "phase", id: "phase", role: "status", "aria-live": "polite" });
   const timerEl = h("div", { class: "timer", id: "timer", role: "timer", "aria-live": "off" });
   const withEl = h("div", { class: "with", id: "with" });
+  // How the session is connected (direct, or through whose relay), from
+  // the ICE pair the node selected; the full pair is in the tooltip.
+  const pathEl = h("div", { class: "path small", id: "conn-path" });
   const chipsEl = h("div", { class: "chips" });
   const banners = h("div", { class: "room-banners", "aria-live": "polite" });
 
@@ -75,7 +78,7 @@ export function mount(el, bookingID) {
   const chatForm = h("form", { class: "chat-form" }, chatInput, chatSend);
 
   const room = h("section", { class: "room", id: "room", "aria-label": "Session room" },
-    h("header", { class: "room-head" }, h("div", {}, phaseEl, withEl, chipsEl), timerEl),
+    h("header", { class: "room-head" }, h("div", {}, phaseEl, withEl, pathEl, chipsEl), timerEl),
     banners,
     h("div", { class: "room-main" },
       h("div", { class: "stage" },
@@ -154,6 +157,9 @@ export function mount(el, bookingID) {
     reload();
   }));
 
+  // relayName shortens the peer IDs in "Tandem peer PEER_ID" to their end.
+  const relayName = (r) => (r || "").replace(/\b12D3Koo[1-9A-HJ-NP-Za-km-z]+/g, (id) => shortID(id));
+
   // ---- rendering ----
   function build() {
     st.built = true;
@@ -180,6 +186,11 @@ export function mount(el, bookingID) {
     phaseEl.dataset.phase = s.phase;
     room.dataset.phase = s.phase;
     withEl.textContent = `with ${name}${s.connected ? "" : s.met ? " (reconnecting…)" : ""}`;
+    const path = s.connected && s.connect && s.connect.path;
+    pathEl.hidden = !path;
+    pathEl.dataset.kind = path ? path.kind : "";
+    pathEl.textContent = !path ? "" : path.kind === "relay" ? `Connected via relay (${relayName(path.relay)})` : "Connected directly";
+    pathEl.title = path ? `here: ${path.local}; ${name}: ${path.remote}` : "";
     partnerGoalTitle.textContent = `${name}'s goal`;
     partnerGoal.textContent = s.partner.goal || (s.connected ? `${name} has not set a goal yet.` : "");
     partnerGoal.classList.toggle("empty", !s.partner.goal);

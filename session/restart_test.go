@@ -1,0 +1,64 @@
+package session
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/pion/webrtc/v4"
+)
+
+func iceUfrag(d *webrtc.SessionDescription) string {
+	if d == nil {
+		return ""
+	}
+	for _, line := range strings.Split(d.SDP, "\n") {
+		if u, ok := strings.CutPrefix(strings.TrimSpace(line), "a=ice-ufrag:"); ok {
+			return u
+		}
+	}
+	return ""
+}
+
+func currentLink(s *Session) *link {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.link
+}
+
+// TestICERestartKeepsPeerConnection: an ICE restart (what a network change
+// triggers) negotiates fresh ICE credentials on the same PeerConnection,
+// on both sides; the session stays connected on it and the data channel
+// works after.
+func TestICERestartKeepsPeerConnection(t *testing.T) {
+	clk := newClock()
+	a, b := newPair(t, clk)
+	sa, sb := meet(t, a, b, "restart")
+	la, lb := currentLink(sa), currentLink(sb)
+	ufragA, ufragB := iceUfrag(la.pc.CurrentLocalDescription()), iceUfrag(lb.pc.CurrentLocalDescription())
+	if ufragA == "" || ufragB == "" {
+		t.Fatalf("no ICE ufrag in the descriptions (%q, %q)", ufragA, ufragB)
+	}
+
+	if err := sa.RestartICE(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "new ICE credentials on both sides, connected", func() bool {
+		return iceUfrag(la.pc.CurrentLocalDescription()) != ufragA && iceUfrag(lb.pc.CurrentLocalDescription()) != ufragB &&
+			iceUfrag(la.pc.CurrentRemoteDescription()) == iceUfrag(lb.pc.CurrentLocalDescription()) &&
+			la.pc.ConnectionState() == webrtc.PeerConnectionStateConnected &&
+			lb.pc.ConnectionState() == webrtc.PeerConnectionStateConnected
+	})
+	if currentLink(sa) != la || currentLink(sb) != lb {
+		t.Fatal("the ICE restart replaced the connection")
+	}
+	if c := sa.State().Connect; c.ICERestarts != 1 || c.State != ConnectConnected {
+		t.Errorf("a's connect report after the restart: %+v", c)
+	}
+	if err := sa.Chat("still here"); err != nil {
+		t.Fatal(err)
+	}
+	b.rec.wait(t, "chat after the restart", isFrom(EventChat, sb.ID(), FromPartner, func(e Event) bool { return e.Text == "still here" }))
+	if n := a.rec.count(is(EventPartnerDisconnected, sa.ID())); n != 0 {
+		t.Errorf("a saw the partner disconnect %d times during the restart", n)
+	}
+}
