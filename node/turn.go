@@ -18,7 +18,7 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/pion/webrtc/v4"
 
-	"github.com/tandem-cowork/tandem/peerturn"
+	"github.com/tandem-cowork/tandem/node/peerturn"
 	"github.com/tandem-cowork/tandem/session"
 )
 

@@ -12,7 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/pion/webrtc/v4"
 
-	"github.com/tandem-cowork/tandem/peerturn"
+	"github.com/tandem-cowork/tandem/node/peerturn"
 )
 
 // turnHelper is a third host that runs a peerturn STUN/TURN server on
