@@ -47,6 +47,10 @@ type Config struct {
 	// used only when the node talks to the internet (see wantsPortMap),
 	// because the search multicasts on the LAN.
 	NATPortMap bool `toml:"nat_port_map"`
+	// RelayService: when AutoNAT finds the node publicly reachable, it
+	// relays small protocol messages (circuit relay v2) for peers behind
+	// NATs, so that they can be matched. On by default.
+	RelayService bool `toml:"relay_service"`
 	// Name is the display name shown to partners (can be changed at run time).
 	Name string `toml:"name"`
 	// LogLevel is debug, info, warn or error.
@@ -107,12 +111,13 @@ func Default() Config {
 			"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1",
 			"/ip6/::/tcp/0", "/ip6/::/udp/0/quic-v1",
 		},
-		API:        DefaultAPIAddr,
-		TURN:       TURNConfig{Port: DefaultTURNPort},
-		MDNS:       true,
-		NATPortMap: true,
-		LogLevel:   "info",
-		LogFormat:  "text",
+		API:          DefaultAPIAddr,
+		TURN:         TURNConfig{Port: DefaultTURNPort},
+		MDNS:         true,
+		NATPortMap:   true,
+		RelayService: true,
+		LogLevel:     "info",
+		LogFormat:    "text",
 	}
 }
 

@@ -39,12 +39,10 @@ func newHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer) (host.Ho
 		libp2p.ConnectionManager(cm),
 		libp2p.UserAgent("tandem/" + Version),
 		libp2p.EnableRelay(),
-		// Nodes that find themselves publicly reachable relay for others
-		// (circuit relay v2, limited to signalling-sized traffic), and
-		// NATed nodes reserve a slot on a connected peer that offers it,
-		// then upgrade to a direct connection by hole punching (not
-		// libp2p.EnableHolePunching: see newHolePunch).
-		libp2p.EnableRelayService(),
+		// NATed nodes reserve a slot on a connected peer that offers a
+		// relay (see RelayService below), then upgrade to a direct
+		// connection by hole punching (not libp2p.EnableHolePunching:
+		// see newHolePunch).
 		libp2p.EnableAutoRelayWithPeerSource(func(ctx context.Context, num int) <-chan peer.AddrInfo {
 			return connectedPeers(ctx, &self, num)
 		}),
@@ -52,6 +50,12 @@ func newHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer) (host.Ho
 		// libp2p's own collectors go to the node's registry (GET /metrics),
 		// not to the process-wide default one.
 		libp2p.PrometheusRegisterer(reg),
+	}
+	if cfg.RelayService {
+		// Once AutoNAT finds the node publicly reachable, it relays for
+		// others (circuit relay v2, libp2p's default limits: 2 min and
+		// 128 KiB per relayed connection, signalling-sized traffic).
+		opts = append(opts, libp2p.EnableRelayService())
 	}
 	if cfg.wantsPortMap() {
 		opts = append(opts, libp2p.NATPortMap())

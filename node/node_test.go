@@ -346,6 +346,7 @@ bootstrap = ["none"]
 mdns = false
 name = "Ada"
 log_level = "debug"
+relay_service = false
 
 [matchmaking]
 favourites_only = true
@@ -369,6 +370,9 @@ favourites_only = true
 	}
 	if !cfg.NATPortMap {
 		t.Error("a key absent from the file changed its default")
+	}
+	if cfg.RelayService || !node.Default().RelayService {
+		t.Errorf("relay_service: %v after the file's false, default %v; want false, true", cfg.RelayService, node.Default().RelayService)
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Errorf("Validate: %v", err)
