@@ -266,8 +266,8 @@ func xmlText(s string) string {
 
 func newServiceCmd(g *globalFlags) *cobra.Command {
 	var (
-		dryRun   bool
-		platform string
+		dryRun, desktopNotify bool
+		platform              string
 	)
 	// build resolves what the unit runs: this binary, with the data dir
 	// (and config file) this command sees, so the service and the client
@@ -300,6 +300,9 @@ func newServiceCmd(g *globalFlags) *cobra.Command {
 				return nil, err
 			}
 			args = append(args, "--config", conf)
+		}
+		if desktopNotify {
+			args = append(args, "--desktop-notify")
 		}
 		home := homeDir()
 		cfgHome := os.Getenv("XDG_CONFIG_HOME")
@@ -353,6 +356,7 @@ func newServiceCmd(g *globalFlags) *cobra.Command {
 	for _, c := range []*cobra.Command{install, uninstall} {
 		c.Flags().BoolVar(&dryRun, "dry-run", false, "print the file and the commands instead of writing and running them")
 	}
+	install.Flags().BoolVar(&desktopNotify, "desktop-notify", false, "the service runs `tandem up --desktop-notify`")
 	for _, c := range []*cobra.Command{install, uninstall, status} {
 		c.Flags().StringVar(&platform, "platform", runtime.GOOS, "linux (systemd user unit) or darwin (launchd agent)")
 	}

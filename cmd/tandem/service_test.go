@@ -170,8 +170,8 @@ func TestServiceLaunchd(t *testing.T) {
 // node healthy through GET /healthz.
 func TestServiceCLI(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "node")
-	out, errOut, code := run(t, "service", "install", "--dry-run", "--platform", "linux", "--data-dir", dir)
-	if code != 0 || !strings.Contains(out, "ExecStart="+tandemBin+" up --data-dir "+dir+"\n") ||
+	out, errOut, code := run(t, "service", "install", "--dry-run", "--platform", "linux", "--data-dir", dir, "--desktop-notify")
+	if code != 0 || !strings.Contains(out, "ExecStart="+tandemBin+" up --data-dir "+dir+" --desktop-notify\n") ||
 		!strings.Contains(out, "$ systemctl --user enable --now tandem.service") {
 		t.Fatalf("service install --dry-run: exit %d\n%s%s", code, out, errOut)
 	}
