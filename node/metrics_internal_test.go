@@ -20,7 +20,7 @@ func TestMetricsFromEvents(t *testing.T) {
 		{ID: "old", State: matchmaking.StateMatched}, // re-confirmed after a restart
 		{ID: "a", State: matchmaking.StateSearching},
 		{ID: "a", State: matchmaking.StateMatched},
-		{ID: "a", State: matchmaking.StateMatched}, // confirmed
+		{ID: "a", State: matchmaking.StateMatched},   // confirmed
 		{ID: "a", State: matchmaking.StateSearching}, // partner cancelled
 		{ID: "a", State: matchmaking.StateMatched},
 		{ID: "a", State: matchmaking.StateCancelled},
