@@ -290,9 +290,10 @@ func TestAttackBoardSyncAmplification(t *testing.T) {
 // peer ID is its sender, so each identity that proposes needs one). It
 // dials out only.
 type sybil struct {
-	key crypto.PrivKey
-	id  peer.ID
-	h   host.Host
+	key   crypto.PrivKey
+	id    peer.ID
+	h     host.Host
+	stamp []byte // paid for at the tests' difficulty
 }
 
 func newSybils(t testing.TB, k int) []*sybil {
@@ -306,7 +307,7 @@ func newSybils(t testing.TB, k int) []*sybil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { h.Close() })
-		out[i] = &sybil{key: key, id: id, h: h}
+		out[i] = &sybil{key: key, id: id, h: h, stamp: mintStamp(id, testStampBits)}
 	}
 	return out
 }
@@ -319,7 +320,7 @@ func (s *sybil) offerLike(t testing.TB, target *pb.Offer, booking string) []byte
 		Version: protoVersion, Owner: []byte(s.id), BookingId: booking,
 		StartUnix: target.GetStartUnix(), DurationMin: target.GetDurationMin(), Kind: target.GetKind(),
 		Activity: target.GetActivity(), Quiet: target.GetQuiet(), Name: "sybil",
-		ExpiresUnix: now.Add(time.Minute).Unix(), Seq: uint64(now.UnixMicro()),
+		ExpiresUnix: now.Add(time.Minute).Unix(), Seq: uint64(now.UnixMicro()), Stamp: s.stamp,
 	}
 	env, err := sealOffer(o, s.key)
 	if err != nil {
@@ -503,6 +504,11 @@ func TestAttackSquatting(t *testing.T) {
 	if reply, _ := s.proposeRaw(t, victim, target, "x", s.offerLike(t, moved, "x"), true); reply.GetAccept() != nil {
 		t.Fatal("a proposal carrying an offer for another time was accepted")
 	}
+	unpaid := *other
+	unpaid.stamp = unpaidStamp(unpaid.id) // a fresh identity that did not pay for its stamp
+	if reply, _ := unpaid.proposeRaw(t, victim, target, "x", unpaid.offerLike(t, target, "x"), true); reply.GetAccept() != nil {
+		t.Fatal("a proposal from an identity without a stamp was accepted")
+	}
 	if got := victim.booking(b.ID); got.State != StateSearching {
 		t.Fatalf("refused proposals changed the booking: %+v", got)
 	}
@@ -521,5 +527,14 @@ func TestAttackSquatting(t *testing.T) {
 	target2 := victim.svc.offerFor(b2, time.Now())
 	if reply, _ := s.proposeRaw(t, victim, target2, "y", s.offerLike(t, target2, "y"), true); reply.GetReject().GetReason() != reasonUnavailable {
 		t.Fatalf("the no-show identity proposed again and got %v", reply)
+	}
+}
+
+// unpaidStamp is a nonce that falls short of the tests' difficulty.
+func unpaidStamp(id peer.ID) []byte {
+	for i := byte(0); ; i++ {
+		if checkStamp(id, []byte{i}, testStampBits) != nil {
+			return []byte{i}
+		}
 	}
 }

@@ -19,6 +19,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
+// testStampBits is the identity stamp difficulty in tests: cheap, yet a
+// record without a stamp fails it (but for 1 in 256).
+const testStampBits = 8
+
 // testNode is a real libp2p host on loopback with gossipsub, a real badger
 // store in a temp dir and a matchmaking Service.
 type testNode struct {
@@ -87,6 +91,7 @@ func (n *testNode) start() {
 		Host: n.h, PubSub: n.ps, DB: n.db, Log: testLogger(),
 		Name:          "node-" + n.h.ID().String()[len(n.h.ID().String())-4:],
 		MatchInterval: 100 * time.Millisecond, SyncInterval: time.Second, HoldTimeout: 2 * time.Second, StreamTimeout: 2 * time.Second,
+		StampBits: testStampBits,
 	}
 	if n.tune != nil {
 		n.tune(&cfg)

@@ -133,9 +133,30 @@ func openOffer(data []byte, now time.Time) (*pb.Offer, peer.ID, error) {
 	return o, owner, nil
 }
 
-// openOffer verifies an offer envelope as the package function does.
+// openGossipOffer opens a gossip offer as the package function does, and
+// checks its owner's identity stamp.
+func (s *Service) openGossipOffer(data []byte, now time.Time, author peer.ID) (*pb.Offer, error) {
+	o, err := openGossipOffer(data, now, author)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkStamp(author, o.GetStamp(), s.cfg.StampBits); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// openOffer verifies an offer envelope as the package function does, and
+// its owner's identity stamp.
 func (s *Service) openOffer(data []byte, now time.Time) (*pb.Offer, peer.ID, error) {
-	return openOffer(data, now)
+	o, owner, err := openOffer(data, now)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := checkStamp(owner, o.GetStamp(), s.cfg.StampBits); err != nil {
+		return nil, "", err
+	}
+	return o, owner, nil
 }
 
 func checkOffer(o *pb.Offer, now time.Time) error {

@@ -70,6 +70,9 @@ type Config struct {
 	StreamTimeout    time.Duration // per negotiation round trip (5 s)
 	MatchInterval    time.Duration // matcher wake-up without news (1 s)
 	SyncInterval     time.Duration // pull the board from one random peer (20 s)
+	// StampBits is the identity stamp's difficulty (default StampBits);
+	// tests lower it. Offers whose stamp falls short are refused.
+	StampBits int
 	// OfferTTL is how long, on the clock Now, an announcement stays valid
 	// (default three AnnounceIntervals, at most an hour). A compressed
 	// clock (the demo) needs it scaled to match real re-announcements.
@@ -104,6 +107,7 @@ type Service struct {
 	// standingDirty: records changed and not yet stored (flushStanding).
 	standingDirty map[peer.ID]bool
 	standingFlush sync.Mutex
+	stamp         []byte                    // this identity's stamp (stamp.go)
 	inflight      map[string]bool           // own booking ID -> our proposal under way
 	backoff       map[boardKey]backoffEntry // offers not to propose to again before
 	// announced is when each open offer was last announced (real time).
@@ -201,6 +205,9 @@ func New(cfg Config) (*Service, error) {
 	default:
 		return nil, fmt.Errorf("default scope %q: want anyone, circle or circle-first", cfg.DefaultScope)
 	}
+	if cfg.StampBits == 0 {
+		cfg.StampBits = StampBits
+	}
 	cfg.OfferTTL = min(cfg.OfferTTL, maxOfferTTL)
 	s := &Service{
 		cfg: cfg, h: cfg.Host, key: cfg.Host.Peerstore().PrivKey(cfg.Host.ID()),
@@ -246,6 +253,9 @@ func New(cfg Config) (*Service, error) {
 		if id, err := peer.Decode(st.ID); err == nil {
 			s.standing[id] = st
 		}
+	}
+	if s.stamp, err = s.loadStamp(); err != nil {
+		return nil, err
 	}
 	if _, err := s.db.get(seqKey, &s.seqCeiling); err != nil {
 		return nil, fmt.Errorf("loading offer sequence: %w", err)
@@ -687,7 +697,7 @@ func (s *Service) offerFor(b Booking, now time.Time) *pb.Offer {
 		StartUnix: b.Start.Unix(), DurationMin: uint32(b.DurationMin),
 		Kind: kindToPB(b.Kind), Activity: activityToPB(b.Activity), Quiet: b.Quiet,
 		Name: s.Name(), Seq: s.nextSeq(now), Withdrawn: b.State != StateSearching,
-		ExpiresUnix: now.Add(s.cfg.OfferTTL).Unix(),
+		ExpiresUnix: now.Add(s.cfg.OfferTTL).Unix(), Stamp: s.stamp,
 	}
 	if b.Kind == KindNow {
 		o.StartUnix = now.Unix()
@@ -868,7 +878,7 @@ func (s *Service) validateGossip(ctx context.Context, from peer.ID, msg *pubsub.
 	if author != s.h.ID() && !s.limit.allow(author, now) {
 		return pubsub.ValidationIgnore
 	}
-	o, err := openGossipOffer(msg.GetData(), now, author)
+	o, err := s.openGossipOffer(msg.GetData(), now, author)
 	if err != nil {
 		var stale errStale
 		if errors.As(err, &stale) {

@@ -77,7 +77,7 @@ func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
 		if owner, id, seq, ok := peekOffer(env); ok && (owner == s.h.ID() || s.board.has(owner, id, seq)) {
 			continue
 		}
-		o, owner, err := openOffer(env, now)
+		o, owner, err := s.openOffer(env, now)
 		if err != nil {
 			var stale errStale
 			if !errors.As(err, &stale) {

@@ -42,6 +42,7 @@ func validOffer(owner peer.ID, now time.Time) *pb.Offer {
 		StartUnix: now.Truncate(Grid).Add(2 * Grid).Unix(), DurationMin: 50,
 		Kind: pb.Kind_KIND_SCHEDULED, Activity: pb.Activity_ACTIVITY_DESK,
 		Name: "Ada", ExpiresUnix: now.Add(time.Minute).Unix(), Seq: 1,
+		Stamp: mintStamp(owner, testStampBits),
 	}
 }
 

@@ -96,6 +96,10 @@ type Config struct {
 type MatchmakingConfig struct {
 	// FavouritesOnly: only favourites may be matched with this node.
 	FavouritesOnly bool `toml:"favourites_only"`
+	// StampBits lowers the identity stamp's difficulty (0: the protocol's,
+	// matchmaking.StampBits). For tests and local-only swarms: peers at
+	// the protocol's difficulty refuse offers with a cheaper stamp.
+	StampBits int `toml:"stamp_bits"`
 	// AnnounceInterval and OfferTTL override the matcher's defaults
 	// (30 s, 90 s, both on the node's clock, Now).
 	AnnounceInterval time.Duration `toml:"-"`
@@ -198,6 +202,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := usertext.CheckName(c.Name); err != nil {
 		return fmt.Errorf("name (config key or --name): %w", err)
+	}
+	if b := c.Matchmaking.StampBits; b < 0 || b > 32 {
+		return fmt.Errorf("matchmaking.stamp_bits %d: want 0 (the protocol's difficulty) to 32", b)
 	}
 	if c.LogLevel != "" {
 		if _, err := ParseLogLevel(c.LogLevel); err != nil {

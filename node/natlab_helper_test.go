@@ -308,7 +308,7 @@ func (l *natLab) prepare(name, ns, ip string) *labNode {
 	}
 	id, _ := peer.IDFromPrivateKey(key)
 	// No STUN server (the lab has none yet), no UPnP search.
-	cfg := "ice_servers = []\nnat_port_map = false\n"
+	cfg := "ice_servers = []\nnat_port_map = false\n[matchmaking]\nstamp_bits = 8\n"
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600); err != nil {
 		l.t.Fatal(err)
 	}

@@ -185,6 +185,7 @@ func (n *Node) Start() error {
 		OnOffer:          n.metrics.offer,
 		OnHold:           n.metrics.holds.Inc,
 		FavouritesOnly:   n.cfg.Matchmaking.FavouritesOnly,
+		StampBits:        n.cfg.Matchmaking.StampBits,
 		AnnounceInterval: n.cfg.Matchmaking.AnnounceInterval,
 		OfferTTL:         n.cfg.Matchmaking.OfferTTL,
 	})

@@ -57,7 +57,7 @@ func env(t *testing.T) []string {
 	if err := os.MkdirAll(filepath.Dir(conf), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(conf, []byte("nat_port_map = false\nmdns = false\n"), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte("nat_port_map = false\nmdns = false\n[matchmaking]\nstamp_bits = 8\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return append(os.Environ(),

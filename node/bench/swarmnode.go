@@ -117,6 +117,7 @@ func (n *swarmNode) start(extra ...pubsub.Option) error {
 	}
 	svc, err := matchmaking.New(matchmaking.Config{
 		Host: h, PubSub: ps, DB: db, Name: fmt.Sprintf("bench-%d", n.idx), Log: n.log,
+		StampBits: benchStampBits, // every bench node is a fresh identity
 		OnBooking: func(b matchmaking.Booking) { n.rec.booking(b) },
 		OnOffer:   func(e matchmaking.OfferEvent) { n.rec.offer(e) },
 	})
@@ -182,3 +183,8 @@ func (n *swarmNode) service() *matchmaking.Service {
 	defer n.mu.Unlock()
 	return n.svc
 }
+
+// benchStampBits is the swarm's identity stamp difficulty. At the
+// protocol's (seconds per identity) starting hundreds of fresh nodes would
+// take minutes; checking a stamp costs one hash whatever its difficulty.
+const benchStampBits = 8

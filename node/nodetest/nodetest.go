@@ -35,6 +35,8 @@ func Config(t testing.TB) node.Config {
 		NATPortMap:   false,
 		LowResources: true,
 		LogLevel:     "warn",
+		// A cheap identity stamp: every test node is a fresh identity.
+		Matchmaking: node.MatchmakingConfig{StampBits: 8},
 	}
 }
 
