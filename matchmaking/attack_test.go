@@ -538,3 +538,14 @@ func unpaidStamp(id peer.ID) []byte {
 		}
 	}
 }
+
+// sealedOffer is n's signed offer for its booking b, as a proposal of n's
+// carries it.
+func (n *testNode) sealedOffer(t testing.TB, b Booking) []byte {
+	t.Helper()
+	env, err := sealOffer(n.svc.offerFor(b, n.svc.now()), n.svc.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}

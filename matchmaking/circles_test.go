@@ -67,6 +67,7 @@ func TestCircleOnlyMatchesInside(t *testing.T) {
 	reply := roundTripRaw(t, c.h, a.id(), &pb.MatchMessage{Body: &pb.MatchMessage_Propose{Propose: &pb.Propose{
 		FromBooking: bc.ID, ToBooking: ba.ID, StartUnix: slot.Unix(), DurationMin: 25,
 		Kind: pb.Kind_KIND_SCHEDULED, Activity: pb.Activity_ACTIVITY_ANYTHING, Name: "outsider",
+		Offer: c.sealedOffer(t, bc),
 	}}})
 	if reply.GetReject().GetReason() != reasonUnavailable {
 		t.Fatalf("a answered the outsider's proposal with %v, want reject %q", reply, reasonUnavailable)
