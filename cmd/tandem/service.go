@@ -325,6 +325,11 @@ func newServiceCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// A node already running on this data dir (a `tandem up` in a
+			// terminal) holds it: the service's node waits its turn.
+			if c, err := g.client(); err == nil && c.Health(cmd.Context()) == nil {
+				fmt.Fprintf(s.out, "Note: a node already runs on this data dir (%s); the service's node starts once that one stops (the service manager retries).\n", c.URL)
+			}
 			return s.install(cmd.Context())
 		},
 	}
