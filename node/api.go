@@ -41,6 +41,7 @@ func (n *Node) handler() http.Handler {
 	})
 	api.HandleFunc("PUT /api/v1/profile", n.putProfile)
 	api.HandleFunc("POST /api/v1/token/rotate", n.postRotateToken)
+	n.circleRoutes(api)
 	n.sessionAPI(api)
 	n.uiAPI(api)
 

@@ -43,6 +43,14 @@ type Config struct {
 	Peers []string `toml:"peers"`
 	// MDNS turns on LAN discovery by multicast DNS.
 	MDNS bool `toml:"mdns"`
+	// LANOnly: find peers by mDNS and talk to nothing beyond the LAN (no
+	// bootstrap, DHT, public STUN or UPnP; see lanonly.go).
+	LANOnly bool `toml:"lan_only"`
+	// CircleScope and CircleOpenAfterMin are the scope of bookings that
+	// do not name one: "anyone" (default), "circle" or "circle-first",
+	// and the minutes a circle-first booking waits for its circle (10).
+	CircleScope        string `toml:"circle_scope"`
+	CircleOpenAfterMin int    `toml:"circle_open_after_min"`
 	// NATPortMap asks the router for a port mapping (UPnP/NAT-PMP). It is
 	// used only when the node talks to the internet (see wantsPortMap),
 	// because the search multicasts on the LAN.
@@ -227,6 +235,17 @@ func (c Config) Validate() error {
 	if c.Matchmaking.AnnounceInterval < 0 || c.Matchmaking.OfferTTL < 0 {
 		return fmt.Errorf("matchmaking intervals must not be negative (announce %v, offer TTL %v)",
 			c.Matchmaking.AnnounceInterval, c.Matchmaking.OfferTTL)
+	}
+	switch c.CircleScope {
+	case "", "anyone", "circle", "circle-first":
+	default:
+		return fmt.Errorf("circle_scope %q: want anyone, circle or circle-first", c.CircleScope)
+	}
+	if c.CircleOpenAfterMin < 0 || c.CircleOpenAfterMin > 14*24*60 {
+		return fmt.Errorf("circle_open_after_min %d: want 1 to %d minutes (0 for the default, 10)", c.CircleOpenAfterMin, 14*24*60)
+	}
+	if _, err := c.withLANOnly(); err != nil {
+		return err
 	}
 	if c.ClockRate < 0 {
 		return fmt.Errorf("clock rate %v must not be negative", c.ClockRate)

@@ -42,6 +42,9 @@ type discovery struct {
 	mdns      mdns.Service
 
 	ctx context.Context // the node's lifetime, for dials started by mDNS
+	// circleNS lists the DHT namespaces of the node's circles (members
+	// find each other there); nil for none.
+	circleNS func() []string
 
 	mu      sync.Mutex
 	dialing map[peer.ID]bool
@@ -58,6 +61,8 @@ type discovery struct {
 type DiscoveryStatus struct {
 	// LocalOnly: no bootstrap peers and no mDNS (see Config.LocalOnly).
 	LocalOnly bool `json:"local_only"`
+	// LANOnly: mDNS and nothing beyond the LAN (Config.LANOnly).
+	LANOnly bool `json:"lan_only"`
 	// PublicDHT: the bootstrap peers are the public (Amino DHT) defaults.
 	PublicDHT bool `json:"public_dht"`
 	// MDNS says whether LAN discovery is on; MDNSError why it could not
@@ -142,15 +147,17 @@ func newDiscovery(ctx context.Context, cfg Config, h host.Host, log *slog.Logger
 	if cfg.usesPublicDHT() {
 		mode = dht.ModeAuto
 	}
-	d.dht, err = dht.New(h, dht.Mode(mode), dht.BootstrapPeers(d.bootstrap...))
-	if err != nil {
-		return nil, fmt.Errorf("starting DHT: %w", err)
+	if !cfg.LANOnly {
+		d.dht, err = dht.New(h, dht.Mode(mode), dht.BootstrapPeers(d.bootstrap...))
+		if err != nil {
+			return nil, fmt.Errorf("starting DHT: %w", err)
+		}
 	}
 	if cfg.MDNS {
 		d.mdns = mdns.NewMdnsService(h, mdnsService, d)
 	}
 	d.st = DiscoveryStatus{
-		LocalOnly: cfg.LocalOnly(), PublicDHT: cfg.usesPublicDHT(), MDNS: cfg.MDNS,
+		LocalOnly: cfg.LocalOnly(), LANOnly: cfg.LANOnly, PublicDHT: cfg.usesPublicDHT(), MDNS: cfg.MDNS,
 		Bootstrap: seedStatuses(d.bootstrap), Static: seedStatuses(d.static),
 	}
 	return d, nil
@@ -218,6 +225,16 @@ func (d *discovery) run(ctx context.Context) {
 		// Said once: the node keeps working and peers may still dial in.
 		d.log.Warn("no bootstrap peer reachable; the node keeps running and will find peers when they connect", "tried", seeds)
 	}
+	if d.dht == nil { // LAN-only: mDNS finds the peers
+		for {
+			d.redialStatic(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Minute):
+			}
+		}
+	}
 	if err := d.dht.Bootstrap(ctx); err != nil {
 		d.log.Debug("DHT bootstrap", "err", err)
 	}
@@ -228,6 +245,7 @@ func (d *discovery) run(ctx context.Context) {
 	backoff := time.Second
 	for {
 		d.findPeers(ctx, rd)
+		d.findCircles(ctx, rd)
 		d.redialStatic(ctx)
 		select {
 		case <-ctx.Done():
@@ -301,6 +319,32 @@ func (d *discovery) findPeers(ctx context.Context, rd *routing.RoutingDiscovery)
 		st.Rendezvous.Rounds++
 		st.Rendezvous.LastSearch, st.Rendezvous.LastFound, st.Rendezvous.LastError = started, found, ""
 	})
+}
+
+// findCircles advertises this node under each of its circles' rendezvous
+// keys and dials the members found there, so that members meet even when
+// nothing else connects them (their circle topic needs a connection to
+// carry anything). The keys are hashes of the circles' secrets: a DHT
+// node learns that some peers share a key, not what circle it is.
+func (d *discovery) findCircles(ctx context.Context, rd *routing.RoutingDiscovery) {
+	if d.circleNS == nil || len(d.host.Network().Peers()) == 0 {
+		return
+	}
+	for _, ns := range d.circleNS() {
+		fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		if _, err := rd.Advertise(fctx, ns); err != nil {
+			d.log.Debug("circle rendezvous advertise", "err", err)
+		}
+		peers, err := rd.FindPeers(fctx, ns)
+		if err == nil {
+			for ai := range peers {
+				if ai.ID != d.host.ID() && len(ai.Addrs) > 0 && d.host.Network().Connectedness(ai.ID) != network.Connected {
+					go d.connect(ctx, ai)
+				}
+			}
+		}
+		cancel()
+	}
 }
 
 func (d *discovery) redialStatic(ctx context.Context) {
@@ -480,6 +524,9 @@ const errBackoffMsg = "failed moments ago; waiting before dialling it again (dia
 func (d *discovery) close() error {
 	if d.mdns != nil {
 		d.mdns.Close()
+	}
+	if d.dht == nil {
+		return nil
 	}
 	return d.dht.Close()
 }

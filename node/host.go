@@ -57,6 +57,9 @@ func newHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer) (host.Ho
 		// 128 KiB per relayed connection, signalling-sized traffic).
 		opts = append(opts, libp2p.EnableRelayService())
 	}
+	if cfg.LANOnly {
+		opts = append(opts, libp2p.ConnectionGater(lanGater{}))
+	}
 	if cfg.wantsPortMap() {
 		opts = append(opts, libp2p.NATPortMap())
 	}

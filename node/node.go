@@ -85,6 +85,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg, _ = cfg.withLANOnly() // checked by Validate
 	if cfg.DataDir != "" {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("creating data dir: %w", err)
@@ -181,13 +182,15 @@ func (n *Node) Start() error {
 			n.events.publish(apiv1.EventBooking, b)
 			n.kickSessions()
 		},
-		OnBoard:          func() { n.events.publish(apiv1.EventBoard, struct{}{}) },
-		OnOffer:          n.metrics.offer,
-		OnHold:           n.metrics.holds.Inc,
-		FavouritesOnly:   n.cfg.Matchmaking.FavouritesOnly,
-		StampBits:        n.cfg.Matchmaking.StampBits,
-		AnnounceInterval: n.cfg.Matchmaking.AnnounceInterval,
-		OfferTTL:         n.cfg.Matchmaking.OfferTTL,
+		OnBoard:             func() { n.events.publish(apiv1.EventBoard, struct{}{}) },
+		OnOffer:             n.metrics.offer,
+		OnHold:              n.metrics.holds.Inc,
+		FavouritesOnly:      n.cfg.Matchmaking.FavouritesOnly,
+		StampBits:           n.cfg.Matchmaking.StampBits,
+		DefaultScope:        matchmaking.Scope(n.cfg.CircleScope),
+		DefaultOpenAfterMin: n.cfg.CircleOpenAfterMin,
+		AnnounceInterval:    n.cfg.Matchmaking.AnnounceInterval,
+		OfferTTL:            n.cfg.Matchmaking.OfferTTL,
 	})
 	if err != nil {
 		return n.failStart(err)
@@ -211,6 +214,9 @@ func (n *Node) Start() error {
 		return n.failStart(err)
 	}
 	n.disc, err = newDiscovery(ctx, n.cfg, n.host, n.log.With("pkg", "discovery"))
+	if err == nil {
+		n.disc.circleNS = n.mm.CircleRendezvous
+	}
 	if err != nil {
 		return n.failStart(err)
 	}

@@ -26,10 +26,7 @@ var DefaultICEServers = []ICEServer{{URLs: []string{"stun:stun.l.google.com:1930
 
 func (n *Node) newSessionManager() (*session.Manager, error) {
 	var ice []webrtc.ICEServer
-	servers := n.cfg.ICEServers
-	if servers == nil && !n.cfg.LocalOnly() {
-		servers = DefaultICEServers
-	}
+	servers := n.cfg.iceServers()
 	for _, s := range servers {
 		ice = append(ice, s.webrtc())
 	}

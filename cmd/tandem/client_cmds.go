@@ -74,10 +74,19 @@ func parseWhen(s string) (time.Time, error) {
 }
 
 type bookFlags struct {
-	duration int
-	activity string
-	quiet    bool
-	goal     string
+	duration  int
+	activity  string
+	quiet     bool
+	goal      string
+	scope     string
+	circle    string
+	openAfter int
+}
+
+// circleScope applies the circle flags to a request.
+func (b *bookFlags) circleScope(req apiv1.BookRequest) apiv1.BookRequest {
+	req.Scope, req.Circle, req.OpenAfterMin = apiv1.Scope(b.scope), b.circle, b.openAfter
+	return req
 }
 
 func (b *bookFlags) add(cmd *cobra.Command, defDuration int) {
@@ -86,6 +95,9 @@ func (b *bookFlags) add(cmd *cobra.Command, defDuration int) {
 	f.StringVar(&b.activity, "activity", "anything", "desk, moving or anything")
 	f.BoolVar(&b.quiet, "quiet", false, "quiet mode: no talking (matches quiet partners only)")
 	f.StringVar(&b.goal, "goal", "", "what you want to get done")
+	f.StringVar(&b.scope, "scope", "", "who may match: anyone, circle (your circle only) or circle-first (default: the node's setting, anyone)")
+	f.StringVar(&b.circle, "circle", "", "with --scope circle or circle-first: which circle (ID or name; default: all yours)")
+	f.IntVar(&b.openAfter, "open-after", 0, "with --scope circle-first: minutes before anyone may match (default 10)")
 }
 
 func newBookCmd(g *globalFlags) *cobra.Command {
@@ -100,10 +112,10 @@ func newBookCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.book(cmd, apiv1.BookRequest{
+			return g.book(cmd, bf.circleScope(apiv1.BookRequest{
 				At: t, Kind: "scheduled", DurationMin: bf.duration, Activity: apiv1Activity(bf.activity),
 				Quiet: bf.quiet, Goal: bf.goal, With: with,
-			})
+			}))
 		},
 	}
 	bf.add(cmd, 50)
@@ -120,10 +132,10 @@ func newNowCmd(g *globalFlags) *cobra.Command {
 		Short: "Focus now: a session that starts as soon as a partner is matched",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return g.book(cmd, apiv1.BookRequest{
+			return g.book(cmd, bf.circleScope(apiv1.BookRequest{
 				Kind: "now", DurationMin: bf.duration, Activity: apiv1Activity(bf.activity),
 				Quiet: bf.quiet, Goal: bf.goal,
-			})
+			}))
 		},
 	}
 	bf.add(cmd, 25)
@@ -147,7 +159,14 @@ func (g *globalFlags) book(cmd *cobra.Command, req apiv1.BookRequest) error {
 		return err
 	}
 	return g.output(cmd.OutOrStdout(), b, func(w io.Writer) {
-		fmt.Fprintf(w, "Booked %s: %s, %d min. Finding a partner...\n", esc(b.ID), describeStart(b), b.DurationMin)
+		scope := ""
+		switch b.Scope {
+		case "circle":
+			scope = ", your circle only"
+		case "circle-first":
+			scope = fmt.Sprintf(", your circle first (anyone after %d min)", b.OpenAfterMin)
+		}
+		fmt.Fprintf(w, "Booked %s: %s, %d min%s. Finding a partner...\n", esc(b.ID), describeStart(b), b.DurationMin, scope)
 	})
 }
 

@@ -43,7 +43,7 @@ func newRootCmd() *cobra.Command {
 		newUpCmd(g), newStatusCmd(g), newOpenCmd(g), newTokenCmd(g), newPeersCmd(g), newVersionCmd(g),
 		newBookCmd(g), newNowCmd(g), newSlotsCmd(g), newBookingsCmd(g), newCancelCmd(g),
 		newProfileCmd(g), newJoinCmd(g), newHistoryCmd(g), newStatsCmd(g),
-		newCalendarCmd(g), newServiceCmd(g),
+		newCalendarCmd(g), newServiceCmd(g), newCircleCmd(g),
 		newBenchCmd(g),
 		newDemoCmd(g),
 	)

@@ -21,6 +21,7 @@ func newUpCmd(g *globalFlags) *cobra.Command {
 		listen, bootstrap, peers []string
 		api, name                string
 		noMDNS, desktopNotify    bool
+		lanOnly                  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -50,6 +51,9 @@ func newUpCmd(g *globalFlags) *cobra.Command {
 			if noMDNS {
 				cfg.MDNS = false
 			}
+			if f.Changed("lan-only") {
+				cfg.LANOnly = lanOnly
+			}
 			if f.Changed("desktop-notify") {
 				cfg.DesktopNotify = desktopNotify
 			}
@@ -75,6 +79,7 @@ func newUpCmd(g *globalFlags) *cobra.Command {
 	f.StringArrayVar(&bootstrap, "bootstrap", nil, `bootstrap peer multiaddr (repeatable); replaces the public defaults; "none" for none`)
 	f.StringArrayVar(&peers, "peer", nil, "peer multiaddr to dial directly (repeatable)")
 	f.BoolVar(&noMDNS, "no-mdns", false, "turn off LAN discovery by multicast DNS")
+	f.BoolVar(&lanOnly, "lan-only", false, "an office or classroom node: find peers by mDNS and talk to nothing beyond the LAN (no DHT, bootstrap, public STUN or UPnP)")
 	f.StringVar(&name, "name", "", "display name shown to partners")
 	f.BoolVar(&desktopNotify, "desktop-notify", false, "show the reminders and match notices chosen in the web UI's settings as desktop notifications (notify-send)")
 	return cmd
@@ -106,6 +111,9 @@ func runUp(ctx context.Context, cfg node.Config, log *slog.Logger, out io.Writer
 	fmt.Fprintf(out, "  Data dir:  %s\n", cfg.DataDir)
 	if cfg.LocalOnly() {
 		fmt.Fprintln(out, "  Network:   local only (no public bootstrap, no mDNS)")
+	}
+	if cfg.LANOnly {
+		fmt.Fprintln(out, "  Network:   LAN only (mDNS; nothing beyond the LAN)")
 	}
 	fmt.Fprintf(out, "  Web UI:    %s\n", n.LoginURL())
 	nctx, stopNotices := context.WithCancel(ctx)

@@ -205,3 +205,22 @@ type PersonRequest struct {
 type Profile struct {
 	Name string `json:"name"`
 }
+
+// Circle is a private circle the node is in (GET /api/v1/circles), with
+// its invite and the members the node has seen; CircleMember is one.
+type (
+	Circle       = matchmaking.Circle
+	CircleMember = matchmaking.CircleMember
+	Scope        = matchmaking.Scope
+)
+
+// CircleRequest is the body of POST /api/v1/circles (Name) and POST
+// /api/v1/circles/join (Invite: a code or a tandem:// link; Name, if set,
+// names the circle on this node).
+type CircleRequest struct {
+	Name   string `json:"name,omitempty"`
+	Invite string `json:"invite,omitempty"`
+}
+
+// EventCircles: the node joined or left a circle.
+const EventCircles = "circles"

@@ -319,3 +319,27 @@ func (c *Client) Events(ctx context.Context) (<-chan apiv1.Event, error) {
 	}()
 	return out, nil
 }
+
+// Circles lists the circles the node is in.
+func (c *Client) Circles(ctx context.Context) ([]apiv1.Circle, error) {
+	var out []apiv1.Circle
+	return out, c.do(ctx, http.MethodGet, "/circles", nil, &out)
+}
+
+// CreateCircle makes a circle; the answer carries its invite.
+func (c *Client) CreateCircle(ctx context.Context, name string) (apiv1.Circle, error) {
+	var out apiv1.Circle
+	return out, c.do(ctx, http.MethodPost, "/circles", apiv1.CircleRequest{Name: name}, &out)
+}
+
+// JoinCircle joins the circle of an invite (a code or a link); name, if
+// set, names it on this node.
+func (c *Client) JoinCircle(ctx context.Context, invite, name string) (apiv1.Circle, error) {
+	var out apiv1.Circle
+	return out, c.do(ctx, http.MethodPost, "/circles/join", apiv1.CircleRequest{Invite: invite, Name: name}, &out)
+}
+
+// LeaveCircle leaves a circle, named by ID or name.
+func (c *Client) LeaveCircle(ctx context.Context, ref string) error {
+	return c.do(ctx, http.MethodDelete, "/circles/"+url.PathEscape(ref), nil, nil)
+}
