@@ -38,7 +38,9 @@ func TestLANOnlyDialsOnlyTheLAN(t *testing.T) {
 		t.Fatal("the default node has no STUN server: the check above proves nothing")
 	}
 	for _, bad := range []func(*Config){
-		func(c *Config) { c.Bootstrap = []string{"/ip4/1.2.3.4/tcp/4001/p2p/12D3KooWGzN8e3PmGbyAkGL3uGD7CBqXmpnsBCGhp1Z5X9Fb1pj3"} },
+		func(c *Config) {
+			c.Bootstrap = []string{"/ip4/1.2.3.4/tcp/4001/p2p/12D3KooWGzN8e3PmGbyAkGL3uGD7CBqXmpnsBCGhp1Z5X9Fb1pj3"}
+		},
 		func(c *Config) { c.ICEServers = []ICEServer{{URLs: []string{"stun:stun.example.org:3478"}}} },
 	} {
 		c := cfg
