@@ -8,6 +8,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
+	"github.com/tandem-cowork/tandem/matchmaking/shard"
 )
 
 // maxBoard bounds how many offers a node keeps and serves.
@@ -29,6 +30,7 @@ type boardEntry struct {
 	expires   int64
 	withdrawn bool
 	class     slotClass
+	shard     shard.Key
 }
 
 // slotClass groups offers that can only pair within the group: same kind,
@@ -94,6 +96,7 @@ func (b *board) put(o *pb.Offer, owner peer.ID, env []byte, now time.Time) bool 
 	e := &boardEntry{
 		offer: o, owner: owner, envelope: env, seen: now,
 		seq: o.GetSeq(), expires: o.GetExpiresUnix(), withdrawn: o.GetWithdrawn(), class: classOfOffer(o),
+		shard: shardOfOffer(o),
 	}
 	b.entries[k] = e
 	if !e.withdrawn {
@@ -141,6 +144,18 @@ func (b *board) pruneLocked(now time.Time) {
 	}
 }
 
+// keepOnly forgets every record whose shard keep refuses.
+func (b *board) keepOnly(keep func(shard.Key) bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for k, e := range b.entries {
+		if !keep(e.shard) {
+			delete(b.entries, k)
+			b.unindexLocked(k, e)
+		}
+	}
+}
+
 func (b *board) prune(now time.Time) {
 	b.mu.Lock()
 	b.pruneLocked(now)
@@ -182,15 +197,16 @@ func (b *board) class(c slotClass, now time.Time) []*boardEntry {
 	return out
 }
 
-// envelopes returns every unexpired record (withdrawals too, so a peer that
-// missed a withdrawal learns it) up to max bytes in all.
-func (b *board) envelopes(now time.Time, maxBytes int) [][]byte {
+// envelopes returns every unexpired record of the shards want accepts
+// (withdrawals too, so a peer that missed a withdrawal learns it) up to
+// max bytes in all.
+func (b *board) envelopes(now time.Time, maxBytes int, want func(shard.Key) bool) [][]byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out [][]byte
 	size := 0
 	for _, e := range b.entries {
-		if e.expired(now) {
+		if e.expired(now) || !want(e.shard) {
 			continue
 		}
 		if size+len(e.envelope)+8 > maxBytes {

@@ -210,7 +210,7 @@ func (s *Service) joinCircle(name string, secret circle.Secret) (Circle, error) 
 	s.circMu.Unlock()
 	// Open offers go to the new circle at once.
 	if s.ctx != nil {
-		s.goRun(func() { s.announceOpen(s.ctx) })
+		s.goRun(func() { s.announceOpen(s.ctx, anyShard) })
 	}
 	return cs.view(), nil
 }
@@ -482,7 +482,7 @@ func (s *Service) circlePeers(ctx context.Context, cs *circleState, events *pubs
 		}
 		if ev.Type == pubsub.PeerJoin {
 			s.sayPresence(ctx, cs)
-			s.announceOpen(ctx)
+			s.announceOpen(ctx, anyShard)
 		}
 	}
 }

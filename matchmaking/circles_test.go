@@ -167,7 +167,7 @@ func TestOutsiderCannotReadCircleOffers(t *testing.T) {
 			t.Fatalf("another circle's key: %v, want ErrOpen", err)
 		}
 	}
-	c.svc.syncBoard(context.Background(), a.id())
+	c.svc.syncBoard(context.Background(), a.id(), nil)
 	if e := c.svc.board.get(a.id(), ba.ID); e != nil {
 		t.Fatal("a board sync with a member handed the circle's offer to the outsider")
 	}

@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
 // testStampBits is the identity stamp difficulty in tests: cheap, yet a
@@ -35,7 +38,56 @@ type testNode struct {
 	svc    *Service
 	cancel context.CancelFunc
 	tune   func(*Config)
+	// v1 makes the node a version 1 node (see Service.v1Only).
+	v1 bool
+	// recv counts the offer messages gossip brought the node, per topic.
+	recv *topicCounter
 }
+
+// topicCounter is a pubsub tracer counting the messages a node receives
+// (before validation), per topic: what arrives, not what is kept.
+type topicCounter struct {
+	pubsub.RawTracer
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *topicCounter) RecvRPC(rpc *pubsub.RPC) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range rpc.GetPublish() {
+		c.n[m.GetTopic()]++
+	}
+}
+
+// topics returns a copy of the counts.
+func (c *topicCounter) topics() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.n)
+}
+
+// nopTracer implements the RawTracer methods topicCounter does not.
+type nopTracer struct{}
+
+func (nopTracer) AddPeer(peer.ID, protocol.ID)                         {}
+func (nopTracer) RemovePeer(peer.ID)                                   {}
+func (nopTracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
+func (nopTracer) OnClosedOutboundStream(peer.ID)                       {}
+func (nopTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
+func (nopTracer) Join(string)                                          {}
+func (nopTracer) Leave(string)                                         {}
+func (nopTracer) Graft(peer.ID, string)                                {}
+func (nopTracer) Prune(peer.ID, string)                                {}
+func (nopTracer) ValidateMessage(*pubsub.Message)                      {}
+func (nopTracer) DeliverMessage(*pubsub.Message)                       {}
+func (nopTracer) RejectMessage(*pubsub.Message, string)                {}
+func (nopTracer) DuplicateMessage(*pubsub.Message)                     {}
+func (nopTracer) ThrottlePeer(peer.ID)                                 {}
+func (nopTracer) RecvRPC(*pubsub.RPC)                                  {}
+func (nopTracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
+func (nopTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
+func (nopTracer) UndeliverableMessage(*pubsub.Message)                 {}
 
 func testLogger() *slog.Logger {
 	lvl := slog.LevelError
@@ -77,8 +129,12 @@ func (n *testNode) start() {
 	// package cannot import.
 	gp := pubsub.DefaultGossipSubParams()
 	gp.HeartbeatInterval, gp.HistoryLength = 300*time.Millisecond, 15
+	if n.recv == nil {
+		n.recv = &topicCounter{RawTracer: nopTracer{}, n: map[string]int{}}
+	}
 	n.ps, err = pubsub.NewGossipSub(ctx, n.h, pubsub.WithFloodPublish(true), pubsub.WithPeerExchange(true),
-		pubsub.WithValidateQueueSize(1024), pubsub.WithPeerOutboundQueueSize(128), pubsub.WithGossipSubParams(gp))
+		pubsub.WithValidateQueueSize(1024), pubsub.WithPeerOutboundQueueSize(128), pubsub.WithGossipSubParams(gp),
+		pubsub.WithRawTracer(n.recv))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,6 +156,7 @@ func (n *testNode) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
+	n.svc.v1Only = n.v1
 	if err := n.svc.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -171,6 +228,10 @@ func (n *testNode) book(t testing.TB, req BookRequest) Booking {
 	}
 	return b
 }
+
+// view has the node look at the calendar's next week (and focus now): it
+// joins those shards, as the web UI's calendar does.
+func (n *testNode) view() { n.svc.View(time.Time{}, time.Time{}) }
 
 func nextSlot(d time.Duration) time.Time {
 	return time.Now().UTC().Add(d).Truncate(Grid).Add(Grid)

@@ -91,12 +91,14 @@ func TestLateJoinerSeesOffersAndMatches(t *testing.T) {
 	slow := func(c *Config) { c.AnnounceInterval = 10 * time.Minute } // no re-announce during the test
 	a := newTestNode(t, slow)
 	b := newTestNode(t, slow)
+	b.view()
 	connect(t, a, b)
 	slot := nextSlot(3 * time.Hour)
 	ba := a.book(t, BookRequest{At: slot, DurationMin: 25, Activity: ActivityDesk})
 	waitFor(t, 10*time.Second, "b sees a's offer", func() bool { return len(b.svc.Board(time.Time{}, time.Time{})) == 1 })
 
 	late := newTestNode(t, slow)
+	late.view()
 	connect(t, late, b) // only b: a's offer must come over b's board
 	waitFor(t, 10*time.Second, "late joiner sees a's offer", func() bool {
 		for _, o := range late.svc.Board(time.Time{}, time.Time{}) {
@@ -109,7 +111,7 @@ func TestLateJoinerSeesOffersAndMatches(t *testing.T) {
 	bl := late.book(t, BookRequest{At: slot, DurationMin: 25})
 	defer func() {
 		if t.Failed() {
-			t.Log(describe([]*testNode{a, b, late}), "a<late:", a.id() < late.id(), "a board:", len(a.svc.board.open(time.Now())), "late board:", len(late.svc.board.open(time.Now())), "b board:", len(b.svc.board.open(time.Now())), "b mesh:", b.ps.ListPeers(OffersTopic))
+			t.Log(describe([]*testNode{a, b, late}), "a<late:", a.id() < late.id(), "a board:", len(a.svc.board.open(time.Now())), "late board:", len(late.svc.board.open(time.Now())), "b board:", len(b.svc.board.open(time.Now())), "b topics:", b.svc.OfferTopics())
 		}
 	}()
 	waitFor(t, 15*time.Second, "late joiner matched", func() bool {

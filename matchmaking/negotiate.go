@@ -25,6 +25,8 @@ import (
 const (
 	MatchProtocol = "/tandem/match/1.0.0"
 	BoardProtocol = "/tandem/board/1.0.0"
+	// BoardProtocolV2 serves the board per shard (offer protocol version 2).
+	BoardProtocolV2 = "/tandem/board/2.0.0"
 	// MaxMatchMessage bounds one negotiation frame.
 	MaxMatchMessage = 4 << 10
 )

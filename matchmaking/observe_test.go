@@ -51,11 +51,16 @@ func TestOnOffer(t *testing.T) {
 		nodes[i] = newTestNode(t, func(c *Config) { c.OnOffer = l.add })
 	}
 	a, b, c := nodes[0], nodes[1], nodes[2]
+	for _, n := range nodes {
+		n.view()
+	}
 	connect(t, a, b)
+	at := nextSlot(3 * time.Hour)
+	topic := ShardOf(Booking{Kind: KindScheduled, Start: at, DurationMin: 25}).Topic()
 	waitFor(t, 10*time.Second, "a and b see each other on the topic", func() bool {
-		return len(a.svc.topic.ListPeers()) == 1 && len(b.svc.topic.ListPeers()) == 1
+		return len(a.ps.ListPeers(topic)) == 1 && len(b.ps.ListPeers(topic)) == 1
 	})
-	bk := a.book(t, BookRequest{At: nextSlot(3 * time.Hour), DurationMin: 25})
+	bk := a.book(t, BookRequest{At: at, DurationMin: 25})
 	pub := logs[0].wait(t, "a publishes", func(e OfferEvent) bool { return e.Source == OfferPublished && e.BookingID == bk.ID })
 	if pub.Owner != a.id() || pub.Withdrawn || pub.Seq == 0 {
 		t.Fatalf("publish event %+v", pub)

@@ -88,18 +88,28 @@ func openGossipOffer(data []byte, now time.Time, author peer.ID) (*pb.Offer, err
 // before paying for their signatures. Nothing it returns may be used for
 // anything else: a record that could be news is opened with openOffer.
 func peekOffer(data []byte) (owner peer.ID, booking string, seq uint64, ok bool) {
-	if len(data) > MaxOfferSize {
-		return "", "", 0, false
-	}
-	var env recordpb.Envelope
-	if proto.Unmarshal(data, &env) != nil || !bytes.Equal(env.GetPayloadType(), offerCodec) {
-		return "", "", 0, false
-	}
-	var o pb.Offer
-	if proto.Unmarshal(env.GetPayload(), &o) != nil {
+	o, ok := peekRecord(data)
+	if !ok {
 		return "", "", 0, false
 	}
 	return peer.ID(o.GetOwner()), o.GetBookingId(), o.GetSeq(), true
+}
+
+// peekRecord decodes an offer envelope's payload without checking
+// anything (see peekOffer: nothing it returns may be trusted).
+func peekRecord(data []byte) (*pb.Offer, bool) {
+	if len(data) > MaxOfferSize {
+		return nil, false
+	}
+	var env recordpb.Envelope
+	if proto.Unmarshal(data, &env) != nil || !bytes.Equal(env.GetPayloadType(), offerCodec) {
+		return nil, false
+	}
+	o := &pb.Offer{}
+	if proto.Unmarshal(env.GetPayload(), o) != nil {
+		return nil, false
+	}
+	return o, true
 }
 
 // errStale marks offers that are well-formed but no longer (or not yet)

@@ -16,17 +16,21 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"golang.org/x/time/rate"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
+	"github.com/tandem-cowork/tandem/matchmaking/shard"
 	"github.com/tandem-cowork/tandem/session/usertext"
 )
 
-// OffersTopic is the gossipsub topic open offers are announced on.
-const OffersTopic = "/tandem/offers/1"
+// OffersTopic is version 1's single offer topic. Version 2 shards offers
+// over many topics (package shard); a node uses this one only to match
+// with version 1 nodes (Config.V1).
+const OffersTopic = shard.V1Topic
 
 // Config wires a Service to its node.
 type Config struct {
@@ -77,6 +81,17 @@ type Config struct {
 	// (default three AnnounceIntervals, at most an hour). A compressed
 	// clock (the demo) needs it scaled to match real re-announcements.
 	OfferTTL time.Duration
+	// Finder finds peers on the offer topics this node joins (nil: only
+	// peers already connected, and those gossip's peer exchange brings).
+	Finder PeerFinder
+	// V1 says when to use version 1's single topic too (default V1Auto).
+	V1 V1Mode
+	// OnTopic, if set, is called with every offer topic as it is joined,
+	// before it is subscribed: peer scoring sets its parameters there.
+	OnTopic func(name string, t *pubsub.Topic)
+	// OnShard, if set, observes joins and leaves of offer topics (for
+	// benchmarks and tests; it must not block).
+	OnShard func(ShardEvent)
 }
 
 // Service is one node's matcher.
@@ -86,7 +101,6 @@ type Service struct {
 	key   crypto.PrivKey
 	db    db
 	log   *slog.Logger
-	topic *pubsub.Topic
 	board *board
 	// circleBoard holds the offers that came on circle topics; it is
 	// never served to a board sync (circles.go).
@@ -97,6 +111,15 @@ type Service struct {
 	// syncBudget bounds the board sync reply bytes per requester.
 	syncBudget *syncBudget
 	kick       chan struct{}
+
+	// interest counts why the node wants each shard; joined holds the
+	// offer topics it is on (shardMu), joinedSnap a copy for readers that
+	// must not wait for shardMu.
+	interest     *shard.Interest
+	shardMu      sync.Mutex
+	joined       map[shard.Key]*shardTopic
+	joinedSnap   atomic.Pointer[map[shard.Key]*shardTopic]
+	shardsClosed bool
 
 	mu       sync.Mutex
 	bookings map[string]*Booking
@@ -138,19 +161,21 @@ type Service struct {
 	lastSeq    uint64
 	seqCeiling uint64 // stored: every seq issued is below it
 
-	lastPull atomic.Pointer[time.Time] // when a board pull last completed
 	// refused counts offer records refused for their content (gossip and
 	// board sync); refusedLog paces the info line about them.
 	refused       atomic.Uint64
 	refusedLogged atomic.Uint64
 	refusedLog    rate.Sometimes
-	connected     atomic.Bool // some peer is on the offers topic
 
 	ctx    context.Context // the service's lifetime, set by Start
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	lifeMu sync.Mutex // guards closed against wg.Add racing wg.Wait
 	closed bool
+
+	// v1Only, set by tests, makes the node behave as a version 1 node: it
+	// uses version 1's topic only and serves only /tandem/board/1.0.0.
+	v1Only bool
 
 	// testHook, when set by tests, is called at named points of the
 	// negotiation so a test can crash the node exactly there.
@@ -209,6 +234,9 @@ func New(cfg Config) (*Service, error) {
 		cfg.StampBits = StampBits
 	}
 	cfg.OfferTTL = min(cfg.OfferTTL, maxOfferTTL)
+	if cfg.V1 == "" {
+		cfg.V1 = V1Auto
+	}
 	s := &Service{
 		cfg: cfg, h: cfg.Host, key: cfg.Host.Peerstore().PrivKey(cfg.Host.ID()),
 		db: db{cfg.DB, new(atomic.Bool), new(atomic.Pointer[func(string, any)])}, log: cfg.Log, board: newBoard(),
@@ -222,6 +250,8 @@ func New(cfg Config) (*Service, error) {
 		wlocks: map[string]*writeLock{}, wakeSet: make(chan struct{}, 1),
 		clk:  clock{now: cfg.Now, rate: cfg.Rate, real: real},
 		name: cfg.Name, circleBoard: newBoard(), circles: map[string]*circleState{},
+		interest: shard.NewInterest(cfg.AnnounceInterval),
+		joined:   map[shard.Key]*shardTopic{},
 	}
 	if s.key == nil {
 		return nil, errors.New("matchmaking: host has no private key")
@@ -232,6 +262,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	for _, b := range bs {
 		s.bookings[b.ID] = &b
+		s.trackLocked(nil, b)
 	}
 	if err := s.loadCircles(); err != nil {
 		return nil, err
@@ -286,34 +317,25 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
-// Start joins the offers topic, serves the negotiation and sync protocols
-// and runs the matcher until Close.
+// Start joins the offer topics of the open bookings, serves the
+// negotiation and sync protocols and runs the matcher until Close.
 func (s *Service) Start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
 	s.ctx = ctx
-	if err := s.cfg.PubSub.RegisterTopicValidator(OffersTopic, s.validateGossip); err != nil {
-		return fmt.Errorf("registering offer validator: %w", err)
-	}
-	topic, err := s.cfg.PubSub.Join(OffersTopic)
+	identified, err := s.h.EventBus().Subscribe([]any{new(event.EvtPeerIdentificationCompleted), new(event.EvtPeerProtocolsUpdated)})
 	if err != nil {
-		return fmt.Errorf("joining offers topic: %w", err)
-	}
-	s.topic = topic
-	sub, err := topic.Subscribe(pubsub.WithBufferSize(1024))
-	if err != nil {
-		return fmt.Errorf("subscribing to offers: %w", err)
-	}
-	peerEvents, err := topic.EventHandler()
-	if err != nil {
-		return fmt.Errorf("watching offer topic peers: %w", err)
+		return fmt.Errorf("watching peer identification: %w", err)
 	}
 	if err := s.openCircles(); err != nil {
 		return err
 	}
 	s.h.SetStreamHandler(MatchProtocol, s.handleMatchStream)
 	s.h.SetStreamHandler(BoardProtocol, s.handleBoardStream)
-	s.goRun(func() { s.readGossip(ctx, sub) })
-	s.goRun(func() { s.watchPeers(ctx, peerEvents) })
+	if !s.v1Only {
+		s.h.SetStreamHandler(BoardProtocolV2, s.handleBoardStream)
+	}
+	s.syncShards(ctx)
+	s.goRun(func() { s.watchIdentified(ctx, identified) })
 	s.goRun(func() { s.announceLoop(ctx) })
 	s.goRun(func() { s.matchLoop(ctx) })
 	s.goRun(func() { s.reconcileLoop(ctx) })
@@ -346,14 +368,13 @@ func (s *Service) Close() {
 	}
 	s.h.RemoveStreamHandler(MatchProtocol)
 	s.h.RemoveStreamHandler(BoardProtocol)
+	s.h.RemoveStreamHandler(BoardProtocolV2)
 	s.lifeMu.Lock()
 	s.closed = true
 	s.lifeMu.Unlock()
 	s.cancel()
 	s.wg.Wait()
-	if s.topic != nil {
-		s.topic.Close()
-	}
+	s.closeShards()
 	s.circMu.Lock()
 	for _, cs := range s.circles {
 		s.closeCircle(cs)
@@ -467,6 +488,9 @@ func (s *Service) Book(ctx context.Context, req BookRequest) (Booking, error) {
 	})
 	if err != nil {
 		return Booking{}, err
+	}
+	if s.ctx != nil {
+		s.syncShards(s.ctx)
 	}
 	s.announce(ctx, *stored)
 	s.wake()
@@ -746,8 +770,18 @@ func (s *Service) nextSeq(now time.Time) uint64 {
 
 // announce publishes the booking's offer (or its withdrawal).
 func (s *Service) announce(ctx context.Context, b Booking) {
-	if s.topic == nil {
+	if s.ctx == nil {
 		return
+	}
+	topics := s.topicsFor(ShardOf(b))
+	if len(topics) == 0 {
+		// Not on the shard yet (a booking loaded at start, a race with
+		// a leave): join it first.
+		s.syncShards(s.ctx)
+		if topics = s.topicsFor(ShardOf(b)); len(topics) == 0 {
+			s.log.Debug("no offer topic to announce on", "booking", b.ID, "shard", ShardOf(b))
+			return
+		}
 	}
 	s.at("announce " + string(b.State))
 	defer s.at("announced " + string(b.State))
@@ -770,8 +804,10 @@ func (s *Service) announce(ctx context.Context, b Booking) {
 	if !restricted(&b, now) {
 		pctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
 		defer cancel()
-		if err := s.topic.Publish(pctx, env); err != nil && ctx.Err() == nil {
-			s.log.Debug("publishing offer", "err", err)
+		for _, t := range topics {
+			if err := t.Publish(pctx, env); err != nil && ctx.Err() == nil {
+				s.log.Debug("publishing offer", "topic", t.String(), "err", err)
+			}
 		}
 	}
 	s.announceInCircles(ctx, b, env)
@@ -788,6 +824,9 @@ func (s *Service) announceLoop(ctx context.Context) {
 	s.clk.every(ctx, s.cfg.AnnounceInterval/announceChecks, func() {
 		now := s.now()
 		s.board.prune(now)
+		// Views end, lingering shards are left, version 1 peers come
+		// and go.
+		s.syncShards(ctx)
 		var due []Booking
 		var past []string
 		s.mu.Lock()
@@ -808,12 +847,16 @@ func (s *Service) announceLoop(ctx context.Context) {
 	})
 }
 
-// announceOpen announces every open offer at once.
-func (s *Service) announceOpen(ctx context.Context) {
+// anyShard, given to announceOpen, stands for every shard (version 1's
+// topic holds them all).
+var anyShard = shard.V1Key
+
+// announceOpen announces at once every open offer that travels on shard k.
+func (s *Service) announceOpen(ctx context.Context, k shard.Key) {
 	var open []Booking
 	s.mu.Lock()
 	for _, b := range s.bookings {
-		if b.State == StateSearching {
+		if b.State == StateSearching && k.Holds(ShardOf(*b)) {
 			open = append(open, *b)
 		}
 	}
@@ -944,20 +987,18 @@ func (s *Service) learnAddrs(o *pb.Offer, owner peer.ID) {
 	}
 }
 
-// joinPullGap: a peer joining the topic is not pulled from when a board
-// pull completed this recently. A node that has a fresh board gains
+// joinPullGap: a peer joining a shard is not pulled from when a pull of
+// that shard completed this recently. A node that has a fresh board gains
 // nothing from another copy, and every connection made to negotiate a
-// match would otherwise cost both sides a full board (hundreds of records
-// in a busy swarm).
+// match would otherwise cost both sides a board.
 const joinPullGap = 10 * time.Second
 
-// watchPeers syncs the board with every peer that joins the offers topic
-// (unless a pull completed in the last joinPullGap) and re-checks any
-// match held with it. Waiting for the topic join, not
-// just the connection, closes the gap where an offer published before the
-// peer's subscription was known would reach nobody until the next
-// re-announcement.
-func (s *Service) watchPeers(ctx context.Context, events *pubsub.TopicEventHandler) {
+// watchPeers pulls the shard's board from every peer that joins its topic
+// (unless a pull of the shard completed in the last joinPullGap). Waiting
+// for the topic join, not just the connection, closes the gap where an
+// offer published before the peer's subscription was known would reach
+// nobody until the next re-announcement.
+func (s *Service) watchPeers(ctx context.Context, st *shardTopic, events *pubsub.TopicEventHandler) {
 	defer events.Cancel()
 	for {
 		ev, err := events.NextPeerEvent(ctx)
@@ -965,23 +1006,54 @@ func (s *Service) watchPeers(ctx context.Context, events *pubsub.TopicEventHandl
 			return
 		}
 		if ev.Type != pubsub.PeerJoin {
-			if len(s.topic.ListPeers()) == 0 {
-				s.connected.Store(false)
+			if len(st.topic.ListPeers()) == 0 {
+				st.connected.Store(false)
 			}
 			continue
 		}
-		if !s.connected.Swap(true) {
-			// The first topic peer after a start (or after losing every
-			// peer): announce the open offers now rather than at the next
+		if !st.connected.Swap(true) {
+			// The shard's first peer after a join (or after losing every
+			// peer): announce its open offers now rather than at the next
 			// re-announcement, since gossip reached nobody until now.
-			s.goRun(func() { s.announceOpen(ctx) })
+			s.shardEvent(st.key.Topic(), "ready")
+			s.goRun(func() { s.announceOpen(ctx, st.key) })
 		}
 		s.goRun(func() {
-			if last := s.lastPull.Load(); last == nil || s.now().Sub(*last) >= joinPullGap {
-				s.syncBoard(ctx, ev.Peer)
+			if last := st.lastPull.Load(); last == nil || s.now().Sub(*last) >= joinPullGap {
+				s.syncBoard(ctx, ev.Peer, st)
 			}
-			s.reconcile(ctx, ev.Peer, true)
-			s.resendCancels(ctx, s.now(), true, ev.Peer.String())
+		})
+	}
+}
+
+// watchIdentified re-checks the matches held with every peer that
+// connects (once identify says it speaks the match protocol) and re-sends
+// Cancels it has not acknowledged. It also lets a version 1 peer bring
+// the node onto version 1's topic (V1Auto).
+func (s *Service) watchIdentified(ctx context.Context, sub event.Subscription) {
+	defer sub.Close()
+	for {
+		var p peer.ID
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-sub.Out():
+			switch e := ev.(type) {
+			case event.EvtPeerIdentificationCompleted:
+				p = e.Peer
+			case event.EvtPeerProtocolsUpdated:
+				p = e.Peer
+			}
+		}
+		if ok, err := s.h.Peerstore().SupportsProtocols(p, MatchProtocol); err != nil || len(ok) == 0 {
+			continue
+		}
+		if s.cfg.V1 == V1Auto && isV1Peer(s.h, p) && s.joinedTopic(shard.V1Key) == nil {
+			s.goRun(func() { s.syncShards(ctx) })
+		}
+		s.goRun(func() {
+			s.reconcile(ctx, p, true)
+			s.resendCancels(ctx, s.now(), true, p.String())
 		})
 	}
 }

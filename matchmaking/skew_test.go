@@ -77,6 +77,7 @@ func TestSeqSurvivesClockSetBack(t *testing.T) {
 		c.Now = func() time.Time { return time.Now().Add(-time.Duration(back.Load())) }
 	})
 	watcher := newTestNode(t, nil)
+	watcher.view()
 	connect(t, owner, watcher)
 	b := owner.book(t, BookRequest{At: nextSlot(3 * time.Hour), DurationMin: 50})
 	onBoard := func() bool {

@@ -10,9 +10,11 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"google.golang.org/protobuf/encoding/protodelim"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
+	"github.com/tandem-cowork/tandem/matchmaking/shard"
 )
 
 // MaxBoardResponse bounds one board sync answer.
@@ -29,18 +31,39 @@ func overAnyConn(ctx context.Context) context.Context {
 	return network.WithAllowLimitedConn(ctx, "tandem matchmaking")
 }
 
-// syncBoard pulls p's board (anti-entropy): gossip only reaches peers that
-// were online when an offer was published.
-func (s *Service) syncBoard(ctx context.Context, p peer.ID) {
+// Board sync request limits: version 1's request is only a version;
+// version 2's lists the topics wanted.
+const (
+	maxBoardRequestV1 = 64
+	maxBoardRequestV2 = 4096
+	maxBoardTopics    = 64
+)
+
+// syncBoard pulls p's board of shard sh, or of every shard the node is on
+// if sh is nil (anti-entropy): gossip only reaches peers that were online
+// when an offer was published. Version 2 peers send those shards only; a
+// pull on version 1's topic, or from a version 1 peer, gets the peer's
+// whole board, of which the node keeps the shards it is on.
+func (s *Service) syncBoard(ctx context.Context, p peer.ID, sh *shardTopic) {
 	sctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
 	defer cancel()
-	st, err := s.h.NewStream(overAnyConn(sctx), p, BoardProtocol)
+	req := &pb.BoardRequest{Version: protoVersion}
+	proto := protocol.ID(BoardProtocol)
+	if ok, err := s.h.Peerstore().SupportsProtocols(p, BoardProtocolV2); err == nil && len(ok) > 0 && (sh == nil || !sh.key.V1) {
+		proto = BoardProtocolV2
+		if sh != nil {
+			req.Topics = []string{sh.key.Topic()}
+		} else {
+			req.Topics = s.OfferTopics()
+		}
+	}
+	st, err := s.h.NewStream(overAnyConn(sctx), p, proto)
 	if err != nil {
 		return
 	}
 	defer st.Close()
 	st.SetDeadline(time.Now().Add(s.cfg.StreamTimeout)) // real time: a socket bound (clock.go)
-	if _, err := protodelim.MarshalTo(st, &pb.BoardRequest{Version: protoVersion}); err != nil {
+	if _, err := protodelim.MarshalTo(st, req); err != nil {
 		return
 	}
 	st.CloseWrite()
@@ -50,18 +73,20 @@ func (s *Service) syncBoard(ctx context.Context, p peer.ID) {
 		return
 	}
 	s.mergeBoard(resp.GetEnvelopes(), p)
-	now := s.now()
-	s.lastPull.Store(&now)
+	if sh != nil {
+		now := s.now()
+		sh.lastPull.Store(&now)
+	}
 }
 
-// syncLoop pulls the board from one random topic peer now and then. Gossip
-// loses messages a relay forwards in the second before it has grafted a
-// new peer into its mesh; this heals such gaps without waiting for the
-// owner's next re-announcement.
+// syncLoop pulls the board of one random joined shard from one random
+// peer on it now and then. Gossip loses messages a relay forwards in the
+// second before it has grafted a new peer into its mesh; this heals such
+// gaps without waiting for the owner's next re-announcement.
 func (s *Service) syncLoop(ctx context.Context) {
 	s.clk.every(ctx, s.cfg.SyncInterval, func() {
-		if peers := s.topic.ListPeers(); len(peers) > 0 {
-			s.syncBoard(ctx, peers[rand.IntN(len(peers))])
+		if sh, p := s.randomShard(rand.IntN); sh != nil {
+			s.syncBoard(ctx, p, sh)
 		}
 	})
 }
@@ -74,7 +99,9 @@ func (s *Service) syncLoop(ctx context.Context) {
 func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
 	now := s.now()
 	for _, env := range envs {
-		if owner, id, seq, ok := peekOffer(env); ok && (owner == s.h.ID() || s.board.has(owner, id, seq)) {
+		if o, ok := peekRecord(env); ok && (peer.ID(o.GetOwner()) == s.h.ID() || s.board.has(peer.ID(o.GetOwner()), o.GetBookingId(), o.GetSeq()) || !s.wantsShard(shardOfOffer(o))) {
+			// Ours, known, or of a shard the node is not on (a version 1
+			// peer sends its whole board).
 			continue
 		}
 		o, owner, err := s.openOffer(env, now)
@@ -86,7 +113,7 @@ func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
 			}
 			continue
 		}
-		if owner == s.h.ID() {
+		if owner == s.h.ID() || !s.wantsShard(shardOfOffer(o)) {
 			continue
 		}
 		if s.board.put(o, owner, env, now) {
@@ -104,16 +131,28 @@ func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
 }
 
 // handleBoardStream answers a board sync with our own open offers and every
-// unexpired record we know.
+// unexpired record we know: on version 2 those of the topics asked for,
+// on version 1 all of them.
 func (s *Service) handleBoardStream(st network.Stream) {
 	defer st.Close()
 	st.SetDeadline(time.Now().Add(s.cfg.StreamTimeout)) // real time: a socket bound (clock.go)
+	v2 := st.Protocol() == BoardProtocolV2
+	limit := int64(maxBoardRequestV1)
+	if v2 {
+		limit = maxBoardRequestV2
+	}
 	req := &pb.BoardRequest{}
-	if err := (protodelim.UnmarshalOptions{MaxSize: 64}).UnmarshalFrom(bufio.NewReader(st), req); err != nil || req.GetVersion() != protoVersion {
+	if err := (protodelim.UnmarshalOptions{MaxSize: limit}).UnmarshalFrom(bufio.NewReader(st), req); err != nil || req.GetVersion() != protoVersion {
 		st.Reset()
 		return
 	}
 	remote := st.Conn().RemotePeer()
+	want, err := boardFilter(v2, req)
+	if err != nil {
+		s.log.Debug("refusing board request", "peer", remote, "err", err)
+		st.Reset()
+		return
+	}
 	budget := s.syncBudget.grant(remote, time.Now())
 	if budget == 0 {
 		s.log.Debug("board sync over budget", "peer", remote)
@@ -123,7 +162,7 @@ func (s *Service) handleBoardStream(st network.Stream) {
 	now := s.now()
 	var own [][]byte
 	for _, b := range s.Bookings() {
-		if b.State != StateSearching || restricted(&b, now) {
+		if b.State != StateSearching || restricted(&b, now) || !want(ShardOf(b)) {
 			continue // a booking kept to its circle is not for everyone
 		}
 		if env, err := sealOffer(s.offerFor(b, now), s.key); err == nil {
@@ -134,7 +173,31 @@ func (s *Service) handleBoardStream(st network.Stream) {
 	for _, e := range own {
 		room -= len(e) + 8
 	}
-	envs := append(own, s.board.envelopes(now, room)...)
+	envs := append(own, s.board.envelopes(now, room, want)...)
 	n, _ := protodelim.MarshalTo(st, &pb.BoardResponse{Envelopes: envs})
 	s.syncBudget.spend(remote, n, time.Now())
+}
+
+// boardFilter says which shards a board request asks for: all of them on
+// version 1, the listed topics on version 2 (each an offer topic; version
+// 1's topic stands for all).
+func boardFilter(v2 bool, req *pb.BoardRequest) (func(shard.Key) bool, error) {
+	if !v2 {
+		return func(shard.Key) bool { return true }, nil
+	}
+	if len(req.GetTopics()) > maxBoardTopics {
+		return nil, fmt.Errorf("board request lists %d topics, at most %d", len(req.GetTopics()), maxBoardTopics)
+	}
+	set := map[shard.Key]bool{}
+	for _, t := range req.GetTopics() {
+		k, err := shard.Parse(t)
+		if err != nil {
+			return nil, fmt.Errorf("board request: %w", err)
+		}
+		if k.V1 {
+			return func(shard.Key) bool { return true }, nil
+		}
+		set[k] = true
+	}
+	return func(k shard.Key) bool { return set[k] }, nil
 }

@@ -172,7 +172,8 @@ func TestBadPeerDoesNotDisturbNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	topic, err := rps.Join(OffersTopic)
+	victim.view()
+	topic, err := rps.Join(shardOfOffer(validOffer(rid, time.Now())).Topic())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,6 +342,7 @@ func FuzzBoardResponse(f *testing.F) {
 // known record changes nothing), and checks everything that could be news.
 func TestMergeBoardSkipsKnownRecords(t *testing.T) {
 	n := newTestNode(t, nil)
+	n.view()
 	now := time.Now()
 	key, id := mustKey(t)
 	o := validOffer(id, now)
@@ -418,7 +420,8 @@ func TestRefusedOfferIsLogged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	topic, err := rps.Join(OffersTopic)
+	victim.view()
+	topic, err := rps.Join(shardOfOffer(validOffer(rid, time.Now())).Topic())
 	if err != nil {
 		t.Fatal(err)
 	}

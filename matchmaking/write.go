@@ -88,6 +88,7 @@ func (s *Service) update(id string, decide func(cur *Booking) (*Booking, error))
 	delete(s.pending, id)
 	if err == nil {
 		cp := *nb
+		s.trackLocked(s.bookings[id], cp)
 		s.bookings[id] = &cp
 	}
 	s.mu.Unlock()

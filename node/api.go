@@ -154,6 +154,9 @@ func (n *Node) getSlots(w http.ResponseWriter, r *http.Request) {
 			*p.dst = t
 		}
 	}
+	// The calendar asks for the days it shows: the node joins their
+	// shards for a while, so the counts come from them.
+	n.mm.View(from, to)
 	writeJSON(w, n.mm.Board(from, to))
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/pion/stun/v4"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/tandem-cowork/tandem/matchmaking"
 	"github.com/tandem-cowork/tandem/session/usertext"
 )
 
@@ -112,6 +113,10 @@ type MatchmakingConfig struct {
 	// (30 s, 90 s, both on the node's clock, Now).
 	AnnounceInterval time.Duration `toml:"-"`
 	OfferTTL         time.Duration `toml:"-"`
+	// OffersV1 says when the node also uses version 1's single offer
+	// topic: "auto" (default: while a version 1 peer is connected),
+	// "always" or "off".
+	OffersV1 string `toml:"offers_v1"`
 }
 
 // Default returns the configuration of a node for a real user on the
@@ -246,6 +251,11 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.withLANOnly(); err != nil {
 		return err
+	}
+	switch c.Matchmaking.OffersV1 {
+	case "", string(matchmaking.V1Auto), string(matchmaking.V1Always), string(matchmaking.V1Off):
+	default:
+		return fmt.Errorf("matchmaking.offers_v1 %q: want auto, always or off", c.Matchmaking.OffersV1)
 	}
 	if c.ClockRate < 0 {
 		return fmt.Errorf("clock rate %v must not be negative", c.ClockRate)

@@ -25,6 +25,21 @@ func RendezvousProviders(ctx context.Context, n *Node) ([]peer.ID, error) {
 	return ids, err
 }
 
+// TopicProviders lists the peers n's DHT stores as being on an offer
+// topic (under the topic's rendezvous key).
+func TopicProviders(ctx context.Context, n *Node, topic string) ([]peer.ID, error) {
+	h, err := mh.Sum([]byte(topicNamespace(topic)), mh.SHA2_256, -1)
+	if err != nil {
+		return nil, err
+	}
+	ais, err := n.disc.dht.ProviderStore().GetProviders(ctx, h)
+	var ids []peer.ID
+	for _, ai := range ais {
+		ids = append(ids, ai.ID)
+	}
+	return ids, err
+}
+
 // Subscribe follows n's events in process, with a buffer deep enough
 // that a test reading them at once loses none.
 func Subscribe(n *Node) (<-chan apiv1.Event, func()) { return n.events.subscribeN(1 << 14) }

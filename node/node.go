@@ -50,6 +50,8 @@ type Node struct {
 	mm   *matchmaking.Service
 	sm   *session.Manager
 	turn *turnHelper
+	// finder finds peers on offer topics through the DHT.
+	finder *topicFinder
 	// sessionKick wakes the session opener when bookings change.
 	sessionKick chan struct{}
 	events      *events
@@ -163,6 +165,7 @@ func (n *Node) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.ctx, n.cancel = ctx, cancel
 	var err error
+	n.finder = &topicFinder{log: n.log.With("pkg", "discovery")}
 	n.ps, err = pubsub.NewGossipSub(ctx, n.host, PubSubOptions()...)
 	if err != nil {
 		return n.failStart(fmt.Errorf("starting gossipsub: %w", err))
@@ -191,6 +194,8 @@ func (n *Node) Start() error {
 		DefaultOpenAfterMin: n.cfg.CircleOpenAfterMin,
 		AnnounceInterval:    n.cfg.Matchmaking.AnnounceInterval,
 		OfferTTL:            n.cfg.Matchmaking.OfferTTL,
+		Finder:              n.finder,
+		V1:                  matchmaking.V1Mode(n.cfg.Matchmaking.OffersV1),
 	})
 	if err != nil {
 		return n.failStart(err)
@@ -220,6 +225,7 @@ func (n *Node) Start() error {
 	if err != nil {
 		return n.failStart(err)
 	}
+	n.finder.disc.Store(n.disc)
 	n.host.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) {
 			if relayed(c) {

@@ -284,10 +284,12 @@ func (x *Offer) GetStamp() []byte {
 	return nil
 }
 
-// BoardRequest asks a peer for every open offer it knows.
+// BoardRequest asks a peer for the offers it knows: on /tandem/board/1.0.0
+// every one; on /tandem/board/2.0.0 those of the listed offer topics only.
 type BoardRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Topics        []string               `protobuf:"bytes,2,rep,name=topics,proto3" json:"topics,omitempty"` // version 2: offer topic names, at most 64
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -327,6 +329,13 @@ func (x *BoardRequest) GetVersion() uint32 {
 		return x.Version
 	}
 	return 0
+}
+
+func (x *BoardRequest) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
 }
 
 // BoardResponse carries signed offer envelopes, each verified by the receiver.
@@ -927,9 +936,10 @@ const file_matchmaking_proto_rawDesc = "" +
 	"\twithdrawn\x18\f \x01(\bR\twithdrawn\x12\x12\n" +
 	"\x04with\x18\r \x01(\fR\x04with\x12\x14\n" +
 	"\x05addrs\x18\x0e \x03(\fR\x05addrs\x12\x14\n" +
-	"\x05stamp\x18\x0f \x01(\fR\x05stamp\"(\n" +
+	"\x05stamp\x18\x0f \x01(\fR\x05stamp\"@\n" +
 	"\fBoardRequest\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\rR\aversion\"-\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\x12\x16\n" +
+	"\x06topics\x18\x02 \x03(\tR\x06topics\"-\n" +
 	"\rBoardResponse\x12\x1c\n" +
 	"\tenvelopes\x18\x01 \x03(\fR\tenvelopes\"\x95\x03\n" +
 	"\fMatchMessage\x12\x18\n" +

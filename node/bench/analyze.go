@@ -17,7 +17,23 @@ type nodeState struct {
 	bookings []bookingEvent
 	offers   []offerEvent
 	online   []span // the node was running
-	ready    []span // ... and had a gossip mesh (could receive offers)
+	ready    []span // ... and was connected again after a start
+	// shards: per offer topic, when the node was on it with a peer
+	// there (could receive the topic's offers).
+	shards map[string][]span
+}
+
+// recordTopic is the offer topic of node n's booking id ("" if unknown).
+func recordTopic(n nodeState, id string) string {
+	if b, ok := n.final[id]; ok {
+		return matchmaking.ShardOf(b).Topic()
+	}
+	for _, e := range n.bookings {
+		if e.b.ID == id {
+			return matchmaking.ShardOf(e.b).Topic()
+		}
+	}
+	return ""
 }
 
 type bkey struct {
@@ -299,10 +315,12 @@ func propagation(nodes []nodeState, from, end time.Time) (samples []time.Duratio
 				open++
 			}
 			k := okey{e.e.Owner, e.e.BookingID}
+			topic := recordTopic(n, e.e.BookingID)
 			var last time.Duration
 			complete := true
 			for t := range nodes {
-				if t == o || !onlineAt(nodes[t].ready, e.at) {
+				// The nodes on the record's shard when it was published.
+				if t == o || !onlineAt(nodes[t].shards[topic], e.at) {
 					continue
 				}
 				var got time.Time
@@ -313,9 +331,9 @@ func propagation(nodes []nodeState, from, end time.Time) (samples []time.Duratio
 					}
 				}
 				switch {
-				case !got.IsZero() && onlineThroughout(nodes[t].ready, e.at, got):
+				case !got.IsZero() && onlineThroughout(nodes[t].shards[topic], e.at, got):
 					last = max(last, got.Sub(e.at))
-				case got.IsZero() && onlineThroughout(nodes[t].ready, e.at, end):
+				case got.IsZero() && onlineThroughout(nodes[t].shards[topic], e.at, end):
 					complete = false
 				}
 			}

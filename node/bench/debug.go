@@ -47,8 +47,9 @@ func debugPropagation(w io.Writer, nodes []nodeState, from, end time.Time) {
 				continue
 			}
 			r := rec{owner: o, last: -1, at: e.at, wd: e.e.Withdrawn, ownerUp: upFor(n, e.at)}
+			topic := recordTopic(n, e.e.BookingID)
 			for t := range nodes {
-				if t == o || !onlineAt(nodes[t].ready, e.at) {
+				if t == o || !onlineAt(nodes[t].shards[topic], e.at) {
 					continue
 				}
 				r.targets++

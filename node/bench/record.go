@@ -14,9 +14,13 @@ type nodeLog struct {
 	bookings []bookingEvent
 	offers   []offerEvent
 	online   []span // closed spans, and the open one with a zero end
-	// ready are the online spans from the moment the node had a gossip
-	// mesh again (it can receive offers), for offer propagation.
+	// ready are the online spans from the moment the node was connected
+	// again after a start.
 	ready []span
+	// shards are, per offer topic, the spans the node was on it with at
+	// least one peer there (gossip could reach it): offer propagation
+	// counts the nodes on a record's shard.
+	shards map[string][]span
 }
 
 type bookingEvent struct {
@@ -44,6 +48,25 @@ func (l *nodeLog) offer(e matchmaking.OfferEvent) {
 	l.mu.Unlock()
 }
 
+// shard records a join ("ready": the topic's first peer appeared) or a
+// leave of an offer topic.
+func (l *nodeLog) shard(e matchmaking.ShardEvent) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.shards == nil {
+		l.shards = map[string][]span{}
+	}
+	ss := l.shards[e.Topic]
+	open := len(ss) > 0 && ss[len(ss)-1].to.IsZero()
+	switch {
+	case e.State == "ready" && !open:
+		l.shards[e.Topic] = append(ss, span{from: now})
+	case e.State == "left" && open:
+		ss[len(ss)-1].to = now
+	}
+}
+
 func (l *nodeLog) up(at time.Time) {
 	l.mu.Lock()
 	l.online = append(l.online, span{from: at})
@@ -64,12 +87,17 @@ func (l *nodeLog) down(at time.Time) {
 			(*ss)[k-1].to = at
 		}
 	}
+	for _, ss := range l.shards {
+		if k := len(ss); k > 0 && ss[k-1].to.IsZero() {
+			ss[k-1].to = at
+		}
+	}
 	l.mu.Unlock()
 }
 
 // snapshot copies the logs (the offer log only when asked), closing
 // open spans at end.
-func (l *nodeLog) snapshot(end time.Time, withOffers bool) (bookings []bookingEvent, offers []offerEvent, online, ready []span) {
+func (l *nodeLog) snapshot(end time.Time, withOffers bool) (bookings []bookingEvent, offers []offerEvent, online, ready []span, shards map[string][]span) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	bookings = append([]bookingEvent(nil), l.bookings...)
@@ -86,7 +114,11 @@ func (l *nodeLog) snapshot(end time.Time, withOffers bool) (bookings []bookingEv
 		}
 		return out
 	}
-	return bookings, offers, closeAt(l.online), closeAt(l.ready)
+	shards = map[string][]span{}
+	for t, ss := range l.shards {
+		shards[t] = closeAt(ss)
+	}
+	return bookings, offers, closeAt(l.online), closeAt(l.ready), shards
 }
 
 // onlineThroughout reports whether the spans cover [from, to].

@@ -127,6 +127,8 @@ type swarm struct {
 	logs  []*nodeLog
 	work  *workload
 	pr    *progress
+	// topics stands in for the DHT's offer topic records.
+	topics *directory
 
 	reqMu sync.Mutex // guards work.requests' run-time fields
 
@@ -164,7 +166,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	}
 	defer os.RemoveAll(dir)
 
-	s := &swarm{cfg: cfg, log: cfg.Log, pr: newProgress(cfg.Progress)}
+	s := &swarm{cfg: cfg, log: cfg.Log, pr: newProgress(cfg.Progress), topics: newDirectory()}
 	defer s.pr.finish()
 	res := &SwarmResult{Nodes: cfg.Nodes, Seed: cfg.Seed, CPUs: runtime.NumCPU(), DurationS: cfg.Duration.Seconds(),
 		OpportunityMillis: int(cfg.Opportunity.Milliseconds())}
@@ -185,12 +187,6 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 		conns += len(n.h.Network().Peers())
 	}
 	res.Connections = float64(conns) / float64(len(s.nodes))
-	if err := waitMesh(ctx, s.nodes, matchmaking.OffersTopic, 30*time.Second); err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		res.Problems = append(res.Problems, "the offers topic mesh was not complete after 30 s")
-	}
 	if res.Floor, err = measureFloor(ctx, s.nodes, dir, rng, s.pr); err != nil {
 		return nil, fmt.Errorf("measuring the floor: %w", err)
 	}
@@ -391,7 +387,7 @@ func (s *swarm) startAll(ctx context.Context, dir string) error {
 	s.logs = make([]*nodeLog, s.cfg.Nodes)
 	for i := range s.nodes {
 		s.logs[i] = &nodeLog{}
-		n, err := newSwarmNode(i, fmt.Sprintf("%s/node-%d", dir, i), s.logs[i], s.log.With("node", i))
+		n, err := newSwarmNode(i, fmt.Sprintf("%s/node-%d", dir, i), s.logs[i], s.log.With("node", i), s.topics)
 		if err != nil {
 			return err
 		}
@@ -595,10 +591,9 @@ func (s *swarm) do(ctx context.Context, ev planEvent) {
 		}
 		n.rec.up(n.upSince)
 		n.dialBootstrap(ctx)
-		// For offer propagation the node counts from when it is part of
-		// the swarm again: connected, with a gossip mesh for the offers
-		// topic. Before that nothing can reach it.
-		pollUntil(ctx, 5*time.Second, func() bool { return n.gossip.meshSize(matchmaking.OffersTopic) > 0 })
+		// For offer propagation the node counts, per shard, from when a
+		// peer is on the shard's topic with it (nodeLog.shard): before
+		// that nothing can reach it there.
 		n.rec.meshed(time.Now())
 	case evBook:
 		if !n.online {
@@ -648,7 +643,7 @@ func (s *swarm) snapshot(end time.Time, offers bool) []nodeState {
 				st.final[b.ID] = b
 			}
 		}
-		st.bookings, st.offers, st.online, st.ready = n.rec.snapshot(end, offers)
+		st.bookings, st.offers, st.online, st.ready, st.shards = n.rec.snapshot(end, offers)
 		if len(st.final) == 0 {
 			for _, e := range st.bookings {
 				st.final[e.b.ID] = e.b

@@ -49,6 +49,8 @@ type swarmNode struct {
 
 	// bootstrap are the peers this node dials when it (re)starts.
 	bootstrap []*swarmNode
+	// topics finds peers on offer topics.
+	topics *directory
 
 	mu      sync.Mutex // held by the node's worker and by start/stop
 	h       host.Host
@@ -63,7 +65,7 @@ type swarmNode struct {
 	addr atomic.Pointer[peer.AddrInfo]
 }
 
-func newSwarmNode(idx int, dir string, rec *nodeLog, log *slog.Logger) (*swarmNode, error) {
+func newSwarmNode(idx int, dir string, rec *nodeLog, log *slog.Logger, topics *directory) (*swarmNode, error) {
 	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generating key: %w", err)
@@ -73,7 +75,7 @@ func newSwarmNode(idx int, dir string, rec *nodeLog, log *slog.Logger) (*swarmNo
 		return nil, fmt.Errorf("deriving peer ID: %w", err)
 	}
 	return &swarmNode{
-		idx: idx, key: key, id: id, dir: dir, log: log,
+		idx: idx, key: key, id: id, dir: dir, log: log, topics: topics,
 		bw: metrics.NewBandwidthCounter(), rm: newStreamCounter(), gossip: newGossipCounter(), rec: rec,
 	}, nil
 }
@@ -120,6 +122,9 @@ func (n *swarmNode) start(extra ...pubsub.Option) error {
 		StampBits: benchStampBits, // every bench node is a fresh identity
 		OnBooking: func(b matchmaking.Booking) { n.rec.booking(b) },
 		OnOffer:   func(e matchmaking.OfferEvent) { n.rec.offer(e) },
+		OnShard:   func(e matchmaking.ShardEvent) { n.rec.shard(e) },
+		Finder:    dirFinder{dir: n.topics, n: n, h: h},
+		V1:        matchmaking.V1Off,
 	})
 	if err == nil {
 		err = svc.Start(ctx)

@@ -179,6 +179,10 @@ export function mount(el) {
   // Repaint (past slots, the now line) every 30 s of the node's clock.
   const tick = setInterval(paint, Math.max(1000, (30 * 1000) / clock.rate()));
   stop.push(() => clearInterval(tick));
+  // Asking for the shown days keeps the node on their offer topics (a
+  // view lasts 10 minutes): ask again every 5 minutes of real time.
+  const renew = setInterval(load, 5 * 60 * 1000);
+  stop.push(() => clearInterval(renew));
 
   function paint() {
     const now = clock.nowMs();

@@ -1,0 +1,120 @@
+package shard
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestTopicNames(t *testing.T) {
+	start := time.Date(2026, 12, 3, 23, 45, 0, 0, time.UTC)
+	for _, c := range []struct {
+		k    Key
+		want string
+	}{
+		{Scheduled(start, 25), "/tandem/offers/2/2026-12-03/25"},
+		// The day is the UTC date, whatever zone the time is in.
+		{Scheduled(start.In(time.FixedZone("UTC+2", 2*3600)), 50), "/tandem/offers/2/2026-12-03/50"},
+		{ForOffer(true, start.Unix(), 25), "/tandem/offers/2/now"},
+		{ForOffer(false, start.Unix(), 75), "/tandem/offers/2/2026-12-03/75"},
+		{V1Key, "/tandem/offers/1"},
+	} {
+		if got := c.k.Topic(); got != c.want {
+			t.Errorf("%+v: topic %q, want %q", c.k, got, c.want)
+		}
+		back, err := Parse(c.want)
+		if err != nil || back != c.k {
+			t.Errorf("Parse(%q) = %+v, %v; want %+v", c.want, back, err, c.k)
+		}
+	}
+	for _, bad := range []string{"", "/tandem/offers/2/", "/tandem/offers/2/2026-12-03", "/tandem/offers/2/2026-12-03/30",
+		"/tandem/offers/2/2026-13-03/25", "/tandem/offers/2/2026-12-03/025", "/tandem/offers/3/now", "/tandem/offers/2/2026-12-03/25/x"} {
+		if k, err := Parse(bad); err == nil {
+			t.Errorf("Parse(%q) = %+v, want an error", bad, k)
+		}
+		if IsOfferTopic(bad) {
+			t.Errorf("IsOfferTopic(%q)", bad)
+		}
+	}
+}
+
+func TestHolds(t *testing.T) {
+	d := Scheduled(time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC), 25)
+	if !d.Holds(d) || d.Holds(NowKey) || !V1Key.Holds(d) || !V1Key.Holds(NowKey) {
+		t.Fatal("Holds: a shard holds itself, version 1's topic holds all")
+	}
+}
+
+func TestDaysAndAll(t *testing.T) {
+	from := time.Date(2026, 12, 3, 22, 0, 0, 0, time.UTC)
+	ks := Days(from, from.Add(3*time.Hour), 15) // touches the 3rd and the 4th
+	if len(ks) != 6 || ks[0].Day != "2026-12-03" || ks[5].Day != "2026-12-04" {
+		t.Fatalf("Days = %+v", ks)
+	}
+	if got := len(Days(from, from.Add(100*24*time.Hour), 15)); got != 45 {
+		t.Fatalf("Days is bounded to 15 days: got %d shards", got)
+	}
+	all := All(from, 14*24*time.Hour)
+	if all[0] != NowKey || len(all) != 1+3*16 {
+		t.Fatalf("All: %d shards starting %+v", len(all), all[0])
+	}
+}
+
+func TestInterestRefcountsViewsAndLinger(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	a := Scheduled(t0, 25)
+	b := Scheduled(t0.Add(24*time.Hour), 50)
+	in := NewInterest(30 * time.Second)
+	in.Hold(a, "booking1")
+	in.Hold(a, "booking2")
+	in.View([]Key{b, NowKey}, t0.Add(time.Minute))
+	if got := in.Wanted(t0); !slices.Equal(got, []Key{a, b, NowKey}) {
+		t.Fatalf("wanted %v", got)
+	}
+	if in.Refs(a) != 2 {
+		t.Fatalf("refs %d", in.Refs(a))
+	}
+	in.Release(a, "booking1", t0)
+	in.Release(a, "booking1", t0) // twice changes nothing
+	if in.Refs(a) != 1 || !slices.Contains(in.Wanted(t0), a) {
+		t.Fatal("one booking still holds a")
+	}
+	in.Release(a, "booking2", t0)
+	if !slices.Contains(in.Wanted(t0.Add(29*time.Second)), a) {
+		t.Fatal("a lingers for 30 s")
+	}
+	if slices.Contains(in.Wanted(t0.Add(30*time.Second)), a) {
+		t.Fatal("a is left after lingering")
+	}
+	// The view ends at +1 min, then its shards linger too.
+	if got := in.Wanted(t0.Add(time.Minute + 10*time.Second)); !slices.Equal(got, []Key{b, NowKey}) {
+		t.Fatalf("after the view: %v", got)
+	}
+	if got := in.Wanted(t0.Add(2 * time.Minute)); len(got) != 0 {
+		t.Fatalf("after the linger: %v", got)
+	}
+	// A hold during the linger cancels it.
+	in.Hold(a, "booking3")
+	in.Release(a, "booking3", t0.Add(3*time.Minute))
+	in.Hold(a, "booking4")
+	if !slices.Contains(in.Wanted(t0.Add(10*time.Minute)), a) {
+		t.Fatal("a held again")
+	}
+}
+
+// FuzzParse: topic names come from peers (board sync requests); Parse
+// never panics and whatever it accepts names itself back exactly.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{V1Topic, NowTopic, "/tandem/offers/2/2026-12-03/25", "/tandem/offers/2/x/25", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		k, err := Parse(s)
+		if err != nil {
+			return
+		}
+		if k.Topic() != s {
+			t.Fatalf("Parse(%q) = %+v, which names %q", s, k, k.Topic())
+		}
+	})
+}

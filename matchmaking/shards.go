@@ -1,0 +1,343 @@
+package matchmaking
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/tandem-cowork/tandem/matchmaking/pb"
+	"github.com/tandem-cowork/tandem/matchmaking/shard"
+)
+
+// PeerFinder finds other nodes on an offer topic, beyond the connected
+// peers gossipsub already knows are on it (they are used at once). The
+// daemon uses the DHT; the swarm benchmark an in-process directory.
+type PeerFinder interface {
+	// FindTopicPeers runs while this node is on topic: it makes the node
+	// findable under the topic and connects to nodes found there while
+	// have() (peers on the topic) is below what gossip needs. It returns
+	// when ctx ends.
+	FindTopicPeers(ctx context.Context, topic string, have func() int)
+}
+
+// V1Mode says when a node also uses version 1's single offer topic.
+type V1Mode string
+
+const (
+	// V1Auto: while a connected peer speaks version 1 only (identify says
+	// it serves /tandem/board/1.0.0 and not /tandem/board/2.0.0).
+	V1Auto V1Mode = "auto"
+	// V1Always: always (every offer of the network, as version 1 costs).
+	V1Always V1Mode = "always"
+	// V1Off: never.
+	V1Off V1Mode = "off"
+)
+
+// Timing of the shards.
+const (
+	// viewLease is how long a look at the calendar keeps its days' shards.
+	viewLease = 10 * time.Minute
+	// viewDays bounds the days one look joins (today and the horizon).
+	viewDays = 15
+)
+
+// shardTopic is one joined offer topic and the goroutines that serve it.
+type shardTopic struct {
+	key       shard.Key
+	topic     *pubsub.Topic
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	connected atomic.Bool               // some peer is on the topic
+	lastPull  atomic.Pointer[time.Time] // when a board pull of this shard last completed
+}
+
+// ShardEvent tells Config.OnShard that this node joined a shard, that the
+// shard's first peer appeared (gossip can reach the node from then on), or
+// that it left.
+type ShardEvent struct {
+	Topic string
+	State string // "joined", "ready" or "left"
+}
+
+// OfferTopics lists the offer topics this node is on now. Peer scoring
+// attaches its parameters to each as it is joined (Config.OnTopic).
+func (s *Service) OfferTopics() []string {
+	joined := s.joinedNow()
+	out := make([]string, 0, len(joined))
+	for k := range joined {
+		out = append(out, k.Topic())
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ShardOf is the shard of one of the node's bookings.
+func ShardOf(b Booking) shard.Key {
+	return shard.ForOffer(b.Kind == KindNow, b.Start.Unix(), b.DurationMin)
+}
+
+func shardOfOffer(o *pb.Offer) shard.Key {
+	return shard.ForOffer(o.GetKind() == pb.Kind_KIND_NOW, o.GetStartUnix(), int(o.GetDurationMin()))
+}
+
+// trackLocked keeps the interest in sync with a booking's state: an open
+// (searching) booking holds its shard. Called with s.mu held whenever a
+// booking is stored.
+func (s *Service) trackLocked(old *Booking, b Booking) {
+	was := old != nil && old.State == StateSearching
+	if is := b.State == StateSearching; is && !was {
+		s.interest.Hold(ShardOf(b), b.ID)
+	} else if was && !is {
+		s.interest.Release(ShardOf(*old), b.ID, time.Now())
+	}
+}
+
+// View joins the shards of the days [from, to) touches (and the focus-now
+// shard) for a while: the calendar shows them. A zero from is today, a
+// zero to a week after from.
+func (s *Service) View(from, to time.Time) {
+	now := s.now()
+	if from.IsZero() || from.Before(now.Add(-24*time.Hour)) {
+		from = now
+	}
+	if to.IsZero() {
+		to = from.Add(7 * 24 * time.Hour)
+	}
+	if horizon := now.Add(MaxAhead + 24*time.Hour); to.After(horizon) {
+		to = horizon
+	}
+	ks := append(shard.Days(from, to, viewDays), shard.NowKey)
+	s.interest.View(ks, time.Now().Add(viewLease))
+	if s.ctx != nil {
+		s.syncShards(s.ctx)
+	}
+}
+
+// wantV1 reports whether the node should be on version 1's topic now.
+func (s *Service) wantV1() bool {
+	switch s.cfg.V1 {
+	case V1Always:
+		return true
+	case V1Off:
+		return false
+	}
+	for _, p := range s.h.Network().Peers() {
+		if isV1Peer(s.h, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// isV1Peer: identify says p serves version 1's board sync and not
+// version 2's, so it announces and listens on version 1's topic only.
+func isV1Peer(h host.Host, p peer.ID) bool {
+	ok, err := h.Peerstore().SupportsProtocols(p, BoardProtocol, BoardProtocolV2)
+	return err == nil && len(ok) == 1 && ok[0] == BoardProtocol
+}
+
+// syncShards joins the shards the node wants and leaves the others.
+func (s *Service) syncShards(ctx context.Context) {
+	s.shardMu.Lock()
+	defer s.shardMu.Unlock()
+	if ctx.Err() != nil || s.shardsClosed {
+		return
+	}
+	// Read under shardMu: a sync that read an older interest must not
+	// leave a shard a newer one has just joined.
+	wanted := s.interest.Wanted(time.Now())
+	if s.v1Only {
+		wanted = nil
+	}
+	if s.v1Only || s.wantV1() {
+		wanted = append(wanted, shard.V1Key)
+	}
+	want := map[shard.Key]bool{}
+	for _, k := range wanted {
+		want[k] = true
+		if s.joined[k] == nil {
+			if err := s.joinLocked(ctx, k); err != nil {
+				s.log.Error("joining offer topic", "topic", k.Topic(), "err", err)
+			}
+		}
+	}
+	var left []shard.Key
+	for k, st := range s.joined {
+		if !want[k] {
+			s.leaveLocked(st)
+			left = append(left, k)
+		}
+	}
+	s.publishJoinedLocked()
+	if len(left) > 0 {
+		s.dropUnwantedLocked()
+	}
+}
+
+// publishJoinedLocked makes the joined set visible to readers that must
+// not wait for shardMu (gossip readers run while a leave waits for them).
+func (s *Service) publishJoinedLocked() {
+	m := make(map[shard.Key]*shardTopic, len(s.joined))
+	for k, st := range s.joined {
+		m[k] = st
+	}
+	s.joinedSnap.Store(&m)
+}
+
+// joinedNow is the joined set as last published.
+func (s *Service) joinedNow() map[shard.Key]*shardTopic {
+	if m := s.joinedSnap.Load(); m != nil {
+		return *m
+	}
+	return nil
+}
+
+// joinLocked joins one offer topic: its validator, subscription, peer
+// watcher and peer finder.
+func (s *Service) joinLocked(ctx context.Context, k shard.Key) error {
+	name := k.Topic()
+	if err := s.cfg.PubSub.RegisterTopicValidator(name, s.validatorFor(k)); err != nil {
+		return fmt.Errorf("registering offer validator: %w", err)
+	}
+	t, err := s.cfg.PubSub.Join(name)
+	if err != nil {
+		s.cfg.PubSub.UnregisterTopicValidator(name)
+		return fmt.Errorf("joining: %w", err)
+	}
+	fail := func(err error) error {
+		t.Close()
+		s.cfg.PubSub.UnregisterTopicValidator(name)
+		return err
+	}
+	if s.cfg.OnTopic != nil {
+		s.cfg.OnTopic(name, t)
+	}
+	sub, err := t.Subscribe(pubsub.WithBufferSize(1024))
+	if err != nil {
+		return fail(fmt.Errorf("subscribing: %w", err))
+	}
+	events, err := t.EventHandler()
+	if err != nil {
+		sub.Cancel()
+		return fail(fmt.Errorf("watching peers: %w", err))
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	st := &shardTopic{key: k, topic: t, cancel: cancel}
+	s.joined[k] = st
+	s.publishJoinedLocked()
+	st.wg.Go(func() { s.readGossip(sctx, sub) })
+	st.wg.Go(func() { s.watchPeers(sctx, st, events) })
+	if f := s.cfg.Finder; f != nil && !k.V1 {
+		st.wg.Go(func() { f.FindTopicPeers(sctx, name, func() int { return len(t.ListPeers()) }) })
+	}
+	s.shardEvent(name, "joined")
+	return nil
+}
+
+// leaveLocked stops a topic's goroutines and leaves it.
+func (s *Service) leaveLocked(st *shardTopic) {
+	delete(s.joined, st.key)
+	s.publishJoinedLocked()
+	st.cancel()
+	st.wg.Wait()
+	st.topic.Close()
+	s.cfg.PubSub.UnregisterTopicValidator(st.key.Topic())
+	s.shardEvent(st.key.Topic(), "left")
+}
+
+// dropUnwantedLocked forgets the board's records of shards the node has
+// left: its memory follows what it subscribes to, not the network.
+func (s *Service) dropUnwantedLocked() {
+	if s.joined[shard.V1Key] != nil {
+		return
+	}
+	s.board.keepOnly(func(k shard.Key) bool { return s.joined[k] != nil })
+}
+
+// wantsShard reports whether a record of shard k belongs on the board: the
+// node is on its topic (or on version 1's, which carries every shard).
+func (s *Service) wantsShard(k shard.Key) bool {
+	joined := s.joinedNow()
+	return joined[k] != nil || joined[shard.V1Key] != nil
+}
+
+// topicsFor returns the joined topics an offer of shard k is published on:
+// its own, and version 1's while the node is on it.
+func (s *Service) topicsFor(k shard.Key) []*pubsub.Topic {
+	joined := s.joinedNow()
+	var out []*pubsub.Topic
+	if st := joined[k]; st != nil {
+		out = append(out, st.topic)
+	}
+	if st := joined[shard.V1Key]; st != nil {
+		out = append(out, st.topic)
+	}
+	return out
+}
+
+// joinedTopic returns the joined topic of k, or nil.
+func (s *Service) joinedTopic(k shard.Key) *shardTopic { return s.joinedNow()[k] }
+
+// randomShard picks a joined shard that has peers, and one of them.
+func (s *Service) randomShard(pick func(int) int) (*shardTopic, peer.ID) {
+	var all []*shardTopic
+	for _, st := range s.joinedNow() {
+		all = append(all, st)
+	}
+	slices.SortFunc(all, func(a, b *shardTopic) int {
+		if a.key.Topic() < b.key.Topic() {
+			return -1
+		}
+		return 1
+	})
+	for len(all) > 0 {
+		i := pick(len(all))
+		st := all[i]
+		if peers := st.topic.ListPeers(); len(peers) > 0 {
+			return st, peers[pick(len(peers))]
+		}
+		all = append(all[:i], all[i+1:]...)
+	}
+	return nil, ""
+}
+
+// closeShards leaves every topic; nothing joins after it.
+func (s *Service) closeShards() {
+	s.shardMu.Lock()
+	defer s.shardMu.Unlock()
+	s.shardsClosed = true
+	for _, st := range s.joined {
+		s.leaveLocked(st)
+	}
+	s.publishJoinedLocked()
+}
+
+func (s *Service) shardEvent(topic, state string) {
+	if s.cfg.OnShard != nil {
+		s.cfg.OnShard(ShardEvent{Topic: topic, State: state})
+	}
+}
+
+// validatorFor is the gossip validator of one offer topic: an offer must
+// travel on its own shard's topic (or version 1's).
+func (s *Service) validatorFor(k shard.Key) func(context.Context, peer.ID, *pubsub.Message) pubsub.ValidationResult {
+	return func(ctx context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+		res := s.validateGossip(ctx, from, msg)
+		if res != pubsub.ValidationAccept {
+			return res
+		}
+		o := msg.ValidatorData.(*pb.Offer)
+		if !k.Holds(shardOfOffer(o)) {
+			s.refuseOffer(msg.GetFrom(), fmt.Errorf("offer of shard %s published on %s", shardOfOffer(o), k))
+			return pubsub.ValidationReject
+		}
+		return res
+	}
+}

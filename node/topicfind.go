@@ -1,0 +1,84 @@
+package node
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/discovery/routing"
+)
+
+// topicPeers is how many peers on an offer topic the finder looks for:
+// gossipsub's mesh degree, so a node's mesh on the topic can form.
+const topicPeers = 6
+
+// topicFinder finds peers on an offer topic through the DHT
+// (matchmaking.PeerFinder): a node on a topic provides the topic's
+// rendezvous key ("tandem-topic:" + topic, hashed into a CID as libp2p's
+// routing discovery does) and looks up the others who do, connecting to a
+// few while it has fewer than topicPeers on the topic. The matcher starts
+// before discovery, so the DHT is filled in once discovery is up.
+type topicFinder struct {
+	disc atomic.Pointer[discovery]
+	log  *slog.Logger
+}
+
+// topicNamespace is the DHT rendezvous namespace of an offer topic.
+func topicNamespace(topic string) string { return "tandem-topic:" + topic }
+
+// FindTopicPeers runs while the node is on topic (see matchmaking.PeerFinder).
+func (f *topicFinder) FindTopicPeers(ctx context.Context, topic string, have func() int) {
+	ns := topicNamespace(topic)
+	var advertisedUntil time.Time
+	wait := time.Second
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		d := f.disc.Load()
+		if d == nil || len(d.host.Network().Peers()) == 0 {
+			wait = min(2*wait, 30*time.Second)
+			continue
+		}
+		rd := routing.NewRoutingDiscovery(d.dht)
+		if time.Now().After(advertisedUntil) {
+			if ttl, err := rd.Advertise(ctx, ns); err != nil {
+				f.log.Debug("advertising an offer topic", "topic", topic, "err", err)
+			} else {
+				advertisedUntil = time.Now().Add(7 * ttl / 8)
+			}
+		}
+		if n := have(); n < topicPeers {
+			f.find(ctx, d, rd, ns, topicPeers-n)
+			wait = min(2*wait, time.Minute)
+		} else {
+			wait = time.Minute
+		}
+	}
+}
+
+// find connects to up to n peers the DHT lists under ns.
+func (f *topicFinder) find(ctx context.Context, d *discovery, rd *routing.RoutingDiscovery, ns string, n int) {
+	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	found, err := rd.FindPeers(fctx, ns)
+	if err != nil {
+		f.log.Debug("looking up an offer topic", "namespace", ns, "err", err)
+		return
+	}
+	for ai := range found {
+		if n == 0 {
+			return
+		}
+		if ai.ID == d.host.ID() || len(ai.Addrs) == 0 || d.host.Network().Connectedness(ai.ID) == network.Connected {
+			continue
+		}
+		n--
+		go func(ai peer.AddrInfo) { d.connect(d.ctx, ai) }(ai)
+	}
+}
