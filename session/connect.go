@@ -65,6 +65,11 @@ type ConnectReport struct {
 	// current connection (restart.go).
 	Path        *ConnectPath `json:"path,omitempty"`
 	ICERestarts int          `json:"ice_restarts"`
+	// VideoLimitKbps is the cap on the video this node sends to the
+	// partner over a relayed path (0: none; see media/adapt.go), and
+	// AudioOnly says video is paused for want of capacity.
+	VideoLimitKbps int  `json:"video_limit_kbps"`
+	AudioOnly      bool `json:"audio_only"`
 }
 
 // connTry is what the session has tried since it last lost (or never had)
@@ -147,6 +152,7 @@ func (s *Session) noteError(err error) {
 // the try once the partner is connected, and announces could-not-connect
 // once CouldNotConnectAfter has passed on the node's clock.
 func (s *Session) checkConnectLocked(now time.Time) {
+	s.checkCapacityLocked()
 	switch {
 	case s.connected:
 		if !s.try.since.IsZero() || s.try.attempts > 0 {
@@ -221,6 +227,8 @@ func (s *Session) connectReportLocked(now time.Time) ConnectReport {
 		if s.link != nil {
 			r.Path, r.ICERestarts = s.link.pathCopy(), s.link.restarts
 		}
+		lim := s.relay.Limit()
+		r.VideoLimitKbps, r.AudioOnly = lim.Bitrate/1000, lim.AudioOnly
 	case !s.wantsPartnerLocked() && s.phase == PhaseUpcoming:
 		r.State = ConnectWaiting
 	case !s.wantsPartnerLocked():
@@ -381,4 +389,31 @@ func (l *link) relayName(addr, whose string) string {
 		}
 	}
 	return whose + " at " + addr
+}
+
+// checkCapacityLocked tells the user when video pauses for want of
+// capacity on a relayed path, and when it comes back.
+func (s *Session) checkCapacityLocked() {
+	audioOnly := s.connected && s.relay.Limit().AudioOnly
+	if audioOnly == s.audioOnly {
+		return
+	}
+	s.audioOnly = audioOnly
+	text := "Video is back."
+	if audioOnly {
+		text = "Video paused: the connection through the relay is too slow for it. Audio and chat go on."
+	}
+	s.log.Info("video capacity", "audio_only", audioOnly)
+	s.emitLocked(Event{Type: EventCapacity, Text: text})
+}
+
+// notePath starts or stops media adaptation as the link's path is relayed
+// or direct.
+func (s *Session) notePath(l *link, p *ConnectPath) {
+	s.mu.Lock()
+	current := s.link == l
+	s.mu.Unlock()
+	if current && p != nil {
+		s.relay.Adapt(p.Kind == PathRelay, time.Now())
+	}
 }

@@ -114,6 +114,7 @@ func (s *Session) startLink(st network.Stream, r *bufio.Reader) (*link, error) {
 			}
 			l.path = path
 			s.mu.Unlock()
+			s.notePath(l, path)
 		}
 	})
 	dc.OnOpen(func() { s.onOpen(l) })
@@ -333,6 +334,7 @@ func (s *Session) onLinkState(l *link) {
 			s.emitLocked(Event{Type: EventPartnerReconnected, From: FromPartner, Path: l.pathCopy()})
 		}
 		s.mu.Unlock()
+		s.notePath(l, path)
 		s.relay.Connected(media.Partner, l.pc)
 	case webrtc.PeerConnectionStateDisconnected:
 		s.mu.Lock()

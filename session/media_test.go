@@ -25,6 +25,7 @@ type testBrowser struct {
 	video  *webrtc.TrackLocalStaticRTP
 	audio  *webrtc.TrackLocalStaticRTP
 	plis   atomic.Int64
+	remb   atomic.Uint64 // the last REMB bitrate its camera was told, bit/s
 	remote atomic.Uint32 // SSRC of the received video
 
 	mu    sync.Mutex
@@ -97,6 +98,9 @@ func newTestBrowser(t testing.TB) *testBrowser {
 				for _, p := range pkts {
 					if _, ok := p.(*rtcp.PictureLossIndication); ok && isVideo {
 						tb.plis.Add(1)
+					}
+					if r, ok := p.(*rtcp.ReceiverEstimatedMaximumBitrate); ok && isVideo {
+						tb.remb.Store(uint64(r.Bitrate))
 					}
 				}
 			}

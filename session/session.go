@@ -68,6 +68,7 @@ type Session struct {
 	record         *Record
 	try            connTry         // connecting to the partner: what was tried
 	peerICE        []PeerICEServer // the peer helpers the last connection attempt was given
+	audioOnly      bool            // video paused for want of capacity was announced
 	// The session clock (clock.go): clockOffset is added to our clock to
 	// get the offerer's; clockKnown once measured (or restored).
 	clockOffset  time.Duration

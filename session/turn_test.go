@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"encoding/binary"
 	"net"
 	"strings"
 	"testing"
@@ -10,18 +11,23 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/tandem-cowork/tandem/node/peerturn"
+	"github.com/tandem-cowork/tandem/session/media"
 )
 
 // turnHelper is a third host that runs a peerturn STUN/TURN server on
 // 127.0.0.1 and hands out credentials over /tandem/turn/1.
 func turnHelper(t *testing.T) (host.Host, *peerturn.Server) {
+	return turnHelperWith(t, peerturn.ServerConfig{})
+}
+
+func turnHelperWith(t *testing.T, cfg peerturn.ServerConfig) (host.Host, *peerturn.Server) {
 	t.Helper()
-	srv, err := peerturn.NewServer(peerturn.ServerConfig{
-		ListenIP: net.IPv4(127, 0, 0, 1), RelayIP: net.IPv4(127, 0, 0, 1), Log: testLogger(),
-	})
+	cfg.ListenIP, cfg.RelayIP, cfg.Log = net.IPv4(127, 0, 0, 1), net.IPv4(127, 0, 0, 1), testLogger()
+	srv, err := peerturn.NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,4 +140,70 @@ func TestCouldNotConnectSaysNoRelay(t *testing.T) {
 	if !strings.Contains(e.Text, "No relay (TURN) address was gathered here: no Tandem peer offering a relay was found") {
 		t.Errorf("message %q does not say that no relay was found", e.Text)
 	}
+}
+
+// flood sends video frames of size bytes every interval (far more than
+// a relay share) and small audio packets every 20 ms, until the browser
+// closes; like a camera that ignores the cap it is told.
+func (tb *testBrowser) flood(size int, interval time.Duration) {
+	tb.wg.Add(1)
+	go func() {
+		defer tb.wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		var seq uint16
+		last := time.Now()
+		for {
+			select {
+			case <-tb.stop:
+				return
+			case <-t.C:
+			}
+			seq++
+			payload := make([]byte, size)
+			payload[0] = 0x10
+			binary.BigEndian.PutUint16(payload[1:], seq)
+			tb.video.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, Marker: true, SequenceNumber: seq, Timestamp: uint32(seq) * 90}, Payload: payload})
+			if time.Since(last) >= 20*time.Millisecond {
+				last = time.Now()
+				opus := []byte{0xfc, 0, 0, 0xff}
+				binary.BigEndian.PutUint16(opus[1:], seq)
+				tb.audio.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 960}, Payload: opus})
+			}
+		}
+	}()
+}
+
+// TestMediaAdaptsToSlowRelay: through a peer relay that allows 400 kbit/s
+// per peer, a camera sending several Mbit/s is capped: the node tells it a
+// lower bitrate (REMB) as the partner reports loss, drops the video beyond
+// the cap itself, and the partner keeps getting audio and chat.
+func TestMediaAdaptsToSlowRelay(t *testing.T) {
+	helper, _ := turnHelperWith(t, peerturn.ServerConfig{PeerBandwidth: 400_000 / 8})
+	clk := newClock()
+	a, b := relayPair(t, clk, helper)
+	sa, sb := meet(t, a, b, "slow")
+	waitFor(t, "adaptation on the relayed path", func() bool {
+		return sa.State().Connect.VideoLimitKbps == media.RelayStartBitrate/1000
+	})
+	browserA, browserB := newTestBrowser(t), newTestBrowser(t)
+	browserA.attach(sa)
+	browserB.attach(sb)
+	browserA.flood(1000, 2*time.Millisecond) // 4 Mbit/s of video
+	waitFor(t, "a lower cap told to A's camera", func() bool {
+		r := browserA.remb.Load()
+		return r > 0 && r < media.RelayStartBitrate
+	})
+	c := sa.State().Connect
+	t.Logf("A's video cap: %d kbit/s (audio only: %v); REMB to the camera: %d bit/s", c.VideoLimitKbps, c.AudioOnly, browserA.remb.Load())
+	if c.VideoLimitKbps >= media.RelayStartBitrate/1000 && !c.AudioOnly {
+		t.Errorf("cap still %d kbit/s", c.VideoLimitKbps)
+	}
+	// Audio and the data channel still get through.
+	before := len(browserB.received(webrtc.RTPCodecTypeAudio, 1))
+	browserB.received(webrtc.RTPCodecTypeAudio, before+20)
+	if err := sa.Chat("still talking"); err != nil {
+		t.Fatal(err)
+	}
+	b.rec.wait(t, "chat across the capped relay", isFrom(EventChat, sb.ID(), FromPartner, func(e Event) bool { return e.Text == "still talking" }))
 }

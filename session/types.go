@@ -151,6 +151,7 @@ const (
 	EventPartnerDisconnected = "partner-disconnected" // connection lost; reconnecting
 	EventPartnerReconnected  = "partner-reconnected"  // back after a disconnect
 	EventPathChanged         = "path-changed"         // the connection now flows another way (Path)
+	EventCapacity            = "capacity"             // video paused or back on a slow relayed path (Text)
 	EventCouldNotConnect     = "could-not-connect"    // no connection for CouldNotConnectAfter; Text says what was tried
 	EventRematchOffered      = "rematch-offered"      // partner RematchAfter late
 	EventNoShow              = "no-show"              // partner NoShowAfter late; the session ends

@@ -76,7 +76,7 @@ func printAll(s string) string {
 		v.header(context.Background(), snap)
 	}
 	for _, typ := range []string{apiv1.SessionPhase, apiv1.SessionPartnerJoined, apiv1.SessionPartnerDisconnected,
-		apiv1.SessionPartnerReconnected, apiv1.SessionPathChanged, apiv1.SessionCouldNotConnect, apiv1.SessionRematchOffered, apiv1.SessionNoShow,
+		apiv1.SessionPartnerReconnected, apiv1.SessionPathChanged, apiv1.SessionCapacity, apiv1.SessionCouldNotConnect, apiv1.SessionRematchOffered, apiv1.SessionNoShow,
 		apiv1.SessionGoal, apiv1.SessionChat, apiv1.SessionPresence, apiv1.SessionMedia, apiv1.SessionCheckIn,
 		apiv1.SessionPartnerLeft, apiv1.SessionEnded} {
 		for _, from := range []string{apiv1.FromSelf, apiv1.FromPartner} {

@@ -269,6 +269,8 @@ func (v *joinView) event(e apiv1.SessionEvent) {
 		v.say("Partner disconnected; reconnecting...")
 	case apiv1.SessionPartnerReconnected:
 		v.say("Partner is back.%s", pathNote(e.Path))
+	case apiv1.SessionCapacity:
+		v.say("%s", esc(e.Text))
 	case apiv1.SessionPathChanged:
 		if n := pathNote(e.Path); n != "" {
 			v.say("%s", strings.TrimSpace(n))

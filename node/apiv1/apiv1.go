@@ -162,6 +162,7 @@ const (
 	SessionPartnerDisconnected = session.EventPartnerDisconnected
 	SessionPartnerReconnected  = session.EventPartnerReconnected
 	SessionPathChanged         = session.EventPathChanged
+	SessionCapacity            = session.EventCapacity
 	SessionCouldNotConnect     = session.EventCouldNotConnect
 	SessionRematchOffered      = session.EventRematchOffered
 	SessionNoShow              = session.EventNoShow

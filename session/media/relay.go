@@ -74,6 +74,8 @@ type Relay struct {
 	keyframe [2]chan struct{}
 	// forwarded[side] counts packets received from side and forwarded.
 	forwarded [2]atomic.Uint64
+	// adapt caps the video towards the partner on a relayed path (adapt.go).
+	adapt adapter
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -122,6 +124,8 @@ func NewRelay(log *slog.Logger) (*Relay, error) {
 		r.wg.Add(1)
 		go r.keyframeLoop(side)
 	}
+	r.wg.Add(1)
+	go r.adaptLoop()
 	return r, nil
 }
 
@@ -255,6 +259,9 @@ func (r *Relay) forward(from Side, pc *webrtc.PeerConnection, t *webrtc.TrackRem
 		if !r.isCurrent(from, pc) {
 			continue // replaced: its successor's packets go out instead
 		}
+		if from == Browser && k == video && !r.adapt.allowVideo(n) {
+			continue // over the relayed path's video cap (adapt.go)
+		}
 		// Header extension IDs are negotiated per leg; the next leg's
 		// interceptors add their own.
 		p.Header.Extension, p.Header.Extensions, p.Header.ExtensionProfile = false, nil, 0
@@ -296,12 +303,25 @@ func (r *Relay) drainRTCP(viewer Side, isVideo bool, s *webrtc.RTPSender) {
 			continue
 		}
 		for _, p := range pkts {
-			switch p.(type) {
+			switch p := p.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 				r.RequestKeyframe(viewer.other())
+			case *rtcp.ReceiverReport:
+				if viewer == Partner {
+					r.adapt.noteReport(p, senderSSRCs(s))
+				}
 			}
 		}
 	}
+}
+
+// senderSSRCs are the SSRCs s sends with.
+func senderSSRCs(s *webrtc.RTPSender) map[uint32]bool {
+	out := map[uint32]bool{}
+	for _, e := range s.GetParameters().Encodings {
+		out[uint32(e.SSRC)] = true
+	}
+	return out
 }
 
 // keyframeLoop sends the keyframe requests for the source on side, at

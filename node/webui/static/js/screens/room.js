@@ -189,7 +189,10 @@ export function mount(el, bookingID) {
     const path = s.connected && s.connect && s.connect.path;
     pathEl.hidden = !path;
     pathEl.dataset.kind = path ? path.kind : "";
-    pathEl.textContent = !path ? "" : path.kind === "relay" ? `Connected via relay (${relayName(path.relay)})` : "Connected directly";
+    let pathText = !path ? "" : path.kind === "relay" ? `Connected via relay (${relayName(path.relay)})` : "Connected directly";
+    if (path && s.connect.audio_only) pathText += " · video paused: too slow for it, audio and chat go on";
+    else if (path && s.connect.video_limit_kbps) pathText += ` · your video up to ${s.connect.video_limit_kbps} kbit/s`;
+    pathEl.textContent = pathText;
     pathEl.title = path ? `here: ${path.local}; ${name}: ${path.remote}` : "";
     partnerGoalTitle.textContent = `${name}'s goal`;
     partnerGoal.textContent = s.partner.goal || (s.connected ? `${name} has not set a goal yet.` : "");
