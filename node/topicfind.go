@@ -41,6 +41,9 @@ func (f *topicFinder) FindTopicPeers(ctx context.Context, topic string, have fun
 		case <-time.After(wait):
 		}
 		d := f.disc.Load()
+		if d != nil && d.dht == nil {
+			return // LAN-only: no DHT; mDNS connects the LAN's nodes
+		}
 		if d == nil || len(d.host.Network().Peers()) == 0 {
 			wait = min(2*wait, 30*time.Second)
 			continue
