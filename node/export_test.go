@@ -43,3 +43,18 @@ func TopicProviders(ctx context.Context, n *Node, topic string) ([]peer.ID, erro
 // Subscribe follows n's events in process, with a buffer deep enough
 // that a test reading them at once loses none.
 func Subscribe(n *Node) (<-chan apiv1.Event, func()) { return n.events.subscribeN(1 << 14) }
+
+// HelperProviders lists the peers n's DHT stores under the namespace of
+// nodes that offer a STUN/TURN relay.
+func HelperProviders(ctx context.Context, n *Node) ([]peer.ID, error) {
+	h, err := mh.Sum([]byte(HelperRendezvous), mh.SHA2_256, -1)
+	if err != nil {
+		return nil, err
+	}
+	ais, err := n.disc.dht.ProviderStore().GetProviders(ctx, h)
+	var ids []peer.ID
+	for _, ai := range ais {
+		ids = append(ids, ai.ID)
+	}
+	return ids, err
+}

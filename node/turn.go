@@ -180,7 +180,33 @@ func (t *turnHelper) start(ctx context.Context, rd *routing.RoutingDiscovery) {
 	if rd != nil {
 		actx, cancel := context.WithCancel(ctx)
 		t.stopAdv = cancel
-		go util.Advertise(actx, rd, HelperRendezvous)
+		go advertiseHelper(actx, rd, t.log)
+	}
+}
+
+// advertiseHelper keeps this node's record under HelperRendezvous in the
+// DHT until ctx ends. Like discovery.advertise, a failure (the DHT's table
+// still empty at start) is retried within seconds, not util.Advertise's
+// 2 minutes.
+func advertiseHelper(ctx context.Context, rd *routing.RoutingDiscovery, log *slog.Logger) {
+	retry := time.Second
+	for {
+		wait := retry
+		ttl, err := rd.Advertise(ctx, HelperRendezvous)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			log.Debug("advertising the relay in the DHT", "err", err)
+			retry = min(retry*2, time.Minute)
+		} else {
+			wait, retry = 7*ttl/8, time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -100,5 +101,33 @@ func TestConfigTURN(t *testing.T) {
 		if _, err := load(file); err == nil || !strings.Contains(err.Error(), msg) {
 			t.Errorf("%q: err = %v, want %q", file, err, msg)
 		}
+	}
+}
+
+// A node that offers a relay advertises it in the DHT under
+// tandem/turn/v1 (soon after start, not after util.Advertise's 2-minute
+// retry); a node that does not offer one (auto, not publicly reachable)
+// does not.
+func TestHelperAdvertisedInDHT(t *testing.T) {
+	cfgD := nodetest.Config(t)
+	d := nodetest.Start(t, cfgD)
+	cfgH := nodetest.Config(t)
+	cfgH.TURN.Offer = node.TURNOfferOn
+	nodetest.Link(t, &cfgH, d)
+	h := nodetest.Start(t, cfgH)
+	cfgN := nodetest.Config(t)
+	nodetest.Link(t, &cfgN, d)
+	n := nodetest.Start(t, cfgN)
+	ctx := context.Background()
+	nodetest.WaitFor(t, 30*time.Second, func() bool {
+		ids, _ := node.HelperProviders(ctx, d)
+		return slices.Contains(ids, h.ID())
+	}, "the helper's record in the DHT")
+	ids, _ := node.HelperProviders(ctx, d)
+	if slices.Contains(ids, n.ID()) {
+		t.Errorf("a node that offers no relay is advertised as a helper: %v", ids)
+	}
+	if st := n.Status().TURNHelper; !strings.HasPrefix(st, "waiting") {
+		t.Errorf("status of a node in auto mode that is not public: %q", st)
 	}
 }
