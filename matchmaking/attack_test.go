@@ -9,6 +9,9 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	mrand "math/rand/v2"
+	"os"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -409,6 +412,22 @@ func timeToMatch(t *testing.T, p, q *testNode, slot time.Time, attack func(ctx c
 	}
 	start := time.Now()
 	bp := p.book(t, BookRequest{At: slot, DurationMin: 25})
+	if os.Getenv("TANDEM_ATTACK_TRACE") != "" {
+		go func() {
+			seenP, seenQ := false, false
+			for ctx.Err() == nil && !(seenP && seenQ) {
+				if !seenQ && p.svc.board.get(q.id(), bq.ID) != nil {
+					seenQ = true
+					t.Logf("%v: q's offer on p's board", time.Since(start))
+				}
+				if !seenP && q.svc.board.get(p.id(), bp.ID) != nil {
+					seenP = true
+					t.Logf("%v: p's offer on q's board", time.Since(start))
+				}
+				time.Sleep(5 * time.Millisecond) // tracing poll
+			}
+		}()
+	}
 	waitFor(t, 60*time.Second, "the honest pair matched", func() bool {
 		return p.booking(bp.ID).Confirmed && q.booking(bq.ID).Confirmed
 	})
@@ -554,4 +573,104 @@ func (n *testNode) sealedOffer(t testing.TB, b Booking) []byte {
 		t.Fatal(err)
 	}
 	return env
+}
+
+// attackSize is the size of an attack: small in CI, the full size
+// with TANDEM_ATTACK_FULL=1.
+func attackSize(ci, full int) int {
+	if os.Getenv("TANDEM_ATTACK_FULL") != "" {
+		return full
+	}
+	return ci
+}
+
+// floodEnvelopes signs total offers from keys identities, spread over the
+// slots of the next 14 days and every duration (any slot class).
+func floodEnvelopes(t testing.TB, keys []crypto.PrivKey, total int) [][][]byte {
+	t.Helper()
+	now := time.Now()
+	per := make([][][]byte, len(keys))
+	durs := []uint32{25, 50, 75}
+	for i := range total {
+		k := keys[i%len(keys)]
+		id, _ := peer.IDFromPrivateKey(k)
+		o := validOffer(id, now)
+		o.BookingId = fmt.Sprintf("flood-%d", i)
+		o.StartUnix = now.Truncate(Grid).Add(Grid * time.Duration(2+mrand.IntN(13*96))).Unix()
+		if avoid := nextSlot(5 * time.Hour).Unix(); o.StartUnix == avoid {
+			o.StartUnix += int64(Grid / time.Second) // the honest pair's slot: attack 2 is its own test
+		}
+		o.DurationMin = durs[i%3]
+		o.ExpiresUnix = now.Add(time.Hour).Unix()
+		o.Name = "sybil"
+		env, err := sealOffer(o, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		per[i%len(keys)] = append(per[i%len(keys)], env)
+	}
+	return per
+}
+
+// Sybil flood: 10,000 valid, stamped offers from fresh identities by
+// gossip, and a hostile board sync serving them, must not keep an honest
+// pair from matching (before: the flood filled every board's 5000 places
+// and new honest offers were refused).
+func TestAttackSybilFlood(t *testing.T) {
+	total := attackSize(10000, 10000)
+	keys := make([]crypto.PrivKey, attackSize(500, 500))
+	for i := range keys {
+		keys[i], _ = mustKey(t)
+	}
+	flood := floodEnvelopes(t, keys, total)
+	p, q := newTestNode(t, nil), newTestNode(t, nil)
+	connect(t, p, q)
+	base := timeToMatch(t, p, q, nextSlot(2*time.Hour), nil)
+
+	a := newAttacker(t)
+	// The hostile board sync: a full 1 MiB of sybil offers to every puller.
+	var all [][]byte
+	size := 0
+	for _, envs := range flood {
+		for _, e := range envs {
+			if size+len(e)+8 < MaxBoardResponse-1024 {
+				all = append(all, e)
+				size += len(e) + 8
+			}
+		}
+	}
+	a.h.SetStreamHandler(BoardProtocol, func(st network.Stream) {
+		defer st.Close()
+		protodelim.MarshalTo(st, &pb.BoardResponse{Envelopes: all})
+	})
+	a.connect(p)
+	a.connect(q)
+	var ms0 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	for i, envs := range flood {
+		for _, e := range envs {
+			a.publishAs(keys[i], e)
+		}
+	}
+	// The flood has landed when the boards are full and gossip has
+	// delivered everything it will: the victims' refused count and boards
+	// stand still between two polls a second apart.
+	last, since := "", time.Now()
+	waitFor(t, 60*time.Second, "the flood on the boards", func() bool {
+		full := len(p.svc.board.all()) >= maxBoard*9/10 && len(q.svc.board.all()) >= maxBoard*9/10
+		now := fmt.Sprint(len(p.svc.board.all()), len(q.svc.board.all()), p.svc.RefusedOffers(), q.svc.RefusedOffers(), p.svc.validated.Load(), q.svc.validated.Load())
+		if now != last {
+			last, since = now, time.Now()
+		}
+		return full && time.Since(since) > 3*time.Second
+	})
+	var ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms1)
+	took := timeToMatch(t, p, q, nextSlot(5*time.Hour), nil)
+	t.Logf("%d sybil offers from %d identities: boards hold %d and %d records; heap %d -> %d MB (whole test process); "+
+		"honest pair matched in %v, %v without the attack (%.1fx)", total, len(keys),
+		len(p.svc.board.all()), len(q.svc.board.all()), ms0.HeapAlloc>>20, ms1.HeapAlloc>>20, took, base, float64(took)/float64(base))
+	if limit := 3*base + time.Second*raceSlowdown; took > limit {
+		t.Fatalf("under the flood the pair took %v, more than %v (3x %v + 1 s)", took, limit, base)
+	}
 }

@@ -31,6 +31,8 @@ type boardEntry struct {
 	withdrawn bool
 	class     slotClass
 	shard     shard.Key
+	via       peer.ID // the owner (gossip) or the board sync responder that brought it
+	rank      int     // the owner's standing when it was admitted
 }
 
 // slotClass groups offers that can only pair within the group: same kind,
@@ -68,15 +70,29 @@ type board struct {
 	mu      sync.Mutex
 	entries map[boardKey]*boardEntry
 	byClass map[slotClass]map[boardKey]*boardEntry // open (not withdrawn) entries
+	// Admission accounting (boardadmit.go): entries per owner, and per
+	// forwarder for records that came by board sync.
+	byOwner   map[peer.ID]map[boardKey]*boardEntry
+	ownerRank map[peer.ID]int // the highest rank an owner's records were admitted with
+	viaCount  map[peer.ID]int
 }
 
 func newBoard() *board {
-	return &board{entries: map[boardKey]*boardEntry{}, byClass: map[slotClass]map[boardKey]*boardEntry{}}
+	return &board{entries: map[boardKey]*boardEntry{}, byClass: map[slotClass]map[boardKey]*boardEntry{},
+		byOwner: map[peer.ID]map[boardKey]*boardEntry{}, ownerRank: map[peer.ID]int{}, viaCount: map[peer.ID]int{}}
 }
 
-// put stores a verified offer if it is newer than what we have; it reports
-// whether the board changed.
+// put stores a verified offer that its owner published, if it is newer
+// than what we have; it reports whether the board changed.
 func (b *board) put(o *pb.Offer, owner peer.ID, env []byte, now time.Time) bool {
+	return b.admit(o, owner, env, now, 0, owner)
+}
+
+// admit stores a verified offer that came from via (its owner, or a
+// board sync's responder) if it is newer than what we have and the
+// board's admission rules let it in (boardadmit.go); rank is the owner's
+// standing. It reports whether the board changed.
+func (b *board) admit(o *pb.Offer, owner peer.ID, env []byte, now time.Time, rank int, via peer.ID) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	k := boardKey{owner, o.GetBookingId()}
@@ -84,21 +100,22 @@ func (b *board) put(o *pb.Offer, owner peer.ID, env []byte, now time.Time) bool 
 	if ok && old.seq >= o.GetSeq() {
 		return false
 	}
-	if !ok && len(b.entries) >= maxBoard {
-		b.pruneLocked(now)
-		if len(b.entries) >= maxBoard {
-			return false
-		}
+	if !ok && !b.roomLocked(owner, rank, via, now) {
+		return false
 	}
 	if ok {
 		b.unindexLocked(k, old)
+		b.forgetLocked(k, old)
+		via = old.via // who brought it first stays accountable for it
 	}
 	e := &boardEntry{
 		offer: o, owner: owner, envelope: env, seen: now,
 		seq: o.GetSeq(), expires: o.GetExpiresUnix(), withdrawn: o.GetWithdrawn(), class: classOfOffer(o),
 		shard: shardOfOffer(o),
+		via:   via, rank: rank,
 	}
 	b.entries[k] = e
+	b.countLocked(k, e)
 	if !e.withdrawn {
 		m := b.byClass[e.class]
 		if m == nil {
@@ -117,6 +134,17 @@ func (b *board) unindexLocked(k boardKey, e *boardEntry) {
 			delete(b.byClass, e.class)
 		}
 	}
+}
+
+// all returns every record (tests).
+func (b *board) all() []*boardEntry {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]*boardEntry, 0, len(b.entries))
+	for _, e := range b.entries {
+		out = append(out, e)
+	}
+	return out
 }
 
 // get returns the record of (owner, booking), or nil.
@@ -138,8 +166,7 @@ func (b *board) has(owner peer.ID, booking string, seq uint64) bool {
 func (b *board) pruneLocked(now time.Time) {
 	for k, e := range b.entries {
 		if e.expired(now) {
-			delete(b.entries, k)
-			b.unindexLocked(k, e)
+			b.removeLocked(k, e)
 		}
 	}
 }
@@ -150,10 +177,15 @@ func (b *board) keepOnly(keep func(shard.Key) bool) {
 	defer b.mu.Unlock()
 	for k, e := range b.entries {
 		if !keep(e.shard) {
-			delete(b.entries, k)
-			b.unindexLocked(k, e)
+			b.removeLocked(k, e)
 		}
 	}
+}
+
+func (b *board) removeLocked(k boardKey, e *boardEntry) {
+	delete(b.entries, k)
+	b.unindexLocked(k, e)
+	b.forgetLocked(k, e)
 }
 
 func (b *board) prune(now time.Time) {

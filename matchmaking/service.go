@@ -131,6 +131,7 @@ type Service struct {
 	standingDirty map[peer.ID]bool
 	standingFlush sync.Mutex
 	stamp         []byte                    // this identity's stamp (stamp.go)
+	shows         map[peer.ID]int           // sessions each peer attended with us (AddTrackRecord)
 	inflight      map[string]bool           // own booking ID -> our proposal under way
 	backoff       map[boardKey]backoffEntry // offers not to propose to again before
 	// announced is when each open offer was last announced (real time).
@@ -164,6 +165,7 @@ type Service struct {
 	// refused counts offer records refused for their content (gossip and
 	// board sync); refusedLog paces the info line about them.
 	refused       atomic.Uint64
+	validated     atomic.Uint64 // gossip messages validated (tests watch a flood land)
 	refusedLogged atomic.Uint64
 	refusedLog    rate.Sometimes
 
@@ -244,7 +246,7 @@ func New(cfg Config) (*Service, error) {
 		refusedLog: rate.Sometimes{Interval: time.Minute},
 		kick:       make(chan struct{}, 1),
 		bookings:   map[string]*Booking{}, people: map[peer.ID]Person{},
-		holds: map[string][]hold{}, standing: map[peer.ID]peerStanding{}, standingDirty: map[peer.ID]bool{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{},
+		holds: map[string][]hold{}, standing: map[peer.ID]peerStanding{}, standingDirty: map[peer.ID]bool{}, shows: map[peer.ID]int{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{},
 		announced: map[string]time.Time{}, proposing: map[string]bool{}, plans: map[string]planWait{},
 		cancelRetries: map[string]cancelRetry{}, pending: map[string]Booking{},
 		wlocks: map[string]*writeLock{}, wakeSet: make(chan struct{}, 1),
@@ -912,6 +914,7 @@ func (s *Service) expire(id string, now time.Time) {
 // validateGossip is the topic validator: reject what is malformed or forged,
 // ignore what is merely stale or over the sender's rate.
 func (s *Service) validateGossip(ctx context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+	s.validated.Add(1)
 	now := s.now()
 	author := msg.GetFrom()
 	// Our own records are never rate limited: pubsub validates local
@@ -970,7 +973,8 @@ func (s *Service) addOffer(o *pb.Offer, owner peer.ID, env []byte) {
 	if owner == s.h.ID() {
 		return
 	}
-	if s.board.put(o, owner, env, s.now()) {
+	now := s.now()
+	if s.board.admit(o, owner, env, now, s.rank(owner, now), owner) {
 		s.observe(o, owner, OfferGossip)
 		s.forgetBackoff(owner, o.GetBookingId())
 		s.learnAddrs(o, owner)

@@ -98,3 +98,31 @@ func maxTime(a, b time.Time) time.Time {
 	}
 	return b
 }
+
+// AddTrackRecord notes that p showed up to a session with this node and
+// signed its attendance receipt (the node feeds these from its session
+// history): p's offers then outrank strangers' on the board and in the
+// order proposals are tried.
+func (s *Service) AddTrackRecord(p peer.ID) {
+	s.mu.Lock()
+	s.shows[p]++
+	s.mu.Unlock()
+}
+
+// rank is p's standing: -1 backed off for misbehaviour, 1 a favourite or a
+// peer with a track record, 0 a stranger.
+func (s *Service) rank(p peer.ID, now time.Time) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rankLocked(p, now)
+}
+
+func (s *Service) rankLocked(p peer.ID, now time.Time) int {
+	switch {
+	case s.shunnedLocked(p, now):
+		return -1
+	case s.shows[p] > 0 || s.people[p].Favourite:
+		return 1
+	}
+	return 0
+}

@@ -99,9 +99,13 @@ func (s *Service) syncLoop(ctx context.Context) {
 func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
 	now := s.now()
 	for _, env := range envs {
-		if o, ok := peekRecord(env); ok && (peer.ID(o.GetOwner()) == s.h.ID() || s.board.has(peer.ID(o.GetOwner()), o.GetBookingId(), o.GetSeq()) || !s.wantsShard(shardOfOffer(o))) {
-			// Ours, known, or of a shard the node is not on (a version 1
-			// peer sends its whole board).
+		if o, ok := peekRecord(env); ok && (peer.ID(o.GetOwner()) == s.h.ID() || s.board.has(peer.ID(o.GetOwner()), o.GetBookingId(), o.GetSeq()) || !s.wantsShard(shardOfOffer(o)) ||
+			!s.board.wouldAdmit(peer.ID(o.GetOwner()), o.GetBookingId(), s.rank(peer.ID(o.GetOwner()), now), from, now)) {
+			// Ours, known, of a shard the node is not on (a version 1
+			// peer sends its whole board), or refused by the board's
+			// admission rules whatever it holds: not worth a signature
+			// check (a hostile responder re-serving a flood would
+			// otherwise cost thousands a sync).
 			continue
 		}
 		o, owner, err := s.openOffer(env, now)
@@ -116,7 +120,7 @@ func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
 		if owner == s.h.ID() || !s.wantsShard(shardOfOffer(o)) {
 			continue
 		}
-		if s.board.put(o, owner, env, now) {
+		if s.board.admit(o, owner, env, now, s.rank(owner, now), from) {
 			s.observe(o, owner, OfferSync)
 			s.forgetBackoff(owner, o.GetBookingId())
 			s.learnAddrs(o, owner)
