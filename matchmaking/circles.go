@@ -270,8 +270,7 @@ func (b *board) dropUnless(keep func(peer.ID) bool) {
 	defer b.mu.Unlock()
 	for k, e := range b.entries {
 		if !keep(e.owner) {
-			delete(b.entries, k)
-			b.unindexLocked(k, e)
+			b.removeLocked(k, e) // keeps the admission counts (boardadmit.go) true
 		}
 	}
 }
