@@ -328,6 +328,11 @@ func (l *natLab) start(n *labNode, bootstrap []string, extra ...string) {
 	n.cmd = exec.Command("ip", args...)
 	n.cmd.Stdout, n.cmd.Stderr = n.logBuf, n.logBuf
 	n.cmd.Env = append(os.Environ(), "GOLOG_LOG_LEVEL="+os.Getenv("TANDEM_NATLAB_LIBP2P_LOG"))
+	// A test binary that is killed (a timeout, ^C) runs no cleanup: the
+	// kernel stops its nodes. (`ip netns exec` execs tandem, which keeps
+	// the signal; dialInNetns never lets an OS thread die, so it cannot
+	// fire early.)
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := n.cmd.Start(); err != nil {
 		l.t.Fatalf("starting %s: %v", n.name, err)
 	}
@@ -431,9 +436,10 @@ func nodetestWait(t *testing.T, timeout time.Duration, cond func() bool, msg str
 }
 
 // dialInNetns dials from inside the named network namespace: the socket
-// is made on an OS thread moved into the namespace, and a socket stays in
-// the namespace it was made in. The thread is never moved back: its
-// goroutine ends locked, so the runtime throws the thread away.
+// is made on an OS thread moved into the namespace (a socket stays in the
+// namespace it was made in), and the thread is moved back before it is
+// unlocked. If it cannot be moved back, its goroutine ends locked and the
+// runtime throws the thread away.
 func dialInNetns(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		type result struct {
@@ -443,18 +449,30 @@ func dialInNetns(ns string) func(ctx context.Context, network, addr string) (net
 		ch := make(chan result, 1)
 		go func() {
 			runtime.LockOSThread()
+			home, err := os.Open("/proc/thread-self/ns/net")
+			if err != nil {
+				runtime.UnlockOSThread()
+				ch <- result{nil, fmt.Errorf("opening this thread's namespace: %w", err)}
+				return
+			}
+			defer home.Close()
 			f, err := os.Open(filepath.Join("/run/netns", ns))
 			if err != nil {
+				runtime.UnlockOSThread()
 				ch <- result{nil, fmt.Errorf("opening namespace %s: %w", ns, err)}
 				return
 			}
 			defer f.Close()
 			if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+				runtime.UnlockOSThread()
 				ch <- result{nil, fmt.Errorf("entering namespace %s: %w", ns, err)}
 				return
 			}
 			var d net.Dialer
 			c, err := d.DialContext(ctx, network, addr)
+			if unix.Setns(int(home.Fd()), unix.CLONE_NEWNET) == nil {
+				runtime.UnlockOSThread()
+			}
 			ch <- result{c, err}
 		}()
 		select {
