@@ -230,20 +230,24 @@ type upgrader struct {
 
 	mu     sync.Mutex
 	active map[peer.ID]bool
-	wg     sync.WaitGroup
+	// rest: after a round of tries failed, the next round for that peer
+	// waits until then (the log says so once a round, not every second).
+	rest map[peer.ID]time.Time
+	wg   sync.WaitGroup
 }
 
 // upgradeTries and upgradeBackoff pace the attempts for one partner: a
-// DCUtR round takes up to about 30 s (three punches with a 10 s dial
-// timeout), so these cover a few minutes, and syncSessions asks again
-// after that for as long as the match lasts.
+// DCUtR try takes up to about 30 s (three punches with a 10 s dial
+// timeout), so a round covers a minute or two; syncSessions asks again
+// upgradeRest after a round failed, for as long as the match lasts.
 const (
 	upgradeTries   = 4
 	upgradeBackoff = 2 * time.Second
+	upgradeRest    = 2 * time.Minute
 )
 
 func newUpgrader(h host.Host, hp *holePunch, log *slog.Logger) *upgrader {
-	return &upgrader{h: h, hp: hp, log: log, active: map[peer.ID]bool{}}
+	return &upgrader{h: h, hp: hp, log: log, active: map[peer.ID]bool{}, rest: map[peer.ID]time.Time{}}
 }
 
 // want makes sure p is being upgraded if it is reachable only through a
@@ -257,31 +261,43 @@ func (u *upgrader) want(ctx context.Context, p peer.ID, why string) {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.active[p] {
+	if u.active[p] || time.Now().Before(u.rest[p]) {
 		return
 	}
 	u.active[p] = true
 	u.wg.Go(func() {
-		u.upgrade(ctx, p, why)
+		direct := u.upgrade(ctx, p, why)
 		u.mu.Lock()
 		delete(u.active, p)
+		delete(u.rest, p)
+		if !direct {
+			u.rest[p] = time.Now().Add(upgradeRest)
+		}
+		// Forget peers long rested, so the map stays small.
+		for q, t := range u.rest {
+			if time.Since(t) > upgradeRest {
+				delete(u.rest, q)
+			}
+		}
 		u.mu.Unlock()
 	})
 }
 
-// upgrade logs that p is relayed and tries hole punching a few times.
-// Only the side whose relayed connection is inbound can start DCUtR (the
-// protocol's rule); the other side's node does the same from its end.
-func (u *upgrader) upgrade(ctx context.Context, p peer.ID, why string) {
+// upgrade logs that p is relayed and tries hole punching a few times; it
+// reports whether p ended up directly connected (or not connected at all,
+// with nothing left to upgrade). Only the side whose relayed connection
+// is inbound can start DCUtR (the protocol's rule); the other side's node
+// does the same from its end.
+func (u *upgrader) upgrade(ctx context.Context, p peer.ID, why string) bool {
 	st, conns := peerPath(u.h, p)
 	if st != pathRelayed {
-		return
+		return true
 	}
 	u.log.Info("peer reachable only through a relay: matching and signalling go through it; trying a direct connection (hole punching)",
 		"peer", p, "peer_is", why, "via", conns[0].RemoteMultiaddr())
 	start := time.Now()
 	wait := upgradeBackoff
-	for try := 1; ; try++ {
+	for try := 1; ; {
 		var err error
 		if u.hp.ready && hasInbound(conns) {
 			err = u.hp.svc.DirectConnect(p)
@@ -289,28 +305,37 @@ func (u *upgrader) upgrade(ctx context.Context, p peer.ID, why string) {
 		switch st, conns = peerPath(u.h, p); st {
 		case pathDirect:
 			u.log.Info("direct connection to peer", "peer", p, "peer_is", why, "after", time.Since(start).Round(time.Millisecond), "tries", try)
-			return
+			return true
 		case pathNone:
 			u.log.Info("connection to peer lost while trying a direct one", "peer", p, "peer_is", why)
-			return
+			return true
 		}
-		if err != nil && !errors.Is(err, holepunch.ErrHolePunchActive) {
-			u.log.Debug("hole punch", "peer", p, "try", try, "err", err)
+		pause := wait
+		if errors.Is(err, holepunch.ErrHolePunchActive) {
+			// libp2p's own punch (or another) is running: not a try of
+			// ours; look again shortly, to follow up at once if it fails.
+			pause = upgradeBackoff
+		} else {
+			if err != nil {
+				u.log.Debug("hole punch", "peer", p, "try", try, "err", err)
+			}
+			if try == upgradeTries {
+				break
+			}
+			try++
+			wait *= 2
 		}
-		if try == upgradeTries {
-			break
-		}
-		t := time.NewTimer(wait)
+		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return
+			return true
 		case <-t.C:
 		}
-		wait *= 2
 	}
 	u.log.Warn("peer still reachable only through a relay: hole punching did not get through (a symmetric NAT or a strict firewall on either side); matching and signalling keep going through the relay",
-		"peer", p, "peer_is", why, "tried_for", time.Since(start).Round(time.Second))
+		"peer", p, "peer_is", why, "tried_for", time.Since(start).Round(time.Second), "next_round_in", upgradeRest)
+	return false
 }
 
 func hasInbound(conns []network.Conn) bool {

@@ -56,6 +56,9 @@ type natLab struct {
 	pubs   []*labNode
 	nRtr   int
 	nHome  int
+	// quic: homes bootstrap over QUIC instead of TCP, so their observed
+	// addresses (and so hole punching) are UDP ones.
+	quic bool
 }
 
 // labRouter is a home router.
@@ -223,6 +226,57 @@ table inet filter {
 	return r
 }
 
+// blockBetween drops every packet between routers r and q (both ways, on
+// both), so the only path between their homes is through a relay.
+func (l *natLab) blockBetween(r, q *labRouter) {
+	l.t.Helper()
+	for _, x := range [][2]*labRouter{{r, q}, {q, r}} {
+		ip := fmt.Sprintf("192.0.0.%d", 150+x[1].subnet)
+		rules := fmt.Sprintf(`
+table inet block {
+	chain in {
+		type filter hook prerouting priority -300; policy accept;
+		ip saddr %s drop
+	}
+	chain out {
+		type filter hook postrouting priority 300; policy accept;
+		ip daddr %s drop
+	}
+}
+`, ip, ip)
+		l.sh(rules, "ip", "netns", "exec", x[0].ns, "nft", "-f", "-")
+	}
+}
+
+// unblock undoes blockBetween.
+func (l *natLab) unblock(r, q *labRouter) {
+	l.t.Helper()
+	for _, x := range []*labRouter{r, q} {
+		l.sh("", "ip", "netns", "exec", x.ns, "nft", "delete", "table", "inet", "block")
+	}
+}
+
+// path says how n is connected to m now: "direct", "relayed" or "none"
+// (or the error that kept it from asking).
+func (l *natLab) path(n, m *labNode) string {
+	peers, err := n.client.Peers(context.Background())
+	if err != nil {
+		return err.Error()
+	}
+	for _, p := range peers {
+		if p.ID != m.id.String() {
+			continue
+		}
+		for _, a := range p.Addrs {
+			if !strings.Contains(a, "/p2p-circuit") {
+				return "direct"
+			}
+		}
+		return "relayed"
+	}
+	return "none"
+}
+
 // home adds a machine on router r's LAN and returns its namespace and IP.
 func (l *natLab) home(r *labRouter) (ns, ip string) {
 	l.t.Helper()
@@ -254,7 +308,11 @@ func (l *natLab) publicHost() (ns, ip string) {
 func (l *natLab) bootstrapAddrs() []string {
 	var out []string
 	for _, p := range l.pubs {
-		out = append(out, fmt.Sprintf("/ip4/%s/tcp/4001/p2p/%s", p.ip, p.id))
+		tr := "tcp/4001"
+		if l.quic {
+			tr = "udp/4001/quic-v1"
+		}
+		out = append(out, fmt.Sprintf("/ip4/%s/%s/p2p/%s", p.ip, tr, p.id))
 	}
 	return out
 }
@@ -270,7 +328,10 @@ func (l *natLab) startPublic() {
 		l.wire(ns, "eth0", ip+"/25")
 		l.pubs = append(l.pubs, l.prepare(fmt.Sprintf("public%d", i), ns, ip))
 	}
+	quic := l.quic
+	l.quic = false
 	all := l.bootstrapAddrs()
+	l.quic = quic
 	for i, p := range l.pubs {
 		var boot []string
 		for j, a := range all {
