@@ -271,11 +271,10 @@ func p50(ds []time.Duration) string {
 func TestNATLabHolePunchRetry(t *testing.T) {
 	skipWithoutNATLab(t)
 	l := newNATLab(t, buildTandem(t))
-	// Over QUIC: a TCP punch that failed can leave a half-open
-	// connection on the listening port behind (libp2p then dials the next
-	// punch from another port, which the partner's NAT never saw), an
-	// artefact of blocking the first punch that would hide what this
-	// test is about.
+	// Over QUIC: after a failed round of TCP punches, go-libp2p dialled
+	// the next ones from another local port (its reuse-port dial from the
+	// listening port failed), which the partner's NAT never saw, so TCP
+	// retries could not succeed here (see docs/reach.md).
 	l.quic = true
 	rA, rB := l.router(natCone, false), l.router(natCone, false)
 	nsA, ipA := l.home(rA)
