@@ -256,15 +256,29 @@ func (s *Server) roomLocked(userID string) bool {
 	return s.count < s.cfg.MaxAllocations && (u == nil || u.allocs < s.cfg.MaxAllocationsPerPeer)
 }
 
-// permit refuses to relay to loopback, link-local or unspecified peer
-// addresses unless the relay itself is on loopback (tests): a helper must
-// not become a way into its own machine.
+// permit says where a relay may send: never to loopback, link-local,
+// unspecified or multicast addresses, and, when the relay's own address is
+// public, never to private ones (RFC 1918, RFC 4193, the shared 100.64/10):
+// a helper must not become a way into its own machine or its LAN (coturn's
+// denied-peer-ip advice). A partner behind NAT is reached at its public
+// (server-reflexive or relay) address anyway. A relay on loopback (tests)
+// or on a LAN (turn.offer = "on" there) may send within it.
 func (s *Server) permit(_ net.Addr, ip net.IP) bool {
-	if s.cfg.RelayIP.IsLoopback() {
+	relay := s.cfg.RelayIP
+	switch {
+	case relay.IsLoopback():
+		return true
+	case ip.IsLoopback() || ip.IsUnspecified() || ip.IsLinkLocalUnicast() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast():
+		return false
+	case isPrivate(relay):
 		return true
 	}
-	return !ip.IsLoopback() && !ip.IsUnspecified() && !ip.IsLinkLocalUnicast() && !ip.IsMulticast()
+	return !isPrivate(ip)
 }
+
+var sharedSpace = net.IPNet{IP: net.IPv4(100, 64, 0, 0), Mask: net.CIDRMask(10, 32)}
+
+func isPrivate(ip net.IP) bool { return ip.IsPrivate() || sharedSpace.Contains(ip) }
 
 // take counts a new allocation of userID; release gives it back.
 func (s *Server) take(userID string) (*rate.Limiter, bool) {

@@ -296,3 +296,30 @@ func TestAllocationOverTCP(t *testing.T) {
 		t.Fatalf("reply through the relay: %q, %v", buf[:n], err)
 	}
 }
+
+// TestPermit: a relay on a public address relays only to public ones; one
+// on a LAN or loopback also within it; none to loopback or link-local
+// from outside loopback.
+func TestPermit(t *testing.T) {
+	for _, c := range []struct {
+		relay, peer string
+		ok          bool
+	}{
+		{"192.0.0.200", "192.0.0.201", true},
+		{"192.0.0.200", "203.0.113.9", true},
+		{"192.0.0.200", "10.0.0.5", false},
+		{"192.0.0.200", "192.168.1.1", false},
+		{"192.0.0.200", "100.64.1.1", false},
+		{"192.0.0.200", "127.0.0.1", false},
+		{"192.0.0.200", "169.254.1.1", false},
+		{"192.0.0.200", "224.0.0.1", false},
+		{"192.168.1.2", "192.168.1.3", true},
+		{"192.168.1.2", "127.0.0.1", false},
+		{"127.0.0.1", "127.0.0.1", true},
+	} {
+		s := &Server{cfg: ServerConfig{RelayIP: net.ParseIP(c.relay)}}
+		if got := s.permit(nil, net.ParseIP(c.peer)); got != c.ok {
+			t.Errorf("relay %s to %s: %v, want %v", c.relay, c.peer, got, c.ok)
+		}
+	}
+}
