@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -95,11 +96,14 @@ type circleState struct {
 	secret  circle.Secret
 	keys    circle.Keys
 	members map[peer.ID]CircleMember
-	// Set while the topic is joined (Start .. leave or Close).
+	// Set while the topic is joined (Start .. leave or Close); wg holds
+	// the goroutines that use the topic.
 	topic *pubsub.Topic
 	stop  context.CancelFunc
+	wg    sync.WaitGroup
 }
 
+// view is the circle as the API shows it (s.circMu held: members change).
 func (cs *circleState) view() Circle {
 	c := Circle{
 		ID: cs.keys.ID, Name: cs.stored.Name, Code: circle.Code(cs.secret), Link: circle.Link(cs.stored.Name, cs.secret),
@@ -191,7 +195,7 @@ func (s *Service) joinCircle(name string, secret circle.Secret) (Circle, error) 
 	n := len(s.circles)
 	s.circMu.Unlock()
 	if dup {
-		return old.view(), fmt.Errorf("%w: already in this circle (%q)", ErrConflict, old.stored.Name)
+		return Circle{}, fmt.Errorf("%w: already in this circle (%q)", ErrConflict, old.stored.Name)
 	}
 	if n >= maxCircles {
 		return Circle{}, fmt.Errorf("%w: in %d circles already, the most a node can be in", ErrConflict, maxCircles)
@@ -207,12 +211,13 @@ func (s *Service) joinCircle(name string, secret circle.Secret) (Circle, error) 
 	}
 	s.circMu.Lock()
 	s.circles[cs.keys.ID] = cs
+	view := cs.view()
 	s.circMu.Unlock()
 	// Open offers go to the new circle at once.
 	if s.ctx != nil {
 		s.goRun(func() { s.announceOpen(s.ctx, anyShard) })
 	}
-	return cs.view(), nil
+	return view, nil
 }
 
 // findCircleLocked finds a circle by ID or name (s.circMu held).
@@ -358,9 +363,18 @@ func (s *Service) openCircle(cs *circleState) error {
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	cs.topic, cs.stop = topic, cancel
-	s.goRun(func() { s.readCircle(ctx, cs, sub) })
-	s.goRun(func() { s.circlePeers(ctx, cs, events) })
-	s.goRun(func() {
+	run := func(f func()) {
+		cs.wg.Add(1)
+		if !s.goRun(func() {
+			defer cs.wg.Done()
+			f()
+		}) {
+			cs.wg.Done()
+		}
+	}
+	run(func() { s.readCircle(ctx, cs, sub) })
+	run(func() { s.circlePeers(ctx, cs, events) })
+	run(func() {
 		s.sayPresence(ctx, cs)
 		s.clk.every(ctx, s.cfg.AnnounceInterval, func() { s.sayPresence(ctx, cs) })
 	})
@@ -373,6 +387,9 @@ func (s *Service) closeCircle(cs *circleState) {
 		return
 	}
 	cs.stop() // ends the reader, which cancels the subscription
+	// The topic closes once nothing uses it: pubsub's event loop reads
+	// the topic's handlers unlocked while Cancel removes one.
+	cs.wg.Wait()
 	if err := cs.topic.Close(); err != nil {
 		s.log.Debug("closing circle topic", "err", err)
 	}

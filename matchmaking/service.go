@@ -350,17 +350,19 @@ func (s *Service) Start(ctx context.Context) error {
 // goRun runs f as a goroutine the service owns: Close waits for it. Once
 // Close has begun nothing new starts (a negotiation finishing during Close
 // does not announce its result; the next start re-announces open offers).
-func (s *Service) goRun(f func()) {
+// It reports whether f was started.
+func (s *Service) goRun(f func()) bool {
 	s.lifeMu.Lock()
 	defer s.lifeMu.Unlock()
 	if s.closed {
-		return
+		return false
 	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		f()
 	}()
+	return true
 }
 
 // Close stops the matcher. Bookings stay in the store.

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -59,7 +60,9 @@ func (n *Node) defaultUISettings() UISettings {
 	return UISettings{
 		DefaultDurationMin: 50, DefaultActivity: matchmaking.ActivityAnything,
 		Sounds: true, AutoRematch: n.cfg.AutoRematch,
-		RemindBeforeMin: defaultRemindBeforeMin,
+		RemindBeforeMin:     defaultRemindBeforeMin,
+		DefaultScope:        cmp.Or(matchmaking.Scope(n.cfg.CircleScope), matchmaking.ScopeAnyone),
+		DefaultOpenAfterMin: cmp.Or(n.cfg.CircleOpenAfterMin, matchmaking.DefaultOpenAfterMin),
 	}
 }
 
@@ -103,6 +106,18 @@ func (n *Node) putUISettings(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.DefaultActivity = act
+	s.DefaultScope = cmp.Or(s.DefaultScope, matchmaking.ScopeAnyone)
+	s.DefaultOpenAfterMin = cmp.Or(s.DefaultOpenAfterMin, matchmaking.DefaultOpenAfterMin)
+	switch s.DefaultScope {
+	case matchmaking.ScopeAnyone, matchmaking.ScopeCircle, matchmaking.ScopeCircleFirst:
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("default_scope %q: want anyone, circle or circle-first", s.DefaultScope))
+		return
+	}
+	if s.DefaultOpenAfterMin < 1 || s.DefaultOpenAfterMin > 14*24*60 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("default_open_after_min %d: want 1 to %d minutes", s.DefaultOpenAfterMin, 14*24*60))
+		return
+	}
 	data, err := json.Marshal(s)
 	if err == nil {
 		err = n.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(settingsKey), data) })

@@ -52,7 +52,7 @@ func TestUISettings(t *testing.T) {
 	}
 
 	want := node.UISettings{DefaultDurationMin: 25, DefaultActivity: "desk", DefaultQuiet: true, NotifyReminder: true,
-		RemindBeforeMin: 15, NotifyMatch: true, AutoRematch: true}
+		RemindBeforeMin: 15, NotifyMatch: true, AutoRematch: true, DefaultScope: "circle-first", DefaultOpenAfterMin: 20}
 	data, _ := json.Marshal(want)
 	if code, body := uiRequest(t, n, "PUT", "/api/v1/settings", string(data)); code != 200 {
 		t.Fatalf("PUT settings: %d %s", code, body)
@@ -63,6 +63,8 @@ func TestUISettings(t *testing.T) {
 		`{"default_duration_min": 25, "colour": "red"}`,
 		`{"remind_before_min": 0}`,
 		`{"remind_before_min": 121}`,
+		`{"default_scope": "everyone"}`,
+		`{"default_open_after_min": -1}`,
 		`not json`,
 	} {
 		code, body := uiRequest(t, n, "PUT", "/api/v1/settings", bad)

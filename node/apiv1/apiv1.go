@@ -99,6 +99,11 @@ type Settings struct {
 	DefaultDurationMin int                  `json:"default_duration_min"`
 	DefaultActivity    matchmaking.Activity `json:"default_activity"`
 	DefaultQuiet       bool                 `json:"default_quiet"`
+	// DefaultScope and DefaultOpenAfterMin prefill who a new booking may
+	// match: "anyone", "circle" or "circle-first" (after that many
+	// minutes, anyone). The config's circle_scope is the default.
+	DefaultScope        matchmaking.Scope `json:"default_scope"`
+	DefaultOpenAfterMin int               `json:"default_open_after_min"`
 	// Sounds: the chimes at the start, 1 minute before the end and at the end.
 	Sounds bool `json:"sounds"`
 	// NotifyReminder: a notification RemindBeforeMin minutes before a

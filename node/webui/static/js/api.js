@@ -148,7 +148,7 @@ const listeners = new Map(); // event type -> Set of fns
 const statusListeners = new Set();
 let source = null;
 
-const eventTypes = ["peer-connected", "peer-disconnected", "booking", "board", "session", "clock"];
+const eventTypes = ["peer-connected", "peer-disconnected", "booking", "board", "session", "clock", "circles"];
 
 /**
  * on subscribes fn(data) to one event type of the node's stream ("booking",

@@ -6,6 +6,8 @@ const defaults = {
   default_duration_min: 50,
   default_activity: "anything",
   default_quiet: false,
+  default_scope: "anyone",
+  default_open_after_min: 10,
   sounds: true,
   notify_reminder: false,
   remind_before_min: 5,

@@ -409,9 +409,11 @@ export function mount(el) {
     showError(err, null);
     try {
       const s = settings();
-      const b = await post("/bookings", {
-        kind: "now", duration_min: s.default_duration_min, activity: s.default_activity, quiet: s.default_quiet,
-      });
+      const req = { kind: "now", duration_min: s.default_duration_min, activity: s.default_activity, quiet: s.default_quiet };
+      if (myCircles.length && s.default_scope && s.default_scope !== "anyone") {
+        Object.assign(req, { scope: s.default_scope, open_after_min: s.default_open_after_min });
+      }
+      const b = await post("/bookings", req);
       st.bookings = [...st.bookings.filter((x) => x.id !== b.id), b];
       paint();
       await awaitMatch(b);
@@ -468,6 +470,7 @@ export function mount(el) {
       h("fieldset", {}, h("legend", {}, "Activity"),
         ...[["desk", "At my desk"], ["moving", "Moving"], ["anything", "Anything"]].map(([v, l]) => radio("activity", v, l, v === pre.activity))),
       h("label", { class: "choice" }, h("input", { type: "checkbox", name: "quiet", checked: pre.quiet }), " Quiet mode (no talking)"),
+      scopeFields(s),
       warn,
       h("label", { class: "field" }, "Your goal (optional)",
         h("input", { name: "goal", maxlength: "280", placeholder: "What will you work on?", autocomplete: "off" })),
@@ -515,6 +518,7 @@ export function mount(el) {
         goal: f.goal.value.trim(),
       };
       if (f.with && f.with.value) req.with = f.with.value;
+      Object.assign(req, scopeOf(f));
       const btn = form.querySelector("#book-submit");
       btn.disabled = true;
       try {
@@ -548,6 +552,7 @@ export function mount(el) {
         row("When", `${fmtDay(start)}, ${fmtTime(start)}–${fmtTimeZ(end)} (${b.duration_min} min)`),
         row("Partner", b.state === "matched" || b.state === "done" ? nameOf(b.partner_name, b.partner) : "Finding a partner…"),
         row("Activity", `${b.activity}${b.quiet ? ", quiet" : ""}`),
+        row("Who", scopeText(b)),
         row("Goal", b.goal),
         row("Note", b.note)),
       sess && ROOM_PHASES.has(sess.phase)
@@ -581,6 +586,47 @@ export function mount(el) {
     }
     const dlg = openDialog({ title: "Your booking", content, className: "details-dialog" });
     dlg.id = "booking-dialog";
+  }
+
+  // Circles the user is in, for the booking dialog's "Who" choice.
+  let myCircles = [];
+  const loadCircles = () => get("/circles").then((cs) => { myCircles = cs; }).catch(() => {});
+  stop.push(on("circles", loadCircles));
+  loadCircles();
+
+  function scopeFields(s) {
+    if (!myCircles.length) return null;
+    const scope = s.default_scope || "anyone";
+    const radio = (value, label) => h("label", { class: "choice" },
+      h("input", { type: "radio", name: "scope", value, checked: value === scope }), " ", label);
+    return h("fieldset", { class: "scope", id: "book-scope" }, h("legend", {}, "Who"),
+      radio("anyone", "Anyone"),
+      radio("circle", "My circle only"),
+      h("label", { class: "choice" }, h("input", { type: "radio", name: "scope", value: "circle-first", checked: scope === "circle-first" }),
+        " My circle first, then anyone after ",
+        h("input", { type: "number", name: "open_after", min: "1", max: "20160", step: "1", value: String(s.default_open_after_min || 10), class: "minutes", "aria-label": "minutes" }),
+        " min"),
+      myCircles.length > 1
+        ? h("label", { class: "field" }, "Circle",
+          h("select", { name: "circle" }, h("option", { value: "" }, "All my circles"),
+            ...myCircles.map((c) => h("option", { value: c.id }, c.name))))
+        : null);
+  }
+
+  function scopeOf(f) {
+    if (!f.scope) return {};
+    const out = { scope: f.scope.value };
+    if (f.scope.value !== "anyone" && f.circle && f.circle.value) out.circle = f.circle.value;
+    if (f.scope.value === "circle-first") out.open_after_min = Number(f.open_after.value);
+    return out;
+  }
+
+  function scopeText(b) {
+    const c = myCircles.find((x) => x.id === b.circle);
+    const which = c ? `“${c.name}”` : "my circles";
+    if (b.scope === "circle") return `${which} only`;
+    if (b.scope === "circle-first") return `${which} first, anyone after ${b.open_after_min} min`;
+    return "";
   }
 
   load();

@@ -1,12 +1,14 @@
-// People: favourites (tried first when matching), blocked and snoozed
-// peers (never matched, offers hidden) with unblock, and recent partners
-// from the history.
-import { get, post, clock } from "../api.js";
+// People: private circles (create, join by invite, members seen, leave),
+// favourites (tried first when matching), blocked and snoozed peers (never
+// matched, offers hidden) with unblock, and recent partners from the
+// history. #/people/INVITE (URL-encoded) opens with the invite in the join
+// form, ready to join.
+import { get, post, del, on, clock } from "../api.js";
 import { h, showError, fmtWhen, fmtDay, nameOf, shortID, toast } from "../dom.js";
 
 export const title = "People";
 
-export function mount(el) {
+export function mount(el, arg) {
   const err = h("p", { class: "error", role: "alert", hidden: true });
   const sections = h("div", { class: "people" });
   const idInput = h("input", { id: "person-id", placeholder: "12D3KooW…", autocomplete: "off", required: true, "aria-label": "Peer ID" });
@@ -24,8 +26,43 @@ export function mount(el) {
       showError(addErr, ex);
     }
   });
+  const circles = h("div", { id: "circles" });
+  const circleErr = h("p", { class: "error", role: "alert", hidden: true });
+  const newName = h("input", { id: "circle-name", placeholder: "e.g. Thesis writers", autocomplete: "off", required: true, maxlength: "64", "aria-label": "Circle name" });
+  const createForm = h("form", { class: "row", id: "circle-create" }, newName, h("button", { type: "submit" }, "Create circle"));
+  const invite = h("input", { id: "circle-invite", placeholder: "tc1-… or tandem://circle/join?…", autocomplete: "off", required: true, "aria-label": "Invite code or link" });
+  const joinForm = h("form", { class: "row", id: "circle-join" }, invite, h("button", { type: "submit" }, "Join circle"));
+  if (arg) invite.value = arg;
+  const guard = (fn) => async (e) => {
+    e.preventDefault();
+    try {
+      await fn();
+      showError(circleErr, null);
+    } catch (ex) {
+      showError(circleErr, ex);
+    }
+  };
+  createForm.addEventListener("submit", guard(async () => {
+    const c = await post("/circles", { name: newName.value.trim() });
+    newName.value = "";
+    toast(`Circle “${c.name}” created: share its invite.`);
+    await loadCircles();
+  }));
+  joinForm.addEventListener("submit", guard(async () => {
+    const c = await post("/circles/join", { invite: invite.value.trim() });
+    invite.value = "";
+    toast(`Joined circle “${c.name}”.`);
+    await loadCircles();
+  }));
   el.append(
     h("h1", {}, "People"),
+    h("section", { class: "card", id: "circles-card" },
+      h("h2", {}, "Circles"),
+      h("p", { class: "muted small" }, "A circle is a group that matches with each other first or only: a team, a class, friends. ",
+        "Its open slots travel encrypted; only people with the invite can read them. Choose “My circle” when you book."),
+      circles, circleErr,
+      h("h3", {}, "Create a circle"), createForm,
+      h("h3", {}, "Join a circle"), h("p", { class: "muted small" }, "Paste the invite code or link someone shared with you."), joinForm),
     h("p", { class: "muted" }, "Favourites are matched with you first. Blocked and snoozed people are never matched with you, and you do not see their open slots."),
     err, sections,
     h("section", { class: "card" }, h("h2", {}, "Add someone by peer ID"), addForm, addErr));
@@ -105,6 +142,51 @@ export function mount(el) {
     }
   }
 
+  function copyButton(text, label) {
+    return h("button", {
+      type: "button", class: "small-btn",
+      onclick: async () => {
+        try {
+          await navigator.clipboard.writeText(text);
+          toast(`${label} copied.`);
+        } catch {
+          toast("Could not copy: select the text and copy it by hand.", "warn");
+        }
+      },
+    }, `Copy ${label.toLowerCase()}`);
+  }
+
+  function circleCard(c) {
+    const members = c.members.map((m) => h("li", { class: "person", dataset: { peer: m.id } },
+      h("div", {}, h("strong", {}, nameOf(m.name, m.id)), " ", h("code", { class: "muted small", title: m.id }, shortID(m.id)),
+        h("div", { class: "small muted" }, `seen ${fmtWhen(m.last_seen)}`))));
+    return h("div", { class: "circle", dataset: { circle: c.id, link: c.link } },
+      h("h3", {}, c.name, " ", h("span", { class: "count" }, String(c.members.length))),
+      members.length ? h("ul", { class: "person-list" }, ...members)
+        : h("p", { class: "muted small" }, "No member seen yet: they show up here when their node is online."),
+      h("p", { class: "small" }, "Invite: ", h("code", { class: "invite-code" }, c.code), " ",
+        copyButton(c.code, "Code"), " ", copyButton(c.link, "Link")),
+      h("button", {
+        type: "button", class: "small-btn danger", dataset: { action: "leave" },
+        onclick: () => del(`/circles/${encodeURIComponent(c.id)}`)
+          .then(() => { toast(`Left circle “${c.name}”.`); return loadCircles(); })
+          .catch((e) => showError(circleErr, e)),
+      }, "Leave circle"));
+  }
+
+  async function loadCircles() {
+    try {
+      const cs = await get("/circles");
+      circles.replaceChildren(...(cs.length ? cs.map(circleCard)
+        : [h("p", { class: "muted small" }, "You are in no circle yet.")]));
+    } catch (e) {
+      showError(circleErr, e);
+    }
+  }
+
   load();
-  return () => {};
+  loadCircles();
+  // Members appear as their nodes are seen on the circle's topic.
+  const offs = [on("circles", loadCircles), on("board", loadCircles)];
+  return () => offs.forEach((off) => off());
 }

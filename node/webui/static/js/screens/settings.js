@@ -49,7 +49,13 @@ export function mount(el) {
           h("select", { name: "activity", id: "set-activity" },
             ...[["desk", "At my desk"], ["moving", "Moving"], ["anything", "Anything"]].map(([v, l]) =>
               h("option", { value: v, selected: v === s.default_activity }, l)))),
-        check("quiet", s.default_quiet, "Quiet mode (no talking)")),
+        check("quiet", s.default_quiet, "Quiet mode (no talking)"),
+        h("label", { class: "field" }, "Who (for people in a circle)",
+          h("select", { name: "scope", id: "set-scope" },
+            ...[["anyone", "Anyone"], ["circle", "My circle only"], ["circle-first", "My circle first, then anyone"]].map(([v, l]) =>
+              h("option", { value: v, selected: v === s.default_scope }, l)))),
+        h("label", { class: "field" }, "“Circle first” opens to anyone after (minutes)",
+          h("input", { type: "number", name: "open_after", id: "set-open_after", min: "1", max: "20160", step: "1", value: String(s.default_open_after_min), class: "minutes" }))),
       h("fieldset", {}, h("legend", {}, "Sounds"),
         check("sounds", s.sounds, "Chimes", "A chime when focus starts, a soft one a minute before the end, and one at the end."),
         h("div", { class: "row" },
@@ -91,6 +97,8 @@ export function mount(el) {
         default_duration_min: Number(f.duration.value),
         default_activity: f.activity.value,
         default_quiet: f.quiet.checked,
+        default_scope: f.scope.value,
+        default_open_after_min: Number(f.open_after.value),
         sounds: f.sounds.checked,
         notify_reminder: f.notify_reminder.checked,
         remind_before_min: Number(f.remind_before_min.value),
