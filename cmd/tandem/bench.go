@@ -29,6 +29,7 @@ func newBenchSwarmCmd(g *globalFlags) *cobra.Command {
 		cfg        bench.SwarmConfig
 		cpuprofile string
 		noIdle     bool
+		seeds      []uint
 	)
 	cmd := &cobra.Command{
 		Use:   "swarm",
@@ -44,6 +45,25 @@ func newBenchSwarmCmd(g *globalFlags) *cobra.Command {
 					return fmt.Errorf("finding this program for the idle node: %w", err)
 				}
 				cfg.IdleNode = bench.IdleNode(exe)
+			}
+			if len(seeds) > 0 {
+				var list []uint64
+				for _, s := range seeds {
+					if s == 0 {
+						return fmt.Errorf("--seeds: seeds start at 1")
+					}
+					list = append(list, uint64(s))
+				}
+				var res *bench.SwarmSeries
+				err := profiled(cpuprofile, func() error {
+					var err error
+					res, err = bench.RunSwarms(ctx, cfg, list)
+					return err
+				})
+				if err != nil {
+					return err
+				}
+				return g.output(cmd.OutOrStdout(), res, res.Table)
 			}
 			var res *bench.SwarmResult
 			err := profiled(cpuprofile, func() error {
@@ -61,6 +81,7 @@ func newBenchSwarmCmd(g *globalFlags) *cobra.Command {
 	f.IntVar(&cfg.Nodes, "nodes", 50, "number of nodes")
 	f.DurationVar(&cfg.Duration, "duration", 60*time.Second, "how long the workload runs")
 	f.Uint64Var(&cfg.Seed, "seed", 1, "seed of the workload and topology")
+	f.UintSliceVar(&seeds, "seeds", nil, "run once per seed (e.g. 1,2,3) and report each run, the median and the spread")
 	f.IntVar(&cfg.Degree, "degree", 4, "peers each node dials at start")
 	f.DurationVar(&cfg.Settle, "settle", 30*time.Second, "longest wait for matching to finish after the workload")
 	f.DurationVar(&cfg.Opportunity, "opportunity", time.Second, "two compatible requests open together this long should have been paired")

@@ -58,6 +58,7 @@ type SwarmResult struct {
 	Seed        uint64  `json:"seed"`
 	CPUs        int     `json:"cpus"`
 	LoadAvg     string  `json:"load_average_at_start"`
+	LoadAvgEnd  string  `json:"load_average_at_end"`
 	DurationS   float64 `json:"workload_s"`
 	SettleS     float64 `json:"settle_s"`
 	Connections float64 `json:"connections_per_node"`
@@ -99,6 +100,21 @@ type SwarmResult struct {
 	CPUUserS      float64 `json:"cpu_user_s"`
 	CPUSysS       float64 `json:"cpu_sys_s"`
 	CPUSetupS     float64 `json:"cpu_setup_s"`
+	// MachineBusyPct is how busy the whole machine was during the
+	// workload and settling (all processes, percent of all cores);
+	// ProcessCPUPct the share of it this process used.
+	MachineBusyPct float64 `json:"machine_busy_pct"`
+	ProcessCPUPct  float64 `json:"process_cpu_pct"`
+	// CPUPerNodeMS is CPU milliseconds per node per minute of workload
+	// and settling; HarnessCPUS the part of the process's CPU the
+	// benchmark's own bookkeeping used (harnessMeter), not in it.
+	CPUPerNodeMS float64 `json:"cpu_ms_per_node_per_min"`
+	HarnessCPUS  float64 `json:"harness_cpu_s"`
+	// ShardsPerNode is the mean number of offer topics an online node
+	// was on at the end of the workload; OffersInPerNode the offer
+	// records entering a node's board per minute (gossip and sync).
+	ShardsPerNode   float64 `json:"shards_per_node"`
+	OffersInPerNode float64 `json:"offers_received_per_node_per_min"`
 
 	Floor    Floor    `json:"floor"`
 	Problems []string `json:"problems,omitempty"`
@@ -129,6 +145,8 @@ type swarm struct {
 	pr    *progress
 	// topics stands in for the DHT's offer topic records.
 	topics *directory
+	// harness measures the benchmark's own CPU.
+	harness *harnessMeter
 
 	reqMu sync.Mutex // guards work.requests' run-time fields
 
@@ -166,13 +184,11 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	}
 	defer os.RemoveAll(dir)
 
-	s := &swarm{cfg: cfg, log: cfg.Log, pr: newProgress(cfg.Progress), topics: newDirectory()}
+	s := &swarm{cfg: cfg, log: cfg.Log, pr: newProgress(cfg.Progress), topics: newDirectory(), harness: &harnessMeter{}}
 	defer s.pr.finish()
 	res := &SwarmResult{Nodes: cfg.Nodes, Seed: cfg.Seed, CPUs: runtime.NumCPU(), DurationS: cfg.Duration.Seconds(),
 		OpportunityMillis: int(cfg.Opportunity.Milliseconds())}
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		res.LoadAvg = strings.Join(strings.Fields(string(b))[:3], " ")
-	}
+	res.LoadAvg = loadAvg()
 	cpu0 := cpuNow()
 	defer s.stopAll()
 	if err := s.startAll(ctx, dir); err != nil {
@@ -196,7 +212,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	start := time.Now()
 	s.work = genWorkload(cfg.Seed, cfg.Nodes, cfg.Duration, start)
 	res.OfflineEpisodes = s.work.offline
-	cpu1 := cpuNow()
+	cpu1, m1 := cpuNow(), machineNow()
 	res.CPUSetupS = cpu1.sub(cpu0).total().Seconds()
 	s.quiesceMeters(ctx)
 	g0, b0, st0 := s.counters()
@@ -204,11 +220,16 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	bp0 := s.bytesByProtocol()
 	var peakRSS atomic.Int64
 	sample := func() {
-		if rss, _, err := rssOf(0); err == nil && rss > peakRSS.Load() {
-			peakRSS.Store(rss)
-		}
+		s.harness.run(func() {
+			if rss, _, err := rssOf(0); err == nil && rss > peakRSS.Load() {
+				peakRSS.Store(rss)
+			}
+		})
 	}
-	s.pr.setStatus(s.status)
+	s.pr.setStatus(func() (line string) {
+		s.harness.run(func() { line = s.status() })
+		return line
+	})
 	if err := s.runWorkload(ctx, start, sample); err != nil {
 		return nil, err
 	}
@@ -216,6 +237,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	res.ShardsPerNode = s.shardsPerNode()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	res.RSSMiB, res.RSSPerNodeMiB = mib(rss), mib(rss)/float64(cfg.Nodes)
@@ -225,11 +247,15 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	// settle time is up.
 	settleStart := time.Now()
 	for {
-		st := s.snapshot(time.Now(), false)
-		chk := checkBookings(st, time.Now())
-		exact, _ := exactMax(s.requests(), st, chk.pairs, time.Now(), cfg.Opportunity)
+		var done bool
+		s.harness.run(func() {
+			st := s.snapshot(time.Now(), false)
+			chk := checkBookings(st, time.Now())
+			exact, _ := exactMax(s.requests(), st, chk.pairs, time.Now(), cfg.Opportunity)
+			done = len(chk.pairs)/2 == exact && chk.unconfirmed == 0 && chk.oneSided == 0
+		})
 		s.pr.set("settling", time.Since(settleStart).Seconds(), cfg.Settle.Seconds())
-		if (len(chk.pairs)/2 == exact && chk.unconfirmed == 0 && chk.oneSided == 0) || time.Since(settleStart) > cfg.Settle {
+		if done || time.Since(settleStart) > cfg.Settle {
 			break
 		}
 		select {
@@ -241,7 +267,12 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	end := time.Now()
 	res.SettleS = end.Sub(settleStart).Seconds()
 	cpu2 := cpuNow().sub(cpu1)
+	res.MachineBusyPct = busyPct(m1, machineNow())
 	res.CPUUserS, res.CPUSysS = cpu2.User.Seconds(), cpu2.Sys.Seconds()
+	wall := end.Sub(start)
+	res.HarnessCPUS = s.harness.total().Seconds()
+	res.ProcessCPUPct = 100 * cpu2.total().Seconds() / wall.Seconds() / float64(runtime.NumCPU())
+	res.CPUPerNodeMS = 1000 * (cpu2.total().Seconds() - res.HarnessCPUS) / float64(cfg.Nodes) / wall.Minutes()
 	g1, b1, st1 := s.counters()
 	res.NewConns = float64(s.conns()-c0) / float64(cfg.Nodes) / time.Since(start).Minutes()
 	for _, n := range s.nodes {
@@ -289,6 +320,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 		debugMissed(w, reqs, st, chk.pairs, end, cfg.Opportunity, start)
 	}
 	res.Propagation, res.PropagationIncomplete = distOf(prop), incomplete
+	res.OffersInPerNode = offersIn(st, start, end) / float64(cfg.Nodes) / end.Sub(start).Minutes()
 	res.OffersPublished, res.WithdrawalsPublished = open, withdrawn
 	for p, v := range bp0 {
 		bp1[p] -= v
@@ -297,6 +329,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 
 	s.pr.set("stopping", 0, 0)
 	s.stopAll()
+	res.LoadAvgEnd = loadAvg()
 	if cfg.IdleNode != nil {
 		s.pr.set("idle node", 0, 0)
 		v, err := idleRSS(ctx, cfg.IdleNode)
@@ -654,6 +687,35 @@ func (s *swarm) snapshot(end time.Time, offers bool) []nodeState {
 	return out
 }
 
+// shardsPerNode is the mean number of offer topics the online nodes are on.
+func (s *swarm) shardsPerNode() float64 {
+	total, online := 0, 0
+	for _, n := range s.nodes {
+		if svc := n.service(); svc != nil {
+			total += len(svc.OfferTopics())
+			online++
+		}
+	}
+	if online == 0 {
+		return 0
+	}
+	return float64(total) / float64(online)
+}
+
+// offersIn counts the offer records that entered the nodes' boards
+// between from and to.
+func offersIn(nodes []nodeState, from, to time.Time) float64 {
+	c := 0
+	for _, n := range nodes {
+		for _, e := range n.offers {
+			if e.e.Source != matchmaking.OfferPublished && !e.at.Before(from) && !e.at.After(to) {
+				c++
+			}
+		}
+	}
+	return float64(c)
+}
+
 // status is the progress bar's live line.
 func (s *swarm) status() string {
 	matched, searching, offline := 0, 0, 0
@@ -702,8 +764,8 @@ func idleRSS(ctx context.Context, start func(context.Context) (int, func() error
 func (r *SwarmResult) Table(w io.Writer) {
 	row := func(k, f string, a ...any) { fmt.Fprintf(w, "%-34s %s\n", k, fmt.Sprintf(f, a...)) }
 	d := func(x Dist) string { return fmt.Sprintf("%s / %s / %s ms", fmtMS(x.P50), fmtMS(x.P95), fmtMS(x.P99)) }
-	fmt.Fprintf(w, "Tandem swarm benchmark: %d nodes, seed %d, %d CPUs (load %s), workload %.0f s + settle %.1f s\n",
-		r.Nodes, r.Seed, r.CPUs, r.LoadAvg, r.DurationS, r.SettleS)
+	fmt.Fprintf(w, "Tandem swarm benchmark: %d nodes, seed %d, %d CPUs (load %s at the start, %s at the end), workload %.0f s + settle %.1f s\n",
+		r.Nodes, r.Seed, r.CPUs, r.LoadAvg, r.LoadAvgEnd, r.DurationS, r.SettleS)
 	row("nodes", "%d (%.1f connections each at the start, %.1f at the end; %.1f opened per minute)", r.Nodes, r.Connections, r.ConnectionsEnd, r.NewConns)
 	row("requests", "%d (%d focus-now), %d cancelled, %d refused; %d offline episodes",
 		r.Requests, r.RequestsNow, r.Cancelled, r.Refused, r.OfflineEpisodes)
@@ -728,6 +790,9 @@ func (r *SwarmResult) Table(w io.Writer) {
 	row("RSS per node", "%.1f MiB (%.0f MiB / %d; peak %.0f MiB); idle `tandem up`: %s", r.RSSPerNodeMiB, r.RSSMiB, r.Nodes, r.RSSPeakMiB, idle)
 	row("CPU", "%.1f s (user %.1f + sys %.1f) over %.0f s; setup %.1f s",
 		r.CPUUserS+r.CPUSysS, r.CPUUserS, r.CPUSysS, r.DurationS+r.SettleS, r.CPUSetupS)
+	row("  per node per minute", "%.0f ms (the harness's own %.1f s left out)", r.CPUPerNodeMS, r.HarnessCPUS)
+	row("  machine busy / this process", "%.0f%% / %.0f%% of %d cores", r.MachineBusyPct, r.ProcessCPUPct, r.CPUs)
+	row("shards per node", "%.1f offer topics; %.0f offer records received per node per minute", r.ShardsPerNode, r.OffersInPerNode)
 	f := r.Floor
 	row("floor: gossip publish->deliver", "%s (to every node: %s)", d(f.GossipDeliver), d(f.GossipAll))
 	row("floor: stream round trip", "%s (with a dial: %s)", d(f.StreamRTT), d(f.DialRTT))
