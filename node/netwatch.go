@@ -16,26 +16,32 @@ const netCheckEvery = 5 * time.Second
 // the sessions look for a new path on the same connection instead of
 // waiting for it to fail. A node whose traffic stays on loopback has
 // nothing to watch.
-func (n *Node) watchNetwork(ctx context.Context, addrs func() ([]net.Addr, error)) {
+func (n *Node) watchNetwork(ctx context.Context) {
 	if n.loopbackOnly() {
 		return
 	}
+	watchAddrs(ctx, net.InterfaceAddrs, time.Tick(netCheckEvery), func(was, now string) {
+		n.log.Info("network addresses changed: restarting ICE on open sessions", "was", was, "now", now)
+		n.sm.RestartICE()
+	})
+}
+
+// watchAddrs calls changed whenever the addresses read at a tick differ
+// from the ones before, until ctx ends.
+func watchAddrs(ctx context.Context, addrs func() ([]net.Addr, error), tick <-chan time.Time, changed func(was, now string)) {
 	last := interfaceIPs(addrs)
-	t := time.NewTicker(netCheckEvery)
-	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-tick:
 		}
 		cur := interfaceIPs(addrs)
 		if cur == "" || cur == last {
 			continue
 		}
-		n.log.Info("network addresses changed: restarting ICE on open sessions", "was", last, "now", cur)
+		changed(last, cur)
 		last = cur
-		n.sm.RestartICE()
 	}
 }
 

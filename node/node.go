@@ -242,7 +242,7 @@ func (n *Node) Start() error {
 	}
 	n.goRun(func() { n.disc.run(ctx) })
 	n.goRun(func() { n.turn.run(ctx, routing.NewRoutingDiscovery(n.disc.dht)) })
-	n.goRun(func() { n.watchNetwork(ctx, net.InterfaceAddrs) })
+	n.goRun(func() { n.watchNetwork(ctx) })
 	n.goRun(func() { n.runSessions(ctx) })
 	if !n.cfg.InMemory {
 		n.goRun(func() { store.RunGC(ctx, n.db, 10*time.Minute) })

@@ -247,7 +247,17 @@ func (t *turnHelper) helpers(now time.Time) []peer.ID {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out = slices.DeleteFunc(out, func(p peer.ID) bool { return now.Sub(t.failed[p]) < helperFailPause })
+	for p, at := range t.failed {
+		if now.Sub(at) >= helperFailPause {
+			delete(t.failed, p)
+		}
+	}
+	for p, g := range t.grants {
+		if !now.Before(g.Expires) {
+			delete(t.grants, p)
+		}
+	}
+	out = slices.DeleteFunc(out, func(p peer.ID) bool { _, failed := t.failed[p]; return failed })
 	valid := func(p peer.ID) bool { g, ok := t.grants[p]; return ok && g.Expires.Sub(now) > grantMargin }
 	slices.SortStableFunc(out, func(a, b peer.ID) int {
 		switch va, vb := valid(a), valid(b); {
