@@ -39,6 +39,7 @@ func TestWebUICircles(t *testing.T) {
 	}
 	p.ba.waitJS("Bo listed in Ada's circle", 20*time.Second, seen("Bo"))
 	p.bb.waitJS("Ada listed in Bo's circle", 20*time.Second, seen("Ada"))
+	newScreenshots(t).take(p.ba, "circles")
 
 	// The booking dialog offers the circle scope now.
 	p.bb.goTo("calendar", `!!document.querySelector('#focus-now')`)
