@@ -34,6 +34,7 @@ type metrics struct {
 	holds      prometheus.Counter
 	sessions   *prometheus.CounterVec // by outcome
 	ice        *prometheus.CounterVec // by result
+	paths      *prometheus.CounterVec // by kind: direct, relay
 	relayConns prometheus.Counter
 
 	mu    sync.Mutex
@@ -67,13 +68,17 @@ func newMetrics() *metrics {
 			Name: "tandem_session_connect_total",
 			Help: "Session connection results: connected (the partner's first hello arrived), could_not_connect, reconnected.",
 		}, []string{"result"}),
+		paths: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_session_paths_total",
+			Help: "Session connections by the ICE candidate pair WebRTC selected: direct, or relay (TURN).",
+		}, []string{"kind"}),
 		relayConns: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tandem_relayed_connections_total",
 			Help: "libp2p connections opened through a circuit relay.",
 		}),
 		state: map[string]matchmaking.State{},
 	}
-	m.reg.MustRegister(m.offersSeen, m.matches, m.cancels, m.holds, m.sessions, m.ice, m.relayConns,
+	m.reg.MustRegister(m.offersSeen, m.matches, m.cancels, m.holds, m.sessions, m.ice, m.paths, m.relayConns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -150,6 +155,10 @@ func (m *metrics) session(e session.Event) {
 		m.ice.WithLabelValues("reconnected").Inc()
 	case session.EventCouldNotConnect:
 		m.ice.WithLabelValues("could_not_connect").Inc()
+	case session.EventPathChanged:
+		if e.Path != nil && e.Path.Kind != "" {
+			m.paths.WithLabelValues(e.Path.Kind).Inc()
+		}
 	case session.EventEnded:
 		m.sessions.WithLabelValues(sessionOutcome(e.Record)).Inc()
 	}

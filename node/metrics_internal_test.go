@@ -56,6 +56,14 @@ func TestMetricsFromEvents(t *testing.T) {
 	m.session(session.Event{Type: session.EventPartnerJoined})
 	m.session(session.Event{Type: session.EventCouldNotConnect})
 	m.session(session.Event{Type: session.EventChat})
+	m.session(session.Event{Type: session.EventPathChanged, Path: &session.ConnectPath{Kind: session.PathRelay}})
+	m.session(session.Event{Type: session.EventPathChanged, Path: &session.ConnectPath{Kind: session.PathDirect}})
+	m.session(session.Event{Type: session.EventPathChanged})
+	for _, k := range []string{session.PathRelay, session.PathDirect} {
+		if got := value(t, m.paths.WithLabelValues(k)); got != 1 {
+			t.Errorf("path %s = %v, want 1", k, got)
+		}
+	}
 	for _, r := range []string{"connected", "could_not_connect"} {
 		if got := value(t, m.ice.WithLabelValues(r)); got != 1 {
 			t.Errorf("connect %s = %v, want 1", r, got)
