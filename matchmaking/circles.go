@@ -472,6 +472,7 @@ func (s *Service) readCircle(ctx context.Context, cs *circleState, sub *pubsub.S
 			s.circMu.Unlock()
 			continue
 		}
+		changed := mem.ID == "" || (m.name != "" && m.name != mem.Name)
 		mem.ID, mem.LastSeen = author.String(), now
 		if m.name != "" {
 			mem.Name = m.name
@@ -482,8 +483,12 @@ func (s *Service) readCircle(ctx context.Context, cs *circleState, sub *pubsub.S
 			s.forgetBackoff(author, m.offer.GetBookingId())
 			s.learnAddrs(m.offer, author)
 			s.wake()
+			changed = true
 		}
-		s.cfg.OnBoard()
+		// Not for every beacon: the UI reloads its board on this event.
+		if changed {
+			s.cfg.OnBoard()
+		}
 	}
 }
 
