@@ -43,6 +43,7 @@ type turnHelper struct {
 	mu      sync.Mutex
 	srv     *peerturn.Server
 	stopAdv context.CancelFunc // ends the DHT advertisement
+	advDone chan struct{}      // closed when the advertisement has ended
 	status  string
 	grants  map[peer.ID]peerturn.Grant
 	failed  map[peer.ID]time.Time
@@ -179,8 +180,11 @@ func (t *turnHelper) start(ctx context.Context, rd *routing.RoutingDiscovery) {
 	t.log.Info("offering a STUN/TURN relay to other Tandem nodes", "urls", srv.URLs())
 	if rd != nil {
 		actx, cancel := context.WithCancel(ctx)
-		t.stopAdv = cancel
-		go advertiseHelper(actx, rd, t.log)
+		t.stopAdv, t.advDone = cancel, make(chan struct{})
+		go func(done chan struct{}) {
+			defer close(done)
+			advertiseHelper(actx, rd, t.log)
+		}(t.advDone)
 	}
 }
 
@@ -220,7 +224,8 @@ func (t *turnHelper) stop() {
 	t.n.host.RemoveStreamHandler(peerturn.Protocol)
 	if t.stopAdv != nil {
 		t.stopAdv()
-		t.stopAdv = nil
+		<-t.advDone
+		t.stopAdv, t.advDone = nil, nil
 	}
 	if err := t.srv.Close(); err != nil {
 		t.log.Debug("closing the STUN/TURN relay", "err", err)
