@@ -63,6 +63,9 @@ type Dist struct {
 	P95 float64 `json:"p95_ms"`
 	P99 float64 `json:"p99_ms"`
 	Max float64 `json:"max_ms"`
+	// Failed counts samples that hit their bound (they count as the time
+	// tried, so the distribution is a lower bound there).
+	Failed int `json:"failed,omitempty"`
 }
 
 func distOf(samples []time.Duration) Dist {

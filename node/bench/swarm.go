@@ -796,6 +796,9 @@ func (r *SwarmResult) Table(w io.Writer) {
 	f := r.Floor
 	row("floor: gossip publish->deliver", "%s (to every node: %s)", d(f.GossipDeliver), d(f.GossipAll))
 	row("floor: stream round trip", "%s (with a dial: %s)", d(f.StreamRTT), d(f.DialRTT))
+	if f.StreamRTT.Failed > 0 {
+		row("  over the 5 s bound", "%d samples (counted as the time tried)", f.StreamRTT.Failed)
+	}
 	row("floor: synced badger write", "%s", d(f.SyncedWrite))
 	if len(r.Problems) > 0 {
 		fmt.Fprintf(w, "problems (%d):\n", len(r.Problems))
