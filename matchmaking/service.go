@@ -343,6 +343,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.goRun(func() { s.reconcileLoop(ctx) })
 	s.goRun(func() { s.recheckAll(ctx) })
 	s.goRun(func() { s.syncLoop(ctx) })
+	s.goRun(func() { s.relayedSyncLoop(ctx) })
 	s.goRun(func() { s.wakeLoop(ctx) })
 	return nil
 }

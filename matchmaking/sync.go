@@ -91,6 +91,55 @@ func (s *Service) syncLoop(ctx context.Context) {
 	})
 }
 
+// relayedSyncInterval paces relayedSyncLoop. A pull asks only for the
+// shards the node is on, so a relayed connection's data limit (128 KiB by
+// default) lasts its whole two minutes at this pace for small boards.
+const relayedSyncInterval = 5 * time.Second
+
+// maxRelayedPulls bounds the peers pulled from in one round.
+const maxRelayedPulls = 8
+
+// relayedSyncLoop pulls the boards of peers the node reaches only through
+// a circuit relay, while it has a booking searching for a partner.
+// Gossipsub never uses a relayed (limited) connection, so two nodes behind
+// NATs that found each other in a shard's DHT namespace but could not hole
+// punch (a symmetric NAT) exchange offers through no one when no node in
+// between is on the shard: without this they never saw each other's
+// offers (the NAT lab's symmetric-symmetric cell).
+func (s *Service) relayedSyncLoop(ctx context.Context) {
+	s.clk.every(ctx, relayedSyncInterval, func() {
+		if !s.searching() {
+			return
+		}
+		pulled := 0
+		for _, p := range s.h.Network().Peers() {
+			if pulled == maxRelayedPulls || ctx.Err() != nil {
+				return
+			}
+			if s.h.Network().Connectedness(p) != network.Limited {
+				continue
+			}
+			if ok, err := s.h.Peerstore().SupportsProtocols(p, BoardProtocolV2, BoardProtocol); err != nil || len(ok) == 0 {
+				continue
+			}
+			pulled++
+			s.syncBoard(ctx, p, nil)
+		}
+	})
+}
+
+// searching reports whether any booking is looking for a partner.
+func (s *Service) searching() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, b := range s.bookings {
+		if b.State == StateSearching {
+			return true
+		}
+	}
+	return false
+}
+
 // mergeBoard verifies every envelope on its own: the relay is not trusted.
 // Records the board already has (same owner and booking, same or newer
 // seq) are skipped before their signature is checked: a board sync
