@@ -348,6 +348,7 @@ func (s *Service) openCircle(cs *circleState) error {
 		s.cfg.PubSub.UnregisterTopicValidator(keys.Topic)
 		return fmt.Errorf("joining circle topic: %w", err)
 	}
+	s.scoreTopic(topic)
 	sub, err := topic.Subscribe(pubsub.WithBufferSize(256))
 	if err != nil {
 		topic.Close()

@@ -134,7 +134,7 @@ func (n *testNode) start() {
 	}
 	n.ps, err = pubsub.NewGossipSub(ctx, n.h, pubsub.WithFloodPublish(true), pubsub.WithPeerExchange(true),
 		pubsub.WithValidateQueueSize(1024), pubsub.WithPeerOutboundQueueSize(128), pubsub.WithGossipSubParams(gp),
-		pubsub.WithRawTracer(n.recv))
+		pubsub.WithRawTracer(n.recv), pubsub.WithPeerScore(PeerScoreParams(), PeerScoreThresholds()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -251,6 +251,29 @@ func offerAddrs(o *pb.Offer) []multiaddr.Multiaddr {
 	return out
 }
 
+// offerAddrsOf picks the addresses an offer carries, in dial order. An
+// offer travels beyond the LAN, so a node that has a public address (or
+// a relay address) does not tell the world its private LAN and loopback
+// addresses: peers on its LAN find it by mDNS and identify. A node with
+// nothing else (a LAN-only or loopback swarm) has to give them.
+func offerAddrsOf(addrs []multiaddr.Multiaddr) []multiaddr.Multiaddr {
+	var public []multiaddr.Multiaddr
+	for _, a := range addrs {
+		if manet.IsPublicAddr(a) || isRelayAddr(a) {
+			public = append(public, a)
+		}
+	}
+	if len(public) > 0 {
+		return dialOrder(public)
+	}
+	return dialOrder(addrs)
+}
+
+func isRelayAddr(a multiaddr.Multiaddr) bool {
+	_, err := a.ValueForProtocol(multiaddr.P_CIRCUIT)
+	return err == nil
+}
+
 // dialOrder puts the addresses most likely to work for a stranger first
 // (public, then LAN, then loopback), since an offer carries only a few.
 func dialOrder(addrs []multiaddr.Multiaddr) []multiaddr.Multiaddr {

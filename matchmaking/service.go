@@ -731,7 +731,7 @@ func (s *Service) offerFor(b Booking, now time.Time) *pb.Offer {
 	if b.Kind == KindNow {
 		o.StartUnix = now.Unix()
 	}
-	for _, a := range dialOrder(s.h.Addrs()) {
+	for _, a := range offerAddrsOf(s.h.Addrs()) {
 		if len(o.Addrs) == maxOfferAddrs {
 			break
 		}

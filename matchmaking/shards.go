@@ -216,6 +216,7 @@ func (s *Service) joinLocked(ctx context.Context, k shard.Key) error {
 		s.cfg.PubSub.UnregisterTopicValidator(name)
 		return err
 	}
+	s.scoreTopic(t)
 	if s.cfg.OnTopic != nil {
 		s.cfg.OnTopic(name, t)
 	}

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+
+	"github.com/tandem-cowork/tandem/matchmaking"
 )
 
 // PubSubOptions are the gossipsub options every Tandem node runs with. The
@@ -23,6 +25,10 @@ func PubSubOptions() []pubsub.Option {
 		pubsub.WithValidateQueueSize(1024),
 		pubsub.WithPeerOutboundQueueSize(128),
 		pubsub.WithGossipSubParams(gossipParams()),
+		// Forwarders of forged or malformed offers lose their standing
+		// (matchmaking/scoring.go); each offer topic is scored as it is
+		// joined.
+		pubsub.WithPeerScore(matchmaking.PeerScoreParams(), matchmaking.PeerScoreThresholds()),
 	}
 }
 
