@@ -109,6 +109,11 @@ func (s *Service) AddTrackRecord(p peer.ID) {
 	s.mu.Unlock()
 }
 
+// Standing is p's standing with this node: -1 backed off for
+// misbehaviour (a lapsed hold, a no-show), 1 a favourite or a partner
+// with a track record, 0 a stranger.
+func (s *Service) Standing(p peer.ID) int { return s.rank(p, s.now()) }
+
 // rank is p's standing: -1 backed off for misbehaviour, 1 a favourite or a
 // peer with a track record, 0 a stranger.
 func (s *Service) rank(p peer.ID, now time.Time) int {

@@ -218,6 +218,7 @@ func (n *Node) Start() error {
 	if err := n.sm.Start(ctx); err != nil {
 		return n.failStart(err)
 	}
+	n.seedTrackRecords()
 	n.disc, err = newDiscovery(ctx, n.cfg, n.host, n.log.With("pkg", "discovery"))
 	if err == nil {
 		n.disc.circleNS = n.mm.CircleRendezvous

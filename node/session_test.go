@@ -103,6 +103,11 @@ func TestFocusNowSessionEndToEnd(t *testing.T) {
 			t.Errorf("partner receipt does not verify: %v", err)
 		}
 	}
+	// Each partner's signed receipt gives it a track record with the
+	// other's matcher: its offers outrank strangers'.
+	nodetest.WaitFor(t, 10*time.Second, func() bool {
+		return a.Matchmaking().Standing(b.ID()) == 1 && b.Matchmaking().Standing(a.ID()) == 1
+	}, "the partners' track records")
 	st, err := ca.Stats(ctx)
 	if err != nil || st.Sessions != 1 || st.Done != 1 {
 		t.Errorf("stats = %+v, %v", st, err)

@@ -86,6 +86,7 @@ func (n *Node) onSessionEvent(e session.Event) {
 		// off it, so a session that ran to its end can end before the
 		// booking does on this clock.
 		r := e.Record
+		n.noteSession(r)
 		note := ""
 		if r == nil || r.NoShow || r.LeftEarly || r.PartnerLeftEarly {
 			note = "session ended early"
