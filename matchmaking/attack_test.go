@@ -770,3 +770,17 @@ func TestOfferAddrsKeepLANPrivate(t *testing.T) {
 		t.Fatalf("a LAN-only node offers %v, want both its addresses", got)
 	}
 }
+
+// Ground IDs: where an offer sorts in the class plan depends on its
+// owner's peer ID (an identity stamp per try) and the slot, no longer on
+// the booking ID its owner picks for free (planKey takes none), and it
+// changes from slot to slot, so one ground ID does not serve every slot.
+func TestAttackPlanNotSteerableByBookingID(t *testing.T) {
+	_, sybil := mustKey(t)
+	c := classOfBooking(&Booking{Kind: KindScheduled, Start: nextSlot(time.Hour), DurationMin: 25})
+	next := c
+	next.start += int64(Grid / time.Second)
+	if planKey(next, sybil) == planKey(c, sybil) {
+		t.Fatal("one plan key for two slots: a ground ID would serve every slot")
+	}
+}

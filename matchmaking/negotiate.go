@@ -301,14 +301,15 @@ func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 // offers in b's slot class as this node sees them (b included; offers
 // naming a peer in `with` left out), built the same way on every node so
 // that nodes seeing the same board agree on it. Members are ordered by
-// planKey, a hash of owner and booking ID: every node computes the same
-// order, yet it is a fresh random order for every new booking, so who
-// meets whom stays random. "desk" requests pair with each other
+// planKey, a hash of the slot and owner: every node computes the same
+// order, yet it is a fresh random order for every slot, so who meets whom
+// stays random and no peer ID sorts well everywhere. "desk" requests pair with each other
 // in that order, "moving" ones likewise, an odd one out of each takes the
 // first free "anything", and the remaining "anything" requests pair in
 // order. No other pairing of the class matches more bookings. It returns
 // the offer planned as b's partner, or nil.
 func planPartner(self peer.ID, b *Booking, class []*boardEntry) *boardEntry {
+	slot := classOfBooking(b)
 	type member struct {
 		owner   peer.ID
 		booking string
@@ -340,7 +341,7 @@ func planPartner(self peer.ID, b *Booking, class []*boardEntry) *boardEntry {
 		}
 	}
 	for _, ms := range [][]member{desk, moving, anything} {
-		sort.Slice(ms, func(i, j int) bool { return planKey(ms[i].owner, ms[i].booking) < planKey(ms[j].owner, ms[j].booking) })
+		sort.Slice(ms, func(i, j int) bool { return planKey(slot, ms[i].owner) < planKey(slot, ms[j].owner) })
 	}
 	var pairs [][2]member
 	pairUp := func(ms []member) []member {
@@ -369,12 +370,17 @@ func planPartner(self peer.ID, b *Booking, class []*boardEntry) *boardEntry {
 	return nil
 }
 
-// planKey orders class members: SHA-256 of the owner's binary peer ID
-// followed by the booking ID. Booking IDs are random, so the order (and
-// the pairing) changes from one booking to the next.
-func planKey(owner peer.ID, booking string) string {
-	h := sha256.Sum256(append([]byte(owner), booking...))
-	return string(h[:])
+// planKey orders class members: SHA-256 of a salt every node derives from
+// the slot class, followed by the owner's binary peer ID. Booking IDs
+// are the owner's free choice, so a key that hashed them let a stranger
+// grind one until it sorted next to a victim's; a peer ID costs an
+// identity stamp per try, and the salt changes with every slot, so one
+// ground ID does not serve every slot.
+func planKey(c slotClass, owner peer.ID) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "tandem-plan/1|%d|%d|%d|%t|", c.kind, c.start, c.dur, c.quiet)
+	h.Write([]byte(owner))
+	return string(h.Sum(nil))
 }
 
 // busyLocked: booking id is in a negotiation (ours, or another node's
