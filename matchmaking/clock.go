@@ -2,6 +2,7 @@ package matchmaking
 
 import (
 	"context"
+	"math"
 	"time"
 )
 
@@ -44,11 +45,18 @@ func (c clock) wait(ctx context.Context, d time.Duration, wake <-chan struct{}) 
 		}
 		return true
 	}
-	end := c.now().Add(d)
+	// d is counted in the clock's forward steps: a jump ahead (a test
+	// moving the clock on) counts, a step back (a clock set back) does
+	// not make the wait longer.
+	left, prev := d, c.now()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		left := end.Sub(c.now())
+		now := c.now()
+		if step := now.Sub(prev); step > 0 {
+			left -= step
+		}
+		prev = now
 		if left <= 0 {
 			return ctx.Err() == nil
 		}
@@ -71,6 +79,16 @@ func (c clock) wait(ctx context.Context, d time.Duration, wake <-chan struct{}) 
 		case <-t.C:
 		}
 	}
+}
+
+// elapsed is how long ago t was on the clock. A t ahead of now (the
+// clock was set back since) counts as long ago: whatever waited for it is
+// due, rather than waiting for the clock to catch up.
+func elapsed(now, t time.Time) time.Duration {
+	if now.Before(t) {
+		return math.MaxInt64
+	}
+	return now.Sub(t)
 }
 
 // every runs f every d of the clock until ctx ends.

@@ -78,3 +78,34 @@ func TestFullRecheckFollowsNodeClock(t *testing.T) {
 		return a.booking(ba.ID).State == StateSearching
 	})
 }
+
+// A node clock set back (here by a day) does not stall the matcher until it catches up:
+// waits count the clock's forward steps only, and a stamp from before the
+// step back (the last announcement) counts as long ago.
+func TestReannounceAfterClockSetBack(t *testing.T) {
+	clk := &testClock{}
+	clk.stop()
+	log := &offerLog{}
+	n := newTestNode(t, func(c *Config) {
+		c.Now, c.OnOffer, c.AnnounceInterval = clk.now, log.add, time.Minute
+	})
+	bk := n.book(t, BookRequest{At: nextSlot(3 * time.Hour), DurationMin: 50})
+	published := func() int {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		k := 0
+		for _, e := range log.events {
+			if e.Source == OfferPublished && e.BookingID == bk.ID {
+				k++
+			}
+		}
+		return k
+	}
+	waitFor(t, 10*time.Second, "the first announcement", func() bool { return published() >= 1 })
+	clk.advance(-24 * time.Hour)
+	// The clock then runs on, 5 s a poll.
+	waitFor(t, 10*time.Second, "a re-announcement a minute after the clock was set back a day", func() bool {
+		clk.advance(5 * time.Second)
+		return published() >= 2
+	})
+}

@@ -117,7 +117,7 @@ func (s *Service) reconcileLoop(ctx context.Context) {
 	lastFull := s.now()
 	s.clk.every(ctx, s.cfg.MatchInterval, func() {
 		now := s.now()
-		full := now.Sub(lastFull) > 2*time.Minute
+		full := elapsed(now, lastFull) > 2*time.Minute
 		if full {
 			lastFull = now
 		}
@@ -289,7 +289,7 @@ func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 		// Not proposable now (backoff, or a private choice): wait, then
 		// fall back.
 	}
-	if waited := now.Sub(w.since); waited < planGrace {
+	if waited := elapsed(now, w.since); waited < planGrace {
 		s.wakeAfter(planGrace - waited)
 		return nil
 	}
@@ -465,7 +465,8 @@ func (s *Service) wakeLoop(ctx context.Context) {
 		s.wakeMu.Unlock()
 		wait := time.Duration(1<<63 - 1) // until asked
 		if !at.IsZero() {
-			wait = at.Sub(s.now())
+			// At most a tick: a clock set back must not push it out.
+			wait = min(at.Sub(s.now()), s.cfg.MatchInterval)
 		}
 		if !s.clk.wait(ctx, wait, s.wakeSet) {
 			return
@@ -740,7 +741,8 @@ func (s *Service) resendCancels(ctx context.Context, now time.Time, all bool, pa
 			continue
 		}
 		r := s.cancelRetries[id]
-		if !all && now.Before(r.next) {
+		// A next more than a delay ahead: the clock was set back; due.
+		if !all && now.Before(r.next) && r.next.Sub(now) <= r.delay {
 			continue
 		}
 		r.delay = min(max(2*r.delay, time.Second), 30*time.Second)

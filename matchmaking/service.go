@@ -881,7 +881,7 @@ func (s *Service) announceDueLocked(id string, now time.Time) bool {
 	if !ok {
 		return true
 	}
-	age := now.Sub(last)
+	age := elapsed(now, last)
 	return age >= s.cfg.AnnounceInterval || age >= s.cfg.AnnounceInterval*4/5+time.Duration(mrand.Int64N(int64(s.cfg.AnnounceInterval/5)+1))
 }
 
@@ -1026,7 +1026,7 @@ func (s *Service) watchPeers(ctx context.Context, st *shardTopic, events *pubsub
 			s.goRun(func() { s.announceOpen(ctx, st.key) })
 		}
 		s.goRun(func() {
-			if last := st.lastPull.Load(); last == nil || s.now().Sub(*last) >= joinPullGap {
+			if last := st.lastPull.Load(); last == nil || elapsed(s.now(), *last) >= joinPullGap {
 				s.syncBoard(ctx, ev.Peer, st)
 			}
 		})
