@@ -40,6 +40,7 @@ type holePunch struct {
 	ready bool // the handler was registered; DirectConnect would block forever otherwise
 	sub   event.Subscription
 	done  chan struct{}
+	early *earlyRelay // nil until newHost started it
 
 	mu       sync.Mutex
 	observed []ma.Multiaddr // our public addresses as peers saw them, newest last
@@ -191,6 +192,9 @@ func (hp *holePunch) close() error {
 	var err error
 	if hp.svc != nil {
 		err = hp.svc.Close()
+	}
+	if hp.early != nil {
+		hp.early.close()
 	}
 	hp.sub.Close()
 	<-hp.done

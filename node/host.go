@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 
 	"github.com/libp2p/go-libp2p"
@@ -10,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
@@ -45,7 +47,7 @@ func newHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer) (host.Ho
 		// see newHolePunch).
 		libp2p.EnableAutoRelayWithPeerSource(func(ctx context.Context, num int) <-chan peer.AddrInfo {
 			return connectedPeers(ctx, &self, num)
-		}),
+		}, autorelay.WithMinCandidates(1)), // reserve on the first relay found (see earlyRelay)
 		libp2p.EnableNATService(),
 		// libp2p's own collectors go to the node's registry (GET /metrics),
 		// not to the process-wide default one.
@@ -73,6 +75,11 @@ func newHost(cfg Config, key crypto.PrivKey, reg prometheus.Registerer) (host.Ho
 	self.Store(&h)
 	hp, err := newHolePunch(h, reg)
 	if err != nil {
+		h.Close()
+		return nil, nil, err
+	}
+	if hp.early, err = startEarlyRelay(h, slog.Default().With("pkg", "reach")); err != nil {
+		hp.close()
 		h.Close()
 		return nil, nil, err
 	}
