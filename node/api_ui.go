@@ -43,7 +43,9 @@ const (
 
 // Reachability is GET /api/v1/reachability.
 type Reachability struct {
-	// Reachability is AutoNAT's verdict: public, private or unknown.
+	// Reachability is AutoNAT's verdict: public, private or unknown
+	// ("private" before it for a node with no public address that found
+	// a relay, see earlyRelay).
 	Reachability string `json:"reachability"`
 	// PublicAddrs and RelayAddrs count our addresses that the internet can
 	// dial directly and those through a circuit relay.
