@@ -120,6 +120,17 @@ func (s *Service) View(from, to time.Time) {
 	}
 }
 
+// WatchFocusNow keeps the node on the focus-now shard until Close,
+// whatever its own bookings: a node that answers other people's "Focus
+// now" requests from its board (the demo's partners) must receive them,
+// and no booking of its own would put it there.
+func (s *Service) WatchFocusNow() {
+	s.interest.Hold(shard.NowKey, "watching focus now")
+	if s.ctx != nil {
+		s.syncShards(s.ctx)
+	}
+}
+
 // wantV1 reports whether the node should be on version 1's topic now.
 func (s *Service) wantV1() bool {
 	switch s.cfg.V1 {

@@ -85,6 +85,9 @@ func (p *partner) start() error {
 		return err
 	}
 	p.n = n
+	// The user's "Focus now" travels on the focus-now shard, which no
+	// booking of the partner's holds: watch it to answer.
+	n.Matchmaking().WatchFocusNow()
 	return nil
 }
 
