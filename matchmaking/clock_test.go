@@ -1,6 +1,7 @@
 package matchmaking
 
 import (
+	"context"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -69,8 +70,12 @@ func TestFullRecheckFollowsNodeClock(t *testing.T) {
 	waitFor(t, 15*time.Second, "a and b matched", func() bool {
 		return a.booking(ba.ID).Confirmed && b.booking(bb.ID).Confirmed
 	})
-	// b drops the match without telling a (as when its session ended).
-	if _, err := b.svc.Finish(bb.ID, ba.ID, "session ended early"); err != nil {
+	// b drops the match without telling a (as a node that lost its store
+	// would: a finished match is still answered "confirmed").
+	if _, err := b.svc.update(bb.ID, func(cur *Booking) (*Booking, error) {
+		cur.State, cur.Partner, cur.PartnerBooking = StateCancelled, "", ""
+		return cur, nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	clk.advance(2*time.Minute + 10*time.Second)
@@ -108,4 +113,37 @@ func TestReannounceAfterClockSetBack(t *testing.T) {
 		clk.advance(5 * time.Second)
 		return published() >= 2
 	})
+}
+
+// A match whose session ended early (Finish on one side) stands: the
+// partner's full re-check is answered "confirmed", and its booking stays
+// matched until its own session finishes it. (The re-check runs on the
+// node's clock; a test that advanced it while one side left had the other
+// side's booking freed to search again, racing its own Finish:
+// node's TestRematchAfterPartnerLeftEarly.)
+func TestFinishedMatchStandsForThePartner(t *testing.T) {
+	clk := &testClock{}
+	nodes := startNodes(t, 2, func(c *Config) { c.Now = clk.now })
+	a, b := nodes[0], nodes[1]
+	slot := nextSlot(5 * time.Hour)
+	ba := a.book(t, BookRequest{At: slot, DurationMin: 25})
+	bb := b.book(t, BookRequest{At: slot, DurationMin: 25})
+	waitFor(t, 15*time.Second, "a and b matched", func() bool {
+		return a.booking(ba.ID).Confirmed && b.booking(bb.ID).Confirmed
+	})
+	if _, err := b.svc.Finish(bb.ID, ba.ID, "session ended early"); err != nil {
+		t.Fatal(err)
+	}
+	// a's re-check of the match, as its full re-check sends it.
+	reply := b.svc.onConfirm(a.id(), confirmFor(a.booking(ba.ID), "a").GetConfirm())
+	if reply.GetConfirmed() == nil {
+		t.Fatalf("a's Confirm for the finished match was answered %v, want confirmed", reply)
+	}
+	a.svc.settle(context.Background(), a.booking(ba.ID), reply)
+	if got := a.booking(ba.ID); got.State != StateMatched || got.Partner != b.id().String() {
+		t.Fatalf("a's booking after the re-check: %s with %q, want still matched with b", got.State, got.Partner)
+	}
+	if got := b.booking(bb.ID); got.State != StateDone {
+		t.Fatalf("b's booking is %s, want done", got.State)
+	}
 }

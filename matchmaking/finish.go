@@ -5,8 +5,9 @@ import "fmt"
 // Finish marks a matched booking done before its booked end: its session
 // is over (the partner never came, or someone left early), so its time is
 // free again for a new booking. The partner is not told: its own session
-// ended too, and a later re-check of the match is answered "no such
-// match", which frees the partner's booking as well.
+// ended too and finishes its side. A later re-check of the match is
+// answered "confirmed" (the match happened), so the partner's booking is
+// never freed to search again by it.
 //
 // partnerBooking names the match the session belonged to: a booking that
 // was freed and matched again with someone else in the meantime is left

@@ -1017,6 +1017,15 @@ func (s *Service) onConfirm(remote peer.ID, c *pb.Confirm) *pb.MatchMessage {
 			b.Confirmed = true
 			return b, nil
 		}
+		if b.State == StateDone && now.Before(b.End()) && b.Partner == remote.String() && b.PartnerBooking == c.GetFromBooking() {
+			// The match happened and its session ended early (Finish): it
+			// stands. "No such match" would free the partner's booking to
+			// search again in the middle of the session that just ended,
+			// racing its own Finish. (Past the end, "no such match" makes
+			// the partner end its booking too: settle's peerSlack.)
+			reply = confirmedMsg()
+			return nil, nil
+		}
 		h, held := s.holdOfLocked(b.ID, remote)
 		if !held || h.peerBooking != c.GetFromBooking() || now.After(h.until) || b.State != StateSearching {
 			return nil, nil
