@@ -147,3 +147,34 @@ func TestFinishedMatchStandsForThePartner(t *testing.T) {
 		t.Fatalf("b's booking is %s, want done", got.State)
 	}
 }
+
+// TestConfirmCrossingCancelCarriesTheReason: the partner's user cancelled
+// the match, and our re-check's Confirm crossed its Cancel. The answer is
+// the Cancel itself, so our user hears "partner cancelled" and why, not
+// only that the match is gone.
+func TestConfirmCrossingCancelCarriesTheReason(t *testing.T) {
+	nodes := startNodes(t, 2, nil)
+	a, b := nodes[0], nodes[1]
+	slot := nextSlot(5 * time.Hour)
+	ba := a.book(t, BookRequest{At: slot, DurationMin: 25})
+	bb := b.book(t, BookRequest{At: slot, DurationMin: 25})
+	waitFor(t, 15*time.Second, "a and b matched", func() bool {
+		return a.booking(ba.ID).Confirmed && b.booking(bb.ID).Confirmed
+	})
+	// b's user cancels; its Cancel is still on the way to a.
+	if _, err := b.svc.update(bb.ID, func(cur *Booking) (*Booking, error) {
+		cur.State, cur.Note = StateCancelled, "sick today"
+		return cur, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	reply := b.svc.onConfirm(a.id(), confirmFor(a.booking(ba.ID), "a").GetConfirm())
+	if reply.GetCancel().GetReason() != "sick today" {
+		t.Fatalf("a's Confirm for the cancelled match was answered %v, want b's Cancel", reply)
+	}
+	a.svc.settle(context.Background(), a.booking(ba.ID), reply)
+	got := a.booking(ba.ID)
+	if got.State != StateSearching || got.Note != "partner cancelled: sick today" {
+		t.Fatalf("a's booking after the crossing: %s, note %q; want searching, \"partner cancelled: sick today\"", got.State, got.Note)
+	}
+}

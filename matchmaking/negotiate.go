@@ -607,6 +607,15 @@ func confirmFor(b Booking, name string) *pb.MatchMessage {
 // If the change cannot be stored, the booking stays as it was, in memory
 // and on disk, and the next re-check of the match tries again.
 func (s *Service) settle(ctx context.Context, sent Booking, reply *pb.MatchMessage) {
+	if c := reply.GetCancel(); c != nil && c.GetToBooking() == sent.ID && c.GetFromBooking() == sent.PartnerBooking {
+		// The partner cancelled the match: apply its Cancel, reason and all.
+		if pid, err := peer.Decode(sent.Partner); err == nil {
+			if err := s.onCancel(pid, c); err != nil && !errors.Is(err, errNoMatch) {
+				s.log.Error("applying the partner's cancel; will re-check", "booking", sent.ID, "err", err)
+			}
+			return
+		}
+	}
 	freed := false
 	nb, err := s.update(sent.ID, func(cur *Booking) (*Booking, error) {
 		if cur == nil || cur.State != StateMatched || cur.Partner != sent.Partner || cur.PartnerBooking != sent.PartnerBooking {
@@ -1024,6 +1033,17 @@ func (s *Service) onConfirm(remote peer.ID, c *pb.Confirm) *pb.MatchMessage {
 			// racing its own Finish. (Past the end, "no such match" makes
 			// the partner end its booking too: settle's peerSlack.)
 			reply = confirmedMsg()
+			return nil, nil
+		}
+		if b.State == StateCancelled && b.Partner == remote.String() && b.PartnerBooking == c.GetFromBooking() {
+			// Our user cancelled this match and the partner's Confirm
+			// crossed our Cancel: answer with the Cancel itself, so the
+			// partner learns it was cancelled and why, not just that the
+			// match is gone. (Older nodes treat any answer but Confirmed
+			// as "no such match".)
+			reply = &pb.MatchMessage{Body: &pb.MatchMessage_Cancel{Cancel: &pb.Cancel{
+				FromBooking: b.ID, ToBooking: b.PartnerBooking, Reason: b.Note,
+			}}}
 			return nil, nil
 		}
 		h, held := s.holdOfLocked(b.ID, remote)
