@@ -61,16 +61,8 @@ func newCalendarCmd(g *globalFlags) *cobra.Command {
 			out := cmd.OutOrStdout()
 			c, err := g.client()
 			if errors.Is(err, client.ErrNotRunning) {
-				dir, derr := g.nodeDataDir()
-				if derr != nil {
-					return derr
-				}
-				if err := node.RotateCalendarToken(dir); err != nil {
-					return err
-				}
-				return g.output(out, map[string]bool{"rotated": true}, func(w io.Writer) {
-					fmt.Fprintln(w, "New calendar feed token saved. The node is not running; `tandem calendar url` prints the new URL once it is.")
-				})
+				return g.rotateOffline(out, node.RotateCalendarToken,
+					"New calendar feed token saved. The node is not running; `tandem calendar url` prints the new URL once it is.")
 			}
 			if err != nil {
 				return err

@@ -59,17 +59,8 @@ func newTokenCmd(g *globalFlags) *cobra.Command {
 			out := cmd.OutOrStdout()
 			c, err := g.client()
 			if errors.Is(err, client.ErrNotRunning) {
-				// No node: change the file it will read when it starts.
-				dir, derr := g.nodeDataDir()
-				if derr != nil {
-					return derr
-				}
-				if _, err := node.RotateToken(dir); err != nil {
-					return err
-				}
-				return g.output(out, map[string]bool{"rotated": true}, func(w io.Writer) {
-					fmt.Fprintln(w, "New token saved. The node is not running; `tandem status` prints the new login link once it is.")
-				})
+				return g.rotateOffline(out, func(dir string) error { _, err := node.RotateToken(dir); return err },
+					"New token saved. The node is not running; `tandem status` prints the new login link once it is.")
 			}
 			if err != nil {
 				return err
@@ -107,4 +98,17 @@ func openBrowser(url string) bool {
 	}
 	go c.Wait() // reaps it in a long-running `tandem demo`
 	return true
+}
+
+// rotateOffline rotates a token in the data dir when no node is running:
+// the node reads the new file when it starts.
+func (g *globalFlags) rotateOffline(out io.Writer, rotate func(dir string) error, saved string) error {
+	dir, err := g.nodeDataDir()
+	if err != nil {
+		return err
+	}
+	if err := rotate(dir); err != nil {
+		return err
+	}
+	return g.output(out, map[string]bool{"rotated": true}, func(w io.Writer) { fmt.Fprintln(w, saved) })
 }
