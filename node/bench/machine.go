@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"strconv"
@@ -89,3 +90,46 @@ func (h *harnessMeter) run(f func()) {
 }
 
 func (h *harnessMeter) total() time.Duration { return time.Duration(h.ns.Load()) }
+
+// openFiles is how many file descriptors this process holds (0 where
+// /proc is missing).
+func openFiles() int64 {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return 0
+	}
+	return int64(len(fds))
+}
+
+// Open files a node needs beyond its connections (badger's files, the
+// listener), and per connection: a TCP connection between two nodes of
+// one process holds a descriptor at each end, QUIC connections share the
+// node's UDP socket. Measured peaks are in the report (open files).
+const (
+	filesPerNode    = 12
+	filesPerTCPConn = 2
+	connsPerNode    = 45 // about what a node holds at the end of a workload
+)
+
+// checkOpenFiles refuses a swarm that would run out of file descriptors
+// half-way (badger and the listeners fail with "too many open files"),
+// and says what to do instead.
+func checkOpenFiles(nodes int, transport string) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return nil
+	}
+	need := uint64(nodes) * filesPerNode
+	if transport == "tcp" {
+		need += uint64(nodes) * connsPerNode * filesPerTCPConn
+	}
+	if need <= lim.Cur {
+		return nil
+	}
+	hint := "raise it (ulimit -n) or use --transport quic"
+	if transport != "tcp" {
+		hint = "raise it (ulimit -n) or run fewer nodes"
+	}
+	return fmt.Errorf("%d nodes over %s need about %d open files and this process may hold %d: %s",
+		nodes, transport, need, lim.Cur, hint)
+}

@@ -33,6 +33,11 @@ type SwarmConfig struct {
 	// Degree is how many random peers each node dials at start (default 4;
 	// others dial it too, so about twice that many connections).
 	Degree int
+	// Transport is "tcp" (TCP, Noise, yamux: the default) or "quic". A TCP
+	// connection between two nodes of the swarm costs the process two file
+	// descriptors, a QUIC one none (a node's connections share its one UDP
+	// socket), so large swarms fit the open-file limit only with QUIC.
+	Transport string
 	// Settle bounds the wait after the workload for matching to finish
 	// (default 30 s).
 	Settle time.Duration
@@ -95,6 +100,8 @@ type SwarmResult struct {
 	RSSPerNodeMiB float64 `json:"rss_per_node_mib"`
 	RSSMiB        float64 `json:"rss_total_mib"`
 	RSSPeakMiB    float64 `json:"rss_peak_mib"`
+	Transport     string  `json:"transport"`
+	OpenFilesPeak int     `json:"open_files_peak"`
 	HeapMiB       float64 `json:"heap_in_use_mib"`
 	IdleNodeMiB   float64 `json:"idle_node_rss_mib,omitempty"`
 	CPUUserS      float64 `json:"cpu_user_s"`
@@ -175,6 +182,16 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	if cfg.Degree <= 0 {
 		cfg.Degree = 4
 	}
+	switch cfg.Transport {
+	case "":
+		cfg.Transport = "tcp"
+	case "tcp", "quic":
+	default:
+		return nil, fmt.Errorf("transport %q: want tcp or quic", cfg.Transport)
+	}
+	if err := checkOpenFiles(cfg.Nodes, cfg.Transport); err != nil {
+		return nil, err
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -186,7 +203,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 
 	s := &swarm{cfg: cfg, log: cfg.Log, pr: newProgress(cfg.Progress), topics: newDirectory(), harness: &harnessMeter{}}
 	defer s.pr.finish()
-	res := &SwarmResult{Nodes: cfg.Nodes, Seed: cfg.Seed, CPUs: runtime.NumCPU(), DurationS: cfg.Duration.Seconds(),
+	res := &SwarmResult{Nodes: cfg.Nodes, Seed: cfg.Seed, Transport: cfg.Transport, CPUs: runtime.NumCPU(), DurationS: cfg.Duration.Seconds(),
 		OpportunityMillis: int(cfg.Opportunity.Milliseconds())}
 	res.LoadAvg = loadAvg()
 	cpu0 := cpuNow()
@@ -218,11 +235,14 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	g0, b0, st0 := s.counters()
 	c0 := s.conns()
 	bp0 := s.bytesByProtocol()
-	var peakRSS atomic.Int64
+	var peakRSS, peakFiles atomic.Int64
 	sample := func() {
 		s.harness.run(func() {
 			if rss, _, err := rssOf(0); err == nil && rss > peakRSS.Load() {
 				peakRSS.Store(rss)
+			}
+			if n := openFiles(); n > peakFiles.Load() {
+				peakFiles.Store(n)
 			}
 		})
 	}
@@ -285,6 +305,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	bp1 := s.bytesByProtocol()
 	sample()
 	res.RSSPeakMiB = mib(peakRSS.Load())
+	res.OpenFilesPeak = int(peakFiles.Load())
 
 	// Checking.
 	s.pr.set("checking", 0, 0)
@@ -420,7 +441,7 @@ func (s *swarm) startAll(ctx context.Context, dir string) error {
 	s.logs = make([]*nodeLog, s.cfg.Nodes)
 	for i := range s.nodes {
 		s.logs[i] = &nodeLog{}
-		n, err := newSwarmNode(i, fmt.Sprintf("%s/node-%d", dir, i), s.logs[i], s.log.With("node", i), s.topics)
+		n, err := newSwarmNode(i, s.cfg.Transport, fmt.Sprintf("%s/node-%d", dir, i), s.logs[i], s.log.With("node", i), s.topics)
 		if err != nil {
 			return err
 		}
@@ -766,7 +787,8 @@ func (r *SwarmResult) Table(w io.Writer) {
 	d := func(x Dist) string { return fmt.Sprintf("%s / %s / %s ms", fmtMS(x.P50), fmtMS(x.P95), fmtMS(x.P99)) }
 	fmt.Fprintf(w, "Tandem swarm benchmark: %d nodes, seed %d, %d CPUs (load %s at the start, %s at the end), workload %.0f s + settle %.1f s\n",
 		r.Nodes, r.Seed, r.CPUs, r.LoadAvg, r.LoadAvgEnd, r.DurationS, r.SettleS)
-	row("nodes", "%d (%.1f connections each at the start, %.1f at the end; %.1f opened per minute)", r.Nodes, r.Connections, r.ConnectionsEnd, r.NewConns)
+	row("nodes", "%d over %s (%.1f connections each at the start, %.1f at the end; %.1f opened per minute); %d open files at the peak",
+		r.Nodes, r.Transport, r.Connections, r.ConnectionsEnd, r.NewConns, r.OpenFilesPeak)
 	row("requests", "%d (%d focus-now), %d cancelled, %d refused; %d offline episodes",
 		r.Requests, r.RequestsNow, r.Cancelled, r.Refused, r.OfflineEpisodes)
 	row("offers published", "%d (+ %d withdrawals)", r.OffersPublished, r.WithdrawalsPublished)

@@ -21,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	"github.com/tandem-cowork/tandem/matchmaking"
@@ -29,13 +30,14 @@ import (
 )
 
 // swarmNode is one benchmark node: a real libp2p host on 127.0.0.1 (TCP,
-// Noise, yamux), gossipsub with the daemon's options, a badger store on
+// Noise and yamux, or QUIC; see SwarmConfig.Transport), gossipsub with the daemon's options, a badger store on
 // disk with synced writes (node/store's options), and a matchmaking
 // Service with its default timers. It can go offline and come back on the
 // same identity and store, as a user closing and reopening the app.
 type swarmNode struct {
-	idx int
-	key crypto.PrivKey
+	idx       int
+	transport string // "tcp" or "quic"
+	key       crypto.PrivKey
 	id  peer.ID
 	dir string
 	log *slog.Logger
@@ -65,7 +67,7 @@ type swarmNode struct {
 	addr atomic.Pointer[peer.AddrInfo]
 }
 
-func newSwarmNode(idx int, dir string, rec *nodeLog, log *slog.Logger, topics *directory) (*swarmNode, error) {
+func newSwarmNode(idx int, transport, dir string, rec *nodeLog, log *slog.Logger, topics *directory) (*swarmNode, error) {
 	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generating key: %w", err)
@@ -75,7 +77,7 @@ func newSwarmNode(idx int, dir string, rec *nodeLog, log *slog.Logger, topics *d
 		return nil, fmt.Errorf("deriving peer ID: %w", err)
 	}
 	return &swarmNode{
-		idx: idx, key: key, id: id, dir: dir, log: log, topics: topics,
+		idx: idx, transport: transport, key: key, id: id, dir: dir, log: log, topics: topics,
 		bw: metrics.NewBandwidthCounter(), rm: newStreamCounter(), gossip: newGossipCounter(), rec: rec,
 	}, nil
 }
@@ -86,18 +88,26 @@ func (n *swarmNode) start(extra ...pubsub.Option) error {
 	if err != nil {
 		return fmt.Errorf("creating connection manager: %w", err)
 	}
-	h, err := libp2p.New(
-		libp2p.Identity(n.key),
+	wire := []libp2p.Option{
 		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+	}
+	if n.transport == "quic" {
+		wire = []libp2p.Option{
+			libp2p.ListenAddrStrings("/ip4/127.0.0.1/udp/0/quic-v1"),
+			libp2p.Transport(quic.NewTransport),
+		}
+	}
+	h, err := libp2p.New(append(wire,
+		libp2p.Identity(n.key),
 		libp2p.ConnectionManager(cm),
 		libp2p.ResourceManager(n.rm),
 		libp2p.BandwidthReporter(n.bw),
 		libp2p.UserAgent("tandem-bench/"+node.Version),
 		libp2p.DisableRelay(),
-	)
+	)...)
 	if err != nil {
 		return fmt.Errorf("creating host: %w", err)
 	}
