@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -15,21 +16,42 @@ func TestSwarmSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a 10-node swarm for about 20 s")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	res, err := RunSwarm(ctx, SwarmConfig{Nodes: 10, Duration: 12 * time.Second, Settle: 20 * time.Second, Seed: 1})
-	if err != nil {
-		t.Fatal(err)
+	// QUIC too: the large runs in docs/benchmarks.md use it.
+	for _, transport := range []string{"tcp", "quic"} {
+		t.Run(transport, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			res, err := RunSwarm(ctx, SwarmConfig{Nodes: 10, Duration: 12 * time.Second, Settle: 20 * time.Second, Seed: 1, Transport: transport})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Table(testWriter{t})
+			if res.Transport != transport {
+				t.Errorf("ran over %q, want %q", res.Transport, transport)
+			}
+			if res.DoubleBookings != 0 || res.OneSidedBookings != 0 {
+				t.Errorf("%d double and %d one-sided bookings, want none", res.DoubleBookings, res.OneSidedBookings)
+			}
+			if res.MatchedPairs != res.MaxPairs {
+				t.Errorf("matched %d pairs, the exact maximum is %d", res.MatchedPairs, res.MaxPairs)
+			}
+			if res.Requests == 0 || res.OffersPublished == 0 {
+				t.Errorf("the workload did nothing: %d requests, %d offers", res.Requests, res.OffersPublished)
+			}
+		})
 	}
-	res.Table(testWriter{t})
-	if res.DoubleBookings != 0 || res.OneSidedBookings != 0 {
-		t.Errorf("%d double and %d one-sided bookings, want none", res.DoubleBookings, res.OneSidedBookings)
+}
+
+// A swarm that cannot fit the open-file limit is refused before it starts,
+// with what to do; an unknown transport too.
+func TestSwarmRefusedUpFront(t *testing.T) {
+	ctx := context.Background()
+	_, err := RunSwarm(ctx, SwarmConfig{Nodes: 10_000_000, Transport: "tcp"})
+	if err == nil || !strings.Contains(err.Error(), "open files") || !strings.Contains(err.Error(), "--transport quic") {
+		t.Errorf("10 million nodes over TCP: %v, want a refusal naming the open-file limit and --transport quic", err)
 	}
-	if res.MatchedPairs != res.MaxPairs {
-		t.Errorf("matched %d pairs, the exact maximum is %d", res.MatchedPairs, res.MaxPairs)
-	}
-	if res.Requests == 0 || res.OffersPublished == 0 {
-		t.Errorf("the workload did nothing: %d requests, %d offers", res.Requests, res.OffersPublished)
+	if _, err := RunSwarm(ctx, SwarmConfig{Nodes: 2, Transport: "carrier-pigeon"}); err == nil || !strings.Contains(err.Error(), "want tcp or quic") {
+		t.Errorf("unknown transport: %v", err)
 	}
 }
 
