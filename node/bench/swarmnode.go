@@ -38,9 +38,9 @@ type swarmNode struct {
 	idx       int
 	transport string // "tcp" or "quic"
 	key       crypto.PrivKey
-	id  peer.ID
-	dir string
-	log *slog.Logger
+	id        peer.ID
+	dir       string
+	log       *slog.Logger
 
 	// Counters and recorders outlive restarts.
 	bw     *metrics.BandwidthCounter
