@@ -74,12 +74,22 @@ type natResult struct {
 	// "focus now" to both bookings matched / both sessions' data
 	// channels open.
 	toMatch, toConnect time.Duration
+	// media: each user's browser leg received the partner's clip intact
+	// and audio, toMedia after the legs were started; kbpsA and kbpsB are
+	// the video bitrates A's and B's legs received; path is how the
+	// session flowed (sessionPath).
+	media        bool
+	toMedia      time.Duration
+	kbpsA, kbpsB float64
+	path         string
 }
 
 // The NAT lab (see natlab_helper_test.go): every cell builds its own
 // internet with four public Tandem nodes and two users behind home
 // routers, books "focus now" on both users' nodes, and wants them matched
-// and their session connected (the data channel open on both sides).
+// and their session connected (the data channel open on both sides), and
+// then media to flow both ways between the users' browser legs
+// (natlab_media_test.go).
 //
 // TANDEM_NATLAB_RUNS=N runs each cell N times and prints the matrix;
 // TANDEM_NATLAB_CELLS=a,b picks cells; TANDEM_NATLAB_CONNECT_WAIT=45s
@@ -122,7 +132,8 @@ func TestNATLab(t *testing.T) {
 						// Recorded however the run ends (a failure ends it
 						// with Goexit).
 						defer func() {
-							t.Logf("natlab %s run %d: matched=%v in %v, connected=%v in %v", c.name, i, r.matched, r.toMatch, r.connected, r.toConnect)
+							t.Logf("natlab %s run %d: matched=%v in %v, connected=%v in %v, media=%v in %v (video %.0f / %.0f kbit/s), path: %s",
+								c.name, i, r.matched, r.toMatch, r.connected, r.toConnect, r.media, r.toMedia, r.kbpsA, r.kbpsB, r.path)
 							mu.Lock()
 							results = append(results, r)
 							mu.Unlock()
@@ -206,6 +217,10 @@ func runNATCell(t *testing.T, bin string, c natCell, res *natResult) {
 		return errA == nil && errB == nil && sa.Connected && sb.Connected
 	}, "the session to connect on both sides (A: %+v; B: %+v)", &sa.Connect, &sb.Connect)
 	res.connected, res.toConnect = true, time.Since(t0)
+	res.path = l.sessionPath(a, b, ba.ID)
+	l.checkMedia(a, b, ba.ID, bb.ID, res)
+	// The path media took (it may have changed while the legs attached).
+	res.path = l.sessionPath(a, b, ba.ID)
 }
 
 // labConnectWait bounds the wait for the session to connect:
@@ -225,7 +240,7 @@ func labConnectWait(t *testing.T) time.Duration {
 // natMatrix is the results as a table: runs, matched, connected, p50s.
 func natMatrix(results []natResult) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "| cell | runs | matched | connected | p50 to match | p50 to data channel |\n| --- | --- | --- | --- | --- | --- |\n")
+	fmt.Fprintf(&b, "| cell | runs | matched | connected | media | p50 to match | p50 to data channel | p50 to media | video kbit/s received (p50, A / B) | path (runs) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	var cells []string
 	for _, r := range results {
 		if !slices.Contains(cells, r.cell) {
@@ -233,8 +248,10 @@ func natMatrix(results []natResult) string {
 		}
 	}
 	for _, c := range cells {
-		var runs, matched, connected int
-		var tm, tc []time.Duration
+		var runs, matched, connected, withMedia int
+		var tm, tc, tmed []time.Duration
+		var ka, kb []float64
+		paths := map[string]int{}
 		for _, r := range results {
 			if r.cell != c {
 				continue
@@ -248,10 +265,33 @@ func natMatrix(results []natResult) string {
 				connected++
 				tc = append(tc, r.toConnect)
 			}
+			if r.media {
+				withMedia++
+				tmed = append(tmed, r.toMedia)
+				ka, kb = append(ka, r.kbpsA), append(kb, r.kbpsB)
+			}
+			if r.path != "" {
+				paths[r.path]++
+			}
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d/%d | %d/%d | %s | %s |\n", c, runs, matched, runs, connected, runs, p50(tm), p50(tc))
+		var ps []string
+		for p, n := range paths {
+			ps = append(ps, fmt.Sprintf("%s (%d)", p, n))
+		}
+		slices.Sort(ps)
+		kbps := "-"
+		if len(ka) > 0 {
+			kbps = fmt.Sprintf("%.0f / %.0f", p50f(ka), p50f(kb))
+		}
+		fmt.Fprintf(&b, "| %s | %d | %d/%d | %d/%d | %d/%d | %s | %s | %s | %s | %s |\n", c, runs, matched, runs, connected, runs, withMedia, runs,
+			p50(tm), p50(tc), p50(tmed), kbps, strings.Join(ps, "; "))
 	}
 	return b.String()
+}
+
+func p50f(xs []float64) float64 {
+	slices.Sort(xs)
+	return xs[(len(xs)-1)/2]
 }
 
 func p50(ds []time.Duration) string {

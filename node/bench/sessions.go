@@ -20,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/tandem-cowork/tandem/node/browserleg"
 	"github.com/tandem-cowork/tandem/node/store"
 	"github.com/tandem-cowork/tandem/session"
 	"github.com/tandem-cowork/tandem/session/media"
@@ -143,7 +144,7 @@ func (p *sessionPeer) close() {
 type sessionPair struct {
 	a, b         *sessionPeer
 	sa, sb       *session.Session
-	browA, browB *fakeBrowser
+	browA, browB *browserleg.Leg
 	ida, idb     string
 }
 
@@ -211,7 +212,7 @@ func RunSession(ctx context.Context, cfg SessionConfig) (*SessionResult, error) 
 	// Wait for every session to be joined and media to flow both ways.
 	err = pollUntil(ctx, 30*time.Second, func() bool {
 		for _, p := range pairs {
-			if p.joinedAt().IsZero() || p.browA.firstAt().IsZero() || p.browB.firstAt().IsZero() {
+			if p.joinedAt().IsZero() || p.browA.FirstAt().IsZero() || p.browB.FirstAt().IsZero() {
 				return false
 			}
 		}
@@ -224,14 +225,14 @@ func RunSession(ctx context.Context, cfg SessionConfig) (*SessionResult, error) 
 	for _, p := range pairs {
 		lobby := p.dialler().eventAt(isLobby(p.diallerBooking()))
 		setup = append(setup, p.joinedAt().Sub(lobby))
-		first = append(first, p.received().firstAt().Sub(lobby))
+		first = append(first, p.received().FirstAt().Sub(lobby))
 	}
 	res.Setup, res.FirstRTP = distOf(setup), distOf(first)
 
 	// Relay CPU: every browser sends; each stream is relayed by two nodes.
 	pr.set("relaying", 0, 0)
-	path, delivered, err := cpuWindow(ctx, cfg.RelayWindow, pairs, func(p *sessionPair) []*fakeBrowser {
-		return []*fakeBrowser{p.browA, p.browB}
+	path, delivered, err := cpuWindow(ctx, cfg.RelayWindow, pairs, func(p *sessionPair) []*browserleg.Leg {
+		return []*browserleg.Leg{p.browA, p.browB}
 	})
 	if err != nil {
 		return nil, err
@@ -247,39 +248,39 @@ func RunSession(ctx context.Context, cfg SessionConfig) (*SessionResult, error) 
 	defer func() {
 		for _, p := range direct {
 			if p != nil {
-				p.browA.close()
-				p.browB.close()
+				p.browA.Close()
+				p.browB.Close()
 			}
 		}
 	}()
 	for i := range direct {
-		a, err := newFakeBrowser(api)
+		a, err := newBrowser(api)
 		if err != nil {
 			return nil, err
 		}
-		b, err := newFakeBrowser(api)
+		b, err := newBrowser(api)
 		if err != nil {
-			a.close()
+			a.Close()
 			return nil, err
 		}
 		direct[i] = &sessionPair{browA: a, browB: b}
-		offer, err := a.offer(ctx)
+		offer, err := a.Offer(ctx)
 		if err != nil {
 			return nil, err
 		}
-		ans, err := b.answer(ctx, offer)
+		ans, err := b.Answer(ctx, offer)
 		if err != nil {
 			return nil, err
 		}
-		if err := a.answered(ans); err != nil {
+		if err := a.Answered(ans); err != nil {
 			return nil, err
 		}
-		a.send()
-		b.send()
+		a.Send()
+		b.Send()
 	}
 	if err := pollUntil(ctx, 30*time.Second, func() bool {
 		for _, p := range direct {
-			if p.browA.firstAt().IsZero() || p.browB.firstAt().IsZero() {
+			if p.browA.FirstAt().IsZero() || p.browB.FirstAt().IsZero() {
 				return false
 			}
 		}
@@ -287,8 +288,8 @@ func RunSession(ctx context.Context, cfg SessionConfig) (*SessionResult, error) 
 	}); err != nil {
 		return nil, fmt.Errorf("waiting for direct media: %w", err)
 	}
-	directCPU, _, err := cpuWindow(ctx, cfg.RelayWindow, direct, func(p *sessionPair) []*fakeBrowser {
-		return []*fakeBrowser{p.browA, p.browB}
+	directCPU, _, err := cpuWindow(ctx, cfg.RelayWindow, direct, func(p *sessionPair) []*browserleg.Leg {
+		return []*browserleg.Leg{p.browA, p.browB}
 	})
 	if err != nil {
 		return nil, err
@@ -336,10 +337,10 @@ func newSessionPairs(ctx context.Context, cfg SessionConfig, api *webrtc.API, pr
 		if !browsers {
 			continue
 		}
-		if p.browA, err = newFakeBrowser(api); err != nil {
+		if p.browA, err = newBrowser(api); err != nil {
 			return pairs, err
 		}
-		if p.browB, err = newFakeBrowser(api); err != nil {
+		if p.browB, err = newBrowser(api); err != nil {
 			return pairs, err
 		}
 	}
@@ -389,7 +390,7 @@ func (p *sessionPair) diallerBooking() string {
 
 // received is the browser on the answering side, which gets the
 // dialler's media.
-func (p *sessionPair) received() *fakeBrowser {
+func (p *sessionPair) received() *browserleg.Leg {
 	if p.dialler() == p.a {
 		return p.browB
 	}
@@ -430,20 +431,11 @@ func (p *sessionPair) open(ctx context.Context, start time.Time, together bool) 
 	}
 	for _, x := range []struct {
 		s *session.Session
-		b *fakeBrowser
+		b *browserleg.Leg
 	}{{p.sa, p.browA}, {p.sb, p.browB}} {
-		offer, err := x.b.offer(ctx)
-		if err != nil {
-			return fmt.Errorf("browser offer: %w", err)
-		}
-		ans, err := x.s.AttachBrowser(ctx, offer)
-		if err != nil {
+		if err := x.b.Attach(ctx, x.s.AttachBrowser); err != nil {
 			return fmt.Errorf("attaching browser: %w", err)
 		}
-		if err := x.b.answered(ans); err != nil {
-			return fmt.Errorf("browser answer: %w", err)
-		}
-		x.b.send()
 	}
 	return nil
 }
@@ -460,10 +452,10 @@ func (p *sessionPair) joinedAt() time.Time {
 
 func (p *sessionPair) close() {
 	if p.browA != nil {
-		p.browA.close()
+		p.browA.Close()
 	}
 	if p.browB != nil {
-		p.browB.close()
+		p.browB.Close()
 	}
 	for _, x := range []*sessionPeer{p.a, p.b} {
 		if x != nil {
@@ -474,11 +466,11 @@ func (p *sessionPair) close() {
 
 // cpuWindow measures this process's CPU over d while the browsers send,
 // and the share of sent packets that arrived.
-func cpuWindow(ctx context.Context, d time.Duration, pairs []*sessionPair, browsers func(*sessionPair) []*fakeBrowser) (time.Duration, float64, error) {
+func cpuWindow(ctx context.Context, d time.Duration, pairs []*sessionPair, browsers func(*sessionPair) []*browserleg.Leg) (time.Duration, float64, error) {
 	var r0 int64
 	for _, p := range pairs {
 		for _, b := range browsers(p) {
-			r0 += b.received.Load()
+			r0 += b.Received()
 		}
 	}
 	c0 := cpuNow()
@@ -493,10 +485,10 @@ func cpuWindow(ctx context.Context, d time.Duration, pairs []*sessionPair, brows
 	var r1 int64
 	for _, p := range pairs {
 		for _, b := range browsers(p) {
-			r1 += b.received.Load()
+			r1 += b.Received()
 		}
 	}
-	sent := float64(len(pairs)) * 2 * d.Seconds() * (videoFPS*videoPktsPerFrame + audioPPS)
+	sent := float64(len(pairs)) * 2 * d.Seconds() * browserleg.SyntheticPPS
 	return cpu, 100 * float64(r1-r0) / sent, nil
 }
 

@@ -259,6 +259,36 @@ func (c *Client) SessionAction(ctx context.Context, bookingID, action string, bo
 	return s, c.do(ctx, http.MethodPost, "/sessions/"+url.PathEscape(bookingID)+"/"+action, body, &s)
 }
 
+// AttachMedia attaches a browser leg to a booking's live session the way
+// the web UI does (WHIP-style: POST /sessions/{id}/media with the leg's
+// complete SDP offer) and returns the node's SDP answer.
+func (c *Client) AttachMedia(ctx context.Context, bookingID, offerSDP string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL+"/api/v1/sessions/"+url.PathEscape(bookingID)+"/media", strings.NewReader(offerSDP))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	req.Header.Set("Content-Type", "application/sdp")
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("%w (%v)", ErrNotRunning, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<10))
+	if err != nil {
+		return "", fmt.Errorf("reading the answer: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		var e apiv1.Error
+		json.Unmarshal(body, &e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
+		return "", &APIError{Status: resp.StatusCode, Message: e.Error}
+	}
+	return string(body), nil
+}
+
 // Rematch gives up on an absent partner and asks for a new one now.
 func (c *Client) Rematch(ctx context.Context, bookingID string) (apiv1.Booking, error) {
 	var b apiv1.Booking

@@ -215,7 +215,7 @@ func (p *partner) driveSessions(ctx context.Context, now time.Time) {
 		}
 		if !sc.camTried && st.Phase != session.PhaseUpcoming && st.Phase != session.PhaseDone {
 			sc.camTried = true
-			clip, err := clipFor(p.persona.name)
+			clip, err := Clip(p.persona.name)
 			if err == nil {
 				actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				sc.cam, err = attachCamera(actx, s, clip)
