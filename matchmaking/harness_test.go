@@ -42,6 +42,9 @@ type testNode struct {
 	v1 bool
 	// recv counts the offer messages gossip brought the node, per topic.
 	recv *topicCounter
+	// hostOpts, if set, replace libp2p.DisableRelay() among the host's
+	// options (a node that dials or is reached through a relay).
+	hostOpts []libp2p.Option
 }
 
 // topicCounter is a pubsub tracer counting the messages a node receives
@@ -103,7 +106,14 @@ func newTestNode(t testing.TB, tune func(*Config)) *testNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &testNode{t: t, key: key, dir: t.TempDir(), tune: tune}
+	return startTestNode(&testNode{t: t, key: key, dir: t.TempDir(), tune: tune})
+}
+
+// startTestNode starts n (its key, dir, tune and hostOpts set) and stops
+// it when the test ends.
+func startTestNode(n *testNode) *testNode {
+	t := n.t
+	t.Helper()
 	n.start()
 	t.Cleanup(n.stop)
 	return n
@@ -114,12 +124,15 @@ func (n *testNode) start() {
 	t := n.t
 	t.Helper()
 	var err error
-	n.h, err = libp2p.New(
+	opts := n.hostOpts
+	if opts == nil {
+		opts = []libp2p.Option{libp2p.DisableRelay()}
+	}
+	n.h, err = libp2p.New(append([]libp2p.Option{
 		libp2p.Identity(n.key),
 		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
 		libp2p.ResourceManager(&network.NullResourceManager{}),
-		libp2p.DisableRelay(),
-	)
+	}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,9 @@ const (
 	OfferGossip OfferSource = "gossip"
 	// OfferSync: the record entered this node's board from a board sync.
 	OfferSync OfferSource = "sync"
+	// OfferPushed: the record entered this node's board from a push by
+	// its owner, which reaches the node only through a relay (push.go).
+	OfferPushed OfferSource = "push"
 )
 
 // OfferEvent describes one offer record seen by Config.OnOffer. Owner,

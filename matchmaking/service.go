@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"golang.org/x/time/rate"
@@ -111,6 +112,8 @@ type Service struct {
 	// syncBudget bounds the board sync reply bytes per requester.
 	syncBudget *syncBudget
 	kick       chan struct{}
+	// relayedKick makes relayedSyncLoop pull at once (push.go).
+	relayedKick chan struct{}
 
 	// interest counts why the node wants each shard; joined holds the
 	// offer topics it is on (shardMu), joinedSnap a copy for readers that
@@ -244,8 +247,8 @@ func New(cfg Config) (*Service, error) {
 		db: db{cfg.DB, new(atomic.Bool), new(atomic.Pointer[func(string, any)])}, log: cfg.Log, board: newBoard(),
 		limit: newRateLimiter(20, 2), syncBudget: newSyncBudget(),
 		refusedLog: rate.Sometimes{Interval: time.Minute},
-		kick:       make(chan struct{}, 1),
-		bookings:   map[string]*Booking{}, people: map[peer.ID]Person{},
+		kick:       make(chan struct{}, 1), relayedKick: make(chan struct{}, 1),
+		bookings: map[string]*Booking{}, people: map[peer.ID]Person{},
 		holds: map[string][]hold{}, standing: map[peer.ID]peerStanding{}, standingDirty: map[peer.ID]bool{}, shows: map[peer.ID]int{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{},
 		announced: map[string]time.Time{}, proposing: map[string]bool{}, plans: map[string]planWait{},
 		cancelRetries: map[string]cancelRetry{}, pending: map[string]Booking{},
@@ -335,6 +338,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.h.SetStreamHandler(BoardProtocol, s.handleBoardStream)
 	if !s.v1Only {
 		s.h.SetStreamHandler(BoardProtocolV2, s.handleBoardStream)
+		s.h.SetStreamHandler(OfferPushProtocol, s.handlePushStream)
 	}
 	s.syncShards(ctx)
 	s.goRun(func() { s.watchIdentified(ctx, identified) })
@@ -374,6 +378,7 @@ func (s *Service) Close() {
 	s.h.RemoveStreamHandler(MatchProtocol)
 	s.h.RemoveStreamHandler(BoardProtocol)
 	s.h.RemoveStreamHandler(BoardProtocolV2)
+	s.h.RemoveStreamHandler(OfferPushProtocol)
 	s.lifeMu.Lock()
 	s.closed = true
 	s.lifeMu.Unlock()
@@ -799,14 +804,26 @@ func (s *Service) announce(ctx context.Context, b Booking) {
 	}
 	s.observe(o, s.h.ID(), OfferPublished)
 	s.mu.Lock()
+	_, again := s.announced[b.ID]
 	if o.GetWithdrawn() {
 		delete(s.announced, b.ID)
 	} else {
 		s.announced[b.ID] = now
 	}
 	s.mu.Unlock()
+	// A new offer or a withdrawal is news to peers reached only through a
+	// relay, which gossip does not reach; a re-announcement is not (their
+	// pulls keep it fresh). A booking that has just opened also wants
+	// their offers now, not at the next pull (push.go).
+	news := o.GetWithdrawn() || !again
+	if !o.GetWithdrawn() && !again {
+		s.kickRelayedPull()
+	}
 	// A booking kept to its circle goes to its circle's topic only.
 	if !restricted(&b, now) {
+		if news {
+			s.pushOffer(env)
+		}
 		pctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
 		defer cancel()
 		for _, t := range topics {
@@ -968,17 +985,19 @@ func (s *Service) readGossip(ctx context.Context, sub *pubsub.Subscription) {
 		if !ok || msg.GetFrom() == s.h.ID() {
 			continue
 		}
-		s.addOffer(o, msg.GetFrom(), msg.GetData())
+		s.addOffer(o, msg.GetFrom(), msg.GetData(), OfferGossip)
 	}
 }
 
-func (s *Service) addOffer(o *pb.Offer, owner peer.ID, env []byte) {
+// addOffer puts a checked record that came from its owner (by gossip or
+// a push) on the board.
+func (s *Service) addOffer(o *pb.Offer, owner peer.ID, env []byte, src OfferSource) {
 	if owner == s.h.ID() {
 		return
 	}
 	now := s.now()
 	if s.board.admit(o, owner, env, now, s.rank(owner, now), owner) {
-		s.observe(o, owner, OfferGossip)
+		s.observe(o, owner, src)
 		s.forgetBackoff(owner, o.GetBookingId())
 		s.learnAddrs(o, owner)
 		s.cfg.OnBoard()
@@ -1041,19 +1060,26 @@ func (s *Service) watchIdentified(ctx context.Context, sub event.Subscription) {
 	defer sub.Close()
 	for {
 		var p peer.ID
+		identified := false
 		select {
 		case <-ctx.Done():
 			return
 		case ev := <-sub.Out():
 			switch e := ev.(type) {
 			case event.EvtPeerIdentificationCompleted:
-				p = e.Peer
+				p, identified = e.Peer, true
 			case event.EvtPeerProtocolsUpdated:
 				p = e.Peer
 			}
 		}
 		if ok, err := s.h.Peerstore().SupportsProtocols(p, MatchProtocol); err != nil || len(ok) == 0 {
 			continue
+		}
+		if identified && s.h.Network().Connectedness(p) == network.Limited && s.searching() {
+			// Reached only through a relay: gossip will not bring its
+			// offers, so pull them now rather than at the next relayed
+			// pull (push.go).
+			s.goRun(func() { s.syncBoard(ctx, p, nil) })
 		}
 		if s.cfg.V1 == V1Auto && isV1Peer(s.h, p) && s.joinedTopic(shard.V1Key) == nil {
 			s.goRun(func() { s.syncShards(ctx) })

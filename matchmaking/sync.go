@@ -100,32 +100,27 @@ const relayedSyncInterval = 5 * time.Second
 const maxRelayedPulls = 8
 
 // relayedSyncLoop pulls the boards of peers the node reaches only through
-// a circuit relay, while it has a booking searching for a partner.
+// a circuit relay, while it has a booking searching for a partner: every
+// relayedSyncInterval, and at once when a booking opens (kickRelayedPull).
 // Gossipsub never uses a relayed (limited) connection, so two nodes behind
 // NATs that found each other in a shard's DHT namespace but could not hole
 // punch (a symmetric NAT) exchange offers through no one when no node in
 // between is on the shard: without this they never saw each other's
-// offers (the NAT lab's symmetric-symmetric cell).
+// offers (the NAT lab's symmetric-symmetric cell). New offers and
+// withdrawals also come pushed (push.go); the pulls bring the rest of the
+// peer's board and keep its records fresh.
 func (s *Service) relayedSyncLoop(ctx context.Context) {
-	s.clk.every(ctx, relayedSyncInterval, func() {
+	for s.clk.wait(ctx, relayedSyncInterval, s.relayedKick) {
 		if !s.searching() {
-			return
+			continue
 		}
-		pulled := 0
-		for _, p := range s.h.Network().Peers() {
-			if pulled == maxRelayedPulls || ctx.Err() != nil {
+		for _, p := range s.relayedPeers(maxRelayedPulls, BoardProtocolV2, BoardProtocol) {
+			if ctx.Err() != nil {
 				return
 			}
-			if s.h.Network().Connectedness(p) != network.Limited {
-				continue
-			}
-			if ok, err := s.h.Peerstore().SupportsProtocols(p, BoardProtocolV2, BoardProtocol); err != nil || len(ok) == 0 {
-				continue
-			}
-			pulled++
 			s.syncBoard(ctx, p, nil)
 		}
-	})
+	}
 }
 
 // searching reports whether any booking is looking for a partner.

@@ -383,6 +383,61 @@ func (x *BoardResponse) GetEnvelopes() [][]byte {
 	return nil
 }
 
+// OfferPush is the one frame of a /tandem/offer-push/1.0.0 stream: the
+// sender's own offer record (or withdrawal), sent to a peer it reaches only
+// through a relay, which gossip never uses.
+type OfferPush struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Envelope      []byte                 `protobuf:"bytes,2,opt,name=envelope,proto3" json:"envelope,omitempty"` // a signed offer envelope whose owner is the sender
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OfferPush) Reset() {
+	*x = OfferPush{}
+	mi := &file_matchmaking_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OfferPush) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OfferPush) ProtoMessage() {}
+
+func (x *OfferPush) ProtoReflect() protoreflect.Message {
+	mi := &file_matchmaking_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OfferPush.ProtoReflect.Descriptor instead.
+func (*OfferPush) Descriptor() ([]byte, []int) {
+	return file_matchmaking_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *OfferPush) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *OfferPush) GetEnvelope() []byte {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
 // MatchMessage is one frame on the /tandem/match/1.0.0 stream.
 type MatchMessage struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -402,7 +457,7 @@ type MatchMessage struct {
 
 func (x *MatchMessage) Reset() {
 	*x = MatchMessage{}
-	mi := &file_matchmaking_proto_msgTypes[3]
+	mi := &file_matchmaking_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -414,7 +469,7 @@ func (x *MatchMessage) String() string {
 func (*MatchMessage) ProtoMessage() {}
 
 func (x *MatchMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_matchmaking_proto_msgTypes[3]
+	mi := &file_matchmaking_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -427,7 +482,7 @@ func (x *MatchMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MatchMessage.ProtoReflect.Descriptor instead.
 func (*MatchMessage) Descriptor() ([]byte, []int) {
-	return file_matchmaking_proto_rawDescGZIP(), []int{3}
+	return file_matchmaking_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *MatchMessage) GetVersion() uint32 {
@@ -557,7 +612,7 @@ type Propose struct {
 
 func (x *Propose) Reset() {
 	*x = Propose{}
-	mi := &file_matchmaking_proto_msgTypes[4]
+	mi := &file_matchmaking_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +624,7 @@ func (x *Propose) String() string {
 func (*Propose) ProtoMessage() {}
 
 func (x *Propose) ProtoReflect() protoreflect.Message {
-	mi := &file_matchmaking_proto_msgTypes[4]
+	mi := &file_matchmaking_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +637,7 @@ func (x *Propose) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Propose.ProtoReflect.Descriptor instead.
 func (*Propose) Descriptor() ([]byte, []int) {
-	return file_matchmaking_proto_rawDescGZIP(), []int{4}
+	return file_matchmaking_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Propose) GetFromBooking() string {
@@ -659,7 +714,7 @@ type Accept struct {
 
 func (x *Accept) Reset() {
 	*x = Accept{}
-	mi := &file_matchmaking_proto_msgTypes[5]
+	mi := &file_matchmaking_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +726,7 @@ func (x *Accept) String() string {
 func (*Accept) ProtoMessage() {}
 
 func (x *Accept) ProtoReflect() protoreflect.Message {
-	mi := &file_matchmaking_proto_msgTypes[5]
+	mi := &file_matchmaking_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +739,7 @@ func (x *Accept) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accept.ProtoReflect.Descriptor instead.
 func (*Accept) Descriptor() ([]byte, []int) {
-	return file_matchmaking_proto_rawDescGZIP(), []int{5}
+	return file_matchmaking_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Accept) GetName() string {
@@ -703,7 +758,7 @@ type Reject struct {
 
 func (x *Reject) Reset() {
 	*x = Reject{}
-	mi := &file_matchmaking_proto_msgTypes[6]
+	mi := &file_matchmaking_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +770,7 @@ func (x *Reject) String() string {
 func (*Reject) ProtoMessage() {}
 
 func (x *Reject) ProtoReflect() protoreflect.Message {
-	mi := &file_matchmaking_proto_msgTypes[6]
+	mi := &file_matchmaking_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +783,7 @@ func (x *Reject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reject.ProtoReflect.Descriptor instead.
 func (*Reject) Descriptor() ([]byte, []int) {
-	return file_matchmaking_proto_rawDescGZIP(), []int{6}
+	return file_matchmaking_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Reject) GetReason() string {
@@ -753,7 +808,7 @@ type Confirm struct {
 
 func (x *Confirm) Reset() {
 	*x = Confirm{}
-	mi := &file_matchmaking_proto_msgTypes[7]
+	mi := &file_matchmaking_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +820,7 @@ func (x *Confirm) String() string {
 func (*Confirm) ProtoMessage() {}
 
 func (x *Confirm) ProtoReflect() protoreflect.Message {
-	mi := &file_matchmaking_proto_msgTypes[7]
+	mi := &file_matchmaking_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +833,7 @@ func (x *Confirm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Confirm.ProtoReflect.Descriptor instead.
 func (*Confirm) Descriptor() ([]byte, []int) {
-	return file_matchmaking_proto_rawDescGZIP(), []int{7}
+	return file_matchmaking_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Confirm) GetFromBooking() string {
@@ -824,7 +879,7 @@ type Confirmed struct {
 
 func (x *Confirmed) Reset() {
 	*x = Confirmed{}
-	mi := &file_matchmaking_proto_msgTypes[8]
+	mi := &file_matchmaking_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +891,7 @@ func (x *Confirmed) String() string {
 func (*Confirmed) ProtoMessage() {}
 
 func (x *Confirmed) ProtoReflect() protoreflect.Message {
-	mi := &file_matchmaking_proto_msgTypes[8]
+	mi := &file_matchmaking_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +904,7 @@ func (x *Confirmed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Confirmed.ProtoReflect.Descriptor instead.
 func (*Confirmed) Descriptor() ([]byte, []int) {
-	return file_matchmaking_proto_rawDescGZIP(), []int{8}
+	return file_matchmaking_proto_rawDescGZIP(), []int{9}
 }
 
 // Cancel ends a match; the receiver's booking goes back to searching.
@@ -864,7 +919,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_matchmaking_proto_msgTypes[9]
+	mi := &file_matchmaking_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -876,7 +931,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_matchmaking_proto_msgTypes[9]
+	mi := &file_matchmaking_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,7 +944,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_matchmaking_proto_rawDescGZIP(), []int{9}
+	return file_matchmaking_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Cancel) GetFromBooking() string {
@@ -941,7 +996,10 @@ const file_matchmaking_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x16\n" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\"-\n" +
 	"\rBoardResponse\x12\x1c\n" +
-	"\tenvelopes\x18\x01 \x03(\fR\tenvelopes\"\x95\x03\n" +
+	"\tenvelopes\x18\x01 \x03(\fR\tenvelopes\"A\n" +
+	"\tOfferPush\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
+	"\benvelope\x18\x02 \x01(\fR\benvelope\"\x95\x03\n" +
 	"\fMatchMessage\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12:\n" +
 	"\apropose\x18\x02 \x01(\v2\x1e.tandem.matchmaking.v1.ProposeH\x00R\apropose\x127\n" +
@@ -1004,30 +1062,31 @@ func file_matchmaking_proto_rawDescGZIP() []byte {
 }
 
 var file_matchmaking_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_matchmaking_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_matchmaking_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_matchmaking_proto_goTypes = []any{
 	(Kind)(0),             // 0: tandem.matchmaking.v1.Kind
 	(Activity)(0),         // 1: tandem.matchmaking.v1.Activity
 	(*Offer)(nil),         // 2: tandem.matchmaking.v1.Offer
 	(*BoardRequest)(nil),  // 3: tandem.matchmaking.v1.BoardRequest
 	(*BoardResponse)(nil), // 4: tandem.matchmaking.v1.BoardResponse
-	(*MatchMessage)(nil),  // 5: tandem.matchmaking.v1.MatchMessage
-	(*Propose)(nil),       // 6: tandem.matchmaking.v1.Propose
-	(*Accept)(nil),        // 7: tandem.matchmaking.v1.Accept
-	(*Reject)(nil),        // 8: tandem.matchmaking.v1.Reject
-	(*Confirm)(nil),       // 9: tandem.matchmaking.v1.Confirm
-	(*Confirmed)(nil),     // 10: tandem.matchmaking.v1.Confirmed
-	(*Cancel)(nil),        // 11: tandem.matchmaking.v1.Cancel
+	(*OfferPush)(nil),     // 5: tandem.matchmaking.v1.OfferPush
+	(*MatchMessage)(nil),  // 6: tandem.matchmaking.v1.MatchMessage
+	(*Propose)(nil),       // 7: tandem.matchmaking.v1.Propose
+	(*Accept)(nil),        // 8: tandem.matchmaking.v1.Accept
+	(*Reject)(nil),        // 9: tandem.matchmaking.v1.Reject
+	(*Confirm)(nil),       // 10: tandem.matchmaking.v1.Confirm
+	(*Confirmed)(nil),     // 11: tandem.matchmaking.v1.Confirmed
+	(*Cancel)(nil),        // 12: tandem.matchmaking.v1.Cancel
 }
 var file_matchmaking_proto_depIdxs = []int32{
 	0,  // 0: tandem.matchmaking.v1.Offer.kind:type_name -> tandem.matchmaking.v1.Kind
 	1,  // 1: tandem.matchmaking.v1.Offer.activity:type_name -> tandem.matchmaking.v1.Activity
-	6,  // 2: tandem.matchmaking.v1.MatchMessage.propose:type_name -> tandem.matchmaking.v1.Propose
-	7,  // 3: tandem.matchmaking.v1.MatchMessage.accept:type_name -> tandem.matchmaking.v1.Accept
-	8,  // 4: tandem.matchmaking.v1.MatchMessage.reject:type_name -> tandem.matchmaking.v1.Reject
-	9,  // 5: tandem.matchmaking.v1.MatchMessage.confirm:type_name -> tandem.matchmaking.v1.Confirm
-	10, // 6: tandem.matchmaking.v1.MatchMessage.confirmed:type_name -> tandem.matchmaking.v1.Confirmed
-	11, // 7: tandem.matchmaking.v1.MatchMessage.cancel:type_name -> tandem.matchmaking.v1.Cancel
+	7,  // 2: tandem.matchmaking.v1.MatchMessage.propose:type_name -> tandem.matchmaking.v1.Propose
+	8,  // 3: tandem.matchmaking.v1.MatchMessage.accept:type_name -> tandem.matchmaking.v1.Accept
+	9,  // 4: tandem.matchmaking.v1.MatchMessage.reject:type_name -> tandem.matchmaking.v1.Reject
+	10, // 5: tandem.matchmaking.v1.MatchMessage.confirm:type_name -> tandem.matchmaking.v1.Confirm
+	11, // 6: tandem.matchmaking.v1.MatchMessage.confirmed:type_name -> tandem.matchmaking.v1.Confirmed
+	12, // 7: tandem.matchmaking.v1.MatchMessage.cancel:type_name -> tandem.matchmaking.v1.Cancel
 	0,  // 8: tandem.matchmaking.v1.Propose.kind:type_name -> tandem.matchmaking.v1.Kind
 	1,  // 9: tandem.matchmaking.v1.Propose.activity:type_name -> tandem.matchmaking.v1.Activity
 	10, // [10:10] is the sub-list for method output_type
@@ -1042,7 +1101,7 @@ func file_matchmaking_proto_init() {
 	if File_matchmaking_proto != nil {
 		return
 	}
-	file_matchmaking_proto_msgTypes[3].OneofWrappers = []any{
+	file_matchmaking_proto_msgTypes[4].OneofWrappers = []any{
 		(*MatchMessage_Propose)(nil),
 		(*MatchMessage_Accept)(nil),
 		(*MatchMessage_Reject)(nil),
@@ -1056,7 +1115,7 @@ func file_matchmaking_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_matchmaking_proto_rawDesc), len(file_matchmaking_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,160 @@
+package matchmaking
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"google.golang.org/protobuf/encoding/protodelim"
+
+	"github.com/tandem-cowork/tandem/matchmaking/pb"
+)
+
+// Offers to peers reached only through a relay.
+//
+// Gossipsub never opens a stream over a limited (circuit relay)
+// connection, so two nodes that reach each other only through a relay (a
+// symmetric NAT on either side, or both behind one router that does not
+// hairpin) exchange offers by board pulls alone. On their own those come
+// every relayedSyncInterval, and the NAT lab's relayed pairs took about 5 s
+// to see each other's offers. Three things make it a round trip:
+//
+//   - the node pushes each new offer and each withdrawal of its own to the
+//     peers it reaches only through a relay (OfferPushProtocol): one
+//     envelope per stream, which the receiver checks exactly as gossip;
+//   - when one of its bookings opens, it pulls those peers' boards at once
+//     (they may have offered before it was on the shard, when it dropped
+//     their pushes);
+//   - when such a peer connects (identify completes) while a booking
+//     searches, it pulls that peer's board at once.
+
+// OfferPushProtocol carries one offer record from its owner to a peer the
+// owner reaches only through a relay.
+const OfferPushProtocol = "/tandem/offer-push/1.0.0"
+
+// maxPushFrame bounds an OfferPush frame: one envelope and its framing.
+const maxPushFrame = MaxOfferSize + 64
+
+// maxRelayedPushes bounds the peers one record is pushed to.
+const maxRelayedPushes = 8
+
+// relayedPeers returns, in random order, up to limit peers the node
+// reaches only through a relay (limited connections) that speak one of
+// protos.
+func (s *Service) relayedPeers(limit int, protos ...protocol.ID) []peer.ID {
+	var out []peer.ID
+	for _, p := range s.h.Network().Peers() {
+		if s.h.Network().Connectedness(p) != network.Limited {
+			continue
+		}
+		if ok, err := s.h.Peerstore().SupportsProtocols(p, protos...); err != nil || len(ok) == 0 {
+			continue
+		}
+		out = append(out, p)
+	}
+	mrand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out[:min(len(out), limit)]
+}
+
+// pushOffer sends env, a record of the node's own, to the peers it
+// reaches only through a relay, each on its own stream in the background.
+// A receiver not on the record's shard drops it unread; gossip reaches
+// the others.
+func (s *Service) pushOffer(env []byte) {
+	if s.ctx == nil {
+		return
+	}
+	for _, p := range s.relayedPeers(maxRelayedPushes, OfferPushProtocol) {
+		s.goRun(func() { s.pushTo(s.ctx, p, env) })
+	}
+}
+
+// pushTo writes one OfferPush to p.
+func (s *Service) pushTo(ctx context.Context, p peer.ID, env []byte) {
+	sctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
+	defer cancel()
+	st, err := s.h.NewStream(overAnyConn(sctx), p, OfferPushProtocol)
+	if err != nil {
+		s.log.Debug("pushing offer", "peer", p, "err", err)
+		return
+	}
+	st.SetDeadline(time.Now().Add(s.cfg.StreamTimeout)) // real time: a socket bound (clock.go)
+	if _, err := protodelim.MarshalTo(st, &pb.OfferPush{Version: protoVersion, Envelope: env}); err != nil {
+		s.log.Debug("pushing offer", "peer", p, "err", err)
+		st.Reset()
+		return
+	}
+	st.Close()
+}
+
+// handlePushStream takes one pushed record. A frame that does not decode,
+// or a record that fails the checks, is refused like a bad record in a
+// board sync (counted and logged) and the stream reset.
+func (s *Service) handlePushStream(st network.Stream) {
+	defer st.Close()
+	st.SetDeadline(time.Now().Add(s.cfg.StreamTimeout)) // real time: a socket bound (clock.go)
+	from := st.Conn().RemotePeer()
+	msg := &pb.OfferPush{}
+	err := (protodelim.UnmarshalOptions{MaxSize: maxPushFrame}).UnmarshalFrom(bufio.NewReader(st), msg)
+	if err == nil {
+		err = s.takePush(from, msg)
+	} else {
+		s.refuseOffer(from, fmt.Errorf("in a push: %w", err))
+	}
+	if err != nil {
+		st.Reset()
+	}
+}
+
+// takePush checks a pushed record as the gossip validator checks a
+// message whose author is from (the pusher must own the record; the
+// author's rate limit, which gossip shares, applies; envelope, stamp and
+// fields are verified) and puts it on the board. Records of shards the
+// node is not on, and records it already has, are dropped before their
+// signature is checked: the pusher cannot know which shards the node is
+// on. It returns an error for a record it refused (counted and logged);
+// stale or over-rate records are dropped without one, as gossip ignores
+// them.
+func (s *Service) takePush(from peer.ID, msg *pb.OfferPush) error {
+	if msg.GetVersion() != protoVersion {
+		err := fmt.Errorf("in a push: version %d not supported", msg.GetVersion())
+		s.refuseOffer(from, err)
+		return err
+	}
+	env := msg.GetEnvelope()
+	now := s.now()
+	if o, ok := peekRecord(env); ok && (!s.wantsShard(shardOfOffer(o)) || s.board.has(peer.ID(o.GetOwner()), o.GetBookingId(), o.GetSeq())) {
+		return nil
+	}
+	if !s.limit.allow(from, now) {
+		return nil
+	}
+	o, err := s.openGossipOffer(env, now, from)
+	if err != nil {
+		var stale errStale
+		if errors.As(err, &stale) {
+			return nil
+		}
+		err = fmt.Errorf("in a push: %w", err)
+		s.refuseOffer(from, err)
+		return err
+	}
+	if s.wantsShard(shardOfOffer(o)) {
+		s.addOffer(o, from, env, OfferPushed)
+	}
+	return nil
+}
+
+// kickRelayedPull makes relayedSyncLoop pull at once.
+func (s *Service) kickRelayedPull() {
+	select {
+	case s.relayedKick <- struct{}{}:
+	default:
+	}
+}
