@@ -37,9 +37,11 @@ const labLegEnv = "TANDEM_NATLAB_LEG"
 
 // labLegBrief is what the leg in a home does: attach to the node whose
 // data dir is DataDir, to booking Booking's session, send clip Send and
-// expect clip Expect (demo clip names).
+// expect clip Expect (demo clip names); or, with Synthetic, send
+// browserleg's synthetic 1.5 Mbit/s video instead and expect nothing.
 type labLegBrief struct {
 	DataDir, Booking, Send, Expect string
+	Synthetic                      bool
 }
 
 // labLegLine is one report of the leg, printed every 250 ms on a line of
@@ -76,13 +78,14 @@ func TestNATLabBrowserLeg(t *testing.T) {
 	if err != nil {
 		fail(err)
 	}
-	clip, err := demo.Clip(b.Send)
-	if err != nil {
-		fail(err)
-	}
-	expect, err := demo.Clip(b.Expect)
-	if err != nil {
-		fail(err)
+	opts := browserleg.Options{Audio: true, Synthetic: b.Synthetic}
+	if !b.Synthetic {
+		if opts.Clip, err = demo.Clip(b.Send); err != nil {
+			fail(err)
+		}
+		if opts.Expect, err = demo.Clip(b.Expect); err != nil {
+			fail(err)
+		}
 	}
 	// A browser's ICE: every interface of the home, loopback included
 	// (the node's API and browser leg are on 127.0.0.1).
@@ -90,7 +93,7 @@ func TestNATLabBrowserLeg(t *testing.T) {
 	if err != nil {
 		fail(err)
 	}
-	leg, err := browserleg.New(api, browserleg.Options{Clip: clip, Audio: true, Expect: expect})
+	leg, err := browserleg.New(api, opts)
 	if err != nil {
 		fail(err)
 	}
@@ -133,18 +136,19 @@ type labLeg struct {
 	lines []labLegLine
 }
 
-// startLeg starts n's browser leg on booking id's session: it sends demo
-// clip send and expects clip expect from the partner.
-func (l *natLab) startLeg(n *labNode, id, send, expect string) *labLeg {
+// startLeg starts n's browser leg on booking id's session as brief says
+// (DataDir and Booking are filled in).
+func (l *natLab) startLeg(n *labNode, id string, brief labLegBrief) *labLeg {
 	l.t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	brief, _ := json.Marshal(labLegBrief{DataDir: n.dir, Booking: id, Send: send, Expect: expect})
+	brief.DataDir, brief.Booking = n.dir, id
+	raw, _ := json.Marshal(brief)
 	g := &labLeg{name: n.name, done: make(chan struct{}), out: &lockedBuffer{}}
 	g.cmd = exec.Command("ip", "netns", "exec", n.ns, self, "-test.run=^TestNATLabBrowserLeg$", "-test.count=1", "-test.v", "-test.timeout=0")
-	g.cmd.Env = append(os.Environ(), labLegEnv+"="+string(brief))
+	g.cmd.Env = append(os.Environ(), labLegEnv+"="+string(raw))
 	g.cmd.Stderr = g.out
 	g.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := g.cmd.StdoutPipe()
@@ -255,8 +259,8 @@ const (
 func (l *natLab) checkMedia(a, b *labNode, ida, idb string, res *natResult) {
 	l.t.Helper()
 	t0 := time.Now()
-	la := l.startLeg(a, ida, "ada", "bo")
-	lb := l.startLeg(b, idb, "bo", "ada")
+	la := l.startLeg(a, ida, labLegBrief{Send: "ada", Expect: "bo"})
+	lb := l.startLeg(b, idb, labLegBrief{Send: "bo", Expect: "ada"})
 	var sa, sb labLegLine
 	nodetestWait(l.t, labMediaWait, func() bool {
 		sa, sb = la.last(), lb.last()
@@ -276,6 +280,10 @@ func (l *natLab) checkMedia(a, b *labNode, ida, idb string, res *natResult) {
 	}, "the legs to report over a %v window", labMediaWindow)
 	res.kbpsA, res.kbpsB = la.videoKbps(from[0]), lb.videoKbps(from[1])
 	sa, sb = la.last(), lb.last()
+	defer func() {
+		la.stop()
+		lb.stop()
+	}()
 	l.t.Logf("media: A received %d frames (%d intact from B's clip, %d keyframes), %d audio packets, %.0f kbit/s video; B received %d frames (%d intact from A's clip, %d keyframes), %d audio packets, %.0f kbit/s video; both within %v of attaching",
 		sa.Stats.Frames, sa.Stats.Matched, sa.Stats.Keyframes, sa.Stats.AudioPackets, res.kbpsA,
 		sb.Stats.Frames, sb.Stats.Matched, sb.Stats.Keyframes, sb.Stats.AudioPackets, res.kbpsB, res.toMedia.Round(time.Millisecond))
@@ -285,12 +293,13 @@ func (l *natLab) checkMedia(a, b *labNode, ida, idb string, res *natResult) {
 // connection between the nodes (direct or relayed, as used for matching
 // and signalling) and the WebRTC path of the media and data channel as
 // A's session reports it ("direct", or "TURN" through a Tandem peer's
-// relay or another TURN server).
-func (l *natLab) sessionPath(a, b *labNode, ida string) string {
+// relay or another TURN server); and the cap A's node puts on the video
+// it sends over TURN (media/adapt.go; 0 on a direct path).
+func (l *natLab) sessionPath(a, b *labNode, ida string) (path string, capKbps int) {
 	p2p := l.path(a, b)
 	s, err := a.client.Session(context.Background(), ida)
 	if err != nil {
-		return fmt.Sprintf("libp2p %s, media ? (%v)", p2p, err)
+		return fmt.Sprintf("libp2p %s, media ? (%v)", p2p, err), 0
 	}
 	webrtcPath := "?"
 	if p := s.Connect.Path; p != nil {
@@ -301,12 +310,45 @@ func (l *natLab) sessionPath(a, b *labNode, ida string) string {
 			webrtcPath = p.Kind
 		}
 	}
-	// Over TURN the node caps the video it sends (media/adapt.go).
-	if s.Connect.VideoLimitKbps > 0 {
-		webrtcPath += fmt.Sprintf(" (A's video cap %d kbit/s)", s.Connect.VideoLimitKbps)
-	}
 	if s.Connect.AudioOnly {
 		webrtcPath += " (audio only)"
 	}
-	return fmt.Sprintf("libp2p %s, media %s", p2p, webrtcPath)
+	return fmt.Sprintf("libp2p %s, media %s", p2p, webrtcPath), s.Connect.VideoLimitKbps
+}
+
+// labMediaLoadWindow is how long checkMediaLoad measures.
+const labMediaLoadWindow = 10 * time.Second
+
+// checkMediaLoad (TANDEM_NATLAB_MEDIA_LOAD=1, after checkMedia) replaces
+// both users' browser legs with synthetic ones that send 1.5 Mbit/s of
+// video, a camera that ignores the node's REMB cap, and measures the
+// video bitrate each side receives over labMediaLoadWindow: the full rate
+// on a direct path, at most about the node's cap over TURN (media/adapt.go
+// drops video beyond it). It only reports: it asserts that video arrives,
+// not how fast.
+func (l *natLab) checkMediaLoad(a, b *labNode, ida, idb string, res *natResult) {
+	l.t.Helper()
+	la := l.startLeg(a, ida, labLegBrief{Synthetic: true})
+	lb := l.startLeg(b, idb, labLegBrief{Synthetic: true})
+	defer func() {
+		la.stop()
+		lb.stop()
+	}()
+	var sa, sb labLegLine
+	nodetestWait(l.t, labMediaWait, func() bool {
+		sa, sb = la.last(), lb.last()
+		for _, g := range []*labLeg{la, lb} {
+			if r := g.last(); r.Error != "" || g.exited() {
+				l.t.Fatalf("%s's synthetic browser leg ended: %s", g.name, r.Error)
+			}
+		}
+		return sa.Stats.VideoPackets > 0 && sb.Stats.VideoPackets > 0
+	}, "both synthetic legs to receive video (A: %+v; B: %+v)", &sa.Stats, &sb.Stats)
+	from := [2]labLegLine{la.last(), lb.last()}
+	nodetestWait(l.t, labMediaLoadWindow+30*time.Second, func() bool {
+		return la.last().At.Sub(from[0].At) >= labMediaLoadWindow && lb.last().At.Sub(from[1].At) >= labMediaLoadWindow
+	}, "the synthetic legs to report over a %v window", labMediaLoadWindow)
+	res.loadKbpsA, res.loadKbpsB = la.videoKbps(from[0]), lb.videoKbps(from[1])
+	l.t.Logf("media load: sending %d kbit/s of video each way, A received %.0f kbit/s and B %.0f kbit/s over %v",
+		browserleg.SyntheticVideoBitrate/1000, res.loadKbpsA, res.loadKbpsB, labMediaLoadWindow)
 }

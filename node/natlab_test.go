@@ -82,6 +82,10 @@ type natResult struct {
 	toMedia      time.Duration
 	kbpsA, kbpsB float64
 	path         string
+	capKbps      int // A's cap on the video it sends over TURN, 0 direct
+	// loadKbpsA and loadKbpsB: the video A and B received from synthetic
+	// 1.5 Mbit/s cameras (TANDEM_NATLAB_MEDIA_LOAD=1; zero otherwise).
+	loadKbpsA, loadKbpsB float64
 }
 
 // The NAT lab (see natlab_helper_test.go): every cell builds its own
@@ -132,8 +136,8 @@ func TestNATLab(t *testing.T) {
 						// Recorded however the run ends (a failure ends it
 						// with Goexit).
 						defer func() {
-							t.Logf("natlab %s run %d: matched=%v in %v, connected=%v in %v, media=%v in %v (video %.0f / %.0f kbit/s), path: %s",
-								c.name, i, r.matched, r.toMatch, r.connected, r.toConnect, r.media, r.toMedia, r.kbpsA, r.kbpsB, r.path)
+							t.Logf("natlab %s run %d: matched=%v in %v, connected=%v in %v, media=%v in %v (video %.0f / %.0f kbit/s; at 1.5 Mbit/s sent: %.0f / %.0f), path: %s, A's video cap %d kbit/s",
+								c.name, i, r.matched, r.toMatch, r.connected, r.toConnect, r.media, r.toMedia, r.kbpsA, r.kbpsB, r.loadKbpsA, r.loadKbpsB, r.path, r.capKbps)
 							mu.Lock()
 							results = append(results, r)
 							mu.Unlock()
@@ -217,10 +221,14 @@ func runNATCell(t *testing.T, bin string, c natCell, res *natResult) {
 		return errA == nil && errB == nil && sa.Connected && sb.Connected
 	}, "the session to connect on both sides (A: %+v; B: %+v)", &sa.Connect, &sb.Connect)
 	res.connected, res.toConnect = true, time.Since(t0)
-	res.path = l.sessionPath(a, b, ba.ID)
+	res.path, res.capKbps = l.sessionPath(a, b, ba.ID)
 	l.checkMedia(a, b, ba.ID, bb.ID, res)
 	// The path media took (it may have changed while the legs attached).
-	res.path = l.sessionPath(a, b, ba.ID)
+	res.path, res.capKbps = l.sessionPath(a, b, ba.ID)
+	if os.Getenv("TANDEM_NATLAB_MEDIA_LOAD") != "" {
+		l.checkMediaLoad(a, b, ba.ID, bb.ID, res)
+		res.path, res.capKbps = l.sessionPath(a, b, ba.ID)
+	}
 }
 
 // labConnectWait bounds the wait for the session to connect:
@@ -240,7 +248,7 @@ func labConnectWait(t *testing.T) time.Duration {
 // natMatrix is the results as a table: runs, matched, connected, p50s.
 func natMatrix(results []natResult) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "| cell | runs | matched | connected | media | p50 to match | p50 to data channel | p50 to media | video kbit/s received (p50, A / B) | path (runs) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	fmt.Fprintf(&b, "| cell | runs | matched | connected | media | p50 to match | p50 to data channel | p50 to media | video kbit/s received (p50, A / B) | at 1.5 Mbit/s sent | A's video cap (kbit/s) | path (runs) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	var cells []string
 	for _, r := range results {
 		if !slices.Contains(cells, r.cell) {
@@ -250,7 +258,7 @@ func natMatrix(results []natResult) string {
 	for _, c := range cells {
 		var runs, matched, connected, withMedia int
 		var tm, tc, tmed []time.Duration
-		var ka, kb []float64
+		var ka, kb, la, lb, caps []float64
 		paths := map[string]int{}
 		for _, r := range results {
 			if r.cell != c {
@@ -273,18 +281,30 @@ func natMatrix(results []natResult) string {
 			if r.path != "" {
 				paths[r.path]++
 			}
+			if r.loadKbpsA > 0 || r.loadKbpsB > 0 {
+				la, lb = append(la, r.loadKbpsA), append(lb, r.loadKbpsB)
+			}
+			if r.capKbps > 0 {
+				caps = append(caps, float64(r.capKbps))
+			}
 		}
 		var ps []string
 		for p, n := range paths {
 			ps = append(ps, fmt.Sprintf("%s (%d)", p, n))
 		}
 		slices.Sort(ps)
-		kbps := "-"
-		if len(ka) > 0 {
-			kbps = fmt.Sprintf("%.0f / %.0f", p50f(ka), p50f(kb))
+		pair := func(xa, xb []float64) string {
+			if len(xa) == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.0f / %.0f", p50f(xa), p50f(xb))
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d/%d | %d/%d | %d/%d | %s | %s | %s | %s | %s |\n", c, runs, matched, runs, connected, runs, withMedia, runs,
-			p50(tm), p50(tc), p50(tmed), kbps, strings.Join(ps, "; "))
+		capRange := "-"
+		if len(caps) > 0 {
+			capRange = fmt.Sprintf("%.0f-%.0f", slices.Min(caps), slices.Max(caps))
+		}
+		fmt.Fprintf(&b, "| %s | %d | %d/%d | %d/%d | %d/%d | %s | %s | %s | %s | %s | %s | %s |\n", c, runs, matched, runs, connected, runs, withMedia, runs,
+			p50(tm), p50(tc), p50(tmed), pair(ka, kb), pair(la, lb), capRange, strings.Join(ps, "; "))
 	}
 	return b.String()
 }

@@ -43,8 +43,9 @@ const (
 	audioPPS          = 50
 	audioPayload      = 100
 	// SyntheticPPS is the packets a second a synthetic leg with audio
-	// sends.
-	SyntheticPPS = SyntheticFPS*videoPktsPerFrame + audioPPS
+	// sends; SyntheticVideoBitrate its video payload in bit/s.
+	SyntheticPPS          = SyntheticFPS*videoPktsPerFrame + audioPPS
+	SyntheticVideoBitrate = SyntheticFPS * videoPktsPerFrame * videoPayload * 8
 )
 
 // Options say what the leg sends and how closely it looks at what it
