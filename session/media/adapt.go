@@ -15,7 +15,8 @@ import (
 // it drops video towards the partner beyond the cap itself, so a camera
 // that does not listen cannot crowd out audio and the data channel. The
 // cap follows the loss the partner's node reports for our video in its
-// RTCP receiver reports, a loss-based controller in the manner of GCC's
+// RTCP receiver reports (less the packets the cap itself dropped, which
+// the partner also counts as lost), a loss-based controller in the manner of GCC's
 // (draft-ietf-rmcat-gcc-02 section 6): down to what got through when loss
 // is high (at most halving per round), up by 8% when there is almost none. Below MinVideoBitrate video
 // stops altogether (audio only) and is tried again after AudioOnlyHold.
@@ -40,7 +41,11 @@ type adapter struct {
 	lost      uint8         // highest fraction lost (x/256) reported since the last tick
 	reported  bool          // a receiver report came since the last tick
 	sent      uint64        // video bytes written towards the partner since the last tick
-	lastTick  time.Time
+	// Video packets let through and dropped at the cap since the last
+	// tick: the partner counts our own drops as lost (the relay keeps the
+	// camera's sequence numbers), which is not the path's loss.
+	sentPkts, droppedPkts uint64
+	lastTick              time.Time
 }
 
 // VideoLimit is the cap on video towards the partner (0: none) and
@@ -93,10 +98,15 @@ func (a *adapter) allowVideo(n int) bool {
 	if !a.on {
 		return true
 	}
-	if a.audioOnly || !a.bucket.AllowN(time.Now(), n) {
+	if a.audioOnly {
+		return false
+	}
+	if !a.bucket.AllowN(time.Now(), n) {
+		a.droppedPkts++
 		return false
 	}
 	a.sent += uint64(n)
+	a.sentPkts++
 	return true
 }
 
@@ -126,8 +136,8 @@ func (a *adapter) tick(now time.Time) (resumed bool) {
 	if dt > 0 {
 		sentRate = float64(a.sent) * 8 / dt
 	}
-	loss, reported := float64(a.lost)/256, a.reported
-	a.lost, a.reported, a.sent, a.lastTick = 0, false, 0, now
+	loss, reported := pathLoss(float64(a.lost)/256, a.sentPkts, a.droppedPkts), a.reported
+	a.lost, a.reported, a.sent, a.sentPkts, a.droppedPkts, a.lastTick = 0, false, 0, 0, 0, now
 	switch {
 	case a.audioOnly:
 		if now.Sub(a.since) >= AudioOnlyHold {
@@ -152,6 +162,21 @@ func (a *adapter) tick(now time.Time) (resumed bool) {
 		a.setLimitLocked(min(a.limit*108/100, RelayMaxBitrate))
 	}
 	return false
+}
+
+// pathLoss is the share of the video we sent that the path lost, given
+// the share the partner reports lost and the packets we sent and dropped
+// at the cap ourselves: the partner received (1-reported) of sent+dropped.
+// Without this, a camera that does not honour REMB (a browser's encoder
+// overshooting, or one that ignores it) had every packet the cap dropped
+// counted as the path's loss, and the cap fell round after round to audio
+// only on a path with room to spare.
+func pathLoss(reported float64, sent, dropped uint64) float64 {
+	if dropped == 0 || sent == 0 {
+		return reported
+	}
+	total := float64(sent + dropped)
+	return min(max(1-(1-reported)*total/float64(sent), 0), 1)
 }
 
 // adaptLoop ticks the controller and tells the browser's camera the cap.

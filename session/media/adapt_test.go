@@ -85,3 +85,47 @@ func TestAdapterController(t *testing.T) {
 		t.Fatalf("cap after many clean rounds: %d, want %d", a.limit, RelayMaxBitrate)
 	}
 }
+
+// A camera that sends more than the cap (it ignores REMB, or its encoder
+// overshoots): the packets the cap drops show up in the partner's reports
+// as lost, but they are not the path's loss, and the cap must hold, not
+// fall to audio only. Before pathLoss it fell from 800 to 428 kbit/s in
+// the first round of a 1.5 Mbit/s camera on a clean path, and on to audio
+// only (the NAT lab's TANDEM_NATLAB_MEDIA_LOAD run over TURN).
+func TestAdapterOwnDropsAreNotPathLoss(t *testing.T) {
+	var a adapter
+	now := time.Unix(1_800_000_000, 0)
+	ssrcs := map[uint32]bool{7: true}
+	a.on, a.lastTick = true, now
+	a.setLimitLocked(RelayStartBitrate)
+	const pkt = 1250
+	for round := range 10 {
+		// Over one interval the camera offers 1.5 Mbit/s; the cap lets
+		// a.limit through and drops the rest.
+		offered := 1_500_000 / 8 * int(AdaptInterval/time.Second) / pkt
+		allowed := min(a.limit/8*int(AdaptInterval/time.Second)/pkt, offered)
+		a.sent, a.sentPkts, a.droppedPkts = uint64(allowed*pkt), uint64(allowed), uint64(offered-allowed)
+		// A clean path: the partner lost exactly what we dropped.
+		lost := float64(offered-allowed) / float64(offered)
+		a.noteReport(&rtcp.ReceiverReport{Reports: []rtcp.ReceptionReport{{SSRC: 7, FractionLost: uint8(lost * 256)}}}, ssrcs)
+		now = now.Add(AdaptInterval)
+		a.tick(now)
+		if a.audioOnly || a.limit < RelayStartBitrate {
+			t.Fatalf("round %d: cap %d bit/s, audio only %v: our own drops were taken for the path's loss", round, a.limit, a.audioOnly)
+		}
+	}
+	// Real loss on top of our drops still brings the cap down.
+	prev := a.limit
+	allowed := a.limit / 8 * int(AdaptInterval/time.Second) / pkt
+	offered := 1_500_000 / 8 * int(AdaptInterval/time.Second) / pkt
+	a.sent, a.sentPkts, a.droppedPkts = uint64(allowed*pkt), uint64(allowed), uint64(offered-allowed)
+	// Of what we sent, the path lost 30%.
+	got := float64(allowed) * 0.7
+	lost := 1 - got/float64(offered)
+	a.noteReport(&rtcp.ReceiverReport{Reports: []rtcp.ReceptionReport{{SSRC: 7, FractionLost: uint8(lost * 256)}}}, ssrcs)
+	now = now.Add(AdaptInterval)
+	a.tick(now)
+	if a.limit >= prev {
+		t.Fatalf("30%% path loss on top of our drops: cap %d, was %d", a.limit, prev)
+	}
+}
