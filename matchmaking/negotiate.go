@@ -230,6 +230,22 @@ func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 		}
 		class = in
 	}
+	// Only owners the node is connected to take part, in the plan and as
+	// candidates; the others are dialled in the background (reach.go), so
+	// an owner that never answers costs no negotiation a timeout.
+	reachable := map[peer.ID]bool{}
+	for _, e := range class {
+		if _, ok := reachable[e.owner]; !ok {
+			reachable[e.owner] = !s.shunnedLocked(e.owner, now) && s.reachableLocked(e.owner, now)
+		}
+	}
+	in := class[:0:0]
+	for _, e := range class {
+		if reachable[e.owner] {
+			in = append(in, e)
+		}
+	}
+	class = in
 	// Offers we could not reach, or that their owner said are not
 	// available, are most likely gone (a node that went offline leaves its
 	// offers on boards until they expire): the plan leaves them out.

@@ -144,6 +144,10 @@ type Service struct {
 	// waits for in the class plan.
 	proposing map[string]bool
 	plans     map[string]planWait
+	// reach tracks dials to offer owners the node is not connected to,
+	// reachDials how many run (reach.go).
+	reach      map[peer.ID]reachState
+	reachDials int
 	// cancelRetries paces re-sending Cancels not yet acknowledged.
 	cancelRetries map[string]cancelRetry
 	// pending holds the bookings being written, as they will be once
@@ -251,6 +255,7 @@ func New(cfg Config) (*Service, error) {
 		bookings: map[string]*Booking{}, people: map[peer.ID]Person{},
 		holds: map[string][]hold{}, standing: map[peer.ID]peerStanding{}, standingDirty: map[peer.ID]bool{}, shows: map[peer.ID]int{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{},
 		announced: map[string]time.Time{}, proposing: map[string]bool{}, plans: map[string]planWait{},
+		reach:         map[peer.ID]reachState{},
 		cancelRetries: map[string]cancelRetry{}, pending: map[string]Booking{},
 		wlocks: map[string]*writeLock{}, wakeSet: make(chan struct{}, 1),
 		clk:  clock{now: cfg.Now, rate: cfg.Rate, real: real},

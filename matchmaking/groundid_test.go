@@ -1,0 +1,174 @@
+package matchmaking
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+
+	"github.com/tandem-cowork/tandem/matchmaking/pb"
+)
+
+// tarpit is a TCP listener on loopback that accepts every connection and
+// never says a word: a dial to it hangs until the dialer gives up. It is
+// the cheapest "peer that never answers" there is (one socket serves any
+// number of identities), and a Sybil offer that gives its address costs a
+// proposer a whole dial timeout.
+func tarpit(t testing.TB) multiaddr.Multiaddr {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	a, err := multiaddr.NewMultiaddr(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.Addr().(*net.TCPAddr).Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// groundSybils grinds k identities for class c that the class plan pairs
+// with the honest members lo and hi for as long as possible: each sorts
+// (planKey) between the two, so every one of them has to drop out of the
+// plan before lo and hi are planned together, and each has a peer ID above
+// both, so that the honest node the plan pairs it with proposes to it and
+// never waits for it to propose. Only the identities kept pay their stamp,
+// as an attacker would. It returns the keys and how many it generated.
+func groundSybils(t testing.TB, c slotClass, a, b peer.ID, k int) ([]crypto.PrivKey, int) {
+	t.Helper()
+	ka, kb := planKey(c, a), planKey(c, b)
+	lowKey, highKey := min(ka, kb), max(ka, kb)
+	top := max(a, b)
+	var keys []crypto.PrivKey
+	tries := 0
+	for len(keys) < k {
+		tries++
+		key, id := mustKey(t)
+		pk := planKey(c, id)
+		if id > top && pk > lowKey && pk < highKey {
+			keys = append(keys, key)
+		}
+	}
+	return keys, tries
+}
+
+// sybilOffers signs one offer per key in class c (the honest bookings'
+// exact slot, duration, kind and activity), stamped at the tests'
+// difficulty, giving addr as the owner's only address.
+func sybilOffers(t testing.TB, keys []crypto.PrivKey, start time.Time, addr multiaddr.Multiaddr) [][]byte {
+	t.Helper()
+	now := time.Now()
+	out := make([][]byte, len(keys))
+	for i, k := range keys {
+		id, _ := peer.IDFromPrivateKey(k)
+		o := &pb.Offer{
+			Version: protoVersion, Owner: []byte(id), BookingId: fmt.Sprintf("ground-%d", i),
+			StartUnix: start.Unix(), DurationMin: 25, Kind: pb.Kind_KIND_SCHEDULED,
+			Activity: pb.Activity_ACTIVITY_ANYTHING, Name: "sybil",
+			ExpiresUnix: now.Add(time.Hour).Unix(), Seq: uint64(now.UnixMicro()),
+			Stamp: mintStamp(id, testStampBits), Addrs: [][]byte{addr.Bytes()},
+		}
+		env, err := sealOffer(o, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = env
+	}
+	return out
+}
+
+// Ground-ID Sybils: 1,000 stamped identities ground so that the class
+// plan of the honest pair's slot pairs them with the honest bookings,
+// each with an offer in exactly that slot class that gives a tarpit as
+// its address (a dial hangs, a proposal is never answered), and each
+// re-announced every few seconds (a newer record used to end the
+// proposer's backoff from it). The honest pair must still match within
+// 3x its no-attack time (before: the plan kept choosing Sybils, one per
+// round, each costing a dial timeout).
+func TestAttackGroundIDSybils(t *testing.T) {
+	k := attackSize(1000, 1000)
+	p, q := newTestNode(t, nil), newTestNode(t, nil)
+	connect(t, p, q)
+	base := timeToMatch(t, p, q, nextSlot(2*time.Hour), nil)
+
+	slot := nextSlot(6 * time.Hour)
+	c := classOfBooking(&Booking{Kind: KindScheduled, Start: slot, DurationMin: 25, Activity: ActivityAnything})
+	t0 := time.Now()
+	keys, tries := groundSybils(t, c, p.id(), q.id(), k)
+	pit := tarpit(t)
+	envs := sybilOffers(t, keys, slot, pit)
+	t.Logf("ground %d identities from %d tries in %v", k, tries, time.Since(t0))
+
+	a := newAttacker(t)
+	a.connect(p)
+	a.connect(q)
+	publish := func(envs [][]byte) {
+		for i, e := range envs {
+			id, _ := peer.IDFromPrivateKey(keys[i])
+			// Errors only once the test is over (the topic closed).
+			a.topic.Publish(a.ctx, e, pubsub.WithSecretKeyAndPeerId(keys[i], id))
+		}
+	}
+	p.view() // p looks at its calendar: it is on the slot's shard before it books
+	onBoard := func(n *testNode) int {
+		k := 0
+		for _, e := range n.svc.board.class(c, time.Now()) {
+			if bytes.HasPrefix([]byte(e.offer.GetBookingId()), []byte("ground-")) {
+				k++
+			}
+		}
+		return k
+	}
+	took := timeToMatch(t, p, q, slot, func(ctx context.Context) {
+		publish(envs)
+		// Gossip drops some of a burst this size (queues are bounded);
+		// the re-announcements bring the rest.
+		waitFor(t, 30*time.Second, "the sybil offers on the boards", func() bool { return onBoard(p) >= k*3/4 && onBoard(q) >= k*3/4 })
+		// Re-announce every 3 s: a newer record of an offer ends a
+		// proposer's backoff from it.
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(3 * time.Second): // the attacker's pace, not a wait for an event
+				}
+				publish(sybilOffers(t, keys, slot, pit))
+			}
+		}()
+	})
+	t.Logf("%d ground-ID sybils in the pair's class (%d and %d on the boards): matched in %v, %v without the attack (%.1fx)",
+		k, onBoard(p), onBoard(q), took, base, float64(took)/float64(base))
+	if limit := 3*base + attackFloor; took > limit {
+		t.Fatalf("with %d ground-ID sybils the pair took %v, more than %v (3x %v + %v)", k, took, limit, base, attackFloor)
+	}
+}
