@@ -98,10 +98,12 @@ type natResult struct {
 // TANDEM_NATLAB_RUNS=N runs each cell N times and prints the matrix;
 // TANDEM_NATLAB_CELLS=a,b picks cells; TANDEM_NATLAB_CONNECT_WAIT=45s
 // shortens the wait for a session; TANDEM_NATLAB_LOGS=1 prints every
-// node's log; go test -parallel N runs N cells at once (GOMAXPROCS by
-// default). The measured matrix in docs/reach.md comes from
+// node's log; TANDEM_NATLAB_MEDIA_LOAD=1 adds the media load step
+// (checkMediaLoad); go test -parallel N runs N cells at once (GOMAXPROCS
+// by default). The measured matrices in docs/reach.md come from
 //
 //	TANDEM_NATLAB_RUNS=5 go test -count=1 -timeout 60m -run 'TestNATLab$' -v ./node
+//	TANDEM_NATLAB_MEDIA_LOAD=1 TANDEM_NATLAB_RUNS=2 go test -count=1 -timeout 40m -run 'TestNATLab$' -v ./node
 func TestNATLab(t *testing.T) {
 	skipWithoutNATLab(t)
 	runs := 1
