@@ -40,6 +40,8 @@ type testNode struct {
 	tune   func(*Config)
 	// v1 makes the node a version 1 node (see Service.v1Only).
 	v1 bool
+	// hook, if set, is the service's testHook from before its Start.
+	hook func(point string)
 	// recv counts the offer messages gossip brought the node, per topic.
 	recv *topicCounter
 	// hostOpts, if set, replace libp2p.DisableRelay() among the host's
@@ -102,15 +104,22 @@ func testLogger() *slog.Logger {
 
 func newTestNode(t testing.TB, tune func(*Config)) *testNode {
 	t.Helper()
+	return newHookedNode(t, tune, nil)
+}
+
+// newHookedNode is newTestNode with the service's testHook set before it
+// starts (so before anything Start runs reaches a test point).
+func newHookedNode(t testing.TB, tune func(*Config), hook func(point string)) *testNode {
+	t.Helper()
 	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startTestNode(&testNode{t: t, key: key, dir: t.TempDir(), tune: tune})
+	return startTestNode(&testNode{t: t, key: key, dir: t.TempDir(), tune: tune, hook: hook})
 }
 
-// startTestNode starts n (its key, dir, tune and hostOpts set) and stops
-// it when the test ends.
+// startTestNode starts n (its key, dir, tune, hook and hostOpts set) and
+// stops it when the test ends.
 func startTestNode(n *testNode) *testNode {
 	t := n.t
 	t.Helper()
@@ -170,6 +179,9 @@ func (n *testNode) start() {
 		t.Fatal(err)
 	}
 	n.svc.v1Only = n.v1
+	if n.hook != nil {
+		n.svc.testHook = n.hook
+	}
 	if err := n.svc.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

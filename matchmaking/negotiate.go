@@ -156,7 +156,13 @@ type planWait struct {
 // negotiations are independent. To keep two nodes from proposing to each
 // other at once, only the lower peer ID of a compatible pair proposes; the
 // higher one waits to be asked.
+//
+// Nothing is proposed until the identity stamp is ready: a proposal
+// carries our own stamped offer (prepareStamp wakes the matcher then).
 func (s *Service) matchOnce(ctx context.Context) {
+	if s.stamp.Load() == nil {
+		return
+	}
 	now := s.now()
 	var mine []Booking
 	s.mu.Lock()

@@ -78,6 +78,10 @@ type Config struct {
 	// StampBits is the identity stamp's difficulty (default StampBits);
 	// tests lower it. Offers whose stamp falls short are refused.
 	StampBits int
+	// OnStamp, if set, is called once the identity stamp that Start mints
+	// in the background is ready (not when it came from the store); it
+	// must not block.
+	OnStamp func()
 	// OfferTTL is how long, on the clock Now, an announcement stays valid
 	// (default three AnnounceIntervals, at most an hour). A compressed
 	// clock (the demo) needs it scaled to match real re-announcements.
@@ -133,10 +137,13 @@ type Service struct {
 	// standingDirty: records changed and not yet stored (flushStanding).
 	standingDirty map[peer.ID]bool
 	standingFlush sync.Mutex
-	stamp         []byte                    // this identity's stamp (stamp.go)
-	shows         map[peer.ID]int           // sessions each peer attended with us (AddTrackRecord)
-	inflight      map[string]bool           // own booking ID -> our proposal under way
-	backoff       map[boardKey]backoffEntry // offers not to propose to again before
+	// stamp is this identity's stamp, nil until loaded or minted;
+	// stampTried counts the mint's hashes (stamp.go).
+	stamp      atomic.Pointer[[]byte]
+	stampTried atomic.Uint64
+	shows      map[peer.ID]int           // sessions each peer attended with us (AddTrackRecord)
+	inflight   map[string]bool           // own booking ID -> our proposal under way
+	backoff    map[boardKey]backoffEntry // offers not to propose to again before
 	// announced is when each open offer was last announced (real time).
 	announced map[string]time.Time
 	// proposing marks bookings with a round of proposals under way (a
@@ -295,8 +302,10 @@ func New(cfg Config) (*Service, error) {
 			s.standing[id] = st
 		}
 	}
-	if s.stamp, err = s.loadStamp(); err != nil {
+	if stamp, err := s.loadStamp(); err != nil {
 		return nil, err
+	} else if stamp != nil {
+		s.stamp.Store(&stamp)
 	}
 	if _, err := s.db.get(seqKey, &s.seqCeiling); err != nil {
 		return nil, fmt.Errorf("loading offer sequence: %w", err)
@@ -346,6 +355,12 @@ func (s *Service) Start(ctx context.Context) error {
 		s.h.SetStreamHandler(OfferPushProtocol, s.handlePushStream)
 	}
 	s.syncShards(ctx)
+	if s.stamp.Load() == nil {
+		// A new identity: its stamp takes seconds (minutes on a loaded
+		// machine), so it is minted in the background; offers and
+		// proposals wait for it.
+		s.goRun(func() { s.prepareStamp(ctx) })
+	}
 	s.goRun(func() { s.watchIdentified(ctx, identified) })
 	s.goRun(func() { s.announceLoop(ctx) })
 	s.goRun(func() { s.matchLoop(ctx) })
@@ -736,7 +751,7 @@ func (s *Service) offerFor(b Booking, now time.Time) *pb.Offer {
 		StartUnix: b.Start.Unix(), DurationMin: uint32(b.DurationMin),
 		Kind: kindToPB(b.Kind), Activity: activityToPB(b.Activity), Quiet: b.Quiet,
 		Name: s.Name(), Seq: s.nextSeq(now), Withdrawn: b.State != StateSearching,
-		ExpiresUnix: now.Add(s.cfg.OfferTTL).Unix(), Stamp: s.stamp,
+		ExpiresUnix: now.Add(s.cfg.OfferTTL).Unix(), Stamp: s.ownStamp(),
 	}
 	if b.Kind == KindNow {
 		o.StartUnix = now.Unix()
@@ -783,9 +798,12 @@ func (s *Service) nextSeq(now time.Time) uint64 {
 	return s.lastSeq
 }
 
-// announce publishes the booking's offer (or its withdrawal).
+// announce publishes the booking's offer (or its withdrawal). Until the
+// identity stamp is ready there is nothing to publish: peers would refuse
+// the record, and nothing was announced before it (prepareStamp announces
+// every open offer when it is ready).
 func (s *Service) announce(ctx context.Context, b Booking) {
-	if s.ctx == nil {
+	if s.ctx == nil || s.stamp.Load() == nil {
 		return
 	}
 	topics := s.topicsFor(ShardOf(b))

@@ -1,10 +1,14 @@
 package matchmaking
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"math/bits"
+	"sync/atomic"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -12,12 +16,13 @@ import (
 // StampBits is the identity stamp's difficulty: an offer's stamp is a
 // nonce such that SHA-256("tandem-stamp/1" || owner || nonce) starts with
 // this many zero bits. Finding one takes 2^StampBits hashes on average,
-// seconds once for a user (the stamp is kept in the store), and checking
-// one takes a single hash; an attacker pays it again for every identity
-// it makes, so 10,000 identities cost hours of CPU, and a no-show or a
-// lapsed hold burns the identity it was made with. It is a protocol
-// constant: nodes with different values do not see each other's offers.
-// Tests lower it through Config.StampBits.
+// seconds once for a user (the stamp is kept in the store; the node mints
+// it in the background and is usable meanwhile, its offers going out once
+// it is ready), and checking one takes a single hash; an attacker pays it
+// again for every identity it makes, so 10,000 identities cost hours of
+// CPU, and a no-show or a lapsed hold burns the identity it was made with.
+// It is a protocol constant: nodes with different values do not see each
+// other's offers. Tests lower it through Config.StampBits.
 const StampBits = 24
 
 const stampDomain = "tandem-stamp/1"
@@ -55,13 +60,37 @@ func checkStamp(owner peer.ID, nonce []byte, d int) error {
 // mintStamp finds a stamp of owner at difficulty d (2^d hashes on
 // average).
 func mintStamp(owner peer.ID, d int) []byte {
+	nonce, _ := mintStampCtx(context.Background(), owner, d, nil)
+	return nonce
+}
+
+// mintCheckEvery is how many hashes the mint tries between looks at its
+// context and progress reports: about a millisecond of work, so Close
+// never waits long for it.
+const mintCheckEvery = 1 << 12
+
+// mintStampCtx is mintStamp that gives up when ctx ends (at difficulty 32
+// a mint takes hours) and, if tried is not nil, keeps there how many
+// hashes it has tried so far.
+func mintStampCtx(ctx context.Context, owner peer.ID, d int, tried *atomic.Uint64) ([]byte, error) {
 	buf := append([]byte(stampDomain), owner...)
 	n := len(buf)
 	buf = append(buf, make([]byte, 8)...)
 	for i := uint64(0); ; i++ {
+		if i%mintCheckEvery == 0 && i > 0 {
+			if tried != nil {
+				tried.Store(i)
+			}
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
 		binary.BigEndian.PutUint64(buf[n:], i)
 		if leadingZeros(sha256.Sum256(buf)) >= d {
-			return append([]byte(nil), buf[n:]...)
+			if tried != nil {
+				tried.Store(i + 1)
+			}
+			return append([]byte(nil), buf[n:]...), nil
 		}
 	}
 }
@@ -75,8 +104,9 @@ type storedStamp struct {
 
 const stampKey = "mm/stamp"
 
-// loadStamp returns the node's stamp from the store, minting (and
-// storing) one if there is none for this identity and difficulty.
+// loadStamp returns the node's stamp from the store, or nil when there is
+// none for this identity and difficulty (Start then mints one in the
+// background: prepareStamp).
 func (s *Service) loadStamp() ([]byte, error) {
 	var st storedStamp
 	ok, err := s.db.get(stampKey, &st)
@@ -87,10 +117,67 @@ func (s *Service) loadStamp() ([]byte, error) {
 	if ok && st.Peer == self.String() && checkStamp(self, st.Nonce, s.cfg.StampBits) == nil {
 		return st.Nonce, nil
 	}
-	s.log.Info("computing this identity's stamp (once; takes seconds)", "bits", s.cfg.StampBits)
-	nonce := mintStamp(self, s.cfg.StampBits)
-	if err := s.db.put(stampKey, storedStamp{Peer: self.String(), Bits: s.cfg.StampBits, Nonce: nonce}); err != nil {
-		return nil, fmt.Errorf("saving identity stamp: %w", err)
+	return nil, nil
+}
+
+// prepareStamp mints this identity's stamp, stores it, and then sends out
+// what waited for it: the open offers at once (not at the next
+// re-announcement) and the matcher's proposals, which carry our own
+// offer. It runs in the background from Start, so the node's API and web
+// UI are up meanwhile and bookings can be made (they are kept, and shown
+// as searching); Close cancels it, and the next start begins again.
+func (s *Service) prepareStamp(ctx context.Context) {
+	self := s.h.ID()
+	s.log.Info("preparing this identity (one-time, a few seconds): offers go out once it is ready", "bits", s.cfg.StampBits)
+	began := time.Now()
+	nonce, err := mintStampCtx(ctx, self, s.cfg.StampBits, &s.stampTried)
+	if err != nil {
+		s.log.Debug("identity stamp not finished; the next start begins again", "tried", s.stampTried.Load())
+		return
 	}
-	return nonce, nil
+	if err := s.db.put(stampKey, storedStamp{Peer: self.String(), Bits: s.cfg.StampBits, Nonce: nonce}); err != nil {
+		// It works until the node stops; the next start mints again.
+		s.log.Error("saving identity stamp", "err", err)
+	}
+	s.at("stamp-ready")
+	s.stamp.Store(&nonce)
+	s.log.Info("identity ready: announcing open offers", "took", time.Since(began).Round(time.Millisecond))
+	if s.cfg.OnStamp != nil {
+		s.cfg.OnStamp()
+	}
+	s.announceOpen(ctx, anyShard)
+	s.wake()
+}
+
+// ownStamp is this identity's stamp, or nil while it is being minted.
+func (s *Service) ownStamp() []byte {
+	if p := s.stamp.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// StampStatus says whether the node's identity stamp is ready.
+type StampStatus struct {
+	Ready bool
+	Bits  int
+	// Tried is how many hashes the mint has tried so far (0 once
+	// ready from the store); finding a stamp takes 2^Bits on average.
+	Tried uint64
+}
+
+// Progress is the share of the expected work done while minting, below 1:
+// finding a stamp is luck, so the mint may end before 1 or run past it
+// (shown as 0.99 then).
+func (st StampStatus) Progress() float64 {
+	if st.Ready {
+		return 1
+	}
+	return min(float64(st.Tried)/math.Exp2(float64(st.Bits)), 0.99)
+}
+
+// Stamp says whether this node's identity stamp is ready, and how far the
+// mint has got when it is not. Offers and proposals wait for it.
+func (s *Service) Stamp() StampStatus {
+	return StampStatus{Ready: s.stamp.Load() != nil, Bits: s.cfg.StampBits, Tried: s.stampTried.Load()}
 }

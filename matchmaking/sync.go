@@ -210,7 +210,9 @@ func (s *Service) handleBoardStream(st network.Stream) {
 	now := s.now()
 	var own [][]byte
 	for _, b := range s.Bookings() {
-		if b.State != StateSearching || restricted(&b, now) || !want(ShardOf(b)) {
+		// Until our identity stamp is ready, our offers are not out yet
+		// (peers would refuse them: prepareStamp).
+		if s.stamp.Load() == nil || b.State != StateSearching || restricted(&b, now) || !want(ShardOf(b)) {
 			continue // a booking kept to its circle is not for everyone
 		}
 		if env, err := sealOffer(s.offerFor(b, now), s.key); err == nil {

@@ -190,6 +190,7 @@ func (n *Node) Start() error {
 		OnHold:              n.metrics.holds.Inc,
 		FavouritesOnly:      n.cfg.Matchmaking.FavouritesOnly,
 		StampBits:           n.cfg.Matchmaking.StampBits,
+		OnStamp:             func() { n.events.publish(apiv1.EventIdentity, n.identity()) },
 		DefaultScope:        matchmaking.Scope(n.cfg.CircleScope),
 		DefaultOpenAfterMin: n.cfg.CircleOpenAfterMin,
 		AnnounceInterval:    n.cfg.Matchmaking.AnnounceInterval,
@@ -383,7 +384,19 @@ func (n *Node) Status() apiv1.Status {
 		ClockRate:      n.clockRate(),
 		Demo:           n.cfg.Demo,
 		TURNHelper:     n.turn.Status(),
+		Identity:       n.identity(),
 	}
+}
+
+// identity says whether the identity stamp is ready (Status.Identity).
+func (n *Node) identity() apiv1.Identity {
+	st := n.mm.Stamp()
+	if st.Ready {
+		return apiv1.Identity{Ready: true, Progress: 1, Text: "ready"}
+	}
+	p := st.Progress()
+	return apiv1.Identity{Progress: p,
+		Text: fmt.Sprintf("preparing identity (one-time, a few seconds): %d%%; your open times go out once it is ready", int(p*100))}
 }
 
 // Peers lists connected peers with their addresses and measured latency.

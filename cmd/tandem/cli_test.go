@@ -410,8 +410,9 @@ name = "Ada"
 log_level = "warn"
 
 [matchmaking]
-# A 24-bit identity stamp is minted before the API starts (tens of
-# seconds on a loaded CI machine); this test is about the config keys.
+# A 24-bit identity stamp keeps a core busy in the background for
+# seconds (minutes on a loaded CI machine); this test is about the
+# config keys.
 stamp_bits = 8
 `
 	if err := os.WriteFile(conf, []byte(file), 0o600); err != nil {

@@ -28,6 +28,9 @@ func printStatus(w io.Writer, st apiv1.Status, loginURL string) {
 		fmt.Fprintf(w, "Address:   %s\n", esc(a))
 	}
 	fmt.Fprintf(w, "Peers:     %d connected\n", st.ConnectedPeers)
+	if st.Identity.Text != "" {
+		fmt.Fprintf(w, "Identity:  %s\n", esc(st.Identity.Text))
+	}
 	if st.TURNHelper != "" {
 		fmt.Fprintf(w, "Relay:     %s\n", esc(st.TURNHelper))
 	}

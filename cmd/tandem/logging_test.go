@@ -93,8 +93,8 @@ func TestUpLogFormatJSON(t *testing.T) {
 		t.Fatalf("%d JSON lines, %d from libp2p loggers; stderr:\n%s", len(lines), libp2p, d.stderr)
 	}
 	// And the config file's key does the same. The file replaces env's,
-	// so it keeps env's cheap identity stamp (a 24-bit one takes long to
-	// mint on a loaded machine).
+	// so it keeps env's cheap identity stamp (a 24-bit one keeps a core
+	// busy for long on a loaded machine).
 	conf := filepath.Join(t.TempDir(), "config.toml")
 	if err := os.WriteFile(conf, []byte("log_format = \"json\"\nlog_level = \"debug\"\nnat_port_map = false\nmdns = false\n[matchmaking]\nstamp_bits = 8\n"), 0o600); err != nil {
 		t.Fatal(err)

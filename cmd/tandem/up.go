@@ -116,6 +116,11 @@ func runUp(ctx context.Context, cfg node.Config, log *slog.Logger, out io.Writer
 		fmt.Fprintln(out, "  Network:   LAN only (mDNS; nothing beyond the LAN)")
 	}
 	fmt.Fprintf(out, "  Web UI:    %s\n", n.LoginURL())
+	if !st.Identity.Ready {
+		// A new identity's stamp is minted in the background: the web UI
+		// works meanwhile, and bookings wait for it to be announced.
+		fmt.Fprintln(out, "  Identity:  preparing (one-time, a few seconds); your open times go out once it is ready")
+	}
 	nctx, stopNotices := context.WithCancel(ctx)
 	noticesDone := startDesktopNotices(nctx, cfg, n, log, out)
 	defer func() { stopNotices(); <-noticesDone }()

@@ -31,6 +31,22 @@ type Status struct {
 	// relay to other Tandem nodes: "off", "waiting: ...", "not offered:
 	// why" or "offering URLS".
 	TURNHelper string `json:"turn_helper"`
+	// Identity says whether this node's identity is ready to be seen by
+	// other peers: a new identity computes its stamp first (docs/
+	// protocol.md, once, seconds), and its open offers go out then.
+	Identity Identity `json:"identity"`
+}
+
+// Identity is Status.Identity.
+type Identity struct {
+	// Ready: the identity stamp is there; offers are announced.
+	Ready bool `json:"ready"`
+	// Progress is, while not ready, the share of the stamp's expected
+	// work done, 0 to 0.99 (finding one is luck: it may end earlier).
+	Progress float64 `json:"progress"`
+	// Text says it for people: "ready", or "preparing identity
+	// (one-time, a few seconds): 40%".
+	Text string `json:"text"`
 }
 
 // Peer is one entry of GET /api/v1/peers.
@@ -59,6 +75,9 @@ const (
 	// EventClock carries a Clock: the node's clock changed pace (a demo
 	// whose clock a test slows down); countdowns re-sync.
 	EventClock = "clock"
+	// EventIdentity carries an Identity: the identity stamp a new node
+	// computes at its first start is ready, and its offers go out.
+	EventIdentity = "identity"
 )
 
 // Clock is the node's time and how fast it runs, as in Status.

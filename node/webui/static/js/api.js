@@ -148,11 +148,11 @@ const listeners = new Map(); // event type -> Set of fns
 const statusListeners = new Set();
 let source = null;
 
-const eventTypes = ["peer-connected", "peer-disconnected", "booking", "board", "session", "clock", "circles"];
+const eventTypes = ["peer-connected", "peer-disconnected", "booking", "board", "session", "clock", "circles", "identity"];
 
 /**
  * on subscribes fn(data) to one event type of the node's stream ("booking",
- * "board", "session", "clock", "peer-connected", "peer-disconnected"). It returns the
+ * "board", "session", "clock", "identity", "peer-connected", "peer-disconnected"). It returns the
  * function that unsubscribes.
  */
 export function on(type, fn) {

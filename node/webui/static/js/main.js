@@ -111,10 +111,34 @@ const refreshStatus = debounce(async () => {
     peerCount = st.connected_peers;
     $("#whoami").textContent = st.name || "";
     renderConn();
+    paintIdentity(st.identity);
   } catch {
     // The indicator keeps its last state; screens show their own errors.
   }
 }, 300);
+
+// ---- "preparing your identity" (a new node's first start) ----
+// A new identity computes its stamp in the background (seconds, once):
+// bookings can be made meanwhile, and go out to other people when it is
+// ready. The notice follows its progress until the "identity" event.
+let identityPoll = null;
+
+function paintIdentity(id) {
+  let notice = document.getElementById("identity-notice");
+  if (!id || id.ready) { // an older node says nothing: ready
+    notice?.remove();
+    clearInterval(identityPoll);
+    identityPoll = null;
+    return;
+  }
+  if (!notice) {
+    notice = h("div", { class: "notice", id: "identity-notice", role: "status" });
+    $("#notices").prepend(notice);
+  }
+  notice.replaceChildren(h("p", {}, h("strong", {}, "Preparing your identity"),
+    ` (one-time, a few seconds): ${Math.round((id.progress || 0) * 100)}%. You can book already: your open times go out to other people once it is ready.`));
+  if (!identityPoll) identityPoll = setInterval(() => get("/status").then((st) => paintIdentity(st.identity)).catch(() => {}), 2000);
+}
 
 // ---- the live-session banner (on every screen but the room) ----
 let sessions = [];
@@ -201,6 +225,7 @@ async function boot() {
   loggedIn = true;
   peerCount = status.connected_peers;
   $("#whoami").textContent = status.name || "";
+  paintIdentity(status.identity);
   if (status.demo || status.clock_rate > 1) {
     $("#whoami").after(h("span", { class: "chip demo", title: "The node's clock runs faster than real time" },
       status.demo ? `demo${status.clock_rate > 1 ? `, clock ×${status.clock_rate}` : ""}` : `clock ×${status.clock_rate}`));
@@ -225,6 +250,7 @@ async function boot() {
   // The node's clock changed pace (a demo whose clock a test slows down).
   on("clock", () => clock.sync().catch(() => {}));
   on("booking", refreshBanner);
+  on("identity", paintIdentity);
   loadKnown().then(() => on("booking", onBookingChange));
   on("session", (e) => {
     if (e.type === "phase") {

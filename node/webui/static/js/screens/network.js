@@ -44,6 +44,7 @@ export function mount(el) {
       h("p", { dataset: { id: "peer-id-copy" } }, "Peer ID ", copy),
       h("p", {}, h("code", { id: "peer-id", class: "wrap" }, s.peer_id)),
       h("p", { class: "muted small" }, `Tandem ${s.version} · data in ${s.data_dir || "memory"}`),
+      s.identity && !s.identity.ready ? h("p", { id: "identity-state" }, `Identity: ${s.identity.text}.`) : null,
       h("h3", {}, "Addresses"),
       addrs.length
         ? h("ul", { class: "addr-list", id: "addrs" }, ...addrs.map((a) => h("li", {}, h("code", { class: "wrap" }, a))))
