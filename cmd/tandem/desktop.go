@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -75,7 +76,7 @@ func startDesktopNotices(ctx context.Context, cfg node.Config, n *node.Node, log
 	c := client.New(n.APIURL(), n.Token())
 	go func() {
 		defer close(done)
-		if err := newDesktopNotices(c, send, log).run(ctx); err != nil {
+		if err := newDesktopNotices(c, n.Token, send, log).run(ctx); err != nil {
 			log.Warn("desktop notifications stopped", "err", err)
 		}
 	}()
@@ -84,24 +85,44 @@ func startDesktopNotices(ctx context.Context, cfg node.Config, n *node.Node, log
 
 // desktopNotices watches the node through c until ctx ends.
 type desktopNotices struct {
-	c        *client.Client
+	c *client.Client
+	// token is the node's API token now: after `tandem token rotate` the
+	// node answers c's old one 401, and the notifier carries on with this.
+	token    func() string
 	send     notifier
 	log      *slog.Logger
 	states   map[string]string // last state seen per booking
 	reminded map[string]bool
 }
 
-func newDesktopNotices(c *client.Client, send notifier, log *slog.Logger) *desktopNotices {
-	return &desktopNotices{c: c, send: send, log: log, states: map[string]string{}, reminded: map[string]bool{}}
+func newDesktopNotices(c *client.Client, token func() string, send notifier, log *slog.Logger) *desktopNotices {
+	return &desktopNotices{c: c, token: token, send: send, log: log, states: map[string]string{}, reminded: map[string]bool{}}
+}
+
+// ask runs one API call of d's; when the node refuses the token because
+// it was rotated, it switches d's client to the current one and asks once
+// more.
+func ask[T any](d *desktopNotices, call func() (T, error)) (T, error) {
+	v, err := call()
+	var ae *client.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusUnauthorized {
+		return v, err
+	}
+	if tok := d.token(); tok != "" && tok != d.c.Token {
+		d.log.Info("desktop notifications: the API token was rotated; using the new one")
+		d.c.Token = tok
+		return call()
+	}
+	return v, err
 }
 
 // run sends notices until ctx ends or the node's event stream closes.
 func (d *desktopNotices) run(ctx context.Context) error {
-	events, err := d.c.Events(ctx)
+	events, err := ask(d, func() (<-chan apiv1.Event, error) { return d.c.Events(ctx) })
 	if err != nil {
 		return fmt.Errorf("watching the node's events: %w", err)
 	}
-	if bs, err := d.c.Bookings(ctx); err == nil {
+	if bs, err := ask(d, func() ([]apiv1.Booking, error) { return d.c.Bookings(ctx) }); err == nil {
 		for _, b := range bs {
 			d.states[b.ID] = string(b.State)
 		}
@@ -155,7 +176,7 @@ func (d *desktopNotices) booking(ctx context.Context, b apiv1.Booking) {
 	if seen && prev == state {
 		return
 	}
-	st, err := d.c.Settings(ctx)
+	st, err := ask(d, func() (apiv1.Settings, error) { return d.c.Settings(ctx) })
 	if err != nil || !st.NotifyMatch {
 		return
 	}
@@ -173,15 +194,15 @@ func (d *desktopNotices) booking(ctx context.Context, b apiv1.Booking) {
 }
 
 func (d *desktopNotices) remind(ctx context.Context) {
-	st, err := d.c.Settings(ctx)
+	st, err := ask(d, func() (apiv1.Settings, error) { return d.c.Settings(ctx) })
 	if err != nil || !st.NotifyReminder {
 		return
 	}
-	status, err := d.c.Status(ctx)
+	status, err := ask(d, func() (apiv1.Status, error) { return d.c.Status(ctx) })
 	if err != nil {
 		return
 	}
-	bs, err := d.c.Bookings(ctx)
+	bs, err := ask(d, func() ([]apiv1.Booking, error) { return d.c.Bookings(ctx) })
 	if err != nil {
 		return
 	}

@@ -88,7 +88,7 @@ func TestDesktopNotices(t *testing.T) {
 	}
 	sent := &sentNotes{}
 	done := make(chan error, 1)
-	d := newDesktopNotices(ca, sent.send, nodetest.Logger(t, "info"))
+	d := newDesktopNotices(ca, a.Token, sent.send, nodetest.Logger(t, "info"))
 	go func() { done <- d.run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
@@ -120,4 +120,66 @@ func TestDesktopNotices(t *testing.T) {
 	if n := sent.count("Tandem: partner found", ""); n != 1 {
 		t.Errorf("%d match notices, want 1: %q", n, sent.notes)
 	}
+}
+
+// TestDesktopNoticesAfterTokenRotate: `tandem token rotate` while the node
+// runs replaces the API token the notifier of `tandem up --desktop-notify`
+// started with; its reminders still come (it takes the new token when the
+// node refuses the old one), whether the rotation came before it watched
+// the node's events or after.
+func TestDesktopNoticesAfterTokenRotate(t *testing.T) {
+	clock := &nodetest.Clock{}
+	cfg := nodetest.Config(t)
+	cfg.Now = clock.Now
+	a := nodetest.Start(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	user := client.New(a.APIURL(), a.Token())
+	st, err := user.Settings(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.NotifyReminder, st.RemindBeforeMin = true, 10
+	if _, err := user.SetSettings(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	first := clock.Now().Truncate(15 * time.Minute).Add(45 * time.Minute)
+	second := first.Add(30 * time.Minute)
+	for _, at := range []time.Time{first, second} {
+		if _, err := user.Book(ctx, apiv1.BookRequest{Kind: "scheduled", At: at, DurationMin: 25}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sent := &sentNotes{}
+	done := make(chan error, 1)
+	d := newDesktopNotices(client.New(a.APIURL(), a.Token()), a.Token, sent.send, nodetest.Logger(t, "info"))
+	go func() { done <- d.run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("notifier: %v", err)
+		}
+	})
+	// reminded moves the clock to 9 minutes before at and waits for the
+	// n-th reminder. Each clock event makes the notifier check (one may
+	// come before it is subscribed); it reminds once per booking.
+	reminded := func(at time.Time, n int) {
+		t.Helper()
+		clock.Advance(at.Sub(clock.Now()) - 9*time.Minute)
+		nodetest.WaitFor(t, 30*time.Second, func() bool {
+			a.ClockChanged()
+			return sent.count("Tandem: your session starts soon", "In 9 min") == n
+		}, "reminder %d after the token was rotated", n)
+	}
+
+	// Rotated while the notifier starts: maybe before it watches events.
+	if _, err := user.RotateToken(ctx); err != nil { // what `tandem token rotate` does
+		t.Fatal(err)
+	}
+	reminded(first, 1)
+	// Rotated again: the notifier is watching (it reminded after it
+	// subscribed), and its next calls get 401.
+	if _, err := user.RotateToken(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reminded(second, 2)
 }
