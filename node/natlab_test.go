@@ -138,8 +138,12 @@ func TestNATLab(t *testing.T) {
 						// Recorded however the run ends (a failure ends it
 						// with Goexit).
 						defer func() {
-							t.Logf("natlab %s run %d: matched=%v in %v, connected=%v in %v, media=%v in %v (video %.0f / %.0f kbit/s; at 1.5 Mbit/s sent: %.0f / %.0f), path: %s, A's video cap %d kbit/s",
-								c.name, i, r.matched, r.toMatch, r.connected, r.toConnect, r.media, r.toMedia, r.kbpsA, r.kbpsB, r.loadKbpsA, r.loadKbpsB, r.path, r.capKbps)
+							load := ""
+							if r.loadKbpsA > 0 || r.loadKbpsB > 0 {
+								load = fmt.Sprintf("; at 1.5 Mbit/s sent: %.0f / %.0f", r.loadKbpsA, r.loadKbpsB)
+							}
+							t.Logf("natlab %s run %d: matched=%v in %v, connected=%v in %v, media=%v in %v (video %.0f / %.0f kbit/s%s), path: %s, A's video cap %d kbit/s",
+								c.name, i, r.matched, r.toMatch, r.connected, r.toConnect, r.media, r.toMedia, r.kbpsA, r.kbpsB, load, r.path, r.capKbps)
 							mu.Lock()
 							results = append(results, r)
 							mu.Unlock()
