@@ -204,6 +204,7 @@ func (s *Service) handleBoardStream(st network.Stream) {
 	budget := s.syncBudget.grant(remote, time.Now())
 	if budget == 0 {
 		s.log.Debug("board sync over budget", "peer", remote)
+		s.slowRefusal()
 		st.Reset()
 		return
 	}

@@ -25,18 +25,49 @@ const (
 	// maxSyncPeers bounds the requesters tracked; only those whose budget
 	// has refilled are forgotten.
 	maxSyncPeers = 4096
+	// refusalDelay is how long a request over budget waits before it is
+	// refused, and maxSlowRefusals how many wait at once (the others are
+	// refused at once). A refusal that came at once invited the next
+	// request at once: 16 requesters asking in a loop made 2,800 requests
+	// a second, each a stream to set up, and took 40% of a core of the
+	// victim though every one was refused. Waiting paces a requester that
+	// asks again as soon as it hears to one request a second; an honest
+	// node pulls in the background and loses nothing by it.
+	refusalDelay    = time.Second
+	maxSlowRefusals = 64
 )
+
+// slowRefusal waits refusalDelay (real time: it paces a socket) before a
+// board request over budget is refused, unless maxSlowRefusals are
+// waiting already or the service is stopping.
+func (s *Service) slowRefusal() {
+	select {
+	case s.syncBudget.slow <- struct{}{}:
+	default:
+		return
+	}
+	defer func() { <-s.syncBudget.slow }()
+	t := time.NewTimer(refusalDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.ctx.Done():
+	}
+}
 
 type syncBudget struct {
 	mu    sync.Mutex
 	total *rate.Limiter
 	peers map[peer.ID]*rate.Limiter
+	// slow holds a place for each refusal waiting (slowRefusal).
+	slow chan struct{}
 }
 
 func newSyncBudget() *syncBudget {
 	return &syncBudget{
 		total: rate.NewLimiter(rate.Limit(syncBytesTotal)/60, syncBytesTotal),
 		peers: map[peer.ID]*rate.Limiter{},
+		slow:  make(chan struct{}, maxSlowRefusals),
 	}
 }
 
