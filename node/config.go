@@ -16,6 +16,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/tandem-cowork/tandem/matchmaking"
+	"github.com/tandem-cowork/tandem/node/peerturn"
 	"github.com/tandem-cowork/tandem/session/usertext"
 )
 
@@ -129,7 +130,7 @@ func Default() Config {
 			"/ip6/::/tcp/0", "/ip6/::/udp/0/quic-v1",
 		},
 		API:          DefaultAPIAddr,
-		TURN:         TURNConfig{Port: DefaultTURNPort},
+		TURN:         TURNConfig{Port: DefaultTURNPort, TLSPort: DefaultTURNTLSPort},
 		MDNS:         true,
 		NATPortMap:   true,
 		RelayService: true,
@@ -404,6 +405,10 @@ const (
 // and TCP), the standard one; when it is taken, any free port.
 const DefaultTURNPort = 3478
 
+// DefaultTURNTLSPort is the TURN-over-TLS port of a node that helps, the
+// standard one; when it is taken, any free port.
+const DefaultTURNTLSPort = peerturn.DefaultTLSPort
+
 // TURNConfig is the [turn] table: the STUN server and TURN relay a
 // publicly reachable node runs for others (see package peerturn), its
 // limits, and whether this node uses the relays other nodes offer.
@@ -414,12 +419,18 @@ type TURNConfig struct {
 	// Port is the UDP and TCP port; 0 means any free port. Default()
 	// sets DefaultTURNPort.
 	Port int `toml:"port"`
+	// TLS serves TURN over TLS too (for networks that let only TCP out,
+	// or only TLS past a middlebox), with a self-signed certificate the
+	// /tandem/turn/1 grant pins; nil means yes. TLSPort is its TCP port;
+	// 0 means any free port. Default() sets DefaultTURNTLSPort.
+	TLS     *bool `toml:"tls"`
+	TLSPort int   `toml:"tls_port"`
 	// RelayIP is the public IPv4 address put in relay candidates; empty
 	// means the first public IPv4 address libp2p knows for this node.
 	RelayIP string `toml:"relay_ip"`
 	// MaxAllocationsPerPeer and MaxAllocations bound relay allocations per
 	// peer and in total; PeerKbps and TotalKbps bound relayed traffic in
-	// kbit/s (both directions together). Zero means the defaults (4, 64,
+	// kbit/s (both directions together). Zero means the defaults (6, 64,
 	// 2000, 10000).
 	MaxAllocationsPerPeer int `toml:"max_allocations_per_peer"`
 	MaxAllocations        int `toml:"max_allocations"`
@@ -443,6 +454,8 @@ func (t TURNConfig) offer() string {
 
 func (t TURNConfig) usePeers() bool { return t.UsePeers == nil || *t.UsePeers }
 
+func (t TURNConfig) tls() bool { return t.TLS == nil || *t.TLS }
+
 func (t TURNConfig) validate() error {
 	switch t.offer() {
 	case TURNOfferAuto, TURNOfferOn, TURNOfferOff:
@@ -451,6 +464,12 @@ func (t TURNConfig) validate() error {
 	}
 	if t.Port < 0 || t.Port > 65535 {
 		return fmt.Errorf("port %d: want 0 to 65535", t.Port)
+	}
+	if t.TLSPort < 0 || t.TLSPort > 65535 {
+		return fmt.Errorf("tls_port %d: want 0 to 65535", t.TLSPort)
+	}
+	if t.tls() && t.TLSPort != 0 && t.TLSPort == t.Port {
+		return fmt.Errorf("tls_port %d is port too: TURN over TCP and over TLS need a TCP port each", t.TLSPort)
 	}
 	if t.RelayIP != "" {
 		if ip := net.ParseIP(t.RelayIP); ip == nil || ip.To4() == nil || ip.IsUnspecified() {

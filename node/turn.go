@@ -158,12 +158,17 @@ func (t *turnHelper) start(ctx context.Context, rd *routing.RoutingDiscovery) {
 	}
 	c := t.n.cfg.TURN
 	cfg := peerturn.ServerConfig{
-		ListenIP: listen, RelayIP: relay, Port: c.Port,
+		ListenIP: listen, RelayIP: relay, Port: c.Port, TLS: c.tls(), TLSPort: c.TLSPort,
 		MaxAllocationsPerPeer: c.MaxAllocationsPerPeer, MaxAllocations: c.MaxAllocations,
 		PeerBandwidth: c.PeerKbps * 1000 / 8, TotalBandwidth: c.TotalKbps * 1000 / 8,
 		Now: t.n.now, Log: t.log,
 	}
 	srv, err := peerturn.NewServer(cfg)
+	if err != nil && cfg.TLS && cfg.TLSPort != 0 {
+		t.log.Info("TURN-over-TLS port busy, using a free one", "port", cfg.TLSPort, "err", err)
+		cfg.TLSPort = 0
+		srv, err = peerturn.NewServer(cfg)
+	}
 	if err != nil && cfg.Port != 0 {
 		t.log.Info("STUN/TURN port busy, using a free one", "port", cfg.Port, "err", err)
 		cfg.Port = 0
@@ -176,8 +181,12 @@ func (t *turnHelper) start(ctx context.Context, rd *routing.RoutingDiscovery) {
 	}
 	t.srv = srv
 	t.n.host.SetStreamHandler(peerturn.Protocol, peerturn.NewHandler(srv).HandleStream)
-	t.status = "offering " + strings.Join(srv.URLs(), " ")
-	t.log.Info("offering a STUN/TURN relay to other Tandem nodes", "urls", srv.URLs())
+	urls := srv.URLs()
+	if u := srv.TLSURL(); u != "" {
+		urls = append(urls, u)
+	}
+	t.status = "offering " + strings.Join(urls, " ")
+	t.log.Info("offering a STUN/TURN relay to other Tandem nodes", "urls", urls)
 	if rd != nil {
 		actx, cancel := context.WithCancel(ctx)
 		t.stopAdv, t.advDone = cancel, make(chan struct{})
@@ -313,12 +322,33 @@ func (t *turnHelper) peerICE(ctx context.Context) []session.PeerICEServer {
 	var out []session.PeerICEServer
 	for _, g := range grants {
 		g = g.KnownAddrs(t.n.host)
-		if len(g.URLs) == 0 {
+		urls := iceURLs(g)
+		if len(urls) == 0 {
 			continue
 		}
-		out = append(out, session.PeerICEServer{Helper: g.Helper, ICEServer: webrtc.ICEServer{
-			URLs: g.URLs, Username: g.Username, Credential: g.Credential, CredentialType: webrtc.ICECredentialTypePassword,
+		out = append(out, session.PeerICEServer{Helper: g.Helper, TLSFingerprint: g.TLSFingerprint, ICEServer: webrtc.ICEServer{
+			URLs: urls, Username: g.Username, Credential: g.Credential, CredentialType: webrtc.ICECredentialTypePassword,
 		}})
+	}
+	return out
+}
+
+// iceURLs are the URLs of a helper's grant that a connection attempt
+// gives ICE: its STUN and UDP TURN ones, and one over TCP for networks
+// that block UDP: turns: (pinned) when the helper offers TLS, else plain
+// turn:...?transport=tcp. ICE makes an allocation for every TURN URL, and
+// the helper allows few per peer: TLS reaches every network plain TCP
+// does, and more.
+func iceURLs(g peerturn.Grant) []string {
+	var out []string
+	for _, u := range g.URLs {
+		if g.TLSURL != "" && strings.HasPrefix(u, "turn:") && strings.HasSuffix(u, "?transport=tcp") {
+			continue
+		}
+		out = append(out, u)
+	}
+	if g.TLSURL != "" && len(out) > 0 {
+		out = append(out, g.TLSURL)
 	}
 	return out
 }

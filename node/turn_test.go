@@ -29,6 +29,9 @@ func TestSessionThroughPeerTURN(t *testing.T) {
 		return strings.HasPrefix(helper.Status().TURNHelper, "offering stun:127.0.0.1:")
 	}, "the helper to offer its relay")
 	t.Logf("helper: %s", helper.Status().TURNHelper)
+	if st := helper.Status().TURNHelper; !strings.Contains(st, " turns:127.0.0.1:") {
+		t.Errorf("the helper's status %q names no turns: URL", st)
+	}
 
 	cfgA := nodetest.Config(t)
 	cfgA.Now = clock.Now
@@ -62,6 +65,15 @@ func TestSessionThroughPeerTURN(t *testing.T) {
 	}
 	sa, _ := ca.Session(ctx, ba.ID)
 	t.Logf("a: %s; ICE servers %q", sa.Connect.Path.Text, sa.Connect.ICEServers)
+	// The helper's TLS server is offered, pinned, instead of plain TCP.
+	var tls, tcp bool
+	for _, u := range sa.Connect.ICEServers {
+		tls = tls || strings.HasPrefix(u, "turns:127.0.0.1:")
+		tcp = tcp || strings.HasPrefix(u, "turn:") && strings.Contains(u, "?transport=tcp")
+	}
+	if !tls || tcp {
+		t.Errorf("a's ICE servers %q: want the helper's turns: URL and no plain TCP one", sa.Connect.ICEServers)
+	}
 }
 
 // The [turn] table: every key read, bad values stop the start.
@@ -78,17 +90,17 @@ func TestConfigTURN(t *testing.T) {
 		return cfg, cfg.Validate()
 	}
 	cfg, err := load("name = \"Ada\"\n[turn]\noffer = \"off\"\nport = 3479\nrelay_ip = \"192.0.0.200\"\nmax_allocations_per_peer = 2\n" +
-		"max_allocations = 8\npeer_kbps = 500\ntotal_kbps = 4000\nuse_peers = false\nrelay_only = true\n")
+		"max_allocations = 8\npeer_kbps = 500\ntotal_kbps = 4000\nuse_peers = false\nrelay_only = true\ntls = false\ntls_port = 443\n")
 	if err != nil {
 		t.Fatal(err)
 	}
 	no := false
 	want := node.TURNConfig{Offer: "off", Port: 3479, RelayIP: "192.0.0.200", MaxAllocationsPerPeer: 2,
-		MaxAllocations: 8, PeerKbps: 500, TotalKbps: 4000, UsePeers: &no, RelayOnly: true}
+		MaxAllocations: 8, PeerKbps: 500, TotalKbps: 4000, UsePeers: &no, RelayOnly: true, TLS: &no, TLSPort: 443}
 	if !reflect.DeepEqual(cfg.TURN, want) {
 		t.Errorf("turn = %+v, want %+v", cfg.TURN, want)
 	}
-	if cfg, _ := load(""); cfg.TURN.Port != node.DefaultTURNPort || cfg.TURN.Offer != "" {
+	if cfg, _ := load(""); cfg.TURN.Port != node.DefaultTURNPort || cfg.TURN.Offer != "" || cfg.TURN.TLS != nil || cfg.TURN.TLSPort != node.DefaultTURNTLSPort {
 		t.Errorf("default turn table: %+v", cfg.TURN)
 	}
 	for file, msg := range map[string]string{
@@ -96,6 +108,8 @@ func TestConfigTURN(t *testing.T) {
 		"[turn]\nport = 70000":          "port 70000",
 		"[turn]\nrelay_ip = \"::1\"":    "want an IPv4 address",
 		"[turn]\npeer_kbps = -1":        "must not be negative",
+		"[turn]\ntls_port = -5":         "tls_port -5",
+		"[turn]\ntls_port = 3478":       "tls_port 3478 is port too",
 		"[turn]\nsecret = \"x\"":        `unknown key "turn.secret"`,
 	} {
 		if _, err := load(file); err == nil || !strings.Contains(err.Error(), msg) {

@@ -305,6 +305,10 @@ type ConnectPath struct {
 type PeerICEServer struct {
 	webrtc.ICEServer
 	Helper peer.ID
+	// TLSFingerprint is the SHA-256 of the certificate the helper's
+	// turns: URLs must present (its certificate is self-signed); turns:
+	// URLs without one are left out.
+	TLSFingerprint []byte
 }
 
 // peerICETimeout bounds how long a connection attempt waits for peer
@@ -374,18 +378,22 @@ func (l *link) describePair(pair *webrtc.ICECandidatePair) *ConnectPath {
 // relayName names the TURN relay at addr: the Tandem peer that runs it, if
 // it is one of this link's helpers, else the address.
 func (l *link) relayName(addr, whose string) string {
+	at := func(u string) bool {
+		if _, host, _, ok := splitICEURL(u); ok {
+			return host == addr
+		}
+		a, ok := turnsAddr(u) // turns: keeps its host name or IP
+		host, _, _ := net.SplitHostPort(a)
+		return ok && host == addr
+	}
 	for _, h := range l.helpers {
-		for _, u := range h.URLs {
-			if _, host, _, ok := splitICEURL(u); ok && host == addr {
-				return "Tandem peer " + h.Helper.String()
-			}
+		if slices.ContainsFunc(h.URLs, at) {
+			return "Tandem peer " + h.Helper.String()
 		}
 	}
 	for _, srv := range l.s.m.ice.current() {
-		for _, u := range srv.URLs {
-			if _, host, _, ok := splitICEURL(u); ok && host == addr {
-				return "TURN server " + addr
-			}
+		if slices.ContainsFunc(srv.URLs, at) {
+			return "TURN server " + addr
 		}
 	}
 	return whose + " at " + addr

@@ -68,7 +68,9 @@ func (l *link) kill() { l.killOnce.Do(func() { close(l.dead) }) }
 func (s *Session) startLink(st network.Stream, r *bufio.Reader) (*link, error) {
 	servers, helpers := s.m.ice.current(), s.peerServers()
 	for _, h := range helpers {
-		servers = append(servers, h.ICEServer)
+		if h, ok := s.m.turnDial.admit(h); ok {
+			servers = append(servers, h.ICEServer)
+		}
 	}
 	policy := webrtc.ICETransportPolicyAll
 	if s.m.cfg.RelayOnly {

@@ -74,6 +74,7 @@ type Manager struct {
 	key        crypto.PrivKey
 	peerAPI    *webrtc.API
 	browserAPI *webrtc.API
+	turnDial   *turnDialer // opens TCP and TLS connections to TURN servers for peerAPI
 	events     *eventQueue
 	notifee    *network.NotifyBundle
 	ice        *iceResolver
@@ -120,10 +121,14 @@ func NewManager(cfg Config) (*Manager, error) {
 	if key == nil {
 		return nil, fmt.Errorf("%w: the host's private key is not in its peerstore", ErrInvalid)
 	}
+	turnDial := newTURNDialer()
+	for _, s := range cfg.ICEServers {
+		turnDial.trustCA(s.URLs)
+	}
 	peerAPI, err := media.NewAPI(media.Options{
 		IncludeLoopback: cfg.IncludeLoopback, LoopbackOnly: cfg.LoopbackOnly,
 		DisconnectedTimeout: cfg.ICEDisconnectedTimeout, FailedTimeout: cfg.ICEFailedTimeout,
-		KeepAliveInterval: cfg.ICEKeepAlive,
+		KeepAliveInterval: cfg.ICEKeepAlive, TURNDialer: turnDial,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating WebRTC API: %w", err)
@@ -134,7 +139,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("creating browser WebRTC API: %w", err)
 	}
 	m := &Manager{
-		cfg: cfg, log: cfg.Log, key: key, peerAPI: peerAPI, browserAPI: browserAPI,
+		cfg: cfg, log: cfg.Log, key: key, peerAPI: peerAPI, browserAPI: browserAPI, turnDial: turnDial,
 		events: newEventQueue(cfg.OnEvent), sessions: map[string]*Session{},
 		ice: newICEResolver(cfg.ICEServers, cfg.LookupHost), iceDone: make(chan struct{}),
 	}

@@ -6,7 +6,10 @@
 // password = base64(HMAC-SHA1(secret, username))), so the relay checks them
 // without keeping any state, and the secret is random per run: there is no
 // shared static password. Relaying is bounded per peer (allocations and
-// bandwidth) and in total.
+// bandwidth) and in total. Besides UDP and TCP the relay can listen for
+// TURN over TLS, for networks that let only TCP out, with a self-signed
+// certificate whose SHA-256 the grant carries so the asking node can pin
+// it.
 package peerturn
 
 import (
@@ -34,7 +37,7 @@ const Realm = "tandem"
 
 // Defaults of ServerConfig.
 const (
-	DefaultMaxAllocationsPerPeer = 4
+	DefaultMaxAllocationsPerPeer = 6 // a connection attempt takes two (UDP and TLS), and attempts overlap
 	DefaultMaxAllocations        = 64
 	DefaultPeerBandwidth         = 2_000_000 / 8  // bytes/s: 2 Mbit/s, a good video call
 	DefaultTotalBandwidth        = 10_000_000 / 8 // bytes/s: 10 Mbit/s
@@ -54,6 +57,10 @@ type ServerConfig struct {
 	// Port is the UDP and TCP port of the STUN/TURN server; 0 picks a
 	// free one (the same number for both when it can).
 	Port int
+	// TLS also serves TURN over TLS, on TLSPort (0 picks a free one),
+	// with a self-signed certificate made at start.
+	TLS     bool
+	TLSPort int
 	// MaxAllocationsPerPeer and MaxAllocations bound TURN allocations per
 	// peer ID and in total.
 	MaxAllocationsPerPeer int
@@ -67,6 +74,8 @@ type ServerConfig struct {
 	// Now is the clock credentials expire by (default time.Now).
 	Now func() time.Time
 	Log *slog.Logger
+
+	handshakeTimeout time.Duration // of TLS (tests shorten it)
 }
 
 func (c *ServerConfig) defaults() {
@@ -85,6 +94,9 @@ func (c *ServerConfig) defaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.handshakeTimeout <= 0 {
+		c.handshakeTimeout = handshakeTimeout
+	}
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
@@ -97,6 +109,8 @@ type Server struct {
 	turn   *turn.Server
 	udp    net.PacketConn
 	tcp    net.Listener
+	tls    *tlsListener // nil without ServerConfig.TLS
+	certFP [FingerprintSize]byte
 	total  *rate.Limiter
 
 	mu    sync.Mutex
@@ -110,7 +124,8 @@ type peerUse struct {
 	limit  *rate.Limiter
 }
 
-// NewServer starts a STUN/TURN server on UDP and TCP.
+// NewServer starts a STUN/TURN server on UDP and TCP, and TURN over TLS
+// if cfg.TLS.
 func NewServer(cfg ServerConfig) (*Server, error) {
 	cfg.defaults()
 	if cfg.ListenIP == nil || cfg.RelayIP == nil || cfg.RelayIP.IsUnspecified() {
@@ -128,6 +143,19 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	gen := &relayGen{s: s, inner: &turn.RelayAddressGeneratorStatic{
 		RelayAddress: cfg.RelayIP, Address: cfg.ListenIP.String(),
 	}}
+	listeners := []turn.ListenerConfig{{
+		Listener: s.tcp, RelayAddressGenerator: gen, PermissionHandler: s.permit,
+	}}
+	if cfg.TLS {
+		if err := s.listenTLS(); err != nil {
+			s.udp.Close()
+			s.tcp.Close()
+			return nil, err
+		}
+		listeners = append(listeners, turn.ListenerConfig{
+			Listener: s.tls, RelayAddressGenerator: gen, PermissionHandler: s.permit,
+		})
+	}
 	s.turn, err = turn.NewServer(turn.ServerConfig{
 		Realm:         Realm,
 		AuthHandler:   s.auth,
@@ -136,16 +164,31 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		PacketConnConfigs: []turn.PacketConnConfig{{
 			PacketConn: s.udp, RelayAddressGenerator: gen, PermissionHandler: s.permit,
 		}},
-		ListenerConfigs: []turn.ListenerConfig{{
-			Listener: s.tcp, RelayAddressGenerator: gen, PermissionHandler: s.permit,
-		}},
+		ListenerConfigs: listeners,
 	})
 	if err != nil {
 		s.udp.Close()
 		s.tcp.Close()
+		if s.tls != nil {
+			s.tls.Close()
+		}
 		return nil, fmt.Errorf("starting TURN server: %w", err)
 	}
 	return s, nil
+}
+
+// listenTLS makes the certificate and opens the TURN-over-TLS listener.
+func (s *Server) listenTLS() error {
+	cert, fp, err := selfSigned(s.cfg.RelayIP, s.cfg.Now())
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp4", net.JoinHostPort(s.cfg.ListenIP.String(), strconv.Itoa(s.cfg.TLSPort)))
+	if err != nil {
+		return fmt.Errorf("listening for TURN over TLS on TCP port %d: %w", s.cfg.TLSPort, err)
+	}
+	s.tls, s.certFP = newTLSListener(ln, cert, s.cfg.handshakeTimeout), fp
+	return nil
 }
 
 // listenBoth opens UDP and TCP on the same port when it can.
@@ -178,12 +221,39 @@ func (s *Server) Port() int { return s.udp.LocalAddr().(*net.UDPAddr).Port }
 // TCPPort is the TCP port of the server (Port, unless it was taken).
 func (s *Server) TCPPort() int { return s.tcp.Addr().(*net.TCPAddr).Port }
 
-// URLs are the server's STUN and TURN URLs at its relay address.
+// URLs are the server's STUN and TURN URLs at its relay address (TLS
+// apart: TLSURL).
 func (s *Server) URLs() []string {
 	host := s.cfg.RelayIP.String()
 	udp := net.JoinHostPort(host, strconv.Itoa(s.Port()))
 	tcp := net.JoinHostPort(host, strconv.Itoa(s.TCPPort()))
 	return []string{"stun:" + udp, "turn:" + udp + "?transport=udp", "turn:" + tcp + "?transport=tcp"}
+}
+
+// TLSPort is the TURN-over-TLS port, 0 without TLS.
+func (s *Server) TLSPort() int {
+	if s.tls == nil {
+		return 0
+	}
+	return s.tls.Addr().(*net.TCPAddr).Port
+}
+
+// TLSURL is the turns: URL of the server at its relay address, "" without
+// TLS.
+func (s *Server) TLSURL() string {
+	if s.tls == nil {
+		return ""
+	}
+	return "turns:" + net.JoinHostPort(s.cfg.RelayIP.String(), strconv.Itoa(s.TLSPort())) + "?transport=tcp"
+}
+
+// CertFingerprint is the SHA-256 of the TLS certificate's DER encoding,
+// nil without TLS.
+func (s *Server) CertFingerprint() []byte {
+	if s.tls == nil {
+		return nil
+	}
+	return s.certFP[:]
 }
 
 // Close stops the server and ends every allocation.

@@ -50,6 +50,11 @@ type Grant struct {
 	Username   string
 	Credential string
 	Expires    time.Time
+	// TLSURL is the helper's turns: URL ("" if it offers no TLS, or is
+	// older than TLS); TLSFingerprint the SHA-256 of the only certificate
+	// to accept there (FingerprintSize bytes, with TLSURL only).
+	TLSURL         string
+	TLSFingerprint []byte
 }
 
 // Handler serves Protocol for a Server.
@@ -107,6 +112,7 @@ func (h *Handler) HandleStream(st network.Stream) {
 	default:
 		user, pass, exp := h.srv.Credentials(remote)
 		g.Urls, g.Username, g.Credential, g.Expires = h.srv.URLs(), user, pass, exp.Unix()
+		g.TlsUrl, g.TlsSha256 = h.srv.TLSURL(), h.srv.CertFingerprint()
 	}
 	if _, err := protodelim.MarshalTo(st, g); err != nil {
 		st.Reset()
@@ -141,8 +147,10 @@ func Request(ctx context.Context, h host.Host, helper peer.ID, now time.Time) (G
 }
 
 // ReadGrant reads and checks one Grant frame for self: TURN credentials
-// made out to self, not expired and not valid for more than a day, and at
-// most 8 stun:/turn: URLs whose hosts are IP addresses.
+// made out to self, not expired and not valid for more than a day, at
+// most 8 stun:/turn: URLs whose hosts are IP addresses, and optionally a
+// turns: URL (TCP, IP address) with a SHA-256 certificate fingerprint:
+// both or neither.
 func ReadGrant(r *bufio.Reader, self peer.ID, now time.Time) (Grant, error) {
 	m := &pb.Grant{}
 	if err := (protodelim.UnmarshalOptions{MaxSize: MaxMessage}).UnmarshalFrom(r, m); err != nil {
@@ -172,21 +180,58 @@ func ReadGrant(r *bufio.Reader, self peer.ID, now time.Time) (Grant, error) {
 			return Grant{}, err
 		}
 	}
-	return Grant{URLs: m.GetUrls(), Username: m.GetUsername(), Credential: m.GetCredential(), Expires: exp}, nil
+	tlsURL, fp := m.GetTlsUrl(), m.GetTlsSha256()
+	switch {
+	case tlsURL == "" && len(fp) == 0:
+	case tlsURL == "" || len(fp) != FingerprintSize:
+		return Grant{}, fmt.Errorf("%w: a TLS URL comes with a %d-byte certificate fingerprint (got %q and %d bytes)",
+			ErrInvalid, FingerprintSize, clip(tlsURL), len(fp))
+	default:
+		if _, err := TLSURLAddr(tlsURL); err != nil {
+			return Grant{}, err
+		}
+	}
+	return Grant{URLs: m.GetUrls(), Username: m.GetUsername(), Credential: m.GetCredential(), Expires: exp,
+		TLSURL: tlsURL, TLSFingerprint: fp}, nil
 }
 
 // URLAddr checks a helper's stun: or turn: URL and returns its IP address.
 func URLAddr(u string) (netip.Addr, error) {
-	if len(u) > maxField {
-		return netip.Addr{}, fmt.Errorf("%w: URL too long", ErrInvalid)
-	}
-	uri, err := stun.ParseURI(u)
+	uri, err := parseURL(u)
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("%w: %q: %w", ErrInvalid, clip(u), err)
+		return netip.Addr{}, err
 	}
 	if uri.Scheme != stun.SchemeTypeSTUN && uri.Scheme != stun.SchemeTypeTURN {
 		return netip.Addr{}, fmt.Errorf("%w: %q: want stun: or turn:", ErrInvalid, clip(u))
 	}
+	return urlIP(u, uri)
+}
+
+// TLSURLAddr checks a helper's turns: URL (TURN over TLS over TCP; not
+// DTLS) and returns its IP address.
+func TLSURLAddr(u string) (netip.Addr, error) {
+	uri, err := parseURL(u)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	if uri.Scheme != stun.SchemeTypeTURNS || uri.Proto != stun.ProtoTypeTCP {
+		return netip.Addr{}, fmt.Errorf("%w: %q: want turns: over TCP", ErrInvalid, clip(u))
+	}
+	return urlIP(u, uri)
+}
+
+func parseURL(u string) (*stun.URI, error) {
+	if len(u) > maxField {
+		return nil, fmt.Errorf("%w: URL too long", ErrInvalid)
+	}
+	uri, err := stun.ParseURI(u)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %q: %w", ErrInvalid, clip(u), err)
+	}
+	return uri, nil
+}
+
+func urlIP(u string, uri *stun.URI) (netip.Addr, error) {
 	ip, err := netip.ParseAddr(strings.Trim(uri.Host, "[]"))
 	if err != nil || uri.Port <= 0 {
 		return netip.Addr{}, fmt.Errorf("%w: %q: want an IP address and a port", ErrInvalid, clip(u))
@@ -220,6 +265,9 @@ func (g Grant) KnownAddrs(h host.Host) Grant {
 		if ip, err := URLAddr(u); err == nil && known[ip] {
 			out.URLs = append(out.URLs, u)
 		}
+	}
+	if ip, err := TLSURLAddr(g.TLSURL); err != nil || !known[ip] {
+		out.TLSURL, out.TLSFingerprint = "", nil
 	}
 	return out
 }

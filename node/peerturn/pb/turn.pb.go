@@ -92,7 +92,16 @@ type Grant struct {
 	Expires int64 `protobuf:"varint,5,opt,name=expires,proto3" json:"expires,omitempty"`
 	// error, when set, says why there are no credentials; the other fields
 	// are then empty.
-	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	// tls_url, when set, is the helper's TURN-over-TLS server, for networks
+	// that block UDP: "turns:IP:PORT?transport=tcp" with an IP literal. Its
+	// certificate is self-signed; tls_sha256 (32 bytes) is the SHA-256 of
+	// the certificate's DER encoding, and the asking node accepts no other
+	// certificate there. The two come together or not at all. Added after
+	// version 1 shipped: older nodes skip both (unknown fields) and older
+	// helpers send neither, so the version stays 1.
+	TlsUrl        string `protobuf:"bytes,7,opt,name=tls_url,json=tlsUrl,proto3" json:"tls_url,omitempty"`
+	TlsSha256     []byte `protobuf:"bytes,8,opt,name=tls_sha256,json=tlsSha256,proto3" json:"tls_sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -169,6 +178,20 @@ func (x *Grant) GetError() string {
 	return ""
 }
 
+func (x *Grant) GetTlsUrl() string {
+	if x != nil {
+		return x.TlsUrl
+	}
+	return ""
+}
+
+func (x *Grant) GetTlsSha256() []byte {
+	if x != nil {
+		return x.TlsSha256
+	}
+	return nil
+}
+
 var File_turn_proto protoreflect.FileDescriptor
 
 const file_turn_proto_rawDesc = "" +
@@ -176,7 +199,7 @@ const file_turn_proto_rawDesc = "" +
 	"\n" +
 	"turn.proto\x12\x0etandem.turn.v1\"#\n" +
 	"\aRequest\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\rR\aversion\"\xa1\x01\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\"\xd9\x01\n" +
 	"\x05Grant\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x12\n" +
 	"\x04urls\x18\x02 \x03(\tR\x04urls\x12\x1a\n" +
@@ -185,7 +208,10 @@ const file_turn_proto_rawDesc = "" +
 	"credential\x18\x04 \x01(\tR\n" +
 	"credential\x12\x18\n" +
 	"\aexpires\x18\x05 \x01(\x03R\aexpires\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05errorB2Z0github.com/tandem-cowork/tandem/node/peerturn/pbb\x06proto3"
+	"\x05error\x18\x06 \x01(\tR\x05error\x12\x17\n" +
+	"\atls_url\x18\a \x01(\tR\x06tlsUrl\x12\x1d\n" +
+	"\n" +
+	"tls_sha256\x18\b \x01(\fR\ttlsSha256B2Z0github.com/tandem-cowork/tandem/node/peerturn/pbb\x06proto3"
 
 var (
 	file_turn_proto_rawDescOnce sync.Once
