@@ -430,7 +430,7 @@ type TURNConfig struct {
 	RelayIP string `toml:"relay_ip"`
 	// MaxAllocationsPerPeer and MaxAllocations bound relay allocations per
 	// peer and in total; PeerKbps and TotalKbps bound relayed traffic in
-	// kbit/s (both directions together). Zero means the defaults (6, 64,
+	// kbit/s (both directions together). Zero means the defaults (4, 64,
 	// 2000, 10000).
 	MaxAllocationsPerPeer int `toml:"max_allocations_per_peer"`
 	MaxAllocations        int `toml:"max_allocations"`

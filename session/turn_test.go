@@ -140,9 +140,8 @@ func TestSessionOverPeerTURN(t *testing.T) {
 // TestSessionOverPeerTURNS: two nodes forced to relay-only ICE, given
 // nothing but the helper's turns: URL and its certificate's fingerprint
 // from /tandem/turn/1, connect through the relay over TLS: pion's own TLS
-// would refuse the self-signed certificate, and pion skips TCP TURN
-// servers unless the TCP network types are on. The data channel carries
-// chat both ways.
+// would refuse the self-signed certificate. The data channel carries chat
+// both ways.
 func TestSessionOverPeerTURNS(t *testing.T) {
 	helper, srv := turnHelperWith(t, peerturn.ServerConfig{TLS: true})
 	clk := newClock()

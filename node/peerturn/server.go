@@ -37,7 +37,7 @@ const Realm = "tandem"
 
 // Defaults of ServerConfig.
 const (
-	DefaultMaxAllocationsPerPeer = 6 // a connection attempt takes two (UDP and TLS), and attempts overlap
+	DefaultMaxAllocationsPerPeer = 4
 	DefaultMaxAllocations        = 64
 	DefaultPeerBandwidth         = 2_000_000 / 8  // bytes/s: 2 Mbit/s, a good video call
 	DefaultTotalBandwidth        = 10_000_000 / 8 // bytes/s: 10 Mbit/s

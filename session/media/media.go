@@ -73,10 +73,10 @@ type Options struct {
 	// reached over TCP (turn:...?transport=tcp and turns:): pion/ice uses
 	// the connection it returns as is, so the dialer does the TLS of a
 	// turns: server itself (pion's own TLS checks only against the
-	// system's CAs, see docs/reach.md). Setting it also enables the TCP
-	// network types: pion/webrtc gathers over UDP only by default, and
-	// then skips TCP and TLS TURN servers without a word. pion never
-	// gathers TCP host candidates here (that needs a TCP mux).
+	// system's CAs, see docs/reach.md). The transport to a TURN server
+	// does not depend on the candidate network types (UDP only here):
+	// pion/ice tries UDP and TCP unless WithTURNTransportProtocols says
+	// otherwise, and pion/webrtc never sets it.
 	TURNDialer interface {
 		Dial(network, addr string) (net.Conn, error)
 	}
@@ -114,12 +114,6 @@ func NewAPI(o Options) (*webrtc.API, error) {
 	}
 	if o.TURNDialer != nil {
 		se.SetICEProxyDialer(o.TURNDialer)
-		if o.LoopbackOnly {
-			se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeTCP4})
-		} else {
-			se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6,
-				webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6})
-		}
 	}
 	if o.DisconnectedTimeout > 0 || o.FailedTimeout > 0 || o.KeepAliveInterval > 0 {
 		d, f, k := 5*time.Second, 25*time.Second, 2*time.Second
