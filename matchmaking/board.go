@@ -33,6 +33,12 @@ type boardEntry struct {
 	shard     shard.Key
 	via       peer.ID // the owner (gossip) or the board sync responder that brought it
 	rank      int     // the owner's standing when it was admitted
+	// private: a private offer opened from a sealed record sealed to us
+	// (private.go); its envelope is never served to anyone.
+	private bool
+	// opaque: a sealed record (the sealed board, private.go), known only
+	// by its owner, handle, seq, expiry and shard; offer is nil.
+	opaque bool
 }
 
 // slotClass groups offers that can only pair within the group: same kind,
@@ -93,11 +99,22 @@ func (b *board) put(o *pb.Offer, owner peer.ID, env []byte, now time.Time) bool 
 // board's admission rules let it in (boardadmit.go); rank is the owner's
 // standing. It reports whether the board changed.
 func (b *board) admit(o *pb.Offer, owner peer.ID, env []byte, now time.Time, rank int, via peer.ID) bool {
+	return b.admitEntry(&boardEntry{
+		offer: o, owner: owner, envelope: env,
+		seq: o.GetSeq(), expires: o.GetExpiresUnix(), withdrawn: o.GetWithdrawn(), class: classOfOffer(o),
+		shard: shardOfOffer(o),
+	}, o.GetBookingId(), now, rank, via)
+}
+
+// admitEntry stores e as the record (e.owner, booking) under the rules of
+// admit; e's seen, via and rank are filled in here.
+func (b *board) admitEntry(e *boardEntry, booking string, now time.Time, rank int, via peer.ID) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	k := boardKey{owner, o.GetBookingId()}
+	owner := e.owner
+	k := boardKey{owner, booking}
 	old, ok := b.entries[k]
-	if ok && old.seq >= o.GetSeq() {
+	if ok && old.seq >= e.seq {
 		return false
 	}
 	if !ok && !b.roomLocked(owner, rank, via, now) {
@@ -108,15 +125,10 @@ func (b *board) admit(o *pb.Offer, owner peer.ID, env []byte, now time.Time, ran
 		b.forgetLocked(k, old)
 		via = old.via // who brought it first stays accountable for it
 	}
-	e := &boardEntry{
-		offer: o, owner: owner, envelope: env, seen: now,
-		seq: o.GetSeq(), expires: o.GetExpiresUnix(), withdrawn: o.GetWithdrawn(), class: classOfOffer(o),
-		shard: shardOfOffer(o),
-		via:   via, rank: rank,
-	}
+	e.seen, e.via, e.rank = now, via, rank
 	b.entries[k] = e
 	b.countLocked(k, e)
-	if !e.withdrawn {
+	if !e.withdrawn && !e.opaque {
 		m := b.byClass[e.class]
 		if m == nil {
 			m = map[boardKey]*boardEntry{}
@@ -231,14 +243,18 @@ func (b *board) class(c slotClass, now time.Time) []*boardEntry {
 
 // envelopes returns every unexpired record of the shards want accepts
 // (withdrawals too, so a peer that missed a withdrawal learns it) up to
-// max bytes in all.
+// max bytes in all, but never a private offer (one naming a peer in
+// `with`).
 func (b *board) envelopes(now time.Time, maxBytes int, want func(shard.Key) bool) [][]byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out [][]byte
 	size := 0
 	for _, e := range b.entries {
-		if e.expired(now) || !want(e.shard) {
+		if e.expired(now) || !want(e.shard) || e.private || (e.offer != nil && len(e.offer.GetWith()) > 0) {
+			// A private offer is for its invited peer only: one sealed
+			// to us, or one a version 2 node sent in the clear (by
+			// gossip, or to us alone), is never served on.
 			continue
 		}
 		if size+len(e.envelope)+8 > maxBytes {

@@ -55,6 +55,16 @@ type topicCounter struct {
 	pubsub.RawTracer
 	mu sync.Mutex
 	n  map[string]int
+	// keep, once set (keepRaw), records every message as it arrived.
+	keep bool
+	raw  []rawMsg
+}
+
+// rawMsg is a gossip message as it came off the wire, before validation.
+type rawMsg struct {
+	topic string
+	from  peer.ID // the author
+	data  []byte
 }
 
 func (c *topicCounter) RecvRPC(rpc *pubsub.RPC) {
@@ -62,7 +72,24 @@ func (c *topicCounter) RecvRPC(rpc *pubsub.RPC) {
 	defer c.mu.Unlock()
 	for _, m := range rpc.GetPublish() {
 		c.n[m.GetTopic()]++
+		if c.keep {
+			c.raw = append(c.raw, rawMsg{m.GetTopic(), peer.ID(m.GetFrom()), append([]byte(nil), m.GetData()...)})
+		}
 	}
+}
+
+// keepRaw starts recording the messages that arrive.
+func (c *topicCounter) keepRaw() {
+	c.mu.Lock()
+	c.keep = true
+	c.mu.Unlock()
+}
+
+// received returns the messages recorded so far.
+func (c *topicCounter) received() []rawMsg {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]rawMsg(nil), c.raw...)
 }
 
 // topics returns a copy of the counts.

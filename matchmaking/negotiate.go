@@ -981,7 +981,10 @@ func (s *Service) tryHold(remote peer.ID, p *pb.Propose) string {
 		return reasonUnavailable
 	}
 	b, ok := s.bookings[p.GetToBooking()]
-	if !ok || b.State != StateSearching || !s.scopeAllowsLocked(b, remote, now) {
+	if !ok || b.State != StateSearching || !s.scopeAllowsLocked(b, remote, now) ||
+		(b.With != "" && b.With != remote.String()) {
+		// A private booking answers anyone but its invited peer as if it
+		// did not exist: its ID tells a stranger nothing.
 		return reasonUnavailable
 	}
 	if s.busyLocked(b.ID, now) || s.peerHoldsOtherLocked(remote, b.ID) {

@@ -23,6 +23,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"golang.org/x/time/rate"
 
+	"github.com/tandem-cowork/tandem/matchmaking/box"
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
 	"github.com/tandem-cowork/tandem/matchmaking/shard"
 	"github.com/tandem-cowork/tandem/session/usertext"
@@ -110,6 +111,12 @@ type Service struct {
 	// circleBoard holds the offers that came on circle topics; it is
 	// never served to a board sync (circles.go).
 	circleBoard *board
+	// sealedBoard holds sealed private offers, unread, to serve on
+	// (private.go); opener opens those sealed to us, handleKey names our
+	// own outside their box.
+	sealedBoard *board
+	opener      *box.Opener
+	handleKey   [32]byte
 	circMu      sync.Mutex // guards circles and their members; after s.mu
 	circles     map[string]*circleState
 	limit       *rateLimiter
@@ -192,6 +199,9 @@ type Service struct {
 	// v1Only, set by tests, makes the node behave as a version 1 node: it
 	// uses version 1's topic only and serves only /tandem/board/1.0.0.
 	v1Only bool
+	// v2Only, set by tests, makes the node behave as a version 2 node:
+	// no sealed topics or records, private offers in the clear.
+	v2Only bool
 
 	// testHook, when set by tests, is called at named points of the
 	// negotiation so a test can crash the node exactly there.
@@ -266,12 +276,17 @@ func New(cfg Config) (*Service, error) {
 		cancelRetries: map[string]cancelRetry{}, pending: map[string]Booking{},
 		wlocks: map[string]*writeLock{}, wakeSet: make(chan struct{}, 1),
 		clk:  clock{now: cfg.Now, rate: cfg.Rate, real: real},
-		name: cfg.Name, circleBoard: newBoard(), circles: map[string]*circleState{},
+		name: cfg.Name, circleBoard: newBoard(), sealedBoard: newBoard(), circles: map[string]*circleState{},
 		interest: shard.NewInterest(cfg.AnnounceInterval),
 		joined:   map[shard.Key]*shardTopic{},
 	}
 	if s.key == nil {
 		return nil, errors.New("matchmaking: host has no private key")
+	}
+	s.handleKey = handleKeyOf(s.key)
+	if s.opener, err = box.NewOpener(s.key); err != nil {
+		// Not an Ed25519 identity: nobody can seal a private offer to it.
+		s.log.Warn("private offers sealed to this node cannot be read", "err", err)
 	}
 	bs, err := loadAll[Booking](s.db, bookingPrefix)
 	if err != nil {
@@ -487,6 +502,10 @@ func (s *Service) Book(ctx context.Context, req BookRequest) (Booking, error) {
 		}
 		if id == s.h.ID() {
 			return Booking{}, invalidf("with: that is your own peer ID")
+		}
+		if _, err := box.X25519Public(id); err != nil {
+			// Its offer is sealed to that peer's key (private.go).
+			return Booking{}, invalidf("with: %q cannot receive a private offer: %v", req.With, err)
 		}
 	}
 	if err := s.checkScope(&req); err != nil {
@@ -820,9 +839,16 @@ func (s *Service) announce(ctx context.Context, b Booking) {
 	defer s.at("announced " + string(b.State))
 	now := s.now()
 	o := s.offerFor(b, now)
-	env, err := sealOffer(o, s.key)
+	private := b.With != "" && !s.v2Only
+	var env []byte
+	var err error
+	if private {
+		env, err = sealPrivateOffer(o, s.key, s.privateHandle(b.ID))
+	} else {
+		env, err = sealOffer(o, s.key)
+	}
 	if err != nil {
-		s.log.Error("signing offer", "err", err)
+		s.log.Error("signing offer", "booking", b.ID, "err", err)
 		return
 	}
 	s.observe(o, s.h.ID(), OfferPublished)
@@ -842,6 +868,16 @@ func (s *Service) announce(ctx context.Context, b Booking) {
 	if !o.GetWithdrawn() && !again {
 		s.kickRelayedPull()
 	}
+	if private {
+		// Sealed to the invited peer, on the shard's sealed topic only:
+		// never in the clear, on version 1's topic or a circle's. A push
+		// goes to the invited peer only (private.go).
+		if news {
+			s.pushPrivate(b, o)
+		}
+		s.publishSealed(ctx, b, env)
+		return
+	}
 	// A booking kept to its circle goes to its circle's topic only.
 	if !restricted(&b, now) {
 		if news {
@@ -858,6 +894,21 @@ func (s *Service) announce(ctx context.Context, b Booking) {
 	s.announceInCircles(ctx, b, env)
 }
 
+// publishSealed publishes the sealed record of private booking b on its
+// shard's sealed topic.
+func (s *Service) publishSealed(ctx context.Context, b Booking, env []byte) {
+	st := s.joinedTopic(ShardOf(b))
+	if st == nil || st.sealed == nil {
+		s.log.Debug("no sealed topic to announce on", "booking", b.ID, "shard", ShardOf(b))
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout) // real time: a publish bound (clock.go)
+	defer cancel()
+	if err := st.sealed.Publish(pctx, env); err != nil && ctx.Err() == nil {
+		s.log.Debug("publishing sealed offer", "topic", st.key.SealedTopic(), "err", err)
+	}
+}
+
 // announceLoop re-announces open offers (gossip keeps no history) and
 // tidies up bookings whose time has passed. Each offer is re-announced
 // once its last announcement is between 80% and 100% of AnnounceInterval
@@ -869,6 +920,7 @@ func (s *Service) announceLoop(ctx context.Context) {
 	s.clk.every(ctx, s.cfg.AnnounceInterval/announceChecks, func() {
 		now := s.now()
 		s.board.prune(now)
+		s.sealedBoard.prune(now)
 		// Views end, lingering shards are left, version 1 peers come
 		// and go.
 		s.syncShards(ctx)

@@ -2,6 +2,7 @@ package matchmaking
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -52,6 +53,7 @@ const (
 type shardTopic struct {
 	key       shard.Key
 	topic     *pubsub.Topic
+	sealed    *pubsub.Topic // the shard's sealed private offers (nil on version 1's topic)
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	connected atomic.Bool               // some peer is on the topic
@@ -242,6 +244,14 @@ func (s *Service) joinLocked(ctx context.Context, k shard.Key) error {
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	st := &shardTopic{key: k, topic: t, cancel: cancel}
+	if !k.V1 && !s.v2Only {
+		if err := s.joinSealed(sctx, st); err != nil {
+			cancel()
+			sub.Cancel()
+			events.Cancel()
+			return fail(err)
+		}
+	}
 	s.joined[k] = st
 	s.publishJoinedLocked()
 	st.wg.Go(func() { s.readGossip(sctx, sub) })
@@ -261,6 +271,10 @@ func (s *Service) leaveLocked(st *shardTopic) {
 	st.wg.Wait()
 	st.topic.Close()
 	s.cfg.PubSub.UnregisterTopicValidator(st.key.Topic())
+	if st.sealed != nil {
+		st.sealed.Close()
+		s.cfg.PubSub.UnregisterTopicValidator(st.key.SealedTopic())
+	}
 	s.shardEvent(st.key.Topic(), "left")
 }
 
@@ -270,7 +284,9 @@ func (s *Service) dropUnwantedLocked() {
 	if s.joined[shard.V1Key] != nil {
 		return
 	}
-	s.board.keepOnly(func(k shard.Key) bool { return s.joined[k] != nil })
+	keep := func(k shard.Key) bool { return s.joined[k] != nil }
+	s.board.keepOnly(keep)
+	s.sealedBoard.keepOnly(keep)
 }
 
 // wantsShard reports whether a record of shard k belongs on the board: the
@@ -351,5 +367,84 @@ func (s *Service) validatorFor(k shard.Key) func(context.Context, peer.ID, *pubs
 			return pubsub.ValidationReject
 		}
 		return res
+	}
+}
+
+// joinSealed joins the sealed topic of st's shard (private.go): its
+// validator, subscription and reader, which run until ctx ends. Peers are
+// found through the shard's own topic: version 3 nodes on it are on both.
+func (s *Service) joinSealed(ctx context.Context, st *shardTopic) error {
+	name := st.key.SealedTopic()
+	k := st.key
+	if err := s.cfg.PubSub.RegisterTopicValidator(name, func(ctx context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+		return s.validateSealed(k, msg)
+	}); err != nil {
+		return fmt.Errorf("registering sealed offer validator: %w", err)
+	}
+	t, err := s.cfg.PubSub.Join(name)
+	if err != nil {
+		s.cfg.PubSub.UnregisterTopicValidator(name)
+		return fmt.Errorf("joining %s: %w", name, err)
+	}
+	s.scoreTopic(t)
+	sub, err := t.Subscribe(pubsub.WithBufferSize(256))
+	if err != nil {
+		t.Close()
+		s.cfg.PubSub.UnregisterTopicValidator(name)
+		return fmt.Errorf("subscribing to %s: %w", name, err)
+	}
+	st.sealed = t
+	st.wg.Go(func() { s.readSealed(ctx, sub) })
+	return nil
+}
+
+// validateSealed is a sealed topic's validator. What any node can check
+// (signature, author, outer fields, shard, stamp) is rejected when wrong,
+// which penalises the forwarder. A record sealed to us whose inside is bad
+// is ignored (a relay could not have known) and counted against its
+// author. Everything else is accepted and forwarded unread.
+func (s *Service) validateSealed(k shard.Key, msg *pubsub.Message) pubsub.ValidationResult {
+	s.validated.Add(1)
+	now := s.now()
+	author := msg.GetFrom()
+	if author != s.h.ID() && !s.limit.allow(author, now) {
+		return pubsub.ValidationIgnore
+	}
+	in, err := s.openSealedIn(msg.GetData(), now)
+	var stale errStale
+	var inside insideBad
+	switch {
+	case errors.As(err, &stale):
+		return pubsub.ValidationIgnore
+	case errors.As(err, &inside):
+		s.refuseOffer(author, fmt.Errorf("sealed to us: %w", err))
+		return pubsub.ValidationIgnore
+	case err != nil:
+		s.refuseOffer(author, err)
+		return pubsub.ValidationReject
+	case in.owner != author:
+		s.refuseOffer(author, fmt.Errorf("sealed offer of %s published by %s", in.owner, author))
+		return pubsub.ValidationReject
+	case in.shard != k:
+		s.refuseOffer(author, fmt.Errorf("sealed offer of shard %s published on %s", in.shard, k))
+		return pubsub.ValidationReject
+	}
+	msg.ValidatorData = in
+	return pubsub.ValidationAccept
+}
+
+// readSealed stores the sealed records the topic brings.
+func (s *Service) readSealed(ctx context.Context, sub *pubsub.Subscription) {
+	defer sub.Cancel()
+	for {
+		msg, err := sub.Next(ctx)
+		if err != nil {
+			return
+		}
+		in, ok := msg.ValidatorData.(sealedIn)
+		if !ok || msg.GetFrom() == s.h.ID() || !s.wantsShard(in.shard) {
+			continue
+		}
+		s.takeSealed(in, msg.GetFrom(), OfferGossip)
 	}
 }

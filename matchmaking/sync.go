@@ -47,7 +47,7 @@ const (
 func (s *Service) syncBoard(ctx context.Context, p peer.ID, sh *shardTopic) {
 	sctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
 	defer cancel()
-	req := &pb.BoardRequest{Version: protoVersion}
+	req := &pb.BoardRequest{Version: protoVersion, Sealed: !s.v2Only}
 	proto := protocol.ID(BoardProtocol)
 	if ok, err := s.h.Peerstore().SupportsProtocols(p, BoardProtocolV2); err == nil && len(ok) > 0 && (sh == nil || !sh.key.V1) {
 		proto = BoardProtocolV2
@@ -73,6 +73,9 @@ func (s *Service) syncBoard(ctx context.Context, p peer.ID, sh *shardTopic) {
 		return
 	}
 	s.mergeBoard(resp.GetEnvelopes(), p)
+	if !s.v2Only {
+		s.mergeSealed(resp.GetSealed(), p)
+	}
 	if sh != nil {
 		now := s.now()
 		sh.lastPull.Store(&now)
@@ -209,24 +212,89 @@ func (s *Service) handleBoardStream(st network.Stream) {
 		return
 	}
 	now := s.now()
-	var own [][]byte
+	sealed := req.GetSealed() && !s.v2Only
+	var own, ownSealed [][]byte
 	for _, b := range s.Bookings() {
 		// Until our identity stamp is ready, our offers are not out yet
 		// (peers would refuse them: prepareStamp).
-		if s.stamp.Load() == nil || b.State != StateSearching || restricted(&b, now) || !want(ShardOf(b)) {
-			continue // a booking kept to its circle is not for everyone
+		if s.stamp.Load() == nil || b.State != StateSearching || !want(ShardOf(b)) {
+			continue
 		}
-		if env, err := sealOffer(s.offerFor(b, now), s.key); err == nil {
-			own = append(own, env)
+		private := b.With != "" && !s.v2Only
+		switch {
+		case private && sealed:
+			// Sealed to the invited peer, whoever asks.
+			if env, err := sealPrivateOffer(s.offerFor(b, now), s.key, s.privateHandle(b.ID)); err == nil {
+				ownSealed = append(ownSealed, env)
+			}
+		case private && remote.String() == b.With:
+			// The invited peer is a version 2 node (it reads no sealed
+			// records): it gets the offer in the clear, on this stream
+			// only, which no one else reads.
+			if env, err := sealOffer(s.offerFor(b, now), s.key); err == nil {
+				own = append(own, env)
+			}
+		case private:
+			// Nobody else learns of it.
+		case restricted(&b, now):
+			// A booking kept to its circle is not for everyone.
+		default:
+			if env, err := sealOffer(s.offerFor(b, now), s.key); err == nil {
+				own = append(own, env)
+			}
 		}
 	}
 	room := budget - 64 // the response's own framing
-	for _, e := range own {
+	for _, e := range append(own, ownSealed...) {
 		room -= len(e) + 8
 	}
 	envs := append(own, s.board.envelopes(now, room, want)...)
-	n, _ := protodelim.MarshalTo(st, &pb.BoardResponse{Envelopes: envs})
+	resp := &pb.BoardResponse{Envelopes: envs}
+	if sealed {
+		for _, e := range envs[len(own):] {
+			room -= len(e) + 8
+		}
+		resp.Sealed = append(ownSealed, s.sealedBoard.envelopes(now, room, want)...)
+	}
+	n, _ := protodelim.MarshalTo(st, resp)
 	s.syncBudget.spend(remote, n, time.Now())
+}
+
+// mergeSealed takes the sealed records of a board sync: each is verified
+// outside on its own (the responder is not trusted) and stored to serve
+// on; those sealed to us are opened and their offers put on the board.
+// Records the sealed board already has (owner, handle, seq) are skipped
+// unverified, as in mergeBoard.
+func (s *Service) mergeSealed(envs [][]byte, from peer.ID) (added, bad int) {
+	now := s.now()
+	for _, env := range envs {
+		if owner, handle, seq, k, ok := peekSealed(env); ok && (owner == s.h.ID() || s.sealedBoard.has(owner, handle, seq) || !s.wantsShard(k) ||
+			!s.sealedBoard.wouldAdmit(owner, handle, s.rank(owner, now), from, now)) {
+			continue
+		}
+		in, err := s.openSealedIn(env, now)
+		if err != nil {
+			var stale errStale
+			var inside insideBad
+			switch {
+			case errors.As(err, &stale):
+			case errors.As(err, &inside):
+				// The responder could not have known; its author could.
+				s.refuseOffer(in.owner, fmt.Errorf("sealed to us, in a board sync: %w", err))
+			default:
+				bad++
+				s.refuseOffer(from, fmt.Errorf("sealed, in a board sync: %w", err))
+			}
+			continue
+		}
+		if in.owner == s.h.ID() || !s.wantsShard(in.shard) {
+			continue
+		}
+		if s.takeSealed(in, from, OfferSync) {
+			added++
+		}
+	}
+	return added, bad
 }
 
 // boardFilter says which shards a board request asks for: all of them on

@@ -21,7 +21,7 @@ import (
 	"net/url"
 	"strings"
 
-	"golang.org/x/crypto/chacha20poly1305"
+	"github.com/tandem-cowork/tandem/matchmaking/box"
 )
 
 // SecretLen is the length of a circle's secret: 128 bits, as much as a
@@ -127,7 +127,7 @@ type Keys struct {
 	Topic string
 	// Rendezvous is the DHT namespace members advertise under.
 	Rendezvous string
-	key        [chacha20poly1305.KeySize]byte
+	key        [box.KeySize]byte
 }
 
 // Derive computes a secret's keys, each from its own HKDF info string.
@@ -141,7 +141,7 @@ func Derive(s Secret) (Keys, error) {
 	}
 	topic := hex.EncodeToString(derive("topic", 16))
 	rendezvous := hex.EncodeToString(derive("rendezvous", 16))
-	key := derive("aead key", chacha20poly1305.KeySize)
+	key := derive("aead key", box.KeySize)
 	if err != nil {
 		return k, fmt.Errorf("deriving circle keys: %w", err)
 	}
@@ -150,12 +150,12 @@ func Derive(s Secret) (Keys, error) {
 	return k, nil
 }
 
-// Sealed messages: a version byte, a random 24-byte nonce, and the
-// XChaCha20-Poly1305 ciphertext of the message.
+// Sealed messages: a version byte, then box.Seal's random 24-byte nonce
+// and XChaCha20-Poly1305 ciphertext of the message.
 const (
 	sealVersion = 1
 	// Overhead is what sealing adds to a message.
-	Overhead = 1 + chacha20poly1305.NonceSizeX + chacha20poly1305.Overhead
+	Overhead = 1 + box.Overhead
 	// MaxMessage bounds a sealed message.
 	MaxMessage = 8 << 10
 )
@@ -171,16 +171,11 @@ func (k Keys) additional(author []byte) []byte {
 
 // Seal encrypts msg from author (a binary peer ID) for the circle.
 func (k Keys) Seal(author, msg []byte) ([]byte, error) {
-	aead, err := chacha20poly1305.NewX(k.key[:])
+	sealed, err := box.Seal(&k.key, msg, k.additional(author))
 	if err != nil {
 		return nil, fmt.Errorf("sealing circle message: %w", err)
 	}
-	out := make([]byte, 1+aead.NonceSize(), 1+aead.NonceSize()+len(msg)+aead.Overhead())
-	out[0] = sealVersion
-	if _, err := rand.Read(out[1:]); err != nil {
-		return nil, fmt.Errorf("sealing circle message: %w", err)
-	}
-	out = aead.Seal(out, out[1:], msg, k.additional(author))
+	out := append([]byte{sealVersion}, sealed...)
 	if len(out) > MaxMessage {
 		return nil, fmt.Errorf("sealing circle message: %d bytes, more than %d", len(out), MaxMessage)
 	}
@@ -195,12 +190,7 @@ func (k Keys) Open(author, data []byte) ([]byte, error) {
 	if data[0] != sealVersion {
 		return nil, fmt.Errorf("%w: version %d", ErrOpen, data[0])
 	}
-	aead, err := chacha20poly1305.NewX(k.key[:])
-	if err != nil {
-		return nil, fmt.Errorf("opening circle message: %w", err)
-	}
-	n := 1 + aead.NonceSize()
-	msg, err := aead.Open(nil, data[1:n], data[n:], k.additional(author))
+	msg, err := box.Open(&k.key, data[1:], k.additional(author))
 	if err != nil {
 		return nil, ErrOpen
 	}

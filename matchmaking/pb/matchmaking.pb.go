@@ -289,7 +289,8 @@ func (x *Offer) GetStamp() []byte {
 type BoardRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	Topics        []string               `protobuf:"bytes,2,rep,name=topics,proto3" json:"topics,omitempty"` // version 2: offer topic names, at most 64
+	Topics        []string               `protobuf:"bytes,2,rep,name=topics,proto3" json:"topics,omitempty"`  // version 2: offer topic names, at most 64
+	Sealed        bool                   `protobuf:"varint,3,opt,name=sealed,proto3" json:"sealed,omitempty"` // the requester reads sealed private offers (offer protocol version 3)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -338,10 +339,18 @@ func (x *BoardRequest) GetTopics() []string {
 	return nil
 }
 
+func (x *BoardRequest) GetSealed() bool {
+	if x != nil {
+		return x.Sealed
+	}
+	return false
+}
+
 // BoardResponse carries signed offer envelopes, each verified by the receiver.
 type BoardResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Envelopes     [][]byte               `protobuf:"bytes,1,rep,name=envelopes,proto3" json:"envelopes,omitempty"`
+	Sealed        [][]byte               `protobuf:"bytes,2,rep,name=sealed,proto3" json:"sealed,omitempty"` // signed SealedOffer envelopes, only if the request asked for them
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -383,6 +392,110 @@ func (x *BoardResponse) GetEnvelopes() [][]byte {
 	return nil
 }
 
+func (x *BoardResponse) GetSealed() [][]byte {
+	if x != nil {
+		return x.Sealed
+	}
+	return nil
+}
+
+// SealedOffer is a private offer (one whose `with` names a peer), encrypted
+// for that peer: the payload of a signed record envelope (domain
+// "tandem-sealed-offer", payload type "/tandem/sealed-offer/1") signed by
+// the offer's owner. Everything but the shard, the owner and what relays
+// need to store and expire it is inside box.
+type SealedOffer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`                            // 1
+	Shard         string                 `protobuf:"bytes,2,opt,name=shard,proto3" json:"shard,omitempty"`                                 // the offer's shard, as its version 2 offer topic name
+	Handle        []byte                 `protobuf:"bytes,3,opt,name=handle,proto3" json:"handle,omitempty"`                               // 16 opaque bytes, the same for every record of one booking
+	Seq           uint64                 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`                                    // the inner offer's seq
+	ExpiresUnix   int64                  `protobuf:"varint,5,opt,name=expires_unix,json=expiresUnix,proto3" json:"expires_unix,omitempty"` // the inner offer's expiry
+	Stamp         []byte                 `protobuf:"bytes,6,opt,name=stamp,proto3" json:"stamp,omitempty"`                                 // the owner's identity stamp
+	Box           []byte                 `protobuf:"bytes,7,opt,name=box,proto3" json:"box,omitempty"`                                     // sealed to the invited peer: ephemeral X25519 key || nonce || XChaCha20-Poly1305 ciphertext
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SealedOffer) Reset() {
+	*x = SealedOffer{}
+	mi := &file_matchmaking_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SealedOffer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SealedOffer) ProtoMessage() {}
+
+func (x *SealedOffer) ProtoReflect() protoreflect.Message {
+	mi := &file_matchmaking_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SealedOffer.ProtoReflect.Descriptor instead.
+func (*SealedOffer) Descriptor() ([]byte, []int) {
+	return file_matchmaking_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SealedOffer) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *SealedOffer) GetShard() string {
+	if x != nil {
+		return x.Shard
+	}
+	return ""
+}
+
+func (x *SealedOffer) GetHandle() []byte {
+	if x != nil {
+		return x.Handle
+	}
+	return nil
+}
+
+func (x *SealedOffer) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *SealedOffer) GetExpiresUnix() int64 {
+	if x != nil {
+		return x.ExpiresUnix
+	}
+	return 0
+}
+
+func (x *SealedOffer) GetStamp() []byte {
+	if x != nil {
+		return x.Stamp
+	}
+	return nil
+}
+
+func (x *SealedOffer) GetBox() []byte {
+	if x != nil {
+		return x.Box
+	}
+	return nil
+}
+
 // OfferPush is the one frame of a /tandem/offer-push/1.0.0 stream: the
 // sender's own offer record (or withdrawal), sent to a peer it reaches only
 // through a relay, which gossip never uses.
@@ -396,7 +509,7 @@ type OfferPush struct {
 
 func (x *OfferPush) Reset() {
 	*x = OfferPush{}
-	mi := &file_matchmaking_proto_msgTypes[3]
+	mi := &file_matchmaking_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -408,7 +521,7 @@ func (x *OfferPush) String() string {
 func (*OfferPush) ProtoMessage() {}
 
 func (x *OfferPush) ProtoReflect() protoreflect.Message {
-	mi := &file_matchmaking_proto_msgTypes[3]
+	mi := &file_matchmaking_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -421,7 +534,7 @@ func (x *OfferPush) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfferPush.ProtoReflect.Descriptor instead.
 func (*OfferPush) Descriptor() ([]byte, []int) {
-	return file_matchmaking_proto_rawDescGZIP(), []int{3}
+	return file_matchmaking_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *OfferPush) GetVersion() uint32 {
@@ -457,7 +570,7 @@ type MatchMessage struct {
 
 func (x *MatchMessage) Reset() {
 	*x = MatchMessage{}
-	mi := &file_matchmaking_proto_msgTypes[4]
+	mi := &file_matchmaking_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +582,7 @@ func (x *MatchMessage) String() string {
 func (*MatchMessage) ProtoMessage() {}
 
 func (x *MatchMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_matchmaking_proto_msgTypes[4]
+	mi := &file_matchmaking_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +595,7 @@ func (x *MatchMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MatchMessage.ProtoReflect.Descriptor instead.
 func (*MatchMessage) Descriptor() ([]byte, []int) {
-	return file_matchmaking_proto_rawDescGZIP(), []int{4}
+	return file_matchmaking_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MatchMessage) GetVersion() uint32 {
@@ -612,7 +725,7 @@ type Propose struct {
 
 func (x *Propose) Reset() {
 	*x = Propose{}
-	mi := &file_matchmaking_proto_msgTypes[5]
+	mi := &file_matchmaking_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +737,7 @@ func (x *Propose) String() string {
 func (*Propose) ProtoMessage() {}
 
 func (x *Propose) ProtoReflect() protoreflect.Message {
-	mi := &file_matchmaking_proto_msgTypes[5]
+	mi := &file_matchmaking_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +750,7 @@ func (x *Propose) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Propose.ProtoReflect.Descriptor instead.
 func (*Propose) Descriptor() ([]byte, []int) {
-	return file_matchmaking_proto_rawDescGZIP(), []int{5}
+	return file_matchmaking_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Propose) GetFromBooking() string {
@@ -714,7 +827,7 @@ type Accept struct {
 
 func (x *Accept) Reset() {
 	*x = Accept{}
-	mi := &file_matchmaking_proto_msgTypes[6]
+	mi := &file_matchmaking_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -726,7 +839,7 @@ func (x *Accept) String() string {
 func (*Accept) ProtoMessage() {}
 
 func (x *Accept) ProtoReflect() protoreflect.Message {
-	mi := &file_matchmaking_proto_msgTypes[6]
+	mi := &file_matchmaking_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -739,7 +852,7 @@ func (x *Accept) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accept.ProtoReflect.Descriptor instead.
 func (*Accept) Descriptor() ([]byte, []int) {
-	return file_matchmaking_proto_rawDescGZIP(), []int{6}
+	return file_matchmaking_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Accept) GetName() string {
@@ -758,7 +871,7 @@ type Reject struct {
 
 func (x *Reject) Reset() {
 	*x = Reject{}
-	mi := &file_matchmaking_proto_msgTypes[7]
+	mi := &file_matchmaking_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +883,7 @@ func (x *Reject) String() string {
 func (*Reject) ProtoMessage() {}
 
 func (x *Reject) ProtoReflect() protoreflect.Message {
-	mi := &file_matchmaking_proto_msgTypes[7]
+	mi := &file_matchmaking_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +896,7 @@ func (x *Reject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reject.ProtoReflect.Descriptor instead.
 func (*Reject) Descriptor() ([]byte, []int) {
-	return file_matchmaking_proto_rawDescGZIP(), []int{7}
+	return file_matchmaking_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Reject) GetReason() string {
@@ -808,7 +921,7 @@ type Confirm struct {
 
 func (x *Confirm) Reset() {
 	*x = Confirm{}
-	mi := &file_matchmaking_proto_msgTypes[8]
+	mi := &file_matchmaking_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +933,7 @@ func (x *Confirm) String() string {
 func (*Confirm) ProtoMessage() {}
 
 func (x *Confirm) ProtoReflect() protoreflect.Message {
-	mi := &file_matchmaking_proto_msgTypes[8]
+	mi := &file_matchmaking_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +946,7 @@ func (x *Confirm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Confirm.ProtoReflect.Descriptor instead.
 func (*Confirm) Descriptor() ([]byte, []int) {
-	return file_matchmaking_proto_rawDescGZIP(), []int{8}
+	return file_matchmaking_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Confirm) GetFromBooking() string {
@@ -879,7 +992,7 @@ type Confirmed struct {
 
 func (x *Confirmed) Reset() {
 	*x = Confirmed{}
-	mi := &file_matchmaking_proto_msgTypes[9]
+	mi := &file_matchmaking_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +1004,7 @@ func (x *Confirmed) String() string {
 func (*Confirmed) ProtoMessage() {}
 
 func (x *Confirmed) ProtoReflect() protoreflect.Message {
-	mi := &file_matchmaking_proto_msgTypes[9]
+	mi := &file_matchmaking_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +1017,7 @@ func (x *Confirmed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Confirmed.ProtoReflect.Descriptor instead.
 func (*Confirmed) Descriptor() ([]byte, []int) {
-	return file_matchmaking_proto_rawDescGZIP(), []int{9}
+	return file_matchmaking_proto_rawDescGZIP(), []int{10}
 }
 
 // Cancel ends a match; the receiver's booking goes back to searching.
@@ -919,7 +1032,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_matchmaking_proto_msgTypes[10]
+	mi := &file_matchmaking_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1044,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_matchmaking_proto_msgTypes[10]
+	mi := &file_matchmaking_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +1057,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_matchmaking_proto_rawDescGZIP(), []int{10}
+	return file_matchmaking_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Cancel) GetFromBooking() string {
@@ -991,12 +1104,22 @@ const file_matchmaking_proto_rawDesc = "" +
 	"\twithdrawn\x18\f \x01(\bR\twithdrawn\x12\x12\n" +
 	"\x04with\x18\r \x01(\fR\x04with\x12\x14\n" +
 	"\x05addrs\x18\x0e \x03(\fR\x05addrs\x12\x14\n" +
-	"\x05stamp\x18\x0f \x01(\fR\x05stamp\"@\n" +
+	"\x05stamp\x18\x0f \x01(\fR\x05stamp\"X\n" +
 	"\fBoardRequest\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x16\n" +
-	"\x06topics\x18\x02 \x03(\tR\x06topics\"-\n" +
+	"\x06topics\x18\x02 \x03(\tR\x06topics\x12\x16\n" +
+	"\x06sealed\x18\x03 \x01(\bR\x06sealed\"E\n" +
 	"\rBoardResponse\x12\x1c\n" +
-	"\tenvelopes\x18\x01 \x03(\fR\tenvelopes\"A\n" +
+	"\tenvelopes\x18\x01 \x03(\fR\tenvelopes\x12\x16\n" +
+	"\x06sealed\x18\x02 \x03(\fR\x06sealed\"\xb2\x01\n" +
+	"\vSealedOffer\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
+	"\x05shard\x18\x02 \x01(\tR\x05shard\x12\x16\n" +
+	"\x06handle\x18\x03 \x01(\fR\x06handle\x12\x10\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12!\n" +
+	"\fexpires_unix\x18\x05 \x01(\x03R\vexpiresUnix\x12\x14\n" +
+	"\x05stamp\x18\x06 \x01(\fR\x05stamp\x12\x10\n" +
+	"\x03box\x18\a \x01(\fR\x03box\"A\n" +
 	"\tOfferPush\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
 	"\benvelope\x18\x02 \x01(\fR\benvelope\"\x95\x03\n" +
@@ -1062,31 +1185,32 @@ func file_matchmaking_proto_rawDescGZIP() []byte {
 }
 
 var file_matchmaking_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_matchmaking_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_matchmaking_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_matchmaking_proto_goTypes = []any{
 	(Kind)(0),             // 0: tandem.matchmaking.v1.Kind
 	(Activity)(0),         // 1: tandem.matchmaking.v1.Activity
 	(*Offer)(nil),         // 2: tandem.matchmaking.v1.Offer
 	(*BoardRequest)(nil),  // 3: tandem.matchmaking.v1.BoardRequest
 	(*BoardResponse)(nil), // 4: tandem.matchmaking.v1.BoardResponse
-	(*OfferPush)(nil),     // 5: tandem.matchmaking.v1.OfferPush
-	(*MatchMessage)(nil),  // 6: tandem.matchmaking.v1.MatchMessage
-	(*Propose)(nil),       // 7: tandem.matchmaking.v1.Propose
-	(*Accept)(nil),        // 8: tandem.matchmaking.v1.Accept
-	(*Reject)(nil),        // 9: tandem.matchmaking.v1.Reject
-	(*Confirm)(nil),       // 10: tandem.matchmaking.v1.Confirm
-	(*Confirmed)(nil),     // 11: tandem.matchmaking.v1.Confirmed
-	(*Cancel)(nil),        // 12: tandem.matchmaking.v1.Cancel
+	(*SealedOffer)(nil),   // 5: tandem.matchmaking.v1.SealedOffer
+	(*OfferPush)(nil),     // 6: tandem.matchmaking.v1.OfferPush
+	(*MatchMessage)(nil),  // 7: tandem.matchmaking.v1.MatchMessage
+	(*Propose)(nil),       // 8: tandem.matchmaking.v1.Propose
+	(*Accept)(nil),        // 9: tandem.matchmaking.v1.Accept
+	(*Reject)(nil),        // 10: tandem.matchmaking.v1.Reject
+	(*Confirm)(nil),       // 11: tandem.matchmaking.v1.Confirm
+	(*Confirmed)(nil),     // 12: tandem.matchmaking.v1.Confirmed
+	(*Cancel)(nil),        // 13: tandem.matchmaking.v1.Cancel
 }
 var file_matchmaking_proto_depIdxs = []int32{
 	0,  // 0: tandem.matchmaking.v1.Offer.kind:type_name -> tandem.matchmaking.v1.Kind
 	1,  // 1: tandem.matchmaking.v1.Offer.activity:type_name -> tandem.matchmaking.v1.Activity
-	7,  // 2: tandem.matchmaking.v1.MatchMessage.propose:type_name -> tandem.matchmaking.v1.Propose
-	8,  // 3: tandem.matchmaking.v1.MatchMessage.accept:type_name -> tandem.matchmaking.v1.Accept
-	9,  // 4: tandem.matchmaking.v1.MatchMessage.reject:type_name -> tandem.matchmaking.v1.Reject
-	10, // 5: tandem.matchmaking.v1.MatchMessage.confirm:type_name -> tandem.matchmaking.v1.Confirm
-	11, // 6: tandem.matchmaking.v1.MatchMessage.confirmed:type_name -> tandem.matchmaking.v1.Confirmed
-	12, // 7: tandem.matchmaking.v1.MatchMessage.cancel:type_name -> tandem.matchmaking.v1.Cancel
+	8,  // 2: tandem.matchmaking.v1.MatchMessage.propose:type_name -> tandem.matchmaking.v1.Propose
+	9,  // 3: tandem.matchmaking.v1.MatchMessage.accept:type_name -> tandem.matchmaking.v1.Accept
+	10, // 4: tandem.matchmaking.v1.MatchMessage.reject:type_name -> tandem.matchmaking.v1.Reject
+	11, // 5: tandem.matchmaking.v1.MatchMessage.confirm:type_name -> tandem.matchmaking.v1.Confirm
+	12, // 6: tandem.matchmaking.v1.MatchMessage.confirmed:type_name -> tandem.matchmaking.v1.Confirmed
+	13, // 7: tandem.matchmaking.v1.MatchMessage.cancel:type_name -> tandem.matchmaking.v1.Cancel
 	0,  // 8: tandem.matchmaking.v1.Propose.kind:type_name -> tandem.matchmaking.v1.Kind
 	1,  // 9: tandem.matchmaking.v1.Propose.activity:type_name -> tandem.matchmaking.v1.Activity
 	10, // [10:10] is the sub-list for method output_type
@@ -1101,7 +1225,7 @@ func file_matchmaking_proto_init() {
 	if File_matchmaking_proto != nil {
 		return
 	}
-	file_matchmaking_proto_msgTypes[4].OneofWrappers = []any{
+	file_matchmaking_proto_msgTypes[5].OneofWrappers = []any{
 		(*MatchMessage_Propose)(nil),
 		(*MatchMessage_Accept)(nil),
 		(*MatchMessage_Reject)(nil),
@@ -1115,7 +1239,7 @@ func file_matchmaking_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_matchmaking_proto_rawDesc), len(file_matchmaking_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -28,6 +28,11 @@ const (
 	Prefix = "/tandem/offers/2/"
 	// NowTopic carries every "focus now" offer.
 	NowTopic = Prefix + "now"
+	// SealedPrefix starts the companion topic of each version 2 shard
+	// that carries the shard's sealed private offers (offer protocol
+	// version 3): "/tandem/sealed/1/2026-12-03/25", "/tandem/sealed/1/now".
+	// Version 2 nodes, which would refuse them, are not on it.
+	SealedPrefix = "/tandem/sealed/1/"
 )
 
 // dayLayout is how a shard names its day (UTC).
@@ -81,6 +86,28 @@ func (k Key) Topic() string {
 
 func (k Key) String() string { return k.Topic() }
 
+// SealedTopic is the topic of the shard's sealed private offers; version
+// 1's topic has none ("").
+func (k Key) SealedTopic() string {
+	if k.V1 || k == (Key{}) {
+		return ""
+	}
+	return SealedPrefix + strings.TrimPrefix(k.Topic(), Prefix)
+}
+
+// ParseSealed reads a sealed topic name back into its shard's Key.
+func ParseSealed(topic string) (Key, error) {
+	rest, ok := strings.CutPrefix(topic, SealedPrefix)
+	if !ok {
+		return Key{}, fmt.Errorf("%q is not a sealed offer topic", topic)
+	}
+	k, err := Parse(Prefix + rest)
+	if err != nil || k.V1 {
+		return Key{}, fmt.Errorf("%q is not a sealed offer topic", topic)
+	}
+	return k, nil
+}
+
 // Holds reports whether an offer of shard o travels on this shard's topic:
 // its own, and every one on version 1's topic.
 func (k Key) Holds(o Key) bool { return k.V1 || k == o }
@@ -115,10 +142,14 @@ func Parse(topic string) (Key, error) {
 	return k, nil
 }
 
-// IsOfferTopic reports whether topic carries offers (version 1 or 2):
-// what peer scoring attaches its offer-topic parameters to.
+// IsOfferTopic reports whether topic carries offers (version 1 or 2, or
+// a shard's sealed offers): what peer scoring attaches its offer-topic
+// parameters to.
 func IsOfferTopic(topic string) bool {
-	_, err := Parse(topic)
+	if _, err := Parse(topic); err == nil {
+		return true
+	}
+	_, err := ParseSealed(topic)
 	return err == nil
 }
 

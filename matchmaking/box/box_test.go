@@ -1,0 +1,137 @@
+package box
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"testing"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+func edKey(t testing.TB) (crypto.PrivKey, peer.ID) {
+	t.Helper()
+	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := peer.IDFromPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, id
+}
+
+// The X25519 key a sender derives from a peer ID is the one the peer
+// derives from its private key: otherwise no box would ever open.
+func TestConversionAgrees(t *testing.T) {
+	for range 50 {
+		k, id := edKey(t)
+		o, err := NewOpener(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, err := X25519Public(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(pub, o.Public()) {
+			t.Fatalf("peer ID gives %x, private key %x", pub, o.Public())
+		}
+	}
+}
+
+func TestSealToOpens(t *testing.T) {
+	k, id := edKey(t)
+	other, _ := edKey(t)
+	o, _ := NewOpener(k)
+	oo, _ := NewOpener(other)
+	msg := []byte("Ada, Tuesday 09:00, 25 minutes, with Bo")
+	ad := []byte("topic")
+	sealed, err := SealTo(id, msg, ad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sealed) != len(msg)+SealToOverhead {
+		t.Fatalf("sealed %d bytes, want %d", len(sealed), len(msg)+SealToOverhead)
+	}
+	if bytes.Contains(sealed, []byte("Ada")) || bytes.Contains(sealed, []byte(id)) {
+		t.Fatal("the box shows its plaintext or its recipient")
+	}
+	if got, err := o.Open(sealed, ad); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("Open = %q, %v", got, err)
+	}
+	if _, err := oo.Open(sealed, ad); !errors.Is(err, ErrOpen) {
+		t.Fatalf("another peer opened it: %v", err)
+	}
+	if _, err := o.Open(sealed, []byte("other topic")); !errors.Is(err, ErrOpen) {
+		t.Fatalf("opened with other additional data: %v", err)
+	}
+	for i := range sealed {
+		bad := bytes.Clone(sealed)
+		bad[i] ^= 0x01
+		if _, err := o.Open(bad, ad); !errors.Is(err, ErrOpen) {
+			t.Fatalf("a box altered at byte %d opened: %v", i, err)
+		}
+	}
+	if _, err := o.Open(sealed[:SealToOverhead-1], ad); !errors.Is(err, ErrOpen) {
+		t.Fatalf("a short box: %v", err)
+	}
+	again, _ := SealTo(id, msg, ad)
+	if bytes.Equal(again[:32], sealed[:32]) || bytes.Equal(again, sealed) {
+		t.Fatal("two boxes of one message share an ephemeral key")
+	}
+}
+
+func TestSealToRefusesOtherKeys(t *testing.T) {
+	k, _, err := crypto.GenerateSecp256k1Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := peer.IDFromPrivateKey(k)
+	if _, err := SealTo(id, []byte("x"), nil); err == nil {
+		t.Fatal("sealed to a secp256k1 peer")
+	}
+	if _, err := NewOpener(k); err == nil {
+		t.Fatal("a secp256k1 key made an opener")
+	}
+	// Not points of the curve, or the identity (y = 1).
+	for _, pub := range [][]byte{bytes.Repeat([]byte{0xff}, 32), append([]byte{1}, make([]byte, 31)...)} {
+		if _, err := edwardsToMontgomery(pub); err == nil {
+			t.Errorf("converted %x", pub)
+		}
+	}
+}
+
+func TestSealOpen(t *testing.T) {
+	var key, other [KeySize]byte
+	rand.Read(key[:])
+	rand.Read(other[:])
+	sealed, err := Seal(&key, []byte("hello"), []byte("ad"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Open(&key, sealed, []byte("ad")); err != nil || string(got) != "hello" {
+		t.Fatalf("Open = %q, %v", got, err)
+	}
+	if _, err := Open(&other, sealed, []byte("ad")); !errors.Is(err, ErrOpen) {
+		t.Fatalf("another key: %v", err)
+	}
+}
+
+func FuzzOpenerOpen(f *testing.F) {
+	k, id := edKey(f)
+	o, _ := NewOpener(k)
+	good, _ := SealTo(id, []byte("an offer"), []byte("ad"))
+	f.Add(good)
+	f.Add([]byte{})
+	f.Add(make([]byte, SealToOverhead))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		msg, err := o.Open(data, []byte("ad"))
+		if err == nil && !bytes.Equal(data, good) {
+			// Only a box sealed to us opens; the fuzzer cannot forge one.
+			t.Fatalf("opened %q from a box we did not seal", msg)
+		}
+	})
+}

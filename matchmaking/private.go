@@ -1,0 +1,381 @@
+package matchmaking
+
+// Private offers (offer protocol version 3, docs/protocol.md section 2.5).
+//
+// A booking that names a peer in `with` may match that peer only, so its
+// offer is of use to that peer only: yet in the clear it told every node
+// on the shard who books privately with whom, the owner's name, the exact
+// slot and preferences. A version 3 node seals it: the signed offer
+// envelope (as on the offer topics) is encrypted to the invited peer's key
+// (package box), and the sealed box travels in a record of its own,
+// signed by the owner, on the shard's sealed topic and in board sync.
+// Outside, the record shows its owner (gossipsub signs every message
+// anyway), its shard (day x duration: where it must travel), and what a
+// relay needs to store and expire it (an opaque handle per booking, seq,
+// expiry, the owner's stamp). The invited peer opens every sealed record
+// it gets (one X25519 agreement each, under the author's gossip rate
+// limit); any other node stores and forwards it unread, under the board's
+// quotas, so that the invited peer gets it from a board sync when it comes
+// online later.
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/record"
+	recordpb "github.com/libp2p/go-libp2p/core/record/pb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tandem-cowork/tandem/matchmaking/box"
+	"github.com/tandem-cowork/tandem/matchmaking/pb"
+	"github.com/tandem-cowork/tandem/matchmaking/shard"
+)
+
+const (
+	sealedDomain = "tandem-sealed-offer"
+	// MaxSealedOfferSize bounds a sealed record on the wire: an offer
+	// envelope (at most MaxOfferSize) padded, boxed, and signed again.
+	MaxSealedOfferSize = 3072
+	sealedVersion      = 1
+	sealedHandleLen    = 16
+	// sealedPad: the boxed plaintext is padded to a multiple of this, so
+	// the record's size says little about the name and addresses inside.
+	sealedPad = 256
+)
+
+var sealedCodec = []byte("/tandem/sealed-offer/1")
+
+type sealedRecord struct{ so *pb.SealedOffer }
+
+func (r *sealedRecord) Domain() string { return sealedDomain }
+func (r *sealedRecord) Codec() []byte  { return sealedCodec }
+func (r *sealedRecord) MarshalRecord() ([]byte, error) {
+	return proto.Marshal(r.so)
+}
+func (r *sealedRecord) UnmarshalRecord(b []byte) error {
+	r.so = &pb.SealedOffer{}
+	return proto.Unmarshal(b, r.so)
+}
+
+func init() { record.RegisterType(&sealedRecord{}) }
+
+// errNotForUs: a sealed record that does not open with our key. That is
+// every sealed record but the ones sealed to us, so it is no fault.
+var errNotForUs = errors.New("sealed offer is not for us")
+
+// sealedAD is the box's additional data: a box opens only as its owner's,
+// on its shard.
+func sealedAD(owner peer.ID, shardTopic string) []byte {
+	ad := append([]byte("tandem-sealed-offer/1\x00"), shardTopic...)
+	return append(append(ad, 0), owner...)
+}
+
+// padOffer frames an offer envelope for the box: its length (2 bytes, big
+// endian), the envelope, zeros up to a multiple of sealedPad.
+func padOffer(env []byte) []byte {
+	n := 2 + len(env)
+	out := make([]byte, (n+sealedPad-1)/sealedPad*sealedPad)
+	binary.BigEndian.PutUint16(out, uint16(len(env)))
+	copy(out[2:], env)
+	return out
+}
+
+func unpadOffer(plain []byte) ([]byte, error) {
+	if len(plain) < 2 {
+		return nil, errors.New("sealed offer: empty box")
+	}
+	n := int(binary.BigEndian.Uint16(plain))
+	if n == 0 || n > len(plain)-2 || n > MaxOfferSize {
+		return nil, fmt.Errorf("sealed offer: an envelope of %d bytes in a box of %d", n, len(plain))
+	}
+	return plain[2 : 2+n], nil
+}
+
+// sealPrivateOffer signs o (a private offer: o.With names the invited
+// peer) as usual, seals the envelope to the invited peer, and signs the
+// sealed record. handle stands for the booking outside the box.
+func sealPrivateOffer(o *pb.Offer, key crypto.PrivKey, handle []byte) ([]byte, error) {
+	to, err := peer.IDFromBytes(o.GetWith())
+	if err != nil {
+		return nil, fmt.Errorf("sealing a private offer: with: %w", err)
+	}
+	inner, err := sealOffer(o, key)
+	if err != nil {
+		return nil, err
+	}
+	owner := peer.ID(o.GetOwner())
+	sh := shardOfOffer(o).Topic()
+	sealed, err := box.SealTo(to, padOffer(inner), sealedAD(owner, sh))
+	if err != nil {
+		return nil, fmt.Errorf("sealing a private offer: %w", err)
+	}
+	so := &pb.SealedOffer{
+		Version: sealedVersion, Shard: sh, Handle: handle,
+		Seq: o.GetSeq(), ExpiresUnix: o.GetExpiresUnix(), Stamp: o.GetStamp(), Box: sealed,
+	}
+	env, err := record.Seal(&sealedRecord{so: so}, key)
+	if err != nil {
+		return nil, fmt.Errorf("signing a sealed offer: %w", err)
+	}
+	out, err := env.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if len(out) > MaxSealedOfferSize {
+		return nil, fmt.Errorf("a sealed offer of %d bytes exceeds %d", len(out), MaxSealedOfferSize)
+	}
+	return out, nil
+}
+
+// openSealed verifies a sealed record's signature and outer fields (what
+// every node checks before storing or forwarding one) and returns it with
+// its owner and shard. The box stays closed.
+func openSealed(data []byte, now time.Time) (*pb.SealedOffer, peer.ID, shard.Key, error) {
+	if len(data) > MaxSealedOfferSize {
+		return nil, "", shard.Key{}, fmt.Errorf("sealed offer of %d bytes exceeds %d", len(data), MaxSealedOfferSize)
+	}
+	rec := &sealedRecord{}
+	env, err := record.ConsumeTypedEnvelope(data, rec)
+	if err != nil {
+		return nil, "", shard.Key{}, fmt.Errorf("opening sealed offer envelope: %w", err)
+	}
+	owner, err := peer.IDFromPublicKey(env.PublicKey)
+	if err != nil {
+		return nil, "", shard.Key{}, fmt.Errorf("sealed offer signer: %w", err)
+	}
+	so := rec.so
+	k, err := checkSealed(so, now)
+	if err != nil {
+		return nil, "", shard.Key{}, err
+	}
+	return so, owner, k, nil
+}
+
+// checkSealed checks a sealed record's outer fields.
+func checkSealed(so *pb.SealedOffer, now time.Time) (shard.Key, error) {
+	if so.GetVersion() != sealedVersion {
+		return shard.Key{}, fmt.Errorf("sealed offer version %d not supported", so.GetVersion())
+	}
+	k, err := shard.Parse(so.GetShard())
+	if err != nil || k.V1 {
+		return shard.Key{}, fmt.Errorf("sealed offer shard %q is not a version 2 shard", so.GetShard())
+	}
+	if len(so.GetHandle()) != sealedHandleLen {
+		return shard.Key{}, fmt.Errorf("sealed offer handle of %d bytes, want %d", len(so.GetHandle()), sealedHandleLen)
+	}
+	if n := len(so.GetBox()); n < box.SealToOverhead+sealedPad || (n-box.SealToOverhead)%sealedPad != 0 {
+		return shard.Key{}, fmt.Errorf("sealed offer box of %d bytes is not a padded box", n)
+	}
+	if time.Unix(so.GetExpiresUnix(), 0).After(now.Add(maxOfferTTL + peerSlack)) {
+		return shard.Key{}, errors.New("sealed offer expiry too far ahead")
+	}
+	if expiredAt(so.GetExpiresUnix(), now) {
+		return shard.Key{}, errStale{"sealed offer expired"}
+	}
+	return k, nil
+}
+
+// peekSealed reads a sealed record's owner, handle, seq and shard without
+// checking its signature, so a board sync can skip records it already
+// has. Nothing it returns may be used for anything else.
+func peekSealed(data []byte) (owner peer.ID, handle string, seq uint64, k shard.Key, ok bool) {
+	if len(data) > MaxSealedOfferSize {
+		return "", "", 0, shard.Key{}, false
+	}
+	var env recordpb.Envelope
+	if proto.Unmarshal(data, &env) != nil || !bytes.Equal(env.GetPayloadType(), sealedCodec) {
+		return "", "", 0, shard.Key{}, false
+	}
+	pk, err := crypto.PublicKeyFromProto(env.GetPublicKey())
+	if err != nil {
+		return "", "", 0, shard.Key{}, false
+	}
+	if owner, err = peer.IDFromPublicKey(pk); err != nil {
+		return "", "", 0, shard.Key{}, false
+	}
+	so := &pb.SealedOffer{}
+	if proto.Unmarshal(env.GetPayload(), so) != nil {
+		return "", "", 0, shard.Key{}, false
+	}
+	if k, err = shard.Parse(so.GetShard()); err != nil {
+		return "", "", 0, shard.Key{}, false
+	}
+	return owner, hex.EncodeToString(so.GetHandle()), so.GetSeq(), k, true
+}
+
+// openSealed verifies a sealed record as the package function does, and
+// its owner's identity stamp.
+func (s *Service) openSealed(data []byte, now time.Time) (*pb.SealedOffer, peer.ID, shard.Key, error) {
+	so, owner, k, err := openSealed(data, now)
+	if err != nil {
+		return nil, "", shard.Key{}, err
+	}
+	if err := checkStamp(owner, so.GetStamp(), s.cfg.StampBits); err != nil {
+		return nil, "", shard.Key{}, err
+	}
+	return so, owner, k, nil
+}
+
+// openPrivate opens the box of a verified sealed record of owner:
+// errNotForUs unless it was sealed to us; otherwise the offer inside,
+// checked as any offer, which must be owner's, name us in `with`, and
+// agree with the record's shard, seq and expiry.
+func openPrivate(opener *box.Opener, self peer.ID, so *pb.SealedOffer, owner peer.ID, now time.Time, stampBits int) (*pb.Offer, []byte, error) {
+	if opener == nil {
+		return nil, nil, errNotForUs
+	}
+	plain, err := opener.Open(so.GetBox(), sealedAD(owner, so.GetShard()))
+	if err != nil {
+		return nil, nil, errNotForUs
+	}
+	inner, err := unpadOffer(plain)
+	if err != nil {
+		return nil, nil, err
+	}
+	o, inOwner, err := openOffer(inner, now)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sealed offer: %w", err)
+	}
+	switch {
+	case inOwner != owner:
+		return nil, nil, fmt.Errorf("sealed offer of %s carries an offer of %s", owner, inOwner)
+	case peer.ID(o.GetWith()) != self:
+		return nil, nil, errors.New("sealed offer sealed to us names another peer in with")
+	case shardOfOffer(o).Topic() != so.GetShard():
+		return nil, nil, fmt.Errorf("sealed offer of shard %s carries an offer of shard %s", so.GetShard(), shardOfOffer(o))
+	case o.GetSeq() != so.GetSeq() || o.GetExpiresUnix() != so.GetExpiresUnix():
+		return nil, nil, errors.New("sealed offer's seq or expiry disagrees with the offer inside")
+	}
+	if err := checkStamp(owner, o.GetStamp(), stampBits); err != nil {
+		return nil, nil, fmt.Errorf("sealed offer: %w", err)
+	}
+	return o, inner, nil
+}
+
+// privateHandle is the handle of booking id outside the box: a keyed hash
+// of the booking ID, so relays can keep the newest record of a booking
+// while the ID (which the proposal names) stays unknown to them.
+func (s *Service) privateHandle(id string) []byte {
+	m := hmac.New(sha256.New, s.handleKey[:])
+	m.Write([]byte(id))
+	return m.Sum(nil)[:sealedHandleLen]
+}
+
+// handleKeyOf derives the handle key from the node's private key.
+func handleKeyOf(k crypto.PrivKey) [32]byte {
+	raw, _ := k.Raw()
+	return sha256.Sum256(append([]byte("tandem-sealed-handle/1\x00"), raw...))
+}
+
+// sealedIn is a sealed record that arrived (gossip or board sync), checked
+// outside, and opened if it was sealed to us.
+type sealedIn struct {
+	so    *pb.SealedOffer
+	owner peer.ID
+	shard shard.Key
+	env   []byte
+	// Set if it was sealed to us.
+	offer *pb.Offer
+	inner []byte
+}
+
+// takeSealed stores a verified sealed record (it is served on, sealed),
+// and, if it was sealed to us, the offer inside (never served). It
+// reports whether either board changed.
+func (s *Service) takeSealed(in sealedIn, via peer.ID, src OfferSource) bool {
+	if in.owner == s.h.ID() {
+		return false
+	}
+	now := s.now()
+	rank := s.rank(in.owner, now)
+	changed := s.sealedBoard.admitEntry(&boardEntry{
+		owner: in.owner, envelope: in.env, seq: in.so.GetSeq(), expires: in.so.GetExpiresUnix(),
+		shard: in.shard, opaque: true,
+	}, hex.EncodeToString(in.so.GetHandle()), now, rank, via)
+	if in.offer == nil {
+		return changed
+	}
+	o := in.offer
+	if s.board.admitEntry(&boardEntry{
+		offer: o, owner: in.owner, envelope: in.inner,
+		seq: o.GetSeq(), expires: o.GetExpiresUnix(), withdrawn: o.GetWithdrawn(), class: classOfOffer(o),
+		shard: shardOfOffer(o), private: true,
+	}, o.GetBookingId(), now, rank, via) {
+		s.observe(o, in.owner, src)
+		s.forgetBackoff(in.owner, o.GetBookingId())
+		s.learnAddrs(o, in.owner)
+		s.cfg.OnBoard()
+		s.wake()
+		return true
+	}
+	return changed
+}
+
+// openSealedIn checks a sealed record from the network and opens it if it
+// is for us. A record that is malformed or forged outside fails with an
+// error any node would find; one sealed to us whose inside is bad fails
+// with an error only we can see (errInsideBad wraps it).
+func (s *Service) openSealedIn(data []byte, now time.Time) (sealedIn, error) {
+	so, owner, k, err := s.openSealed(data, now)
+	if err != nil {
+		return sealedIn{}, err
+	}
+	in := sealedIn{so: so, owner: owner, shard: k, env: data}
+	o, inner, err := openPrivate(s.opener, s.h.ID(), so, owner, now, s.cfg.StampBits)
+	var stale errStale
+	switch {
+	case errors.Is(err, errNotForUs), errors.As(err, &stale):
+		return in, nil // stored and served on, sealed; nothing for us to use
+	case err != nil:
+		return in, insideBad{err}
+	}
+	in.offer, in.inner = o, inner
+	return in, nil
+}
+
+// insideBad: a sealed record sealed to us is fine outside but not inside.
+// Relays cannot see that, so it costs them nothing (gossip ignores the
+// message rather than rejecting it): only its author is to blame.
+type insideBad struct{ err error }
+
+func (e insideBad) Error() string { return e.err.Error() }
+func (e insideBad) Unwrap() error { return e.err }
+
+// sealedEnvelopes returns the sealed records of the shards want accepts,
+// up to maxBytes.
+func (s *Service) sealedEnvelopes(now time.Time, maxBytes int, want func(shard.Key) bool) [][]byte {
+	return s.sealedBoard.envelopes(now, maxBytes, want)
+}
+
+// pushPrivate pushes the offer o of private booking b to its invited peer
+// if the node reaches that peer only through a relay (push.go), and to no
+// one else. The push is a direct stream, which no one else reads, so it
+// carries the offer in the clear: a version 2 invitee reads no sealed
+// records, and a version 3 one keeps the offer as private (never served).
+func (s *Service) pushPrivate(b Booking, o *pb.Offer) {
+	to, err := peer.Decode(b.With)
+	if err != nil || s.ctx == nil {
+		return
+	}
+	if s.h.Network().Connectedness(to) != network.Limited {
+		return
+	}
+	if ok, err := s.h.Peerstore().SupportsProtocols(to, OfferPushProtocol); err != nil || len(ok) == 0 {
+		return
+	}
+	env, err := sealOffer(o, s.key)
+	if err != nil {
+		s.log.Error("signing offer", "booking", b.ID, "err", err)
+		return
+	}
+	s.goRun(func() { s.pushTo(s.ctx, to, env) })
+}
