@@ -688,7 +688,7 @@ func TestAttackForgerIsGraylisted(t *testing.T) {
 	victim, honest := newTestNode(t, nil), newTestNode(t, nil)
 	connect(t, victim, honest)
 	slot := nextSlot(3 * time.Hour)
-	bv := victim.book(t, BookRequest{At: slot, DurationMin: 25})
+	bv := victim.book(t, BookRequest{At: slot, DurationMin: 25, Activity: ActivityDesk})
 	name := shardOfOffer(victim.svc.offerFor(bv, time.Now())).Topic()
 	a := newAttacker(t)
 	topic, err := a.ps.Join(name)
@@ -731,7 +731,8 @@ func TestAttackForgerIsGraylisted(t *testing.T) {
 	// attacker publishes a valid offer and then the honest node
 	// re-announces its own; once that has arrived, so would the
 	// attacker's have, had it not been graylisted.
-	hb := honest.book(t, BookRequest{At: slot, DurationMin: 25, With: a.id().String()})
+	// On the victim's shard, and never its match (desk and moving do not pair).
+	hb := honest.book(t, BookRequest{At: slot, DurationMin: 25, Activity: ActivityMoving})
 	k := 0
 	waitFor(t, 10*time.Second, "the forger graylisted", func() bool {
 		k++

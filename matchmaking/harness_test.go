@@ -42,6 +42,8 @@ type testNode struct {
 	v1 bool
 	// hook, if set, is the service's testHook from before its Start.
 	hook func(point string)
+	// v2 makes it a version 2 node (see Service.v2Only).
+	v2 bool
 	// recv counts the offer messages gossip brought the node, per topic.
 	recv *topicCounter
 	// hostOpts, if set, replace libp2p.DisableRelay() among the host's
@@ -209,6 +211,7 @@ func (n *testNode) start() {
 	if n.hook != nil {
 		n.svc.testHook = n.hook
 	}
+	n.svc.v2Only = n.v2
 	if err := n.svc.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
