@@ -410,4 +410,3 @@ func FuzzSealedBox(f *testing.F) {
 		}
 	})
 }
-
