@@ -285,12 +285,15 @@ func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 		shuffle(others)
 		return append(favs, others...)
 	}
+	if b.With != "" {
+		// A private booking has one possible partner, and the plan
+		// leaves private offers out: nothing to wait for.
+		return others
+	}
 	var want boardKey
 	var partner *boardEntry
-	if b.With == "" {
-		if partner = planPartner(self, b, planned); partner != nil {
-			want = boardKey{partner.owner, partner.offer.GetBookingId()}
-		}
+	if partner = planPartner(self, b, planned); partner != nil {
+		want = boardKey{partner.owner, partner.offer.GetBookingId()}
 	}
 	// The grace runs from when the booking first had a plan partner, not
 	// from every change of plan: in a storm the plan shifts as offers

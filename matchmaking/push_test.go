@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/encoding/protodelim"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
+	"github.com/tandem-cowork/tandem/matchmaking/shard"
 )
 
 // relayOnly is a connection gater that lets the peers in it reach each
@@ -312,4 +313,33 @@ func FuzzOfferPush(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A private pair reached only through a relay matches at once too: the
+// invited peer gets the offer pushed to it alone (in the clear, on the
+// pair's own stream), or pulls it sealed when its booking opens; and it
+// serves neither on.
+func TestRelayedPrivatePairMatches(t *testing.T) {
+	clk := &testClock{}
+	clk.stop()
+	p := newRelayedPair(t, clk)
+	p.connect(t)
+	ba := p.a.book(t, BookRequest{Kind: KindNow, DurationMin: 25, With: p.b.id().String()})
+	bb := p.b.book(t, BookRequest{Kind: KindNow, DurationMin: 25, With: p.a.id().String()})
+	got := p.la.wait(t, "a to get b's offer", func(e OfferEvent) bool { return e.BookingID == bb.ID })
+	if got.Source != OfferPushed {
+		t.Errorf("b's offer reached a by %s, want a push", got.Source)
+	}
+	p.lb.wait(t, "b to get a's offer", func(e OfferEvent) bool { return e.BookingID == ba.ID })
+	for _, n := range []*testNode{p.a, p.b} {
+		for _, env := range n.svc.board.envelopes(n.svc.now(), MaxBoardResponse, func(shard.Key) bool { return true }) {
+			if o, ok := peekRecord(env); ok && len(o.GetWith()) > 0 {
+				t.Fatalf("%s would serve the private offer of booking %s", n.id(), o.GetBookingId())
+			}
+		}
+	}
+	waitFor(t, 20*time.Second, "a and b to match through the relay", func() bool {
+		return matchedWith(p.a, ba.ID, p.b) && matchedWith(p.b, bb.ID, p.a)
+	})
+	p.checkRelayed(t)
 }
