@@ -410,3 +410,56 @@ func FuzzSealedBox(f *testing.F) {
 		}
 	})
 }
+
+// The whole check of a sealed record on a sealed topic, as a node pays it
+// for every record (BenchmarkSealedNotForUs) and as the invited peer pays
+// it (BenchmarkSealedForUs), beside a plain offer's check.
+// go test -run X -bench 'Sealed|PlainOffer' ./matchmaking
+func BenchmarkSealedNotForUs(b *testing.B) { benchOpen(b, false) }
+func BenchmarkSealedForUs(b *testing.B)    { benchOpen(b, true) }
+
+func benchOpen(b *testing.B, forUs bool) {
+	now := time.Now()
+	key, self := mustKey(b)
+	xKey, x := mustKey(b)
+	_, other := mustKey(b)
+	opener, _ := box.NewOpener(key)
+	to := other
+	if forUs {
+		to = self
+	}
+	rec, err := sealPrivateOffer(privateOffer(x, to, now, "b1"), xKey, bytes.Repeat([]byte{1}, sealedHandleLen))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(len(rec)), "record-bytes")
+	for b.Loop() {
+		so, owner, _, err := openSealed(rec, now)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := checkStamp(owner, so.GetStamp(), testStampBits); err != nil {
+			b.Fatal(err)
+		}
+		o, _, err := openPrivate(opener, self, so, owner, now, testStampBits)
+		if forUs != (err == nil && o != nil) {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkPlainOffer(b *testing.B) {
+	now := time.Now()
+	xKey, x := mustKey(b)
+	env, _ := sealOffer(validOffer(x, now), xKey)
+	b.ReportMetric(float64(len(env)), "record-bytes")
+	for b.Loop() {
+		o, owner, err := openOffer(env, now)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := checkStamp(owner, o.GetStamp(), testStampBits); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
