@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -63,6 +64,8 @@ type relayedPair struct {
 	a, b   *testNode
 	relay  host.Host
 	la, lb *offerLog
+	// pullsA counts a's completed rounds of relayed pulls.
+	pullsA atomic.Int32
 }
 
 func newRelayedPair(t *testing.T, clk *testClock) *relayedPair {
@@ -82,14 +85,19 @@ func newRelayedPair(t *testing.T, clk *testClock) *relayedPair {
 	t.Cleanup(func() { r.Close() })
 	gate := &relayOnly{peers: map[peer.ID]bool{}}
 	p := &relayedPair{relay: relay, la: &offerLog{}, lb: &offerLog{}}
-	node := func(log *offerLog) *testNode {
+	node := func(log *offerLog, hook func(string)) *testNode {
 		key, id := mustKey(t)
 		gate.add(id)
-		return startTestNode(&testNode{t: t, key: key, dir: t.TempDir(),
+		return startTestNode(&testNode{t: t, key: key, dir: t.TempDir(), hook: hook,
 			hostOpts: []libp2p.Option{libp2p.ConnectionGater(gate)},
 			tune:     func(c *Config) { c.Now, c.OnOffer = clk.now, log.add }})
 	}
-	p.a, p.b = node(p.la), node(p.lb)
+	p.a = node(p.la, func(point string) {
+		if point == "relayed pull done" {
+			p.pullsA.Add(1)
+		}
+	})
+	p.b = node(p.lb, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), deadline(10*time.Second))
 	defer cancel()
 	if _, err := client.Reserve(ctx, p.b.h, peer.AddrInfo{ID: relay.ID(), Addrs: relay.Addrs()}); err != nil {
@@ -146,6 +154,9 @@ func TestRelayedPeersLearnNewOffersAtOnce(t *testing.T) {
 	p := newRelayedPair(t, clk)
 	p.connect(t)
 	ba := p.a.book(t, BookRequest{Kind: KindNow, DurationMin: 25})
+	// a's pull when its booking opened has found nothing new on b; had it
+	// run after b booked, it would have brought b's offer.
+	waitFor(t, 10*time.Second, "a's pull when its booking opened", func() bool { return p.pullsA.Load() >= 1 })
 	bb := p.b.book(t, BookRequest{Kind: KindNow, DurationMin: 25})
 	got := p.la.wait(t, "a to get b's offer", func(e OfferEvent) bool { return e.BookingID == bb.ID })
 	if got.Source != OfferPushed {

@@ -123,6 +123,7 @@ func (s *Service) relayedSyncLoop(ctx context.Context) {
 			}
 			s.syncBoard(ctx, p, nil)
 		}
+		s.at("relayed pull done")
 	}
 }
 
