@@ -209,7 +209,9 @@ func (n *Node) putProfile(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, apiv1.Profile{Name: n.mm.Name()})
 }
 
-// serveEvents streams node events as server-sent events.
+// serveEvents streams node events as server-sent events, until the client
+// goes, the node stops, or the token the stream was opened with is
+// rotated (a client that still may reconnects with the new one).
 func (n *Node) serveEvents(w http.ResponseWriter, r *http.Request) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
@@ -230,6 +232,8 @@ func (n *Node) serveEvents(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case <-n.stopping:
+			return
+		case <-tokenRotated(r):
 			return
 		case <-keepalive.C:
 			fmt.Fprint(w, ": keepalive\n\n")

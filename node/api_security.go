@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"crypto/subtle"
 	"net"
 	"net/http"
@@ -87,12 +88,26 @@ func (n *Node) tokenCheck(next http.Handler) http.Handler {
 				got = c.Value
 			}
 		}
-		if subtle.ConstantTimeCompare([]byte(got), []byte(n.currentToken())) != 1 {
+		tok, rotated := n.tokenNow()
+		if subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
 			writeError(w, http.StatusUnauthorized, "unauthorized: open the link printed by `tandem up` or `tandem status`, or pass the token")
 			return
 		}
-		next.ServeHTTP(w, r)
+		// What the request was let in with lasts until the token is
+		// rotated: a long-lived answer (the event stream) ends then.
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), rotationKey{}, rotated)))
 	})
+}
+
+// rotationKey keys, in a request's context, the channel closed when the
+// token the request was let in with is rotated (tokenCheck).
+type rotationKey struct{}
+
+// tokenRotated is the channel tokenCheck put in r's context (nil, which
+// never fires, for a request it did not check).
+func tokenRotated(r *http.Request) <-chan struct{} {
+	ch, _ := r.Context().Value(rotationKey{}).(<-chan struct{})
+	return ch
 }
 
 // login trades the token in the URL for an HttpOnly cookie, then sends the

@@ -61,6 +61,9 @@ type Node struct {
 	tokenMu  sync.RWMutex
 	token    string
 	calToken string // the calendar feed's (calendar.go)
+	// rotated is closed (and replaced) when the API token is rotated:
+	// event streams opened with the old token end then (token.go).
+	rotated chan struct{}
 
 	api      *http.Server
 	apiURL   string
@@ -94,7 +97,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		}
 	}
 	n := &Node{cfg: cfg, log: log, events: newEvents(), metrics: newMetrics(), sessionKick: make(chan struct{}, 1),
-		stopping: make(chan struct{}), done: make(chan struct{})}
+		stopping: make(chan struct{}), done: make(chan struct{}), rotated: make(chan struct{})}
 	// The store comes first: its directory lock is what tells a second
 	// `tandem up` on the same data dir to go away, before it touches anything.
 	db, err := store.Open(filepath.Join(cfg.DataDir, storeDir), cfg.InMemory, log)

@@ -89,9 +89,16 @@ func RotateToken(dataDir string) (string, error) {
 
 // currentToken is the token the API accepts now.
 func (n *Node) currentToken() string {
+	tok, _ := n.tokenNow()
+	return tok
+}
+
+// tokenNow is the token the API accepts now, and a channel closed when it
+// is rotated.
+func (n *Node) tokenNow() (string, <-chan struct{}) {
 	n.tokenMu.RLock()
 	defer n.tokenMu.RUnlock()
-	return n.token
+	return n.token, n.rotated
 }
 
 // rotateToken switches the running node to a new token: the token file and
@@ -108,6 +115,10 @@ func (n *Node) rotateToken() (string, error) {
 		}
 	}
 	n.token = tok
+	// Event streams opened with the old token end: a browser logged out
+	// by the rotation must not keep receiving the user's events.
+	close(n.rotated)
+	n.rotated = make(chan struct{})
 	if err := n.writeAPIFileLocked(); err != nil {
 		return "", err
 	}

@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tandem-cowork/tandem/node"
+	"github.com/tandem-cowork/tandem/node/apiv1"
 	"github.com/tandem-cowork/tandem/node/client"
 	"github.com/tandem-cowork/tandem/node/nodetest"
 )
@@ -142,5 +144,52 @@ func TestTokenFileBad(t *testing.T) {
 			t.Errorf("replaced token file mode = %o", fi.Mode().Perm())
 		}
 		n.Stop()
+	}
+}
+
+// TestRotateEndsEventStreams: rotating the token ends the event streams
+// opened with the old one (a browser the rotation logged out must not
+// keep receiving the user's events); one opened with the new token works.
+func TestRotateEndsEventStreams(t *testing.T) {
+	n := nodetest.Start(t, nodetest.Config(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	old, err := client.New(n.APIURL(), n.Token()).Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client.New(n.APIURL(), n.Token())
+	if _, err := c.RotateToken(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan struct{})
+	go func() {
+		for range old { // drain until the node ends the stream
+		}
+		close(ended)
+	}()
+	select {
+	case <-ended:
+	case <-time.After(30 * time.Second): // a bound: it ends at once
+		t.Fatal("the event stream opened with the old token is still open 30 s after the rotation")
+	}
+	fresh, err := c.Events(ctx)
+	if err != nil {
+		t.Fatalf("event stream with the new token: %v", err)
+	}
+	n.ClockChanged()
+	bound := time.After(30 * time.Second)
+	for {
+		select {
+		case ev, ok := <-fresh:
+			if !ok {
+				t.Fatal("the event stream opened with the new token ended")
+			}
+			if ev.Type == apiv1.EventClock {
+				return
+			}
+		case <-bound:
+			t.Fatal("no clock event on the stream opened with the new token")
+		}
 	}
 }

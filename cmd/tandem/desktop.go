@@ -116,9 +116,11 @@ func ask[T any](d *desktopNotices, call func() (T, error)) (T, error) {
 	return v, err
 }
 
-// run sends notices until ctx ends or the node's event stream closes.
+// run sends notices until ctx ends or the node's event stream closes for
+// good (the node stopped).
 func (d *desktopNotices) run(ctx context.Context) error {
-	events, err := ask(d, func() (<-chan apiv1.Event, error) { return d.c.Events(ctx) })
+	watch := func() (<-chan apiv1.Event, error) { return d.c.Events(ctx) }
+	events, err := ask(d, watch)
 	if err != nil {
 		return fmt.Errorf("watching the node's events: %w", err)
 	}
@@ -138,7 +140,14 @@ func (d *desktopNotices) run(ctx context.Context) error {
 			d.remind(ctx)
 		case ev, ok := <-events:
 			if !ok {
-				return nil
+				// The node ends its event streams when it stops, and
+				// when the token they were opened with is rotated: then
+				// the stream opens again with the new one.
+				if events, err = ask(d, watch); err != nil || ctx.Err() != nil {
+					return nil
+				}
+				d.catchUp(ctx)
+				continue
 			}
 			switch ev.Type {
 			case apiv1.EventBooking:
@@ -151,6 +160,16 @@ func (d *desktopNotices) run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// catchUp tells of what changed while no event stream was open.
+func (d *desktopNotices) catchUp(ctx context.Context) {
+	if bs, err := ask(d, func() ([]apiv1.Booking, error) { return d.c.Bookings(ctx) }); err == nil {
+		for _, b := range bs {
+			d.booking(ctx, b)
+		}
+	}
+	d.remind(ctx)
 }
 
 func (d *desktopNotices) notify(ctx context.Context, title, body string) {
