@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/encoding/protodelim"
 
 	"github.com/tandem-cowork/tandem/node/peerturn/pb"
+	"github.com/tandem-cowork/tandem/session/media"
 )
 
 func newHost(t *testing.T) host.Host {
@@ -461,4 +462,18 @@ func TestTLSStalledHandshake(t *testing.T) {
 		t.Fatalf("TLS after %d stalled clients: %v", maxHandshakes, err)
 	}
 	c.Close()
+}
+
+// A session through a peer's relay fits in the relay's share of one peer
+// (both directions together): both users' video at the most the node's
+// cap lets through (session/media/adapt.go), their audio (Opus, about 64
+// kbit/s with headers) and about 5% of packet overhead (IP, UDP, TURN
+// ChannelData, RTP and SRTP on ~1200-byte packets). A cap that climbed
+// beyond it made the relay drop packets and the cap saw-tooth (the NAT
+// lab's load step, docs/reach.md).
+func TestPeerShareFitsASessionAtTheCap(t *testing.T) {
+	need := (2*media.RelayMaxBitrate + 2*64_000) * 105 / 100
+	if have := DefaultPeerBandwidth * 8; need > have {
+		t.Fatalf("a session at the video cap needs about %d bit/s through the relay, a peer's share is %d", need, have)
+	}
 }

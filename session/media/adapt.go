@@ -22,12 +22,19 @@ import (
 // stops altogether (audio only) and is tried again after AudioOnlyHold.
 const (
 	AdaptInterval     = 2 * time.Second
-	RelayStartBitrate = 800_000   // bit/s: video within a 2 Mbit/s relay share, both ways
-	RelayMaxBitrate   = 1_500_000 // bit/s
-	MinVideoBitrate   = 150_000   // bit/s: below this, audio only
-	AudioOnlyHold     = 20 * time.Second
-	lossHigh          = 0.10
-	lossLow           = 0.02
+	RelayStartBitrate = 800_000 // bit/s: video within a 2 Mbit/s relay share, both ways
+	// RelayMaxBitrate: a Tandem peer's TURN relay allows each peer 2
+	// Mbit/s, both directions together (peerturn.DefaultPeerBandwidth),
+	// and both users send video through it. Above about 850 kbit/s each
+	// way (with audio and packet overhead) the relay drops packets, and
+	// the loss cut the cap again and again: in the NAT lab's load step,
+	// with a ceiling of 1.5 Mbit/s, 440-874 kbit/s arrived; with 850
+	// kbit/s, a steady 845 (docs/reach.md).
+	RelayMaxBitrate = 850_000 // bit/s
+	MinVideoBitrate = 150_000 // bit/s: below this, audio only
+	AudioOnlyHold   = 20 * time.Second
+	lossHigh        = 0.10
+	lossLow         = 0.02
 )
 
 // adapter is the relay's video cap towards the partner.
