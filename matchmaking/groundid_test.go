@@ -4,10 +4,15 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/network"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -177,5 +182,70 @@ func TestAttackGroundIDSybils(t *testing.T) {
 		k, onBoard(p), onBoard(q), took, base, float64(took)/float64(base))
 	if limit := 3*base + attackFloor; took > limit {
 		t.Fatalf("with %d ground-ID sybils the pair took %v, more than %v (3x %v + %v)", k, took, limit, base, attackFloor)
+	}
+}
+
+// A Sybil that is connected and takes a proposal's stream but never
+// answers costs a proposer one stream timeout, and then its offers, all of
+// them and any it announces later, are left out of the plan and of
+// proposals for a while (before: only the offer proposed to was backed
+// off, for 5 s, so an identity announcing a fresh booking ID each time
+// cost a timeout per offer).
+func TestAttackSilentOwnerLeftOut(t *testing.T) {
+	p := newTestNode(t, nil)
+	var key crypto.PrivKey
+	var id peer.ID
+	for key == nil || id < p.id() {
+		key, id = mustKey(t) // above p: p proposes to it
+	}
+	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+		libp2p.ResourceManager(&network.NullResourceManager{}), libp2p.DisableRelay())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	var streams atomic.Int64
+	h.SetStreamHandler(MatchProtocol, func(st network.Stream) {
+		streams.Add(1)
+		io.Copy(io.Discard, st) // takes the proposal, answers nothing
+		st.Reset()
+	})
+	connect(t, &testNode{h: h}, p)
+	a := newAttacker(t)
+	a.connect(p)
+	slot := nextSlot(3 * time.Hour)
+	stamp := mintStamp(id, testStampBits)
+	offer := func(booking string) []byte {
+		now := time.Now()
+		o := &pb.Offer{Version: protoVersion, Owner: []byte(id), BookingId: booking, StartUnix: slot.Unix(), DurationMin: 25,
+			Kind: pb.Kind_KIND_SCHEDULED, Activity: pb.Activity_ACTIVITY_ANYTHING, Name: "silent",
+			ExpiresUnix: now.Add(time.Hour).Unix(), Seq: uint64(now.UnixMicro()), Stamp: stamp, Addrs: [][]byte{h.Addrs()[0].Bytes()}}
+		env, err := sealOffer(o, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
+	p.view()
+	a.publishAs(key, offer("silent-1"))
+	waitFor(t, 10*time.Second, "the silent offer on p's board", func() bool { return p.svc.board.get(id, "silent-1") != nil })
+	bp := p.book(t, BookRequest{At: slot, DurationMin: 25})
+	waitFor(t, 10*time.Second, "p's proposal to the silent owner", func() bool { return streams.Load() > 0 })
+	waitFor(t, 10*time.Second, "p giving up on it", func() bool {
+		p.svc.mu.Lock()
+		defer p.svc.mu.Unlock()
+		return p.svc.reach[id].silences > 0 || p.svc.backoff[boardKey{id, "silent-1"}].hard
+	})
+	// A fresh booking ID, as a new offer.
+	a.publishAs(key, offer("silent-2"))
+	waitFor(t, 10*time.Second, "the second silent offer on p's board", func() bool { return p.svc.board.get(id, "silent-2") != nil })
+	// An honest peer books the slot: p matches it, and by then the silent
+	// owner had its chance to be proposed to again.
+	q := newTestNode(t, nil)
+	connect(t, p, q)
+	bq := q.book(t, BookRequest{At: slot, DurationMin: 25})
+	waitFor(t, 20*time.Second, "p and q matched", func() bool { return p.booking(bp.ID).Confirmed && q.booking(bq.ID).Confirmed })
+	if n := streams.Load(); n != 1 {
+		t.Fatalf("the silent owner was proposed to %d times, want once", n)
 	}
 }

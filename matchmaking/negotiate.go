@@ -568,7 +568,12 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 	}
 	reply, err := readMsg(r)
 	if err != nil {
+		// No answer to a Propose, which an acceptor answers without
+		// touching its disk: the owner took the stream and kept silent
+		// (or broke it off). It stays out of plans and proposals, all its
+		// offers, for a while (reach.go).
 		s.setBackoff(e, 5*time.Second)
+		s.markSilent(e.owner)
 		return false
 	}
 	acc := reply.GetAccept()

@@ -23,8 +23,13 @@ import (
 // that (a newer record used to end the backoff at once, so an attacker
 // re-announcing every few seconds kept its silent identities in every
 // plan). Any connection to the owner, from either side, counts at once.
-// An owner that answers is connected, whatever else it does; what it may
-// do then is bounded by holds and standing (holds.go, standing.go).
+// A connection proves nothing of an owner that takes a proposal's stream
+// and never answers (an acceptor answers a Propose without touching its
+// disk): such an owner is *silent*, out of plans and proposals, all its
+// offers and any it announces later, for unreachableBackoff, doubling with
+// every silence up to maxReachBackoff, connected or not. What an owner
+// that does answer may do is bounded by holds and standing (holds.go,
+// standing.go).
 
 // maxReachDials bounds the background dials to offer owners.
 const maxReachDials = 16
@@ -37,6 +42,46 @@ type reachState struct {
 	dialing bool
 	fails   int
 	until   time.Time // no dial before this
+	// silences counts proposals the owner took and never answered;
+	// until silentUntil it is out of plans and proposals even while
+	// connected (a connection proves nothing of an owner that answers
+	// nothing on it).
+	silences    int
+	silentUntil time.Time
+}
+
+// forgetDialsLocked drops p's failed dials (it is connected): its
+// silences are kept, so the next one doubles.
+func (s *Service) forgetDialsLocked(p peer.ID, st reachState) {
+	if st.silences == 0 {
+		delete(s.reach, p)
+		return
+	}
+	s.reach[p] = reachState{silences: st.silences, silentUntil: st.silentUntil}
+}
+
+// maxReach bounds the owners whose reach the node remembers; past it,
+// those it would not hold back any more are forgotten.
+const maxReach = 10000
+
+// markSilent notes that p took a proposal and never answered it: it is
+// left alone for unreachableBackoff, doubling with every silence up to
+// maxReachBackoff, whatever it announces meanwhile.
+func (s *Service) markSilent(p peer.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	if len(s.reach) >= maxReach {
+		for q, o := range s.reach {
+			if !o.dialing && !now.Before(o.until) && !now.Before(o.silentUntil) {
+				delete(s.reach, q)
+			}
+		}
+	}
+	st := s.reach[p]
+	st.silences++
+	st.silentUntil = now.Add(min(doubled(unreachableBackoff, st.silences), maxReachBackoff))
+	s.reach[p] = st
 }
 
 // connectedTo reports whether the node has a connection to p now (a relayed,
@@ -52,13 +97,16 @@ func (s *Service) connectedTo(p peer.ID) bool {
 // slots are taken: the next round asks again), and the matcher is woken
 // when it ends.
 func (s *Service) reachableLocked(p peer.ID, now time.Time) bool {
+	st := s.reach[p]
+	if now.Before(st.silentUntil) {
+		return false
+	}
 	if s.connectedTo(p) {
-		if st, ok := s.reach[p]; ok && !st.dialing {
-			delete(s.reach, p)
+		if !st.dialing {
+			s.forgetDialsLocked(p, st)
 		}
 		return true
 	}
-	st := s.reach[p]
 	if st.dialing || now.Before(st.until) || s.reachDials >= maxReachDials {
 		return false
 	}
@@ -74,7 +122,7 @@ func (s *Service) reachableLocked(p peer.ID, now time.Time) bool {
 		st := s.reach[p]
 		st.dialing = false
 		if err == nil || s.connectedTo(p) {
-			delete(s.reach, p)
+			s.forgetDialsLocked(p, st)
 		} else {
 			st.fails++
 			st.until = s.now().Add(min(doubled(unreachableBackoff, st.fails), maxReachBackoff))
@@ -85,7 +133,8 @@ func (s *Service) reachableLocked(p peer.ID, now time.Time) bool {
 	})
 	if !ok {
 		s.reachDials--
-		delete(s.reach, p)
+		st.dialing = false
+		s.reach[p] = st
 	}
 	return false
 }

@@ -234,7 +234,7 @@ func TestVictimCostUnderAttack(t *testing.T) {
 	if peak := max(peak1, peak3); peak > 160<<20 {
 		t.Errorf("the victim's RSS peaked at %.1f MB under the flood, more than twice the goal of 80 MB", mb(peak))
 	}
-	if share > 0.5 {
+	if share > 0.25 { // 40% before a refusal was paced
 		t.Errorf("16 board-sync requesters took %.0f%% of a core of the victim, far above the goal of 10%%", 100*share)
 	}
 }
