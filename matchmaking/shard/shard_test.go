@@ -38,6 +38,32 @@ func TestTopicNames(t *testing.T) {
 	}
 }
 
+// Each version 2 shard has a sealed topic (private offers, version 3) that
+// names the same shard; version 1's topic has none.
+func TestSealedTopicNames(t *testing.T) {
+	d := Scheduled(time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC), 25)
+	for k, want := range map[Key]string{d: "/tandem/sealed/1/2026-12-03/25", NowKey: "/tandem/sealed/1/now"} {
+		if got := k.SealedTopic(); got != want {
+			t.Errorf("%+v: sealed topic %q, want %q", k, got, want)
+		}
+		back, err := ParseSealed(want)
+		if err != nil || back != k {
+			t.Errorf("ParseSealed(%q) = %+v, %v", want, back, err)
+		}
+		if !IsOfferTopic(want) {
+			t.Errorf("IsOfferTopic(%q) = false: peer scoring would leave it out", want)
+		}
+	}
+	if V1Key.SealedTopic() != "" {
+		t.Error("version 1's topic has a sealed topic")
+	}
+	for _, bad := range []string{"/tandem/sealed/1/", "/tandem/sealed/1/2026-12-03/30", "/tandem/sealed/2/now", "/tandem/offers/2/now", "/tandem/sealed/1/../1"} {
+		if k, err := ParseSealed(bad); err == nil {
+			t.Errorf("ParseSealed(%q) = %+v, want an error", bad, k)
+		}
+	}
+}
+
 func TestHolds(t *testing.T) {
 	d := Scheduled(time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC), 25)
 	if !d.Holds(d) || d.Holds(NowKey) || !V1Key.Holds(d) || !V1Key.Holds(NowKey) {
