@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -461,5 +462,47 @@ func BenchmarkPlainOffer(b *testing.B) {
 		if err := checkStamp(owner, o.GetStamp(), testStampBits); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Sealed records are stored under the board's quotas, like offers: at
+// most maxPerOwner per owner, and only of shards the node is on.
+func TestSealedBoardQuotas(t *testing.T) {
+	v := newTestNode(t, nil)
+	v.view()
+	now := v.svc.now()
+	xKey, x := mustKey(t)
+	_, other := mustKey(t)
+	var envs [][]byte
+	for i := range maxPerOwner + 8 {
+		o := privateOffer(x, other, now, fmt.Sprintf("b%d", i))
+		rec, err := sealPrivateOffer(o, xKey, bytes.Repeat([]byte{byte(i)}, sealedHandleLen))
+		if err != nil {
+			t.Fatal(err)
+		}
+		envs = append(envs, rec)
+	}
+	// A shard the node is not on: three weeks ahead.
+	far := privateOffer(x, other, now, "far")
+	far.StartUnix = now.Add(21 * 24 * time.Hour).Truncate(Grid).Unix()
+	farRec, err := sealPrivateOffer(far, xKey, bytes.Repeat([]byte{0xee}, sealedHandleLen))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, y := mustKey(t)
+	added, bad := v.svc.mergeSealed(append(envs, farRec), y)
+	if bad != 0 || added != maxPerOwner {
+		t.Fatalf("a board sync of %d records of one owner added %d (bad %d), want %d", len(envs)+1, added, bad, maxPerOwner)
+	}
+	if n := len(v.svc.sealedBoard.all()); n != maxPerOwner {
+		t.Fatalf("the sealed board holds %d records, want %d", n, maxPerOwner)
+	}
+	if n := len(v.svc.board.all()); n != 0 {
+		t.Fatalf("records sealed to another peer put %d offers on the board", n)
+	}
+	// What it holds it serves, sealed, to a requester that reads them.
+	got := v.svc.sealedEnvelopes(v.svc.now(), MaxBoardResponse, func(shard.Key) bool { return true })
+	if len(got) != maxPerOwner {
+		t.Fatalf("serves %d sealed records, want %d", len(got), maxPerOwner)
 	}
 }
