@@ -323,7 +323,7 @@ func (s *Service) takeSealed(in sealedIn, via peer.ID, src OfferSource) bool {
 // openSealedIn checks a sealed record from the network and opens it if it
 // is for us. A record that is malformed or forged outside fails with an
 // error any node would find; one sealed to us whose inside is bad fails
-// with an error only we can see (errInsideBad wraps it).
+// with an error only we can see (an insideBad).
 func (s *Service) openSealedIn(data []byte, now time.Time) (sealedIn, error) {
 	so, owner, k, err := s.openSealed(data, now)
 	if err != nil {
