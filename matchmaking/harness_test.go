@@ -133,18 +133,11 @@ func testLogger() *slog.Logger {
 
 func newTestNode(t testing.TB, tune func(*Config)) *testNode {
 	t.Helper()
-	return newHookedNode(t, tune, nil)
-}
-
-// newHookedNode is newTestNode with the service's testHook set before it
-// starts (so before anything Start runs reaches a test point).
-func newHookedNode(t testing.TB, tune func(*Config), hook func(point string)) *testNode {
-	t.Helper()
 	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startTestNode(&testNode{t: t, key: key, dir: t.TempDir(), tune: tune, hook: hook})
+	return startTestNode(&testNode{t: t, key: key, dir: t.TempDir(), tune: tune})
 }
 
 // startTestNode starts n (its key, dir, tune, hook and hostOpts set) and
