@@ -139,6 +139,10 @@ const maxTries = 3
 // owner it could not reach.
 const unreachableBackoff = 30 * time.Second
 
+// proposeReplyTimeout bounds the wait for the answer to a Propose (the
+// stream timeout, if shorter).
+const proposeReplyTimeout = 2 * time.Second
+
 // busyBackoff is the least time before a proposer comes back to an offer
 // whose owner answered "busy" (it waits up to twice that, at random).
 const busyBackoff = 30 * time.Millisecond
@@ -566,16 +570,20 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 		s.setBackoff(e, 5*time.Second)
 		return false
 	}
+	// An acceptor answers a Propose from memory (no disk write), so its
+	// answer takes a round trip: waiting the whole stream timeout for it
+	// only served owners that never answer.
+	st.SetReadDeadline(time.Now().Add(min(s.cfg.StreamTimeout, proposeReplyTimeout))) // real time: a socket bound
 	reply, err := readMsg(r)
 	if err != nil {
-		// No answer to a Propose, which an acceptor answers without
-		// touching its disk: the owner took the stream and kept silent
-		// (or broke it off). It stays out of plans and proposals, all its
-		// offers, for a while (reach.go).
+		// No answer to a Propose: the owner took the stream and kept
+		// silent (or broke it off). It stays out of plans and proposals,
+		// all its offers, for a while (reach.go).
 		s.setBackoff(e, 5*time.Second)
 		s.markSilent(e.owner)
 		return false
 	}
+	st.SetReadDeadline(time.Now().Add(2 * s.cfg.StreamTimeout))
 	acc := reply.GetAccept()
 	if acc == nil {
 		// A busy peer is settling another proposal, which takes a round

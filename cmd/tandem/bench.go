@@ -83,6 +83,7 @@ func newBenchSwarmCmd(g *globalFlags) *cobra.Command {
 	f.Uint64Var(&cfg.Seed, "seed", 1, "seed of the workload and topology")
 	f.UintSliceVar(&seeds, "seeds", nil, "run once per seed (e.g. 1,2,3) and report each run, the median and the spread")
 	f.IntVar(&cfg.Degree, "degree", 4, "peers each node dials at start")
+	f.IntVar(&cfg.Sybils, "sybils", 0, "attacker identities in the swarm: they flood offers into honest slot classes, hold without confirming and never answer (docs/benchmarks.md)")
 	f.StringVar(&cfg.Transport, "transport", "tcp", "transport between the nodes: tcp (Noise, yamux) or quic (fits large swarms in the open-file limit)")
 	f.DurationVar(&cfg.Settle, "settle", 30*time.Second, "longest wait for matching to finish after the workload")
 	f.DurationVar(&cfg.Opportunity, "opportunity", time.Second, "two compatible requests open together this long should have been paired")

@@ -169,6 +169,9 @@ func (id *Identity) Hold(ctx context.Context, h host.Host, victim peer.AddrInfo,
 	if err != nil {
 		return false, err
 	}
+	if d, ok := ctx.Deadline(); ok {
+		st.SetDeadline(d)
+	}
 	booking := "hold-" + target.GetBookingId()
 	if len(booking) > 64 {
 		booking = booking[:64]

@@ -33,6 +33,9 @@ type SwarmConfig struct {
 	// Degree is how many random peers each node dials at start (default 4;
 	// others dial it too, so about twice that many connections).
 	Degree int
+	// Sybils is how many attacker identities join the swarm for the
+	// workload (sybils.go); 0: none.
+	Sybils int
 	// Transport is "tcp" (TCP, Noise, yamux: the default) or "quic". A TCP
 	// connection between two nodes of the swarm costs the process two file
 	// descriptors, a QUIC one none (a node's connections share its one UDP
@@ -122,6 +125,15 @@ type SwarmResult struct {
 	// records entering a node's board per minute (gossip and sync).
 	ShardsPerNode   float64 `json:"shards_per_node"`
 	OffersInPerNode float64 `json:"offers_received_per_node_per_min"`
+
+	// Sybils is how many attackers were present (SwarmConfig.Sybils);
+	// SybilOffers the offers they published, SybilProposals and
+	// SybilHolds the proposals they made and how many were accepted
+	// (and then never confirmed).
+	Sybils         int   `json:"sybils,omitempty"`
+	SybilOffers    int64 `json:"sybil_offers,omitempty"`
+	SybilProposals int64 `json:"sybil_proposals,omitempty"`
+	SybilHolds     int64 `json:"sybil_holds,omitempty"`
 
 	Floor    Floor    `json:"floor"`
 	Problems []string `json:"problems,omitempty"`
@@ -224,6 +236,18 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 		return nil, fmt.Errorf("measuring the floor: %w", err)
 	}
 	runtime.GC()
+
+	if cfg.Sybils > 0 {
+		atk, err := startSybils(ctx, s, cfg.Sybils, rand.New(rand.NewPCG(cfg.Seed, 0x737962)))
+		if err != nil {
+			return nil, fmt.Errorf("starting the attackers: %w", err)
+		}
+		defer func() {
+			atk.stop()
+			res.Sybils, res.SybilOffers = cfg.Sybils, atk.published.Load()
+			res.SybilProposals, res.SybilHolds = atk.proposals.Load(), atk.held.Load()
+		}()
+	}
 
 	// The workload.
 	start := time.Now()
@@ -800,6 +824,10 @@ func (r *SwarmResult) Table(w io.Writer) {
 		pct = 100 * float64(r.MatchedPairs) / float64(r.MaxPairs)
 	}
 	row("matched pairs", "%d of %d possible (%.1f%%); %d ignoring timing", r.MatchedPairs, r.MaxPairs, pct, r.MaxPairsUntimed)
+	if r.Sybils > 0 {
+		row("attackers", "%d identities: %d offers in honest classes, %d proposals never confirmed (%d accepted), never answer a proposal",
+			r.Sybils, r.SybilOffers, r.SybilProposals, r.SybilHolds)
+	}
 	row("double / one-sided bookings", "%d / %d  (%d unconfirmed)", r.DoubleBookings, r.OneSidedBookings, r.UnconfirmedAtEnd)
 	t := r.Traffic
 	row("messages per node per minute", "%.0f  (gossip RPCs %.0f carrying %.0f msgs + %.0f control; %.1f streams)",

@@ -119,3 +119,26 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Logf("%s", p)
 	return len(p), nil
 }
+
+// TestSwarmSybilsSmoke runs a small swarm with two attackers present
+// (--sybils): they publish offers into honest classes and propose, and
+// whatever they do, no honest booking is double or one-sided. How much
+// they slow matching is measured, never asserted (docs/benchmarks.md).
+func TestSwarmSybilsSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs an 8-node swarm for about 20 s")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	res, err := RunSwarm(ctx, SwarmConfig{Nodes: 8, Duration: 10 * time.Second, Settle: 10 * time.Second, Seed: 1, Sybils: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Table(testWriter{t})
+	if res.DoubleBookings != 0 || res.OneSidedBookings != 0 {
+		t.Errorf("%d double and %d one-sided bookings, want none", res.DoubleBookings, res.OneSidedBookings)
+	}
+	if res.Sybils != 2 || res.SybilOffers == 0 || res.SybilProposals == 0 {
+		t.Errorf("the attackers did nothing: %d attackers, %d offers, %d proposals", res.Sybils, res.SybilOffers, res.SybilProposals)
+	}
+}
