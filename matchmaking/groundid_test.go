@@ -3,6 +3,7 @@ package matchmaking
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -125,8 +126,22 @@ func TestAttackGroundIDSybils(t *testing.T) {
 	connect(t, p, q)
 	base := timeToMatch(t, p, q, nextSlot(2*time.Hour), nil)
 
-	slot := nextSlot(6 * time.Hour)
-	c := classOfBooking(&Booking{Kind: KindScheduled, Start: slot, DurationMin: 25, Activity: ActivityAnything})
+	// Of eight slots, the one whose plan keys of p and q lie furthest
+	// apart: grinding identities between them is then cheapest (a pair
+	// whose keys are close costs the attacker many more tries, and this
+	// test seconds of CPU, for the same attack).
+	var slot time.Time
+	var c slotClass
+	best := uint64(0)
+	for i := range 8 {
+		at := nextSlot(6*time.Hour + time.Duration(i)*Grid)
+		ci := classOfBooking(&Booking{Kind: KindScheduled, Start: at, DurationMin: 25, Activity: ActivityAnything})
+		a := binary.BigEndian.Uint64([]byte(planKey(ci, p.id())))
+		b := binary.BigEndian.Uint64([]byte(planKey(ci, q.id())))
+		if gap := max(a, b) - min(a, b); gap >= best {
+			best, slot, c = gap, at, ci
+		}
+	}
 	t0 := time.Now()
 	keys, tries := groundSybils(t, c, p.id(), q.id(), k)
 	pit := tarpit(t)
