@@ -839,6 +839,21 @@ func (s *Service) announce(ctx context.Context, b Booking) {
 	defer s.at("announced " + string(b.State))
 	now := s.now()
 	o := s.offerFor(b, now)
+	// b may be a copy read before a change of state whose own
+	// announcement then outranks it. The seq above is taken before this
+	// look at the booking, and a change is applied before its own
+	// announcement takes a seq: so a record of a state that has changed
+	// meanwhile is dropped here, and one that passes is outranked by the
+	// change's record. (An open offer announced after a Cancel's
+	// withdrawal, with a higher seq, would put the cancelled offer back
+	// on every board.)
+	s.mu.Lock()
+	cur, ok := s.bookings[b.ID]
+	stale := (ok && (cur.State == StateSearching) == o.GetWithdrawn()) || (!ok && !o.GetWithdrawn())
+	s.mu.Unlock()
+	if stale {
+		return
+	}
 	private := b.With != "" && !s.v2Only
 	var env []byte
 	var err error
