@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"time"
 
@@ -99,6 +100,12 @@ func runJoin(ctx context.Context, c *client.Client, id string, asJSON bool, in i
 			return ctx.Err()
 		case ev, ok := <-events:
 			if !ok {
+				// The node ends the stream when it stops, and when the
+				// token it was opened with is rotated.
+				var ae *client.APIError
+				if _, err := c.Status(ctx); errors.As(err, &ae) && ae.Status == http.StatusUnauthorized {
+					return errors.New("the API token was rotated (`tandem token rotate`): run `tandem join` again")
+				}
 				return errors.New("lost the connection to the node")
 			}
 			if ev.Type != apiv1.EventSession {

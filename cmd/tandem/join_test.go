@@ -130,3 +130,43 @@ func TestJoinSaysWhenPartnerCannotBeReached(t *testing.T) {
 	}, "join to say it could not connect")
 	t.Logf("join said:\n%s", out)
 }
+
+// TestJoinAfterTokenRotate: a token rotation ends the event stream `tandem
+// join` watches the session on (the node ends streams opened with the old
+// token); join says why and what to do, not that the node went away.
+func TestJoinAfterTokenRotate(t *testing.T) {
+	cfgA, cfgB := nodetest.Config(t), nodetest.Config(t)
+	a := nodetest.Start(t, cfgA)
+	nodetest.Link(t, &cfgB, a)
+	b := nodetest.Start(t, cfgB)
+	ca, cb := client.New(a.APIURL(), a.Token()), client.New(b.APIURL(), b.Token())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ba, err := ca.Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 25})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cb.Book(ctx, apiv1.BookRequest{Kind: "now", DurationMin: 25}); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.WaitFor(t, 30*time.Second, func() bool {
+		_, err := ca.Session(ctx, ba.ID)
+		return err == nil
+	}, "A's session")
+	stdinR, _ := io.Pipe()
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- runJoin(ctx, client.New(a.APIURL(), a.Token()), "", false, stdinR, out) }()
+	nodetest.WaitFor(t, 10*time.Second, func() bool { return strings.Contains(out.String(), "Session with") }, "the join header")
+	if _, err := ca.RotateToken(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "token was rotated") {
+			t.Errorf("join after a rotation: %v, want it to say the token was rotated", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("join still runs a minute after the token was rotated")
+	}
+}
