@@ -59,7 +59,11 @@ func TestWebUIDetails(t *testing.T) {
 		t.Fatal(err)
 	}
 	sel := slotCSS(slot)
-	br.waitJS("Bo's offer in the calendar", 15*time.Second, fmt.Sprintf(`document.querySelector('%s .offers').textContent === '1'`, sel))
+	// Up to a re-announcement (30 s): under load the first gossip of the
+	// offer sometimes missed Ada's node, which had just joined the day's
+	// shard (seen 2 times in about 20 loaded runs; the cause is not found
+	// yet), and the offer came with the next re-announcement.
+	br.waitJS("Bo's offer in the calendar", 45*time.Second, fmt.Sprintf(`document.querySelector('%s .offers').textContent === '1'`, sel))
 	br.do("scrolling to the slot", 5*time.Second, chromedp.ScrollIntoView(chromedp.CSS(sel)))
 	br.click(sel)
 	br.waitJS("the booking dialog", 5*time.Second, `!!document.querySelector('#book-dialog[open]')`)
