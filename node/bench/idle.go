@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -23,10 +24,19 @@ func IdleNode(exe string) func(ctx context.Context) (int, func() error, error) {
 		if err != nil {
 			return 0, nil, err
 		}
+		// An empty config file: the user's own must not change what is
+		// measured, and a --config that does not exist is an error.
+		conf := filepath.Join(dir, "empty.toml")
+		if err := os.WriteFile(conf, nil, 0o600); err != nil {
+			os.RemoveAll(dir)
+			return 0, nil, err
+		}
+		var stderr bytes.Buffer
 		cmd := exec.Command(exe, "up",
-			"--data-dir", dir, "--config", filepath.Join(dir, "none.toml"),
+			"--data-dir", dir, "--config", conf,
 			"--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1",
 			"--api", "127.0.0.1:0", "--bootstrap", "none", "--no-mdns", "--log-level", "error")
+		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			os.RemoveAll(dir)
 			return 0, nil, fmt.Errorf("starting %s up: %w", exe, err)
@@ -52,7 +62,7 @@ func IdleNode(exe string) func(ctx context.Context) (int, func() error, error) {
 		})
 		if err != nil {
 			stop()
-			return 0, nil, fmt.Errorf("waiting for the idle node's API: %w", err)
+			return 0, nil, fmt.Errorf("waiting for the idle node's API: %w (its output: %q)", err, stderr.String())
 		}
 		return cmd.Process.Pid, stop, nil
 	}
