@@ -2,6 +2,7 @@ package matchmaking
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -12,15 +13,14 @@ import (
 func crashAt(n *testNode, point string) (hit <-chan struct{}, release func()) {
 	h := make(chan struct{})
 	r := make(chan struct{})
-	fired := false
-	n.svc.testHook = func(p string) {
-		if p != point || fired {
+	var fired atomic.Bool
+	n.svc.setTestHook(func(p string) {
+		if p != point || !fired.CompareAndSwap(false, true) {
 			return
 		}
-		fired = true
 		close(h)
 		<-r
-	}
+	})
 	return h, func() { close(r) }
 }
 

@@ -57,7 +57,7 @@ func TestCloseWaitsForAnnouncements(t *testing.T) {
 	release := make(chan struct{})
 	for _, n := range nodes {
 		ctx := n.svc.ctx
-		n.svc.testHook = func(p string) {
+		n.svc.setTestHook(func(p string) {
 			switch p {
 			case "announce matched":
 				started.Add(1)
@@ -66,7 +66,7 @@ func TestCloseWaitsForAnnouncements(t *testing.T) {
 			case "announced matched":
 				finished.Add(1)
 			}
-		}
+		})
 	}
 	slot := nextSlot(5 * time.Hour)
 	ba := a.book(t, BookRequest{At: slot, DurationMin: 25})

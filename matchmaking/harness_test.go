@@ -202,7 +202,7 @@ func (n *testNode) start() {
 	}
 	n.svc.v1Only = n.v1
 	if n.hook != nil {
-		n.svc.testHook = n.hook
+		n.svc.setTestHook(n.hook)
 	}
 	n.svc.v2Only = n.v2
 	if err := n.svc.Start(ctx); err != nil {

@@ -204,14 +204,24 @@ type Service struct {
 	v2Only bool
 
 	// testHook, when set by tests, is called at named points of the
-	// negotiation so a test can crash the node exactly there.
-	testHook func(point string)
+	// negotiation so a test can crash the node exactly there. Tests set it
+	// while the service runs (setTestHook), hence atomic.
+	testHook atomic.Pointer[func(point string)]
 }
 
 func (s *Service) at(point string) {
-	if s.testHook != nil {
-		s.testHook(point)
+	if h := s.testHook.Load(); h != nil {
+		(*h)(point)
 	}
+}
+
+// setTestHook sets the test hook (nil: none).
+func (s *Service) setTestHook(h func(point string)) {
+	if h == nil {
+		s.testHook.Store(nil)
+		return
+	}
+	s.testHook.Store(&h)
 }
 
 // New loads the node's bookings, people and profile from the store.
