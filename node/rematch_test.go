@@ -128,7 +128,13 @@ func TestRematchAfterPartnerLeftEarly(t *testing.T) {
 	if nb.DurationMin != 50 { // 45 minutes were left
 		t.Errorf("rematch duration %d, want 50", nb.DurationMin)
 	}
-	nodetest.WaitFor(t, 15*time.Second, func() bool {
+	// Up to a re-announcement (30 s) and a session: in one loaded CI run
+	// (the whole suite and two busy loops) A and C had not met after 15 s,
+	// though the test takes about a second otherwise (8 of 8 with two busy
+	// loops alone). The same class as TestWebUIDetails' wait: an offer's
+	// first gossip missing a node that had just joined the shard; the
+	// cause is not found.
+	nodetest.WaitFor(t, 45*time.Second, func() bool {
 		s, err := ca.Session(ctx, nb.ID)
 		return err == nil && s.Connected && s.Booking.Partner == c.ID()
 	}, "A to meet C for the rest of the time")
