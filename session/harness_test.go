@@ -307,7 +307,12 @@ func introduce(nodes ...*node) {
 
 // newPair makes two introduced nodes; the first one offers (lower ID).
 func newPair(t testing.TB, clk *clock) (offerer, answerer *node) {
-	a, b := newNode(t, "a", clk), newNode(t, "b", clk)
+	return newPairWith(t, clk, nil)
+}
+
+// newPairWith is newPair with both Managers' config changed by tweak.
+func newPairWith(t testing.TB, clk *clock, tweak func(*Config)) (offerer, answerer *node) {
+	a, b := newNodeWith(t, "a", clk, tweak), newNodeWith(t, "b", clk, tweak)
 	if b.h.ID() < a.h.ID() {
 		a, b = b, a
 		a.name, b.name = "a", "b"

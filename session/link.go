@@ -56,8 +56,9 @@ type link struct {
 	path *ConnectPath
 
 	// Used by the reader goroutine only.
-	remoteSet bool
-	pending   []webrtc.ICECandidateInit
+	remoteUfrag string          // of the applied remote description
+	oldUfrags   map[string]bool // of remote descriptions replaced since
+	pending     []webrtc.ICECandidateInit
 }
 
 func (l *link) stop() { l.stopOnce.Do(func() { close(l.stopCh) }) }
@@ -252,14 +253,19 @@ func (l *link) onDescription(d *pb.Description) error {
 	if err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: typ, SDP: d.GetSdp()}); err != nil {
 		return fmt.Errorf("setting remote description: %w", err)
 	}
-	if !l.remoteSet {
-		l.remoteSet = true
-		for _, c := range l.pending {
-			if err := l.pc.AddICECandidate(c); err != nil {
-				l.s.log.Debug("adding buffered candidate", "err", err)
+	if u := sdpUfrag(d.GetSdp()); u != l.remoteUfrag {
+		if l.remoteUfrag != "" {
+			if l.oldUfrags == nil {
+				l.oldUfrags = map[string]bool{}
 			}
+			l.oldUfrags[l.remoteUfrag] = true
 		}
-		l.pending = nil
+		l.remoteUfrag = u
+	}
+	pending := l.pending
+	l.pending = nil
+	for _, c := range pending {
+		l.addCandidate(c)
 	}
 	if !isOffer {
 		return nil
@@ -276,8 +282,7 @@ func (l *link) onDescription(d *pb.Description) error {
 	}}})
 }
 
-// onCandidate adds a trickled candidate, or keeps it until the remote
-// description is set (pion rejects candidates before that).
+// onCandidate takes a trickled candidate from the partner.
 func (l *link) onCandidate(c *pb.Candidate) {
 	if c.GetCandidate() == "" {
 		return // end of candidates
@@ -288,15 +293,55 @@ func (l *link) onCandidate(c *pb.Candidate) {
 		i := uint16(c.GetSdpMlineIndex())
 		init.SDPMLineIndex = &i
 	}
-	if !l.remoteSet {
+	l.addCandidate(init)
+}
+
+// addCandidate adds a remote candidate to the PeerConnection, keeps it
+// until the description of its ICE generation arrives, or drops it if its
+// generation is over. A candidate can come before its description: the
+// partner gathers as soon as it sets its local description, and the
+// gathering callbacks race the write of the description itself; this
+// happens on every ICE restart, where the previous remote description is
+// still in place and pion drops candidates whose ufrag it does not know.
+func (l *link) addCandidate(c webrtc.ICECandidateInit) {
+	u := candidateUfrag(c.Candidate)
+	if c.UsernameFragment != nil && *c.UsernameFragment != "" {
+		u = *c.UsernameFragment
+	}
+	if l.remoteUfrag == "" || (u != "" && u != l.remoteUfrag) {
+		if l.oldUfrags[u] {
+			return // from before an ICE restart
+		}
 		if len(l.pending) < maxPendingCand {
-			l.pending = append(l.pending, init)
+			l.pending = append(l.pending, c)
 		}
 		return
 	}
-	if err := l.pc.AddICECandidate(init); err != nil {
+	if err := l.pc.AddICECandidate(c); err != nil {
 		l.s.log.Debug("adding candidate", "err", err)
 	}
+}
+
+// sdpUfrag is the ICE username fragment of a session description.
+func sdpUfrag(sdp string) string {
+	for _, line := range strings.Split(sdp, "\n") {
+		if u, ok := strings.CutPrefix(strings.TrimSpace(line), "a=ice-ufrag:"); ok {
+			return u
+		}
+	}
+	return ""
+}
+
+// candidateUfrag is the ufrag extension of a trickled candidate line
+// ("candidate:... ufrag XYZ"), or "" when it has none.
+func candidateUfrag(candidate string) string {
+	f := strings.Fields(candidate)
+	for i := len(f) - 2; i >= 0; i-- {
+		if f[i] == "ufrag" {
+			return f[i+1]
+		}
+	}
+	return ""
 }
 
 func (l *link) sendCandidate(c webrtc.ICECandidateInit) {

@@ -1,7 +1,6 @@
 package session
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/pion/webrtc/v4"
@@ -11,12 +10,7 @@ func iceUfrag(d *webrtc.SessionDescription) string {
 	if d == nil {
 		return ""
 	}
-	for _, line := range strings.Split(d.SDP, "\n") {
-		if u, ok := strings.CutPrefix(strings.TrimSpace(line), "a=ice-ufrag:"); ok {
-			return u
-		}
-	}
-	return ""
+	return sdpUfrag(d.SDP)
 }
 
 func currentLink(s *Session) *link {
@@ -34,6 +28,10 @@ func TestICERestartKeepsPeerConnection(t *testing.T) {
 	a, b := newPair(t, clk)
 	sa, sb := meet(t, a, b, "restart")
 	la, lb := currentLink(sa), currentLink(sb)
+	// The partner's hello can arrive before pion reports the connection as
+	// connected (its callbacks run on their own goroutines), and a restart
+	// is only offered on a connected link.
+	waitFor(t, "both links connected", func() bool { return la.isConnected() && lb.isConnected() })
 	ufragA, ufragB := iceUfrag(la.pc.CurrentLocalDescription()), iceUfrag(lb.pc.CurrentLocalDescription())
 	if ufragA == "" || ufragB == "" {
 		t.Fatalf("no ICE ufrag in the descriptions (%q, %q)", ufragA, ufragB)
