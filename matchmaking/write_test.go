@@ -78,9 +78,23 @@ func TestOverlapCountsBookingBeingWritten(t *testing.T) {
 	stuck, release := make(chan struct{}), make(chan struct{})
 	var once, releaseOnce sync.Once
 	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	// Only the first booking's write hangs: other writes (the identity
+	// stamp minted in the background, a second booking that the check
+	// failed to refuse) go through, so a wrong answer shows as one.
+	var blocking sync.Mutex
+	blocked := false
 	hook := func(key string, v any) {
-		once.Do(func() { close(stuck) })
-		<-release
+		if _, ok := v.(*Booking); !ok || !strings.HasPrefix(key, bookingPrefix) {
+			return
+		}
+		blocking.Lock()
+		first := !blocked
+		blocked = true
+		blocking.Unlock()
+		if first {
+			once.Do(func() { close(stuck) })
+			<-release
+		}
 	}
 	n.svc.db.beforeWrite.Store(&hook)
 	first := make(chan error, 1)
