@@ -22,7 +22,9 @@ type progress struct {
 	phase       string
 	done, total float64
 	last        time.Time
-	width       int
+
+	outMu sync.Mutex // serialises writes to w
+	width int        // of the last line drawn (guarded by outMu)
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -82,26 +84,33 @@ func (p *progress) setStatus(f func() string) {
 	p.mu.Unlock()
 }
 
+// draw prints the bar. The status callback runs outside p.mu: it reads
+// every node, and a node busy for seconds (stopping under a saturated
+// CPU) must not hold up set, which the workload's dispatcher calls.
 func (p *progress) draw(newPhase bool) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if !p.tty && !newPhase && time.Since(p.last) < 4*time.Second {
+		p.mu.Unlock()
 		return
 	}
 	p.last = time.Now()
+	phase, done, total, status := p.phase, p.done, p.total, p.status
+	p.mu.Unlock()
 	var b strings.Builder
-	if p.total > 0 {
-		f := min(max(p.done/p.total, 0), 1)
+	if total > 0 {
+		f := min(max(done/total, 0), 1)
 		const w = 24
 		n := int(f * w)
 		fmt.Fprintf(&b, "[%s%s] %3.0f%% ", strings.Repeat("=", n), strings.Repeat(" ", w-n), 100*f)
 	}
-	fmt.Fprintf(&b, "%-10s", p.phase)
-	if p.status != nil {
-		b.WriteString("  " + p.status())
+	fmt.Fprintf(&b, "%-10s", phase)
+	if status != nil {
+		b.WriteString("  " + status())
 	}
 	fmt.Fprintf(&b, "  (%s)", time.Since(p.start).Truncate(time.Second))
 	line := b.String()
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
 	if p.tty {
 		pad := max(p.width-len(line), 0)
 		p.width = len(line)

@@ -763,9 +763,17 @@ func offersIn(nodes []nodeState, from, to time.Time) float64 {
 
 // status is the progress bar's live line.
 func (s *swarm) status() string {
-	matched, searching, offline := 0, 0, 0
+	matched, searching, offline, busy := 0, 0, 0, 0
 	for _, n := range s.nodes {
-		svc := n.service()
+		// A node its worker holds (starting, stopping, booking) is
+		// skipped rather than waited for: under a saturated CPU that
+		// can take seconds.
+		if !n.mu.TryLock() {
+			busy++
+			continue
+		}
+		svc := n.svc
+		n.mu.Unlock()
 		if svc == nil {
 			offline++
 			continue
@@ -779,8 +787,12 @@ func (s *swarm) status() string {
 			}
 		}
 	}
-	return fmt.Sprintf("booked %d, matched %d, searching %d, cancelled %d, offline %d",
+	line := fmt.Sprintf("booked %d, matched %d, searching %d, cancelled %d, offline %d",
 		s.booked.Load(), matched, searching, s.cancelled.Load(), offline)
+	if busy > 0 {
+		line += fmt.Sprintf(", busy %d", busy)
+	}
+	return line
 }
 
 // idleRSS starts an idle node in its own process, lets it settle for 10 s
