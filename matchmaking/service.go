@@ -153,6 +153,9 @@ type Service struct {
 	backoff    map[boardKey]backoffEntry // offers not to propose to again before
 	// announced is when each open offer was last announced (real time).
 	announced map[string]time.Time
+	// booking holds the bookings Book has stored and not yet announced:
+	// the announce loop leaves them to Book, so a new offer goes out once.
+	booking map[string]bool
 	// proposing marks bookings with a round of proposals under way (a
 	// goroutine started by matchOnce); plans holds what each booking
 	// waits for in the class plan.
@@ -281,7 +284,7 @@ func New(cfg Config) (*Service, error) {
 		kick:       make(chan struct{}, 1), relayedKick: make(chan struct{}, 1),
 		bookings: map[string]*Booking{}, people: map[peer.ID]Person{},
 		holds: map[string][]hold{}, standing: map[peer.ID]peerStanding{}, standingDirty: map[peer.ID]bool{}, shows: map[peer.ID]int{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{},
-		announced: map[string]time.Time{}, proposing: map[string]bool{}, plans: map[string]planWait{},
+		announced: map[string]time.Time{}, booking: map[string]bool{}, proposing: map[string]bool{}, plans: map[string]planWait{},
 		reach:         map[peer.ID]reachState{},
 		cancelRetries: map[string]cancelRetry{}, pending: map[string]Booking{},
 		wlocks: map[string]*writeLock{}, wakeSet: make(chan struct{}, 1),
@@ -543,15 +546,22 @@ func (s *Service) Book(ctx context.Context, req BookRequest) (Booking, error) {
 		if other := s.overlappingLocked(start, end, "", now); other != nil {
 			return nil, fmt.Errorf("%w: overlaps your booking %s at %s", ErrConflict, other.ID, other.Start.Local().Format("Mon 15:04"))
 		}
+		s.booking[b.ID] = true
 		return &b, nil
 	})
 	if err != nil {
+		s.mu.Lock()
+		delete(s.booking, b.ID)
+		s.mu.Unlock()
 		return Booking{}, err
 	}
 	if s.ctx != nil {
 		s.syncShards(s.ctx)
 	}
 	s.announce(ctx, *stored)
+	s.mu.Lock()
+	delete(s.booking, stored.ID)
+	s.mu.Unlock()
 	s.wake()
 	return *stored, nil
 }
@@ -955,7 +965,7 @@ func (s *Service) announceLoop(ctx context.Context) {
 		for _, b := range s.bookings {
 			if cp := *b; endPast(&cp, now) {
 				past = append(past, b.ID)
-			} else if b.State == StateSearching && s.announceDueLocked(b.ID, now) {
+			} else if b.State == StateSearching && !s.booking[b.ID] && s.announceDueLocked(b.ID, now) {
 				due = append(due, *b)
 			}
 		}

@@ -145,8 +145,25 @@ func (s *Service) prepareStamp(ctx context.Context) {
 	if s.cfg.OnStamp != nil {
 		s.cfg.OnStamp()
 	}
-	s.announceOpen(ctx, anyShard)
+	s.announceUnannounced(ctx)
 	s.wake()
+}
+
+// announceUnannounced announces the open offers that never went out
+// (they waited for the stamp). One that a Book racing the mint already
+// announced is left to the re-announcement schedule.
+func (s *Service) announceUnannounced(ctx context.Context) {
+	var open []Booking
+	s.mu.Lock()
+	for _, b := range s.bookings {
+		if _, done := s.announced[b.ID]; b.State == StateSearching && !done && !s.booking[b.ID] {
+			open = append(open, *b)
+		}
+	}
+	s.mu.Unlock()
+	for _, b := range open {
+		s.announce(ctx, b)
+	}
 }
 
 // ownStamp is this identity's stamp, or nil while it is being minted.
