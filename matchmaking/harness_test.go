@@ -49,6 +49,76 @@ type testNode struct {
 	// hostOpts, if set, replace libp2p.DisableRelay() among the host's
 	// options (a node that dials or is reached through a relay).
 	hostOpts []libp2p.Option
+	// held, if set, lets a test hold back the gossip RPCs the node
+	// receives from one peer (see heldRPCs).
+	held *heldRPCs
+}
+
+// heldRPCs holds back, while on, the gossipsub RPCs a node receives from
+// one peer: they arrive but its pubsub does not process them until the
+// hold is released, as when a loaded node is slow to read a peer's
+// stream. Everything else (other peers, its own publishing, other
+// protocols with that peer) goes on.
+type heldRPCs struct {
+	from    peer.ID
+	mu      sync.Mutex
+	release chan struct{} // nil: not holding
+}
+
+// hold starts holding from's RPCs.
+func (g *heldRPCs) hold() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.release == nil {
+		g.release = make(chan struct{})
+	}
+}
+
+// let processes the held RPCs and stops holding.
+func (g *heldRPCs) let() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.release != nil {
+		close(g.release)
+		g.release = nil
+	}
+}
+
+func (g *heldRPCs) wait() {
+	g.mu.Lock()
+	ch := g.release
+	g.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+}
+
+// heldHost is the host pubsub sees: its stream handlers read the held
+// peer's streams through the hold.
+type heldHost struct {
+	host.Host
+	g *heldRPCs
+}
+
+func (h heldHost) SetStreamHandler(pid protocol.ID, handler network.StreamHandler) {
+	h.Host.SetStreamHandler(pid, func(s network.Stream) {
+		if s.Conn().RemotePeer() == h.g.from {
+			s = heldStream{s, h.g}
+		}
+		handler(s)
+	})
+}
+
+type heldStream struct {
+	network.Stream
+	g *heldRPCs
+}
+
+// Read returns what arrived only once the hold lets it through.
+func (s heldStream) Read(b []byte) (int, error) {
+	n, err := s.Stream.Read(b)
+	s.g.wait()
+	return n, err
 }
 
 // topicCounter is a pubsub tracer counting the messages a node receives
@@ -176,7 +246,11 @@ func (n *testNode) start() {
 	if n.recv == nil {
 		n.recv = &topicCounter{RawTracer: nopTracer{}, n: map[string]int{}}
 	}
-	n.ps, err = pubsub.NewGossipSub(ctx, n.h, pubsub.WithFloodPublish(true), pubsub.WithPeerExchange(true),
+	var psHost host.Host = n.h
+	if n.held != nil {
+		psHost = heldHost{n.h, n.held}
+	}
+	n.ps, err = pubsub.NewGossipSub(ctx, psHost, pubsub.WithFloodPublish(true), pubsub.WithPeerExchange(true),
 		pubsub.WithValidateQueueSize(1024), pubsub.WithPeerOutboundQueueSize(128), pubsub.WithGossipSubParams(gp),
 		pubsub.WithRawTracer(n.recv), pubsub.WithPeerScore(PeerScoreParams(), PeerScoreThresholds()))
 	if err != nil {

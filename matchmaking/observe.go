@@ -17,7 +17,8 @@ const (
 	// OfferSync: the record entered this node's board from a board sync.
 	OfferSync OfferSource = "sync"
 	// OfferPushed: the record entered this node's board from a push by
-	// its owner, which reaches the node only through a relay (push.go).
+	// its owner: one that reaches the node only through a relay, or that
+	// has just seen the node appear on the record's shard (push.go).
 	OfferPushed OfferSource = "push"
 )
 

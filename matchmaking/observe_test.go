@@ -70,8 +70,9 @@ func TestOnOffer(t *testing.T) {
 		t.Fatalf("b saw %+v, want the published record %+v by gossip", got, pub)
 	}
 
-	// c joins late: the offer reaches it by a board sync.
-	connect(t, c, a)
+	// c joins late, next to b: the offer reaches it by a board sync. (Next
+	// to a, it could come pushed by its owner first: pushOwnTo.)
+	connect(t, c, b)
 	got = logs[2].wait(t, "c gets it by sync", func(e OfferEvent) bool { return e.BookingID == bk.ID })
 	if got.Source != OfferSync || got.Owner != a.id() || got.Seq < pub.Seq || got.Withdrawn {
 		t.Fatalf("c saw %+v", got)

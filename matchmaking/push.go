@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/encoding/protodelim"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
+	"github.com/tandem-cowork/tandem/matchmaking/shard"
 )
 
 // Offers to peers reached only through a relay.
@@ -33,6 +34,10 @@ import (
 //     their pushes);
 //   - when such a peer connects (identify completes) while a booking
 //     searches, it pulls that peer's board at once.
+//
+// The same push also reaches a peer that appears on one of the node's
+// shard topics (pushOwnTo): gossip sent before the node knew of it may
+// have missed it.
 
 // OfferPushProtocol carries one offer record from its owner to a peer the
 // owner reaches only through a relay.
@@ -149,6 +154,53 @@ func (s *Service) takePush(from peer.ID, msg *pb.OfferPush) error {
 		s.addOffer(o, from, env, OfferPushed)
 	}
 	return nil
+}
+
+// pushOwnTo sends p, which has just appeared on the topic of shard k,
+// this node's open offers of k that have been announced already. Pubsub
+// learns a peer's subscription only when it reads it, which a loaded node
+// may do after publishing: that gossip then went to the peers known
+// before, none of which may reach p (a node with peers on the shard
+// already does not announce again when one more appears), and p's own
+// pull of this node's board, when it joined, may have come before the
+// offer existed. Offers not announced yet need no push: their gossip goes
+// out after p is known. A booking kept to its circle is never pushed, and
+// a private offer only to its invited peer (as pushPrivate).
+func (s *Service) pushOwnTo(ctx context.Context, p peer.ID, k shard.Key) {
+	if k.V1 || s.stamp.Load() == nil {
+		return
+	}
+	if ok, err := s.h.Peerstore().SupportsProtocols(p, OfferPushProtocol); err != nil || len(ok) == 0 {
+		return
+	}
+	now := s.now()
+	var due []Booking
+	s.mu.Lock()
+	for _, b := range s.bookings {
+		_, announced := s.announced[b.ID]
+		if announced && b.State == StateSearching && ShardOf(*b) == k && (b.With == "" || b.With == p.String()) && !restricted(b, now) {
+			due = append(due, *b)
+		}
+	}
+	s.mu.Unlock()
+	for _, b := range due {
+		o := s.offerFor(b, now)
+		// As in announce: a record whose seq was taken before the
+		// booking changed must not outrank the change's own record.
+		s.mu.Lock()
+		cur, ok := s.bookings[b.ID]
+		open := ok && cur.State == StateSearching
+		s.mu.Unlock()
+		if !open {
+			continue
+		}
+		env, err := sealOffer(o, s.key)
+		if err != nil {
+			s.log.Error("signing offer", "booking", b.ID, "err", err)
+			continue
+		}
+		s.pushTo(ctx, p, env)
+	}
 }
 
 // kickRelayedPull makes relayedSyncLoop pull at once.

@@ -1130,10 +1130,12 @@ func (s *Service) learnAddrs(o *pb.Offer, owner peer.ID) {
 const joinPullGap = 10 * time.Second
 
 // watchPeers pulls the shard's board from every peer that joins its topic
-// (unless a pull of the shard completed in the last joinPullGap). Waiting
-// for the topic join, not just the connection, closes the gap where an
-// offer published before the peer's subscription was known would reach
-// nobody until the next re-announcement.
+// (unless a pull of the shard completed in the last joinPullGap), and
+// pushes it the node's own open offers there (pushOwnTo). Waiting for the
+// topic join, not just the connection, closes the gap where an offer
+// published before the peer's subscription was known would reach nobody
+// until the next re-announcement: the pull covers offers the node did not
+// have when it learned of the peer, the push those the peer did not.
 func (s *Service) watchPeers(ctx context.Context, st *shardTopic, events *pubsub.TopicEventHandler) {
 	defer events.Cancel()
 	for {
@@ -1159,6 +1161,7 @@ func (s *Service) watchPeers(ctx context.Context, st *shardTopic, events *pubsub
 				s.syncBoard(ctx, ev.Peer, st)
 			}
 		})
+		s.goRun(func() { s.pushOwnTo(ctx, ev.Peer, st.key) })
 	}
 }
 

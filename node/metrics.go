@@ -28,7 +28,7 @@ import (
 type metrics struct {
 	reg *prometheus.Registry
 
-	offersSeen *prometheus.CounterVec // by source: gossip, sync
+	offersSeen *prometheus.CounterVec // by source: gossip, sync, push
 	matches    prometheus.Counter
 	cancels    prometheus.Counter
 	holds      prometheus.Counter
@@ -46,7 +46,7 @@ func newMetrics() *metrics {
 		reg: prometheus.NewRegistry(),
 		offersSeen: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tandem_offers_seen_total",
-			Help: "Offer records from other peers that entered the board, by how they came (gossip, sync).",
+			Help: "Offer records from other peers that entered the board, by how they came (gossip, sync, push).",
 		}, []string{"source"}),
 		matches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tandem_matches_total",
@@ -142,7 +142,7 @@ func (m *metrics) booking(b matchmaking.Booking) {
 }
 
 func (m *metrics) offer(e matchmaking.OfferEvent) {
-	if e.Source == matchmaking.OfferGossip || e.Source == matchmaking.OfferSync {
+	if e.Source != matchmaking.OfferPublished {
 		m.offersSeen.WithLabelValues(string(e.Source)).Inc()
 	}
 }
