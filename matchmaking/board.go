@@ -1,6 +1,7 @@
 package matchmaking
 
 import (
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"time"
@@ -81,6 +82,12 @@ type board struct {
 	byOwner   map[peer.ID]map[boardKey]*boardEntry
 	ownerRank map[peer.ID]int // the highest rank an owner's records were admitted with
 	viaCount  map[peer.ID]int
+	// soonest is at most the earliest expiry on the board (0: none
+	// known), so that a full board under a flood, which would look for
+	// expired records at every admission, looks only when one may have
+	// expired (a walk of 5000 records per message kept the sealed topic's
+	// reader so busy that its subscription overflowed).
+	soonest int64
 }
 
 func newBoard() *board {
@@ -127,6 +134,9 @@ func (b *board) admitEntry(e *boardEntry, booking string, now time.Time, rank in
 	}
 	e.seen, e.via, e.rank = now, via, rank
 	b.entries[k] = e
+	if b.soonest == 0 || e.expires < b.soonest {
+		b.soonest = e.expires
+	}
 	b.countLocked(k, e)
 	if !e.withdrawn && !e.opaque {
 		m := b.byClass[e.class]
@@ -176,9 +186,15 @@ func (b *board) has(owner peer.ID, booking string, seq uint64) bool {
 }
 
 func (b *board) pruneLocked(now time.Time) {
+	if b.soonest != 0 && !expiredAt(b.soonest, now) {
+		return // nothing can have expired yet
+	}
+	b.soonest = 0
 	for k, e := range b.entries {
 		if e.expired(now) {
 			b.removeLocked(k, e)
+		} else if b.soonest == 0 || e.expires < b.soonest {
+			b.soonest = e.expires
 		}
 	}
 }
@@ -244,12 +260,18 @@ func (b *board) class(c slotClass, now time.Time) []*boardEntry {
 // envelopes returns every unexpired record of the shards want accepts
 // (withdrawals too, so a peer that missed a withdrawal learns it) up to
 // max bytes in all, but never a private offer (one naming a peer in
-// `with`).
+// `with`). When they do not all fit, the records of owners of higher
+// standing go first and, among owners of one standing, those of owners
+// with fewer records (in random order within that): the order in which
+// a full board evicts, reversed. So a board a flood has filled still
+// serves its honest records (a stranger's one or two offers, a relay's
+// only copy of a sealed record) in every reply, not in the share of
+// replies that a random cut would leave them.
 func (b *board) envelopes(now time.Time, maxBytes int, want func(shard.Key) bool) [][]byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var out [][]byte
-	size := 0
+	var all []*boardEntry
+	total := 0
 	for _, e := range b.entries {
 		if e.expired(now) || !want(e.shard) || e.private || (e.offer != nil && len(e.offer.GetWith()) > 0) {
 			// A private offer is for its invited peer only: one sealed
@@ -257,6 +279,22 @@ func (b *board) envelopes(now time.Time, maxBytes int, want func(shard.Key) bool
 			// gossip, or to us alone), is never served on.
 			continue
 		}
+		all = append(all, e)
+		total += len(e.envelope) + 8
+	}
+	if total > maxBytes {
+		rand.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+		sort.SliceStable(all, func(i, j int) bool {
+			ri, rj := b.ownerRank[all[i].owner], b.ownerRank[all[j].owner]
+			if ri != rj {
+				return ri > rj
+			}
+			return len(b.byOwner[all[i].owner]) < len(b.byOwner[all[j].owner])
+		})
+	}
+	var out [][]byte
+	size := 0
+	for _, e := range all {
 		if size+len(e.envelope)+8 > maxBytes {
 			break
 		}

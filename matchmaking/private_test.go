@@ -175,6 +175,12 @@ func TestSealedRecordsRefused(t *testing.T) {
 	if in.offer == nil || in.offer.GetBookingId() != "x-private" {
 		t.Fatalf("a good sealed record opened as %+v", in.offer)
 	}
+	// A record sealed to us is taken by the validator itself, which
+	// cannot drop it as a full subscription buffer can.
+	if v.svc.board.get(x, "x-private") == nil || len(v.svc.sealedBoard.all()) != 1 {
+		t.Fatal("the validator did not take a good record sealed to us")
+	}
+	clearBoards(v.svc)
 
 	// By gossip, from a peer: what is rejected is never stored; the
 	// good record after them is.

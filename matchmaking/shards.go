@@ -387,7 +387,7 @@ func (s *Service) joinSealed(ctx context.Context, st *shardTopic) error {
 		return fmt.Errorf("joining %s: %w", name, err)
 	}
 	s.scoreTopic(t)
-	sub, err := t.Subscribe(pubsub.WithBufferSize(256))
+	sub, err := t.Subscribe(pubsub.WithBufferSize(1024))
 	if err != nil {
 		t.Close()
 		s.cfg.PubSub.UnregisterTopicValidator(name)
@@ -430,6 +430,14 @@ func (s *Service) validateSealed(k shard.Key, msg *pubsub.Message) pubsub.Valida
 		return pubsub.ValidationReject
 	}
 	msg.ValidatorData = in
+	if in.offer != nil && author != s.h.ID() && s.wantsShard(in.shard) {
+		// A record sealed to us is taken here, once (gossip validates
+		// a message once), not left to readSealed: under a flood of
+		// records for others the subscription's buffer can be full,
+		// and pubsub drops what does not fit, so the one record that
+		// matters to us would be lost until its next announcement.
+		s.takeSealed(in, author, OfferGossip)
+	}
 	return pubsub.ValidationAccept
 }
 

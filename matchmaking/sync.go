@@ -249,13 +249,21 @@ func (s *Service) handleBoardStream(st network.Stream) {
 	for _, e := range append(own, ownSealed...) {
 		room -= len(e) + 8
 	}
-	envs := append(own, s.board.envelopes(now, room, want)...)
+	// When both boards hold more than fits, the sealed records get half
+	// the room: a flood of public offers must not crowd every sealed
+	// record out of a relay's replies (nor the reverse). What one side
+	// leaves unused the other takes.
+	var sealedEnvs [][]byte
+	if sealed {
+		sealedEnvs = s.sealedBoard.envelopes(now, room/2, want)
+	}
+	envs := append(own, s.board.envelopes(now, room-framedSize(sealedEnvs), want)...)
 	resp := &pb.BoardResponse{Envelopes: envs}
 	if sealed {
-		for _, e := range envs[len(own):] {
-			room -= len(e) + 8
+		if left := room - framedSize(envs[len(own):]); left > framedSize(sealedEnvs) {
+			sealedEnvs = s.sealedBoard.envelopes(now, left, want)
 		}
-		resp.Sealed = append(ownSealed, s.sealedBoard.envelopes(now, room, want)...)
+		resp.Sealed = append(ownSealed, sealedEnvs...)
 	}
 	n, _ := protodelim.MarshalTo(st, resp)
 	s.syncBudget.spend(remote, n, time.Now())
@@ -265,12 +273,17 @@ func (s *Service) handleBoardStream(st network.Stream) {
 // outside on its own (the responder is not trusted) and stored to serve
 // on; those sealed to us are opened and their offers put on the board.
 // Records the sealed board already has (owner, handle, seq) are skipped
-// unverified, as in mergeBoard.
+// unverified, as in mergeBoard, and so are those its admission rules
+// would refuse, unless their owner is a peer one of our private bookings
+// waits for: the sealed board is a relay's store, and a flood that fills
+// it (or the responder's quota on it) must not keep from us the one
+// record sealed to us.
 func (s *Service) mergeSealed(envs [][]byte, from peer.ID) (added, bad int) {
 	now := s.now()
+	awaited := s.awaitedPeers()
 	for _, env := range envs {
 		if owner, handle, seq, k, ok := peekSealed(env); ok && (owner == s.h.ID() || s.sealedBoard.has(owner, handle, seq) || !s.wantsShard(k) ||
-			!s.sealedBoard.wouldAdmit(owner, handle, s.rank(owner, now), from, now)) {
+			(!awaited[owner] && !s.sealedBoard.wouldAdmit(owner, handle, s.rank(owner, now), from, now))) {
 			continue
 		}
 		in, err := s.openSealedIn(env, now)
@@ -320,4 +333,34 @@ func boardFilter(v2 bool, req *pb.BoardRequest) (func(shard.Key) bool, error) {
 		set[k] = true
 	}
 	return func(k shard.Key) bool { return set[k] }, nil
+}
+
+// awaitedPeers is the set of peers our searching private bookings name in
+// `with`.
+func (s *Service) awaitedPeers() map[peer.ID]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out map[peer.ID]bool
+	for _, b := range s.bookings {
+		if b.State != StateSearching || b.With == "" {
+			continue
+		}
+		if id, err := peer.Decode(b.With); err == nil {
+			if out == nil {
+				out = map[peer.ID]bool{}
+			}
+			out[id] = true
+		}
+	}
+	return out
+}
+
+// framedSize is what envs take in a board response (each with its field
+// framing, counted as 8 bytes as the boards count it).
+func framedSize(envs [][]byte) int {
+	n := 0
+	for _, e := range envs {
+		n += len(e) + 8
+	}
+	return n
 }

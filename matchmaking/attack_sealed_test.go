@@ -1,0 +1,392 @@
+package matchmaking
+
+// The sealed-record flood: the attack of TestAttackSybilFlood on a shard's
+// sealed topic (docs/protocol.md section 2.5 and its threat model), where
+// a relay stores records it cannot read for an invited peer that comes
+// later.
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/encoding/protodelim"
+
+	"github.com/tandem-cowork/tandem/matchmaking/pb"
+	"github.com/tandem-cowork/tandem/matchmaking/shard"
+	stranger "github.com/tandem-cowork/tandem/matchmaking/sybil"
+)
+
+// sealedAttacker is a bare host on one shard's topic and sealed topic,
+// written against the sybil package (docs/protocol.md alone): it publishes
+// sealed records as any identity it holds and answers every board sync
+// with a reply chosen by the test.
+type sealedAttacker struct {
+	h       host.Host
+	ctx     context.Context
+	plain   *pubsub.Topic
+	sealed  *pubsub.Topic
+	reply   atomic.Pointer[pb.BoardResponse]
+	pulled  atomic.Int64 // board syncs answered
+	publish func(id *stranger.Identity, data []byte) error
+}
+
+func newSealedAttacker(t *testing.T, k shard.Key) *sealedAttacker {
+	t.Helper()
+	key, _ := mustKey(t)
+	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+		libp2p.ResourceManager(&network.NullResourceManager{}), libp2p.DisableRelay())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); h.Close() })
+	// A large outbound queue: the attacker wants every record to arrive.
+	ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithFloodPublish(true), pubsub.WithPeerOutboundQueueSize(4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &sealedAttacker{h: h, ctx: ctx}
+	if a.plain, err = ps.Join(k.Topic()); err != nil {
+		t.Fatal(err)
+	}
+	if a.sealed, err = ps.Join(k.SealedTopic()); err != nil {
+		t.Fatal(err)
+	}
+	// On both topics, as a peer of the shard (victims pull its board),
+	// reading nothing.
+	for _, tp := range []*pubsub.Topic{a.plain, a.sealed} {
+		if _, err := tp.Relay(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.publish = func(id *stranger.Identity, data []byte) error {
+		return a.sealed.Publish(ctx, data, pubsub.WithSecretKeyAndPeerId(id.Key, id.ID))
+	}
+	serve := func(st network.Stream) {
+		defer st.Close()
+		a.pulled.Add(1)
+		resp := a.reply.Load()
+		if resp == nil {
+			resp = &pb.BoardResponse{}
+		}
+		protodelim.MarshalTo(st, resp)
+	}
+	// Both versions: the victims take it for a version 2 node (so they
+	// stay off version 1's topic) and pull from it as from any peer.
+	h.SetStreamHandler(BoardProtocolV2, serve)
+	h.SetStreamHandler(BoardProtocol, serve)
+	return a
+}
+
+// join connects the attacker to n.
+func (a *sealedAttacker) join(t *testing.T, n *testNode) {
+	t.Helper()
+	connect(t, &testNode{h: a.h}, n)
+}
+
+// waitOn waits until the attacker sees n on the sealed topic: gossip
+// goes to no one before.
+func (a *sealedAttacker) waitOn(t *testing.T, n *testNode) {
+	t.Helper()
+	waitFor(t, 5*time.Second, "the attacker to see a victim on the sealed topic", func() bool {
+		for _, p := range a.sealed.ListPeers() {
+			if p == n.id() {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// sealedIDs makes k identities that pay their stamp at the tests'
+// difficulty.
+func sealedIDs(t *testing.T, k int) []*stranger.Identity {
+	t.Helper()
+	out := make([]*stranger.Identity, k)
+	for i := range out {
+		id, err := stranger.NewIdentity(testStampBits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = id
+	}
+	return out
+}
+
+// junkSealed is a sealed record of id's on shard k around a box of noise
+// (1 to 3 padded blocks): what a relay cannot tell from a real one.
+func junkSealed(t *testing.T, id *stranger.Identity, k shard.Key, i int) []byte {
+	t.Helper()
+	env, err := junkSealedErr(id, k, i)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+func junkSealedErr(id *stranger.Identity, k shard.Key, i int) ([]byte, error) {
+	handle := make([]byte, stranger.HandleLen)
+	rand.Read(handle)
+	return id.SealedRecord(k.Topic(), handle, 1, time.Now().Add(time.Hour).Unix(), stranger.RandomBox(1+i%3))
+}
+
+// checkSealedBoard fails t unless n's sealed board is within its bounds
+// and holds only records that verify, of owners that paid their stamp,
+// none of them bad. It returns the board's size.
+func checkSealedBoard(t *testing.T, name string, n *testNode, forwarder peer.ID, bad [][]byte) int {
+	t.Helper()
+	sb := n.svc.sealedBoard
+	entries := sb.all()
+	if len(entries) > maxBoard {
+		t.Errorf("%s's sealed board holds %d records, more than %d", name, len(entries), maxBoard)
+	}
+	perOwner := map[peer.ID]int{}
+	now := n.svc.now()
+	for _, e := range entries {
+		perOwner[e.owner]++
+		for _, b := range bad {
+			if bytes.Equal(e.envelope, b) {
+				t.Errorf("%s stored a sealed record with a bad signature, undecodable or unstamped", name)
+			}
+		}
+		if _, _, _, err := n.svc.openSealed(e.envelope, now); err != nil {
+			t.Errorf("%s stored a sealed record that does not verify: %v", name, err)
+		}
+	}
+	for o, c := range perOwner {
+		if c > maxPerOwner {
+			t.Errorf("%s's sealed board holds %d records of %s, more than %d", name, c, o, maxPerOwner)
+		}
+	}
+	sb.mu.Lock()
+	via := sb.viaCount[forwarder]
+	sb.mu.Unlock()
+	if via > maxPerForwarder {
+		t.Errorf("%s's sealed board holds %d records the attacker's board sync brought, more than %d", name, via, maxPerForwarder)
+	}
+	return len(entries)
+}
+
+// Sealed flood: K stamped identities flood a shard's sealed topic with
+// records no one can read, a hostile peer on the shard answers every board
+// sync with 1 MiB of them (over the per-owner quota, with forged,
+// undecodable and unstamped ones among them), and meanwhile an invited
+// peer that comes late gets its private offer from a relay's sealed board
+// and matches. The relay (C) and the owner (A) are on the shard during the
+// flood; the invitee (B) joins when it books, as in
+// TestLateInviteeGetsSealedOfferBySync, and is never connected to A before
+// the match. Asserted: the pair matches within 3x its no-attack time
+// (+ attackFloor), measured in this test the same way; every sealed board
+// stays within its bounds (5000 records, 32 per owner, 1250 per board sync
+// forwarder) and holds only records that verify; the relay keeps A's
+// record through the flood and lets B's in; nothing forged, undecodable
+// or unstamped is stored or served.
+func TestAttackSealedFlood(t *testing.T) {
+	perID := 20 // one gossip burst per identity (docs/protocol.md: burst 20)
+	ids := sealedIDs(t, attackSize(300, 300))
+	total := len(ids) * perID
+
+	// TANDEM_ATTACK_TRACE=1 logs when each node gets each offer, and how.
+	t0 := time.Now()
+	trace := func(name string) func(*Config) {
+		if os.Getenv("TANDEM_ATTACK_TRACE") == "" {
+			return nil
+		}
+		return func(cfg *Config) {
+			cfg.OnOffer = func(e OfferEvent) {
+				t.Logf("%v: %s got an offer of %s by %s", time.Since(t0), name, e.Owner, e.Source)
+			}
+		}
+	}
+	a, c := newTestNode(t, trace("a")), newTestNode(t, nil)
+	connect(t, a, c)
+	c.view() // the relay: on the shards of the coming week
+	bKey, bID := mustKey(t)
+	b := &testNode{t: t, key: bKey, dir: t.TempDir(), tune: trace("b")}
+	startTestNode(b)
+	connect(t, b, c) // not to a
+
+	// lateInvitee books a private booking of a's for b at slot, waits
+	// until the relay holds its sealed record, then (after attack, if
+	// set) b books, and returns how long b took to match from its booking.
+	lateInvitee := func(slot time.Time, dur int, attack func(aRec boardKey)) time.Duration {
+		t.Helper()
+		ba := a.book(t, BookRequest{At: slot, DurationMin: dur, With: bID.String()})
+		aRec := boardKey{owner: a.id()}
+		waitFor(t, 10*time.Second, "the relay to store a's sealed record", func() bool {
+			for _, e := range c.svc.sealedBoard.all() {
+				if e.owner == a.id() && e.shard == ShardOf(ba) {
+					aRec.booking = hexHandle(a.svc.privateHandle(ba.ID))
+					return true
+				}
+			}
+			return false
+		})
+		if attack != nil {
+			attack(aRec)
+		}
+		start := time.Now()
+		bb := b.book(t, BookRequest{At: slot, DurationMin: dur, With: a.id().String()})
+		waitFor(t, 60*time.Second, "the private pair to match", func() bool {
+			return a.booking(ba.ID).Confirmed && b.booking(bb.ID).Confirmed
+		})
+		took := time.Since(start)
+		if got := b.booking(bb.ID).Partner; got != a.id().String() {
+			t.Fatalf("b matched %s, not a", got)
+		}
+		return took
+	}
+	base := lateInvitee(nextSlot(2*time.Hour), 25, nil)
+	// Negotiating connected a and b: cut that, so that b again reaches
+	// a's record through the relay only.
+	a.h.Network().ClosePeer(b.id())
+	waitFor(t, 5*time.Second, "a and b apart", func() bool { return a.h.Network().Connectedness(b.id()) != network.Connected })
+
+	// The attack's shard: one b has never been on (another duration).
+	slot := nextSlot(5 * time.Hour)
+	k := shard.Scheduled(slot, 50)
+	at := newSealedAttacker(t, k)
+	forger := newSealedAttacker(t, k) // bad records by gossip cost their forwarder its score: a host of their own
+	for _, n := range []*testNode{a, b, c} {
+		at.join(t, n)
+		forger.join(t, n)
+	}
+
+	// Bad records: a forged signature, undecodable bytes, a record of an
+	// identity that did not pay its stamp.
+	badKeyID := ids[0]
+	unpaid := *sealedIDs(t, 1)[0]
+	unpaid.Stamp = unpaidStamp(unpaid.ID)
+	bad := [][]byte{
+		breakSignature(t, junkSealed(t, badKeyID, k, 0)),
+		[]byte("not a sealed record"),
+		junkSealed(t, &unpaid, k, 1)[:200],
+		junkSealed(t, &unpaid, k, 2),
+	}
+	// The hostile board sync: the bad records first, then 1 MiB of junk
+	// from 40 identities, 48 records each (over the quota of 32).
+	reply := &pb.BoardResponse{Sealed: append([][]byte(nil), bad...)}
+	size := 0
+	syncIDs := sealedIDs(t, 40)
+	for i := 0; ; i++ {
+		e := junkSealed(t, syncIDs[(i/48)%len(syncIDs)], k, i)
+		if size+len(e)+8 > MaxBoardResponse-4096 {
+			break
+		}
+		size += len(e) + 8
+		reply.Sealed = append(reply.Sealed, e)
+	}
+	at.reply.Store(reply)
+
+	var ms0, ms1 runtime.MemStats
+	var flooded atomic.Int64
+	took := lateInvitee(slot, 50, func(aRec boardKey) {
+		for _, n := range []*testNode{a, c} {
+			at.waitOn(t, n)
+			forger.waitOn(t, n)
+		}
+		runtime.ReadMemStats(&ms0)
+		for i, data := range bad {
+			id := badKeyID
+			if i >= 2 {
+				id = &unpaid
+			}
+			if err := forger.publish(id, data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The flood by gossip, paced so that no victim's validation
+		// queue (1024 here) overflows: every record reaches a and c.
+		validated := func() uint64 { return min(a.svc.validated.Load(), c.svc.validated.Load()) }
+		v0 := validated()
+		sent := 0
+		for i := range perID {
+			for _, id := range ids {
+				if err := at.publish(id, junkSealed(t, id, k, i)); err != nil {
+					t.Fatal(err)
+				}
+				if sent++; sent%256 == 0 {
+					waitFor(t, 30*time.Second, "the victims to validate the flood", func() bool {
+						return validated()+512 >= v0+uint64(sent)
+					})
+				}
+			}
+		}
+		flooded.Store(int64(sent))
+		waitFor(t, 30*time.Second, "the relay's sealed board full", func() bool {
+			return len(c.svc.sealedBoard.all()) == maxBoard
+		})
+		waitFor(t, 30*time.Second, "a hostile board sync answered", func() bool { return at.pulled.Load() > 0 })
+		runtime.ReadMemStats(&ms1)
+		if c.svc.sealedBoard.get(aRec.owner, aRec.booking) == nil {
+			t.Fatal("the flood pushed a's sealed record off the relay's board")
+		}
+		// The flood goes on while b books and matches: each identity at
+		// under its gossip rate (2 a second).
+		go func() {
+			tick := time.NewTicker(10 * time.Millisecond) // attack pace, not a wait
+			defer tick.Stop()
+			for i := 0; ; i++ {
+				select {
+				case <-at.ctx.Done():
+					return
+				case <-tick.C:
+				}
+				id := ids[i%len(ids)]
+				if env, err := junkSealedErr(id, k, i); err == nil && at.publish(id, env) == nil {
+					flooded.Add(1)
+				}
+			}
+		}()
+	})
+
+	sizes := map[string]int{}
+	for name, n := range map[string]*testNode{"a": a, "b": b, "c": c} {
+		sizes[name] = checkSealedBoard(t, name, n, at.h.ID(), bad)
+		// What n serves, sealed, verifies and is none of the bad records.
+		ctx, cancel := context.WithTimeout(context.Background(), deadline(5*time.Second))
+		resp, err := stranger.PullSealed(ctx, forger.h, n.id(), []string{k.Topic()})
+		cancel()
+		if err != nil {
+			t.Fatalf("pulling %s's board: %v", name, err)
+		}
+		for _, e := range resp.GetSealed() {
+			if _, _, _, err := n.svc.openSealed(e, n.svc.now()); err != nil {
+				t.Errorf("%s served a sealed record that does not verify: %v", name, err)
+			}
+			for _, x := range bad {
+				if bytes.Equal(e, x) {
+					t.Errorf("%s served a bad sealed record", name)
+				}
+			}
+		}
+	}
+	bRec := false
+	for _, e := range c.svc.sealedBoard.all() {
+		bRec = bRec || e.owner == b.id()
+	}
+	if !bRec {
+		t.Error("the relay's full sealed board did not take b's sealed record")
+	}
+	t.Logf("%d sealed records from %d identities by gossip (%d in all by the end), hostile board sync of %d records (%d KiB) answered %d times; "+
+		"sealed boards a %d, b %d, c %d; heap %d -> %d MB (whole test process); the late invitee matched in %v, %v without the attack (%.1fx)",
+		total, len(ids), flooded.Load(), len(reply.GetSealed()), size>>10, at.pulled.Load(), sizes["a"], sizes["b"], sizes["c"],
+		ms0.HeapAlloc>>20, ms1.HeapAlloc>>20, took, base, float64(took)/float64(base))
+	if limit := 3*base + attackFloor; took > limit {
+		t.Fatalf("under the sealed flood the late invitee took %v, more than %v (3x %v + %v)", took, limit, base, attackFloor)
+	}
+}
+
+func hexHandle(h []byte) string { return fmt.Sprintf("%x", h) }
