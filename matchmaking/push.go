@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -170,7 +171,9 @@ func (s *Service) pushOwnTo(ctx context.Context, p peer.ID, k shard.Key) {
 	if k.V1 || s.stamp.Load() == nil {
 		return
 	}
-	if ok, err := s.h.Peerstore().SupportsProtocols(p, OfferPushProtocol); err != nil || len(ok) == 0 {
+	// A peer whose identify has not completed yet (its subscription can
+	// come first) is tried: the stream waits for identify.
+	if protos, err := s.h.Peerstore().GetProtocols(p); err == nil && len(protos) > 0 && !slices.Contains(protos, OfferPushProtocol) {
 		return
 	}
 	now := s.now()

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandem-cowork/tandem/matchmaking"
 	"github.com/tandem-cowork/tandem/node/apiv1"
 	"github.com/tandem-cowork/tandem/node/nodetest"
 	"github.com/tandem-cowork/tandem/session"
@@ -128,14 +129,21 @@ func TestRematchAfterPartnerLeftEarly(t *testing.T) {
 	if nb.DurationMin != 50 { // 45 minutes were left
 		t.Errorf("rematch duration %d, want 50", nb.DurationMin)
 	}
-	// Up to a re-announcement (30 s) and a session: in one loaded CI run
-	// (the whole suite and two busy loops) A and C had not met after 15 s,
-	// though the test takes about a second otherwise (8 of 8 with two busy
-	// loops alone). The same class as TestWebUIDetails' wait: an offer's
-	// first gossip missing a node that had just joined the shard; the
-	// cause is not found.
-	nodetest.WaitFor(t, 45*time.Second, func() bool {
+	matched := func() bool {
+		b, err := tr.A.Matchmaking().Booking(nb.ID)
+		return err == nil && b.State == matchmaking.StateMatched && b.Partner == c.ID().String()
+	}
+	defer func() {
+		if !matched() { // what each side knew, for a failure
+			ab, _ := tr.A.Matchmaking().Booking(nb.ID)
+			t.Logf("A is %s, C is %s; A's booking %+v", tr.A.ID(), c.ID(), ab)
+			t.Logf("A's board %+v", tr.A.Matchmaking().Board(time.Time{}, time.Time{}))
+			t.Logf("C's bookings %+v, board %+v", c.Matchmaking().Bookings(), c.Matchmaking().Board(time.Time{}, time.Time{}))
+		}
+	}()
+	nodetest.WaitFor(t, 15*time.Second, matched, "A to match C for the rest of the time")
+	nodetest.WaitFor(t, 20*time.Second, func() bool {
 		s, err := ca.Session(ctx, nb.ID)
-		return err == nil && s.Connected && s.Booking.Partner == c.ID()
-	}, "A to meet C for the rest of the time")
+		return err == nil && s.Connected
+	}, "A's session with C to connect")
 }

@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
+	"github.com/tandem-cowork/tandem/matchmaking"
 	"github.com/tandem-cowork/tandem/node/apiv1"
 	"github.com/tandem-cowork/tandem/node/nodetest"
 )
@@ -59,11 +61,12 @@ func TestWebUIDetails(t *testing.T) {
 		t.Fatal(err)
 	}
 	sel := slotCSS(slot)
-	// Up to a re-announcement (30 s): under load the first gossip of the
-	// offer sometimes missed Ada's node, which had just joined the day's
-	// shard (seen 2 times in about 20 loaded runs; the cause is not found
-	// yet), and the offer came with the next re-announcement.
-	br.waitJS("Bo's offer in the calendar", 45*time.Second, fmt.Sprintf(`document.querySelector('%s .offers').textContent === '1'`, sel))
+	// On Ada's node first, then in her calendar: a failure says which one
+	// missed it.
+	nodetest.WaitFor(t, 15*time.Second, func() bool {
+		return slices.ContainsFunc(a.Matchmaking().Board(time.Time{}, time.Time{}), func(o matchmaking.BoardOffer) bool { return o.BookingID == bo.ID })
+	}, "Bo's offer on Ada's node")
+	br.waitJS("Bo's offer in the calendar", 15*time.Second, fmt.Sprintf(`document.querySelector('%s .offers').textContent === '1'`, sel))
 	br.do("scrolling to the slot", 5*time.Second, chromedp.ScrollIntoView(chromedp.CSS(sel)))
 	br.click(sel)
 	br.waitJS("the booking dialog", 5*time.Second, `!!document.querySelector('#book-dialog[open]')`)

@@ -3,7 +3,7 @@
 // open offer in each slot, the "Focus now" button, and the booking and
 // cancel dialogs. With no peer connected and nobody's offers on the board
 // (a first run) it explains why, and what to do, above the grid.
-import { get, post, on, clock, debounce } from "../api.js";
+import { get, post, on, onStreamStatus, clock, debounce } from "../api.js";
 import {
   h, $, showError, fmtTime, fmtTimeZ, fmtZone, zoneName, fmtHour, fmtWeekday, fmtDate, fmtLongDay, fmtDay, fmtWhen, fmtIn, startOfDay, addDays,
   nameOf, openDialog, MINUTE, toast, keepFocus,
@@ -176,6 +176,9 @@ export function mount(el) {
   }
   const reload = debounce(load, 150);
   for (const t of ["booking", "board", "session", "peer-connected", "peer-disconnected"]) stop.push(on(t, reload));
+  // Events sent while the event stream was not connected (it opens after
+  // the first load, or reconnects) are lost: catch up when it comes up.
+  stop.push(onStreamStatus((up) => up && reload()));
   // Repaint (past slots, the now line) every 30 s of the node's clock.
   const tick = setInterval(paint, Math.max(1000, (30 * 1000) / clock.rate()));
   stop.push(() => clearInterval(tick));
