@@ -268,3 +268,42 @@ func TestAttackSilentOwnerLeftOut(t *testing.T) {
 		t.Fatalf("p proposed to the silent owner %d times, want once", n)
 	}
 }
+
+// A partner killed while answering a proposal looks silent (over QUIC no
+// reset reaches the proposer; here the acceptor hangs before its Accept,
+// then dies). When it comes back on a new connection, its first silence
+// is forgiven: the pair matches at once, not when the silence ends (30 s
+// of the proposer's clock, which stands still here).
+func TestRestartedPartnerNotLeftSilent(t *testing.T) {
+	clk := &testClock{}
+	kp, idp := mustKey(t)
+	ka, ida := mustKey(t)
+	if ida < idp {
+		kp, ka = ka, kp
+	}
+	proposer := startTestNode(&testNode{t: t, key: kp, dir: t.TempDir(), tune: stoppedClock(clk)})
+	acceptor := startTestNode(&testNode{t: t, key: ka, dir: t.TempDir()})
+	hit, release := crashAt(acceptor, "acceptor-held")
+	connect(t, proposer, acceptor)
+	slot := nextSlot(6 * time.Hour)
+	ba := acceptor.book(t, BookRequest{At: slot, DurationMin: 50})
+	bp := proposer.book(t, BookRequest{At: slot, DurationMin: 50})
+	waitClosed(t, hit, "the acceptor taking the proposal")
+	waitFor(t, 15*time.Second, "the proposer marking the acceptor silent", func() bool {
+		proposer.svc.mu.Lock()
+		defer proposer.svc.mu.Unlock()
+		return proposer.svc.reach[acceptor.id()].silences == 1
+	})
+	acceptor.h.Close()
+	acceptor.cancel()
+	release()
+	acceptor.svc.wg.Wait()
+	acceptor.db.Close()
+	acceptor.svc = nil
+
+	acceptor.start()
+	connect(t, acceptor, proposer)
+	waitFor(t, 20*time.Second, "the pair matched after the restart", func() bool {
+		return acceptor.booking(ba.ID).Confirmed && proposer.booking(bp.ID).Confirmed
+	})
+}

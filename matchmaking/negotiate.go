@@ -580,7 +580,7 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 		// silent (or broke it off). It stays out of plans and proposals,
 		// all its offers, for a while (reach.go).
 		s.setBackoff(e, 5*time.Second)
-		s.markSilent(e.owner)
+		s.markSilent(e.owner, st.Conn())
 		return false
 	}
 	st.SetReadDeadline(time.Now().Add(2 * s.cfg.StreamTimeout))

@@ -48,6 +48,11 @@ type reachState struct {
 	// nothing on it).
 	silences    int
 	silentUntil time.Time
+	// silentConn is the connection the last silence happened on. A node
+	// killed mid-negotiation looks silent over QUIC (no reset reaches
+	// us, the read times out); when it comes back on a new connection
+	// with that one gone, its first silence is forgiven (restarted).
+	silentConn string
 }
 
 // forgetDialsLocked drops p's failed dials (it is connected): its
@@ -57,7 +62,7 @@ func (s *Service) forgetDialsLocked(p peer.ID, st reachState) {
 		delete(s.reach, p)
 		return
 	}
-	s.reach[p] = reachState{silences: st.silences, silentUntil: st.silentUntil}
+	s.reach[p] = reachState{silences: st.silences, silentUntil: st.silentUntil, silentConn: st.silentConn}
 }
 
 // maxReach bounds the owners whose reach the node remembers; past it,
@@ -67,7 +72,7 @@ const maxReach = 10000
 // markSilent notes that p took a proposal and never answered it: it is
 // left alone for unreachableBackoff, doubling with every silence up to
 // maxReachBackoff, whatever it announces meanwhile.
-func (s *Service) markSilent(p peer.ID) {
+func (s *Service) markSilent(p peer.ID, conn network.Conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
@@ -81,7 +86,32 @@ func (s *Service) markSilent(p peer.ID) {
 	st := s.reach[p]
 	st.silences++
 	st.silentUntil = now.Add(min(doubled(unreachableBackoff, st.silences), maxReachBackoff))
+	st.silentConn = conn.ID()
 	s.reach[p] = st
+}
+
+// restarted forgives p's silence if it was its first and p is back on a
+// new connection, the one it kept silent on being closed: it most likely
+// crashed or was killed while answering, and came back (with its
+// bookings, from disk). The count stays, so a second silence is not
+// forgiven and doubles: an identity buys one extra proposal timeout with
+// a reconnection, which costs it a handshake, and no more.
+func (s *Service) restarted(p peer.ID, conn network.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.reach[p]
+	if !ok || st.silences != 1 || st.silentConn == "" || conn.ID() == st.silentConn || !s.now().Before(st.silentUntil) {
+		return false
+	}
+	for _, c := range s.h.Network().ConnsToPeer(p) {
+		if c.ID() == st.silentConn {
+			return false // the silent connection is still up: no restart
+		}
+	}
+	st.silentUntil, st.silentConn = time.Time{}, ""
+	s.reach[p] = st
+	s.log.Debug("forgave a silence: the peer came back on a new connection", "peer", p)
+	return true
 }
 
 // connectedTo reports whether the node has a connection to p now (a relayed,

@@ -1181,6 +1181,9 @@ func (s *Service) watchIdentified(ctx context.Context, sub event.Subscription) {
 			switch e := ev.(type) {
 			case event.EvtPeerIdentificationCompleted:
 				p, identified = e.Peer, true
+				if e.Conn != nil && s.restarted(p, e.Conn) {
+					s.wake()
+				}
 			case event.EvtPeerProtocolsUpdated:
 				p = e.Peer
 			}

@@ -54,8 +54,14 @@ type Node struct {
 	finder *topicFinder
 	// sessionKick wakes the session opener when bookings change.
 	sessionKick chan struct{}
-	events      *events
-	metrics     *metrics
+	// leftUnmatched names, by booking, the partner booking of a session
+	// the node ended because its booking was no longer in that match
+	// (sessions.go): that session's end must not touch the booking, which
+	// may have been matched again with the same partner booking meanwhile.
+	leftMu        sync.Mutex
+	leftUnmatched map[string]string
+	events        *events
+	metrics       *metrics
 	// tokenMu guards token and calToken, which POST /api/v1/token/rotate
 	// and POST /api/v1/calendar/rotate replace.
 	tokenMu  sync.RWMutex
@@ -96,7 +102,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 			return nil, fmt.Errorf("creating data dir: %w", err)
 		}
 	}
-	n := &Node{cfg: cfg, log: log, events: newEvents(), metrics: newMetrics(), sessionKick: make(chan struct{}, 1),
+	n := &Node{cfg: cfg, log: log, events: newEvents(), metrics: newMetrics(), sessionKick: make(chan struct{}, 1), leftUnmatched: map[string]string{},
 		stopping: make(chan struct{}), done: make(chan struct{}), rotated: make(chan struct{})}
 	// The store comes first: its directory lock is what tells a second
 	// `tandem up` on the same data dir to go away, before it touches anything.

@@ -91,6 +91,19 @@ func (n *Node) onSessionEvent(e session.Event) {
 		if r == nil || r.NoShow || r.LeftEarly || r.PartnerLeftEarly {
 			note = "session ended early"
 		}
+		n.leftMu.Lock()
+		left, wasLeft := n.leftUnmatched[e.Booking]
+		if wasLeft && left == e.PartnerBooking {
+			delete(n.leftUnmatched, e.Booking)
+		}
+		n.leftMu.Unlock()
+		if wasLeft && left == e.PartnerBooking {
+			// Ended because its match was undone (a cancel, a crashed
+			// partner's reconcile): the booking may be in the same match
+			// again by now, whose session is still to come.
+			n.kickSessions()
+			return
+		}
 		if b, err := n.mm.Booking(e.Booking); err == nil && b.State == matchmaking.StateMatched {
 			if _, err := n.mm.Finish(e.Booking, e.PartnerBooking, note); err != nil && !errors.Is(err, matchmaking.ErrConflict) {
 				n.log.Warn("marking booking done", "booking", e.Booking, "err", err)
@@ -98,6 +111,16 @@ func (n *Node) onSessionEvent(e session.Event) {
 		}
 		n.kickSessions()
 	}
+}
+
+// leaveUnmatched ends session s because its booking is no longer in the
+// session's match, and notes it so that the session's end leaves the
+// booking alone.
+func (n *Node) leaveUnmatched(s *session.Session, reason string) {
+	n.leftMu.Lock()
+	n.leftUnmatched[s.ID()] = s.Booking().PartnerBooking
+	n.leftMu.Unlock()
+	s.Leave(reason)
 }
 
 func (n *Node) kickSessions() {
@@ -139,7 +162,7 @@ func (n *Node) syncSessions() {
 				// The booking was freed and matched again before this
 				// session of its old match ended: end it; the new match's
 				// session opens once it has (EventEnded kicks us).
-				s.Leave("matched with someone else")
+				n.leaveUnmatched(s, "matched with someone else")
 				continue
 			}
 		}
@@ -158,6 +181,9 @@ func (n *Node) syncSessions() {
 			if err != nil {
 				continue
 			}
+			n.leftMu.Lock()
+			delete(n.leftUnmatched, b.ID) // a new session: any earlier one has ended
+			n.leftMu.Unlock()
 			_, err = n.sm.Open(session.Booking{
 				ID: b.ID, PartnerBooking: b.PartnerBooking, Partner: partner, PartnerName: b.PartnerName,
 				Name: n.mm.Name(), Goal: b.Goal, Start: b.Start,
@@ -169,7 +195,7 @@ func (n *Node) syncSessions() {
 		case open && b.State != matchmaking.StateMatched && b.State != matchmaking.StateDone:
 			// Cancelled by either side: the session ends; before the start
 			// that leaves no history record.
-			s.Leave(b.Note)
+			n.leaveUnmatched(s, b.Note)
 		}
 	}
 }

@@ -66,6 +66,13 @@ func TestMatchSurvivesSIGKILL(t *testing.T) {
 		t.Fatalf("peer ID after SIGKILL = %s, want %s", got, idB)
 	}
 	var ba, bb apiv1.Booking
+	defer func() {
+		if t.Failed() {
+			t.Logf("A's booking: %+v", ba)
+			t.Logf("B's booking: %+v", bb)
+		}
+	}()
+	settleStart := time.Now()
 	nodetest.WaitFor(t, 30*time.Second, func() bool {
 		as, bs := bookingsOf(t, dirA), bookingsOf(t, dirB)
 		if len(as) != 1 || len(bs) != 1 {
@@ -74,6 +81,7 @@ func TestMatchSurvivesSIGKILL(t *testing.T) {
 		ba, bb = as[0], bs[0]
 		return ba.Confirmed && bb.Confirmed
 	}, "both sides to settle the match")
+	t.Logf("settled %v after the restart", time.Since(settleStart).Round(time.Millisecond))
 	if ba.ID != booked[0].ID {
 		t.Fatalf("A's booking changed: %s -> %s", booked[0].ID, ba.ID)
 	}
