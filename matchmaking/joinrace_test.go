@@ -82,10 +82,11 @@ func newKey(t *testing.T) crypto.PrivKey {
 // A node that has just joined a shard pulls the board of the first peer it
 // finds there, and skips the pull from the next one found within
 // joinPullGap (a fresh board gains nothing from another copy). But the
-// first board lacked the second peer's offer (the two peers are on
-// separate parts of the shard), and the second peer, which already had a
-// peer there, does not re-announce for a newcomer. Before, the offer came
-// only with its next re-announcement.
+// first board lacked the second peer's fresh offer (the two peers are on
+// separate parts of the shard, and the offer had not crossed yet), and
+// the second peer, which already had a peer there, does not re-announce
+// for a newcomer. Before, the offer came only with its next
+// re-announcement.
 func TestJoinPullGapSkipsOwnerOfMissingOffer(t *testing.T) {
 	clk := &testClock{}
 	tune := stoppedClock(clk)

@@ -158,15 +158,17 @@ func (s *Service) takePush(from peer.ID, msg *pb.OfferPush) error {
 }
 
 // pushOwnTo sends p, which has just appeared on the topic of shard k,
-// this node's open offers of k that have been announced already. Pubsub
+// this node's open offers of k announced in the last joinPullGap. Pubsub
 // learns a peer's subscription only when it reads it, which a loaded node
 // may do after publishing: that gossip then went to the peers known
 // before, none of which may reach p (a node with peers on the shard
 // already does not announce again when one more appears), and p's own
 // pull of this node's board, when it joined, may have come before the
 // offer existed. Offers not announced yet need no push: their gossip goes
-// out after p is known. A booking kept to its circle is never pushed, and
-// a private offer only to its invited peer (as pushPrivate).
+// out after p is known. One announced longer ago has been through the
+// shard's gossip, so the board p pulls when it joins (the first of
+// joinPullGap) holds it. A booking kept to its circle is never pushed,
+// and a private offer only to its invited peer (as pushPrivate).
 func (s *Service) pushOwnTo(ctx context.Context, p peer.ID, k shard.Key) {
 	if k.V1 || s.stamp.Load() == nil {
 		return
@@ -180,8 +182,8 @@ func (s *Service) pushOwnTo(ctx context.Context, p peer.ID, k shard.Key) {
 	var due []Booking
 	s.mu.Lock()
 	for _, b := range s.bookings {
-		_, announced := s.announced[b.ID]
-		if announced && b.State == StateSearching && ShardOf(*b) == k && (b.With == "" || b.With == p.String()) && !restricted(b, now) {
+		last, announced := s.announced[b.ID]
+		if announced && elapsed(now, last) < joinPullGap && b.State == StateSearching && ShardOf(*b) == k && (b.With == "" || b.With == p.String()) && !restricted(b, now) {
 			due = append(due, *b)
 		}
 	}
