@@ -158,10 +158,11 @@ func (s *Service) takePush(from peer.ID, msg *pb.OfferPush) error {
 }
 
 // pushOwnTo sends p, which has just appeared on the topic of shard k,
-// this node's open offers of k announced in the last joinPullGap. Pubsub
-// learns a peer's subscription only when it reads it, which a loaded node
-// may do after publishing: that gossip then went to the peers known
-// before, none of which may reach p (a node with peers on the shard
+// this node's open offers of k announced in the last joinPullGap, as they
+// were announced (a peer that has one already drops it unverified).
+// Pubsub learns a peer's subscription only when it reads it, which a
+// loaded node may do after publishing: that gossip then went to the peers
+// known before, none of which may reach p (a node with peers on the shard
 // already does not announce again when one more appears), and p's own
 // pull of this node's board, when it joined, may have come before the
 // offer existed. Offers not announced yet need no push: their gossip goes
@@ -170,7 +171,7 @@ func (s *Service) takePush(from peer.ID, msg *pb.OfferPush) error {
 // joinPullGap) holds it. A booking kept to its circle is never pushed,
 // and a private offer only to its invited peer (as pushPrivate).
 func (s *Service) pushOwnTo(ctx context.Context, p peer.ID, k shard.Key) {
-	if k.V1 || s.stamp.Load() == nil {
+	if k.V1 {
 		return
 	}
 	// A peer whose identify has not completed yet (its subscription can
@@ -179,29 +180,20 @@ func (s *Service) pushOwnTo(ctx context.Context, p peer.ID, k shard.Key) {
 		return
 	}
 	now := s.now()
-	var due []Booking
+	var due []*pb.Offer
 	s.mu.Lock()
-	for _, b := range s.bookings {
-		last, announced := s.announced[b.ID]
-		if announced && elapsed(now, last) < joinPullGap && b.State == StateSearching && ShardOf(*b) == k && (b.With == "" || b.With == p.String()) && !restricted(b, now) {
-			due = append(due, *b)
+	for id, o := range s.lastOffer {
+		b := s.bookings[id]
+		if b != nil && b.State == StateSearching && ShardOf(*b) == k && elapsed(now, s.announced[id]) < joinPullGap &&
+			(b.With == "" || b.With == p.String()) && !restricted(b, now) {
+			due = append(due, o)
 		}
 	}
 	s.mu.Unlock()
-	for _, b := range due {
-		o := s.offerFor(b, now)
-		// As in announce: a record whose seq was taken before the
-		// booking changed must not outrank the change's own record.
-		s.mu.Lock()
-		cur, ok := s.bookings[b.ID]
-		open := ok && cur.State == StateSearching
-		s.mu.Unlock()
-		if !open {
-			continue
-		}
+	for _, o := range due {
 		env, err := sealOffer(o, s.key)
 		if err != nil {
-			s.log.Error("signing offer", "booking", b.ID, "err", err)
+			s.log.Error("signing offer", "booking", o.GetBookingId(), "err", err)
 			continue
 		}
 		s.pushTo(ctx, p, env)

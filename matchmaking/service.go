@@ -153,6 +153,9 @@ type Service struct {
 	backoff    map[boardKey]backoffEntry // offers not to propose to again before
 	// announced is when each open offer was last announced (real time).
 	announced map[string]time.Time
+	// lastOffer is each open offer's record as last announced, which a
+	// peer that appears on its shard soon after is sent again (pushOwnTo).
+	lastOffer map[string]*pb.Offer
 	// booking holds the bookings Book has stored and not yet announced:
 	// the announce loop leaves them to Book, so a new offer goes out once.
 	booking map[string]bool
@@ -284,7 +287,7 @@ func New(cfg Config) (*Service, error) {
 		kick:       make(chan struct{}, 1), relayedKick: make(chan struct{}, 1),
 		bookings: map[string]*Booking{}, people: map[peer.ID]Person{},
 		holds: map[string][]hold{}, standing: map[peer.ID]peerStanding{}, standingDirty: map[peer.ID]bool{}, shows: map[peer.ID]int{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{},
-		announced: map[string]time.Time{}, booking: map[string]bool{}, proposing: map[string]bool{}, plans: map[string]planWait{},
+		announced: map[string]time.Time{}, lastOffer: map[string]*pb.Offer{}, booking: map[string]bool{}, proposing: map[string]bool{}, plans: map[string]planWait{},
 		reach:         map[peer.ID]reachState{},
 		cancelRetries: map[string]cancelRetry{}, pending: map[string]Booking{},
 		wlocks: map[string]*writeLock{}, wakeSet: make(chan struct{}, 1),
@@ -891,8 +894,10 @@ func (s *Service) announce(ctx context.Context, b Booking) {
 	_, again := s.announced[b.ID]
 	if o.GetWithdrawn() {
 		delete(s.announced, b.ID)
+		delete(s.lastOffer, b.ID)
 	} else {
 		s.announced[b.ID] = now
+		s.lastOffer[b.ID] = o
 	}
 	s.mu.Unlock()
 	// A new offer or a withdrawal is news to peers reached only through a
