@@ -12,12 +12,14 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -144,11 +146,16 @@ func junkSealedErr(id *stranger.Identity, k shard.Key, i int) ([]byte, error) {
 
 // checkSealedBoard fails t unless n's sealed board is within its bounds
 // and holds only records that verify, of owners that paid their stamp,
-// none of them bad. It returns the board's size.
-func checkSealedBoard(t *testing.T, name string, n *testNode, forwarder peer.ID, bad [][]byte) int {
+// none of them bad. It returns the board's size in records and in bytes
+// of envelopes.
+func checkSealedBoard(t *testing.T, name string, n *testNode, forwarder peer.ID, bad [][]byte) (int, int) {
 	t.Helper()
 	sb := n.svc.sealedBoard
 	entries := sb.all()
+	held := 0
+	for _, e := range entries {
+		held += len(e.envelope)
+	}
 	if len(entries) > maxBoard {
 		t.Errorf("%s's sealed board holds %d records, more than %d", name, len(entries), maxBoard)
 	}
@@ -176,23 +183,23 @@ func checkSealedBoard(t *testing.T, name string, n *testNode, forwarder peer.ID,
 	if via > maxPerForwarder {
 		t.Errorf("%s's sealed board holds %d records the attacker's board sync brought, more than %d", name, via, maxPerForwarder)
 	}
-	return len(entries)
+	return len(entries), held
 }
 
 // Sealed flood: K stamped identities flood a shard's sealed topic with
 // records no one can read, a hostile peer on the shard answers every board
 // sync with 1 MiB of them (over the per-owner quota, with forged,
-// undecodable and unstamped ones among them), and meanwhile an invited
-// peer that comes late gets its private offer from a relay's sealed board
-// and matches. The relay (C) and the owner (A) are on the shard during the
-// flood; the invitee (B) joins when it books, as in
-// TestLateInviteeGetsSealedOfferBySync, and is never connected to A before
-// the match. Asserted: the pair matches within 3x its no-attack time
-// (+ attackFloor), measured in this test the same way; every sealed board
-// stays within its bounds (5000 records, 32 per owner, 1250 per board sync
-// forwarder) and holds only records that verify; the relay keeps A's
-// record through the flood and lets B's in; nothing forged, undecodable
-// or unstamped is stored or served.
+// undecodable and unstamped ones among them), and meanwhile a private pair
+// matches: the owner A, on the shard through the flood, and the invited
+// peer B, which joins the shard only when it books, as in
+// TestLateInviteeGetsSealedOfferBySync, and is not connected to A (only
+// to the relay C, which is on the shard and holds A's sealed record).
+// Asserted: the pair matches within 3x its no-attack time (+
+// attackFloor), measured in this test the same way; every sealed board
+// stays within its bounds (5000 records, 32 per owner, 1250 per board
+// sync forwarder) and holds only records that verify, of owners that
+// paid their stamp; the relay keeps A's record through the flood and lets
+// B's in; nothing forged, undecodable or unstamped is stored or served.
 func TestAttackSealedFlood(t *testing.T) {
 	perID := 20 // one gossip burst per identity (docs/protocol.md: burst 20)
 	ids := sealedIDs(t, attackSize(300, 300))
@@ -326,7 +333,7 @@ func TestAttackSealedFlood(t *testing.T) {
 		}
 		flooded.Store(int64(sent))
 		waitFor(t, 30*time.Second, "the relay's sealed board full", func() bool {
-			return len(c.svc.sealedBoard.all()) == maxBoard
+			return len(c.svc.sealedBoard.all()) >= maxBoard
 		})
 		waitFor(t, 30*time.Second, "a hostile board sync answered", func() bool { return at.pulled.Load() > 0 })
 		runtime.ReadMemStats(&ms1)
@@ -352,9 +359,9 @@ func TestAttackSealedFlood(t *testing.T) {
 		}()
 	})
 
-	sizes := map[string]int{}
+	sizes, held := map[string]int{}, map[string]int{}
 	for name, n := range map[string]*testNode{"a": a, "b": b, "c": c} {
-		sizes[name] = checkSealedBoard(t, name, n, at.h.ID(), bad)
+		sizes[name], held[name] = checkSealedBoard(t, name, n, at.h.ID(), bad)
 		// What n serves, sealed, verifies and is none of the bad records.
 		ctx, cancel := context.WithTimeout(context.Background(), deadline(5*time.Second))
 		resp, err := stranger.PullSealed(ctx, forger.h, n.id(), []string{k.Topic()})
@@ -381,8 +388,8 @@ func TestAttackSealedFlood(t *testing.T) {
 		t.Error("the relay's full sealed board did not take b's sealed record")
 	}
 	t.Logf("%d sealed records from %d identities by gossip (%d in all by the end), hostile board sync of %d records (%d KiB) answered %d times; "+
-		"sealed boards a %d, b %d, c %d; heap %d -> %d MB (whole test process); the late invitee matched in %v, %v without the attack (%.1fx)",
-		total, len(ids), flooded.Load(), len(reply.GetSealed()), size>>10, at.pulled.Load(), sizes["a"], sizes["b"], sizes["c"],
+		"sealed boards a %d, b %d, c %d records (c: %d KiB of envelopes); heap %d -> %d MB (whole test process); the late invitee matched in %v, %v without the attack (%.1fx)",
+		total, len(ids), flooded.Load(), len(reply.GetSealed()), size>>10, at.pulled.Load(), sizes["a"], sizes["b"], sizes["c"], held["c"]>>10,
 		ms0.HeapAlloc>>20, ms1.HeapAlloc>>20, took, base, float64(took)/float64(base))
 	if limit := 3*base + attackFloor; took > limit {
 		t.Fatalf("under the sealed flood the late invitee took %v, more than %v (3x %v + %v)", took, limit, base, attackFloor)
@@ -390,3 +397,101 @@ func TestAttackSealedFlood(t *testing.T) {
 }
 
 func hexHandle(h []byte) string { return fmt.Sprintf("%x", h) }
+
+// fillOpaque puts owners x per records of made-up owners on b, each an
+// opaque record of shard k with an envelope of size bytes, as if its
+// owner had published it.
+func fillOpaque(b *board, k shard.Key, owners, per, size int, now time.Time) {
+	for o := range owners {
+		owner := peer.ID(fmt.Sprintf("sybil-%d", o))
+		for i := range per {
+			env := bytes.Repeat([]byte{byte(o), byte(i)}, size/2)
+			b.admitEntry(&boardEntry{owner: owner, envelope: env, seq: 1, expires: now.Add(time.Hour).Unix(), shard: k, opaque: true},
+				fmt.Sprintf("h%d", i), now, 0, owner)
+		}
+	}
+}
+
+// A full board serves its honest records first: a stranger's single
+// record, among 250 flooding identities of 20 records each, is in a
+// reply that has room for a sixtieth of the board (before: replies were
+// cut at random, and it was in about one reply in sixty).
+func TestBoardServesFewRecordOwnersFirst(t *testing.T) {
+	now := time.Now()
+	k := shard.Scheduled(nextSlot(3*time.Hour), 50)
+	b := newBoard()
+	fillOpaque(b, k, maxBoard/20, 20, 500, now)
+	honest := bytes.Repeat([]byte{0xaa}, 500)
+	if !b.admitEntry(&boardEntry{owner: "honest", envelope: honest, seq: 1, expires: now.Add(time.Hour).Unix(), shard: k, opaque: true}, "h", now, 0, "honest") {
+		t.Fatal("a full board refused a stranger's only record")
+	}
+	for range 20 {
+		envs := b.envelopes(now, 40<<10, func(shard.Key) bool { return true })
+		if !slices.ContainsFunc(envs, func(e []byte) bool { return bytes.Equal(e, honest) }) {
+			t.Fatalf("a reply of %d records left out the stranger's only record", len(envs))
+		}
+	}
+}
+
+// An invited peer whose sealed board a flood has filled with one record
+// per identity (the flood that needs as many stamps as records, which
+// admission cannot stop) still opens, from a board sync, the record of
+// the peer its private booking waits for; others' records stay out
+// unverified (before: that record was skipped with them, and the pair
+// waited for the owner's next announcement by gossip).
+func TestSealedFloodKeepsAwaitedRecord(t *testing.T) {
+	v := newTestNode(t, nil)
+	aKey, aID := mustKey(t)
+	slot := nextSlot(3 * time.Hour)
+	bv := v.book(t, BookRequest{At: slot, DurationMin: 50, With: aID.String()})
+	now := v.svc.now()
+	k := ShardOf(bv)
+	fillOpaque(v.svc.sealedBoard, k, maxBoard, 1, 500, now)
+	seal := func(key crypto.PrivKey, owner peer.ID, booking string) []byte {
+		o := privateOffer(owner, v.id(), now, booking)
+		o.StartUnix, o.DurationMin, o.Activity = slot.Unix(), 50, pb.Activity_ACTIVITY_ANYTHING
+		rec, err := sealPrivateOffer(o, key, bytes.Repeat([]byte{1}, sealedHandleLen))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	strangerKey, strangerID := mustKey(t)
+	_, relay := mustKey(t)
+	v.svc.mergeSealed([][]byte{seal(strangerKey, strangerID, "s"), seal(aKey, aID, "a-private")}, relay)
+	if v.svc.board.get(aID, "a-private") == nil {
+		t.Fatal("the invited peer skipped the record of the peer it waits for")
+	}
+	if v.svc.board.get(strangerID, "s") != nil {
+		t.Fatal("a record the full sealed board refuses was opened")
+	}
+}
+
+// A board sync reply to a requester that reads sealed records keeps half
+// its room for them: a node whose public board a flood has filled (more
+// than a reply holds) still serves the sealed records it relays (before:
+// public offers took the whole reply, and a relay served no sealed record
+// while the flood lasted).
+func TestBoardReplyKeepsRoomForSealed(t *testing.T) {
+	v := newTestNode(t, nil)
+	now := v.svc.now()
+	k := shard.Scheduled(nextSlot(3*time.Hour), 50)
+	fillOpaque(v.svc.board, k, maxBoard/20, 20, 600, now) // 3 MB of public records
+	fillOpaque(v.svc.sealedBoard, k, 10, 10, 700, now)    // 70 KB of sealed ones
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+		libp2p.ResourceManager(&network.NullResourceManager{}), libp2p.DisableRelay())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	connect(t, &testNode{h: h}, v)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline(5*time.Second))
+	defer cancel()
+	resp, err := stranger.PullSealed(ctx, h, v.id(), []string{k.Topic()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetSealed()) != 100 || len(resp.GetEnvelopes()) == 0 {
+		t.Fatalf("the reply carries %d public and %d sealed records, want some and all 100", len(resp.GetEnvelopes()), len(resp.GetSealed()))
+	}
+}
