@@ -441,12 +441,14 @@ func TestBoardServesFewRecordOwnersFirst(t *testing.T) {
 	}
 }
 
-// An invited peer whose sealed board a flood has filled with one record
-// per identity (the flood that needs as many stamps as records, which
-// admission cannot stop) still opens, from a board sync, the record of
-// the peer its private booking waits for; others' records stay out
-// unverified (before: that record was skipped with them, and the pair
-// waited for the owner's next announcement by gossip).
+// An invited peer whose boards a flood has filled with one record per
+// identity (the flood that needs as many stamps as records, which
+// admission cannot stop), brought by the relay it syncs with, still
+// opens, from a board sync with that relay, the record of the peer its
+// private booking waits for, and puts its offer on the full board;
+// others' records stay out unverified (before: that record was skipped
+// with them, and the offer, once opened, was refused for the relay's
+// quota; the pair waited for the owner's next announcement by gossip).
 func TestSealedFloodKeepsAwaitedRecord(t *testing.T) {
 	v := newTestNode(t, nil)
 	aKey, aID := mustKey(t)
@@ -454,7 +456,20 @@ func TestSealedFloodKeepsAwaitedRecord(t *testing.T) {
 	bv := v.book(t, BookRequest{At: slot, DurationMin: 50, With: aID.String()})
 	now := v.svc.now()
 	k := ShardOf(bv)
+	strangerKey, strangerID := mustKey(t)
+	_, relay := mustKey(t)
 	fillOpaque(v.svc.sealedBoard, k, maxBoard, 1, 500, now)
+	// And the public board: full of one record per identity, the relay's
+	// quota spent on the flood it brought.
+	for i := range maxBoard {
+		owner := peer.ID(fmt.Sprintf("public-%d", i))
+		via := owner
+		if i < maxPerForwarder {
+			via = relay
+		}
+		v.svc.board.admitEntry(&boardEntry{owner: owner, envelope: []byte("x"), seq: 1, expires: now.Add(time.Hour).Unix(), shard: k, opaque: true},
+			"b", now, 0, via)
+	}
 	seal := func(key crypto.PrivKey, owner peer.ID, booking string) []byte {
 		o := privateOffer(owner, v.id(), now, booking)
 		o.StartUnix, o.DurationMin, o.Activity = slot.Unix(), 50, pb.Activity_ACTIVITY_ANYTHING
@@ -464,11 +479,9 @@ func TestSealedFloodKeepsAwaitedRecord(t *testing.T) {
 		}
 		return rec
 	}
-	strangerKey, strangerID := mustKey(t)
-	_, relay := mustKey(t)
 	v.svc.mergeSealed([][]byte{seal(strangerKey, strangerID, "s"), seal(aKey, aID, "a-private")}, relay)
 	if v.svc.board.get(aID, "a-private") == nil {
-		t.Fatal("the invited peer skipped the record of the peer it waits for")
+		t.Fatal("the invited peer does not have the offer of the peer it waits for")
 	}
 	if v.svc.board.get(strangerID, "s") != nil {
 		t.Fatal("a record the full sealed board refuses was opened")

@@ -305,6 +305,14 @@ func (s *Service) takeSealed(in sealedIn, via peer.ID, src OfferSource) bool {
 		return changed
 	}
 	o := in.offer
+	if s.awaitedPeers()[in.owner] && rank >= 0 {
+		// The offer of the peer a private booking of ours waits for, made
+		// for us: it is admitted as a favourite's is, and charged to its
+		// owner, not to the relay that brought it, so that neither a
+		// flood that filled the board nor the relay's quota (spent on
+		// the flood it relays) keeps it out.
+		rank, via = 1, in.owner
+	}
 	if s.board.admitEntry(&boardEntry{
 		offer: o, owner: in.owner, envelope: in.inner,
 		seq: o.GetSeq(), expires: o.GetExpiresUnix(), withdrawn: o.GetWithdrawn(), class: classOfOffer(o),
