@@ -564,7 +564,14 @@ func (s *Service) Book(ctx context.Context, req BookRequest) (Booking, error) {
 	s.announce(ctx, *stored)
 	s.mu.Lock()
 	delete(s.booking, stored.ID)
+	_, announced := s.announced[stored.ID]
 	s.mu.Unlock()
+	if !announced && s.stamp.Load() != nil {
+		// The stamp became ready while this booking was being made, and
+		// its announcement of the offers that waited skipped this one,
+		// which was ours to send.
+		s.announce(ctx, *stored)
+	}
 	s.wake()
 	return *stored, nil
 }
