@@ -24,6 +24,17 @@ func crashAt(n *testNode, point string) (hit <-chan struct{}, release func()) {
 	return h, func() { close(r) }
 }
 
+// killHeld tears n down while crashAt holds its negotiation, then lets
+// the held goroutine go on into a dead node, as kill -9 leaves it.
+func killHeld(n *testNode, release func()) {
+	n.h.Close()
+	n.cancel()
+	release()
+	n.svc.wg.Wait()
+	n.db.Close()
+	n.svc = nil
+}
+
 func TestCrashDuringNegotiation(t *testing.T) {
 	for _, tc := range []struct {
 		point  string
@@ -53,13 +64,7 @@ func TestCrashDuringNegotiation(t *testing.T) {
 			case <-time.After(15 * time.Second):
 				t.Fatal("negotiation never reached " + tc.point)
 			}
-			victim.h.Close()
-			victim.cancel()
-			release()
-			victim.svc.wg.Wait()
-			victim.db.Close()
-			victim.svc = nil
-
+			killHeld(victim, release)
 			victim.start()
 			connect(t, victim, other)
 			nodes := []*testNode{victim, other}

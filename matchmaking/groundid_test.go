@@ -294,13 +294,7 @@ func TestRestartedPartnerNotLeftSilent(t *testing.T) {
 		defer proposer.svc.mu.Unlock()
 		return proposer.svc.reach[acceptor.id()].silences == 1
 	})
-	acceptor.h.Close()
-	acceptor.cancel()
-	release()
-	acceptor.svc.wg.Wait()
-	acceptor.db.Close()
-	acceptor.svc = nil
-
+	killHeld(acceptor, release)
 	acceptor.start()
 	connect(t, acceptor, proposer)
 	waitFor(t, 20*time.Second, "the pair matched after the restart", func() bool {
