@@ -32,7 +32,7 @@ import (
 func PeerScoreParams() *pubsub.PeerScoreParams {
 	return &pubsub.PeerScoreParams{
 		Topics:                      map[string]*pubsub.TopicScoreParams{},
-		TopicScoreCap:               100,
+		TopicScoreCap:               topicScoreCap,
 		AppSpecificScore:            func(peer.ID) float64 { return 0 },
 		AppSpecificWeight:           1,
 		IPColocationFactorWeight:    -10,
@@ -50,15 +50,35 @@ func PeerScoreParams() *pubsub.PeerScoreParams {
 // PeerScoreThresholds: below -500 a peer gets no gossip from us, below
 // -1000 we publish nothing to it, below -2500 everything it sends is
 // ignored.
+//
+// Peer exchange (the peers a pruning mesh peer suggests, which gossipsub
+// then dials) is never taken: acceptPX is above any score a peer can
+// reach. Taken from anyone (threshold 0), every prune of a crowded
+// topic's mesh dialled up to 16 more peers, whose meshes then overflowed
+// and pruned in turn: in `tandem bench swarm` 79 % of all dials came from
+// it and a node ended connected to half the network, so its cost grew
+// with the network. Taken only from peers that had delivered ten offers
+// first (threshold 10), it still made 60 % of the dials. It is also how a
+// stranger would steer a node's connections toward its own identities
+// (an eclipse). The topic finder (PeerFinder) finds peers for a shard
+// instead, and stops at gossipsub's D. The node still sends peer
+// exchange to others (pubsub.WithPeerExchange), for version 1 nodes.
 func PeerScoreThresholds() *pubsub.PeerScoreThresholds {
 	return &pubsub.PeerScoreThresholds{
 		GossipThreshold:             -500,
 		PublishThreshold:            -1000,
 		GraylistThreshold:           -2500,
-		AcceptPXThreshold:           0,
+		AcceptPXThreshold:           acceptPX,
 		OpportunisticGraftThreshold: 5,
 	}
 }
+
+// acceptPX is the score from which a peer's peer exchange would be taken:
+// above the topic score cap, so never.
+const acceptPX = topicScoreCap + 1
+
+// topicScoreCap caps what the offer topics add to a peer's score.
+const topicScoreCap = 100
 
 // OfferTopicScoreParams scores one offer topic.
 func OfferTopicScoreParams() *pubsub.TopicScoreParams {
