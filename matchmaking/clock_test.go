@@ -135,7 +135,7 @@ func TestFinishedMatchStandsForThePartner(t *testing.T) {
 		t.Fatal(err)
 	}
 	// a's re-check of the match, as its full re-check sends it.
-	reply := b.svc.onConfirm(a.id(), confirmFor(a.booking(ba.ID), "a").GetConfirm())
+	reply := b.svc.onConfirm(a.id(), confirmFor(a.booking(ba.ID), "a").GetConfirm(), false)
 	if reply.GetConfirmed() == nil {
 		t.Fatalf("a's Confirm for the finished match was answered %v, want confirmed", reply)
 	}
@@ -168,7 +168,7 @@ func TestConfirmCrossingCancelCarriesTheReason(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	reply := b.svc.onConfirm(a.id(), confirmFor(a.booking(ba.ID), "a").GetConfirm())
+	reply := b.svc.onConfirm(a.id(), confirmFor(a.booking(ba.ID), "a").GetConfirm(), false)
 	if reply.GetCancel().GetReason() != "sick today" {
 		t.Fatalf("a's Confirm for the cancelled match was answered %v, want b's Cancel", reply)
 	}

@@ -2,6 +2,7 @@ package matchmaking
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -13,9 +14,9 @@ import (
 // Confirm. A stranger who proposes and never confirms must not keep a
 // booking from matching (hold starvation), so:
 //
-//   - the first hold on a free booking is exclusive only for a round trip
-//     (holdExclusive: a quarter of HoldTimeout): other proposers hear
-//     "busy" and come back in tens of milliseconds;
+//   - the first hold on a free booking is exclusive only for about a round
+//     trip (exclusiveWindowLocked): other proposers hear "busy" and come
+//     back in tens of milliseconds;
 //   - after that, further proposals are accepted alongside it (at most
 //     maxHoldsPerBooking, a newcomer replacing the oldest), each holding
 //     until HoldTimeout; the first Confirm commits and the others are
@@ -26,21 +27,117 @@ import (
 //     and the backoff doubles with every lapse (peerStanding).
 //
 // So however many identities an attacker has, an honest proposer waits at
-// most holdExclusive plus its busy backoff.
+// most one exclusive window plus its busy backoff.
+//
+// The exclusive window only spares honest concurrent proposers a
+// collision (two Accepts, two synced writes, one loser searching again)
+// for the first proposer's Accept->Confirm: a round trip and its synced
+// write. It is sized from what this node has measured of exactly that on
+// its own committed matches (confirmDelays): as acceptor, from the grant
+// of the hold to the Confirm on the same stream; as proposer, from the
+// Propose to the Confirm it sends (a round trip, the acceptor's checks and
+// our write), counted once the partner answers Confirmed. The window is
+// twice the upper quartile of those delays, at least holdWindowFloor and
+// at most a quarter of HoldTimeout, which it falls back to while the node
+// has no samples (a fresh start): the old fixed window, sized for a slow
+// internet path.
+//
+// Why not the proposer's own round trip (the QUIC connection's smoothed
+// RTT, a ping)? Whoever proposes controls its end of the connection: a
+// stranger that delays its ACKs or pongs inflates its own RTT for free,
+// and with it the window it gets. The node's samples come only from
+// matches that committed: to move them a stranger must confirm a match
+// (slowly), which takes the victim's booking, earns a no-show record that
+// removes its sample (RecordNoShow), and costs a stamped identity per
+// sample (one sample per partner). That is the squat the threat model
+// already prices, and worse for the victim than the window it would buy;
+// and the most it buys is the old window (the cap). The window is fixed
+// when the hold is granted, on the node's clock (s.now()), like the hold.
+//
+// A window too short for an honest proposer on a slower path than the
+// node's usual partners only costs what the window exists to avoid: a
+// second proposer may be held alongside, and the first Confirm wins.
 type hold struct {
-	peer        peer.ID
-	peerBooking string
-	peerName    string
-	start       time.Time
-	since       time.Time // when it was granted (the node's clock)
-	until       time.Time
-	exclusive   bool // granted to a free booking: others wait holdExclusive
+	peer         peer.ID
+	peerBooking  string
+	peerName     string
+	start        time.Time
+	since        time.Time // when it was granted (the node's clock)
+	until        time.Time
+	exclusive    bool          // granted to a free booking: others wait exclusiveFor
+	exclusiveFor time.Duration // the exclusive window, fixed at the grant
 }
 
 // maxHoldsPerBooking bounds the proposals held at once for one booking.
 const maxHoldsPerBooking = 4
 
-func (s *Service) holdExclusive() time.Duration { return s.cfg.HoldTimeout / 4 }
+// holdWindowFloor is the least exclusive window, of the node's clock: it
+// covers the scheduling noise of a loaded machine around a loopback or LAN
+// round trip, where the samples themselves are a millisecond or two.
+const holdWindowFloor = 20 * time.Millisecond
+
+// confirmDelaySamples bounds the samples kept (one per partner, newest).
+const confirmDelaySamples = 8
+
+// confirmDelay is one committed match's Accept->Confirm delay, as this
+// node measured it on its clock.
+type confirmDelay struct {
+	peer peer.ID
+	d    time.Duration
+}
+
+// maxExclusive is the longest exclusive window: a quarter of HoldTimeout,
+// sized for a slow internet path (and the window with no samples).
+func (s *Service) maxExclusive() time.Duration { return s.cfg.HoldTimeout / 4 }
+
+// exclusiveWindowLocked is how long a hold granted now keeps a free
+// booking to its proposer: twice the upper quartile of the recent
+// Accept->Confirm delays, within [holdWindowFloor, maxExclusive]; with no
+// samples, maxExclusive.
+func (s *Service) exclusiveWindowLocked() time.Duration {
+	limit := s.maxExclusive()
+	n := len(s.confirmDelays)
+	if n == 0 {
+		return limit
+	}
+	ds := make([]time.Duration, n)
+	for i, c := range s.confirmDelays {
+		ds[i] = c.d
+	}
+	slices.Sort(ds)
+	q := ds[(3*n+3)/4-1] // the upper quartile: ceil(3n/4)-th smallest
+	return min(max(2*q, holdWindowFloor), limit)
+}
+
+// exclusiveWindow is the window a hold granted now would get.
+func (s *Service) exclusiveWindow() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.exclusiveWindowLocked()
+}
+
+// noteConfirmDelayLocked keeps d, the Accept->Confirm delay of a match
+// with p that committed, replacing p's earlier sample (a partner counts
+// once) and, once there are confirmDelaySamples, the oldest.
+func (s *Service) noteConfirmDelayLocked(p peer.ID, d time.Duration) {
+	d = min(max(d, 0), s.maxExclusive()) // a clock step counts no more than the cap
+	kept := s.confirmDelays[:0:0]
+	for _, c := range s.confirmDelays {
+		if c.peer != p {
+			kept = append(kept, c)
+		}
+	}
+	if len(kept) >= confirmDelaySamples {
+		kept = kept[len(kept)-confirmDelaySamples+1:]
+	}
+	s.confirmDelays = append(kept, confirmDelay{p, d})
+}
+
+// forgetConfirmDelayLocked drops p's sample: p did not show up, so its
+// match says nothing about honest partners.
+func (s *Service) forgetConfirmDelayLocked(p peer.ID) {
+	s.confirmDelays = slices.DeleteFunc(s.confirmDelays, func(c confirmDelay) bool { return c.peer == p })
+}
 
 // pruneHoldsLocked drops holds that ran out; one that ran out while its
 // booking was still open is a lapse of its proposer.
@@ -69,7 +166,7 @@ func (s *Service) pruneHoldsLocked(now time.Time) {
 func (s *Service) heldLocked(id string, now time.Time) bool {
 	s.pruneHoldsLocked(now)
 	for _, h := range s.holds[id] {
-		if h.exclusive && now.Before(h.since.Add(s.holdExclusive())) {
+		if h.exclusive && now.Before(h.since.Add(h.exclusiveFor)) {
 			return true
 		}
 	}
@@ -102,8 +199,9 @@ func (s *Service) peerHoldsOtherLocked(remote peer.ID, id string) bool {
 	return false
 }
 
-// addHoldLocked grants remote a hold on booking id (replacing one it had).
-func (s *Service) addHoldLocked(id string, h hold) {
+// addHoldLocked grants remote a hold on booking id (replacing one it had);
+// it reports the hold's exclusive window, 0 if it is not exclusive.
+func (s *Service) addHoldLocked(id string, h hold) time.Duration {
 	hs := s.holds[id][:0:0]
 	for _, o := range s.holds[id] {
 		if o.peer != h.peer {
@@ -111,6 +209,9 @@ func (s *Service) addHoldLocked(id string, h hold) {
 		}
 	}
 	h.exclusive = len(hs) == 0
+	if h.exclusive {
+		h.exclusiveFor = s.exclusiveWindowLocked()
+	}
 	if len(hs) >= maxHoldsPerBooking {
 		// The oldest goes: an honest proposer confirms within a round
 		// trip, so a hold that old is most likely a stranger's that
@@ -118,6 +219,7 @@ func (s *Service) addHoldLocked(id string, h hold) {
 		hs = hs[1:]
 	}
 	s.holds[id] = append(hs, h)
+	return h.exclusiveFor
 }
 
 // dropHoldLocked removes remote's hold on booking id.

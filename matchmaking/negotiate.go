@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -466,9 +467,12 @@ func (s *Service) setBackoff(e *boardEntry, d time.Duration) {
 	s.wakeAfter(d)
 }
 
-// wakeAfter runs the matcher again after d of the clock (a backoff or a
-// grace period ends), rather than at the next tick. One goroutine
-// (wakeLoop) serves all: it waits for the earliest time asked for.
+// wakeAfter runs the matcher again after d of the clock (a backoff, a
+// grace period or a hold's exclusive window ends), rather than at the
+// next tick. One goroutine (wakeLoop) serves all: it keeps every time
+// asked for within a tick, earliest first, so an earlier request does not
+// replace a later one (a booking freed by an exclusive window ending must
+// not make the matcher miss the end of a busy backoff a moment later).
 func (s *Service) wakeAfter(d time.Duration) {
 	if d <= 0 || d > s.cfg.MatchInterval {
 		return // the tick comes first
@@ -476,21 +480,36 @@ func (s *Service) wakeAfter(d time.Duration) {
 	at := s.now().Add(d)
 	s.wakeMu.Lock()
 	defer s.wakeMu.Unlock()
-	if !s.wakeAt.IsZero() && !at.Before(s.wakeAt) {
+	i, found := slices.BinarySearchFunc(s.wakeAts, at, time.Time.Compare)
+	if found {
 		return
 	}
-	s.wakeAt = at
-	select {
-	case s.wakeSet <- struct{}{}:
-	default:
+	if len(s.wakeAts) >= maxWakes {
+		if i == len(s.wakeAts) {
+			return // the latest of many: an earlier wake's round or the tick serves it
+		}
+		s.wakeAts = s.wakeAts[:len(s.wakeAts)-1]
+	}
+	s.wakeAts = slices.Insert(s.wakeAts, i, at)
+	if i == 0 {
+		select {
+		case s.wakeSet <- struct{}{}:
+		default:
+		}
 	}
 }
+
+// maxWakes bounds the wake times kept; they all fall within a tick.
+const maxWakes = 64
 
 // wakeLoop wakes the matcher at the times wakeAfter asks for.
 func (s *Service) wakeLoop(ctx context.Context) {
 	for {
 		s.wakeMu.Lock()
-		at := s.wakeAt
+		var at time.Time
+		if len(s.wakeAts) > 0 {
+			at = s.wakeAts[0]
+		}
 		s.wakeMu.Unlock()
 		wait := time.Duration(1<<63 - 1) // until asked
 		if !at.IsZero() {
@@ -501,12 +520,15 @@ func (s *Service) wakeLoop(ctx context.Context) {
 			return
 		}
 		s.wakeMu.Lock()
-		due := !s.wakeAt.IsZero() && !s.now().Before(s.wakeAt)
-		if due {
-			s.wakeAt = time.Time{}
+		now, due := s.now(), 0
+		// Due: passed, or more than a tick ahead (asked for before the
+		// clock was set back; the tick serves it).
+		for due < len(s.wakeAts) && (!now.Before(s.wakeAts[due]) || s.wakeAts[due].Sub(now) > s.cfg.MatchInterval) {
+			due++
 		}
+		s.wakeAts = s.wakeAts[due:]
 		s.wakeMu.Unlock()
-		if due {
+		if due > 0 {
 			s.wake()
 		}
 	}
@@ -561,6 +583,7 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 	defer st.Close()
 	st.SetDeadline(time.Now().Add(2 * s.cfg.StreamTimeout)) // real time: a socket bound (clock.go)
 	r := bufio.NewReader(st)
+	proposed := s.now() // for the Accept->Confirm sample (holds.go)
 	err = writeMsg(st, &pb.MatchMessage{Body: &pb.MatchMessage_Propose{Propose: &pb.Propose{
 		FromBooking: bk.ID, ToBooking: key.booking, StartUnix: start.Unix(),
 		DurationMin: uint32(bk.DurationMin), Kind: kindToPB(bk.Kind),
@@ -622,6 +645,9 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 	nb := *stored
 	s.at("proposer-persisted")
 	s.goRun(func() { s.announce(ctx, nb) })
+	// What the acceptor waits for between its Accept and our Confirm: a
+	// round trip, its checks and our write.
+	delay := elapsedOrZero(s.now(), proposed)
 	err = writeMsg(st, confirmFor(nb, name))
 	if err == nil {
 		reply, err = readMsg(r)
@@ -629,6 +655,11 @@ func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) 
 	if err != nil {
 		s.log.Debug("match not confirmed yet; will retry", "peer", e.owner, "err", err)
 		return true
+	}
+	if reply.GetConfirmed() != nil {
+		s.mu.Lock()
+		s.noteConfirmDelayLocked(e.owner, delay)
+		s.mu.Unlock()
 	}
 	s.settle(ctx, nb, reply)
 	return true
@@ -947,7 +978,7 @@ func (s *Service) handleMatchStream(st network.Stream) {
 	case m.GetPropose() != nil:
 		s.onPropose(st, r, remote, m.GetPropose())
 	case m.GetConfirm() != nil:
-		writeMsg(st, s.onConfirm(remote, m.GetConfirm()))
+		writeMsg(st, s.onConfirm(remote, m.GetConfirm(), false))
 	case m.GetCancel() != nil:
 		switch err := s.onCancel(remote, m.GetCancel()); {
 		case errors.Is(err, errNoMatch):
@@ -976,7 +1007,7 @@ func (s *Service) onPropose(st network.Stream, r *bufio.Reader, remote peer.ID, 
 	if err != nil || m.GetConfirm() == nil {
 		return // the hold times out, or a reconcile Confirm settles it
 	}
-	reply := s.onConfirm(remote, m.GetConfirm())
+	reply := s.onConfirm(remote, m.GetConfirm(), true)
 	s.at("acceptor-committed")
 	writeMsg(st, reply)
 }
@@ -1042,8 +1073,12 @@ func (s *Service) tryHold(remote peer.ID, p *pb.Propose) string {
 	if s.overlappingLocked(from, from.Add(time.Duration(b.DurationMin)*time.Minute), b.ID, now) != nil {
 		return reasonUnavailable
 	}
-	s.addHoldLocked(b.ID, hold{peer: remote, peerBooking: p.GetFromBooking(), peerName: p.GetName(), start: start,
-		since: now, until: now.Add(s.cfg.HoldTimeout)})
+	if w := s.addHoldLocked(b.ID, hold{peer: remote, peerBooking: p.GetFromBooking(), peerName: p.GetName(), start: start,
+		since: now, until: now.Add(s.cfg.HoldTimeout)}); w > 0 {
+		// The booking may propose itself again when the window ends,
+		// not at the next tick.
+		s.wakeAfter(w)
+	}
 	if s.cfg.OnHold != nil {
 		s.cfg.OnHold()
 	}
@@ -1051,10 +1086,14 @@ func (s *Service) tryHold(remote peer.ID, p *pb.Propose) string {
 }
 
 // onConfirm commits a held match, or answers from the stored state when the
-// match is already settled (a reconcile).
-func (s *Service) onConfirm(remote peer.ID, c *pb.Confirm) *pb.MatchMessage {
+// match is already settled (a reconcile). onStream: the Confirm came on the
+// stream of its Propose, so the time since the hold was granted is a
+// sample of the Accept->Confirm delay (holds.go); one re-sent on a new
+// stream after a lost message is not.
+func (s *Service) onConfirm(remote peer.ID, c *pb.Confirm, onStream bool) *pb.MatchMessage {
 	now := s.now()
 	reply, committing := rejectMsg(reasonNoMatch), false
+	var heldSince time.Time
 	nb, err := s.update(c.GetToBooking(), func(b *Booking) (*Booking, error) {
 		if b == nil {
 			return nil, nil
@@ -1098,6 +1137,7 @@ func (s *Service) onConfirm(remote peer.ID, c *pb.Confirm) *pb.MatchMessage {
 			return nil, nil
 		}
 		delete(s.holds, b.ID) // the other holders' Confirms get "no such match"
+		heldSince = h.since
 		b.State, b.Partner, b.PartnerBooking, b.Start = StateMatched, remote.String(), h.peerBooking, h.start
 		b.PartnerName = h.peerName
 		if c.GetName() != "" && len(c.GetName()) <= MaxNameLen {
@@ -1121,10 +1161,18 @@ func (s *Service) onConfirm(remote peer.ID, c *pb.Confirm) *pb.MatchMessage {
 		// missing, and the next Confirm retries it.
 		s.log.Error("marking match confirmed", "booking", c.GetToBooking(), "err", err)
 	case committing:
+		if onStream {
+			s.mu.Lock()
+			s.noteConfirmDelayLocked(remote, elapsedOrZero(now, heldSince))
+			s.mu.Unlock()
+		}
 		s.goRun(func() { s.announce(s.ctx, *nb) })
 	}
 	return reply
 }
+
+// elapsedOrZero is now - t, or 0 when the clock was set back past t.
+func elapsedOrZero(now, t time.Time) time.Duration { return max(now.Sub(t), 0) }
 
 // errNoMatch: a Cancel names no match we hold with its sender (a third
 // party's, or a repeat of one already applied).

@@ -72,7 +72,7 @@ type Config struct {
 	DefaultOpenAfterMin int
 	// Timers; zero means the default.
 	AnnounceInterval time.Duration // re-announce open offers (default 30 s)
-	HoldTimeout      time.Duration // how long an accepted proposal waits for Confirm (3 s; exclusive for a quarter of it)
+	HoldTimeout      time.Duration // how long an accepted proposal waits for Confirm (3 s; exclusive for a measured round trip, at most a quarter of it: holds.go)
 	StreamTimeout    time.Duration // per negotiation round trip (5 s)
 	MatchInterval    time.Duration // matcher wake-up without news (1 s)
 	SyncInterval     time.Duration // pull the board from one random peer (20 s)
@@ -139,8 +139,11 @@ type Service struct {
 	bookings map[string]*Booking
 	people   map[peer.ID]Person
 	name     string
-	holds    map[string][]hold        // own booking ID -> accepted incoming proposals (holds.go)
-	standing map[peer.ID]peerStanding // peers' lapses and no-shows (standing.go)
+	holds    map[string][]hold // own booking ID -> accepted incoming proposals (holds.go)
+	// confirmDelays: Accept->Confirm delays of this node's recent
+	// committed matches, newest per partner (holds.go, exclusiveWindowLocked).
+	confirmDelays []confirmDelay
+	standing      map[peer.ID]peerStanding // peers' lapses and no-shows (standing.go)
 	// standingDirty: records changed and not yet stored (flushStanding).
 	standingDirty map[peer.ID]bool
 	standingFlush sync.Mutex
@@ -182,8 +185,8 @@ type Service struct {
 
 	clk     clock
 	wakeMu  sync.Mutex
-	wakeAt  time.Time     // when the matcher wants waking (zero: no wish)
-	wakeSet chan struct{} // wakeAt moved earlier
+	wakeAts []time.Time   // when the matcher wants waking, earliest first (wakeAfter)
+	wakeSet chan struct{} // wakeAts has a new earliest
 
 	seqMu      sync.Mutex
 	lastSeq    uint64

@@ -55,6 +55,7 @@ func (s *Service) RecordNoShow(p peer.ID) {
 	st.NoShows++
 	st.Until = maxTime(st.Until, now.Add(doubled(noShowBackoff, st.NoShows)))
 	s.saveStandingLocked(p, st)
+	s.forgetConfirmDelayLocked(p) // its match was no honest partner's round trip
 }
 
 // saveStandingLocked changes p's record in memory at once and stores it

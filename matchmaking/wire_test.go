@@ -300,7 +300,7 @@ func FuzzMatchMessage(f *testing.F) {
 		case m.GetPropose() != nil:
 			n.svc.tryHold(remote, m.GetPropose())
 		case m.GetConfirm() != nil:
-			n.svc.onConfirm(remote, m.GetConfirm())
+			n.svc.onConfirm(remote, m.GetConfirm(), false)
 		case m.GetCancel() != nil:
 			n.svc.onCancel(remote, m.GetCancel())
 		}

@@ -1,0 +1,145 @@
+package matchmaking
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// A hold's exclusive window follows the Accept->Confirm delays the node
+// has measured on its committed matches, on the node's clock. With no
+// sample it is a quarter of HoldTimeout (0.5 s here); after a match
+// confirmed at once (the clock is stopped: a delay of 0) it is
+// holdWindowFloor, so a second proposer is held alongside the first once
+// the floor has passed on the node's clock, though HoldTimeout/4 has not
+// (before: every first hold shut others out for HoldTimeout/4, which is
+// what a stranger that never confirms cost an honest pair). A partner
+// recorded as a no-show no longer counts.
+func TestHoldWindowFollowsMeasuredDelays(t *testing.T) {
+	clk := &testClock{}
+	victim := newTestNode(t, stoppedClock(clk))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sy := newSybils(t, 7)
+	step := 2 * holdWindowFloor
+	if step >= victim.svc.maxExclusive() {
+		t.Fatalf("the test needs the floor (%v) well under HoldTimeout/4 (%v)", holdWindowFloor, victim.svc.maxExclusive())
+	}
+	// held has first take a hold on a new booking at slot and never
+	// confirm; it reports how second's proposal is answered once step has
+	// passed on the victim's clock.
+	held := func(slot time.Duration, first, second *sybil) string {
+		t.Helper()
+		b := victim.book(t, BookRequest{At: nextSlot(slot), DurationMin: 25})
+		target := victim.svc.offerFor(b, time.Now())
+		if !first.hold(ctx, t, victim, target) {
+			t.Fatal("the first proposal was not accepted")
+		}
+		if reply, _ := second.proposeRaw(t, victim, target, "second", second.offerLike(t, target, "second"), false); reply.GetReject().GetReason() != reasonBusy {
+			t.Fatalf("a second proposal at once got %v, want busy", reply)
+		}
+		clk.advance(step)
+		reply, _ := second.proposeRaw(t, victim, target, "second", second.offerLike(t, target, "second"), false)
+		if reply.GetAccept() != nil {
+			return "accept"
+		}
+		return reply.GetReject().GetReason()
+	}
+
+	if got := held(3*time.Hour, sy[0], sy[1]); got != reasonBusy {
+		t.Fatalf("with no sample, %v into the hold a second proposer got %q, want busy (the window is HoldTimeout/4)", step, got)
+	}
+
+	// A committed match: Propose, Accept, Confirm on one stream.
+	m := sy[2]
+	b := victim.book(t, BookRequest{At: nextSlot(5 * time.Hour), DurationMin: 25})
+	target := victim.svc.offerFor(b, time.Now())
+	if _, done := m.proposeRaw(t, victim, target, "m", m.offerLike(t, target, "m"), true); done.GetConfirmed() == nil {
+		t.Fatalf("the match was not confirmed: %v", done)
+	}
+	if got := held(7*time.Hour, sy[3], sy[4]); got != "accept" {
+		t.Fatalf("after a match confirmed at once, %v into the hold (HoldTimeout/4 is %v) a second proposer got %q, want it accepted",
+			step, victim.svc.maxExclusive(), got)
+	}
+
+	victim.svc.RecordNoShow(m.id)
+	if got := held(9*time.Hour, sy[5], sy[6]); got != reasonBusy {
+		t.Fatalf("after the only sample's partner was a no-show, a second proposer got %q, want busy", got)
+	}
+}
+
+// The window is twice the upper quartile of the samples, one per partner,
+// within [holdWindowFloor, HoldTimeout/4].
+func TestExclusiveWindowOfSamples(t *testing.T) {
+	s := &Service{cfg: Config{HoldTimeout: 2 * time.Second}}
+	ms := time.Millisecond
+	if got := s.exclusiveWindowLocked(); got != 500*ms {
+		t.Fatalf("no samples: %v, want 500ms", got)
+	}
+	ids := make([]peer.ID, confirmDelaySamples+1)
+	for i := range ids {
+		_, ids[i] = mustKey(t)
+	}
+	s.noteConfirmDelayLocked(ids[0], 40*ms)
+	if got := s.exclusiveWindowLocked(); got != 80*ms {
+		t.Fatalf("one sample of 40ms: %v, want 80ms", got)
+	}
+	s.noteConfirmDelayLocked(ids[0], ms) // the same partner again: replaces
+	if got := s.exclusiveWindowLocked(); got != holdWindowFloor {
+		t.Fatalf("its newer sample of 1ms: %v, want the floor %v", got, holdWindowFloor)
+	}
+	for i, id := range ids[1:] {
+		s.noteConfirmDelayLocked(id, time.Duration(i+1)*10*ms) // 10..80ms; the 1ms goes
+	}
+	if len(s.confirmDelays) != confirmDelaySamples {
+		t.Fatalf("%d samples kept, want %d", len(s.confirmDelays), confirmDelaySamples)
+	}
+	if got := s.exclusiveWindowLocked(); got != 120*ms { // 6th of 10..80 is 60
+		t.Fatalf("samples 10..80ms: %v, want 120ms", got)
+	}
+	// One slow partner (a clock jump counts as the cap) among eight moves
+	// the window by one place (20..80ms and 500ms: the 6th is 70ms).
+	s.noteConfirmDelayLocked(ids[0], time.Hour)
+	if got := s.exclusiveWindowLocked(); got != 140*ms {
+		t.Fatalf("with one slow sample: %v, want 140ms", got)
+	}
+}
+
+// A wake asked for earlier does not replace one asked for later (before:
+// wakeAfter kept only the earliest time, so a booking freed when an
+// exclusive window ended made the matcher miss the end of a busy backoff
+// a moment later, and wait for the next tick).
+func TestWakeAfterKeepsEveryTime(t *testing.T) {
+	clk := &testClock{}
+	clk.stop()
+	s := &Service{cfg: Config{Now: clk.now, MatchInterval: time.Hour},
+		clk: clock{now: clk.now}, kick: make(chan struct{}, 1), wakeSet: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); s.wakeLoop(ctx) }()
+	defer func() { cancel(); <-done }()
+	woken := func() bool {
+		select {
+		case <-s.kick:
+			return true
+		case <-time.After(3 * clockPoll): // the loop polls a test clock every clockPoll
+			return false
+		}
+	}
+	s.wakeAfter(40 * time.Millisecond) // a backoff's end
+	s.wakeAfter(20 * time.Millisecond) // an exclusive window's end
+	if woken() {
+		t.Fatal("woken before any time was due")
+	}
+	clk.advance(25 * time.Millisecond)
+	if !woken() {
+		t.Fatal("not woken when the first time was due")
+	}
+	clk.advance(20 * time.Millisecond)
+	if !woken() {
+		t.Fatal("not woken when the second time was due")
+	}
+}
