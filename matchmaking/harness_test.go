@@ -359,6 +359,17 @@ func nextSlot(d time.Duration) time.Time {
 	return time.Now().UTC().Add(d).Truncate(Grid).Add(Grid)
 }
 
+// sameDaySlot is nextSlot(d), moved earlier if need be so that span after
+// it is still its UTC day (one shard): a test that relies on two slots
+// sharing a shard must not fail at the hours when they would not.
+func sameDaySlot(d, span time.Duration) time.Time {
+	at := nextSlot(d)
+	if day := at.Truncate(24 * time.Hour); at.Add(span).Truncate(24*time.Hour) != day {
+		at = day.Add(24*time.Hour - span - Grid)
+	}
+	return at
+}
+
 func (n *testNode) booking(id string) Booking {
 	b, err := n.svc.Booking(id)
 	if err != nil {

@@ -58,7 +58,7 @@ func TestShardReceivesOnlyItsOffers(t *testing.T) {
 		connect(t, w, p) // every publisher is w's direct neighbour
 		connect(t, viewer, p)
 	}
-	day := nextSlot(26 * time.Hour) // day D; D+1 is a day later
+	day := sameDaySlot(26*time.Hour, time.Hour) // day D (and an hour on); D+1 is a day later
 	w.book(t, BookRequest{At: day, DurationMin: 25, Activity: ActivityDesk})
 	want := pubs[0].book(t, BookRequest{At: day.Add(time.Hour), DurationMin: 25}) // same shard, another slot
 	others := []Booking{
@@ -186,10 +186,7 @@ func TestBoardSyncPerShard(t *testing.T) {
 	hub.view()
 	connect(t, a, hub)
 	connect(t, b, hub)
-	d := nextSlot(6 * time.Hour)
-	if d.Add(time.Hour).Truncate(24*time.Hour) != d.Truncate(24*time.Hour) {
-		d = d.Add(-2 * time.Hour) // late's slot, an hour on, must be on a's UTC day (a's shard)
-	}
+	d := sameDaySlot(6*time.Hour, time.Hour) // late's slot, an hour on, is on a's UTC day (a's shard)
 	ba := a.book(t, BookRequest{At: d, DurationMin: 25, Activity: ActivityDesk})
 	bb := b.book(t, BookRequest{At: d, DurationMin: 75})
 	waitFor(t, 10*time.Second, "the hub to hold both", func() bool { return len(hub.svc.Board(time.Time{}, time.Time{})) == 2 })
