@@ -242,14 +242,9 @@ func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 		class = in
 	}
 	// Only owners the node is connected to take part, in the plan and as
-	// candidates; the others are dialled in the background (reach.go), so
-	// an owner that never answers costs no negotiation a timeout.
-	reachable := map[peer.ID]bool{}
-	for _, e := range class {
-		if _, ok := reachable[e.owner]; !ok {
-			reachable[e.owner] = !s.shunnedLocked(e.owner, now) && s.reachableLocked(e.owner, now)
-		}
-	}
+	// candidates; others are dialled in the background (reach.go), so an
+	// owner that never answers costs no negotiation a timeout.
+	reachable := s.reachClassLocked(b, class, now)
 	in := class[:0:0]
 	for _, e := range class {
 		if reachable[e.owner] {
@@ -325,6 +320,73 @@ func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 	}
 	shuffle(others)
 	return others
+}
+
+// classReach is how many owners in a slot class a searching booking
+// wants to be connected to, counting only those it could propose to or
+// be asked by (compatible, not backed off, not shunned). A booking needs
+// one partner: dialling every owner of a crowded slot ("everyone books
+// Monday 9am") made a node's connections, and with them its handshakes,
+// heartbeats and flood-published copies, grow with the slot's size, that
+// is with the network. Owners that match leave the class and others are
+// dialled in their place, so two compatible bookings left searching still
+// meet: each keeps dialling while it has fewer than classReach usable
+// owners, and any connection between them, from either side, puts both
+// in each other's plan.
+const classReach = 8
+
+// reachClassLocked says which owners of booking b's class the node can
+// plan with now (connected, not silent), and starts background dials to
+// more of the others, in random order, while fewer than classReach usable
+// owners are connected or being dialled.
+func (s *Service) reachClassLocked(b *Booking, class []*boardEntry, now time.Time) map[peer.ID]bool {
+	reachable := map[peer.ID]bool{}
+	usable := 0
+	var far []peer.ID
+	for _, e := range class {
+		if _, seen := reachable[e.owner]; seen {
+			continue
+		}
+		if s.shunnedLocked(e.owner, now) {
+			reachable[e.owner] = false
+			continue
+		}
+		if !s.connectedTo(e.owner) {
+			reachable[e.owner] = false
+			if s.reach[e.owner].dialing {
+				usable++ // counted as it will be, so dials stay bounded
+			} else {
+				far = append(far, e.owner)
+			}
+			continue
+		}
+		ok := s.reachableLocked(e.owner, now)
+		reachable[e.owner] = ok
+		if ok && s.usableLocked(b, e, now) {
+			usable++
+		}
+	}
+	rand.Shuffle(len(far), func(i, j int) { far[i], far[j] = far[j], far[i] })
+	for _, p := range far {
+		if usable >= classReach {
+			break
+		}
+		s.reachableLocked(p, now) // starts a dial unless p failed lately
+		if s.reach[p].dialing {
+			usable++
+		}
+	}
+	return reachable
+}
+
+// usableLocked reports whether booking b could pair with e's offer now,
+// as far as this node's own records go.
+func (s *Service) usableLocked(b *Booking, e *boardEntry, now time.Time) bool {
+	if !s.compatible(b, e.offer, e.owner) || !s.acceptablePeerLocked(e.owner, now) {
+		return false
+	}
+	bo, ok := s.backoff[boardKey{e.owner, e.offer.GetBookingId()}]
+	return !ok || !bo.hard || !now.Before(bo.until)
 }
 
 // planPartner computes the class plan: a maximum matching of the open
