@@ -112,8 +112,18 @@ func checkBookings(nodes []nodeState, now time.Time) bookingCheck {
 			pb, ok := nodes[j].final[b.PartnerBooking]
 			if !ok || pb.State != matchmaking.StateMatched || pb.Partner != n.id.String() || pb.PartnerBooking != id {
 				c.oneSided++
-				c.problems = append(c.problems, fmt.Sprintf("one-sided: node %d booking %s names node %d booking %s, which is %s with %q/%q",
-					i, id, j, b.PartnerBooking, pb.State, pb.Partner, pb.PartnerBooking))
+				// Whether the partner's side is still telling (a Cancel
+				// being re-sent) or has given up tells a slow delivery
+				// from a lost one.
+				var since string
+				if ok {
+					since = fmt.Sprintf(", changed %.1f s before the check", now.Sub(pb.UpdatedAt).Seconds())
+					if pb.CancelUnsent {
+						since += ", its Cancel not yet acknowledged (being re-sent)"
+					}
+				}
+				c.problems = append(c.problems, fmt.Sprintf("one-sided: node %d booking %s names node %d booking %s, which is %s with %q/%q%s",
+					i, id, j, b.PartnerBooking, pb.State, pb.Partner, pb.PartnerBooking, since))
 				continue
 			}
 			if !pb.Start.Equal(b.Start) || pb.DurationMin != b.DurationMin {
