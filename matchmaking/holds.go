@@ -58,14 +58,15 @@ import (
 // node's usual partners only costs what the window exists to avoid: a
 // second proposer may be held alongside, and the first Confirm wins.
 type hold struct {
-	peer         peer.ID
-	peerBooking  string
-	peerName     string
-	start        time.Time
-	since        time.Time // when it was granted (the node's clock)
-	until        time.Time
-	exclusive    bool          // granted to a free booking: others wait exclusiveFor
-	exclusiveFor time.Duration // the exclusive window, fixed at the grant
+	peer        peer.ID
+	peerBooking string
+	peerName    string
+	start       time.Time
+	since       time.Time // when it was granted (the node's clock)
+	until       time.Time
+	// exclusiveFor is the exclusive window, fixed at the grant: others
+	// wait it out. Only a hold on a free booking has one (0: none).
+	exclusiveFor time.Duration
 }
 
 // maxHoldsPerBooking bounds the proposals held at once for one booking.
@@ -107,13 +108,6 @@ func (s *Service) exclusiveWindowLocked() time.Duration {
 	slices.Sort(ds)
 	q := ds[(3*n+3)/4-1] // the upper quartile: ceil(3n/4)-th smallest
 	return min(max(2*q, holdWindowFloor), limit)
-}
-
-// exclusiveWindow is the window a hold granted now would get.
-func (s *Service) exclusiveWindow() time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.exclusiveWindowLocked()
 }
 
 // noteConfirmDelayLocked keeps d, the Accept->Confirm delay of a match
@@ -166,7 +160,7 @@ func (s *Service) pruneHoldsLocked(now time.Time) {
 func (s *Service) heldLocked(id string, now time.Time) bool {
 	s.pruneHoldsLocked(now)
 	for _, h := range s.holds[id] {
-		if h.exclusive && now.Before(h.since.Add(h.exclusiveFor)) {
+		if now.Before(h.since.Add(h.exclusiveFor)) {
 			return true
 		}
 	}
@@ -208,8 +202,7 @@ func (s *Service) addHoldLocked(id string, h hold) time.Duration {
 			hs = append(hs, o)
 		}
 	}
-	h.exclusive = len(hs) == 0
-	if h.exclusive {
+	if len(hs) == 0 {
 		h.exclusiveFor = s.exclusiveWindowLocked()
 	}
 	if len(hs) >= maxHoldsPerBooking {

@@ -143,3 +143,10 @@ func TestWakeAfterKeepsEveryTime(t *testing.T) {
 		t.Fatal("not woken when the second time was due")
 	}
 }
+
+// exclusiveWindow is the window a hold granted now would get.
+func (s *Service) exclusiveWindow() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.exclusiveWindowLocked()
+}
