@@ -73,6 +73,7 @@ const maxReach = 10000
 // left alone for unreachableBackoff, doubling with every silence up to
 // maxReachBackoff, whatever it announces meanwhile.
 func (s *Service) markSilent(p peer.ID, conn network.Conn) {
+	s.silences.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()

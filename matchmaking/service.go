@@ -196,6 +196,7 @@ type Service struct {
 	// board sync); refusedLog paces the info line about them.
 	refused       atomic.Uint64
 	validated     atomic.Uint64 // gossip messages validated (tests watch a flood land)
+	silences      atomic.Uint64 // proposals an owner took and never answered (reach.go)
 	refusedLogged atomic.Uint64
 	refusedLog    rate.Sometimes
 
@@ -1085,6 +1086,12 @@ func (s *Service) validateGossip(ctx context.Context, from peer.ID, msg *pubsub.
 // RefusedOffers is how many offer records from peers this node refused for
 // their content (malformed, forged, or text that breaks the usertext rules).
 func (s *Service) RefusedOffers() uint64 { return s.refused.Load() }
+
+// Silences is how many proposals of this node an offer owner took and left
+// unanswered past the reply timeout, each putting the owner out of plans
+// for a while (reach.go). Honest owners answer at once, so a count that
+// grows under load says the node or its peers are starved, not attacked.
+func (s *Service) Silences() uint64 { return s.silences.Load() }
 
 // refuseOffer counts a refused offer record and says why: every one at
 // debug, and at info at most once a minute (a peer whose name breaks the

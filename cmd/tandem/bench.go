@@ -2,9 +2,12 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
-	"runtime/pprof"
+	runpprof "runtime/pprof"
 	"syscall"
 	"time"
 
@@ -28,6 +31,7 @@ func newBenchSwarmCmd(g *globalFlags) *cobra.Command {
 	var (
 		cfg        bench.SwarmConfig
 		cpuprofile string
+		pprofAddr  string
 		noIdle     bool
 		seeds      []uint
 	)
@@ -38,6 +42,13 @@ func newBenchSwarmCmd(g *globalFlags) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if pprofAddr != "" {
+				closePprof, err := servePprof(pprofAddr)
+				if err != nil {
+					return err
+				}
+				defer closePprof()
+			}
 			cfg.Progress = cmd.ErrOrStderr()
 			if !noIdle {
 				exe, err := os.Executable()
@@ -88,6 +99,7 @@ func newBenchSwarmCmd(g *globalFlags) *cobra.Command {
 	f.DurationVar(&cfg.Settle, "settle", 30*time.Second, "longest wait for matching to finish after the workload")
 	f.DurationVar(&cfg.Opportunity, "opportunity", time.Second, "two compatible requests open together this long should have been paired")
 	f.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	f.StringVar(&pprofAddr, "pprof", "", "serve Go's /debug/pprof on this loopback address (e.g. 127.0.0.1:6060) during the run, to profile one phase or dump goroutines")
 	f.BoolVar(&noIdle, "no-idle", false, "skip measuring an idle `tandem up` in its own process")
 	return cmd
 }
@@ -134,9 +146,34 @@ func profiled(path string, f func() error) error {
 		return fmt.Errorf("creating CPU profile: %w", err)
 	}
 	defer out.Close()
-	if err := pprof.StartCPUProfile(out); err != nil {
+	if err := runpprof.StartCPUProfile(out); err != nil {
 		return fmt.Errorf("starting CPU profile: %w", err)
 	}
-	defer pprof.StopCPUProfile()
+	defer runpprof.StopCPUProfile()
 	return f()
+}
+
+// servePprof serves net/http/pprof on a loopback address until the
+// returned func is called: a profile of one phase of a long run (a
+// collapse at N = 1000), which --cpuprofile, covering the whole command,
+// cannot isolate.
+func servePprof(addr string) (func(), error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("--pprof %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return nil, fmt.Errorf("--pprof %q: must be a loopback IP address and port", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return func() { srv.Close() }, nil
 }

@@ -90,12 +90,17 @@ type SwarmResult struct {
 	TimeToMatch Dist       `json:"time_to_match"`
 	FloorRatio  [3]float64 `json:"time_to_match_floor_ratio"` // p50, p95, p99
 
-	MatchedPairs      int `json:"matched_pairs"`
-	MaxPairs          int `json:"max_pairs"`
-	MaxPairsUntimed   int `json:"max_pairs_ignoring_time"`
-	DoubleBookings    int `json:"double_bookings"`
-	OneSidedBookings  int `json:"one_sided_bookings"`
-	UnconfirmedAtEnd  int `json:"unconfirmed_matches"`
+	MatchedPairs     int `json:"matched_pairs"`
+	MaxPairs         int `json:"max_pairs"`
+	MaxPairsUntimed  int `json:"max_pairs_ignoring_time"`
+	DoubleBookings   int `json:"double_bookings"`
+	OneSidedBookings int `json:"one_sided_bookings"`
+	UnconfirmedAtEnd int `json:"unconfirmed_matches"`
+	// Silences counts proposals an owner took and left unanswered past
+	// the reply timeout (the owner is then left out of plans for a while:
+	// matchmaking/reach.go). With no attackers, every one is a starved
+	// honest node.
+	Silences          int `json:"silences"`
 	OpportunityMillis int `json:"opportunity_ms"`
 
 	Traffic Traffic `json:"traffic_per_node_per_min"`
@@ -338,6 +343,9 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	res.MatchedPairs = len(chk.pairs) / 2
 	res.DoubleBookings, res.OneSidedBookings, res.UnconfirmedAtEnd = chk.double, chk.oneSided, chk.unconfirmed
 	res.Problems = append(res.Problems, chk.problems...)
+	for _, n := range s.nodes {
+		res.Silences += int(n.silenceCount())
+	}
 	reqs := s.requests()
 	res.MaxPairs, res.MaxPairsUntimed = exactMax(reqs, st, chk.pairs, end, cfg.Opportunity)
 	for _, r := range reqs {
@@ -841,6 +849,7 @@ func (r *SwarmResult) Table(w io.Writer) {
 			r.Sybils, r.SybilOffers, r.SybilProposals, r.SybilHolds)
 	}
 	row("double / one-sided bookings", "%d / %d  (%d unconfirmed)", r.DoubleBookings, r.OneSidedBookings, r.UnconfirmedAtEnd)
+	row("proposals left unanswered", "%d  (each owner then out of plans for 30 s or more)", r.Silences)
 	t := r.Traffic
 	row("messages per node per minute", "%.0f  (gossip RPCs %.0f carrying %.0f msgs + %.0f control; %.1f streams)",
 		t.Messages(), t.GossipRPCs, t.GossipMsgs, t.GossipCtrl, t.Streams)

@@ -43,11 +43,14 @@ type swarmNode struct {
 	log       *slog.Logger
 
 	// Counters and recorders outlive restarts.
-	bw     *metrics.BandwidthCounter
-	rm     *streamCounter
-	dials  atomic.Int64 // connections opened (both directions), across restarts
-	gossip *gossipCounter
-	rec    *nodeLog
+	bw    *metrics.BandwidthCounter
+	rm    *streamCounter
+	dials atomic.Int64 // connections opened (both directions), across restarts
+	// silences counts the proposals of the node's earlier runs that an
+	// owner left unanswered (matchmaking.Service.Silences).
+	silences atomic.Uint64
+	gossip   *gossipCounter
+	rec      *nodeLog
 
 	// bootstrap are the peers this node dials when it (re)starts.
 	bootstrap []*swarmNode
@@ -157,6 +160,7 @@ func (n *swarmNode) stop() {
 	}
 	n.online = false
 	n.addr.Store(nil)
+	n.silences.Add(n.svc.Silences())
 	n.svc.Close()
 	n.cancel()
 	n.h.Close()
@@ -190,6 +194,16 @@ func (n *swarmNode) dialBootstrap(ctx context.Context) {
 		})
 	}
 	wg.Wait()
+}
+
+// silenceCount is how many of the node's proposals, over all its runs,
+// an owner left unanswered.
+func (n *swarmNode) silenceCount() uint64 {
+	c := n.silences.Load()
+	if svc := n.service(); svc != nil {
+		c += svc.Silences()
+	}
+	return c
 }
 
 // service returns the running matcher, or nil when offline.
