@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -123,7 +124,9 @@ func checkBookings(nodes []nodeState, now time.Time) bookingCheck {
 					}
 				}
 				c.problems = append(c.problems, fmt.Sprintf("one-sided: node %d booking %s names node %d booking %s, which is %s with %q/%q%s",
-					i, id, j, b.PartnerBooking, pb.State, pb.Partner, pb.PartnerBooking, since))
+					i, id, j, b.PartnerBooking, pb.State, pb.Partner, pb.PartnerBooking, since),
+					"    node "+fmt.Sprint(i)+": "+history(n, id, now),
+					"    node "+fmt.Sprint(j)+": "+history(nodes[j], b.PartnerBooking, now))
 				continue
 			}
 			if !pb.Start.Equal(b.Start) || pb.DurationMin != b.DurationMin {
@@ -355,4 +358,42 @@ func propagation(nodes []nodeState, from, end time.Time) (samples []time.Duratio
 		}
 	}
 	return samples, incomplete, open, withdrawn
+}
+
+// history tells what happened to node n's booking id and when the node
+// was offline, in seconds before now: what a one-sided booking needs to
+// be traced to its cause.
+func history(n nodeState, id string, now time.Time) string {
+	ago := func(t time.Time) string { return fmt.Sprintf("-%.1fs", now.Sub(t).Seconds()) }
+	var out []string
+	for _, e := range n.bookings {
+		if e.b.ID != id {
+			continue
+		}
+		h := ago(e.at) + " " + string(e.b.State)
+		if e.b.Partner != "" {
+			p := e.b.Partner
+			h += " with " + p[len(p)-4:] + "/" + e.b.PartnerBooking
+		}
+		if e.b.Confirmed {
+			h += " confirmed"
+		}
+		if e.b.CancelUnsent {
+			h += " cancel-unsent"
+		}
+		if e.b.Note != "" {
+			h += fmt.Sprintf(" (%s)", e.b.Note)
+		}
+		out = append(out, h)
+	}
+	var off []string
+	for k, s := range n.online {
+		if k > 0 {
+			off = append(off, ago(n.online[k-1].to)+".."+ago(s.from))
+		}
+	}
+	if len(off) > 0 {
+		out = append(out, "offline "+strings.Join(off, ", "))
+	}
+	return strings.Join(out, "; ")
 }
