@@ -801,24 +801,44 @@ func free(b *Booking, note string, now time.Time) {
 
 // reconcileAll re-confirms unconfirmed matches with connected partners,
 // and when full all matches, dialling partners that are not connected at
-// the addresses kept with the booking. It also re-sends Cancels the
-// partner has not acknowledged yet.
+// the addresses kept with the booking. It also re-checks matches whose
+// last re-check got no answer, and re-sends Cancels the partner has not
+// acknowledged yet, each when its retry is due (retry).
 func (s *Service) reconcileAll(ctx context.Context, full bool) {
-	peers := map[peer.ID]bool{}
+	type check struct{ all, dial bool }
+	peers := map[peer.ID]check{}
 	now := s.now()
 	s.mu.Lock()
-	for _, b := range s.bookings {
-		if b.State == StateMatched && (full || !b.Confirmed) {
-			if id, err := peer.Decode(b.Partner); err == nil {
-				peers[id] = true
-			}
+	for id, r := range s.recheckRetries {
+		if b, ok := s.bookings[id]; !ok || b.State != StateMatched || b.Partner != r.partner {
+			delete(s.recheckRetries, id)
 		}
 	}
+	for _, b := range s.bookings {
+		if b.State != StateMatched {
+			continue
+		}
+		id, err := peer.Decode(b.Partner)
+		if err != nil {
+			continue
+		}
+		c := peers[id]
+		if full {
+			c = check{all: true, dial: true}
+		} else if r, failed := s.recheckRetries[b.ID]; failed && r.due(now) {
+			// Its last re-check got no answer: again now, dialling if
+			// need be, whether confirmed or not.
+			s.recheckRetries[b.ID] = r.next(now, s.connectedTo(id))
+			c = check{all: true, dial: true}
+		} else if b.Confirmed {
+			continue
+		}
+		peers[id] = c
+	}
 	s.mu.Unlock()
-	for p := range peers {
-		// A relayed (limited) connection carries the matcher's messages too.
-		if c := s.h.Network().Connectedness(p); full || c == network.Connected || c == network.Limited {
-			s.reconcile(ctx, p, full)
+	for p, c := range peers {
+		if c.dial || s.connectedTo(p) {
+			s.reconcile(ctx, p, c.all)
 		}
 	}
 	s.resendCancels(ctx, now, false, "")
@@ -848,18 +868,48 @@ func (s *Service) recheckAll(ctx context.Context) {
 	}
 	wg.Wait()
 	s.resendCancels(ctx, s.now(), true, "")
+	s.at("rechecked")
 }
 
-// cancelRetry paces the re-sending of one unacknowledged Cancel.
-type cancelRetry struct {
-	next  time.Time
-	delay time.Duration
+// retry paces the re-sending of one message the partner has not answered
+// or acknowledged: a Cancel (cancelRetries) or the Confirm of a re-check
+// (recheckRetries). The delay starts at 1 s and doubles to 30 s while the
+// partner is not connected (each try may cost a dial); while it is
+// connected, a try costs a stream, and the delay stays at most
+// connectedRetry, so a partner that was only slow to answer (loaded) or
+// could not store the change learns it within seconds.
+type retry struct {
+	at      time.Time // the next try is due
+	delay   time.Duration
+	partner string // for a re-check: the partner the match was with
+}
+
+// connectedRetry bounds the delay of a retry while the partner is
+// connected.
+const connectedRetry = 2 * time.Second
+
+// firstRetry is the retry of a message sent (and failed) at now.
+func firstRetry(now time.Time) retry { return retry{at: now.Add(time.Second), delay: time.Second} }
+
+// due reports whether the next try is due at now. One more than a delay
+// ahead was set before the clock went back: due.
+func (r retry) due(now time.Time) bool {
+	return !now.Before(r.at) || r.at.Sub(now) > r.delay
+}
+
+// next is the retry after a try at now.
+func (r retry) next(now time.Time, connected bool) retry {
+	r.delay = min(max(2*r.delay, time.Second), 30*time.Second)
+	if connected {
+		r.delay = min(r.delay, connectedRetry)
+	}
+	r.at = now.Add(r.delay)
+	return r
 }
 
 // resendCancels re-sends the Cancels whose partner has not acknowledged
-// them (only those to partner, if set), each with its own backoff (1 s
-// doubling to 30 s; all at once when all is set), until acknowledged or
-// the booked time is over.
+// them (only those to partner, if set), each on its own retry (all at
+// once when all is set), until acknowledged or the booked time is over.
 func (s *Service) resendCancels(ctx context.Context, now time.Time, all bool, partner string) {
 	type notice struct {
 		b       Booking
@@ -880,17 +930,16 @@ func (s *Service) resendCancels(ctx context.Context, now time.Time, all bool, pa
 			over = append(over, id)
 			continue
 		}
-		r := s.cancelRetries[id]
-		// A next more than a delay ahead: the clock was set back; due.
-		if !all && now.Before(r.next) && r.next.Sub(now) <= r.delay {
+		pid, err := peer.Decode(b.Partner)
+		if err != nil {
 			continue
 		}
-		r.delay = min(max(2*r.delay, time.Second), 30*time.Second)
-		r.next = now.Add(r.delay)
-		s.cancelRetries[id] = r
-		if pid, err := peer.Decode(b.Partner); err == nil {
-			due = append(due, notice{*b, pid})
+		r, ok := s.cancelRetries[id]
+		if ok && !all && !r.due(now) {
+			continue
 		}
+		s.cancelRetries[id] = r.next(now, s.connectedTo(pid))
+		due = append(due, notice{*b, pid})
 	}
 	s.mu.Unlock()
 	for _, id := range over {
@@ -912,9 +961,10 @@ func (s *Service) resendCancels(ctx context.Context, now time.Time, all bool, pa
 	}
 }
 
-// cancelDelivered clears a booking's unsent-Cancel mark.
-func (s *Service) cancelDelivered(id string) {
-	_, err := s.update(id, func(b *Booking) (*Booking, error) {
+// cancelDelivered clears a booking's unsent-Cancel mark; it returns the
+// booking as stored, or nil if nothing changed.
+func (s *Service) cancelDelivered(id string) *Booking {
+	nb, err := s.update(id, func(b *Booking) (*Booking, error) {
 		delete(s.cancelRetries, id)
 		if b == nil || !b.CancelUnsent {
 			return nil, nil
@@ -926,6 +976,7 @@ func (s *Service) cancelDelivered(id string) {
 		// Sent again later; the partner answers a repeat as before.
 		s.log.Error("marking cancel delivered", "booking", id, "err", err)
 	}
+	return nb
 }
 
 // partnerAddrs lists where partner can be reached: what the peerstore
@@ -978,6 +1029,18 @@ func (s *Service) reconcile(ctx context.Context, p peer.ID, all bool) {
 	s.mu.Unlock()
 	for _, b := range todo {
 		reply, err := s.roundTrip(ctx, p, confirmFor(b, name))
+		s.mu.Lock()
+		if err != nil {
+			// No answer (the partner is offline, loaded, or elsewhere
+			// than we know): the match is re-checked again on a retry,
+			// not only at the next full re-check (reconcileAll).
+			if _, ok := s.recheckRetries[b.ID]; !ok {
+				s.recheckRetries[b.ID] = retry{partner: b.Partner}.next(s.now(), s.connectedTo(p))
+			}
+		} else {
+			delete(s.recheckRetries, b.ID)
+		}
+		s.mu.Unlock()
 		if err != nil {
 			continue
 		}
@@ -1086,7 +1149,7 @@ func (s *Service) tryHold(remote peer.ID, p *pb.Propose) string {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.acceptablePeerLocked(remote, now) || s.shunnedLocked(remote, now) {
+	if !s.acceptablePeerLocked(remote, now) || s.shunnedLocked(remote, now) || s.cancelledLocked(remote, p.GetFromBooking(), now) {
 		return reasonUnavailable
 	}
 	b, ok := s.bookings[p.GetToBooking()]
@@ -1248,8 +1311,13 @@ var errNoMatch = errors.New("no such match")
 func (s *Service) onCancel(remote peer.ID, c *pb.Cancel) error {
 	now := s.now()
 	nb, err := s.update(c.GetToBooking(), func(b *Booking) (*Booking, error) {
+		h, held := s.holdOfLocked(c.GetToBooking(), remote)
 		s.dropHoldLocked(c.GetToBooking(), remote)
-		if b == nil || b.State != StateMatched || b.Partner != remote.String() || b.PartnerBooking != c.GetFromBooking() {
+		matched := b != nil && b.State == StateMatched && b.Partner == remote.String() && b.PartnerBooking == c.GetFromBooking()
+		if matched || (b != nil && held && h.peerBooking == c.GetFromBooking()) {
+			s.rememberCancelledLocked(remote, c.GetFromBooking(), now)
+		}
+		if !matched {
 			return nil, errNoMatch
 		}
 		note := "partner cancelled"

@@ -171,8 +171,14 @@ type Service struct {
 	// reachDials how many run (reach.go).
 	reach      map[peer.ID]reachState
 	reachDials int
-	// cancelRetries paces re-sending Cancels not yet acknowledged.
-	cancelRetries map[string]cancelRetry
+	// cancelRetries paces re-sending Cancels not yet acknowledged;
+	// recheckRetries re-checking matches whose last re-check got no
+	// answer (both by own booking ID).
+	cancelRetries  map[string]retry
+	recheckRetries map[string]retry
+	// cancelled: other peers' bookings cancelled while held on or
+	// matched with ours, until when they are remembered (holds.go).
+	cancelled map[boardKey]time.Time
 	// pending holds the bookings being written, as they will be once
 	// stored (write.go).
 	pending map[string]Booking
@@ -293,7 +299,7 @@ func New(cfg Config) (*Service, error) {
 		holds: map[string][]hold{}, standing: map[peer.ID]peerStanding{}, standingDirty: map[peer.ID]bool{}, shows: map[peer.ID]int{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{},
 		announced: map[string]time.Time{}, lastOffer: map[string]*pb.Offer{}, booking: map[string]bool{}, proposing: map[string]bool{}, plans: map[string]planWait{},
 		reach:         map[peer.ID]reachState{},
-		cancelRetries: map[string]cancelRetry{}, pending: map[string]Booking{},
+		cancelRetries: map[string]retry{}, recheckRetries: map[string]retry{}, cancelled: map[boardKey]time.Time{}, pending: map[string]Booking{},
 		wlocks: map[string]*writeLock{}, wakeSet: make(chan struct{}, 1),
 		clk:  clock{now: cfg.Now, rate: cfg.Rate, real: real},
 		name: cfg.Name, circleBoard: newBoard(), sealedBoard: newBoard(), circles: map[string]*circleState{},
@@ -662,6 +668,14 @@ func (s *Service) cancelBooking(ctx context.Context, id string, match *string, r
 		partner, partnerBooking = b.Partner, b.PartnerBooking
 		b.State = StateCancelled
 		b.Note = reason
+		// The Cancel is owed from this write on, stored with it: a node
+		// that dies before the partner acknowledges it sends it again
+		// when it starts (recheckAll).
+		b.CancelUnsent = partner != ""
+		if b.CancelUnsent {
+			// Sent below; the re-sends start a second after.
+			s.cancelRetries[id] = firstRetry(s.now())
+		}
 		delete(s.holds, id)
 		return b, nil
 	})
@@ -669,6 +683,7 @@ func (s *Service) cancelBooking(ctx context.Context, id string, match *string, r
 		return Booking{}, err
 	}
 	nb := *stored
+	s.at("cancel-stored")
 	s.announce(ctx, nb)
 	if partner != "" {
 		if pid, err := peer.Decode(partner); err == nil {
@@ -677,20 +692,8 @@ func (s *Service) cancelBooking(ctx context.Context, id string, match *string, r
 				// (resendCancels); the partner also learns it when it
 				// re-checks the match.
 				s.log.Info("partner not reachable to cancel; will retry", "peer", pid, "err", err)
-				cb, err := s.update(id, func(cur *Booking) (*Booking, error) {
-					if cur == nil || cur.State != StateCancelled {
-						return nil, nil
-					}
-					cur.CancelUnsent = true
-					return cur, nil
-				})
-				if err != nil {
-					// The partner still learns it when it re-checks
-					// the match ("no such match").
-					s.log.Error("keeping the cancel to re-send", "booking", id, "err", err)
-				} else if cb != nil {
-					nb = *cb
-				}
+			} else if cb := s.cancelDelivered(id); cb != nil {
+				nb = *cb
 			}
 		}
 	}

@@ -1,0 +1,204 @@
+package matchmaking
+
+import (
+	"bufio"
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/tandem-cowork/tandem/matchmaking/pb"
+)
+
+// The ways a user's Cancel of a matched booking could fail to reach the
+// partner's node, or be applied there and then undone, each leaving the
+// partner holding a match the canceller has dropped (a one-sided
+// booking).
+
+// matchPair books one slot on a and b and waits until both hold the match
+// confirmed.
+func matchPair(t *testing.T, a, b *testNode) (ba, bb Booking) {
+	t.Helper()
+	slot := nextSlot(5 * time.Hour)
+	ba = a.book(t, BookRequest{At: slot, DurationMin: 25})
+	bb = b.book(t, BookRequest{At: slot, DurationMin: 25})
+	waitFor(t, 15*time.Second, "a and b matched", func() bool {
+		return a.booking(ba.ID).Confirmed && b.booking(bb.ID).Confirmed
+	})
+	return a.booking(ba.ID), b.booking(bb.ID)
+}
+
+// A node that dies between storing its user's Cancel and sending it (kill
+// -9, power loss, the app quitting while the partner is slow to answer)
+// sends it when it starts again. Before, the booking was stored cancelled
+// and the mark that the Cancel was still owed was written only after a
+// failed send, so a restart forgot it: the partner kept the match until
+// it re-checked it itself, every 2 minutes, and could not even do that
+// once the canceller came back on another port.
+func TestCancelSentAfterCrashBeforeSend(t *testing.T) {
+	a, b := newTestNode(t, nil), newTestNode(t, nil)
+	connect(t, a, b)
+	ba, bb := matchPair(t, a, b)
+	hit, release := crashAt(a, "cancel-stored")
+	go a.svc.Cancel(context.Background(), ba.ID, "something came up")
+	waitClosed(t, hit, "a storing the cancel")
+	killHeld(a, release)
+	a.start() // new port: b cannot dial a at the address it kept
+	waitFor(t, 15*time.Second, "b learns of the cancel", func() bool {
+		return b.booking(bb.ID).State == StateSearching
+	})
+	waitFor(t, 15*time.Second, "a's cancel acknowledged", func() bool { return !a.booking(ba.ID).CancelUnsent })
+	if got := a.booking(ba.ID); got.State != StateCancelled {
+		t.Fatalf("a's booking after the restart: %+v", got)
+	}
+	checkInvariants(t, []*testNode{a, b})
+}
+
+// A match whose re-check got no answer is re-checked again soon, not
+// only at the next full re-check 2 minutes later. The partner b was
+// offline when a cancelled; b came back while a was offline in turn (b's
+// re-check at start found nobody), then a came back at its old address.
+// a cannot reach b (b's kept address is stale: b started on another
+// port), so only b's re-check can settle it: before, b waited for its
+// 2-minute full re-check, holding a match its partner had cancelled.
+func TestFailedRecheckRetriedSoon(t *testing.T) {
+	a := newTestNode(t, nil)
+	b := newTestNode(t, nil)
+	connect(t, a, b)
+	ba, bb := matchPair(t, a, b)
+	b.stop()
+	c, err := a.svc.Cancel(context.Background(), ba.ID, "something came up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.CancelUnsent {
+		t.Fatalf("cancel to an offline partner not marked unsent: %+v", c)
+	}
+	aAddrs := a.h.Addrs()
+	a.stop()
+	rechecked := make(chan struct{})
+	var once sync.Once
+	b.hook = func(p string) {
+		if p == "rechecked" {
+			once.Do(func() { close(rechecked) })
+		}
+	}
+	b.start() // new port; its re-check of the match at start finds a offline
+	waitClosed(t, rechecked, "b's re-check at start")
+	// a comes back where b kept it.
+	a.hostOpts = []libp2p.Option{libp2p.DisableRelay(), libp2p.ListenAddrs(aAddrs...)}
+	a.start()
+	waitFor(t, 15*time.Second, "b learns of the cancel", func() bool {
+		return b.booking(bb.ID).State == StateSearching
+	})
+	waitFor(t, 15*time.Second, "a's cancel acknowledged", func() bool { return !a.booking(ba.ID).CancelUnsent })
+	checkInvariants(t, []*testNode{a, b})
+}
+
+// A Cancel that could not be delivered while the partner stays connected
+// (it timed out on a loaded partner, or the partner could not store it)
+// is sent again within seconds, not on a backoff that grows to 30 s: the
+// partner's user must learn promptly that the session is off, and a
+// connected partner costs a stream, not a dial.
+func TestCancelResentSoonWhileConnected(t *testing.T) {
+	a, b := newTestNode(t, nil), newTestNode(t, nil)
+	connect(t, a, b)
+	ba, bb := matchPair(t, a, b)
+	var refused atomic.Int32
+	count := func(key string, _ any) {
+		if key == bookingPrefix+bb.ID {
+			refused.Add(1)
+		}
+	}
+	b.svc.db.beforeWrite.Store(&count)
+	b.svc.db.failWrites.Store(true)
+	if _, err := a.svc.Cancel(context.Background(), ba.ID, "plans changed"); err != nil {
+		t.Fatal(err)
+	}
+	// Before, the fifth refusal left a's next try 8 s away, the sixth 16 s.
+	waitFor(t, 30*time.Second, "b refusing five Cancels", func() bool { return refused.Load() >= 5 })
+	a.svc.mu.Lock()
+	r := a.svc.cancelRetries[ba.ID]
+	a.svc.mu.Unlock()
+	if r.delay > connectedRetry {
+		t.Errorf("a re-sends its Cancel to a connected partner after %v", r.delay)
+	}
+	b.svc.db.failWrites.Store(false)
+	waitFor(t, 30*time.Second, "b learns of the cancel", func() bool {
+		return b.booking(bb.ID).State == StateSearching
+	})
+	waitFor(t, 15*time.Second, "a's cancel acknowledged", func() bool { return !a.booking(ba.ID).CancelUnsent })
+}
+
+// A Propose and a Confirm of the canceller's that arrive after its
+// Cancel (sent earlier, held up on a loaded node: streams are handled
+// concurrently, so a later stream can be served first) must not match
+// the partner's booking with the cancelled one. Before, the Cancel freed
+// b's booking, the late Propose took a fresh hold on it and the late
+// Confirm committed the match: b held a match with a booking a had
+// cancelled, and a, its Cancel acknowledged, no longer told anyone.
+func TestLateProposeAfterCancelDoesNotRematch(t *testing.T) {
+	a, b := newTestNode(t, nil), newTestNode(t, nil)
+	connect(t, a, b)
+	slot := nextSlot(5 * time.Hour)
+	ba := a.book(t, BookRequest{At: slot, DurationMin: 25})
+	offer := a.sealedOffer(t, ba) // as a's proposals carried it while searching
+	bb := b.book(t, BookRequest{At: slot, DurationMin: 25})
+	waitFor(t, 15*time.Second, "a and b matched", func() bool {
+		return a.booking(ba.ID).Confirmed && b.booking(bb.ID).Confirmed
+	})
+	if _, err := a.svc.Cancel(context.Background(), ba.ID, "plans changed"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "b freed by the cancel", func() bool {
+		return b.booking(bb.ID).State == StateSearching
+	})
+	reply, done := lateProposal(t, a, b, ba, b.booking(bb.ID), offer)
+	if got := b.booking(bb.ID); got.State != StateSearching {
+		t.Fatalf("a late Propose (%v) and Confirm (%v) from a cancelled booking matched b's: %+v", reply, done, got)
+	}
+	checkInvariants(t, []*testNode{a, b})
+}
+
+// lateProposal sends, from a's host, a's Propose of its booking ba to b's
+// booking bb (carrying offer) and, if accepted, its Confirm: what a's node
+// sent while ba was searching and matching, arriving late.
+func lateProposal(t *testing.T, a, b *testNode, ba, bb Booking, offer []byte) (reply, done *pb.MatchMessage) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline(5*time.Second))
+	defer cancel()
+	if err := a.h.Connect(ctx, peer.AddrInfo{ID: b.id(), Addrs: b.h.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := a.h.NewStream(ctx, b.id(), MatchProtocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r := bufio.NewReader(st)
+	if err := writeMsg(st, &pb.MatchMessage{Body: &pb.MatchMessage_Propose{Propose: &pb.Propose{
+		FromBooking: ba.ID, ToBooking: bb.ID, StartUnix: ba.Start.Unix(), DurationMin: uint32(ba.DurationMin),
+		Kind: kindToPB(ba.Kind), Activity: activityToPB(ba.Activity), Quiet: ba.Quiet, Name: "a", Offer: offer,
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err = readMsg(r); err != nil {
+		t.Fatal(err)
+	}
+	if reply.GetAccept() == nil {
+		return reply, nil
+	}
+	if err := writeMsg(st, &pb.MatchMessage{Body: &pb.MatchMessage_Confirm{Confirm: &pb.Confirm{
+		FromBooking: ba.ID, ToBooking: bb.ID, StartUnix: ba.Start.Unix(), DurationMin: uint32(ba.DurationMin), Name: "a",
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	if done, err = readMsg(r); err != nil {
+		t.Fatal(err)
+	}
+	return reply, done
+}
