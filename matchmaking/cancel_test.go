@@ -202,3 +202,42 @@ func lateProposal(t *testing.T, a, b *testNode, ba, bb Booking, offer []byte) (r
 	}
 	return reply, done
 }
+
+// A proposer whose Confirm got no answer, and that is no longer connected
+// to the acceptor, re-checks the match by dialling it soon, not only at
+// its next full re-check 2 minutes later. Here the acceptor goes down
+// between its Accept and the proposer's Confirm (its hold is lost; its
+// user may cancel the booking or keep it searching) and comes back at its
+// old address without dialling anyone: before, the proposer held the
+// match, unconfirmed, for those 2 minutes while the acceptor searched.
+func TestUnconfirmedMatchRecheckedWhenNotConnected(t *testing.T) {
+	x, y := newTestNode(t, nil), newTestNode(t, nil)
+	proposer, acceptor := x, y
+	if y.id() < x.id() {
+		proposer, acceptor = y, x
+	}
+	hit, release := crashAt(proposer, "proposer-persisted")
+	connect(t, proposer, acceptor)
+	slot := nextSlot(6 * time.Hour)
+	ba := acceptor.book(t, BookRequest{At: slot, DurationMin: 50})
+	bp := proposer.book(t, BookRequest{At: slot, DurationMin: 50})
+	waitClosed(t, hit, "the proposer storing the match")
+	addrs := acceptor.h.Addrs()
+	acceptor.stop()
+	release() // the proposer's Confirm goes nowhere
+	waitFor(t, 15*time.Second, "the proposer's negotiation over", func() bool {
+		proposer.svc.mu.Lock()
+		defer proposer.svc.mu.Unlock()
+		return !proposer.svc.inflight[bp.ID]
+	})
+	if b := proposer.booking(bp.ID); b.State != StateMatched || b.Confirmed {
+		t.Fatalf("the proposer's booking: %+v; want matched, unconfirmed", b)
+	}
+	acceptor.hostOpts = []libp2p.Option{libp2p.DisableRelay(), libp2p.ListenAddrs(addrs...)}
+	acceptor.start()
+	waitFor(t, 15*time.Second, "the pair settled", func() bool {
+		b := proposer.booking(bp.ID)
+		return b.State != StateMatched || (b.Confirmed && acceptor.booking(ba.ID).Confirmed)
+	})
+	checkInvariants(t, []*testNode{proposer, acceptor})
+}

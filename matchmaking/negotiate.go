@@ -823,15 +823,23 @@ func (s *Service) reconcileAll(ctx context.Context, full bool) {
 			continue
 		}
 		c := peers[id]
-		if full {
+		r, failed := s.recheckRetries[b.ID]
+		switch {
+		case full:
 			c = check{all: true, dial: true}
-		} else if r, failed := s.recheckRetries[b.ID]; failed && r.due(now) {
+		case failed && r.due(now):
 			// Its last re-check got no answer: again now, dialling if
 			// need be, whether confirmed or not.
 			s.recheckRetries[b.ID] = r.next(now, s.connectedTo(id))
 			c = check{all: true, dial: true}
-		} else if b.Confirmed {
+		case failed || b.Confirmed:
 			continue
+		case !s.connectedTo(id):
+			// Unconfirmed (its Confirm or the answer was lost) and the
+			// partner is not connected: dial it now, and on a retry
+			// until answered, not only at the next full re-check.
+			s.recheckRetries[b.ID] = retry{partner: b.Partner}.next(now, false)
+			c.dial = true
 		}
 		peers[id] = c
 	}
