@@ -292,31 +292,15 @@ func episode(n nodeState, id, partnerBooking string, end time.Time) (openedAt, m
 
 // propagation measures, for every offer record a node published, the time
 // until it (or a newer record of the same booking) was on the board of
-// every other node that was ready (running, with a gossip mesh) when it
-// was published and stayed so until it arrived. A record that some such
-// node never got, while it stayed ready to the end, is incomplete. A node
-// that has just (re)started counts from when its mesh formed: until then
-// nothing can reach it, and what it missed comes with its first board
+// every other node that was on the record's shard (its offer topic, with a
+// peer there: nodeLog.shard) when it was published and stayed so until it
+// arrived. A record that some such node never got, while it stayed on the
+// shard to the end, is incomplete. A node that has just joined the shard,
+// or (re)started, counts from when the shard's first peer appeared: until
+// then nothing can reach it, and what it missed comes with its first board
 // pull.
 func propagation(nodes []nodeState, from, end time.Time) (samples []time.Duration, incomplete, open, withdrawn int) {
-	type okey struct {
-		owner peer.ID
-		id    string
-	}
-	type seen struct {
-		seq uint64
-		at  time.Time
-	}
-	boards := make([]map[okey][]seen, len(nodes))
-	for i, n := range nodes {
-		boards[i] = map[okey][]seen{}
-		for _, e := range n.offers {
-			if e.e.Source != matchmaking.OfferPublished {
-				k := okey{e.e.Owner, e.e.BookingID}
-				boards[i][k] = append(boards[i][k], seen{e.e.Seq, e.at})
-			}
-		}
-	}
+	ix := newOfferIndex(nodes)
 	for o, n := range nodes {
 		for _, e := range n.offers {
 			if e.e.Source != matchmaking.OfferPublished || e.at.Before(from) {
@@ -327,29 +311,16 @@ func propagation(nodes []nodeState, from, end time.Time) (samples []time.Duratio
 			} else {
 				open++
 			}
-			k := okey{e.e.Owner, e.e.BookingID}
-			topic := recordTopic(n, e.e.BookingID)
 			var last time.Duration
 			complete := true
-			for t := range nodes {
-				// The nodes on the record's shard when it was published.
-				if t == o || !onlineAt(nodes[t].shards[topic], e.at) {
-					continue
-				}
-				var got time.Time
-				for _, s := range boards[t][k] {
-					if s.seq >= e.e.Seq {
-						got = later(s.at, e.at)
-						break
-					}
-				}
+			ix.eachTarget(o, recordTopic(n, e.e.BookingID), e, func(_ int, shard []span, at time.Time, got int) {
 				switch {
-				case !got.IsZero() && onlineThroughout(nodes[t].shards[topic], e.at, got):
-					last = max(last, got.Sub(e.at))
-				case got.IsZero() && onlineThroughout(nodes[t].shards[topic], e.at, end):
+				case got >= 0 && onlineThroughout(shard, e.at, later(at, e.at)):
+					last = max(last, later(at, e.at).Sub(e.at))
+				case got < 0 && onlineThroughout(shard, e.at, end):
 					complete = false
 				}
-			}
+			})
 			if complete {
 				samples = append(samples, last)
 			} else {
@@ -396,4 +367,151 @@ func history(n nodeState, id string, now time.Time) string {
 		out = append(out, "offline "+strings.Join(off, ", "))
 	}
 	return strings.Join(out, "; ")
+}
+
+// offerIndex finds, for an offer record, the nodes that were on its shard
+// and the first copy each of them received. Without it, every record
+// looked at every node's shards and then scanned that node's copies of the
+// booking from the first: a cost of records x N, and of the square of a
+// booking's records (re-announced every 30 s, and on every shard join),
+// which kept the analysis of an N = 1000 run busy for minutes.
+type offerIndex struct {
+	nodes []nodeState
+	base  time.Time // receipt times are kept from here
+	// members are, per offer topic, the nodes ever on it (with their
+	// spans there), by node index.
+	members map[string][]shardMember
+	keys    map[offerKey]int32 // a booking's records -> its index in runs
+	// runs are, per key, the nodes that received records of it (by node
+	// index) and where in got those records are.
+	runs [][]receiptRun
+	// got is every received record, by key, then node, then arrival.
+	got []receipt
+}
+
+// offerKey names the records of one booking.
+type offerKey struct {
+	owner peer.ID
+	id    string
+}
+
+type shardMember struct {
+	node  int
+	spans []span
+}
+
+// receiptRun is where node's received records of one key are in got.
+type receiptRun struct{ node, from, to int32 }
+
+// receipt is one received record: the highest seq its node had received
+// of the key up to and including it (so the first record with a seq of at
+// least s is the first receipt with a maxSeq of at least s, found by
+// binary search), when it came, and its place in its node's offer log.
+//
+// Seq and time are kept here, next to the key's other receipts, because
+// reading them from the logs (millions of scattered reads) took most of
+// the time. The time is kept as its distance from the index's base, so
+// that the receipts hold no pointer for the garbage collector; base.Add
+// gives back a time that compares and subtracts as the original does as
+// long as all the times have monotonic clock readings (time.Now: every
+// recorded time) or none have (the tests' synthetic runs).
+type receipt struct {
+	maxSeq uint64
+	at     time.Duration
+	idx    int32
+}
+
+func newOfferIndex(nodes []nodeState) *offerIndex {
+	ix := &offerIndex{nodes: nodes, members: map[string][]shardMember{}, keys: map[offerKey]int32{}}
+	for i, n := range nodes {
+		for topic, spans := range n.shards {
+			ix.members[topic] = append(ix.members[topic], shardMember{i, spans})
+		}
+	}
+	// The key of every received record, and how many each key has.
+	var keyOf, count []int32
+	for _, n := range nodes {
+		for _, e := range n.offers {
+			if e.e.Source == matchmaking.OfferPublished {
+				continue
+			}
+			k := offerKey{e.e.Owner, e.e.BookingID}
+			kid, ok := ix.keys[k]
+			if !ok {
+				kid = int32(len(count))
+				ix.keys[k] = kid
+				count = append(count, 0)
+			}
+			count[kid]++
+			keyOf = append(keyOf, kid)
+		}
+	}
+	// Then each in its key's place (a counting sort): nodes in order and
+	// each node's log in order, so every key's records come by node, and
+	// one node's in the order they arrived.
+	for _, n := range nodes {
+		if len(n.offers) > 0 {
+			ix.base = n.offers[0].at
+			break
+		}
+	}
+	next := make([]int32, len(count))
+	var sum int32
+	for k, c := range count {
+		next[k] = sum
+		sum += c
+	}
+	ix.got = make([]receipt, sum)
+	ix.runs = make([][]receiptRun, len(count))
+	j := 0
+	for i, n := range nodes {
+		for x, e := range n.offers {
+			if e.e.Source == matchmaking.OfferPublished {
+				continue
+			}
+			kid := keyOf[j]
+			j++
+			p := next[kid]
+			next[kid]++
+			ix.got[p] = receipt{e.e.Seq, e.at.Sub(ix.base), int32(x)}
+			if rs := ix.runs[kid]; len(rs) > 0 && rs[len(rs)-1].node == int32(i) {
+				rs[len(rs)-1].to = p + 1
+				ix.got[p].maxSeq = max(ix.got[p].maxSeq, ix.got[p-1].maxSeq)
+			} else {
+				ix.runs[kid] = append(rs, receiptRun{int32(i), p, p + 1})
+			}
+		}
+	}
+	return ix
+}
+
+// eachTarget calls f, in node order, for every node t other than the
+// publisher (index owner) that was on topic when record e was published,
+// with t's spans on the topic, and when the first record of e's booking
+// with e's seq or higher reached t and where it is in t's offer log (got;
+// -1 if none did): e itself, or a newer one.
+func (ix *offerIndex) eachTarget(owner int, topic string, e offerEvent, f func(t int, shard []span, at time.Time, got int)) {
+	var runs []receiptRun
+	if kid, ok := ix.keys[offerKey{e.e.Owner, e.e.BookingID}]; ok {
+		runs = ix.runs[kid]
+	}
+	r := 0
+	for _, m := range ix.members[topic] {
+		if m.node == owner || !onlineAt(m.spans, e.at) {
+			continue
+		}
+		for r < len(runs) && int(runs[r].node) < m.node {
+			r++
+		}
+		var at time.Time
+		got := -1
+		if r < len(runs) && int(runs[r].node) == m.node {
+			// The first to arrive with e's seq or higher.
+			rs := ix.got[runs[r].from:runs[r].to]
+			if i := sort.Search(len(rs), func(i int) bool { return rs[i].maxSeq >= e.e.Seq }); i < len(rs) {
+				at, got = ix.base.Add(rs[i].at), int(rs[i].idx)
+			}
+		}
+		f(m.node, m.spans, at, got)
+	}
 }

@@ -41,32 +41,27 @@ func debugPropagation(w io.Writer, nodes []nodeState, from, end time.Time) {
 		return -1
 	}
 	var recs []rec
+	ix := newOfferIndex(nodes)
 	for o, n := range nodes {
 		for _, e := range n.offers {
 			if e.e.Source != matchmaking.OfferPublished || e.at.Before(from) {
 				continue
 			}
 			r := rec{owner: o, last: -1, at: e.at, wd: e.e.Withdrawn, ownerUp: upFor(n, e.at)}
-			topic := recordTopic(n, e.e.BookingID)
-			for t := range nodes {
-				if t == o || !onlineAt(nodes[t].shards[topic], e.at) {
-					continue
-				}
+			ix.eachTarget(o, recordTopic(n, e.e.BookingID), e, func(t int, _ []span, at time.Time, got int) {
 				r.targets++
-				for _, x := range nodes[t].offers {
-					if x.e.Source != matchmaking.OfferPublished && x.e.Owner == e.e.Owner && x.e.BookingID == e.e.BookingID && x.e.Seq >= e.e.Seq {
-						d := max(x.at.Sub(e.at), 0)
-						if d < 100*time.Millisecond {
-							r.within100++
-						}
-						if d > r.lat || r.last == -1 {
-							r.lat, r.last, r.src = d, t, x.e.Source
-							r.lastUp = upFor(nodes[t], e.at)
-						}
-						break
-					}
+				if got < 0 {
+					return
 				}
-			}
+				d := max(at.Sub(e.at), 0)
+				if d < 100*time.Millisecond {
+					r.within100++
+				}
+				if d > r.lat || r.last == -1 {
+					r.lat, r.last, r.src = d, t, nodes[t].offers[got].e.Source
+					r.lastUp = upFor(nodes[t], e.at)
+				}
+			})
 			recs = append(recs, r)
 		}
 	}
