@@ -336,17 +336,24 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	res.RSSPeakMiB = mib(peakRSS.Load())
 	res.OpenFilesPeak = int(peakFiles.Load())
 
-	// Checking.
+	// Checking, on a snapshot of every node. The nodes are stopped
+	// before the analysis, which needs nothing but the snapshot: at large
+	// N, still running, they would compete with it for the CPU.
 	s.pr.set("checking", 0, 0)
 	st := s.snapshot(end, true)
+	reqs := s.requests()
+	s.pr.set("stopping", 0, 0)
+	s.stopAll()
+	res.LoadAvgEnd = loadAvg()
+	s.pr.set("checking", 0, 0)
 	chk := checkBookings(st, end)
 	res.MatchedPairs = len(chk.pairs) / 2
 	res.DoubleBookings, res.OneSidedBookings, res.UnconfirmedAtEnd = chk.double, chk.oneSided, chk.unconfirmed
 	res.Problems = append(res.Problems, chk.problems...)
+	// Stopping added each run's count to the node's (swarmNode.stop).
 	for _, n := range s.nodes {
 		res.Silences += int(n.silenceCount())
 	}
-	reqs := s.requests()
 	res.MaxPairs, res.MaxPairsUntimed = exactMax(reqs, st, chk.pairs, end, cfg.Opportunity)
 	for _, r := range reqs {
 		switch {
@@ -380,9 +387,6 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	}
 	res.Traffic = traffic(g1.sub(g0), b1-b0, st0, st1, bp1, cfg.Nodes, end.Sub(start))
 
-	s.pr.set("stopping", 0, 0)
-	s.stopAll()
-	res.LoadAvgEnd = loadAvg()
 	if cfg.IdleNode != nil {
 		s.pr.set("idle node", 0, 0)
 		v, err := idleRSS(ctx, cfg.IdleNode)
