@@ -776,7 +776,9 @@ func offersIn(nodes []nodeState, from, to time.Time) float64 {
 // status is the progress bar's live line.
 func (s *swarm) status() string {
 	matched, searching, offline, busy := 0, 0, 0, 0
+	var silences uint64
 	for _, n := range s.nodes {
+		silences += n.silences.Load()
 		// A node its worker holds (starting, stopping, booking) is
 		// skipped rather than waited for: under a saturated CPU that
 		// can take seconds.
@@ -790,6 +792,7 @@ func (s *swarm) status() string {
 			offline++
 			continue
 		}
+		silences += svc.Silences()
 		for _, b := range svc.Bookings() {
 			switch b.State {
 			case matchmaking.StateMatched:
@@ -801,6 +804,9 @@ func (s *swarm) status() string {
 	}
 	line := fmt.Sprintf("booked %d, matched %d, searching %d, cancelled %d, offline %d",
 		s.booked.Load(), matched, searching, s.cancelled.Load(), offline)
+	if silences > 0 {
+		line += fmt.Sprintf(", unanswered %d", silences)
+	}
 	if busy > 0 {
 		line += fmt.Sprintf(", busy %d", busy)
 	}
