@@ -51,6 +51,11 @@ type slotClass struct {
 	quiet bool
 }
 
+// shard is the shard every offer of the class travels on.
+func (c slotClass) shard() shard.Key {
+	return shard.ForOffer(c.kind == pb.Kind_KIND_NOW, c.start, int(c.dur))
+}
+
 func classOfOffer(o *pb.Offer) slotClass {
 	c := slotClass{kind: o.GetKind(), start: o.GetStartUnix(), dur: o.GetDurationMin(), quiet: o.GetQuiet()}
 	if c.kind == pb.Kind_KIND_NOW {
@@ -244,6 +249,20 @@ func (b *board) open(now time.Time) []*boardEntry {
 }
 
 // class returns the open, unexpired offers of one slot class.
+// openIn counts the open (not withdrawn) offers on the board that belong
+// to shard k, expired ones included until the next prune.
+func (b *board) openIn(k shard.Key) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for c, m := range b.byClass {
+		if c.shard() == k {
+			n += len(m)
+		}
+	}
+	return n
+}
+
 func (b *board) class(c slotClass, now time.Time) []*boardEntry {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -807,7 +807,7 @@ func (s *Service) offerFor(b Booking, now time.Time) *pb.Offer {
 		StartUnix: b.Start.Unix(), DurationMin: uint32(b.DurationMin),
 		Kind: kindToPB(b.Kind), Activity: activityToPB(b.Activity), Quiet: b.Quiet,
 		Name: s.Name(), Seq: s.nextSeq(now), Withdrawn: b.State != StateSearching,
-		ExpiresUnix: now.Add(s.cfg.OfferTTL).Unix(), Stamp: s.ownStamp(),
+		ExpiresUnix: now.Add(s.offerTTL(ShardOf(b))).Unix(), Stamp: s.ownStamp(),
 	}
 	if b.Kind == KindNow {
 		o.StartUnix = now.Unix()
@@ -978,14 +978,28 @@ func (s *Service) announceLoop(ctx context.Context) {
 		// Views end, lingering shards are left, version 1 peers come
 		// and go.
 		s.syncShards(ctx)
-		var due []Booking
+		var open, due []Booking
 		var past []string
 		s.mu.Lock()
 		for _, b := range s.bookings {
 			if cp := *b; endPast(&cp, now) {
 				past = append(past, b.ID)
-			} else if b.State == StateSearching && !s.booking[b.ID] && s.announceDueLocked(b.ID, now) {
-				due = append(due, *b)
+			} else if b.State == StateSearching && !s.booking[b.ID] {
+				open = append(open, *b)
+			}
+		}
+		s.mu.Unlock()
+		every := map[shard.Key]time.Duration{}
+		for _, b := range open {
+			k := ShardOf(b)
+			if _, ok := every[k]; !ok {
+				every[k] = s.reannounceEvery(k)
+			}
+		}
+		s.mu.Lock()
+		for _, b := range open {
+			if s.announceDueLocked(b.ID, every[ShardOf(b)], now) {
+				due = append(due, b)
 			}
 		}
 		s.mu.Unlock()
@@ -1021,14 +1035,51 @@ func (s *Service) announceOpen(ctx context.Context, k shard.Key) {
 // looks for offers that are due.
 const announceChecks = 8
 
-// announceDueLocked reports whether booking id should be re-announced now.
-func (s *Service) announceDueLocked(id string, now time.Time) bool {
+// announceDueLocked reports whether booking id, re-announced every
+// `every`, should be re-announced now.
+func (s *Service) announceDueLocked(id string, every time.Duration, now time.Time) bool {
 	last, ok := s.announced[id]
 	if !ok {
 		return true
 	}
 	age := elapsed(now, last)
-	return age >= s.cfg.AnnounceInterval || age >= s.cfg.AnnounceInterval*4/5+time.Duration(mrand.Int64N(int64(s.cfg.AnnounceInterval/5)+1))
+	return age >= every || age >= every*4/5+time.Duration(mrand.Int64N(int64(every/5)+1))
+}
+
+// Re-announcing a crowded shard. Every open offer is re-announced while
+// it stays open (gossip keeps no history; the record expires after
+// OfferTTL), so a shard's re-announcements grew with its open offers,
+// that is with the network: in `tandem bench swarm` they were over half
+// of all records published, and every node on the shard verifies each.
+// So the interval stretches with the shard: while a node sees more than
+// reannounceBudget open offers on a shard, it re-announces its own there
+// every AnnounceInterval x open / reannounceBudget (at most
+// maxReannounceStretch x AnnounceInterval), and its records live as much
+// longer. All owners together then re-announce about reannounceBudget
+// records per AnnounceInterval on a shard, whatever its size. What
+// re-announcing is for is kept: a node that joins a shard pulls its board
+// (sync.go), a record lost to gossip is repaired by the next pull or
+// re-announcement, and an offer whose owner vanished leaves boards when
+// its longer TTL ends (proposers do not wait for it meanwhile: they plan
+// only with owners they reach, reach.go).
+const (
+	reannounceBudget     = 60
+	maxReannounceStretch = 20
+)
+
+// reannounceEvery is how often this node re-announces its open offers of
+// shard k, from the open offers of k on its board.
+func (s *Service) reannounceEvery(k shard.Key) time.Duration {
+	d := s.cfg.AnnounceInterval * time.Duration(s.board.openIn(k)) / reannounceBudget
+	return min(max(d, s.cfg.AnnounceInterval), maxReannounceStretch*s.cfg.AnnounceInterval)
+}
+
+// offerTTL is how long a record of shard k announced now stays valid:
+// OfferTTL, stretched as the shard's re-announce interval is, at most
+// maxOfferTTL.
+func (s *Service) offerTTL(k shard.Key) time.Duration {
+	every := s.reannounceEvery(k)
+	return min(time.Duration(float64(s.cfg.OfferTTL)*float64(every)/float64(s.cfg.AnnounceInterval)), maxOfferTTL)
 }
 
 // endPast ends b if its time has come and gone, and reports whether it did.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -21,6 +22,10 @@ import (
 type directory struct {
 	mu     sync.Mutex
 	topics map[string]map[*swarmNode]bool
+	// dials counts the finders' dials, failed ones and their summed
+	// duration, for the progress line: a swarm whose dials stall shows
+	// it there.
+	dials, dialFails, dialNanos atomic.Int64
 }
 
 // dirPeers is how many peers on a topic a node looks for (gossipsub's D).
@@ -64,7 +69,12 @@ func (f dirFinder) FindTopicPeers(ctx context.Context, topic string, have func()
 					continue
 				}
 				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				if err := h.Connect(cctx, ai); err != nil {
+				t0 := time.Now()
+				err := h.Connect(cctx, ai)
+				d.dials.Add(1)
+				d.dialNanos.Add(int64(time.Since(t0)))
+				if err != nil {
+					d.dialFails.Add(1)
 					n.log.Debug("bench: topic peer dial failed", "err", err)
 				}
 				cancel()

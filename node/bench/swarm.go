@@ -807,6 +807,9 @@ func (s *swarm) status() string {
 	if silences > 0 {
 		line += fmt.Sprintf(", unanswered %d", silences)
 	}
+	if d := s.topics.dials.Load(); d > 0 {
+		line += fmt.Sprintf(", topic dials %d (%d failed, mean %.0f ms)", d, s.topics.dialFails.Load(), float64(s.topics.dialNanos.Load())/float64(d)/1e6)
+	}
 	if busy > 0 {
 		line += fmt.Sprintf(", busy %d", busy)
 	}

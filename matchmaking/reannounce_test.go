@@ -1,0 +1,73 @@
+package matchmaking
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// A node's open offer on a shard crowded with open offers is re-announced
+// less often, and lives as much longer, than one on a quiet shard: all
+// owners together re-announce about reannounceBudget records per
+// AnnounceInterval on a shard, not one per open offer.
+func TestCrowdedShardReannouncesLess(t *testing.T) {
+	n := newTestNode(t, nil)
+	crowded := sameDaySlot(4*time.Hour, time.Hour)
+	quiet := crowded.Add(2 * time.Hour)
+	now := time.Now()
+	// 3 x reannounceBudget other owners with an open offer in the crowded
+	// slot's shard (50 minutes); none in the quiet one's (25 minutes).
+	for i := range 3 * reannounceBudget {
+		key, owner := mustKey(t)
+		o := validOffer(owner, now)
+		o.BookingId = fmt.Sprintf("b%d", i)
+		o.StartUnix, o.DurationMin = crowded.Unix(), 50
+		env, err := sealOffer(o, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !n.svc.board.put(o, owner, env, now) {
+			t.Fatalf("offer %d not admitted", i)
+		}
+	}
+	busy := n.book(t, BookRequest{Kind: KindScheduled, At: crowded, DurationMin: 50, Activity: ActivityMoving, Quiet: true})
+	calm := n.book(t, BookRequest{Kind: KindScheduled, At: quiet, DurationMin: 25})
+	ttlOf := func(id string) time.Duration {
+		var ttl time.Duration
+		waitFor(t, deadline(20*time.Second), "the booking's offer announced", func() bool {
+			n.svc.mu.Lock()
+			defer n.svc.mu.Unlock()
+			if o := n.svc.lastOffer[id]; o != nil {
+				ttl = time.Until(time.Unix(o.GetExpiresUnix(), 0))
+				return true
+			}
+			return false
+		})
+		return ttl
+	}
+	cfg := n.svc.cfg
+	if got := n.svc.reannounceEvery(ShardOf(busy)); got != 3*cfg.AnnounceInterval {
+		t.Errorf("crowded shard: re-announced every %v, want %v (3 x the budget open)", got, 3*cfg.AnnounceInterval)
+	}
+	if got := n.svc.reannounceEvery(ShardOf(calm)); got != cfg.AnnounceInterval {
+		t.Errorf("quiet shard: re-announced every %v, want %v", got, cfg.AnnounceInterval)
+	}
+	// Whole seconds on the wire, and the test's own delays: a margin.
+	if ttl, want := ttlOf(busy.ID), 3*cfg.OfferTTL; ttl < want-5*time.Second || ttl > want+time.Second {
+		t.Errorf("crowded shard's record lives %v, want about %v", ttl, want)
+	}
+	if ttl, want := ttlOf(calm.ID), cfg.OfferTTL; ttl < want-5*time.Second || ttl > want+time.Second {
+		t.Errorf("quiet shard's record lives %v, want about %v", ttl, want)
+	}
+	// Due times follow the shard: an offer announced one AnnounceInterval
+	// ago is due on the quiet shard, not on the crowded one.
+	n.svc.mu.Lock()
+	n.svc.announced[busy.ID] = n.svc.now().Add(-cfg.AnnounceInterval)
+	n.svc.announced[calm.ID] = n.svc.now().Add(-cfg.AnnounceInterval)
+	busyDue := n.svc.announceDueLocked(busy.ID, n.svc.reannounceEvery(ShardOf(busy)), n.svc.now())
+	calmDue := n.svc.announceDueLocked(calm.ID, n.svc.reannounceEvery(ShardOf(calm)), n.svc.now())
+	n.svc.mu.Unlock()
+	if busyDue || !calmDue {
+		t.Errorf("after one AnnounceInterval: crowded due %v (want false), quiet due %v (want true)", busyDue, calmDue)
+	}
+}
