@@ -139,6 +139,8 @@ func benchAnalysis(b *testing.B, r synthRun) {
 		{"matchTimes", func() { matchTimes(r.nodes, chk.pairs, r.end) }, func() { refMatchTimes(r.nodes, chk.pairs, r.end) }},
 		{"propagation", func() { propagation(r.nodes, r.from, r.end) }, func() { refPropagation(r.nodes, r.from, r.end) }},
 		{"offersIn", func() { offersIn(r.nodes, r.from, r.end) }, nil},
+		{"all", func() { analyzeAll(r, checkBookings, exactMax, matchTimes, propagation) },
+			func() { analyzeAll(r, refCheckBookings, refExactMax, refMatchTimes, refPropagation) }},
 	}
 	for _, s := range steps {
 		b.Run(s.name, func(b *testing.B) { timeCPU(b, s.new) })
@@ -146,6 +148,30 @@ func benchAnalysis(b *testing.B, r synthRun) {
 			b.Run(s.name+"/ref", func(b *testing.B) { timeCPU(b, s.prev) })
 		}
 	}
+}
+
+// BenchmarkAnalysisStorm is BenchmarkAnalysis on a smaller run whose
+// offers are re-announced every 3 s instead of every 24-30 s, as in a
+// storm of shard joins: a node then holds a hundred records or more of
+// each booking on its shards.
+//
+//	go test ./node/bench -run '^$' -bench AnalysisStorm -benchtime 3x
+func BenchmarkAnalysisStorm(b *testing.B) {
+	benchAnalysis(b, cachedSynth(300, synthOpts{matchShare: 0.1, every: 3 * time.Second, monotonic: true}))
+}
+
+// analyzeAll runs the analysis of RunSwarm after settling.
+func analyzeAll(r synthRun,
+	check func([]nodeState, time.Time) bookingCheck,
+	exact func([]request, []nodeState, map[bkey]bkey, time.Time, time.Duration) (int, int),
+	times func([]nodeState, map[bkey]bkey, time.Time) []time.Duration,
+	prop func([]nodeState, time.Time, time.Time) ([]time.Duration, int, int, int)) {
+	chk := check(r.nodes, r.end)
+	exact(r.reqs, r.nodes, chk.pairs, r.end, time.Second)
+	distOf(times(r.nodes, chk.pairs, r.end))
+	samples, _, _, _ := prop(r.nodes, r.from, r.end)
+	distOf(samples)
+	offersIn(r.nodes, r.from, r.end)
 }
 
 // timeCPU runs f in the benchmark loop and reports the thread's CPU time
