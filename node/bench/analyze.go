@@ -464,6 +464,7 @@ func newOfferIndex(nodes []nodeState) *offerIndex {
 	}
 	ix.got = make([]receipt, sum)
 	ix.runs = make([][]receiptRun, len(count))
+	maxSeq := make([]uint64, len(count)) // per key, of its current run
 	j := 0
 	for i, n := range nodes {
 		for x, e := range n.offers {
@@ -474,13 +475,14 @@ func newOfferIndex(nodes []nodeState) *offerIndex {
 			j++
 			p := next[kid]
 			next[kid]++
-			ix.got[p] = receipt{e.e.Seq, e.at.Sub(ix.base), int32(x)}
 			if rs := ix.runs[kid]; len(rs) > 0 && rs[len(rs)-1].node == int32(i) {
 				rs[len(rs)-1].to = p + 1
-				ix.got[p].maxSeq = max(ix.got[p].maxSeq, ix.got[p-1].maxSeq)
+				maxSeq[kid] = max(maxSeq[kid], e.e.Seq)
 			} else {
 				ix.runs[kid] = append(rs, receiptRun{int32(i), p, p + 1})
+				maxSeq[kid] = e.e.Seq
 			}
+			ix.got[p] = receipt{maxSeq[kid], e.at.Sub(ix.base), int32(x)}
 		}
 	}
 	return ix
@@ -509,8 +511,16 @@ func (ix *offerIndex) eachTarget(owner int, topic string, e offerEvent, f func(t
 		if r < len(runs) && int(runs[r].node) == m.node {
 			// The first to arrive with e's seq or higher.
 			rs := ix.got[runs[r].from:runs[r].to]
-			if i := sort.Search(len(rs), func(i int) bool { return rs[i].maxSeq >= e.e.Seq }); i < len(rs) {
-				at, got = ix.base.Add(rs[i].at), int(rs[i].idx)
+			lo, hi := 0, len(rs) // sort.Search, without its closure
+			for lo < hi {
+				if mid := int(uint(lo+hi) >> 1); rs[mid].maxSeq < e.e.Seq {
+					lo = mid + 1
+				} else {
+					hi = mid
+				}
+			}
+			if lo < len(rs) {
+				at, got = ix.base.Add(rs[lo].at), int(rs[lo].idx)
 			}
 		}
 		f(m.node, m.spans, at, got)
