@@ -276,7 +276,8 @@ func (b *board) class(c slotClass, now time.Time) []*boardEntry {
 	return out
 }
 
-// envelopes returns every unexpired record of the shards want accepts
+// envelopes returns every unexpired record taken since `since` (zero:
+// all) of the shards want accepts
 // (withdrawals too, so a peer that missed a withdrawal learns it) up to
 // max bytes in all, but never a private offer (one naming a peer in
 // `with`). When they do not all fit, the records of owners of higher
@@ -286,13 +287,13 @@ func (b *board) class(c slotClass, now time.Time) []*boardEntry {
 // serves its honest records (a stranger's one or two offers, a relay's
 // only copy of a sealed record) in every reply, not in the share of
 // replies that a random cut would leave them.
-func (b *board) envelopes(now time.Time, maxBytes int, want func(shard.Key) bool) [][]byte {
+func (b *board) envelopes(now, since time.Time, maxBytes int, want func(shard.Key) bool) [][]byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var all []*boardEntry
 	total := 0
 	for _, e := range b.entries {
-		if e.expired(now) || !want(e.shard) || e.private || (e.offer != nil && len(e.offer.GetWith()) > 0) {
+		if e.expired(now) || e.seen.Before(since) || !want(e.shard) || e.private || (e.offer != nil && len(e.offer.GetWith()) > 0) {
 			// A private offer is for its invited peer only: one sealed
 			// to us, or one a version 2 node sent in the clear (by
 			// gossip, or to us alone), is never served on.

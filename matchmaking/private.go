@@ -361,7 +361,7 @@ func (e insideBad) Unwrap() error { return e.err }
 // sealedEnvelopes returns the sealed records of the shards want accepts,
 // up to maxBytes.
 func (s *Service) sealedEnvelopes(now time.Time, maxBytes int, want func(shard.Key) bool) [][]byte {
-	return s.sealedBoard.envelopes(now, maxBytes, want)
+	return s.sealedBoard.envelopes(now, time.Time{}, maxBytes, want)
 }
 
 // pushPrivate pushes the offer o of private booking b to its invited peer

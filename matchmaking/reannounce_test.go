@@ -1,6 +1,7 @@
 package matchmaking
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -69,5 +70,46 @@ func TestCrowdedShardReannouncesLess(t *testing.T) {
 	n.svc.mu.Unlock()
 	if busyDue || !calmDue {
 		t.Errorf("after one AnnounceInterval: crowded due %v (want false), quiet due %v (want true)", busyDue, calmDue)
+	}
+}
+
+// An anti-entropy pull asks only for what the responder took recently: a
+// record it has held for longer is not sent again (the join's full pull
+// brought it), so a pull's size follows the shard's recent traffic, not
+// its board.
+func TestAntiEntropyPullsOnlyRecent(t *testing.T) {
+	a, b := newTestNode(t, nil), newTestNode(t, nil)
+	connect(t, a, b)
+	b.view()
+	now := time.Now()
+	put := func(id string, took time.Time) {
+		key, owner := mustKey(t)
+		o := validOffer(owner, now)
+		o.BookingId, o.ExpiresUnix = id, now.Add(50*time.Minute).Unix()
+		env, err := sealOffer(o, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !a.svc.board.put(o, owner, env, took) {
+			t.Fatalf("offer %s not admitted", id)
+		}
+	}
+	put("old", now.Add(-10*time.Minute))
+	put("new", now)
+	has := func(id string) bool {
+		for _, e := range b.svc.board.all() {
+			if e.offer.GetBookingId() == id {
+				return true
+			}
+		}
+		return false
+	}
+	b.svc.pullBoard(context.Background(), a.id(), nil, 2*time.Minute)
+	if !has("new") || has("old") {
+		t.Fatalf("a pull of the last 2 minutes brought new %v (want true), old %v (want false)", has("new"), has("old"))
+	}
+	b.svc.syncBoard(context.Background(), a.id(), nil)
+	if !has("old") {
+		t.Fatal("a full pull did not bring the older record")
 	}
 }

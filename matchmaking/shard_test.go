@@ -292,6 +292,9 @@ func FuzzBoardRequest(f *testing.F) {
 	var buf bytes.Buffer
 	protodelim.MarshalTo(&buf, &pb.BoardRequest{Version: 1, Topics: []string{shard.NowTopic, "/tandem/offers/2/2026-12-03/25"}})
 	f.Add(buf.Bytes(), true)
+	buf.Reset()
+	protodelim.MarshalTo(&buf, &pb.BoardRequest{Version: 1, Topics: []string{shard.NowTopic}, RecentS: 1<<32 - 1})
+	f.Add(buf.Bytes(), true)
 	f.Add([]byte{0x02, 0x08, 0x01}, false)
 	f.Add([]byte{0xff, 0xff}, true)
 	f.Fuzz(func(t *testing.T, data []byte, v2 bool) {

@@ -45,9 +45,15 @@ const (
 // pull on version 1's topic, or from a version 1 peer, gets the peer's
 // whole board, of which the node keeps the shards it is on.
 func (s *Service) syncBoard(ctx context.Context, p peer.ID, sh *shardTopic) {
+	s.pullBoard(ctx, p, sh, 0)
+}
+
+// pullBoard is syncBoard asking only for the records p took in the last
+// recent (all of them if 0), and p's own open offers.
+func (s *Service) pullBoard(ctx context.Context, p peer.ID, sh *shardTopic, recent time.Duration) {
 	sctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
 	defer cancel()
-	req := &pb.BoardRequest{Version: protoVersion, Sealed: !s.v2Only}
+	req := &pb.BoardRequest{Version: protoVersion, Sealed: !s.v2Only, RecentS: uint32(recent.Seconds())}
 	proto := protocol.ID(BoardProtocol)
 	if ok, err := s.h.Peerstore().SupportsProtocols(p, BoardProtocolV2); err == nil && len(ok) > 0 && (sh == nil || !sh.key.V1) {
 		proto = BoardProtocolV2
@@ -85,14 +91,24 @@ func (s *Service) syncBoard(ctx context.Context, p peer.ID, sh *shardTopic) {
 // syncLoop pulls the board of one random joined shard from one random
 // peer on it now and then. Gossip loses messages a relay forwards in the
 // second before it has grafted a new peer into its mesh; this heals such
-// gaps without waiting for the owner's next re-announcement.
+// gaps without waiting for the owner's next re-announcement. It asks only
+// for what the peer took in the last syncRecent SyncIntervals: what the
+// node missed before that, an earlier pull healed (and what it had before
+// it joined, the join's full pull brought). A full board each time made
+// a node's anti-entropy traffic grow with its shards' boards, that is
+// with the network.
 func (s *Service) syncLoop(ctx context.Context) {
 	s.clk.every(ctx, s.cfg.SyncInterval, func() {
 		if sh, p := s.randomShard(rand.IntN); sh != nil {
-			s.syncBoard(ctx, p, sh)
+			s.pullBoard(ctx, p, sh, syncRecent*s.cfg.SyncInterval)
 		}
 	})
 }
+
+// syncRecent is how many SyncIntervals back an anti-entropy pull reaches:
+// a node pulls one of its shards every SyncInterval, so with a few shards
+// each is pulled every few intervals, and the windows overlap.
+const syncRecent = 6
 
 // relayedSyncInterval paces relayedSyncLoop. A pull asks only for the
 // shards the node is on, so a relayed connection's data limit (128 KiB by
@@ -214,6 +230,10 @@ func (s *Service) handleBoardStream(st network.Stream) {
 	}
 	now := s.now()
 	sealed := req.GetSealed() && !s.v2Only
+	var since time.Time // zero: every record
+	if r := req.GetRecentS(); r > 0 {
+		since = now.Add(-time.Duration(r) * time.Second)
+	}
 	var own, ownSealed [][]byte
 	for _, b := range s.Bookings() {
 		// Until our identity stamp is ready, our offers are not out yet
@@ -255,13 +275,13 @@ func (s *Service) handleBoardStream(st network.Stream) {
 	// leaves unused the other takes.
 	var sealedEnvs [][]byte
 	if sealed {
-		sealedEnvs = s.sealedBoard.envelopes(now, room/2, want)
+		sealedEnvs = s.sealedBoard.envelopes(now, since, room/2, want)
 	}
-	envs := append(own, s.board.envelopes(now, room-framedSize(sealedEnvs), want)...)
+	envs := append(own, s.board.envelopes(now, since, room-framedSize(sealedEnvs), want)...)
 	resp := &pb.BoardResponse{Envelopes: envs}
 	if sealed {
 		if left := room - framedSize(envs[len(own):]); left > framedSize(sealedEnvs) {
-			sealedEnvs = s.sealedBoard.envelopes(now, left, want)
+			sealedEnvs = s.sealedBoard.envelopes(now, since, left, want)
 		}
 		resp.Sealed = append(ownSealed, sealedEnvs...)
 	}

@@ -289,8 +289,9 @@ func (x *Offer) GetStamp() []byte {
 type BoardRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	Topics        []string               `protobuf:"bytes,2,rep,name=topics,proto3" json:"topics,omitempty"`  // version 2: offer topic names, at most 64
-	Sealed        bool                   `protobuf:"varint,3,opt,name=sealed,proto3" json:"sealed,omitempty"` // the requester reads sealed private offers (offer protocol version 3)
+	Topics        []string               `protobuf:"bytes,2,rep,name=topics,proto3" json:"topics,omitempty"`                   // version 2: offer topic names, at most 64
+	Sealed        bool                   `protobuf:"varint,3,opt,name=sealed,proto3" json:"sealed,omitempty"`                  // the requester reads sealed private offers (offer protocol version 3)
+	RecentS       uint32                 `protobuf:"varint,4,opt,name=recent_s,json=recentS,proto3" json:"recent_s,omitempty"` // only records the responder took in the last recent_s seconds (0: all), besides its own open offers
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -344,6 +345,13 @@ func (x *BoardRequest) GetSealed() bool {
 		return x.Sealed
 	}
 	return false
+}
+
+func (x *BoardRequest) GetRecentS() uint32 {
+	if x != nil {
+		return x.RecentS
+	}
+	return 0
 }
 
 // BoardResponse carries signed offer envelopes, each verified by the receiver.
@@ -1104,11 +1112,12 @@ const file_matchmaking_proto_rawDesc = "" +
 	"\twithdrawn\x18\f \x01(\bR\twithdrawn\x12\x12\n" +
 	"\x04with\x18\r \x01(\fR\x04with\x12\x14\n" +
 	"\x05addrs\x18\x0e \x03(\fR\x05addrs\x12\x14\n" +
-	"\x05stamp\x18\x0f \x01(\fR\x05stamp\"X\n" +
+	"\x05stamp\x18\x0f \x01(\fR\x05stamp\"s\n" +
 	"\fBoardRequest\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x16\n" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12\x16\n" +
-	"\x06sealed\x18\x03 \x01(\bR\x06sealed\"E\n" +
+	"\x06sealed\x18\x03 \x01(\bR\x06sealed\x12\x19\n" +
+	"\brecent_s\x18\x04 \x01(\rR\arecentS\"E\n" +
 	"\rBoardResponse\x12\x1c\n" +
 	"\tenvelopes\x18\x01 \x03(\fR\tenvelopes\x12\x16\n" +
 	"\x06sealed\x18\x02 \x03(\fR\x06sealed\"\xb2\x01\n" +
