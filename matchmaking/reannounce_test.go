@@ -113,3 +113,46 @@ func TestAntiEntropyPullsOnlyRecent(t *testing.T) {
 		t.Fatal("a full pull did not bring the older record")
 	}
 }
+
+// A peer joining a shard the node has already pulled brings only what it
+// took since the node's last pull (plus joinPullGap), not its whole board.
+func TestJoinPullAfterFirstIsRecent(t *testing.T) {
+	a, b := newTestNode(t, nil), newTestNode(t, nil)
+	b.view()
+	k := ShardOf(Booking{Kind: KindScheduled, Start: time.Unix(validOffer(a.id(), time.Now()).GetStartUnix(), 0), DurationMin: 50})
+	st := b.svc.joinedTopic(k)
+	if st == nil {
+		t.Fatalf("b is not on %s after viewing", k)
+	}
+	lastPull := time.Now().Add(-30 * time.Second)
+	st.lastPull.Store(&lastPull)
+	now := time.Now()
+	put := func(id string, took time.Time) {
+		key, owner := mustKey(t)
+		o := validOffer(owner, now)
+		o.BookingId, o.ExpiresUnix = id, now.Add(50*time.Minute).Unix()
+		env, err := sealOffer(o, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !a.svc.board.put(o, owner, env, took) {
+			t.Fatalf("offer %s not admitted", id)
+		}
+	}
+	put("old", now.Add(-10*time.Minute))
+	put("new", now.Add(-5*time.Second))
+	has := func(id string) bool {
+		for _, e := range b.svc.board.all() {
+			if e.offer.GetBookingId() == id {
+				return true
+			}
+		}
+		return false
+	}
+	connect(t, a, b)
+	a.view() // a joins the shard's topic: b pulls from it
+	waitFor(t, deadline(20*time.Second), "b's pull from a", func() bool { return has("new") })
+	if has("old") {
+		t.Fatal("a join pull after the first brought a record the peer took 10 minutes ago")
+	}
+}

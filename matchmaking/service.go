@@ -1206,7 +1206,8 @@ func (s *Service) learnAddrs(o *pb.Offer, owner peer.ID) {
 const joinPullGap = 10 * time.Second
 
 // watchPeers pulls the shard's board from every peer that joins its topic
-// (unless a pull of the shard completed in the last joinPullGap), and
+// (unless a pull of the shard completed in the last joinPullGap; after
+// the first pull, only what the peer took since the last one), and
 // pushes it the node's own open offers there (pushOwnTo). Waiting for the
 // topic join, not just the connection, closes the gap where an offer
 // published before the peer's subscription was known would reach nobody
@@ -1233,8 +1234,16 @@ func (s *Service) watchPeers(ctx context.Context, st *shardTopic, events *pubsub
 			s.goRun(func() { s.announceOpen(ctx, st.key) })
 		}
 		s.goRun(func() {
-			if last := st.lastPull.Load(); last == nil || elapsed(s.now(), *last) >= joinPullGap {
+			switch last := st.lastPull.Load(); {
+			case last == nil:
 				s.syncBoard(ctx, ev.Peer, st)
+			case elapsed(s.now(), *last) >= joinPullGap:
+				// The board was whole after the first pull; what is
+				// new since the last one (and a gap's worth before
+				// it) is enough. A whole board at every join made
+				// every member of a busy shard pull it every
+				// joinPullGap.
+				s.pullBoard(ctx, ev.Peer, st, elapsed(s.now(), *last)+joinPullGap)
 			}
 		})
 		s.goRun(func() { s.pushOwnTo(ctx, ev.Peer, st.key) })
