@@ -258,8 +258,9 @@ func (s *Service) checkProposalOffer(remote peer.ID, p *pb.Propose, now time.Tim
 	return o, nil
 }
 
-// cancelledFor is how long a node remembers a partner's booking that was
-// cancelled while held on or matched with one of its own (rememberCancelledLocked).
+// cancelledFor is how long a node remembers another peer's booking that
+// was cancelled while it held or was matched with one of the node's own
+// (rememberCancelledLocked).
 const cancelledFor = 10 * time.Minute
 
 // maxCancelled bounds the cancelled bookings remembered.
@@ -267,15 +268,15 @@ const maxCancelled = 1024
 
 // rememberCancelledLocked notes that remote's booking was cancelled while
 // it held, or was matched with, one of ours. A cancelled booking never
-// searches again, so any Propose or Confirm of it that arrives later was
-// sent before the Cancel and served after it: streams are served
-// concurrently, and a loaded node can serve a later one first. Refused
-// (tryHold), it cannot take a fresh hold on the booking the
-// Cancel freed and commit it, which would match us with a booking its
-// owner has dropped, its Cancel already acknowledged. (A hold granted
-// before the Cancel is dropped by it: onCancel.) Only a Cancel from
-// a peer that held or matched the booking is remembered, so a stranger
-// cannot fill the list.
+// searches again, so a Propose of it that arrives after its Cancel was
+// sent before it and served late: streams are served concurrently, and a
+// loaded node can serve a later one first. tryHold refuses such a
+// Propose; before, it took a fresh hold on the booking the Cancel had
+// just freed, and a late Confirm of the same match committed it, matching
+// us with a booking its owner has dropped (its Cancel already
+// acknowledged). A hold granted before the Cancel is dropped by it
+// (onCancel). Only a Cancel from a peer that held or matched the booking
+// is remembered, so a stranger cannot fill the list.
 func (s *Service) rememberCancelledLocked(remote peer.ID, booking string, now time.Time) {
 	for k, until := range s.cancelled {
 		if now.After(until) {
