@@ -3,6 +3,7 @@ package matchmaking
 import (
 	"bufio"
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -240,4 +241,39 @@ func TestUnconfirmedMatchRecheckedWhenNotConnected(t *testing.T) {
 		return b.State != StateMatched || (b.Confirmed && acceptor.booking(ba.ID).Confirmed)
 	})
 	checkInvariants(t, []*testNode{proposer, acceptor})
+}
+
+// Both sides of a match restart, one after the other, each on a new port
+// (as the daemon does: it listens on port 0). a restarts first and
+// re-checks the match with b; b keeps a's new addresses with the match.
+// Then b goes offline, a's user cancels, and b comes back: b re-checks
+// the match at a's new address and learns of the cancel. Before, b kept
+// the addresses from when the match was made: after its restart it
+// dialled a where a no longer was, and a dialled b where b no longer
+// was, so neither reached the other and b held the match its partner had
+// cancelled (seen in the swarm benchmark: node 42 / node 95, N = 100).
+func TestPartnerAddrsFollowRestarts(t *testing.T) {
+	a, b := newTestNode(t, nil), newTestNode(t, nil)
+	connect(t, a, b)
+	ba, bb := matchPair(t, a, b)
+	a.stop()
+	a.start() // new port; its re-check at start reaches b
+	newAddr := a.h.Addrs()[0].String()
+	waitFor(t, 15*time.Second, "b keeping a's new address with the match", func() bool {
+		return slices.Contains(b.booking(bb.ID).PartnerAddrs, newAddr)
+	})
+	b.stop()
+	c, err := a.svc.Cancel(context.Background(), ba.ID, "something came up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.CancelUnsent {
+		t.Fatalf("cancel to an offline partner not marked unsent: %+v", c)
+	}
+	b.start() // new port; nobody knows it
+	waitFor(t, 15*time.Second, "b learns of the cancel", func() bool {
+		return b.booking(bb.ID).State == StateSearching
+	})
+	waitFor(t, 15*time.Second, "a's cancel acknowledged", func() bool { return !a.booking(ba.ID).CancelUnsent })
+	checkInvariants(t, []*testNode{a, b})
 }

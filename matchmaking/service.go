@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/multiformats/go-multiaddr"
 	"golang.org/x/time/rate"
 
 	"github.com/tandem-cowork/tandem/matchmaking/box"
@@ -1258,6 +1260,7 @@ func (s *Service) watchIdentified(ctx context.Context, sub event.Subscription) {
 	defer sub.Close()
 	for {
 		var p peer.ID
+		var listens []multiaddr.Multiaddr
 		identified := false
 		select {
 		case <-ctx.Done():
@@ -1265,7 +1268,7 @@ func (s *Service) watchIdentified(ctx context.Context, sub event.Subscription) {
 		case ev := <-sub.Out():
 			switch e := ev.(type) {
 			case event.EvtPeerIdentificationCompleted:
-				p, identified = e.Peer, true
+				p, identified, listens = e.Peer, true, e.ListenAddrs
 				if e.Conn != nil && s.restarted(p, e.Conn) {
 					s.wake()
 				}
@@ -1286,8 +1289,59 @@ func (s *Service) watchIdentified(ctx context.Context, sub event.Subscription) {
 			s.goRun(func() { s.syncShards(ctx) })
 		}
 		s.goRun(func() {
+			if len(listens) > 0 {
+				s.refreshPartnerAddrs(p, listens)
+			}
 			s.reconcile(ctx, p, true)
 			s.resendCancels(ctx, s.now(), true, p.String())
 		})
+	}
+}
+
+// refreshPartnerAddrs stores listens, where partner p now says it
+// listens (identify), with each match and owed Cancel kept with p, when
+// they are not what is stored. A node that restarts listens on new ports
+// (the daemon's listen addresses are port 0): the addresses kept when
+// the match was made then lead nowhere, and if the other side restarts
+// in turn, it finds nobody to re-check the match with or send its
+// Cancel to. The partner's re-check after its own restart reaches us and
+// tells us its new addresses; kept, they let our next restart reach it.
+func (s *Service) refreshPartnerAddrs(p peer.ID, listens []multiaddr.Multiaddr) {
+	var addrs []string
+	for _, a := range dialOrder(listens) {
+		if len(addrs) == maxOfferAddrs {
+			break
+		}
+		addrs = append(addrs, a.String())
+	}
+	stale := func(b *Booking) bool {
+		if b == nil || b.Partner != p.String() || !(b.State == StateMatched || b.CancelUnsent) {
+			return false
+		}
+		kept := slices.Clone(b.PartnerAddrs)
+		slices.Sort(kept)
+		now := slices.Clone(addrs)
+		slices.Sort(now)
+		return !slices.Equal(kept, now)
+	}
+	var ids []string
+	s.mu.Lock()
+	for _, b := range s.bookings {
+		if stale(b) {
+			ids = append(ids, b.ID)
+		}
+	}
+	s.mu.Unlock()
+	for _, id := range ids {
+		_, err := s.update(id, func(b *Booking) (*Booking, error) {
+			if !stale(b) {
+				return nil, nil
+			}
+			b.PartnerAddrs = addrs
+			return b, nil
+		})
+		if err != nil {
+			s.log.Error("keeping the partner's new addresses", "booking", id, "err", err)
+		}
 	}
 }
