@@ -1065,7 +1065,7 @@ func (s *Service) announceDueLocked(id string, every time.Duration, now time.Tim
 // its longer TTL ends (proposers do not wait for it meanwhile: they plan
 // only with owners they reach, reach.go).
 const (
-	reannounceBudget     = 60
+	reannounceBudget     = 16
 	maxReannounceStretch = 20
 )
 
@@ -1235,20 +1235,23 @@ func (s *Service) watchPeers(ctx context.Context, st *shardTopic, events *pubsub
 			s.shardEvent(st.key.Topic(), "ready")
 			s.goRun(func() { s.announceOpen(ctx, st.key) })
 		}
-		s.goRun(func() {
-			switch last := st.lastPull.Load(); {
-			case last == nil:
-				s.syncBoard(ctx, ev.Peer, st)
-			case elapsed(s.now(), *last) >= joinPullGap:
-				// The board was whole after the first pull; what is
-				// new since the last one (and a gap's worth before
-				// it) is enough. A whole board at every join made
-				// every member of a busy shard pull it every
-				// joinPullGap.
-				s.pullBoard(ctx, ev.Peer, st, elapsed(s.now(), *last)+joinPullGap)
-			}
-		})
+		s.goRun(func() { s.joinPull(ctx, ev.Peer, st) })
 		s.goRun(func() { s.pushOwnTo(ctx, ev.Peer, st.key) })
+	}
+}
+
+// joinPull pulls shard st's board from p, which has just joined its
+// topic: the whole board the first time, then, unless a pull completed in
+// the last joinPullGap, what p took since the last pull (and a gap's worth
+// before it). The board was whole after the first pull; a whole board at
+// every join made every member of a busy shard pull one every
+// joinPullGap.
+func (s *Service) joinPull(ctx context.Context, p peer.ID, st *shardTopic) {
+	switch last := st.lastPull.Load(); {
+	case last == nil:
+		s.syncBoard(ctx, p, st)
+	case elapsed(s.now(), *last) >= joinPullGap:
+		s.pullBoard(ctx, p, st, elapsed(s.now(), *last)+joinPullGap)
 	}
 }
 
