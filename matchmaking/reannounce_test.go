@@ -82,28 +82,10 @@ func TestAntiEntropyPullsOnlyRecent(t *testing.T) {
 	connect(t, a, b)
 	b.view()
 	now := time.Now()
-	put := func(id string, took time.Time) {
-		key, owner := mustKey(t)
-		o := validOffer(owner, now)
-		o.BookingId, o.ExpiresUnix = id, now.Add(50*time.Minute).Unix()
-		env, err := sealOffer(o, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !a.svc.board.put(o, owner, env, took) {
-			t.Fatalf("offer %s not admitted", id)
-		}
-	}
+	put := func(id string, took time.Time) { putTaken(t, a, id, now, took) }
 	put("old", now.Add(-10*time.Minute))
 	put("new", now)
-	has := func(id string) bool {
-		for _, e := range b.svc.board.all() {
-			if e.offer.GetBookingId() == id {
-				return true
-			}
-		}
-		return false
-	}
+	has := func(id string) bool { return onBoard(b, id) }
 	b.svc.pullBoard(context.Background(), a.id(), nil, 2*time.Minute)
 	if !has("new") || has("old") {
 		t.Fatalf("a pull of the last 2 minutes brought new %v (want true), old %v (want false)", has("new"), has("old"))
@@ -126,28 +108,10 @@ func TestJoinPullAfterFirstIsRecent(t *testing.T) {
 	if st == nil {
 		t.Fatalf("b is not on %s after viewing", k)
 	}
-	put := func(id string, took time.Time) {
-		key, owner := mustKey(t)
-		o := validOffer(owner, now)
-		o.BookingId, o.ExpiresUnix = id, now.Add(50*time.Minute).Unix()
-		env, err := sealOffer(o, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !a.svc.board.put(o, owner, env, took) {
-			t.Fatalf("offer %s not admitted", id)
-		}
-	}
+	put := func(id string, took time.Time) { putTaken(t, a, id, now, took) }
 	put("old", now.Add(-10*time.Minute))
 	put("new", now.Add(-5*time.Second))
-	has := func(id string) bool {
-		for _, e := range b.svc.board.all() {
-			if e.offer.GetBookingId() == id {
-				return true
-			}
-		}
-		return false
-	}
+	has := func(id string) bool { return onBoard(b, id) }
 	connect(t, a, b)
 	lastPull := time.Now().Add(-30 * time.Second)
 	st.lastPull.Store(&lastPull)
@@ -160,4 +124,30 @@ func TestJoinPullAfterFirstIsRecent(t *testing.T) {
 	if !has("old") {
 		t.Fatal("the first join pull did not bring the whole board")
 	}
+}
+
+// putTaken stores on n's board an open offer of a fresh owner, booking
+// id, in the slot validOffer picks at now, as if n took it at took.
+func putTaken(t *testing.T, n *testNode, id string, now, took time.Time) {
+	t.Helper()
+	key, owner := mustKey(t)
+	o := validOffer(owner, now)
+	o.BookingId, o.ExpiresUnix = id, now.Add(50*time.Minute).Unix()
+	env, err := sealOffer(o, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !n.svc.board.put(o, owner, env, took) {
+		t.Fatalf("offer %s not admitted", id)
+	}
+}
+
+// onBoard reports whether n's board holds a record of booking id.
+func onBoard(n *testNode, id string) bool {
+	for _, e := range n.svc.board.all() {
+		if e.offer.GetBookingId() == id {
+			return true
+		}
+	}
+	return false
 }
