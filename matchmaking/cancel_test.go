@@ -231,7 +231,13 @@ func TestUnconfirmedMatchRecheckedWhenNotConnected(t *testing.T) {
 		defer proposer.svc.mu.Unlock()
 		return !proposer.svc.inflight[bp.ID]
 	})
-	if b := proposer.booking(bp.ID); b.State != StateMatched || b.Confirmed {
+	if b := proposer.booking(bp.ID); b.State == StateMatched && b.Confirmed {
+		// A re-check of the fresh match, on another goroutine than the
+		// held negotiation, confirmed it before the acceptor stopped
+		// (seen once under -race and load): the case under test did
+		// not arise.
+		t.Skipf("the match was confirmed before the acceptor stopped: %+v", b)
+	} else if b.State != StateMatched {
 		t.Fatalf("the proposer's booking: %+v; want matched, unconfirmed", b)
 	}
 	acceptor.hostOpts = []libp2p.Option{libp2p.DisableRelay(), libp2p.ListenAddrs(addrs...)}
