@@ -701,7 +701,7 @@ func TestAttackForgerIsGraylisted(t *testing.T) {
 	connect(t, victim, honest)
 	slot := nextSlot(3 * time.Hour)
 	bv := victim.book(t, BookRequest{At: slot, DurationMin: 25, Activity: ActivityDesk})
-	name := shardOfOffer(victim.svc.offerFor(bv, time.Now())).Topic()
+	name := victim.svc.placeOf(bv).Topic()
 	a := newAttacker(t)
 	topic, err := a.ps.Join(name)
 	if err != nil {

@@ -31,9 +31,9 @@ type boardEntry struct {
 	expires   int64
 	withdrawn bool
 	class     slotClass
-	shard     shard.Key
-	via       peer.ID // the owner (gossip) or the board sync responder that brought it
-	rank      int     // the owner's standing when it was admitted
+	shard     shard.Key // the finest topic key it travels on: its slot class (or day shard, for a sealed record)
+	via       peer.ID   // the owner (gossip) or the board sync responder that brought it
+	rank      int       // the owner's standing when it was admitted
 	// private: a private offer opened from a sealed record sealed to us
 	// (private.go); its envelope is never served to anyone.
 	private bool
@@ -51,9 +51,9 @@ type slotClass struct {
 	quiet bool
 }
 
-// shard is the shard every offer of the class travels on.
-func (c slotClass) shard() shard.Key {
-	return shard.ForOffer(c.kind == pb.Kind_KIND_NOW, c.start, int(c.dur))
+// key is the slot class topic of the class (the now shard for "now").
+func (c slotClass) key() shard.Key {
+	return shard.ClassOf(c.kind == pb.Kind_KIND_NOW, c.start, int(c.dur), c.quiet)
 }
 
 func classOfOffer(o *pb.Offer) slotClass {
@@ -114,7 +114,7 @@ func (b *board) admit(o *pb.Offer, owner peer.ID, env []byte, now time.Time, ran
 	return b.admitEntry(&boardEntry{
 		offer: o, owner: owner, envelope: env,
 		seq: o.GetSeq(), expires: o.GetExpiresUnix(), withdrawn: o.GetWithdrawn(), class: classOfOffer(o),
-		shard: shardOfOffer(o),
+		shard: classKeyOf(o),
 	}, o.GetBookingId(), now, rank, via)
 }
 
@@ -204,12 +204,13 @@ func (b *board) pruneLocked(now time.Time) {
 	}
 }
 
-// keepOnly forgets every record whose shard keep refuses.
-func (b *board) keepOnly(keep func(shard.Key) bool) {
+// keepOnly forgets every record that keep refuses (given its finest
+// topic key and owner).
+func (b *board) keepOnly(keep func(shard.Key, peer.ID) bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for k, e := range b.entries {
-		if !keep(e.shard) {
+		if !keep(e.shard, e.owner) {
 			b.removeLocked(k, e)
 		}
 	}
@@ -249,15 +250,38 @@ func (b *board) open(now time.Time) []*boardEntry {
 }
 
 // class returns the open, unexpired offers of one slot class.
-// openIn counts the open (not withdrawn) offers on the board that belong
-// to shard k, expired ones included until the next prune.
+// openIn counts the open (not withdrawn) offers on the board that travel
+// on topic k, expired ones included until the next prune.
 func (b *board) openIn(k shard.Key) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n := 0
 	for c, m := range b.byClass {
-		if c.shard() == k {
-			n += len(m)
+		if k.Lane == "" {
+			if k.Contains(c.key(), nil) {
+				n += len(m)
+			}
+			continue
+		}
+		for _, e := range m {
+			if k.Contains(c.key(), []byte(e.owner)) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// volumeIn counts the bookings of others whose records on the board
+// travel on topic k, open or withdrawn, until they expire: how crowded k
+// has been over the last few minutes (lanes.go).
+func (b *board) volumeIn(k shard.Key, self peer.ID, now time.Time) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, e := range b.entries {
+		if e.owner != self && !e.opaque && !e.expired(now) && k.Contains(e.shard, []byte(e.owner)) {
+			n++
 		}
 	}
 	return n
@@ -287,13 +311,13 @@ func (b *board) class(c slotClass, now time.Time) []*boardEntry {
 // serves its honest records (a stranger's one or two offers, a relay's
 // only copy of a sealed record) in every reply, not in the share of
 // replies that a random cut would leave them.
-func (b *board) envelopes(now, since time.Time, maxBytes int, want func(shard.Key) bool) [][]byte {
+func (b *board) envelopes(now, since time.Time, maxBytes int, want func(shard.Key, peer.ID) bool) [][]byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var all []*boardEntry
 	total := 0
 	for _, e := range b.entries {
-		if e.expired(now) || e.seen.Before(since) || !want(e.shard) || e.private || (e.offer != nil && len(e.offer.GetWith()) > 0) {
+		if e.expired(now) || e.seen.Before(since) || !want(e.shard, e.owner) || e.private || (e.offer != nil && len(e.offer.GetWith()) > 0) {
 			// A private offer is for its invited peer only: one sealed
 			// to us, or one a version 2 node sent in the clear (by
 			// gossip, or to us alone), is never served on.

@@ -32,6 +32,9 @@ type OfferEvent struct {
 	Seq       uint64
 	Withdrawn bool
 	Source    OfferSource
+	// Topic is the offer topic a published record went out on (its
+	// slot class, lane or day shard); empty for records received.
+	Topic string
 }
 
 func (s *Service) observe(o *pb.Offer, owner peer.ID, src OfferSource) {
@@ -39,4 +42,11 @@ func (s *Service) observe(o *pb.Offer, owner peer.ID, src OfferSource) {
 		return
 	}
 	s.cfg.OnOffer(OfferEvent{Owner: owner, BookingID: o.GetBookingId(), Seq: o.GetSeq(), Withdrawn: o.GetWithdrawn(), Source: src})
+}
+
+// observePublished observes a record this node publishes on topic.
+func (s *Service) observePublished(o *pb.Offer, topic string) {
+	if s.cfg.OnOffer != nil {
+		s.cfg.OnOffer(OfferEvent{Owner: s.h.ID(), BookingID: o.GetBookingId(), Seq: o.GetSeq(), Withdrawn: o.GetWithdrawn(), Source: OfferPublished, Topic: topic})
+	}
 }

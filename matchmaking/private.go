@@ -316,7 +316,7 @@ func (s *Service) takeSealed(in sealedIn, via peer.ID, src OfferSource) bool {
 	if s.board.admitEntry(&boardEntry{
 		offer: o, owner: in.owner, envelope: in.inner,
 		seq: o.GetSeq(), expires: o.GetExpiresUnix(), withdrawn: o.GetWithdrawn(), class: classOfOffer(o),
-		shard: shardOfOffer(o), private: true,
+		shard: classKeyOf(o), private: true,
 	}, o.GetBookingId(), now, rank, via) {
 		s.observe(o, in.owner, src)
 		s.forgetBackoff(in.owner, o.GetBookingId())
@@ -360,7 +360,7 @@ func (e insideBad) Unwrap() error { return e.err }
 
 // sealedEnvelopes returns the sealed records of the shards want accepts,
 // up to maxBytes.
-func (s *Service) sealedEnvelopes(now time.Time, maxBytes int, want func(shard.Key) bool) [][]byte {
+func (s *Service) sealedEnvelopes(now time.Time, maxBytes int, want func(shard.Key, peer.ID) bool) [][]byte {
 	return s.sealedBoard.envelopes(now, time.Time{}, maxBytes, want)
 }
 

@@ -228,8 +228,8 @@ func TestSealedRecordsRefused(t *testing.T) {
 
 // clearBoards empties a node's boards (between cases of a test).
 func clearBoards(s *Service) {
-	s.board.keepOnly(func(shard.Key) bool { return false })
-	s.sealedBoard.keepOnly(func(shard.Key) bool { return false })
+	s.board.keepOnly(func(shard.Key, peer.ID) bool { return false })
+	s.sealedBoard.keepOnly(func(shard.Key, peer.ID) bool { return false })
 }
 
 // A stranger that proposes to a private booking hears "not available", as
@@ -507,7 +507,7 @@ func TestSealedBoardQuotas(t *testing.T) {
 		t.Fatalf("records sealed to another peer put %d offers on the board", n)
 	}
 	// What it holds it serves, sealed, to a requester that reads them.
-	got := v.svc.sealedEnvelopes(v.svc.now(), MaxBoardResponse, func(shard.Key) bool { return true })
+	got := v.svc.sealedEnvelopes(v.svc.now(), MaxBoardResponse, func(shard.Key, peer.ID) bool { return true })
 	if len(got) != maxPerOwner {
 		t.Fatalf("serves %d sealed records, want %d", len(got), maxPerOwner)
 	}

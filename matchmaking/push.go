@@ -135,7 +135,7 @@ func (s *Service) takePush(from peer.ID, msg *pb.OfferPush) error {
 	}
 	env := msg.GetEnvelope()
 	now := s.now()
-	if o, ok := peekRecord(env); ok && (!s.wantsShard(shardOfOffer(o)) || s.board.has(peer.ID(o.GetOwner()), o.GetBookingId(), o.GetSeq())) {
+	if o, ok := peekRecord(env); ok && (!s.wantsOffer(classKeyOf(o), peer.ID(o.GetOwner())) || s.board.has(peer.ID(o.GetOwner()), o.GetBookingId(), o.GetSeq())) {
 		return nil
 	}
 	if !s.limit.allow(from, now) {
@@ -151,7 +151,7 @@ func (s *Service) takePush(from peer.ID, msg *pb.OfferPush) error {
 		s.refuseOffer(from, err)
 		return err
 	}
-	if s.wantsShard(shardOfOffer(o)) {
+	if s.wantsOffer(classKeyOf(o), peer.ID(o.GetOwner())) {
 		s.addOffer(o, from, env, OfferPushed)
 	}
 	return nil
@@ -184,7 +184,7 @@ func (s *Service) pushOwnTo(ctx context.Context, p peer.ID, k shard.Key) {
 	s.mu.Lock()
 	for id, o := range s.lastOffer {
 		b := s.bookings[id]
-		if b != nil && b.State == StateSearching && ShardOf(*b) == k && elapsed(now, s.announced[id]) < joinPullGap &&
+		if b != nil && b.State == StateSearching && s.travelsOn(*b, k) && elapsed(now, s.announced[id]) < joinPullGap &&
 			(b.With == "" || b.With == p.String()) && !restricted(b, now) {
 			due = append(due, o)
 		}

@@ -68,6 +68,11 @@ type Config struct {
 	OnHold func()
 	// FavouritesOnly: match favourites only.
 	FavouritesOnly bool
+	// NoLanes keeps public scheduled bookings on their day shard, as
+	// before slot class topics and lanes (lanes.go); for comparisons.
+	NoLanes bool
+	// laneVolume overrides laneVolume (tests).
+	laneVolume int
 	// DefaultScope and DefaultOpenAfterMin apply to bookings that do not
 	// say (circles.go); defaults anyone and 10 minutes.
 	DefaultScope        Scope
@@ -136,6 +141,14 @@ type Service struct {
 	joined       map[shard.Key]*shardTopic
 	joinedSnap   atomic.Pointer[map[shard.Key]*shardTopic]
 	shardsClosed bool
+	// places says where each open booking announces (lanes.go); placeMu
+	// is taken after s.mu.
+	placeMu sync.Mutex
+	places  map[string]*placement
+	// fanouts are day shard topics the node publishes on without
+	// subscribing (shards.go); fanMu is taken after shardMu.
+	fanMu   sync.Mutex
+	fanouts map[shard.Key]*fanoutTopic
 
 	mu       sync.Mutex
 	bookings map[string]*Booking
@@ -307,6 +320,8 @@ func New(cfg Config) (*Service, error) {
 		name: cfg.Name, circleBoard: newBoard(), sealedBoard: newBoard(), circles: map[string]*circleState{},
 		interest: shard.NewInterest(cfg.AnnounceInterval),
 		joined:   map[shard.Key]*shardTopic{},
+		places:   map[string]*placement{},
+		fanouts:  map[shard.Key]*fanoutTopic{},
 	}
 	if s.key == nil {
 		return nil, errors.New("matchmaking: host has no private key")
@@ -406,6 +421,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.goRun(func() { s.watchIdentified(ctx, identified) })
 	s.goRun(func() { s.announceLoop(ctx) })
+	s.goRun(func() { s.placeLoop(ctx) })
 	s.goRun(func() { s.matchLoop(ctx) })
 	s.goRun(func() { s.reconcileLoop(ctx) })
 	s.goRun(func() { s.recheckAll(ctx) })
@@ -809,7 +825,7 @@ func (s *Service) offerFor(b Booking, now time.Time) *pb.Offer {
 		StartUnix: b.Start.Unix(), DurationMin: uint32(b.DurationMin),
 		Kind: kindToPB(b.Kind), Activity: activityToPB(b.Activity), Quiet: b.Quiet,
 		Name: s.Name(), Seq: s.nextSeq(now), Withdrawn: b.State != StateSearching,
-		ExpiresUnix: now.Add(s.offerTTL(ShardOf(b))).Unix(), Stamp: s.ownStamp(),
+		ExpiresUnix: now.Add(s.offerTTL(s.placeOf(b))).Unix(), Stamp: s.ownStamp(),
 	}
 	if b.Kind == KindNow {
 		o.StartUnix = now.Unix()
@@ -864,15 +880,19 @@ func (s *Service) announce(ctx context.Context, b Booking) {
 	if s.ctx == nil || s.stamp.Load() == nil {
 		return
 	}
-	topics := s.topicsFor(ShardOf(b))
-	if len(topics) == 0 {
-		// Not on the shard yet (a booking loaded at start, a race with
-		// a leave): join it first.
+	if s.joinedTopic(s.placeOf(b)) == nil {
+		// Not on the topic yet (a booking loaded at start, just placed,
+		// a race with a leave): join it first.
 		s.syncShards(s.ctx)
-		if topics = s.topicsFor(ShardOf(b)); len(topics) == 0 {
-			s.log.Debug("no offer topic to announce on", "booking", b.ID, "shard", ShardOf(b))
-			return
-		}
+	}
+	if b.State == StateSearching && !s.settledPlace(b.ID) {
+		// Still choosing its lane: placeLoop announces it once settled.
+		return
+	}
+	topics := s.topicsFor(b)
+	if len(topics) == 0 {
+		s.log.Debug("no offer topic to announce on", "booking", b.ID, "topic", s.placeOf(b))
+		return
 	}
 	s.at("announce " + string(b.State))
 	defer s.at("announced " + string(b.State))
@@ -905,7 +925,7 @@ func (s *Service) announce(ctx context.Context, b Booking) {
 		s.log.Error("signing offer", "booking", b.ID, "err", err)
 		return
 	}
-	s.observe(o, s.h.ID(), OfferPublished)
+	s.observePublished(o, s.placeOf(b).Topic())
 	s.mu.Lock()
 	_, again := s.announced[b.ID]
 	if o.GetWithdrawn() {
@@ -977,6 +997,7 @@ func (s *Service) announceLoop(ctx context.Context) {
 		now := s.now()
 		s.board.prune(now)
 		s.sealedBoard.prune(now)
+		s.closeIdleFanouts(2 * s.cfg.AnnounceInterval)
 		// Views end, lingering shards are left, version 1 peers come
 		// and go.
 		s.syncShards(ctx)
@@ -992,15 +1013,17 @@ func (s *Service) announceLoop(ctx context.Context) {
 		}
 		s.mu.Unlock()
 		every := map[shard.Key]time.Duration{}
+		place := map[string]shard.Key{}
 		for _, b := range open {
-			k := ShardOf(b)
+			k := s.placeOf(b)
+			place[b.ID] = k
 			if _, ok := every[k]; !ok {
 				every[k] = s.reannounceEvery(k)
 			}
 		}
 		s.mu.Lock()
 		for _, b := range open {
-			if s.announceDueLocked(b.ID, every[ShardOf(b)], now) {
+			if s.announceDueLocked(b.ID, every[place[b.ID]], now) {
 				due = append(due, b)
 			}
 		}
@@ -1018,12 +1041,14 @@ func (s *Service) announceLoop(ctx context.Context) {
 // topic holds them all).
 var anyShard = shard.V1Key
 
-// announceOpen announces at once every open offer that travels on shard k.
+// announceOpen announces at once every open offer that travels on topic
+// k: those placed there and, on a day shard (the calendar's) or version
+// 1's topic, every one it carries.
 func (s *Service) announceOpen(ctx context.Context, k shard.Key) {
 	var open []Booking
 	s.mu.Lock()
 	for _, b := range s.bookings {
-		if b.State == StateSearching && k.Holds(ShardOf(*b)) {
+		if b.State == StateSearching && s.travelsOn(*b, k) {
 			open = append(open, *b)
 		}
 	}

@@ -50,10 +50,11 @@ func shardTopicOf(kind Kind, at time.Time, dur int) string {
 // it), while a node that views them all gets them all.
 func TestShardReceivesOnlyItsOffers(t *testing.T) {
 	var wlog, vlog shardLog
-	w := newTestNode(t, func(c *Config) { c.OnOffer = wlog.add })
-	viewer := newTestNode(t, func(c *Config) { c.OnOffer = vlog.add })
+	// Day shards, as a node with lanes off uses them (TestClassReceivesOnlyItsOffers is the same with lanes).
+	w := newTestNode(t, func(c *Config) { c.OnOffer, c.NoLanes = wlog.add, true })
+	viewer := newTestNode(t, func(c *Config) { c.OnOffer, c.NoLanes = vlog.add, true })
 	viewer.view()
-	pubs := startNodes(t, 4, nil)
+	pubs := startNodes(t, 4, func(c *Config) { c.NoLanes = true })
 	for _, p := range pubs {
 		connect(t, w, p) // every publisher is w's direct neighbour
 		connect(t, viewer, p)
@@ -181,7 +182,9 @@ func TestViewShowsCounts(t *testing.T) {
 // of that shard from a peer's board by sync, and nothing of the peer's
 // other shards.
 func TestBoardSyncPerShard(t *testing.T) {
-	slow := func(c *Config) { c.AnnounceInterval = 10 * time.Minute } // no re-announcements
+	// No re-announcements; day shards, as with lanes off (with lanes, late's
+	// other slot is another topic: TestClassReceivesOnlyItsOffers).
+	slow := func(c *Config) { c.AnnounceInterval, c.NoLanes = 10*time.Minute, true }
 	a, b, hub := newTestNode(t, slow), newTestNode(t, slow), newTestNode(t, slow)
 	hub.view()
 	connect(t, a, hub)
@@ -295,6 +298,9 @@ func FuzzBoardRequest(f *testing.F) {
 	buf.Reset()
 	protodelim.MarshalTo(&buf, &pb.BoardRequest{Version: 1, Topics: []string{shard.NowTopic}, RecentS: 1<<32 - 1})
 	f.Add(buf.Bytes(), true)
+	buf.Reset()
+	protodelim.MarshalTo(&buf, &pb.BoardRequest{Version: 1, Topics: []string{"/tandem/offers/2/2026-12-03/50/0900", "/tandem/offers/2/2026-12-03/50/0900q/l01"}})
+	f.Add(buf.Bytes(), true)
 	f.Add([]byte{0x02, 0x08, 0x01}, false)
 	f.Add([]byte{0xff, 0xff}, true)
 	f.Fuzz(func(t *testing.T, data []byte, v2 bool) {
@@ -309,6 +315,7 @@ func FuzzBoardRequest(f *testing.F) {
 		if v2 && len(req.GetTopics()) > maxBoardTopics {
 			t.Fatal("accepted too many topics")
 		}
-		want(shard.NowKey)
+		want(shard.NowKey, "")
+		want(shard.Class(time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC), 50, false), "owner")
 	})
 }

@@ -95,9 +95,9 @@ func shardOfOffer(o *pb.Offer) shard.Key {
 func (s *Service) trackLocked(old *Booking, b Booking) {
 	was := old != nil && old.State == StateSearching
 	if is := b.State == StateSearching; is && !was {
-		s.interest.Hold(ShardOf(b), b.ID)
+		s.interest.Hold(s.openPlace(b), b.ID)
 	} else if was && !is {
-		s.interest.Release(ShardOf(*old), b.ID, time.Now())
+		s.interest.Release(s.placeOf(*old), b.ID, time.Now())
 	}
 }
 
@@ -219,6 +219,7 @@ func (s *Service) joinLocked(ctx context.Context, k shard.Key) error {
 	if err := s.cfg.PubSub.RegisterTopicValidator(name, s.validatorFor(k)); err != nil {
 		return fmt.Errorf("registering offer validator: %w", err)
 	}
+	s.closeFanout(k) // pubsub has one handle per topic
 	t, err := s.cfg.PubSub.Join(name)
 	if err != nil {
 		s.cfg.PubSub.UnregisterTopicValidator(name)
@@ -244,7 +245,7 @@ func (s *Service) joinLocked(ctx context.Context, k shard.Key) error {
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	st := &shardTopic{key: k, topic: t, cancel: cancel}
-	if !k.V1 && !s.v2Only {
+	if k.SealedTopic() != "" && !s.v2Only {
 		if err := s.joinSealed(sctx, st); err != nil {
 			cancel()
 			sub.Cancel()
@@ -284,30 +285,103 @@ func (s *Service) dropUnwantedLocked() {
 	if s.joined[shard.V1Key] != nil {
 		return
 	}
-	keep := func(k shard.Key) bool { return s.joined[k] != nil }
+	keep := func(k shard.Key, owner peer.ID) bool { return carries(s.joined, k, owner) }
 	s.board.keepOnly(keep)
 	s.sealedBoard.keepOnly(keep)
 }
 
-// wantsShard reports whether a record of shard k belongs on the board: the
-// node is on its topic (or on version 1's, which carries every shard).
-func (s *Service) wantsShard(k shard.Key) bool {
-	joined := s.joinedNow()
-	return joined[k] != nil || joined[shard.V1Key] != nil
+// wantsOffer reports whether a record of owner whose finest topic key is
+// k (classKeyOf; a sealed record's day shard) belongs on the board: the
+// node is on a topic that carries it (version 1's carries every one).
+func (s *Service) wantsOffer(k shard.Key, owner peer.ID) bool {
+	return carries(s.joinedNow(), k, owner)
 }
 
-// topicsFor returns the joined topics an offer of shard k is published on:
-// its own, and version 1's while the node is on it.
-func (s *Service) topicsFor(k shard.Key) []*pubsub.Topic {
+// carries reports whether one of the joined topics carries a record of
+// owner whose finest topic key is k.
+func carries(joined map[shard.Key]*shardTopic, k shard.Key, owner peer.ID) bool {
+	if joined[k] != nil {
+		return true
+	}
+	for j := range joined {
+		if j.Contains(k, []byte(owner)) {
+			return true
+		}
+	}
+	return false
+}
+
+// topicsFor returns the topics booking b's offer is published on: the
+// one it is placed on (lanes.go), its day shard, and version 1's topic
+// while the node is on it. The day shard is the calendar's: a node that
+// is not on it publishes there without subscribing (gossipsub's fanout),
+// so its record reaches the connected peers that view the day, which
+// gossip it on among themselves, and nobody when nobody views it.
+func (s *Service) topicsFor(b Booking) []*pubsub.Topic {
 	joined := s.joinedNow()
 	var out []*pubsub.Topic
-	if st := joined[k]; st != nil {
-		out = append(out, st.topic)
-	}
-	if st := joined[shard.V1Key]; st != nil {
-		out = append(out, st.topic)
+	place := s.placeOf(b)
+	for _, k := range []shard.Key{place, place.DayKey(), shard.V1Key} {
+		st := joined[k]
+		switch {
+		case st != nil && !slices.Contains(out, st.topic):
+			out = append(out, st.topic)
+		case st == nil && k == place.DayKey() && place.IsClass() && len(out) > 0:
+			if t := s.fanout(k); t != nil {
+				out = append(out, t)
+			}
+		}
 	}
 	return out
+}
+
+// fanout is a publish-only handle of day shard k's topic.
+func (s *Service) fanout(k shard.Key) *pubsub.Topic {
+	s.fanMu.Lock()
+	defer s.fanMu.Unlock()
+	if f := s.fanouts[k]; f != nil {
+		f.used = time.Now()
+		return f.topic
+	}
+	if s.joinedNow()[k] != nil {
+		return nil
+	}
+	t, err := s.cfg.PubSub.Join(k.Topic())
+	if err != nil {
+		// Joined meanwhile (a view): the next announcement uses it.
+		return nil
+	}
+	s.fanouts[k] = &fanoutTopic{topic: t, used: time.Now()}
+	return t
+}
+
+// fanoutTopic is a topic the node publishes on without subscribing.
+type fanoutTopic struct {
+	topic *pubsub.Topic
+	used  time.Time
+}
+
+// closeFanout closes k's publish-only handle, if any.
+func (s *Service) closeFanout(k shard.Key) {
+	s.fanMu.Lock()
+	defer s.fanMu.Unlock()
+	if f := s.fanouts[k]; f != nil {
+		f.topic.Close()
+		delete(s.fanouts, k)
+	}
+}
+
+// closeIdleFanouts closes the publish-only handles not used for a while
+// (all of them when idle is 0).
+func (s *Service) closeIdleFanouts(idle time.Duration) {
+	s.fanMu.Lock()
+	defer s.fanMu.Unlock()
+	for k, f := range s.fanouts {
+		if idle == 0 || time.Since(f.used) > idle {
+			f.topic.Close()
+			delete(s.fanouts, k)
+		}
+	}
 }
 
 // joinedTopic returns the joined topic of k, or nil.
@@ -344,6 +418,7 @@ func (s *Service) closeShards() {
 	for _, st := range s.joined {
 		s.leaveLocked(st)
 	}
+	s.closeIdleFanouts(0)
 	s.publishJoinedLocked()
 }
 
@@ -362,8 +437,10 @@ func (s *Service) validatorFor(k shard.Key) func(context.Context, peer.ID, *pubs
 			return res
 		}
 		o := msg.ValidatorData.(*pb.Offer)
-		if !k.Holds(shardOfOffer(o)) {
-			s.refuseOffer(msg.GetFrom(), fmt.Errorf("offer of shard %s published on %s", shardOfOffer(o), k))
+		if !k.Contains(classKeyOf(o), o.GetOwner()) || (k.IsClass() && len(o.GetWith()) > 0) {
+			// Published where it does not belong: a private offer
+			// travels sealed on its day shard only.
+			s.refuseOffer(msg.GetFrom(), fmt.Errorf("offer of %s published on %s", classKeyOf(o), k))
 			return pubsub.ValidationReject
 		}
 		return res
@@ -430,7 +507,7 @@ func (s *Service) validateSealed(k shard.Key, msg *pubsub.Message) pubsub.Valida
 		return pubsub.ValidationReject
 	}
 	msg.ValidatorData = in
-	if in.offer != nil && author != s.h.ID() && s.wantsShard(in.shard) {
+	if in.offer != nil && author != s.h.ID() && s.wantsOffer(in.shard, author) {
 		// A record sealed to us is taken here, once (gossip validates
 		// a message once), not left to readSealed: under a flood of
 		// records for others the subscription's buffer can be full,
@@ -450,7 +527,7 @@ func (s *Service) readSealed(ctx context.Context, sub *pubsub.Subscription) {
 			return
 		}
 		in, ok := msg.ValidatorData.(sealedIn)
-		if !ok || msg.GetFrom() == s.h.ID() || !s.wantsShard(in.shard) {
+		if !ok || msg.GetFrom() == s.h.ID() || !s.wantsOffer(in.shard, in.owner) {
 			continue
 		}
 		s.takeSealed(in, msg.GetFrom(), OfferGossip)

@@ -163,7 +163,7 @@ func (s *Service) searching() bool {
 func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
 	now := s.now()
 	for _, env := range envs {
-		if o, ok := peekRecord(env); ok && (peer.ID(o.GetOwner()) == s.h.ID() || s.board.has(peer.ID(o.GetOwner()), o.GetBookingId(), o.GetSeq()) || !s.wantsShard(shardOfOffer(o)) ||
+		if o, ok := peekRecord(env); ok && (peer.ID(o.GetOwner()) == s.h.ID() || s.board.has(peer.ID(o.GetOwner()), o.GetBookingId(), o.GetSeq()) || !s.wantsOffer(classKeyOf(o), peer.ID(o.GetOwner())) ||
 			!s.board.wouldAdmit(peer.ID(o.GetOwner()), o.GetBookingId(), s.rank(peer.ID(o.GetOwner()), now), from, now)) {
 			// Ours, known, of a shard the node is not on (a version 1
 			// peer sends its whole board), or refused by the board's
@@ -181,7 +181,7 @@ func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
 			}
 			continue
 		}
-		if owner == s.h.ID() || !s.wantsShard(shardOfOffer(o)) {
+		if owner == s.h.ID() || !s.wantsOffer(classKeyOf(o), owner) {
 			continue
 		}
 		if s.board.admit(o, owner, env, now, s.rank(owner, now), from) {
@@ -238,7 +238,7 @@ func (s *Service) handleBoardStream(st network.Stream) {
 	for _, b := range s.Bookings() {
 		// Until our identity stamp is ready, our offers are not out yet
 		// (peers would refuse them: prepareStamp).
-		if s.stamp.Load() == nil || b.State != StateSearching || !want(ShardOf(b)) {
+		if s.stamp.Load() == nil || b.State != StateSearching || !want(classKeyOfBooking(b), s.h.ID()) {
 			continue
 		}
 		private := b.With != "" && !s.v2Only
@@ -302,7 +302,7 @@ func (s *Service) mergeSealed(envs [][]byte, from peer.ID) (added, bad int) {
 	now := s.now()
 	awaited := s.awaitedPeers()
 	for _, env := range envs {
-		if owner, handle, seq, k, ok := peekSealed(env); ok && (owner == s.h.ID() || s.sealedBoard.has(owner, handle, seq) || !s.wantsShard(k) ||
+		if owner, handle, seq, k, ok := peekSealed(env); ok && (owner == s.h.ID() || s.sealedBoard.has(owner, handle, seq) || !s.wantsOffer(k, owner) ||
 			(!awaited[owner] && !s.sealedBoard.wouldAdmit(owner, handle, s.rank(owner, now), from, now))) {
 			continue
 		}
@@ -321,7 +321,7 @@ func (s *Service) mergeSealed(envs [][]byte, from peer.ID) (added, bad int) {
 			}
 			continue
 		}
-		if in.owner == s.h.ID() || !s.wantsShard(in.shard) {
+		if in.owner == s.h.ID() || !s.wantsOffer(in.shard, in.owner) {
 			continue
 		}
 		if s.takeSealed(in, from, OfferSync) {
@@ -334,9 +334,10 @@ func (s *Service) mergeSealed(envs [][]byte, from peer.ID) (added, bad int) {
 // boardFilter says which shards a board request asks for: all of them on
 // version 1, the listed topics on version 2 (each an offer topic; version
 // 1's topic stands for all).
-func boardFilter(v2 bool, req *pb.BoardRequest) (func(shard.Key) bool, error) {
+func boardFilter(v2 bool, req *pb.BoardRequest) (func(shard.Key, peer.ID) bool, error) {
+	all := func(shard.Key, peer.ID) bool { return true }
 	if !v2 {
-		return func(shard.Key) bool { return true }, nil
+		return all, nil
 	}
 	if len(req.GetTopics()) > maxBoardTopics {
 		return nil, fmt.Errorf("board request lists %d topics, at most %d", len(req.GetTopics()), maxBoardTopics)
@@ -348,11 +349,21 @@ func boardFilter(v2 bool, req *pb.BoardRequest) (func(shard.Key) bool, error) {
 			return nil, fmt.Errorf("board request: %w", err)
 		}
 		if k.V1 {
-			return func(shard.Key) bool { return true }, nil
+			return all, nil
 		}
 		set[k] = true
 	}
-	return func(k shard.Key) bool { return set[k] }, nil
+	return func(k shard.Key, owner peer.ID) bool {
+		if set[k] {
+			return true
+		}
+		for r := range set {
+			if r.Contains(k, []byte(owner)) {
+				return true
+			}
+		}
+		return false
+	}, nil
 }
 
 // awaitedPeers is the set of peers our searching private bookings name in

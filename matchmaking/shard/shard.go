@@ -9,9 +9,17 @@
 // start, hence same day; same duration), so a node matches using only the
 // shards of its own open bookings, and shows the calendar from the shards
 // of the days the user looks at.
+//
+// Below a day shard, each slot class (one start, duration and quiet flag)
+// has its own topic ("/tandem/offers/2/2026-12-03/50/0900"), which a
+// crowded class splits further into lanes by a hash of the owner
+// ("/tandem/offers/2/2026-12-03/50/0900/l01"): a booking matches on the
+// topic of its class, or of its lane, and never pays for other classes
+// (docs/protocol.md section 2.6).
 package shard
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"sort"
 	"strconv"
@@ -51,6 +59,107 @@ type Key struct {
 	Now bool
 	// V1 marks version 1's single topic, which holds every shard.
 	V1 bool
+	// Slot names one slot class of a scheduled shard: the start's UTC
+	// "HHMM", with "q" for quiet offers ("0900", "0915q"). Empty for a
+	// day shard.
+	Slot string
+	// Lane is a share of a slot class: the first len(Lane) bits of the
+	// owner's lane hash (LaneBits), as "0" and "1". Empty for the class's
+	// own topic.
+	Lane string
+}
+
+// MaxLaneBits bounds how deep a slot class splits into lanes (4096
+// lanes: far beyond any one slot's crowd).
+const MaxLaneBits = 12
+
+// Class is the topic of one slot class: scheduled offers with this start
+// (UTC), duration and quiet flag.
+func Class(start time.Time, durationMin int, quiet bool) Key {
+	k := Scheduled(start, durationMin)
+	k.Slot = start.UTC().Format("1504")
+	if quiet {
+		k.Slot += "q"
+	}
+	return k
+}
+
+// ClassOf is the slot class topic of an offer ("focus now" offers have no
+// class topic: NowKey).
+func ClassOf(now bool, startUnix int64, durationMin int, quiet bool) Key {
+	if now {
+		return NowKey
+	}
+	return Class(time.Unix(startUnix, 0), durationMin, quiet)
+}
+
+// DayKey is the day shard that holds k (k itself for a day shard, the now
+// shard and version 1's topic).
+func (k Key) DayKey() Key {
+	k.Slot, k.Lane = "", ""
+	return k
+}
+
+// IsClass reports whether k is a slot class's topic or one of its lanes.
+func (k Key) IsClass() bool { return k.Slot != "" }
+
+// Level is how deep k is: 0 for a day shard (and the now shard and
+// version 1's topic), 1 for a slot class, 1 + its bits for a lane.
+func (k Key) Level() int {
+	if k.Slot == "" {
+		return 0
+	}
+	return 1 + len(k.Lane)
+}
+
+// Child is the lane below class or lane k that owner belongs to.
+func (k Key) Child(owner []byte) Key {
+	k.Lane = LaneBits(k, owner, len(k.Lane)+1)
+	return k
+}
+
+// Parent is the topic above lane k (the class for a first-level lane).
+func (k Key) Parent() Key {
+	if k.Lane != "" {
+		k.Lane = k.Lane[:len(k.Lane)-1]
+	}
+	return k
+}
+
+// LaneBits is the first n bits (at most MaxLaneBits) of owner's lane hash
+// in class k, SHA-256("tandem-lane/1|" || class topic || "|" || owner):
+// a peer ID ground to sit in one lane serves that one slot class only.
+func LaneBits(k Key, owner []byte, n int) string {
+	k.Lane = ""
+	h := sha256.New()
+	h.Write([]byte("tandem-lane/1|" + k.Topic() + "|"))
+	h.Write(owner)
+	sum := h.Sum(nil)
+	bits := make([]byte, min(n, MaxLaneBits))
+	for i := range bits {
+		bits[i] = '0' + (sum[i/8]>>(7-i%8))&1
+	}
+	return string(bits)
+}
+
+// Contains reports whether an offer of owner, whose finest key is o (its
+// slot class, or its day shard or the now shard), travels on k's topic:
+// version 1's topic holds every offer, a day shard every offer of its day
+// and duration, a class its own offers and a lane those of its owners.
+func (k Key) Contains(o Key, owner []byte) bool {
+	switch {
+	case k.V1:
+		return true
+	case k.Now || o.Now:
+		return k.Now && o.Now
+	case k.Day != o.Day || k.DurationMin != o.DurationMin || o.V1:
+		return false
+	case k.Slot == "":
+		return true
+	case k.Slot != o.Slot:
+		return false
+	}
+	return k.Lane == "" || LaneBits(k, owner, len(k.Lane)) == k.Lane
 }
 
 // NowKey is the focus-now shard.
@@ -81,15 +190,23 @@ func (k Key) Topic() string {
 	case k.Now:
 		return NowTopic
 	}
-	return Prefix + k.Day + "/" + strconv.Itoa(k.DurationMin)
+	t := Prefix + k.Day + "/" + strconv.Itoa(k.DurationMin)
+	if k.Slot != "" {
+		t += "/" + k.Slot
+		if k.Lane != "" {
+			t += "/l" + k.Lane
+		}
+	}
+	return t
 }
 
 func (k Key) String() string { return k.Topic() }
 
 // SealedTopic is the topic of the shard's sealed private offers; version
-// 1's topic has none ("").
+// 1's topic and slot classes have none ("": private offers travel on their
+// day shard).
 func (k Key) SealedTopic() string {
-	if k.V1 || k == (Key{}) {
+	if k.V1 || k == (Key{}) || k.Slot != "" {
 		return ""
 	}
 	return SealedPrefix + strings.TrimPrefix(k.Topic(), Prefix)
@@ -102,15 +219,11 @@ func ParseSealed(topic string) (Key, error) {
 		return Key{}, fmt.Errorf("%q is not a sealed offer topic", topic)
 	}
 	k, err := Parse(Prefix + rest)
-	if err != nil || k.V1 {
+	if err != nil || k.V1 || k.Slot != "" {
 		return Key{}, fmt.Errorf("%q is not a sealed offer topic", topic)
 	}
 	return k, nil
 }
-
-// Holds reports whether an offer of shard o travels on this shard's topic:
-// its own, and every one on version 1's topic.
-func (k Key) Holds(o Key) bool { return k.V1 || k == o }
 
 // Parse reads an offer topic name (version 1 or 2) back into its Key.
 func Parse(topic string) (Key, error) {
@@ -128,6 +241,8 @@ func Parse(topic string) (Key, error) {
 	if !ok {
 		return Key{}, fmt.Errorf("offer topic %q has no duration", topic)
 	}
+	dur, slot, _ := strings.Cut(dur, "/")
+	slot, lane, _ := strings.Cut(slot, "/")
 	if _, err := time.Parse(dayLayout, day); err != nil {
 		return Key{}, fmt.Errorf("offer topic %q: day: %w", topic, err)
 	}
@@ -135,7 +250,21 @@ func Parse(topic string) (Key, error) {
 	if err != nil || !validDuration(d) {
 		return Key{}, fmt.Errorf("offer topic %q: duration %q", topic, dur)
 	}
-	k := Key{Day: day, DurationMin: d}
+	k := Key{Day: day, DurationMin: d, Slot: slot}
+	if slot != "" {
+		hhmm := strings.TrimSuffix(slot, "q")
+		t, err := time.Parse("1504", hhmm)
+		if err != nil || t.Minute()%15 != 0 || len(hhmm) != 4 {
+			return Key{}, fmt.Errorf("offer topic %q: slot %q", topic, slot)
+		}
+	}
+	if lane != "" {
+		bits, ok := strings.CutPrefix(lane, "l")
+		if !ok || bits == "" || len(bits) > MaxLaneBits || strings.Trim(bits, "01") != "" {
+			return Key{}, fmt.Errorf("offer topic %q: lane %q", topic, lane)
+		}
+		k.Lane = bits
+	}
 	if k.Topic() != topic {
 		return Key{}, fmt.Errorf("offer topic %q is not in canonical form", topic)
 	}
@@ -230,6 +359,12 @@ func (in *Interest) Release(k Key, reason string, now time.Time) {
 			}
 		}
 	}
+}
+
+// Drop is Release without the linger: nothing was announced on k for
+// reason (a booking moving to another lane), so nothing needs to travel.
+func (in *Interest) Drop(k Key, reason string) {
+	in.Release(k, reason, time.Now().Add(-in.linger))
 }
 
 // Refs is how many references hold k (views not counted).

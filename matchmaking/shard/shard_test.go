@@ -64,10 +64,72 @@ func TestSealedTopicNames(t *testing.T) {
 	}
 }
 
-func TestHolds(t *testing.T) {
-	d := Scheduled(time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC), 25)
-	if !d.Holds(d) || d.Holds(NowKey) || !V1Key.Holds(d) || !V1Key.Holds(NowKey) {
-		t.Fatal("Holds: a shard holds itself, version 1's topic holds all")
+func TestContains(t *testing.T) {
+	nine := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	d := Scheduled(nine, 25)
+	c := Class(nine, 25, false)
+	owner := []byte("some owner")
+	if !d.Contains(d, owner) || d.Contains(NowKey, owner) || !V1Key.Contains(d, owner) || !V1Key.Contains(NowKey, owner) || !NowKey.Contains(NowKey, owner) {
+		t.Fatal("a day shard holds its own offers, version 1's topic holds all")
+	}
+	if !d.Contains(c, owner) || c.Contains(d, owner) || !c.Contains(c, owner) {
+		t.Fatal("a day holds its classes, a class only its own offers")
+	}
+	if c.Contains(Class(nine, 25, true), owner) || c.Contains(Class(nine.Add(15*time.Minute), 25, false), owner) || c.Contains(Class(nine, 50, false), owner) {
+		t.Fatal("a class holds offers of another class")
+	}
+	lane := c.Child(owner).Child(owner)
+	if lane.Level() != 3 || lane.Parent().Parent() != c || c.Level() != 1 || d.Level() != 0 {
+		t.Fatalf("levels: %+v", lane)
+	}
+	if !lane.Contains(c, owner) || !c.Contains(c, owner) {
+		t.Fatal("a lane holds its owners' offers")
+	}
+	// Owners spread over both lanes of a level, and a lane holds only
+	// its own.
+	in := map[string]int{}
+	for i := range 200 {
+		o := []byte{byte(i), byte(i >> 8), 7}
+		l := c.Child(o)
+		in[l.Lane]++
+		if !l.Contains(c, o) || c.Child([]byte{1, 2, 3}).Contains(c, o) != (c.Child([]byte{1, 2, 3}) == l) {
+			t.Fatalf("owner %d: lane %+v", i, l)
+		}
+	}
+	if in["0"] < 60 || in["1"] < 60 {
+		t.Fatalf("lanes are uneven: %v", in)
+	}
+}
+
+func TestClassTopicNames(t *testing.T) {
+	nine := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	c := Class(nine, 50, false)
+	for k, want := range map[Key]string{
+		c: "/tandem/offers/2/2026-12-03/50/0900",
+		Class(nine.Add(105*time.Minute), 25, true):                      "/tandem/offers/2/2026-12-03/25/1045q",
+		{Day: "2026-12-03", DurationMin: 50, Slot: "0900", Lane: "011"}: "/tandem/offers/2/2026-12-03/50/0900/l011",
+	} {
+		if got := k.Topic(); got != want {
+			t.Errorf("%+v: topic %q, want %q", k, got, want)
+		}
+		back, err := Parse(want)
+		if err != nil || back != k {
+			t.Errorf("Parse(%q) = %+v, %v; want %+v", want, back, err, k)
+		}
+		if !IsOfferTopic(want) || k.SealedTopic() != "" || k.DayKey() != Scheduled(nine, k.DurationMin) {
+			t.Errorf("%q: offer topic %v, sealed %q, day %+v", want, IsOfferTopic(want), k.SealedTopic(), k.DayKey())
+		}
+	}
+	for _, bad := range []string{"/tandem/offers/2/2026-12-03/50/0910", "/tandem/offers/2/2026-12-03/50/900", "/tandem/offers/2/2026-12-03/50/0900qq",
+		"/tandem/offers/2/2026-12-03/50/2400", "/tandem/offers/2/2026-12-03/50/0900/", "/tandem/offers/2/2026-12-03/50/0900/l",
+		"/tandem/offers/2/2026-12-03/50/0900/l012", "/tandem/offers/2/2026-12-03/50/0900/0", "/tandem/offers/2/2026-12-03/50/0900/l0/x",
+		"/tandem/offers/2/2026-12-03/50/0900/l0101010101010", "/tandem/sealed/1/2026-12-03/50/0900"} {
+		if k, err := Parse(bad); err == nil {
+			t.Errorf("Parse(%q) = %+v, want an error", bad, k)
+		}
+		if IsOfferTopic(bad) {
+			t.Errorf("IsOfferTopic(%q)", bad)
+		}
 	}
 }
 

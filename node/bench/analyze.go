@@ -24,8 +24,14 @@ type nodeState struct {
 	shards map[string][]span
 }
 
-// recordTopic is the offer topic of node n's booking id ("" if unknown).
-func recordTopic(n nodeState, id string) string {
+// recordTopic is the offer topic a record e of node n went out on: the
+// one the node says (its slot class or lane), else its booking's day
+// shard ("" if unknown).
+func recordTopic(n nodeState, e offerEvent) string {
+	if e.e.Topic != "" {
+		return e.e.Topic
+	}
+	id := e.e.BookingID
 	if b, ok := n.final[id]; ok {
 		return matchmaking.ShardOf(b).Topic()
 	}
@@ -313,7 +319,7 @@ func propagation(nodes []nodeState, from, end time.Time) (samples []time.Duratio
 			}
 			var last time.Duration
 			complete := true
-			ix.eachTarget(o, recordTopic(n, e.e.BookingID), e, func(_ int, shard []span, at time.Time, got int) {
+			ix.eachTarget(o, recordTopic(n, e), e, func(_ int, shard []span, at time.Time, got int) {
 				switch {
 				case got >= 0 && onlineThroughout(shard, e.at, later(at, e.at)):
 					last = max(last, later(at, e.at).Sub(e.at))

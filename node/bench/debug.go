@@ -48,7 +48,7 @@ func debugPropagation(w io.Writer, nodes []nodeState, from, end time.Time) {
 				continue
 			}
 			r := rec{owner: o, last: -1, at: e.at, wd: e.e.Withdrawn, ownerUp: upFor(n, e.at)}
-			ix.eachTarget(o, recordTopic(n, e.e.BookingID), e, func(t int, _ []span, at time.Time, got int) {
+			ix.eachTarget(o, recordTopic(n, e), e, func(t int, _ []span, at time.Time, got int) {
 				r.targets++
 				if got < 0 {
 					return

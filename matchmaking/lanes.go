@@ -1,0 +1,193 @@
+package matchmaking
+
+import (
+	"cmp"
+	"context"
+	"time"
+
+	"github.com/tandem-cowork/tandem/matchmaking/pb"
+	"github.com/tandem-cowork/tandem/matchmaking/shard"
+)
+
+// Slot class topics and lanes (docs/protocol.md section 2.6).
+//
+// On a day shard, every member hears every offer of that day and
+// duration: in `tandem bench swarm` the busiest day shard carried about
+// half of all bookings, so a node's traffic grew with the network. A
+// public scheduled booking therefore matches on the topic of its slot
+// class (its start, duration and quiet flag), which no other class pays
+// for. A crowded class (everyone books Monday 9am) splits further into
+// lanes by a hash of the owner: a booking goes one lane deeper while the
+// topic it is placed on already shows laneVolume bookings of its own
+// share (open ones and the withdrawals still on the board, which is to
+// say those of the last few minutes). So every topic carries a bounded
+// number of bookings, and a crowd of n spreads over about n/laneVolume
+// lanes, log2(n/laneVolume) levels deep.
+//
+// Lanes must not cost matches: a booking left unmatched on a lane for
+// climbAfter climbs to the level above (and never descends again), so
+// every booking that finds no partner in its lane ends on its class's
+// topic, where all such leftovers meet and the class plan pairs them as
+// before.
+const (
+	// laneVolume is how many bookings of its share a topic may show
+	// before a new booking placed there goes one lane deeper.
+	laneVolume = 32
+	// settleWait is how long a booking waits for the first board pull of
+	// the topic it was placed on (which tells how crowded it is) before
+	// it takes the topic as empty.
+	settleWait = 2 * time.Second
+	// climbAfter is how long a booking stays unmatched on a lane before
+	// it climbs to the level above.
+	climbAfter = 3 * time.Second
+	// placeCheck paces the placement loop.
+	placeCheck = 100 * time.Millisecond
+)
+
+// placement is where one open booking of this node announces its offer.
+type placement struct {
+	key shard.Key
+	// since is when the booking moved to key, or when it was first
+	// announced there. Real time, not the node's clock: what it waits for
+	// (a board pull, partners arriving) happens on the network's time.
+	since time.Time
+	// settled: the level is chosen and the offer announced there.
+	settled bool
+	// climbed: the booking has climbed once; it never descends again.
+	climbed bool
+}
+
+// lanesOn reports whether public scheduled bookings match on slot class
+// topics (Config.NoLanes turns it off; version 1's topic has no lanes).
+func (s *Service) lanesOn() bool { return !s.cfg.NoLanes && !s.v1Only }
+
+// classKeyOf is the finest topic key of an offer: its slot class, or the
+// now shard.
+func classKeyOf(o *pb.Offer) shard.Key {
+	return shard.ClassOf(o.GetKind() == pb.Kind_KIND_NOW, o.GetStartUnix(), int(o.GetDurationMin()), o.GetQuiet())
+}
+
+// classKeyOfBooking is classKeyOf for one of the node's bookings.
+func classKeyOfBooking(b Booking) shard.Key {
+	return shard.ClassOf(b.Kind == KindNow, b.Start.Unix(), b.DurationMin, b.Quiet)
+}
+
+// homeKey is where a booking starts: its slot class's topic, or its day
+// shard (private bookings, which have one possible partner and travel
+// sealed on their day shard; "focus now"; lanes off).
+func (s *Service) homeKey(b Booking) shard.Key {
+	if s.lanesOn() && b.Kind == KindScheduled && b.With == "" {
+		return classKeyOfBooking(b)
+	}
+	return ShardOf(b)
+}
+
+// openPlace places a booking that has just become open at its home, to
+// settle there or go deeper (placeLoop).
+func (s *Service) openPlace(b Booking) shard.Key {
+	k := s.homeKey(b)
+	s.placeMu.Lock()
+	s.places[b.ID] = &placement{key: k, since: time.Now(), settled: !k.IsClass()}
+	s.placeMu.Unlock()
+	return k
+}
+
+// placeOf is the topic key booking b announces on.
+func (s *Service) placeOf(b Booking) shard.Key {
+	s.placeMu.Lock()
+	p := s.places[b.ID]
+	s.placeMu.Unlock()
+	if p != nil {
+		return p.key
+	}
+	return s.homeKey(b)
+}
+
+// travelsOn reports whether booking b's offer is published on topic k:
+// the topic it is placed on, or a day shard (the calendar's) or version
+// 1's topic that carries it.
+func (s *Service) travelsOn(b Booking, k shard.Key) bool {
+	return s.placeOf(b) == k || (!k.IsClass() && k.Contains(classKeyOfBooking(b), []byte(s.h.ID())))
+}
+
+// settledPlace reports whether booking id may announce its open offer:
+// its level is chosen.
+func (s *Service) settledPlace(id string) bool {
+	s.placeMu.Lock()
+	defer s.placeMu.Unlock()
+	p := s.places[id]
+	return p == nil || p.settled
+}
+
+// placeLoop settles open bookings on their topics: once the topic's board
+// is known, a booking either goes one lane deeper (the topic is crowded)
+// or announces there; an announced booking left unmatched on a lane
+// climbs.
+func (s *Service) placeLoop(ctx context.Context) {
+	t := time.NewTicker(placeCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.placeStep(ctx)
+		}
+	}
+}
+
+func (s *Service) placeStep(ctx context.Context) {
+	now := time.Now()
+	nodeNow := s.now()
+	me := s.h.ID()
+	joined := s.joinedNow()
+	var ready []Booking
+	moved := false
+	// Under s.mu: a booking's state and its interest change together
+	// (trackLocked), so a move never holds a topic for a booking that has
+	// just matched.
+	s.mu.Lock()
+	s.placeMu.Lock()
+	for id, p := range s.places {
+		b := s.bookings[id]
+		if b == nil {
+			delete(s.places, id)
+			continue
+		}
+		if b.State != StateSearching || !p.key.IsClass() {
+			continue
+		}
+		from := p.key
+		switch {
+		case !p.settled:
+			st := joined[p.key]
+			if st == nil || (st.lastPull.Load() == nil && now.Sub(p.since) < settleWait) {
+				continue
+			}
+			if !p.climbed && len(p.key.Lane) < shard.MaxLaneBits && s.board.volumeIn(p.key, me, nodeNow) >= cmp.Or(s.cfg.laneVolume, laneVolume) {
+				p.key, p.since = p.key.Child([]byte(me)), now
+				break
+			}
+			p.settled, p.since = true, now
+			ready = append(ready, *b)
+		case p.key.Lane != "" && now.Sub(p.since) >= climbAfter:
+			p.key, p.since, p.settled, p.climbed = p.key.Parent(), now, false, true
+		}
+		if p.key != from {
+			// Nothing was announced on a topic a booking goes deeper
+			// from, and one that climbs leaves its record valid on the
+			// lane it leaves: no withdrawal to wait for, so no linger.
+			s.interest.Hold(p.key, id)
+			s.interest.Drop(from, id)
+			moved = true
+		}
+	}
+	s.placeMu.Unlock()
+	s.mu.Unlock()
+	if moved {
+		s.syncShards(ctx)
+	}
+	for _, b := range ready {
+		s.announce(ctx, b)
+	}
+}

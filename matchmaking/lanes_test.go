@@ -1,0 +1,117 @@
+package matchmaking
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestClassReceivesOnlyItsOffers: with slot class topics, a node whose one
+// open booking is day D 09:00, 25 minutes, is on that class's topic only:
+// offers for another start the same day, or for the same start but quiet,
+// do not even arrive at it, while a node that views the day gets them all
+// (the publishers send them to its day shard too).
+func TestClassReceivesOnlyItsOffers(t *testing.T) {
+	var wlog, vlog shardLog
+	w := newTestNode(t, func(c *Config) { c.OnOffer = wlog.add })
+	viewer := newTestNode(t, func(c *Config) { c.OnOffer = vlog.add })
+	viewer.view()
+	pubs := startNodes(t, 3, nil)
+	for _, p := range pubs {
+		connect(t, w, p)
+		connect(t, viewer, p)
+	}
+	at := sameDaySlot(26*time.Hour, time.Hour)
+	bw := w.book(t, BookRequest{At: at, DurationMin: 25, Activity: ActivityDesk})
+	want := pubs[0].book(t, BookRequest{At: at, DurationMin: 25, Activity: ActivityMoving}) // w's class, no match
+	others := []Booking{
+		pubs[1].book(t, BookRequest{At: at.Add(time.Hour), DurationMin: 25}),
+		pubs[2].book(t, BookRequest{At: at, DurationMin: 25, Quiet: true}),
+	}
+	all := append([]Booking{want}, others...)
+	waitFor(t, deadline(10*time.Second), "the viewer to see all three offers", func() bool {
+		seen := map[string]bool{}
+		for _, e := range vlog.received() {
+			seen[e.BookingID] = true
+		}
+		return !slices.ContainsFunc(all, func(b Booking) bool { return !seen[b.ID] })
+	})
+	waitFor(t, deadline(10*time.Second), "w to see the offer of its class", func() bool {
+		return slices.ContainsFunc(w.svc.Board(time.Time{}, time.Time{}), func(o BoardOffer) bool { return o.BookingID == want.ID })
+	})
+	mine := classKeyOfBooking(bw).Topic()
+	if got := w.svc.OfferTopics(); !slices.Equal(got, []string{mine}) {
+		t.Fatalf("w is on %v, want only %s", got, mine)
+	}
+	for topic, n := range w.recv.topics() {
+		if topic != mine {
+			t.Errorf("%d messages of %s arrived at w", n, topic)
+		}
+	}
+	for _, e := range wlog.received() {
+		for _, o := range others {
+			if e.BookingID == o.ID {
+				t.Errorf("w's board got %s's offer by %s", o.ID, e.Source)
+			}
+		}
+	}
+}
+
+// TestCrowdedClassSplitsIntoLanes: seven nodes book one slot one after
+// another with a lane volume of 2, so the class's topic fills and later
+// bookings go down into lanes. Every booking that can pair does (three
+// pairs, no double or one-sided booking), and the one left over climbs
+// back to the class's topic, where leftovers meet.
+func TestCrowdedClassSplitsIntoLanes(t *testing.T) {
+	var mu sync.Mutex
+	lanes := map[string]bool{}
+	tune := func(c *Config) {
+		c.laneVolume = 2
+		c.OnShard = func(e ShardEvent) {
+			if e.State == "joined" && strings.Contains(e.Topic, "/l") {
+				mu.Lock()
+				lanes[e.Topic] = true
+				mu.Unlock()
+			}
+		}
+	}
+	nodes := make([]*testNode, 7)
+	for i := range nodes {
+		nodes[i] = newTestNode(t, tune)
+		for _, m := range nodes[:i] {
+			connect(t, nodes[i], m)
+		}
+	}
+	at := nextSlot(5 * time.Hour)
+	var last Booking
+	for i, n := range nodes {
+		last = n.book(t, BookRequest{At: at, DurationMin: 50})
+		waitFor(t, deadline(10*time.Second), "the booking placed", func() bool {
+			return n.booking(last.ID).State != StateSearching || n.svc.settledPlace(last.ID)
+		})
+		if i%2 == 1 {
+			waitFor(t, deadline(20*time.Second), "the pair so far matched", func() bool {
+				return stateCounts(nodes)[StateMatched] == i+1 && settled(nodes)
+			})
+		}
+	}
+	if pairs := checkInvariants(t, nodes); pairs != 3 {
+		t.Fatalf("%d pairs, want 3:\n%s", pairs, describe(nodes))
+	}
+	mu.Lock()
+	used := len(lanes)
+	mu.Unlock()
+	if used == 0 {
+		t.Fatal("no booking went down into a lane")
+	}
+	leftover := nodes[len(nodes)-1]
+	waitFor(t, deadline(20*time.Second), "the leftover back on its class's topic", func() bool {
+		k := leftover.svc.placeOf(last)
+		return k.IsClass() && k.Lane == "" && leftover.svc.settledPlace(last.ID)
+	})
+	if b := leftover.booking(last.ID); b.State != StateSearching {
+		t.Fatalf("the leftover: %+v", b)
+	}
+}
