@@ -41,6 +41,9 @@ type SwarmConfig struct {
 	// descriptors, a QUIC one none (a node's connections share its one UDP
 	// socket), so large swarms fit the open-file limit only with QUIC.
 	Transport string
+	// NoLanes keeps public bookings on their day shards, as before slot
+	// class topics and lanes (matchmaking.Config.NoLanes): for A/B runs.
+	NoLanes bool
 	// Settle bounds the wait after the workload for matching to finish
 	// (default 30 s).
 	Settle time.Duration
@@ -109,6 +112,7 @@ type SwarmResult struct {
 	RSSMiB        float64 `json:"rss_total_mib"`
 	RSSPeakMiB    float64 `json:"rss_peak_mib"`
 	Transport     string  `json:"transport"`
+	NoLanes       bool    `json:"no_lanes,omitempty"`
 	OpenFilesPeak int     `json:"open_files_peak"`
 	HeapMiB       float64 `json:"heap_in_use_mib"`
 	IdleNodeMiB   float64 `json:"idle_node_rss_mib,omitempty"`
@@ -220,7 +224,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 
 	s := &swarm{cfg: cfg, log: cfg.Log, pr: newProgress(cfg.Progress), topics: newDirectory(), harness: &harnessMeter{}}
 	defer s.pr.finish()
-	res := &SwarmResult{Nodes: cfg.Nodes, Seed: cfg.Seed, Transport: cfg.Transport, CPUs: runtime.NumCPU(), DurationS: cfg.Duration.Seconds(),
+	res := &SwarmResult{Nodes: cfg.Nodes, Seed: cfg.Seed, Transport: cfg.Transport, NoLanes: cfg.NoLanes, CPUs: runtime.NumCPU(), DurationS: cfg.Duration.Seconds(),
 		OpportunityMillis: int(cfg.Opportunity.Milliseconds())}
 	res.LoadAvg = loadAvg()
 	cpu0 := cpuNow()
@@ -477,7 +481,7 @@ func (s *swarm) startAll(ctx context.Context, dir string) error {
 	s.logs = make([]*nodeLog, s.cfg.Nodes)
 	for i := range s.nodes {
 		s.logs[i] = &nodeLog{}
-		n, err := newSwarmNode(i, s.cfg.Transport, fmt.Sprintf("%s/node-%d", dir, i), s.logs[i], s.log.With("node", i), s.topics)
+		n, err := newSwarmNode(i, s.cfg.Transport, s.cfg.NoLanes, fmt.Sprintf("%s/node-%d", dir, i), s.logs[i], s.log.With("node", i), s.topics)
 		if err != nil {
 			return err
 		}

@@ -37,6 +37,7 @@ import (
 type swarmNode struct {
 	idx       int
 	transport string // "tcp" or "quic"
+	noLanes   bool   // matchmaking.Config.NoLanes
 	key       crypto.PrivKey
 	id        peer.ID
 	dir       string
@@ -70,7 +71,7 @@ type swarmNode struct {
 	addr atomic.Pointer[peer.AddrInfo]
 }
 
-func newSwarmNode(idx int, transport, dir string, rec *nodeLog, log *slog.Logger, topics *directory) (*swarmNode, error) {
+func newSwarmNode(idx int, transport string, noLanes bool, dir string, rec *nodeLog, log *slog.Logger, topics *directory) (*swarmNode, error) {
 	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generating key: %w", err)
@@ -80,7 +81,7 @@ func newSwarmNode(idx int, transport, dir string, rec *nodeLog, log *slog.Logger
 		return nil, fmt.Errorf("deriving peer ID: %w", err)
 	}
 	return &swarmNode{
-		idx: idx, transport: transport, key: key, id: id, dir: dir, log: log, topics: topics,
+		idx: idx, transport: transport, noLanes: noLanes, key: key, id: id, dir: dir, log: log, topics: topics,
 		bw: metrics.NewBandwidthCounter(), rm: newStreamCounter(), gossip: newGossipCounter(), rec: rec,
 	}, nil
 }
@@ -133,6 +134,7 @@ func (n *swarmNode) start(extra ...pubsub.Option) error {
 	svc, err := matchmaking.New(matchmaking.Config{
 		Host: h, PubSub: ps, DB: db, Name: fmt.Sprintf("bench-%d", n.idx), Log: n.log,
 		StampBits: benchStampBits, // every bench node is a fresh identity
+		NoLanes:   n.noLanes,
 		OnBooking: func(b matchmaking.Booking) { n.rec.booking(b) },
 		OnOffer:   func(e matchmaking.OfferEvent) { n.rec.offer(e) },
 		OnShard:   func(e matchmaking.ShardEvent) { n.rec.shard(e) },
