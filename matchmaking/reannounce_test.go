@@ -12,7 +12,7 @@ import (
 // owners together re-announce about reannounceBudget records per
 // AnnounceInterval on a shard, not one per open offer.
 func TestCrowdedShardReannouncesLess(t *testing.T) {
-	n := newTestNode(t, nil)
+	n := newTestNode(t, func(c *Config) { c.NoLanes = true }) // the day shard stretches; a lane has at most laneVolume bookings
 	crowded := sameDaySlot(4*time.Hour, time.Hour)
 	quiet := crowded.Add(2 * time.Hour)
 	now := time.Now()

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandem-cowork/tandem/matchmaking"
+	"github.com/tandem-cowork/tandem/matchmaking/shard"
 	"github.com/tandem-cowork/tandem/node"
 	"github.com/tandem-cowork/tandem/node/apiv1"
 	"github.com/tandem-cowork/tandem/node/nodetest"
@@ -41,7 +41,8 @@ func TestShardPeersFoundThroughDHT(t *testing.T) {
 	if topics := a.Matchmaking().OfferTopics(); len(topics) != 0 {
 		t.Fatalf("A is on %v; it has no booking and views nothing", topics)
 	}
-	topic := matchmaking.ShardOf(matchmaking.Booking{Kind: matchmaking.KindScheduled, Start: slot, DurationMin: 75}).Topic()
+	topic := shard.Class(slot, 75, false).Topic() // where a public booking is placed first
+
 	nodetest.WaitFor(t, 60*time.Second, func() bool {
 		ids, err := node.TopicProviders(ctx, a, topic)
 		return err == nil && slices.Contains(ids, b.ID()) && slices.Contains(ids, c.ID())
