@@ -133,7 +133,7 @@ func (s *Service) reconcileLoop(ctx context.Context) {
 // costs no more than this.
 const planGrace = 300 * time.Millisecond
 
-// maxTries bounds the proposals one booking makes in one round.
+// maxTries bounds the proposals one booking makes in one round (answers.go).
 const maxTries = 3
 
 // unreachableBackoff is how long a proposer leaves alone an offer whose
@@ -201,15 +201,7 @@ func (s *Service) matchOnce(ctx context.Context) {
 				delete(s.proposing, b.ID)
 				s.mu.Unlock()
 			}()
-			for i, e := range cands {
-				if i == maxTries || ctx.Err() != nil {
-					s.wake() // the next round tries the others
-					return
-				}
-				if s.propose(ctx, b.ID, e) {
-					return
-				}
-			}
+			s.proposeRound(ctx, b.ID, cands) // answers.go
 		})
 	}
 }
@@ -270,6 +262,9 @@ func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 		}
 		if bo, ok := s.backoff[boardKey{e.owner, e.offer.GetBookingId()}]; ok && now.Before(bo.until) {
 			continue
+		}
+		if s.awaiting[e.owner] > 0 {
+			continue // a proposal of ours waits for its answer (answers.go)
 		}
 		if s.people[e.owner].Favourite {
 			favs = append(favs, e)
@@ -594,137 +589,6 @@ func (s *Service) wakeLoop(ctx context.Context) {
 			s.wake()
 		}
 	}
-}
-
-// propose runs the proposer's side: Propose -> Accept -> persist -> Confirm
-// -> Confirmed. It reports whether the booking got matched.
-func (s *Service) propose(ctx context.Context, bookingID string, e *boardEntry) bool {
-	now := s.now()
-	key := boardKey{e.owner, e.offer.GetBookingId()}
-	s.mu.Lock()
-	b, ok := s.bookings[bookingID]
-	if !ok || b.State != StateSearching || s.busyLocked(b.ID, now) {
-		s.mu.Unlock()
-		return false
-	}
-	start := b.Start
-	if b.Kind == KindNow {
-		start = now.Truncate(time.Second)
-	}
-	if s.overlappingLocked(start, start.Add(time.Duration(b.DurationMin)*time.Minute), b.ID, now) != nil {
-		s.mu.Unlock()
-		return false
-	}
-	s.inflight[b.ID] = true
-	bk := *b
-	name := s.name
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.inflight, bookingID)
-		s.mu.Unlock()
-	}()
-	// The proposal carries our own offer, signed: the acceptor checks that
-	// we are what we propose.
-	own, err := sealOffer(s.offerFor(bk, now), s.key)
-	if err != nil {
-		s.log.Error("signing the offer a proposal carries", "err", err)
-		return false
-	}
-
-	sctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
-	defer cancel()
-	st, err := s.h.NewStream(overAnyConn(sctx), e.owner, MatchProtocol)
-	if err != nil {
-		// Most likely gone offline, its offer lingering on boards until it
-		// expires. If it comes back it announces the offer again, and the
-		// newer record ends this backoff at once (forgetBackoff).
-		s.setBackoff(e, unreachableBackoff)
-		return false
-	}
-	defer st.Close()
-	st.SetDeadline(time.Now().Add(2 * s.cfg.StreamTimeout)) // real time: a socket bound (clock.go)
-	r := bufio.NewReader(st)
-	proposed := s.now() // for the Accept->Confirm sample (holds.go)
-	err = writeMsg(st, &pb.MatchMessage{Body: &pb.MatchMessage_Propose{Propose: &pb.Propose{
-		FromBooking: bk.ID, ToBooking: key.booking, StartUnix: start.Unix(),
-		DurationMin: uint32(bk.DurationMin), Kind: kindToPB(bk.Kind),
-		Activity: activityToPB(bk.Activity), Quiet: bk.Quiet, Name: name, Offer: own,
-	}}})
-	if err != nil {
-		s.setBackoff(e, 5*time.Second)
-		return false
-	}
-	// An acceptor answers a Propose from memory (no disk write), so its
-	// answer takes a round trip: waiting the whole stream timeout for it
-	// only served owners that never answer.
-	st.SetReadDeadline(time.Now().Add(min(s.cfg.StreamTimeout, proposeReplyTimeout))) // real time: a socket bound
-	reply, err := readMsg(r)
-	if err != nil {
-		// No answer to a Propose: the owner took the stream and kept
-		// silent (or broke it off). It stays out of plans and proposals,
-		// all its offers, for a while (reach.go).
-		s.setBackoff(e, 5*time.Second)
-		s.markSilent(e.owner, st.Conn())
-		return false
-	}
-	st.SetReadDeadline(time.Now().Add(2 * s.cfg.StreamTimeout))
-	acc := reply.GetAccept()
-	if acc == nil {
-		// A busy peer is settling another proposal, which takes a round
-		// trip and a write: by the time we come back it has either matched
-		// (and withdrawn the offer) or is free again.
-		d := time.Minute
-		if reply.GetReject().GetReason() == reasonBusy {
-			d = busyBackoff + time.Duration(rand.Int64N(int64(busyBackoff)))
-		}
-		s.setBackoff(e, d)
-		return false
-	}
-	partnerName := acc.GetName()
-	if partnerName == "" {
-		partnerName = e.offer.GetName()
-	}
-	// Persist our side before confirming: if we crash now, the partner's
-	// hold times out, or our reconcile settles it either way.
-	stored, err := s.update(bookingID, func(cur *Booking) (*Booking, error) {
-		if cur == nil || cur.State != StateSearching {
-			return nil, nil // cancelled meanwhile: no Confirm, the hold expires
-		}
-		delete(s.holds, bookingID) // their Confirms get "no such match"
-		cur.State, cur.Partner, cur.PartnerName, cur.PartnerBooking = StateMatched, e.owner.String(), partnerName, key.booking
-		cur.Start, cur.Confirmed, cur.Note = start, false, ""
-		cur.PartnerAddrs = s.partnerAddrs(e.owner, offerAddrs(e.offer))
-		return cur, nil
-	})
-	if err != nil {
-		s.log.Error("saving match", "err", err)
-		return false
-	}
-	if stored == nil {
-		return false
-	}
-	nb := *stored
-	s.at("proposer-persisted")
-	s.goRun(func() { s.announce(ctx, nb) })
-	// What the acceptor waits for between its Accept and our Confirm: a
-	// round trip, its checks and our write.
-	delay := elapsedOrZero(s.now(), proposed)
-	err = writeMsg(st, confirmFor(nb, name))
-	if err == nil {
-		reply, err = readMsg(r)
-	}
-	if err != nil {
-		s.log.Debug("match not confirmed yet; will retry", "peer", e.owner, "err", err)
-		return true
-	}
-	if reply.GetConfirmed() != nil {
-		s.mu.Lock()
-		s.noteConfirmDelayLocked(e.owner, delay)
-		s.mu.Unlock()
-	}
-	s.settle(ctx, nb, reply)
-	return true
 }
 
 func confirmFor(b Booking, name string) *pb.MatchMessage {

@@ -66,6 +66,10 @@ type Config struct {
 	// holds its booking for the proposer's confirm (metrics); it must
 	// not block.
 	OnHold func()
+	// OnProposal, if set, observes every proposal this node makes, once
+	// it has an answer or has given up (benchmarks: where a booking's
+	// time to match goes); it must not block.
+	OnProposal func(ProposalEvent)
 	// FavouritesOnly: match favourites only.
 	FavouritesOnly bool
 	// NoLanes keeps public scheduled bookings on their day shard, as
@@ -182,6 +186,13 @@ type Service struct {
 	// waits for in the class plan.
 	proposing map[string]bool
 	plans     map[string]planWait
+	// awaiting counts, per offer owner, our proposals it has not answered
+	// yet: the matcher proposes to no offer of an owner it waits for
+	// (answers.go).
+	awaiting map[peer.ID]int
+	// answerDelays are the Propose->answer delays of the node's recent
+	// proposals, newest per owner (answers.go, patienceLocked).
+	answerDelays []answerDelay
 	// reach tracks dials to offer owners the node is not connected to,
 	// reachDials how many run (reach.go).
 	reach      map[peer.ID]reachState
@@ -313,6 +324,7 @@ func New(cfg Config) (*Service, error) {
 		bookings: map[string]*Booking{}, people: map[peer.ID]Person{},
 		holds: map[string][]hold{}, standing: map[peer.ID]peerStanding{}, standingDirty: map[peer.ID]bool{}, shows: map[peer.ID]int{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{},
 		announced: map[string]time.Time{}, lastOffer: map[string]*pb.Offer{}, booking: map[string]bool{}, proposing: map[string]bool{}, plans: map[string]planWait{},
+		awaiting:      map[peer.ID]int{},
 		reach:         map[peer.ID]reachState{},
 		cancelRetries: map[string]retry{}, recheckRetries: map[string]retry{}, cancelled: map[boardKey]time.Time{}, pending: map[string]Booking{},
 		wlocks: map[string]*writeLock{}, wakeSet: make(chan struct{}, 1),

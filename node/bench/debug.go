@@ -7,6 +7,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/tandem-cowork/tandem/matchmaking"
 )
 
@@ -221,6 +223,112 @@ func debugMissed(w io.Writer, reqs []request, nodes []nodeState, pairs map[bkey]
 			open := openSpans(nodes[r.node].bookings, r.bookingID, nodes[r.node].online, end)
 			fmt.Fprintf(w, "  node %3d %.6s %s %s open %s online %s\n", r.node, nodes[r.node].id.String()[46:], r.bookingID[:6], r.req.Activity,
 				spansRel(open, from), spansRel(nodes[r.node].online, from))
+		}
+	}
+}
+
+// debugProposals prints where the nodes' proposals went: per outcome and
+// kind of owner (attacker or honest), how many and the time the proposer
+// spent on them; then, for each matched pair (slowest first), what both
+// bookings' proposals did between both being open and the match.
+func debugProposals(w io.Writer, sn []*swarmNode, nodes []nodeState, pairs map[bkey]bkey, attackers map[peer.ID]bool, from, end time.Time) {
+	logs := make([][]matchmaking.ProposalEvent, len(sn))
+	type agg struct {
+		n    int
+		took time.Duration
+	}
+	sum := map[string]*agg{}
+	kind := func(p peer.ID) string {
+		if attackers[p] {
+			return "attacker"
+		}
+		return "honest"
+	}
+	for i, n := range sn {
+		logs[i] = n.rec.proposalLog()
+		for _, e := range logs[i] {
+			if e.Start.Before(from) {
+				continue
+			}
+			k := e.Outcome + " from " + kind(e.Owner)
+			if sum[k] == nil {
+				sum[k] = &agg{}
+			}
+			sum[k].n++
+			sum[k].took += e.Took
+		}
+	}
+	keys := make([]string, 0, len(sum))
+	for k := range sum {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	fmt.Fprintf(w, "proposals by outcome (count, proposer time in all, mean):\n")
+	for _, k := range keys {
+		a := sum[k]
+		fmt.Fprintf(w, "  %-34s %5d %9v %8v\n", k, a.n, a.took.Truncate(time.Millisecond), (a.took / time.Duration(a.n)).Truncate(time.Millisecond))
+	}
+	// Per pair: what each side's booking proposed within [t0, t1].
+	during := func(node int, id string, t0, t1 time.Time) string {
+		c := map[string]*agg{}
+		var order []string
+		for _, e := range logs[node] {
+			if e.Booking != id || e.Start.Before(t0.Add(-5*time.Second)) || e.Start.After(t1) {
+				continue
+			}
+			k := e.Outcome + "/" + kind(e.Owner)
+			if c[k] == nil {
+				c[k] = &agg{}
+				order = append(order, k)
+			}
+			c[k].n++
+			c[k].took += e.Took
+		}
+		var out string
+		for _, k := range order {
+			out += fmt.Sprintf(" %s x%d %v;", k, c[k].n, c[k].took.Truncate(time.Millisecond))
+		}
+		if out == "" {
+			return " none"
+		}
+		return out
+	}
+	type row struct {
+		total time.Duration
+		line  string
+		t0    time.Time
+		a, b  bkey
+	}
+	var rows []row
+	for a, b := range pairs {
+		if a.node > b.node || (a.node == b.node && a.id > b.id) {
+			continue
+		}
+		a0, a1, ok1 := episode(nodes[a.node], a.id, b.id, end)
+		b0, b1, ok2 := episode(nodes[b.node], b.id, a.id, end)
+		if !ok1 || !ok2 {
+			continue
+		}
+		t0, t1 := later(a0, b0), later(a1, b1)
+		p, q := a, b
+		if nodes[b.node].id < nodes[a.node].id {
+			p, q = b, a
+		}
+		rows = append(rows, row{total: t1.Sub(t0), t0: t0, a: p, b: q, line: fmt.Sprintf("%8v at +%5.1fs: lower %d:%s | higher %d:%s",
+			t1.Sub(t0).Truncate(time.Millisecond), t0.Sub(from).Seconds(), p.node, during(p.node, p.id, t0, t1), q.node, during(q.node, q.id, t0, t1))})
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].total > rows[j].total })
+	fmt.Fprintf(w, "pairs, slowest first: each booking's proposals from 5 s before both were open to the match:\n")
+	for i, r := range rows {
+		fmt.Fprintln(w, "  "+r.line)
+		if i < 3 {
+			for _, k := range []bkey{r.a, r.b} {
+				for _, e := range logs[k.node] {
+					if e.Booking == k.id && !e.Start.Before(r.t0.Add(-5*time.Second)) && !e.Start.After(r.t0.Add(r.total)) {
+						fmt.Fprintf(w, "      node %d %+8.1fms %-8s %-20s took %v\n", k.node, float64(e.Start.Sub(r.t0).Microseconds())/1000, kind(e.Owner), e.Outcome, e.Took.Truncate(100*time.Microsecond))
+					}
+				}
+			}
 		}
 	}
 }

@@ -13,7 +13,9 @@ type nodeLog struct {
 	mu       sync.Mutex
 	bookings []bookingEvent
 	offers   []offerEvent
-	online   []span // closed spans, and the open one with a zero end
+	// proposals are the node's proposals (kept for the debug timeline).
+	proposals []matchmaking.ProposalEvent
+	online    []span // closed spans, and the open one with a zero end
 	// ready are the online spans from the moment the node was connected
 	// again after a start.
 	ready []span
@@ -46,6 +48,19 @@ func (l *nodeLog) offer(e matchmaking.OfferEvent) {
 	l.mu.Lock()
 	l.offers = append(l.offers, offerEvent{time.Now(), e})
 	l.mu.Unlock()
+}
+
+func (l *nodeLog) proposal(e matchmaking.ProposalEvent) {
+	l.mu.Lock()
+	l.proposals = append(l.proposals, e)
+	l.mu.Unlock()
+}
+
+// proposalLog copies the node's proposals.
+func (l *nodeLog) proposalLog() []matchmaking.ProposalEvent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]matchmaking.ProposalEvent(nil), l.proposals...)
 }
 
 // shard records a join ("ready": the topic's first peer appeared) or a

@@ -179,6 +179,8 @@ type swarm struct {
 	reqMu sync.Mutex // guards work.requests' run-time fields
 
 	booked, cancelled, refused atomic.Int64
+	// attackers are the Sybil identities' peer IDs (debug output).
+	attackers map[peer.ID]bool
 }
 
 // RunSwarm starts cfg.Nodes nodes on 127.0.0.1 in this process, wires them
@@ -250,6 +252,10 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 		atk, err := startSybils(ctx, s, cfg.Sybils, rand.New(rand.NewPCG(cfg.Seed, 0x737962)))
 		if err != nil {
 			return nil, fmt.Errorf("starting the attackers: %w", err)
+		}
+		s.attackers = map[peer.ID]bool{}
+		for _, id := range atk.ids {
+			s.attackers[id.ID] = true
 		}
 		defer func() {
 			atk.stop()
@@ -380,6 +386,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	if w := debugOut(); w != nil {
 		debugPropagation(w, st, start, end)
 		debugMatches(w, st, chk.pairs, start, end)
+		debugProposals(w, s.nodes, st, chk.pairs, s.attackers, start, end)
 		debugGossip(w, s.nodes)
 		debugMissed(w, reqs, st, chk.pairs, end, cfg.Opportunity, start)
 	}

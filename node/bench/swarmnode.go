@@ -133,13 +133,14 @@ func (n *swarmNode) start(extra ...pubsub.Option) error {
 	}
 	svc, err := matchmaking.New(matchmaking.Config{
 		Host: h, PubSub: ps, DB: db, Name: fmt.Sprintf("bench-%d", n.idx), Log: n.log,
-		StampBits: benchStampBits, // every bench node is a fresh identity
-		NoLanes:   n.noLanes,
-		OnBooking: func(b matchmaking.Booking) { n.rec.booking(b) },
-		OnOffer:   func(e matchmaking.OfferEvent) { n.rec.offer(e) },
-		OnShard:   func(e matchmaking.ShardEvent) { n.rec.shard(e) },
-		Finder:    dirFinder{dir: n.topics, n: n, h: h},
-		V1:        matchmaking.V1Off,
+		StampBits:  benchStampBits, // every bench node is a fresh identity
+		NoLanes:    n.noLanes,
+		OnBooking:  func(b matchmaking.Booking) { n.rec.booking(b) },
+		OnOffer:    func(e matchmaking.OfferEvent) { n.rec.offer(e) },
+		OnProposal: func(e matchmaking.ProposalEvent) { n.rec.proposal(e) },
+		OnShard:    func(e matchmaking.ShardEvent) { n.rec.shard(e) },
+		Finder:     dirFinder{dir: n.topics, n: n, h: h},
+		V1:         matchmaking.V1Off,
 	})
 	if err == nil {
 		err = svc.Start(ctx)

@@ -1,0 +1,98 @@
+package matchmaking
+
+import (
+	"io"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/tandem-cowork/tandem/matchmaking/pb"
+)
+
+// silentOwners starts k hosts with peer IDs above p's (p proposes to
+// them), connected to p, that take a proposal's stream and never answer,
+// and publishes an offer of each for slot through a. It returns a channel
+// closed when p's first proposal reaches one of them, and the number of
+// p's proposals to them that have ended (p gave up waiting).
+func silentOwners(t *testing.T, p *testNode, a *attacker, k int, slot time.Time) (asked <-chan struct{}, ended *atomic.Int64) {
+	t.Helper()
+	first := make(chan struct{})
+	var once sync.Once
+	ended = new(atomic.Int64)
+	for range k {
+		var key crypto.PrivKey
+		var id peer.ID
+		for key == nil || id < p.id() {
+			key, id = mustKey(t)
+		}
+		h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+			libp2p.ResourceManager(&network.NullResourceManager{}), libp2p.DisableRelay())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close() })
+		h.SetStreamHandler(MatchProtocol, func(st network.Stream) {
+			fromP := st.Conn().RemotePeer() == p.id() // q may propose to them too
+			if fromP {
+				once.Do(func() { close(first) })
+			}
+			io.Copy(io.Discard, st) // takes the proposal, answers nothing
+			if fromP {
+				ended.Add(1)
+			}
+			st.Reset()
+		})
+		connect(t, &testNode{h: h}, p)
+		now := time.Now()
+		o := &pb.Offer{Version: protoVersion, Owner: []byte(id), BookingId: "silent", StartUnix: slot.Unix(), DurationMin: 25,
+			Kind: pb.Kind_KIND_SCHEDULED, Activity: pb.Activity_ACTIVITY_ANYTHING, Name: "silent",
+			ExpiresUnix: now.Add(time.Hour).Unix(), Seq: uint64(now.UnixMicro()), Stamp: mintStamp(id, testStampBits),
+			Addrs: [][]byte{h.Addrs()[0].Bytes()}}
+		env, err := sealOffer(o, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.publishAs(key, env)
+		waitFor(t, 10*time.Second, "a silent offer on p's board", func() bool { return p.svc.board.get(id, "silent") != nil })
+	}
+	return first, ended
+}
+
+// Silent owners do not hold up a booking's round: while p waits for the
+// answer to its proposal to an owner that took the stream and says
+// nothing (up to 2 s), it goes on with its other candidates and can take
+// an honest peer's proposal, so an honest peer that books meanwhile is
+// matched before p gives up on the silent one. Before, p proposed to one
+// candidate at a time and its booking was "busy" while it waited: every
+// silent owner in the class cost p (and whoever proposed to p) a whole
+// 2 s, one after another (docs/benchmarks.md, Sybils in the swarm).
+func TestAttackSilentOwnersDoNotHoldUpRound(t *testing.T) {
+	p, q := newTestNode(t, nil), newTestNode(t, nil)
+	connect(t, p, q)
+	a := newAttacker(t)
+	a.connect(p)
+	slot := nextSlot(3 * time.Hour)
+	p.view()
+	asked, ended := silentOwners(t, p, a, 3, slot)
+	bp := p.book(t, BookRequest{At: slot, DurationMin: 25})
+	select {
+	case <-asked:
+	case <-time.After(deadline(10 * time.Second)):
+		t.Fatal("p never proposed to a silent owner")
+	}
+	// p is waiting for a silent owner's answer now; q books.
+	bq := q.book(t, BookRequest{At: slot, DurationMin: 25})
+	waitFor(t, 20*time.Second, "p and q matched", func() bool { return p.booking(bp.ID).Confirmed && q.booking(bq.ID).Confirmed })
+	if n := ended.Load(); n > 0 {
+		t.Fatalf("p and q matched only after p gave up on %d silent proposals: a silent owner held up p's round", n)
+	}
+	if got := p.booking(bp.ID).Partner; got != q.id().String() {
+		t.Fatalf("p matched %s, not q", got)
+	}
+}
