@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
 )
@@ -87,6 +88,49 @@ func (s *Service) patienceLocked() time.Duration {
 	return min(max(4*ds[n/2], patienceFloor), patienceCap, proposeReplyTimeout)
 }
 
+// answeredFresh is how long an owner that answered a proposal of ours
+// (anything: an Accept, a Reject, even "busy") counts as live: the
+// fallback tries such owners before those never heard from. A silent
+// owner never gets there, and one that answered once and then goes
+// silent costs one patience, as any other.
+const answeredFresh = 10 * time.Minute
+
+// noteAnsweredLocked notes that owner answered a proposal now; past
+// maxReach owners, those not heard from within answeredFresh are
+// forgotten first.
+func (s *Service) noteAnsweredLocked(owner peer.ID, now time.Time) {
+	if _, ok := s.answered[owner]; !ok && len(s.answered) >= maxReach {
+		for p, at := range s.answered {
+			if now.Sub(at) > answeredFresh {
+				delete(s.answered, p)
+			}
+		}
+		if len(s.answered) >= maxReach {
+			return
+		}
+	}
+	s.answered[owner] = now
+}
+
+// answeredFirstLocked moves the offers of owners that answered a proposal
+// of ours within answeredFresh to the front of es, keeping the order
+// within each group.
+func (s *Service) answeredFirstLocked(es []*boardEntry, now time.Time) {
+	live := func(e *boardEntry) bool {
+		at, ok := s.answered[e.owner]
+		return ok && elapsed(now, at) < answeredFresh
+	}
+	slices.SortStableFunc(es, func(x, y *boardEntry) int {
+		switch lx, ly := live(x), live(y); {
+		case lx && !ly:
+			return -1
+		case ly && !lx:
+			return 1
+		}
+		return 0
+	})
+}
+
 // attempt is one proposal of a round: the stream it went out on and what
 // came back.
 type attempt struct {
@@ -118,9 +162,19 @@ func (s *Service) proposeRound(ctx context.Context, id string, cands []*boardEnt
 		return
 	}
 	s.inflight[id] = true
+	delete(s.askedWhileBusy, id)
 	bk := *b
 	patience := s.patienceLocked()
 	s.mu.Unlock()
+	// asked: a peer proposed to the booking meanwhile (and heard
+	// "busy"). It answered, so it is live, unlike the unproven owners a
+	// round under attack chases: the round makes no new proposal, and
+	// ends once the ones out are answered or past their patience.
+	asked := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.askedWhileBusy[id]
+	}
 
 	results := make(chan *attempt, maxTries)
 	var roundMu sync.Mutex
@@ -141,6 +195,7 @@ func (s *Service) proposeRound(ctx context.Context, id string, cands []*boardEnt
 		roundMu.Unlock()
 		s.mu.Lock()
 		delete(s.inflight, id)
+		delete(s.askedWhileBusy, id)
 		s.mu.Unlock()
 		// Answers that came as the round ended: the booking is free now.
 		for {
@@ -158,6 +213,9 @@ func (s *Service) proposeRound(ctx context.Context, id string, cands []*boardEnt
 	var newest *attempt
 	var waitNewest <-chan time.Time // the newest attempt's patience
 	for ctx.Err() == nil {
+		if newest == nil && started < limit && started > 0 && asked() {
+			limit = started
+		}
 		if newest == nil && started < limit {
 			e := cands[started]
 			started++
@@ -271,6 +329,7 @@ func (s *Service) await(a *attempt) {
 	}
 	if a.err == nil {
 		s.noteAnswerDelayLocked(string(a.e.owner), took)
+		s.noteAnsweredLocked(a.e.owner, s.now())
 	}
 	s.mu.Unlock()
 	if a.err != nil {

@@ -314,6 +314,7 @@ func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 		return nil
 	}
 	shuffle(others)
+	s.answeredFirstLocked(others, now) // answers.go
 	return others
 }
 
@@ -1032,6 +1033,13 @@ func (s *Service) tryHold(remote peer.ID, p *pb.Propose) string {
 		return reasonUnavailable
 	}
 	if s.busyLocked(b.ID, now) || s.peerHoldsOtherLocked(remote, b.ID) {
+		if s.inflight[b.ID] {
+			// Our own round is under way: it makes no new proposal
+			// once this one is settled or past its patience, so the
+			// proposer, back after its busy backoff, finds the
+			// booking free (answers.go).
+			s.askedWhileBusy[b.ID] = true
+		}
 		return reasonBusy
 	}
 	if _, again := s.holdOfLocked(b.ID, remote); again {

@@ -193,6 +193,12 @@ type Service struct {
 	// answerDelays are the Propose->answer delays of the node's recent
 	// proposals, newest per owner (answers.go, patienceLocked).
 	answerDelays []answerDelay
+	// answered is when each owner last answered a proposal of ours
+	// (answers.go, answeredFirstLocked).
+	answered map[peer.ID]time.Time
+	// askedWhileBusy marks bookings that another peer proposed to while
+	// our round of proposals for them was under way (answers.go).
+	askedWhileBusy map[string]bool
 	// reach tracks dials to offer owners the node is not connected to,
 	// reachDials how many run (reach.go).
 	reach      map[peer.ID]reachState
@@ -324,7 +330,7 @@ func New(cfg Config) (*Service, error) {
 		bookings: map[string]*Booking{}, people: map[peer.ID]Person{},
 		holds: map[string][]hold{}, standing: map[peer.ID]peerStanding{}, standingDirty: map[peer.ID]bool{}, shows: map[peer.ID]int{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{},
 		announced: map[string]time.Time{}, lastOffer: map[string]*pb.Offer{}, booking: map[string]bool{}, proposing: map[string]bool{}, plans: map[string]planWait{},
-		awaiting:      map[peer.ID]int{},
+		awaiting: map[peer.ID]int{}, answered: map[peer.ID]time.Time{}, askedWhileBusy: map[string]bool{},
 		reach:         map[peer.ID]reachState{},
 		cancelRetries: map[string]retry{}, recheckRetries: map[string]retry{}, cancelled: map[boardKey]time.Time{}, pending: map[string]Booking{},
 		wlocks: map[string]*writeLock{}, wakeSet: make(chan struct{}, 1),
