@@ -1,6 +1,7 @@
 package matchmaking
 
 import (
+	"bufio"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,13 @@ import (
 // closed when p's first proposal reaches one of them, and the number of
 // p's proposals to them that have ended (p gave up waiting).
 func silentOwners(t *testing.T, p *testNode, a *attacker, k int, slot time.Time) (asked <-chan struct{}, ended *atomic.Int64) {
+	return slowOwners(t, p, a, k, slot, nil)
+}
+
+// slowOwners is silentOwners with answer, if set, serving each match
+// stream from p after its first message was read (nil: say nothing).
+func slowOwners(t *testing.T, p *testNode, a *attacker, k int, slot time.Time,
+	answer func(st network.Stream, r *bufio.Reader, m *pb.MatchMessage)) (asked <-chan struct{}, ended *atomic.Int64) {
 	t.Helper()
 	first := make(chan struct{})
 	var once sync.Once
@@ -39,6 +47,20 @@ func silentOwners(t *testing.T, p *testNode, a *attacker, k int, slot time.Time)
 		t.Cleanup(func() { h.Close() })
 		h.SetStreamHandler(MatchProtocol, func(st network.Stream) {
 			fromP := st.Conn().RemotePeer() == p.id() // q may propose to them too
+			if fromP && answer != nil {
+				r := bufio.NewReader(st)
+				m, err := readMsg(r)
+				if err != nil {
+					st.Reset()
+					return
+				}
+				if m.GetPropose() != nil {
+					once.Do(func() { close(first) })
+				}
+				answer(st, r, m)
+				st.Close()
+				return
+			}
 			if fromP {
 				once.Do(func() { close(first) })
 			}
@@ -92,6 +114,86 @@ func TestAttackSilentOwnersDoNotHoldUpRound(t *testing.T) {
 	if n := ended.Load(); n > 0 {
 		t.Fatalf("p and q matched only after p gave up on %d silent proposals: a silent owner held up p's round", n)
 	}
+	if got := p.booking(bp.ID).Partner; got != q.id().String() {
+		t.Fatalf("p matched %s, not q", got)
+	}
+}
+
+// An Accept that comes after the booking matched someone else is released,
+// never confirmed: p closes that stream without a Confirm and Cancels the
+// hold, so the slow owner's booking is free at once (no lapse) and p is
+// matched once, with q.
+func TestLateAcceptReleased(t *testing.T) {
+	p, q := newTestNode(t, nil), newTestNode(t, nil)
+	connect(t, p, q)
+	a := newAttacker(t)
+	a.connect(p)
+	slot := nextSlot(3 * time.Hour)
+	p.view()
+	var bpID atomic.Pointer[string]
+	matchedQ := func() bool {
+		id := bpID.Load()
+		if id == nil {
+			return false
+		}
+		b, err := p.svc.Booking(*id)
+		return err == nil && b.State == StateMatched && b.Partner == q.id().String()
+	}
+	afterAccept := make(chan string, 4)
+	cancels := make(chan *pb.Cancel, 4)
+	asked, _ := slowOwners(t, p, a, 1, slot, func(st network.Stream, r *bufio.Reader, m *pb.MatchMessage) {
+		if c := m.GetCancel(); c != nil {
+			cancels <- c
+			writeMsg(st, rejectMsg(reasonNoMatch))
+			return
+		}
+		if m.GetPropose() == nil {
+			return
+		}
+		// The owner answers only once p has matched q: a late Accept.
+		end := time.Now().Add(deadline(10 * time.Second))
+		for !matchedQ() {
+			if time.Now().After(end) {
+				afterAccept <- "p never matched q while the proposal waited"
+				return
+			}
+			time.Sleep(5 * time.Millisecond) // poll interval, not a wait for an event
+		}
+		if err := writeMsg(st, &pb.MatchMessage{Body: &pb.MatchMessage_Accept{Accept: &pb.Accept{Name: "slow"}}}); err != nil {
+			afterAccept <- "writing the Accept: " + err.Error()
+			return
+		}
+		if next, err := readMsg(r); err == nil && next.GetConfirm() != nil {
+			afterAccept <- "confirmed"
+			return
+		}
+		afterAccept <- "closed"
+	})
+	bp := p.book(t, BookRequest{At: slot, DurationMin: 25})
+	bpID.Store(&bp.ID)
+	select {
+	case <-asked:
+	case <-time.After(deadline(10 * time.Second)):
+		t.Fatal("p never proposed to the slow owner")
+	}
+	bq := q.book(t, BookRequest{At: slot, DurationMin: 25})
+	select {
+	case got := <-afterAccept:
+		if got != "closed" {
+			t.Fatalf("after the late Accept: %s, want the stream closed without a Confirm", got)
+		}
+	case <-time.After(deadline(20 * time.Second)):
+		t.Fatal("the slow owner never answered")
+	}
+	select {
+	case c := <-cancels:
+		if c.GetFromBooking() != bp.ID || c.GetToBooking() != "silent" {
+			t.Fatalf("p cancelled %s -> %s, want %s -> silent", c.GetFromBooking(), c.GetToBooking(), bp.ID)
+		}
+	case <-time.After(deadline(10 * time.Second)):
+		t.Fatal("p never released the late Accept's hold with a Cancel")
+	}
+	waitFor(t, 10*time.Second, "p and q confirmed", func() bool { return p.booking(bp.ID).Confirmed && q.booking(bq.ID).Confirmed })
 	if got := p.booking(bp.ID).Partner; got != q.id().String() {
 		t.Fatalf("p matched %s, not q", got)
 	}
