@@ -383,6 +383,7 @@ func (s *Service) late(ctx context.Context, a *attempt) {
 	defer func() {
 		s.mu.Lock()
 		delete(s.inflight, a.bk.ID)
+		delete(s.askedWhileBusy, a.bk.ID)
 		s.mu.Unlock()
 	}()
 	s.commit(ctx, a)

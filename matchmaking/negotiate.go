@@ -216,7 +216,7 @@ func (s *Service) matchOnce(ctx context.Context) {
 // unpaired waits too. If that has not led to a match within planGrace
 // (the nodes saw different boards, or a private choice such as a block
 // got in the way), the booking proposes to every compatible higher peer,
-// in random order.
+// in random order, those that answered a proposal of ours lately first.
 func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 	self := s.h.ID()
 	class := s.classOf(b, now)
