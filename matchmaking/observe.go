@@ -1,8 +1,6 @@
 package matchmaking
 
 import (
-	"time"
-
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
@@ -51,28 +49,4 @@ func (s *Service) observePublished(o *pb.Offer, topic string) {
 	if s.cfg.OnOffer != nil {
 		s.cfg.OnOffer(OfferEvent{Owner: s.h.ID(), BookingID: o.GetBookingId(), Seq: o.GetSeq(), Withdrawn: o.GetWithdrawn(), Source: OfferPublished, Topic: topic})
 	}
-}
-
-// ProposalEvent describes one proposal this node made (Config.OnProposal):
-// which booking of ours, to whose offer, what came of it and how long the
-// proposer spent on it, from opening the stream to the answer (or to
-// giving up).
-type ProposalEvent struct {
-	Booking      string
-	Owner        peer.ID
-	OwnerBooking string
-	// Outcome is "accepted", "silent" (no answer in time), "unreachable"
-	// (no stream), "failed" (the Propose could not be sent) or the
-	// reject reason.
-	Outcome string
-	Start   time.Time
-	Took    time.Duration
-}
-
-func (s *Service) observeProposal(booking string, e *boardEntry, outcome string, start time.Time) {
-	if s.cfg.OnProposal == nil {
-		return
-	}
-	s.cfg.OnProposal(ProposalEvent{Booking: booking, Owner: e.owner, OwnerBooking: e.offer.GetBookingId(),
-		Outcome: outcome, Start: start, Took: time.Since(start)})
 }
