@@ -95,9 +95,8 @@ func (s *Service) openPlace(b Booking) shard.Key {
 // placeOf is the topic key booking b announces on.
 func (s *Service) placeOf(b Booking) shard.Key {
 	s.placeMu.Lock()
-	p := s.places[b.ID]
-	s.placeMu.Unlock()
-	if p != nil {
+	defer s.placeMu.Unlock()
+	if p := s.places[b.ID]; p != nil {
 		return p.key
 	}
 	return s.homeKey(b)
