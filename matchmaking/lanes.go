@@ -40,6 +40,14 @@ const (
 	// climbAfter is how long a booking stays unmatched on a lane before
 	// it climbs to the level above.
 	climbAfter = 3 * time.Second
+	// climbAlone is how long a booking stays on a lane that shows nobody
+	// it could pair with. Matching pairs a newcomer with whoever is
+	// already waiting, and in a class that matches quickly few are ever
+	// waiting: a booking alone in its lane mostly waits for a partner that
+	// went into another lane. Climbing soon brings both to the level
+	// above, where a waiting booking also stops newcomers from going
+	// deeper (placeStep), so the next one to arrive pairs with it.
+	climbAlone = 500 * time.Millisecond
 	// placeCheck paces the placement loop.
 	placeCheck = 100 * time.Millisecond
 )
@@ -163,13 +171,14 @@ func (s *Service) placeStep(ctx context.Context) {
 			if st == nil || (st.lastPull.Load() == nil && now.Sub(p.since) < settleWait) {
 				continue
 			}
-			if !p.climbed && len(p.key.Lane) < shard.MaxLaneBits && s.board.volumeIn(p.key, me, nodeNow) >= cmp.Or(s.cfg.laneVolume, laneVolume) {
+			if !p.climbed && len(p.key.Lane) < shard.MaxLaneBits && s.board.volumeIn(p.key, me, nodeNow) >= cmp.Or(s.cfg.laneVolume, laneVolume) &&
+				!s.partnerOn(p.key, b, nodeNow) {
 				p.key, p.since = p.key.Child([]byte(me)), now
 				break
 			}
 			p.settled, p.since = true, now
 			ready = append(ready, *b)
-		case p.key.Lane != "" && now.Sub(p.since) >= climbAfter:
+		case p.key.Lane != "" && (now.Sub(p.since) >= climbAfter || now.Sub(p.since) >= climbAlone && !s.partnerOn(p.key, b, nodeNow)):
 			p.key, p.since, p.settled, p.climbed = p.key.Parent(), now, false, true
 		}
 		if p.key != from {
@@ -189,4 +198,17 @@ func (s *Service) placeStep(ctx context.Context) {
 	for _, b := range ready {
 		s.announce(ctx, b)
 	}
+}
+
+// partnerOn reports whether topic k shows an open offer of another owner
+// that booking b could pair with. Such a booking stays where it is: it
+// does not go deeper, away from that partner, nor climb from it.
+func (s *Service) partnerOn(k shard.Key, b *Booking, now time.Time) bool {
+	me := s.h.ID()
+	for _, e := range s.board.class(classOfBooking(b), now) {
+		if e.owner != me && !e.opaque && !e.withdrawn && k.Contains(e.shard, []byte(e.owner)) && s.compatible(b, e.offer, e.owner) {
+			return true
+		}
+	}
+	return false
 }

@@ -115,3 +115,59 @@ func TestCrowdedClassSplitsIntoLanes(t *testing.T) {
 		t.Fatalf("the leftover: %+v", b)
 	}
 }
+
+// TestWaitingBookingKeepsNewcomerUp: with a lane volume of 2, a and b
+// match on the class's topic, which then shows two bookings. c goes down
+// into a lane, finds nobody there and climbs back. When d books, the
+// class's topic is as crowded, but it shows c waiting: d stays there and
+// pairs with c instead of going down into a lane of its own, away from
+// the one booking it could meet.
+func TestWaitingBookingKeepsNewcomerUp(t *testing.T) {
+	var mu sync.Mutex
+	laneJoins := map[int]int{} // by node index
+	nodes := make([]*testNode, 4)
+	for i := range nodes {
+		nodes[i] = newTestNode(t, func(c *Config) {
+			c.laneVolume = 2
+			c.OnShard = func(e ShardEvent) {
+				if e.State == "joined" && strings.Contains(e.Topic, "/l") {
+					mu.Lock()
+					laneJoins[i]++
+					mu.Unlock()
+				}
+			}
+		})
+		for _, m := range nodes[:i] {
+			connect(t, nodes[i], m)
+		}
+	}
+	joins := func(i int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return laneJoins[i]
+	}
+	a, b, c, d := nodes[0], nodes[1], nodes[2], nodes[3]
+	at := nextSlot(5 * time.Hour)
+	req := BookRequest{At: at, DurationMin: 50}
+	ba := a.book(t, req)
+	waitFor(t, deadline(10*time.Second), "a's booking placed", func() bool { return a.svc.settledPlace(ba.ID) })
+	b.book(t, req)
+	waitFor(t, deadline(20*time.Second), "a and b matched", func() bool {
+		return stateCounts(nodes[:2])[StateMatched] == 2 && settled(nodes[:2])
+	})
+	bc := c.book(t, req)
+	waitFor(t, deadline(20*time.Second), "c down into a lane and back on the class's topic", func() bool {
+		k := c.svc.placeOf(bc)
+		return joins(2) > 0 && k.Lane == "" && c.svc.settledPlace(bc.ID)
+	})
+	bd := d.book(t, req)
+	waitFor(t, deadline(20*time.Second), "c and d matched", func() bool {
+		return c.booking(bc.ID).PartnerBooking == bd.ID && d.booking(bd.ID).PartnerBooking == bc.ID && settled(nodes)
+	})
+	if pairs := checkInvariants(t, nodes); pairs != 2 {
+		t.Fatalf("%d pairs, want 2:\n%s", pairs, describe(nodes))
+	}
+	if n := joins(3); n != 0 {
+		t.Fatalf("d joined %d lanes while c was waiting on the class's topic", n)
+	}
+}
