@@ -126,6 +126,14 @@ func (s *Service) settledPlace(id string) bool {
 	return p == nil || p.settled
 }
 
+// known reports whether the node knows what is on topic st, joined
+// `joined` ago: it has pulled the topic's board, or the finder found
+// nobody there and no peer has come, or settleWait has passed.
+func (st *shardTopic) known(joined time.Duration) bool {
+	return st.lastPull.Load() != nil || joined >= settleWait ||
+		st.foundNobody.Load() && len(st.topic.ListPeers()) == 0
+}
+
 // placeLoop settles open bookings on their topics: once the topic's board
 // is known, a booking either goes one lane deeper (the topic is crowded)
 // or announces there; an announced booking left unmatched on a lane
@@ -167,8 +175,7 @@ func (s *Service) placeStep(ctx context.Context) {
 		from := p.key
 		switch {
 		case !p.settled:
-			st := joined[p.key]
-			if st == nil || (st.lastPull.Load() == nil && now.Sub(p.since) < settleWait) {
+			if st := joined[p.key]; st == nil || !st.known(now.Sub(p.since)) {
 				continue
 			}
 			if !p.climbed && len(p.key.Lane) < shard.MaxLaneBits && s.board.volumeIn(p.key, me, nodeNow) >= cmp.Or(s.cfg.laneVolume, laneVolume) &&

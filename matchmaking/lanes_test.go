@@ -171,3 +171,27 @@ func TestWaitingBookingKeepsNewcomerUp(t *testing.T) {
 		t.Fatalf("d joined %d lanes while c was waiting on the class's topic", n)
 	}
 }
+
+// TestPlacedWhenFinderFindsNobody: a booking waits to be placed until it
+// knows what is on its topic. A node alone on the topic learns that from
+// its finder (nobody there, and no peer came), not only from a board
+// pull or the 2 s that bound the wait: a booking that went down into an
+// empty lane, as most do, would otherwise wait the whole 2 s there.
+func TestPlacedWhenFinderFindsNobody(t *testing.T) {
+	n := newTestNode(t, nil) // no finder: it learns nothing but by pulls and time
+	b := n.book(t, BookRequest{At: nextSlot(5 * time.Hour), DurationMin: 25})
+	st := n.svc.joinedNow()[classKeyOfBooking(b)]
+	if st == nil {
+		t.Fatalf("not on its class's topic; on %v", n.svc.OfferTopics())
+	}
+	if st.known(0) {
+		t.Fatal("known with no pull, no lookup and no time passed")
+	}
+	st.foundNobody.Store(true)
+	if !st.known(0) {
+		t.Fatal("not known after the finder found nobody")
+	}
+	if !n.svc.settledPlace(b.ID) {
+		waitFor(t, deadline(10*time.Second), "the booking placed", func() bool { return n.svc.settledPlace(b.ID) })
+	}
+}

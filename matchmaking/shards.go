@@ -23,9 +23,11 @@ import (
 type PeerFinder interface {
 	// FindTopicPeers runs while this node is on topic: it makes the node
 	// findable under the topic and connects to nodes found there while
-	// have() (peers on the topic) is below what gossip needs. It returns
-	// when ctx ends.
-	FindTopicPeers(ctx context.Context, topic string, have func() int)
+	// have() (peers on the topic) is below what gossip needs. It calls
+	// nobody() when a lookup found no other node on the topic, so that a
+	// booking placed there need not wait for a board pull that cannot
+	// come (lanes.go). It returns when ctx ends.
+	FindTopicPeers(ctx context.Context, topic string, have func() int, nobody func())
 }
 
 // V1Mode says when a node also uses version 1's single offer topic.
@@ -58,6 +60,8 @@ type shardTopic struct {
 	wg        sync.WaitGroup
 	connected atomic.Bool               // some peer is on the topic
 	lastPull  atomic.Pointer[time.Time] // when a board pull of this shard last completed
+	// foundNobody: the finder looked the topic up and found no other node.
+	foundNobody atomic.Bool
 }
 
 // ShardEvent tells Config.OnShard that this node joined a shard, that the
@@ -258,7 +262,9 @@ func (s *Service) joinLocked(ctx context.Context, k shard.Key) error {
 	st.wg.Go(func() { s.readGossip(sctx, sub) })
 	st.wg.Go(func() { s.watchPeers(sctx, st, events) })
 	if f := s.cfg.Finder; f != nil && !k.V1 {
-		st.wg.Go(func() { f.FindTopicPeers(sctx, name, func() int { return len(t.ListPeers()) }) })
+		st.wg.Go(func() {
+			f.FindTopicPeers(sctx, name, func() int { return len(t.ListPeers()) }, func() { st.foundNobody.Store(true) })
+		})
 	}
 	s.shardEvent(name, "joined")
 	return nil

@@ -30,7 +30,7 @@ type topicFinder struct {
 func topicNamespace(topic string) string { return "tandem-topic:" + topic }
 
 // FindTopicPeers runs while the node is on topic (see matchmaking.PeerFinder).
-func (f *topicFinder) FindTopicPeers(ctx context.Context, topic string, have func() int) {
+func (f *topicFinder) FindTopicPeers(ctx context.Context, topic string, have func() int, nobody func()) {
 	ns := topicNamespace(topic)
 	var advertisedUntil time.Time
 	wait := time.Second
@@ -57,7 +57,9 @@ func (f *topicFinder) FindTopicPeers(ctx context.Context, topic string, have fun
 			}
 		}
 		if n := have(); n < topicPeers {
-			f.find(ctx, d, rd, ns, topicPeers-n)
+			if f.find(ctx, d, rd, ns, topicPeers-n) == 0 && n == 0 {
+				nobody()
+			}
 			wait = min(2*wait, time.Minute)
 		} else {
 			wait = time.Minute
@@ -65,23 +67,30 @@ func (f *topicFinder) FindTopicPeers(ctx context.Context, topic string, have fun
 	}
 }
 
-// find connects to up to n peers the DHT lists under ns.
-func (f *topicFinder) find(ctx context.Context, d *discovery, rd *routing.RoutingDiscovery, ns string, n int) {
+// find connects to up to n peers the DHT lists under ns, and returns how
+// many other nodes it listed (-1 when the lookup failed).
+func (f *topicFinder) find(ctx context.Context, d *discovery, rd *routing.RoutingDiscovery, ns string, n int) int {
 	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	found, err := rd.FindPeers(fctx, ns)
 	if err != nil {
 		f.log.Debug("looking up an offer topic", "namespace", ns, "err", err)
-		return
+		return -1
 	}
+	others := 0
 	for ai := range found {
-		if n == 0 {
-			return
+		if ai.ID == d.host.ID() {
+			continue
 		}
-		if ai.ID == d.host.ID() || len(ai.Addrs) == 0 || d.host.Network().Connectedness(ai.ID) == network.Connected {
+		others++
+		if n == 0 {
+			return others
+		}
+		if len(ai.Addrs) == 0 || d.host.Network().Connectedness(ai.ID) == network.Connected {
 			continue
 		}
 		n--
 		go func(ai peer.AddrInfo) { d.connect(d.ctx, ai) }(ai)
 	}
+	return others
 }

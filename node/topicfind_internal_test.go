@@ -35,7 +35,7 @@ func TestTopicFinderLANOnly(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		f.FindTopicPeers(ctx, "/tandem/offers/2/now", func() int { return 0 })
+		f.FindTopicPeers(ctx, "/tandem/offers/2/now", func() int { return 0 }, func() {})
 	}()
 	select {
 	case <-done:

@@ -43,7 +43,7 @@ type dirFinder struct {
 // FindTopicPeers registers n on topic until ctx ends and connects it to up
 // to dirPeers others there while it has fewer, every 500 ms at first,
 // backing off to 10 s.
-func (f dirFinder) FindTopicPeers(ctx context.Context, topic string, have func() int) {
+func (f dirFinder) FindTopicPeers(ctx context.Context, topic string, have func() int, nobody func()) {
 	d, n, h := f.dir, f.n, f.h
 	d.mu.Lock()
 	m := d.topics[topic]
@@ -64,7 +64,11 @@ func (f dirFinder) FindTopicPeers(ctx context.Context, topic string, have func()
 	wait := 50 * time.Millisecond
 	for {
 		if k := have(); k < dirPeers {
-			for _, ai := range d.pick(topic, n, dirPeers-k) {
+			found := d.pick(topic, n, dirPeers-k)
+			if len(found) == 0 && k == 0 {
+				nobody()
+			}
+			for _, ai := range found {
 				if h.Network().Connectedness(ai.ID) == network.Connected {
 					continue
 				}
