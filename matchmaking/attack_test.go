@@ -325,7 +325,12 @@ func newSybils(t testing.TB, k int) []*sybil {
 // offerLike is an offer of s's that is compatible with target.
 func (s *sybil) offerLike(t testing.TB, target *pb.Offer, booking string) []byte {
 	t.Helper()
-	now := time.Now()
+	return s.offerLikeAt(t, target, booking, time.Now())
+}
+
+// offerLikeAt is offerLike made at now (a victim's clock).
+func (s *sybil) offerLikeAt(t testing.TB, target *pb.Offer, booking string, now time.Time) []byte {
+	t.Helper()
 	o := &pb.Offer{
 		Version: protoVersion, Owner: []byte(s.id), BookingId: booking,
 		StartUnix: target.GetStartUnix(), DurationMin: target.GetDurationMin(), Kind: target.GetKind(),

@@ -24,7 +24,12 @@ import (
 //   - a peer holds at most one of our bookings at a time;
 //   - a peer whose hold ran out unconfirmed while the booking was still
 //     open is backed off (refused as a proposer and skipped as a partner),
-//     and the backoff doubles with every lapse (peerStanding).
+//     and the backoff doubles with every lapse (peerStanding);
+//   - a proposer may Cancel its hold instead of confirming (an honest one
+//     releases an Accept it does not take: answers.go), which frees the
+//     booking at once; but the booking grants no exclusive window until
+//     the released hold would have run out, and past a small allowance a
+//     release counts as a lapse (releaseHoldLocked).
 //
 // So however many identities an attacker has, an honest proposer waits at
 // most one exclusive window plus its busy backoff.
@@ -153,6 +158,11 @@ func (s *Service) pruneHoldsLocked(now time.Time) {
 			s.holds[id] = kept
 		}
 	}
+	for id, until := range s.releasedUntil {
+		if now.After(until) {
+			delete(s.releasedUntil, id)
+		}
+	}
 }
 
 // heldLocked reports whether booking id is held exclusively right now:
@@ -202,7 +212,7 @@ func (s *Service) addHoldLocked(id string, h hold) time.Duration {
 			hs = append(hs, o)
 		}
 	}
-	if len(hs) == 0 {
+	if len(hs) == 0 && !h.since.Before(s.releasedUntil[id]) {
 		h.exclusiveFor = s.exclusiveWindowLocked()
 	}
 	if len(hs) >= maxHoldsPerBooking {
@@ -228,6 +238,36 @@ func (s *Service) dropHoldLocked(id string, remote peer.ID) {
 	} else {
 		s.holds[id] = hs
 	}
+}
+
+// releaseHoldLocked handles h, a hold on our open booking id that its
+// proposer cancelled (onCancel has dropped it). An honest proposer does
+// this when an Accept came after its booking matched or while it was busy
+// (answers.go, release), and then the booking should be free at once, so
+// the hold ends now and a single release costs its proposer nothing.
+// Without more, though, a Cancel is a way out of the hold-starvation
+// defence: propose, hold for less than the exclusive window, Cancel, and
+// at once propose again from a new booking ID. The booking never lapsed a
+// hold, and every new hold on it found it free and was exclusive again,
+// so one identity kept it (and the busy answers others got) nearly all
+// the time. Two things close that:
+//
+//   - The hold time still counts for exclusivity: until h would have run
+//     out, a new hold on the booking gets no exclusive window (it is held
+//     alongside others, and the first Confirm wins), as if h were still
+//     there. So a Cancel buys no identity, nor K identities taking turns,
+//     more exclusive time than letting the hold run out: one window while
+//     the booking has been free of holds for a whole hold time. The cost
+//     to honest proposers after an honest release: for one hold time two
+//     of them may both be accepted, and the later Confirm is answered "no
+//     such match" (what a window too short costs anyway).
+//   - The release is counted against the proposer (releaseLocked): the
+//     first freeReleases within releaseWindow are free, every further one
+//     is a lapse, so a propose-cancel loop costs an identity what letting
+//     its holds run out does (a 2 minute backoff, doubling).
+func (s *Service) releaseHoldLocked(id string, h hold, now time.Time) {
+	s.releasedUntil[id] = maxTime(s.releasedUntil[id], h.until)
+	s.releaseLocked(h.peer, now)
 }
 
 // checkProposalOffer opens the offer a proposal carries: the proposer's own

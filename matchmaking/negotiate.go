@@ -1193,6 +1193,11 @@ func (s *Service) onCancel(remote peer.ID, c *pb.Cancel) error {
 	nb, err := s.update(c.GetToBooking(), func(b *Booking) (*Booking, error) {
 		h, held := s.holdOfLocked(c.GetToBooking(), remote)
 		s.dropHoldLocked(c.GetToBooking(), remote)
+		if held && b != nil && b.State == StateSearching {
+			// The proposer released its hold: free, but not for nothing
+			// (holds.go).
+			s.releaseHoldLocked(b.ID, h, now)
+		}
 		matched := b != nil && b.State == StateMatched && b.Partner == remote.String() && b.PartnerBooking == c.GetFromBooking()
 		if matched || (b != nil && held && h.peerBooking == c.GetFromBooking()) {
 			s.rememberCancelledLocked(remote, c.GetFromBooking(), now)

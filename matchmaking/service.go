@@ -159,6 +159,10 @@ type Service struct {
 	people   map[peer.ID]Person
 	name     string
 	holds    map[string][]hold // own booking ID -> accepted incoming proposals (holds.go)
+	// releasedUntil: own booking ID -> when the holds on it that their
+	// proposers cancelled would have run out; till then a new hold on it
+	// gets no exclusive window (holds.go, releaseHoldLocked).
+	releasedUntil map[string]time.Time
 	// confirmDelays: Accept->Confirm delays of this node's recent
 	// committed matches, newest per partner (holds.go, exclusiveWindowLocked).
 	confirmDelays []confirmDelay
@@ -328,7 +332,7 @@ func New(cfg Config) (*Service, error) {
 		refusedLog: rate.Sometimes{Interval: time.Minute},
 		kick:       make(chan struct{}, 1), relayedKick: make(chan struct{}, 1),
 		bookings: map[string]*Booking{}, people: map[peer.ID]Person{},
-		holds: map[string][]hold{}, standing: map[peer.ID]peerStanding{}, standingDirty: map[peer.ID]bool{}, shows: map[peer.ID]int{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{},
+		holds: map[string][]hold{}, releasedUntil: map[string]time.Time{}, standing: map[peer.ID]peerStanding{}, standingDirty: map[peer.ID]bool{}, shows: map[peer.ID]int{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{},
 		announced: map[string]time.Time{}, lastOffer: map[string]*pb.Offer{}, booking: map[string]bool{}, proposing: map[string]bool{}, plans: map[string]planWait{},
 		awaiting: map[peer.ID]int{}, answered: map[peer.ID]time.Time{}, askedWhileBusy: map[string]bool{},
 		reach:         map[peer.ID]reachState{},

@@ -7,14 +7,19 @@ import (
 )
 
 // peerStanding is what this node has seen a peer do that costs others:
-// holds it let run out and matches it confirmed and never showed up for.
-// It is stored (a restart must not clear a record), and while Until is
-// ahead the peer's proposals are refused and its offers skipped.
+// holds it let run out (or cancelled too often) and matches it confirmed
+// and never showed up for. It is stored (a restart must not clear a
+// record), and while Until is ahead the peer's proposals are refused and
+// its offers skipped.
 type peerStanding struct {
 	ID      string    `json:"id"`
 	Lapses  int       `json:"lapses,omitempty"`
 	NoShows int       `json:"no_shows,omitempty"`
 	Until   time.Time `json:"until,omitzero"`
+	// Releases counts the holds the peer cancelled unconfirmed since
+	// ReleasesFrom, within releaseWindow (releaseLocked).
+	Releases     int       `json:"releases,omitempty"`
+	ReleasesFrom time.Time `json:"releases_from,omitzero"`
 }
 
 const standingPrefix = "mm/standing/"
@@ -38,8 +43,46 @@ func doubled(base time.Duration, n int) time.Duration {
 func (s *Service) lapseLocked(p peer.ID, now time.Time) {
 	st := s.standing[p]
 	st.ID = p.String()
+	st.lapse(now)
+	s.saveStandingLocked(p, st)
+}
+
+func (st *peerStanding) lapse(now time.Time) {
 	st.Lapses++
 	st.Until = maxTime(st.Until, now.Add(doubled(lapseBackoff, st.Lapses)))
+}
+
+// A peer may cancel freeReleases of its holds at a node within
+// releaseWindow at no cost; each further one within the window counts as
+// a lapse. An honest node releases a hold only for an Accept its booking
+// does not take (answers.go, release): one that came after the booking
+// matched another, at most once per Accept too many in a round that then
+// matches, or one that came while the booking was busy with another
+// negotiation, which the next round settles. Two at one acceptor within
+// 10 minutes already takes two such rounds of its bookings meeting the
+// same acceptor; a third costs it no more than a lost Cancel does (its
+// hold runs out: a lapse, 2 minutes at that node). An identity that
+// proposes and cancels in a loop gets freeReleases+1 holds, then is
+// refused for 2 minutes, then 4 (each further release is a lapse until
+// the window ends), and so on. The window is the time a node remembers a
+// cancelled booking of the peer's (cancelledFor).
+const (
+	freeReleases  = 2
+	releaseWindow = cancelledFor
+)
+
+// releaseLocked records that p cancelled a hold of its own, unconfirmed,
+// on an open booking of ours (releaseHoldLocked).
+func (s *Service) releaseLocked(p peer.ID, now time.Time) {
+	st := s.standing[p]
+	st.ID = p.String()
+	if now.Before(st.ReleasesFrom) || now.Sub(st.ReleasesFrom) > releaseWindow {
+		st.Releases, st.ReleasesFrom = 0, now // a new window (or the clock went back)
+	}
+	st.Releases++
+	if st.Releases > freeReleases {
+		st.lapse(now)
+	}
 	s.saveStandingLocked(p, st)
 }
 
