@@ -28,7 +28,8 @@ import (
 // measured lately), it proposes to its next candidate as well, and keeps
 // listening on the first stream until proposeReplyTimeout. Whichever
 // Accept comes first is committed; any later one is released at once with
-// a Cancel (the acceptor drops the hold: no lapse), never confirmed, so
+// a Cancel (the acceptor drops the hold: no lapse, up to a small
+// allowance: releaseHoldLocked), never confirmed, so
 // the booking is matched once. When the round has no candidate left and
 // every answer still missing is past the patience, it ends: the booking
 // is free again (it accepts proposals, and the next round proposes to
@@ -415,7 +416,8 @@ func (s *Service) late(ctx context.Context, a *attempt) {
 
 // release gives back an Accept the booking does not take (it matched
 // another, or is busy with another negotiation): a Cancel of the hold,
-// which the acceptor drops at once (no lapse), and the stream closed
+// which the acceptor drops at once (no lapse, but for the third within
+// 10 minutes at one acceptor: releaseHoldLocked), and the stream closed
 // without a Confirm.
 func (s *Service) release(ctx context.Context, a *attempt) {
 	s.observeProposal(a.bk.ID, a.e, "accepted, released", a.began)
