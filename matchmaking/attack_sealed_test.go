@@ -128,7 +128,8 @@ func sealedIDs(t *testing.T, k int) []*stranger.Identity {
 }
 
 // junkSealed is a sealed record of id's on shard k around a box of noise
-// (1 to 3 padded blocks): what a relay cannot tell from a real one.
+// (1 to 3 padded blocks), with a tag of noise: what a relay cannot tell
+// from a real one.
 func junkSealed(t *testing.T, id *stranger.Identity, k shard.Key, i int) []byte {
 	t.Helper()
 	env, err := junkSealedErr(id, k, i)
@@ -141,7 +142,9 @@ func junkSealed(t *testing.T, id *stranger.Identity, k shard.Key, i int) []byte 
 func junkSealedErr(id *stranger.Identity, k shard.Key, i int) ([]byte, error) {
 	handle := make([]byte, stranger.HandleLen)
 	rand.Read(handle)
-	return id.SealedRecord(k.Topic(), handle, 1, time.Now().Add(time.Hour).Unix(), stranger.RandomBox(1+i%3))
+	tag := make([]byte, stranger.TagLen)
+	rand.Read(tag)
+	return id.TaggedRecord(k.Topic(), handle, 1, time.Now().Add(time.Hour).Unix(), stranger.RandomBox(1+i%3), tag)
 }
 
 // checkSealedBoard fails t unless n's sealed board is within its bounds

@@ -12,11 +12,18 @@ package matchmaking
 // Outside, the record shows its owner (gossipsub signs every message
 // anyway), its shard (day x duration: where it must travel), and what a
 // relay needs to store and expire it (an opaque handle per booking, seq,
-// expiry, the owner's stamp). The invited peer opens every sealed record
-// it gets (one X25519 agreement each, under the author's gossip rate
-// limit); any other node stores and forwards it unread, under the board's
-// quotas, so that the invited peer gets it from a board sync when it comes
-// online later.
+// expiry, the owner's stamp) and a tag. The tag is a keyed hash of the
+// record's shard, owner and handle under a key only the owner and the
+// invited peer can derive (box.PairKey: their static X25519 agreement),
+// so the invited peer recognises the records sealed to it with one
+// agreement per owner, cached, and opens only those (one more agreement
+// each); to anyone else the tag is noise that changes with the day and
+// the booking. Any other node stores and forwards a record unread, under
+// the board's quotas, so that the invited peer gets it from a board sync
+// when it comes online later. Records of older owners carry no tag: the
+// invited peer tries to open those only if their owner is a peer it waits
+// for or has standing with (a flood of untagged records would otherwise
+// cost it an agreement per record again).
 
 import (
 	"bytes"
@@ -50,6 +57,9 @@ const (
 	// sealedPad: the boxed plaintext is padded to a multiple of this, so
 	// the record's size says little about the name and addresses inside.
 	sealedPad = 256
+	// sealedTagLen: a tag of 64 bits; a record not sealed to a node
+	// carries its tag by chance once in 2^64.
+	sealedTagLen = 8
 )
 
 var sealedCodec = []byte("/tandem/sealed-offer/1")
@@ -77,6 +87,22 @@ var errNotForUs = errors.New("sealed offer is not for us")
 func sealedAD(owner peer.ID, shardTopic string) []byte {
 	ad := append([]byte("tandem-sealed-offer/1\x00"), shardTopic...)
 	return append(append(ad, 0), owner...)
+}
+
+// sealedTag is the tag of a sealed record of owner with handle on
+// shardTopic, under the pair key of the owner and the invited peer:
+// HMAC-SHA256(pair, "tandem-sealed-tag/1" 0x00 shard 0x00 owner handle),
+// cut to 8 bytes. It is the same in every record of one booking (as its
+// handle is), and unrelated between bookings, days and pairs for anyone
+// without the pair key.
+func sealedTag(pair *[box.KeySize]byte, shardTopic string, owner peer.ID, handle []byte) []byte {
+	m := hmac.New(sha256.New, pair[:])
+	m.Write([]byte("tandem-sealed-tag/1\x00"))
+	m.Write([]byte(shardTopic))
+	m.Write([]byte{0})
+	m.Write([]byte(owner))
+	m.Write(handle)
+	return m.Sum(nil)[:sealedTagLen]
 }
 
 // padOffer frames an offer envelope for the box: its length (2 bytes, big
@@ -118,9 +144,18 @@ func sealPrivateOffer(o *pb.Offer, key crypto.PrivKey, handle []byte) ([]byte, e
 	if err != nil {
 		return nil, fmt.Errorf("sealing a private offer: %w", err)
 	}
+	self, err := box.NewOpener(key)
+	if err != nil {
+		return nil, fmt.Errorf("sealing a private offer: %w", err)
+	}
+	pair, err := self.PairKey(to)
+	if err != nil {
+		return nil, fmt.Errorf("sealing a private offer: %w", err)
+	}
 	so := &pb.SealedOffer{
 		Version: sealedVersion, Shard: sh, Handle: handle,
 		Seq: o.GetSeq(), ExpiresUnix: o.GetExpiresUnix(), Stamp: o.GetStamp(), Box: sealed,
+		Tag: sealedTag(pair, sh, owner, handle),
 	}
 	env, err := record.Seal(&sealedRecord{so: so}, key)
 	if err != nil {
@@ -175,6 +210,9 @@ func checkSealed(so *pb.SealedOffer, now time.Time) (shard.Key, error) {
 	if n := len(so.GetBox()); n < box.SealToOverhead+sealedPad || (n-box.SealToOverhead)%sealedPad != 0 {
 		return shard.Key{}, fmt.Errorf("sealed offer box of %d bytes is not a padded box", n)
 	}
+	if n := len(so.GetTag()); n != 0 && n != sealedTagLen {
+		return shard.Key{}, fmt.Errorf("sealed offer tag of %d bytes, want %d (or none)", n, sealedTagLen)
+	}
 	if time.Unix(so.GetExpiresUnix(), 0).After(now.Add(maxOfferTTL + peerSlack)) {
 		return shard.Key{}, errors.New("sealed offer expiry too far ahead")
 	}
@@ -228,13 +266,31 @@ func (s *Service) openSealed(data []byte, now time.Time) (*pb.SealedOffer, peer.
 // openPrivate opens the box of a verified sealed record of owner:
 // errNotForUs unless it was sealed to us; otherwise the offer inside,
 // checked as any offer, which must be owner's, name us in `with`, and
-// agree with the record's shard, seq and expiry.
-func openPrivate(opener *box.Opener, self peer.ID, so *pb.SealedOffer, owner peer.ID, now time.Time, stampBits int) (*pb.Offer, []byte, error) {
+// agree with the record's shard, seq and expiry. A tagged record is
+// opened only if its tag is ours with owner (one agreement per owner,
+// cached by the opener), and then must open; an untagged one (an older
+// owner's) is tried, at one agreement per record, only if untagged says
+// so.
+func openPrivate(opener *box.Opener, self peer.ID, so *pb.SealedOffer, owner peer.ID, now time.Time, stampBits int, untagged bool) (*pb.Offer, []byte, error) {
 	if opener == nil {
 		return nil, nil, errNotForUs
 	}
+	tagged := len(so.GetTag()) > 0
+	if tagged {
+		pair, err := opener.PairKey(owner)
+		if err != nil || !hmac.Equal(so.GetTag(), sealedTag(pair, so.GetShard(), owner, so.GetHandle())) {
+			return nil, nil, errNotForUs
+		}
+	} else if !untagged {
+		return nil, nil, errNotForUs
+	}
 	plain, err := opener.Open(so.GetBox(), sealedAD(owner, so.GetShard()))
-	if err != nil {
+	switch {
+	case err != nil && tagged:
+		// Only the owner (or we) could have made this tag: the owner
+		// made a record for us that does not open.
+		return nil, nil, errors.New("sealed offer tagged for us does not open")
+	case err != nil:
 		return nil, nil, errNotForUs
 	}
 	inner, err := unpadOffer(plain)
@@ -338,7 +394,10 @@ func (s *Service) openSealedIn(data []byte, now time.Time) (sealedIn, error) {
 		return sealedIn{}, err
 	}
 	in := sealedIn{so: so, owner: owner, shard: k, env: data}
-	o, inner, err := openPrivate(s.opener, s.h.ID(), so, owner, now, s.cfg.StampBits)
+	if owner == s.h.ID() {
+		return in, nil // our own (gossip validates what we publish too)
+	}
+	o, inner, err := openPrivate(s.opener, s.h.ID(), so, owner, now, s.cfg.StampBits, len(so.GetTag()) == 0 && s.triesUntagged(owner, now))
 	var stale errStale
 	switch {
 	case errors.Is(err, errNotForUs), errors.As(err, &stale):
@@ -348,6 +407,14 @@ func (s *Service) openSealedIn(data []byte, now time.Time) (sealedIn, error) {
 	}
 	in.offer, in.inner = o, inner
 	return in, nil
+}
+
+// triesUntagged says whether an untagged sealed record of owner (an
+// older owner's, section 2.5) is worth an agreement to try to open: its
+// owner is a peer one of our private bookings waits for, or has standing
+// with us. Anyone else's untagged records are stored and served unread.
+func (s *Service) triesUntagged(owner peer.ID, now time.Time) bool {
+	return s.awaitedPeers()[owner] || s.rank(owner, now) > 0
 }
 
 // insideBad: a sealed record sealed to us is fine outside but not inside.

@@ -20,6 +20,7 @@ import (
 	"github.com/tandem-cowork/tandem/matchmaking/box"
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
 	"github.com/tandem-cowork/tandem/matchmaking/shard"
+	stranger "github.com/tandem-cowork/tandem/matchmaking/sybil"
 )
 
 // sealedParts builds a sealed record by hand, so a test can get any part
@@ -33,6 +34,8 @@ type sealedParts struct {
 	to    peer.ID
 	inner []byte
 	edit  func(*pb.SealedOffer)
+	// untagged: a record of an older owner, without a tag.
+	untagged bool
 }
 
 func (p sealedParts) build(t testing.TB) []byte {
@@ -57,6 +60,17 @@ func (p sealedParts) build(t testing.TB) []byte {
 	}
 	so := &pb.SealedOffer{Version: sealedVersion, Shard: sh, Handle: bytes.Repeat([]byte{7}, sealedHandleLen),
 		Seq: p.o.GetSeq(), ExpiresUnix: p.o.GetExpiresUnix(), Stamp: mintStamp(author, testStampBits), Box: sealed}
+	if !p.untagged {
+		self, err := box.NewOpener(outer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pair, err := self.PairKey(p.to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		so.Tag = sealedTag(pair, sh, author, so.Handle)
+	}
 	if p.edit != nil {
 		p.edit(so)
 	}
@@ -128,6 +142,9 @@ func TestSealedRecordsRefused(t *testing.T) {
 		{"unpaid stamp", x, sealedParts{o: good, key: xKey, to: v.id(), edit: func(so *pb.SealedOffer) { so.Stamp = unpaidStamp(x) }}.build(t), pubsub.ValidationReject, "stamp"},
 		{"expiry a day ahead", x, sealedParts{o: good, key: xKey, to: v.id(), edit: func(so *pb.SealedOffer) { so.ExpiresUnix = now.Add(24 * time.Hour).Unix() }}.build(t), pubsub.ValidationReject, "expiry too far ahead"},
 		{"expired", x, sealedParts{o: good, key: xKey, to: v.id(), edit: func(so *pb.SealedOffer) { so.ExpiresUnix = now.Add(-time.Hour).Unix() }}.build(t), pubsub.ValidationIgnore, ""},
+		{"a tag of 5 bytes", x, sealedParts{o: good, key: xKey, to: v.id(), edit: func(so *pb.SealedOffer) { so.Tag = so.Tag[:5] }}.build(t), pubsub.ValidationReject, "tag of 5 bytes"},
+		// Tagged for v (only x or v can compute that), bad inside.
+		{"tagged for us, a box that does not open", x, sealedParts{o: good, key: xKey, to: v.id(), edit: func(so *pb.SealedOffer) { so.Box = stranger.RandomBox(2) }}.build(t), pubsub.ValidationIgnore, "tagged for us does not open"},
 		// Sealed to v, fine outside, bad inside.
 		{"garbage inside", x, sealedParts{o: good, key: xKey, to: v.id(), inner: bytes.Repeat([]byte{0xff}, sealedPad)}.build(t), pubsub.ValidationIgnore, "an envelope of 65535 bytes"},
 		{"a forged offer inside", x, sealedParts{o: good, key: xKey, to: v.id(), inner: padOffer(breakSignature(t, mustSeal(t, good, xKey)))}.build(t), pubsub.ValidationIgnore, "sealed offer: opening offer envelope"},
@@ -360,6 +377,8 @@ func FuzzSealedOffer(f *testing.F) {
 	good := privateOffer(x, self, now, "b1")
 	f.Add(sealedParts{o: good, key: xKey, to: self}.build(f))
 	f.Add(sealedParts{o: good, key: xKey, to: x}.build(f))
+	f.Add(sealedParts{o: good, key: xKey, to: self, untagged: true}.build(f))
+	f.Add(sealedParts{o: good, key: xKey, to: self, edit: func(so *pb.SealedOffer) { so.Tag = so.Tag[:3] }}.build(f))
 	f.Add([]byte{})
 	f.Add([]byte("garbage"))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -373,7 +392,7 @@ func FuzzSealedOffer(f *testing.F) {
 		if _, err := checkSealed(so, now); err != nil || k.Topic() != so.GetShard() {
 			t.Fatalf("accepted a sealed record that fails its own checks: %v", err)
 		}
-		o, inner, err := openPrivate(opener, self, so, owner, now, testStampBits)
+		o, inner, err := openPrivate(opener, self, so, owner, now, testStampBits, len(data)%2 == 0)
 		if err != nil {
 			return
 		}
@@ -408,7 +427,7 @@ func FuzzSealedBox(f *testing.F) {
 		if err != nil {
 			t.Fatalf("a well-formed record: %v", err)
 		}
-		o, _, err := openPrivate(opener, self, so, owner, now, testStampBits)
+		o, _, err := openPrivate(opener, self, so, owner, now, testStampBits, true)
 		if err == nil && (peer.ID(o.GetOwner()) != x || checkOffer(o, now) != nil) {
 			t.Fatalf("opened a bad offer: %v", o)
 		}
@@ -448,7 +467,7 @@ func benchOpen(b *testing.B, forUs bool) {
 		if err := checkStamp(owner, so.GetStamp(), testStampBits); err != nil {
 			b.Fatal(err)
 		}
-		o, _, err := openPrivate(opener, self, so, owner, now, testStampBits)
+		o, _, err := openPrivate(opener, self, so, owner, now, testStampBits, true)
 		if forUs != (err == nil && o != nil) {
 			b.Fatal(err)
 		}
@@ -510,5 +529,96 @@ func TestSealedBoardQuotas(t *testing.T) {
 	got := v.svc.sealedEnvelopes(v.svc.now(), MaxBoardResponse, func(shard.Key, peer.ID) bool { return true })
 	if len(got) != maxPerOwner {
 		t.Fatalf("serves %d sealed records, want %d", len(got), maxPerOwner)
+	}
+}
+
+// A record without a tag (an older owner's, docs/protocol.md section 2.5)
+// is tried only if its owner is a peer a private booking of the node waits
+// for (or one it has standing with): a stranger's untagged record sealed
+// to the node is stored unread, and costs no agreement.
+func TestUntaggedRecordsOpenedForAwaitedPeers(t *testing.T) {
+	v := newTestNode(t, nil)
+	aKey, a := mustKey(t)
+	xKey, x := mustKey(t)
+	slot := nextSlot(3 * time.Hour)
+	v.book(t, BookRequest{At: slot, DurationMin: 50, With: a.String()})
+	now := v.svc.now()
+	rec := func(key crypto.PrivKey, owner peer.ID, id string) []byte {
+		o := privateOffer(owner, v.id(), now, id)
+		o.StartUnix, o.DurationMin, o.Activity = slot.Unix(), 50, pb.Activity_ACTIVITY_ANYTHING
+		return sealedParts{o: o, key: key, to: v.id(), untagged: true}.build(t)
+	}
+	_, y := mustKey(t)
+	before := v.svc.opener.Agreements()
+	v.svc.mergeSealed([][]byte{rec(xKey, x, "x-private")}, y)
+	if v.svc.board.get(x, "x-private") != nil || v.svc.opener.Agreements() != before {
+		t.Fatalf("a stranger's untagged record was tried (%v, %d agreements)", v.svc.board.get(x, "x-private") != nil, v.svc.opener.Agreements()-before)
+	}
+	if len(v.svc.sealedBoard.all()) != 1 {
+		t.Fatal("a stranger's untagged record was not stored to serve on")
+	}
+	v.svc.mergeSealed([][]byte{rec(aKey, a, "a-private")}, y)
+	if v.svc.board.get(a, "a-private") == nil {
+		t.Fatal("the awaited peer's untagged record was not opened")
+	}
+}
+
+// A node checks a flood of sealed records not sealed to it with one X25519
+// agreement per owner, not one per record: each record's tag (noise, as an
+// attacker's is) is checked under the pair key of its owner, which the
+// node agrees once; untagged records of strangers are not tried at all.
+// A record tagged for the node is still opened (before: one agreement per
+// record, 20 per identity here, by gossip and by board sync alike).
+func TestSealedFloodCostsAnAgreementPerOwner(t *testing.T) {
+	v := newTestNode(t, nil)
+	v.view()
+	now := v.svc.now()
+	slot := nextSlot(3 * time.Hour)
+	k := shard.Scheduled(slot, 50)
+	ids := sealedIDs(t, 10)
+	var envs [][]byte
+	for _, id := range ids {
+		for i := range 19 { // with the untagged one, a gossip burst (20)
+			env, err := junkSealedErr(id, k, i) // tagged with noise
+			if err != nil {
+				t.Fatal(err)
+			}
+			envs = append(envs, env)
+		}
+		untagged, err := id.SealedRecord(k.Topic(), bytes.Repeat([]byte{9}, stranger.HandleLen), 1, now.Add(time.Hour).Unix(), stranger.RandomBox(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		envs = append(envs, untagged)
+	}
+	before := v.svc.opener.Agreements()
+	// Half by gossip, half by board sync.
+	half := len(envs) / 2
+	for _, env := range envs[:half] {
+		author, _, _, _, _ := peekSealed(env)
+		if got := v.svc.validateSealed(k, gossipMsg(author, env)); got != pubsub.ValidationAccept {
+			t.Fatalf("a record of noise: %v", got)
+		}
+	}
+	_, y := mustKey(t)
+	if _, bad := v.svc.mergeSealed(envs[half:], y); bad != 0 {
+		t.Fatalf("%d records of noise refused", bad)
+	}
+	if n := len(v.svc.sealedBoard.all()); n != len(envs)-half {
+		t.Fatalf("the sealed board holds %d of the %d records of the board sync", n, len(envs)-half)
+	}
+	if n := v.svc.opener.Agreements() - before; n > uint64(len(ids)) {
+		t.Fatalf("%d records of %d owners cost %d agreements, want at most one per owner", len(envs), len(ids), n)
+	}
+	// An honest record sealed to v, from one of those owners, opens.
+	o := privateOffer(ids[0].ID, v.id(), now, "for-v")
+	o.Stamp = ids[0].Stamp
+	o.StartUnix, o.DurationMin, o.Activity = slot.Unix(), 50, pb.Activity_ACTIVITY_ANYTHING
+	rec, err := ids[0].SealPrivate(o, k.Topic(), bytes.Repeat([]byte{3}, stranger.HandleLen))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if added, _ := v.svc.mergeSealed([][]byte{rec}, y); added != 1 || v.svc.board.get(ids[0].ID, "for-v") == nil {
+		t.Fatal("a record sealed to v was not opened")
 	}
 }

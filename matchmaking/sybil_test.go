@@ -65,7 +65,7 @@ func TestSybilPackageSealsPrivateOffers(t *testing.T) {
 	if err != nil || owner != id.ID || got != k {
 		t.Fatalf("openSealed: %v (owner %s, shard %v)", err, owner, got)
 	}
-	in, _, err := openPrivate(opener, invitee, so, owner, now, testStampBits)
+	in, _, err := openPrivate(opener, invitee, so, owner, now, testStampBits, false)
 	if err != nil || in.GetBookingId() != "x" {
 		t.Fatalf("the invitee cannot open the attacker's box: %v", err)
 	}
@@ -77,7 +77,7 @@ func TestSybilPackageSealsPrivateOffers(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a record with a box of noise: %v", err)
 	}
-	if _, _, err := openPrivate(opener, invitee, so, id.ID, now, testStampBits); !errors.Is(err, errNotForUs) {
+	if _, _, err := openPrivate(opener, invitee, so, id.ID, now, testStampBits, true); !errors.Is(err, errNotForUs) {
 		t.Fatalf("a box of noise opened: %v", err)
 	}
 }

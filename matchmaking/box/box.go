@@ -1,7 +1,9 @@
 // Package box is the authenticated encryption of Tandem's wire protocol:
 // XChaCha20-Poly1305 with a random 24-byte nonce under a key both sides
-// hold (circles, package circle), and sealing a message to one peer known
-// only by its peer ID (private offers).
+// hold (circles, package circle), sealing a message to one peer known
+// only by its peer ID (private offers), and the key two peers share
+// without a message (PairKey), with which an invited peer recognises the
+// boxes sealed to it without trying to open every box.
 //
 // Sealing to a peer is a sealed box: the sender makes an ephemeral X25519
 // key, agrees a secret with the recipient's X25519 key, which is its
@@ -22,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"sync"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	cryptopb "github.com/libp2p/go-libp2p/core/crypto/pb"
@@ -124,7 +127,23 @@ func SealTo(recipient peer.ID, msg, ad []byte) ([]byte, error) {
 type Opener struct {
 	priv *ecdh.PrivateKey
 	pub  []byte
+
+	mu    sync.Mutex
+	pairs map[peer.ID]pairEntry // PairKey's cache
+	// agreements counts the X25519 agreements the opener made (tests).
+	agreements uint64
 }
+
+type pairEntry struct {
+	key *[KeySize]byte
+	err error
+}
+
+// maxPairs bounds PairKey's cache. A peer that sends records of more
+// identities than this makes the node agree keys again, one per identity
+// and record at worst, as before the cache: each identity costs its
+// sender a stamp.
+const maxPairs = 4096
 
 // NewOpener derives the X25519 key of an Ed25519 peer key: the clamped
 // first half of SHA-512 of the seed, as Ed25519 itself derives its scalar.
@@ -141,7 +160,77 @@ func NewOpener(k crypto.PrivKey) (*Opener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("box: %w", err)
 	}
-	return &Opener{priv: priv, pub: priv.PublicKey().Bytes()}, nil
+	return &Opener{priv: priv, pub: priv.PublicKey().Bytes(), pairs: map[peer.ID]pairEntry{}}, nil
+}
+
+// pairSalt separates PairKey's use of HKDF from the sealed box's.
+const pairSalt = "tandem pair key v1"
+
+// PairKey is the key the opener's peer shares with peer p, which p
+// derives alike from its own key and the opener's peer ID: HKDF-SHA256
+// of the static X25519 agreement of the two keys, bound to both public
+// keys (the lower first, so both sides derive the same key). No one
+// else can compute it. Keys are cached (maxPairs), so a node that checks
+// many records of one peer agrees once.
+func (o *Opener) PairKey(p peer.ID) (*[KeySize]byte, error) {
+	o.mu.Lock()
+	e, ok := o.pairs[p]
+	o.mu.Unlock()
+	if ok {
+		return e.key, e.err
+	}
+	key, err := o.pairKey(p)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.pairs) >= maxPairs {
+		// Forget a quarter, at random (map order): what stays is as good
+		// a guess of who comes again as what goes.
+		n := 0
+		for q := range o.pairs {
+			delete(o.pairs, q)
+			if n++; n >= maxPairs/4 {
+				break
+			}
+		}
+	}
+	o.pairs[p] = pairEntry{key, err}
+	return key, err
+}
+
+func (o *Opener) pairKey(p peer.ID) (*[KeySize]byte, error) {
+	ppub, err := X25519Public(p)
+	if err != nil {
+		return nil, err
+	}
+	pkey, err := ecdh.X25519().NewPublicKey(ppub)
+	if err != nil {
+		return nil, fmt.Errorf("box: the key of %s: %w", p, err)
+	}
+	o.mu.Lock()
+	o.agreements++
+	o.mu.Unlock()
+	shared, err := o.priv.ECDH(pkey)
+	if err != nil {
+		return nil, fmt.Errorf("box: no key shared with %s: %w", p, err) // a low-order key
+	}
+	lo, hi := o.pub, ppub
+	if string(hi) < string(lo) {
+		lo, hi = hi, lo
+	}
+	info := append(append([]byte{}, lo...), hi...)
+	k, err := hkdf.Key(sha256.New, shared, []byte(pairSalt), string(info), KeySize)
+	if err != nil {
+		return nil, fmt.Errorf("deriving a pair key: %w", err)
+	}
+	return (*[KeySize]byte)(k), nil
+}
+
+// Agreements is how many X25519 agreements the opener has made for
+// PairKey and Open (tests count the cost of a flood with it).
+func (o *Opener) Agreements() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.agreements
 }
 
 // Public is the opener's X25519 public key (tests compare it with
@@ -160,6 +249,9 @@ func (o *Opener) Open(data, ad []byte) ([]byte, error) {
 	if err != nil {
 		return nil, ErrOpen
 	}
+	o.mu.Lock()
+	o.agreements++
+	o.mu.Unlock()
 	shared, err := o.priv.ECDH(ekey)
 	if err != nil {
 		return nil, ErrOpen // a low-order ephemeral key: the secret would be zero

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -159,5 +160,58 @@ func BenchmarkSealTo(b *testing.B) {
 		if _, err := SealTo(to, msg, []byte("ad")); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Two peers derive the same pair key, each from its own private key and
+// the other's peer ID; a third peer derives another with either of them.
+// The key is cached: checking many records of one peer costs one
+// agreement.
+func TestPairKeyAgrees(t *testing.T) {
+	ka, a := edKey(t)
+	kb, b := edKey(t)
+	kc, _ := edKey(t)
+	oa, _ := NewOpener(ka)
+	ob, _ := NewOpener(kb)
+	oc, _ := NewOpener(kc)
+	ab, err := oa.PairKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ba, err := ob.PairKey(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *ab != *ba {
+		t.Fatal("the two sides of a pair derive different keys")
+	}
+	ca, _ := oc.PairKey(a)
+	cb, _ := oc.PairKey(b)
+	if *ca == *ab || *cb == *ab {
+		t.Fatal("a third peer derives the pair's key")
+	}
+	before := oa.Agreements()
+	for range 100 {
+		if k, _ := oa.PairKey(b); *k != *ab {
+			t.Fatal("the cached key changed")
+		}
+	}
+	if n := oa.Agreements() - before; n != 0 {
+		t.Fatalf("100 look-ups of one pair made %d agreements", n)
+	}
+	if _, err := oa.PairKey(peer.ID("not a peer")); err == nil {
+		t.Fatal("a pair key with a peer ID that is no key")
+	}
+}
+
+// The cache stays within its bound whatever number of peers comes.
+func TestPairKeyCacheBounded(t *testing.T) {
+	k, _ := edKey(t)
+	o, _ := NewOpener(k)
+	for i := range maxPairs + 100 {
+		o.PairKey(peer.ID(fmt.Sprintf("junk-%d", i))) // no keys: cached as errors, no agreement
+	}
+	if n := len(o.pairs); n > maxPairs {
+		t.Fatalf("the pair cache holds %d peers, more than %d", n, maxPairs)
 	}
 }

@@ -421,6 +421,7 @@ type SealedOffer struct {
 	ExpiresUnix   int64                  `protobuf:"varint,5,opt,name=expires_unix,json=expiresUnix,proto3" json:"expires_unix,omitempty"` // the inner offer's expiry
 	Stamp         []byte                 `protobuf:"bytes,6,opt,name=stamp,proto3" json:"stamp,omitempty"`                                 // the owner's identity stamp
 	Box           []byte                 `protobuf:"bytes,7,opt,name=box,proto3" json:"box,omitempty"`                                     // sealed to the invited peer: ephemeral X25519 key || nonce || XChaCha20-Poly1305 ciphertext
+	Tag           []byte                 `protobuf:"bytes,8,opt,name=tag,proto3" json:"tag,omitempty"`                                     // 8 bytes only the owner and the invited peer can compute (docs/protocol.md 2.5), or empty (older owners)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -500,6 +501,13 @@ func (x *SealedOffer) GetStamp() []byte {
 func (x *SealedOffer) GetBox() []byte {
 	if x != nil {
 		return x.Box
+	}
+	return nil
+}
+
+func (x *SealedOffer) GetTag() []byte {
+	if x != nil {
+		return x.Tag
 	}
 	return nil
 }
@@ -1120,7 +1128,7 @@ const file_matchmaking_proto_rawDesc = "" +
 	"\brecent_s\x18\x04 \x01(\rR\arecentS\"E\n" +
 	"\rBoardResponse\x12\x1c\n" +
 	"\tenvelopes\x18\x01 \x03(\fR\tenvelopes\x12\x16\n" +
-	"\x06sealed\x18\x02 \x03(\fR\x06sealed\"\xb2\x01\n" +
+	"\x06sealed\x18\x02 \x03(\fR\x06sealed\"\xc4\x01\n" +
 	"\vSealedOffer\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\tR\x05shard\x12\x16\n" +
@@ -1128,7 +1136,8 @@ const file_matchmaking_proto_rawDesc = "" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12!\n" +
 	"\fexpires_unix\x18\x05 \x01(\x03R\vexpiresUnix\x12\x14\n" +
 	"\x05stamp\x18\x06 \x01(\fR\x05stamp\x12\x10\n" +
-	"\x03box\x18\a \x01(\fR\x03box\"A\n" +
+	"\x03box\x18\a \x01(\fR\x03box\x12\x10\n" +
+	"\x03tag\x18\b \x01(\fR\x03tag\"A\n" +
 	"\tOfferPush\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
 	"\benvelope\x18\x02 \x01(\fR\benvelope\"\x95\x03\n" +

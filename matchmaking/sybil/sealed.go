@@ -6,11 +6,14 @@ package sybil
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdh"
 	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -40,6 +43,10 @@ const (
 	// BoxOverhead is what sealing adds: ephemeral key, nonce, tag.
 	BoxOverhead = 32 + chacha20poly1305.NonceSizeX + chacha20poly1305.Overhead
 	boxSalt     = "tandem sealed box v1"
+	pairSalt    = "tandem pair key v1"
+	tagPrefix   = "tandem-sealed-tag/1"
+	// TagLen is the length of a sealed record's tag.
+	TagLen      = 8
 	boxADPrefix = "tandem-sealed-offer/1"
 )
 
@@ -59,8 +66,14 @@ func (r *sealedRecord) UnmarshalRecord(b []byte) error {
 // may be any bytes: a relay cannot tell a box sealed to someone from
 // noise of the right length (RandomBox).
 func (id *Identity) SealedRecord(shardTopic string, handle []byte, seq uint64, expiresUnix int64, box []byte) ([]byte, error) {
+	return id.TaggedRecord(shardTopic, handle, seq, expiresUnix, box, nil)
+}
+
+// TaggedRecord is SealedRecord with a tag (nil: none, as an older owner
+// sends; PairTag: the tag of a record for a given peer).
+func (id *Identity) TaggedRecord(shardTopic string, handle []byte, seq uint64, expiresUnix int64, box, tag []byte) ([]byte, error) {
 	so := &pb.SealedOffer{Version: sealedVersion, Shard: shardTopic, Handle: handle,
-		Seq: seq, ExpiresUnix: expiresUnix, Stamp: id.Stamp, Box: box}
+		Seq: seq, ExpiresUnix: expiresUnix, Stamp: id.Stamp, Box: box, Tag: tag}
 	env, err := record.Seal(&sealedRecord{so}, id.Key)
 	if err != nil {
 		return nil, err
@@ -87,7 +100,56 @@ func (id *Identity) SealPrivate(o *pb.Offer, shardTopic string, handle []byte) (
 	if err != nil {
 		return nil, err
 	}
-	return id.SealedRecord(shardTopic, handle, o.GetSeq(), o.GetExpiresUnix(), box)
+	tag, err := id.PairTag(to, shardTopic, handle)
+	if err != nil {
+		return nil, err
+	}
+	return id.TaggedRecord(shardTopic, handle, o.GetSeq(), o.GetExpiresUnix(), box, tag)
+}
+
+// PairTag is the tag of id's sealed record with handle on shardTopic for
+// the peer to: HMAC-SHA256 under the pair key (HKDF-SHA256 of the static
+// X25519 agreement of the two peers' keys, salt "tandem pair key v1",
+// info the two X25519 public keys, the lower first) of
+// "tandem-sealed-tag/1" 0x00 shard 0x00 owner handle, cut to 8 bytes.
+func (id *Identity) PairTag(to peer.ID, shardTopic string, handle []byte) ([]byte, error) {
+	raw, err := id.Key.Raw()
+	if err != nil || len(raw) < 32 {
+		return nil, fmt.Errorf("the identity's key: %v", err)
+	}
+	h := sha512.Sum512(raw[:32])
+	priv, err := ecdh.X25519().NewPrivateKey(h[:32])
+	if err != nil {
+		return nil, err
+	}
+	tpub, err := montgomery(to)
+	if err != nil {
+		return nil, err
+	}
+	tkey, err := ecdh.X25519().NewPublicKey(tpub)
+	if err != nil {
+		return nil, err
+	}
+	shared, err := priv.ECDH(tkey)
+	if err != nil {
+		return nil, err
+	}
+	lo, hi := priv.PublicKey().Bytes(), tpub
+	if bytes.Compare(hi, lo) < 0 {
+		lo, hi = hi, lo
+	}
+	pair, err := hkdf.Key(sha256.New, shared, []byte(pairSalt), string(append(append([]byte{}, lo...), hi...)), 32)
+	if err != nil {
+		return nil, err
+	}
+	m := hmac.New(sha256.New, pair)
+	m.Write([]byte(tagPrefix))
+	m.Write([]byte{0})
+	m.Write([]byte(shardTopic))
+	m.Write([]byte{0})
+	m.Write([]byte(id.ID))
+	m.Write(handle)
+	return m.Sum(nil)[:TagLen], nil
 }
 
 // RandomBox is a box of pads padded blocks that opens for no one.
