@@ -519,3 +519,56 @@ func TestBoardReplyKeepsRoomForSealed(t *testing.T) {
 		t.Fatalf("the reply carries %d public and %d sealed records, want some and all 100", len(resp.GetEnvelopes()), len(resp.GetSealed()))
 	}
 }
+
+// A board sync reply of a thousand sealed records (relay duty: records
+// the node only stores to serve on) does not make the pull that brought
+// them check them all: the record of the peer the node's private booking
+// waits for is opened at once, the rest queued and checked at
+// relayCheckRate in the background, so a node joining a flooded shard
+// keeps its CPU for its own match (before: every record was checked as
+// the reply came, some 1,300 signature checks per hostile reply, and a
+// late invitee under TestAttackSealedFlood matched 5-25x slower than
+// without the flood). The queued records still reach the sealed board.
+func TestBoardSyncDefersRelayDuty(t *testing.T) {
+	v := newTestNode(t, nil)
+	aKey, aID := mustKey(t)
+	slot := nextSlot(3 * time.Hour)
+	bv := v.book(t, BookRequest{At: slot, DurationMin: 50, With: aID.String()})
+	k := ShardOf(bv)
+	now := v.svc.now()
+	o := privateOffer(aID, v.id(), now, "a-private")
+	o.StartUnix, o.DurationMin, o.Activity = slot.Unix(), 50, pb.Activity_ACTIVITY_ANYTHING
+	aRec, err := sealPrivateOffer(o, aKey, bytes.Repeat([]byte{1}, sealedHandleLen))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The reply: 30 records of each of 40 identities, then a's.
+	reply := &pb.BoardResponse{}
+	for _, id := range sealedIDs(t, 40) {
+		for i := range 30 {
+			reply.Sealed = append(reply.Sealed, junkSealed(t, id, k, i))
+		}
+	}
+	reply.Sealed = append(reply.Sealed, aRec)
+	at := newSealedAttacker(t, k)
+	at.reply.Store(reply)
+	at.join(t, v)
+	st := v.svc.joinedTopic(k)
+	if st == nil {
+		t.Fatal("the node is not on its booking's shard")
+	}
+	v.svc.syncBoard(context.Background(), at.h.ID(), st)
+	if at.pulled.Load() == 0 {
+		t.Fatal("the board sync did not reach the responder")
+	}
+	if v.svc.board.get(aID, "a-private") == nil {
+		t.Fatal("the pull did not open the awaited peer's record at once")
+	}
+	// A few may have been checked already, by the background loop.
+	if n := len(v.svc.sealedBoard.all()); n > len(reply.Sealed)/4 {
+		t.Fatalf("the pull itself checked and stored %d of %d records", n, len(reply.Sealed))
+	}
+	waitFor(t, 30*time.Second, "the queued records checked and stored", func() bool {
+		return v.svc.relayIdle() && len(v.svc.sealedBoard.all()) == len(reply.Sealed)
+	})
+}

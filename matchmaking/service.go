@@ -126,11 +126,14 @@ type Service struct {
 	// (private.go); opener opens those sealed to us, handleKey names our
 	// own outside their box.
 	sealedBoard *board
-	opener      *box.Opener
-	handleKey   [32]byte
-	circMu      sync.Mutex // guards circles and their members; after s.mu
-	circles     map[string]*circleState
-	limit       *rateLimiter
+	// sealedQ holds the sealed records of board syncs that are relay
+	// duty, checked at a pace (sealedqueue.go).
+	sealedQ   *sealedQueue
+	opener    *box.Opener
+	handleKey [32]byte
+	circMu    sync.Mutex // guards circles and their members; after s.mu
+	circles   map[string]*circleState
+	limit     *rateLimiter
 	// syncBudget bounds the board sync reply bytes per requester.
 	syncBudget *syncBudget
 	kick       chan struct{}
@@ -339,7 +342,7 @@ func New(cfg Config) (*Service, error) {
 		cancelRetries: map[string]retry{}, recheckRetries: map[string]retry{}, cancelled: map[boardKey]time.Time{}, pending: map[string]Booking{},
 		wlocks: map[string]*writeLock{}, wakeSet: make(chan struct{}, 1),
 		clk:  clock{now: cfg.Now, rate: cfg.Rate, real: real},
-		name: cfg.Name, circleBoard: newBoard(), sealedBoard: newBoard(), circles: map[string]*circleState{},
+		name: cfg.Name, circleBoard: newBoard(), sealedBoard: newBoard(), sealedQ: newSealedQueue(), circles: map[string]*circleState{},
 		interest: shard.NewInterest(cfg.AnnounceInterval),
 		joined:   map[shard.Key]*shardTopic{},
 		places:   map[string]*placement{},
@@ -450,6 +453,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.goRun(func() { s.syncLoop(ctx) })
 	s.goRun(func() { s.relayedSyncLoop(ctx) })
 	s.goRun(func() { s.wakeLoop(ctx) })
+	s.goRun(func() { s.relayLoop(ctx) })
 	return nil
 }
 

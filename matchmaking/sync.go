@@ -80,7 +80,7 @@ func (s *Service) pullBoard(ctx context.Context, p peer.ID, sh *shardTopic, rece
 	}
 	s.mergeBoard(resp.GetEnvelopes(), p)
 	if !s.v2Only {
-		s.mergeSealed(resp.GetSealed(), p)
+		s.mergeSealedReply(resp.GetSealed(), p)
 	}
 	if sh != nil {
 		now := s.now()
@@ -302,8 +302,7 @@ func (s *Service) mergeSealed(envs [][]byte, from peer.ID) (added, bad int) {
 	now := s.now()
 	awaited := s.awaitedPeers()
 	for _, env := range envs {
-		if owner, handle, seq, k, ok := peekSealed(env); ok && (owner == s.h.ID() || s.sealedBoard.has(owner, handle, seq) || !s.wantsOffer(k, owner) ||
-			(!awaited[owner] && !s.sealedBoard.wouldAdmit(owner, handle, s.rank(owner, now), from, now))) {
+		if s.skipsSealed(env, from, now, awaited) {
 			continue
 		}
 		in, err := s.openSealedIn(env, now)
@@ -329,6 +328,16 @@ func (s *Service) mergeSealed(envs [][]byte, from peer.ID) (added, bad int) {
 		}
 	}
 	return added, bad
+}
+
+// skipsSealed reports whether mergeSealed would skip a sealed record from
+// a board sync unchecked: by what it says of itself (unverified), it is
+// ours, the sealed board has it, it is of a shard we are not on, or the
+// board's admission would refuse it and its owner is no peer we wait for.
+func (s *Service) skipsSealed(env []byte, from peer.ID, now time.Time, awaited map[peer.ID]bool) bool {
+	owner, handle, seq, k, ok := peekSealed(env)
+	return ok && (owner == s.h.ID() || s.sealedBoard.has(owner, handle, seq) || !s.wantsOffer(k, owner) ||
+		(!awaited[owner] && !s.sealedBoard.wouldAdmit(owner, handle, s.rank(owner, now), from, now)))
 }
 
 // boardFilter says which shards a board request asks for: all of them on
