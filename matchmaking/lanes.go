@@ -63,6 +63,10 @@ type placement struct {
 	settled bool
 	// climbed: the booking has climbed once; it never descends again.
 	climbed bool
+	// done: the booking is no longer searching. It stays where it was
+	// placed (its withdrawal goes there); opening it again places it
+	// afresh (openPlace).
+	done bool
 }
 
 // lanesOn reports whether public scheduled bookings match on slot class
@@ -126,6 +130,20 @@ func (s *Service) settledPlace(id string) bool {
 	return p == nil || p.settled
 }
 
+// placing reports whether some booking is still to be placed or is on a
+// lane (it may climb): on most ticks of most nodes none is, and placeStep
+// then need not take the service's lock.
+func (s *Service) placing() bool {
+	s.placeMu.Lock()
+	defer s.placeMu.Unlock()
+	for _, p := range s.places {
+		if !p.done && (!p.settled || p.key.Lane != "") {
+			return true
+		}
+	}
+	return false
+}
+
 // known reports whether the node knows what is on topic st, joined
 // `joined` ago: it has pulled the topic's board, or the finder found
 // nobody there and no peer has come, or settleWait has passed.
@@ -152,6 +170,9 @@ func (s *Service) placeLoop(ctx context.Context) {
 }
 
 func (s *Service) placeStep(ctx context.Context) {
+	if !s.placing() {
+		return
+	}
 	now := time.Now()
 	nodeNow := s.now()
 	me := s.h.ID()
@@ -164,12 +185,16 @@ func (s *Service) placeStep(ctx context.Context) {
 	s.mu.Lock()
 	s.placeMu.Lock()
 	for id, p := range s.places {
+		if p.done {
+			continue
+		}
 		b := s.bookings[id]
 		if b == nil {
 			delete(s.places, id)
 			continue
 		}
 		if b.State != StateSearching || !p.key.IsClass() {
+			p.done = b.State != StateSearching
 			continue
 		}
 		from := p.key
