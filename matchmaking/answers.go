@@ -61,6 +61,24 @@ type ProposalEvent struct {
 	Took    time.Duration
 }
 
+// NoteEvent is something a booking of this node waits on (Config.OnNote):
+// What is "held" (Peer holds it; Note gives the exclusive window),
+// "plan waits" (for Peer, the plan partner; none: unpaired) or "plan
+// falls back".
+type NoteEvent struct {
+	Booking string
+	Peer    peer.ID
+	What    string
+	Note    string
+	At      time.Time
+}
+
+func (s *Service) note(booking string, p peer.ID, what, note string) {
+	if s.cfg.OnNote != nil {
+		s.cfg.OnNote(NoteEvent{Booking: booking, Peer: p, What: what, Note: note, At: time.Now()})
+	}
+}
+
 func (s *Service) observeProposal(booking string, e *boardEntry, outcome string, start time.Time) {
 	if s.cfg.OnProposal == nil {
 		return
@@ -237,6 +255,7 @@ func (s *Service) proposeRound(ctx context.Context, id string, cands []*boardEnt
 	started := 0
 	var newest *attempt
 	var waitNewest <-chan time.Time // the newest attempt's patience
+	outlasted := false              // an attempt outlasted its patience
 	for ctx.Err() == nil {
 		if newest == nil && started < limit && started > 0 && asked() {
 			limit = started
@@ -267,6 +286,7 @@ func (s *Service) proposeRound(ctx context.Context, id string, cands []*boardEnt
 			// No answer yet: propose to the next one too, or end the
 			// round if none is left (the answer is handled when it comes).
 			newest, waitNewest = nil, nil
+			outlasted = true
 		case a := <-results:
 			if a == newest {
 				newest, waitNewest = nil, nil
@@ -280,8 +300,11 @@ func (s *Service) proposeRound(ctx context.Context, id string, cands []*boardEnt
 			}
 		}
 	}
-	if started < len(cands) {
-		s.wake() // the next round tries the others
+	if started < len(cands) || outlasted {
+		// The next round tries the others; and one that outlasted its
+		// patience may have been the plan partner, which the booking
+		// need not wait for any longer (partnerFailedLocked).
+		s.wake()
 	}
 }
 

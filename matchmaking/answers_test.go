@@ -30,13 +30,21 @@ func silentOwners(t *testing.T, p *testNode, a *attacker, k int, slot time.Time)
 func slowOwners(t *testing.T, p *testNode, a *attacker, k int, slot time.Time,
 	answer func(st network.Stream, r *bufio.Reader, m *pb.MatchMessage)) (asked <-chan struct{}, ended *atomic.Int64) {
 	t.Helper()
+	return ownersWhere(t, p, a, k, slot, nil, answer)
+}
+
+// ownersWhere is slowOwners with the owners' peer IDs chosen by keep too
+// (nil: any above p's).
+func ownersWhere(t *testing.T, p *testNode, a *attacker, k int, slot time.Time, keep func(peer.ID) bool,
+	answer func(st network.Stream, r *bufio.Reader, m *pb.MatchMessage)) (asked <-chan struct{}, ended *atomic.Int64) {
+	t.Helper()
 	first := make(chan struct{})
 	var once sync.Once
 	ended = new(atomic.Int64)
 	for range k {
 		var key crypto.PrivKey
 		var id peer.ID
-		for key == nil || id < p.id() {
+		for key == nil || id < p.id() || (keep != nil && !keep(id)) {
 			key, id = mustKey(t)
 		}
 		h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
@@ -194,6 +202,53 @@ func TestLateAcceptReleased(t *testing.T) {
 		t.Fatal("p never released the late Accept's hold with a Cancel")
 	}
 	waitFor(t, 10*time.Second, "p and q confirmed", func() bool { return p.booking(bp.ID).Confirmed && q.booking(bq.ID).Confirmed })
+	if got := p.booking(bp.ID).Partner; got != q.id().String() {
+		t.Fatalf("p matched %s, not q", got)
+	}
+}
+
+// A silent owner that the class plan pairs with a booking costs it one
+// patience, not the plan's grace on top: once the proposal to its plan
+// partner is past the patience unanswered, the booking falls back to the
+// other compatible owners at once. p's clock is stopped once it books, so the grace
+// (300 ms of p's clock) never runs out: before, p waited for it until the
+// silent owner's proposal timed out (2 s) and put it out of the plan, and
+// only then proposed to q, the honest owner that booked meanwhile. The
+// silent owner S is chosen so that the plan of {p, q, S} pairs p with S
+// (q's plan key sorts last), and q is above p (p proposes to q).
+func TestAttackSilentPlanPartnerSkippedWithoutGrace(t *testing.T) {
+	clk := &testClock{} // running until p books
+	p, q := newTestNode(t, func(c *Config) { c.Now = clk.now }), newTestNode(t, nil)
+	for q.id() < p.id() {
+		q = newTestNode(t, nil) // p proposes to q: q must be above p
+	}
+	connect(t, p, q)
+	a := newAttacker(t)
+	a.connect(p)
+	// A slot where q's plan key sorts after p's (one in two does).
+	var slot time.Time
+	var class slotClass
+	for h := 3; ; h++ {
+		slot = nextSlot(time.Duration(h) * time.Hour)
+		class = classOfBooking(&Booking{Kind: KindScheduled, Start: slot, DurationMin: 25})
+		if planKey(class, q.id()) > planKey(class, p.id()) {
+			break
+		}
+	}
+	p.view()
+	asked, ended := ownersWhere(t, p, a, 1, slot, func(id peer.ID) bool { return planKey(class, id) < planKey(class, q.id()) }, nil)
+	clk.stop()
+	bp := p.book(t, BookRequest{At: slot, DurationMin: 25})
+	select {
+	case <-asked:
+	case <-time.After(deadline(10 * time.Second)):
+		t.Fatal("p never proposed to the silent owner, its plan partner")
+	}
+	bq := q.book(t, BookRequest{At: slot, DurationMin: 25})
+	waitFor(t, 20*time.Second, "p and q matched", func() bool { return p.booking(bp.ID).Confirmed && q.booking(bq.ID).Confirmed })
+	if n := ended.Load(); n > 0 {
+		t.Fatalf("p matched q only after its proposal to the silent plan partner timed out (%d): p waited out the plan's grace", n)
+	}
 	if got := p.booking(bp.ID).Partner; got != q.id().String() {
 		t.Fatalf("p matched %s, not q", got)
 	}

@@ -43,9 +43,13 @@ import (
 // Propose to the Confirm it sends (a round trip, the acceptor's checks and
 // our write), counted once the partner answers Confirmed. The window is
 // twice the upper quartile of those delays, at least holdWindowFloor and
-// at most a quarter of HoldTimeout, which it falls back to while the node
-// has no samples (a fresh start): the old fixed window, sized for a slow
-// internet path.
+// at most a quarter of HoldTimeout (maxExclusive). While the node has no
+// samples (a fresh start) it is holdWindowFresh: it used to be the cap,
+// sized for a slow internet path, and every stranger that proposed first
+// to a fresh node's booking and never confirmed then kept it from its
+// honest partners for 0.75 s, the largest part of an honest pair's time to
+// match under attack (docs/benchmarks.md, Sybils). A fresh node's window
+// too short for its proposer's path costs only a collision (below).
 //
 // Why not the proposer's own round trip (the QUIC connection's smoothed
 // RTT, a ping)? Whoever proposes controls its end of the connection: a
@@ -77,6 +81,12 @@ type hold struct {
 // maxHoldsPerBooking bounds the proposals held at once for one booking.
 const maxHoldsPerBooking = 4
 
+// holdWindowFresh is the exclusive window of a node with no sample yet
+// (at most maxExclusive): a loaded machine's loopback or LAN round trip
+// and synced write (measured windows there are the floor to a few tens of
+// milliseconds), with room to spare.
+const holdWindowFresh = 50 * time.Millisecond
+
 // holdWindowFloor is the least exclusive window, of the node's clock: it
 // covers the scheduling noise of a loaded machine around a loopback or LAN
 // round trip, where the samples themselves are a millisecond or two.
@@ -93,18 +103,18 @@ type confirmDelay struct {
 }
 
 // maxExclusive is the longest exclusive window: a quarter of HoldTimeout,
-// sized for a slow internet path (and the window with no samples).
+// sized for a slow internet path.
 func (s *Service) maxExclusive() time.Duration { return s.cfg.HoldTimeout / 4 }
 
 // exclusiveWindowLocked is how long a hold granted now keeps a free
 // booking to its proposer: twice the upper quartile of the recent
 // Accept->Confirm delays, within [holdWindowFloor, maxExclusive]; with no
-// samples, maxExclusive.
+// samples, holdWindowFresh.
 func (s *Service) exclusiveWindowLocked() time.Duration {
 	limit := s.maxExclusive()
 	n := len(s.confirmDelays)
 	if n == 0 {
-		return limit
+		return min(holdWindowFresh, limit)
 	}
 	ds := make([]time.Duration, n)
 	for i, c := range s.confirmDelays {

@@ -10,7 +10,8 @@ import (
 
 // A hold's exclusive window follows the Accept->Confirm delays the node
 // has measured on its committed matches, on the node's clock. With no
-// sample it is a quarter of HoldTimeout (0.5 s here); after a match
+// sample it is holdWindowFresh (before: a quarter of HoldTimeout, 0.5 s
+// here; 0.75 s in a real node); after a match
 // confirmed at once (the clock is stopped: a delay of 0) it is
 // holdWindowFloor, so a second proposer is held alongside the first once
 // the floor has passed on the node's clock, though HoldTimeout/4 has not
@@ -22,15 +23,19 @@ func TestHoldWindowFollowsMeasuredDelays(t *testing.T) {
 	victim := newTestNode(t, stoppedClock(clk))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sy := newSybils(t, 7)
+	sy := newSybils(t, 9)
 	step := 2 * holdWindowFloor
 	if step >= victim.svc.maxExclusive() {
 		t.Fatalf("the test needs the floor (%v) well under HoldTimeout/4 (%v)", holdWindowFloor, victim.svc.maxExclusive())
 	}
-	// held has first take a hold on a new booking at slot and never
+	// heldFor has first take a hold on a new booking at slot and never
 	// confirm; it reports how second's proposal is answered once step has
-	// passed on the victim's clock.
+	// passed on the victim's clock (held: the step above).
+	var heldFor func(slot time.Duration, first, second *sybil, step time.Duration) string
 	held := func(slot time.Duration, first, second *sybil) string {
+		return heldFor(slot, first, second, step)
+	}
+	heldFor = func(slot time.Duration, first, second *sybil, step time.Duration) string {
 		t.Helper()
 		b := victim.book(t, BookRequest{At: nextSlot(slot), DurationMin: 25})
 		target := victim.svc.offerFor(b, time.Now())
@@ -49,7 +54,17 @@ func TestHoldWindowFollowsMeasuredDelays(t *testing.T) {
 	}
 
 	if got := held(3*time.Hour, sy[0], sy[1]); got != reasonBusy {
-		t.Fatalf("with no sample, %v into the hold a second proposer got %q, want busy (the window is HoldTimeout/4)", step, got)
+		t.Fatalf("with no sample, %v into the hold a second proposer got %q, want busy (the window is holdWindowFresh)", step, got)
+	}
+	// A fresh node's window is holdWindowFresh, not the cap: a stranger
+	// that proposes first and never confirms keeps a fresh node's booking
+	// from its honest partners that long, no longer (before: HoldTimeout/4,
+	// 0.75 s in a real node, 0.5 s here).
+	if fresh := holdWindowFresh + step; fresh >= victim.svc.maxExclusive() {
+		t.Fatalf("the test needs holdWindowFresh (%v) well under HoldTimeout/4 (%v)", holdWindowFresh, victim.svc.maxExclusive())
+	} else if got := heldFor(4*time.Hour, sy[7], sy[8], fresh); got != "accept" {
+		t.Fatalf("with no sample, %v into the hold (HoldTimeout/4 is %v) a second proposer got %q, want it accepted",
+			fresh, victim.svc.maxExclusive(), got)
 	}
 
 	// A committed match: Propose, Accept, Confirm on one stream.
@@ -75,8 +90,8 @@ func TestHoldWindowFollowsMeasuredDelays(t *testing.T) {
 func TestExclusiveWindowOfSamples(t *testing.T) {
 	s := &Service{cfg: Config{HoldTimeout: 2 * time.Second}}
 	ms := time.Millisecond
-	if got := s.exclusiveWindowLocked(); got != 500*ms {
-		t.Fatalf("no samples: %v, want 500ms", got)
+	if got := s.exclusiveWindowLocked(); got != holdWindowFresh {
+		t.Fatalf("no samples: %v, want holdWindowFresh (%v)", got, holdWindowFresh)
 	}
 	ids := make([]peer.ID, confirmDelaySamples+1)
 	for i := range ids {
@@ -149,4 +164,52 @@ func (s *Service) exclusiveWindow() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.exclusiveWindowLocked()
+}
+
+// A stranger's exclusive hold does not keep out the booking's plan
+// partner: v's booking waits to be asked by p, the lower of the pair the
+// class plan makes, when x (outside the plan) proposes first and never
+// confirms; p's proposal, made while x's window is still open (v's clock
+// is stopped: it never closes), is held alongside and p's Confirm
+// commits. Before, p heard "busy" for the whole window, which a Sybil
+// that proposes to every offer it sees took first on most fresh
+// bookings (docs/benchmarks.md, Sybils).
+func TestPlanPartnerHeldAlongsideStranger(t *testing.T) {
+	clk := &testClock{} // running until the plan is made
+	v := newTestNode(t, func(c *Config) { c.Now = clk.now })
+	a := newAttacker(t)
+	a.connect(v)
+	sy := newSybils(t, 2)
+	for sy[0].id > v.id() {
+		sy[0] = newSybils(t, 1)[0] // p proposes: it must be the lower
+	}
+	p, x := sy[0], sy[1]
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := p.h.Connect(ctx, peer.AddrInfo{ID: v.id(), Addrs: v.h.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	b := v.book(t, BookRequest{At: nextSlot(3 * time.Hour), DurationMin: 25})
+	target := v.svc.offerFor(b, time.Now())
+	offer := p.offerLike(t, target, "partner")
+	a.publishAs(p.key, offer)
+	waitFor(t, 10*time.Second, "v's plan pairing it with p", func() bool {
+		v.svc.mu.Lock()
+		defer v.svc.mu.Unlock()
+		return v.svc.plans[b.ID].partner == boardKey{p.id, "partner"}
+	})
+	clk.stop()
+	if !x.hold(ctx, t, v, target) {
+		t.Fatal("the stranger's proposal was not accepted")
+	}
+	reply, done := p.proposeRaw(t, v, target, "partner", offer, true)
+	if reply.GetAccept() == nil {
+		t.Fatalf("the plan partner's proposal during the stranger's window got %v, want it accepted alongside", reply)
+	}
+	if done.GetConfirmed() == nil {
+		t.Fatalf("the plan partner's Confirm got %v, want Confirmed", done)
+	}
+	if got := v.booking(b.ID); got.State != StateMatched || got.Partner != p.id.String() {
+		t.Fatalf("v's booking is %s with %s, want matched with p", got.State, got.Partner)
+	}
 }

@@ -309,13 +309,86 @@ func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 		// Not proposable now (backoff, or a private choice): wait, then
 		// fall back.
 	}
-	if waited := elapsed(now, w.since); waited < planGrace {
+	if waited := elapsed(now, w.since); waited < planGrace && !s.partnerFailedLocked(b, partner, now) {
 		s.wakeAfter(planGrace - waited)
+		if s.cfg.OnNote != nil {
+			var p peer.ID
+			side := "unpaired"
+			if partner != nil {
+				p, side = partner.owner, fmt.Sprintf("lower=%v awaiting=%d", partner.owner < self, s.awaiting[partner.owner])
+			}
+			s.note(b.ID, p, "plan waits", side)
+		}
 		return nil
 	}
+	if s.cfg.OnNote != nil {
+		var p peer.ID
+		if partner != nil {
+			p = partner.owner
+		}
+		s.note(b.ID, p, "plan falls back", fmt.Sprintf("waited %v, %d candidates", elapsed(now, w.since), len(others)))
+	}
+	others = onePerOwner(others)
 	shuffle(others)
 	s.answeredFirstLocked(others, now) // answers.go
 	return others
+}
+
+// planPartnerJoinsLocked reports whether a proposal of remote's booking
+// from may be held alongside an exclusive hold on our booking id: remote
+// is the partner the class plan gives id, and the exclusive hold is
+// another peer's (our booking is neither proposing nor being written).
+// The window keeps out honest proposers that would collide with its
+// holder; but the plan's pair is the one both sides look for, and a
+// stranger outside the plan (a Sybil proposes to every offer it sees,
+// first, and never confirms) used to keep a fresh booking from its
+// planned partner for the whole window. Whichever Confirm comes first
+// commits; the other is answered "no such match".
+func (s *Service) planPartnerJoinsLocked(id string, remote peer.ID, from string, now time.Time) bool {
+	if _, writing := s.pending[id]; writing || s.inflight[id] {
+		return false
+	}
+	if w, ok := s.plans[id]; !ok || w.partner != (boardKey{remote, from}) {
+		return false
+	}
+	_, again := s.holdOfLocked(id, remote)
+	return !again
+}
+
+// partnerFailedLocked reports whether booking b's plan partner has
+// already failed its part, so that waiting out the rest of planGrace
+// would only serve an owner that is not coming: we proposed to it and it
+// has not answered within our patience (the proposal is still out:
+// awaiting), or it was found silent; or it proposed to b and holds it
+// past the exclusive window without confirming, which an honest proposer
+// does within a round trip (a hold held alongside another has no window
+// of its own: the one a hold granted now would get). A silent Sybil that the plan pairs with a
+// fresh booking used to cost the booking the whole grace (300 ms) after
+// the patience it had already spent on it (docs/benchmarks.md, Sybils).
+func (s *Service) partnerFailedLocked(b *Booking, partner *boardEntry, now time.Time) bool {
+	if partner == nil {
+		return false
+	}
+	if s.awaiting[partner.owner] > 0 || now.Before(s.reach[partner.owner].silentUntil) {
+		return true
+	}
+	h, ok := s.holdOfLocked(b.ID, partner.owner)
+	return ok && elapsed(now, h.since) >= max(h.exclusiveFor, s.exclusiveWindowLocked())
+}
+
+// onePerOwner keeps the first offer of each owner: a round asks an owner
+// once (an owner that does not answer one of its offers answers none, and
+// each offer of a silent owner asked in turn cost the round a patience).
+func onePerOwner(es []*boardEntry) []*boardEntry {
+	seen := make(map[peer.ID]bool, len(es))
+	out := es[:0:0]
+	for _, e := range es {
+		if !seen[e.owner] {
+			seen[e.owner] = true
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // classReach is how many owners in a slot class a searching booking
@@ -1032,7 +1105,7 @@ func (s *Service) tryHold(remote peer.ID, p *pb.Propose) string {
 		// did not exist: its ID tells a stranger nothing.
 		return reasonUnavailable
 	}
-	if s.busyLocked(b.ID, now) || s.peerHoldsOtherLocked(remote, b.ID) {
+	if (s.busyLocked(b.ID, now) && !s.planPartnerJoinsLocked(b.ID, remote, p.GetFromBooking(), now)) || s.peerHoldsOtherLocked(remote, b.ID) {
 		if s.inflight[b.ID] {
 			// Our own round is under way: it makes no new proposal
 			// once this one is settled or past its patience, so the
@@ -1078,14 +1151,18 @@ func (s *Service) tryHold(remote peer.ID, p *pb.Propose) string {
 	if s.overlappingLocked(from, from.Add(time.Duration(b.DurationMin)*time.Minute), b.ID, now) != nil {
 		return reasonUnavailable
 	}
-	if w := s.addHoldLocked(b.ID, hold{peer: remote, peerBooking: p.GetFromBooking(), peerName: p.GetName(), start: start,
-		since: now, until: now.Add(s.cfg.HoldTimeout)}); w > 0 {
+	w := s.addHoldLocked(b.ID, hold{peer: remote, peerBooking: p.GetFromBooking(), peerName: p.GetName(), start: start,
+		since: now, until: now.Add(s.cfg.HoldTimeout)})
+	if w > 0 {
 		// The booking may propose itself again when the window ends,
 		// not at the next tick.
 		s.wakeAfter(w)
 	}
 	if s.cfg.OnHold != nil {
 		s.cfg.OnHold()
+	}
+	if s.cfg.OnNote != nil {
+		s.note(b.ID, remote, "held", fmt.Sprintf("exclusive %v", w))
 	}
 	return ""
 }

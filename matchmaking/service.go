@@ -70,6 +70,10 @@ type Config struct {
 	// it has an answer or has given up (benchmarks: where a booking's
 	// time to match goes); it must not block.
 	OnProposal func(ProposalEvent)
+	// OnNote, if set, observes why a booking waits (benchmarks' debug
+	// timeline): a hold granted on it, a plan partner waited for. It
+	// must not block.
+	OnNote func(NoteEvent)
 	// FavouritesOnly: match favourites only.
 	FavouritesOnly bool
 	// NoLanes keeps public scheduled bookings on their day shard, as
