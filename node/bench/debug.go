@@ -328,6 +328,22 @@ func debugProposals(w io.Writer, sn []*swarmNode, nodes []nodeState, pairs map[b
 						fmt.Fprintf(w, "      node %d %+8.1fms %-8s %-20s took %v\n", k.node, float64(e.Start.Sub(r.t0).Microseconds())/1000, kind(e.Owner), e.Outcome, e.Took.Truncate(100*time.Microsecond))
 					}
 				}
+				last := ""
+				for _, e := range sn[k.node].rec.noteLog() {
+					if e.Booking != k.id || e.At.Before(r.t0.Add(-5*time.Second)) || e.At.After(r.t0.Add(r.total)) {
+						continue
+					}
+					who := "-"
+					if e.Peer != "" {
+						who = kind(e.Peer)
+					}
+					line := fmt.Sprintf("%-8s %s (%s)", who, e.What, e.Note)
+					if line == last {
+						continue // plan waits repeat on every wake
+					}
+					last = line
+					fmt.Fprintf(w, "      node %d %+8.1fms note %s\n", k.node, float64(e.At.Sub(r.t0).Microseconds())/1000, line)
+				}
 			}
 		}
 	}

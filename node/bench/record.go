@@ -15,7 +15,9 @@ type nodeLog struct {
 	offers   []offerEvent
 	// proposals are the node's proposals (kept for the debug timeline).
 	proposals []matchmaking.ProposalEvent
-	online    []span // closed spans, and the open one with a zero end
+	// notes are why the node's bookings waited (debug timeline).
+	notes  []matchmaking.NoteEvent
+	online []span // closed spans, and the open one with a zero end
 	// ready are the online spans from the moment the node was connected
 	// again after a start.
 	ready []span
@@ -54,6 +56,19 @@ func (l *nodeLog) proposal(e matchmaking.ProposalEvent) {
 	l.mu.Lock()
 	l.proposals = append(l.proposals, e)
 	l.mu.Unlock()
+}
+
+func (l *nodeLog) note(e matchmaking.NoteEvent) {
+	l.mu.Lock()
+	l.notes = append(l.notes, e)
+	l.mu.Unlock()
+}
+
+// noteLog copies the node's notes.
+func (l *nodeLog) noteLog() []matchmaking.NoteEvent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]matchmaking.NoteEvent(nil), l.notes...)
 }
 
 // proposalLog copies the node's proposals.

@@ -138,6 +138,7 @@ func (n *swarmNode) start(extra ...pubsub.Option) error {
 		OnBooking:  func(b matchmaking.Booking) { n.rec.booking(b) },
 		OnOffer:    func(e matchmaking.OfferEvent) { n.rec.offer(e) },
 		OnProposal: func(e matchmaking.ProposalEvent) { n.rec.proposal(e) },
+		OnNote:     func(e matchmaking.NoteEvent) { n.rec.note(e) },
 		OnShard:    func(e matchmaking.ShardEvent) { n.rec.shard(e) },
 		Finder:     dirFinder{dir: n.topics, n: n, h: h},
 		V1:         matchmaking.V1Off,
