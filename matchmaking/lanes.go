@@ -204,13 +204,13 @@ func (s *Service) placeStep(ctx context.Context) {
 				continue
 			}
 			if !p.climbed && len(p.key.Lane) < shard.MaxLaneBits && s.board.volumeIn(p.key, me, nodeNow) >= cmp.Or(s.cfg.laneVolume, laneVolume) &&
-				!s.partnerOn(p.key, b, nodeNow) {
+				!s.partnerOnLocked(p.key, b, nodeNow) {
 				p.key, p.since = p.key.Child([]byte(me)), now
 				break
 			}
 			p.settled, p.since = true, now
 			ready = append(ready, *b)
-		case p.key.Lane != "" && (now.Sub(p.since) >= climbAfter || now.Sub(p.since) >= climbAlone && !s.partnerOn(p.key, b, nodeNow)):
+		case p.key.Lane != "" && (now.Sub(p.since) >= climbAfter || now.Sub(p.since) >= climbAlone && !s.partnerOnLocked(p.key, b, nodeNow)):
 			p.key, p.since, p.settled, p.climbed = p.key.Parent(), now, false, true
 		}
 		if p.key != from {
@@ -232,13 +232,15 @@ func (s *Service) placeStep(ctx context.Context) {
 	}
 }
 
-// partnerOn reports whether topic k shows an open offer of another owner
-// that booking b could pair with. Such a booking stays where it is: it
-// does not go deeper, away from that partner, nor climb from it.
-func (s *Service) partnerOn(k shard.Key, b *Booking, now time.Time) bool {
+// partnerOnLocked reports whether topic k shows an open offer of another
+// owner that booking b could pair with now. Such a booking stays where it
+// is: it does not go deeper, away from that partner, nor climb from it
+// early. An owner that has not answered it, or is shunned, is no partner
+// (usableLocked), so such offers keep nobody anywhere for long.
+func (s *Service) partnerOnLocked(k shard.Key, b *Booking, now time.Time) bool {
 	me := s.h.ID()
 	for _, e := range s.board.class(classOfBooking(b), now) {
-		if e.owner != me && !e.opaque && !e.withdrawn && k.Contains(e.shard, []byte(e.owner)) && s.compatible(b, e.offer, e.owner) {
+		if e.owner != me && !e.opaque && !e.withdrawn && k.Contains(e.shard, []byte(e.owner)) && s.usableLocked(b, e, now) {
 			return true
 		}
 	}
