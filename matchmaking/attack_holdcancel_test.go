@@ -65,8 +65,9 @@ func (s *sybil) cancelHold(ctx context.Context, victim *testNode, from, to strin
 
 // cancelLoopHold is how long the propose-cancel attacker keeps each hold:
 // under the least exclusive window (holdWindowFloor), so each hold it
-// gets on a free booking shuts others out for all of it.
-const cancelLoopHold = holdWindowFloor / 2
+// gets on a free booking shuts others out for all of it, with room for
+// its timer's lateness on a loaded machine.
+const cancelLoopHold = holdWindowFloor * 3 / 4
 
 // proposeCancelLoop attacks victim's open bookings until ctx ends: it
 // proposes with the sybils in turn, each time from a new booking ID,
@@ -149,10 +150,27 @@ func TestAttackHoldCancelLoop(t *testing.T) {
 				t.Skip("short")
 			}
 			p, q := newTestNode(t, nil), newTestNode(t, nil)
+			if p.id() < q.id() {
+				// q books first (timeToMatch) and is held from then on:
+				// make it the pair's proposer (the lower peer ID), whose
+				// held booking proposes to nobody. The other is only
+				// asked, and its plan partner's proposal is held
+				// alongside an exclusive hold (planPartnerJoinsLocked).
+				p, q = q, p
+			}
 			connect(t, p, q)
 			base := timeToMatch(t, p, q, nextSlot(2*time.Hour), nil)
 			sybils := newSybils(t, k)
 			var heldP, heldQ *atomic.Int64
+			for _, s := range sybils {
+				// Connected beforehand: a new identity's dial would leave
+				// the booking free for a handshake.
+				for _, v := range []*testNode{p, q} {
+					if err := s.h.Connect(context.Background(), peer.AddrInfo{ID: v.id(), Addrs: v.h.Addrs()}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
 			took := timeToMatch(t, p, q, nextSlot(4*time.Hour), func(ctx context.Context) {
 				heldQ = proposeCancelLoop(ctx, t, sybils, q, p)
 				heldP = proposeCancelLoop(ctx, t, sybils, p, q)
