@@ -362,7 +362,10 @@ func (s *Service) planPartnerJoinsLocked(id string, remote peer.ID, from string,
 // awaiting), or it was found silent; or it proposed to b and holds it
 // past the exclusive window without confirming, which an honest proposer
 // does within a round trip (a hold held alongside another has no window
-// of its own: the one a hold granted now would get). A silent Sybil that the plan pairs with a
+// of its own: the one a hold granted now would get), and past our
+// patience too: a loaded honest partner's Confirm may outlast a window of
+// 20 ms, and falling back then would start a round of ours that answers
+// its Confirm "no such match". A silent Sybil that the plan pairs with a
 // fresh booking used to cost the booking the whole grace (300 ms) after
 // the patience it had already spent on it (docs/benchmarks.md, Sybils).
 func (s *Service) partnerFailedLocked(b *Booking, partner *boardEntry, now time.Time) bool {
@@ -373,7 +376,7 @@ func (s *Service) partnerFailedLocked(b *Booking, partner *boardEntry, now time.
 		return true
 	}
 	h, ok := s.holdOfLocked(b.ID, partner.owner)
-	return ok && elapsed(now, h.since) >= max(h.exclusiveFor, s.exclusiveWindowLocked())
+	return ok && elapsed(now, h.since) >= max(h.exclusiveFor, s.exclusiveWindowLocked(), s.patienceLocked())
 }
 
 // onePerOwner keeps the first offer of each owner: a round asks an owner
