@@ -48,6 +48,14 @@ const (
 	// above, where a waiting booking also stops newcomers from going
 	// deeper (placeStep), so the next one to arrive pairs with it.
 	climbAlone = 500 * time.Millisecond
+	// classLinger is how long a node stays on a slot class or lane topic
+	// after its booking there stopped searching: its withdrawal has gone
+	// out, and gossipsub repairs a lost copy by IHAVE within its 3
+	// heartbeat gossip window (0.9 s), so a longer stay only takes in the
+	// topic's traffic. On a busy class that was most of a node's bytes:
+	// the day shards' 30 s (an announce interval) there made a node's
+	// traffic grow with the class's rate, that is with the network.
+	classLinger = 2 * time.Second
 	// placeCheck paces the placement loop.
 	placeCheck = 100 * time.Millisecond
 )

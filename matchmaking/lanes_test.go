@@ -195,3 +195,26 @@ func TestPlacedWhenFinderFindsNobody(t *testing.T) {
 		waitFor(t, deadline(10*time.Second), "the booking placed", func() bool { return n.svc.settledPlace(b.ID) })
 	}
 }
+
+// TestMatchedLeavesClassTopicSoon: once a booking on a slot class's topic
+// matches, its node leaves the topic after classLinger (and its next
+// check of its shards), not after the day shards' re-announce interval
+// (30 s), in which it would take in all of a busy class's traffic.
+func TestMatchedLeavesClassTopicSoon(t *testing.T) {
+	a, b := newTestNode(t, nil), newTestNode(t, nil)
+	connect(t, a, b)
+	req := BookRequest{At: nextSlot(5 * time.Hour), DurationMin: 25}
+	ba := a.book(t, req)
+	b.book(t, req)
+	nodes := []*testNode{a, b}
+	waitFor(t, deadline(20*time.Second), "a and b matched", func() bool {
+		return stateCounts(nodes)[StateMatched] == 2 && settled(nodes)
+	})
+	k := classKeyOfBooking(ba)
+	if slices.Contains(a.svc.interest.Wanted(time.Now().Add(classLinger)), k) {
+		t.Fatalf("a still wants %s %v after its booking matched", k.Topic(), classLinger)
+	}
+	waitFor(t, 10*time.Second, "a off its class's topic", func() bool {
+		return !slices.Contains(a.svc.OfferTopics(), k.Topic())
+	})
+}

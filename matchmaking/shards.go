@@ -101,7 +101,11 @@ func (s *Service) trackLocked(old *Booking, b Booking) {
 	if is := b.State == StateSearching; is && !was {
 		s.interest.Hold(s.openPlace(b), b.ID)
 	} else if was && !is {
-		s.interest.Release(s.placeOf(*old), b.ID, time.Now())
+		if k := s.placeOf(*old); k.IsClass() {
+			s.interest.ReleaseSooner(k, b.ID, time.Now(), classLinger)
+		} else {
+			s.interest.Release(k, b.ID, time.Now())
+		}
 	}
 }
 

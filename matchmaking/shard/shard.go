@@ -361,6 +361,11 @@ func (in *Interest) Release(k Key, reason string, now time.Time) {
 	}
 }
 
+// ReleaseSooner is Release with a linger of d (at most the Interest's).
+func (in *Interest) ReleaseSooner(k Key, reason string, now time.Time, d time.Duration) {
+	in.Release(k, reason, now.Add(-max(in.linger-d, 0)))
+}
+
 // Drop is Release without the linger: nothing was announced on k for
 // reason (a booking moving to another lane), so nothing needs to travel.
 func (in *Interest) Drop(k Key, reason string) {

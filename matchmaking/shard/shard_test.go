@@ -206,3 +206,24 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestReleaseSooner: a release with a shorter linger is left after that
+// linger, not the Interest's; one longer than the Interest's is cut to it.
+func TestReleaseSooner(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	k := ClassOf(false, t0.Add(24*time.Hour).Unix(), 50, false)
+	in := NewInterest(30 * time.Second)
+	in.Hold(k, "b1")
+	in.ReleaseSooner(k, "b1", t0, 2*time.Second)
+	if !slices.Contains(in.Wanted(t0.Add(time.Second)), k) {
+		t.Fatal("left before its 2 s linger")
+	}
+	if slices.Contains(in.Wanted(t0.Add(2*time.Second)), k) {
+		t.Fatal("still wanted after its 2 s linger")
+	}
+	in.Hold(k, "b2")
+	in.ReleaseSooner(k, "b2", t0, time.Hour)
+	if got := in.Wanted(t0.Add(30 * time.Second)); slices.Contains(got, k) {
+		t.Fatal("a linger longer than the Interest's was not cut to it")
+	}
+}
