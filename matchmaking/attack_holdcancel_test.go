@@ -77,7 +77,7 @@ const cancelLoopHold = holdWindowFloor * 3 / 4
 // confirms. It returns how many holds it got.
 func proposeCancelLoop(ctx context.Context, t testing.TB, sybils []*sybil, victim, watch *testNode) *atomic.Int64 {
 	var held atomic.Int64
-	go func() {
+	background(t, func() {
 		n := 0
 		var release func() // cancels the hold the loop has, if any
 		for ctx.Err() == nil {
@@ -132,7 +132,7 @@ func proposeCancelLoop(ctx context.Context, t testing.TB, sybils []*sybil, victi
 		if release != nil {
 			release()
 		}
-	}()
+	})
 	return &held
 }
 

@@ -350,7 +350,7 @@ func TestAttackSealedFlood(t *testing.T) {
 		}
 		// The flood goes on while b books and matches: each identity at
 		// under its gossip rate (2 a second).
-		go func() {
+		background(t, func() {
 			tick := time.NewTicker(10 * time.Millisecond) // attack pace, not a wait
 			defer tick.Stop()
 			for i := 0; ; i++ {
@@ -364,7 +364,7 @@ func TestAttackSealedFlood(t *testing.T) {
 					flooded.Add(1)
 				}
 			}
-		}()
+		})
 	})
 
 	stopFlood() // the checks below cost enough CPU of their own

@@ -381,7 +381,7 @@ func (s *sybil) hold(ctx context.Context, t testing.TB, victim *testNode, target
 // ends, the next identity takes it. It returns how many holds it got.
 func starve(ctx context.Context, t testing.TB, sybils []*sybil, victims []*testNode, watch *testNode) *atomic.Int64 {
 	var held atomic.Int64
-	go func() {
+	background(t, func() {
 		i := 0
 		for ctx.Err() == nil {
 			for _, v := range victims {
@@ -402,7 +402,7 @@ func starve(ctx context.Context, t testing.TB, sybils []*sybil, victims []*testN
 			case <-time.After(10 * time.Millisecond): // the attacker's pace, not a wait for an event
 			}
 		}
-	}()
+	})
 	return &held
 }
 
@@ -419,7 +419,7 @@ func timeToMatch(t *testing.T, p, q *testNode, slot time.Time, attack func(ctx c
 	start := time.Now()
 	bp := p.book(t, BookRequest{At: slot, DurationMin: 25})
 	if os.Getenv("TANDEM_ATTACK_TRACE") != "" {
-		go func() {
+		background(t, func() {
 			seenP, seenQ := false, false
 			for ctx.Err() == nil && !(seenP && seenQ) {
 				if !seenQ && p.svc.board.get(q.id(), bq.ID) != nil {
@@ -432,7 +432,7 @@ func timeToMatch(t *testing.T, p, q *testNode, slot time.Time, attack func(ctx c
 				}
 				time.Sleep(5 * time.Millisecond) // tracing poll
 			}
-		}()
+		})
 	}
 	waitFor(t, 60*time.Second, "the honest pair matched", func() bool {
 		return p.booking(bp.ID).Confirmed && q.booking(bq.ID).Confirmed

@@ -180,7 +180,7 @@ func TestAttackGroundIDSybils(t *testing.T) {
 		// Re-announce every 3 s (a newer record of an offer used to end
 		// a proposer's backoff from it); each round also brings what
 		// gossip dropped of the last (its queues are bounded).
-		go func() {
+		background(t, func() {
 			for {
 				publish(envs)
 				select {
@@ -190,7 +190,7 @@ func TestAttackGroundIDSybils(t *testing.T) {
 				}
 				envs = sybilOffers(t, keys, stamps, slot, pit)
 			}
-		}()
+		})
 		waitFor(t, 30*time.Second, "the sybil offers on the boards", func() bool { return onBoard(p) >= k*4/5 && onBoard(q) >= k*4/5 })
 	})
 	t.Logf("%d ground-ID sybils in the pair's class (%d and %d on the boards): matched in %v, %v without the attack (%.1fx)",

@@ -193,6 +193,17 @@ func (nopTracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
 func (nopTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
 func (nopTracer) UndeliverableMessage(*pubsub.Message)                 {}
 
+// background runs f in its own goroutine and makes the test's cleanup wait
+// for it to return, so that the nodes f works on (started before this
+// call, so stopped after it in cleanup's reverse order) are not torn down
+// under it: a node's stop clears fields that f reads. f must return once
+// a context that ends before the cleanup (a test's, or timeToMatch's) does.
+func background(t testing.TB, f func()) {
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	t.Cleanup(func() { <-done })
+}
+
 func testLogger() *slog.Logger {
 	lvl := slog.LevelError
 	if os.Getenv("TANDEM_TEST_DEBUG") != "" {
