@@ -997,8 +997,53 @@ func (s *Service) reconcile(ctx context.Context, p peer.ID, all bool) {
 	}
 }
 
-// roundTrip sends one message on a new stream and reads the answer.
+// roundTrip sends one message to a partner of a match on a new stream and
+// reads the answer. When the partner cannot be reached at any address we
+// know, and the finder can locate peers (PeerLocator), it asks where the
+// partner is now and tries once more there: both sides of a match may
+// have been offline at overlapping times and come back on new addresses,
+// and then neither learns the other's from a re-check, so a Cancel would
+// be re-sent to a stale address until the booked time is over (a
+// one-sided booking). Callers pace their retries, so a lookup is made at
+// most once per retry.
 func (s *Service) roundTrip(ctx context.Context, p peer.ID, m *pb.MatchMessage) (*pb.MatchMessage, error) {
+	reply, err := s.roundTripOnce(ctx, p, m)
+	if err == nil || s.connectedTo(p) || !s.locate(ctx, p) {
+		return reply, err
+	}
+	return s.roundTripOnce(ctx, p, m)
+}
+
+// locate asks the finder where p is now and keeps what it finds in the
+// peerstore; it reports whether that gave an address we did not have.
+func (s *Service) locate(ctx context.Context, p peer.ID) bool {
+	loc, ok := s.cfg.Finder.(PeerLocator)
+	if !ok {
+		return false
+	}
+	lctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
+	defer cancel()
+	ai, err := loc.FindPeer(lctx, p)
+	if err != nil || ai.ID != p {
+		s.log.Debug("locating a partner", "peer", p, "err", err)
+		return false
+	}
+	known := map[string]bool{}
+	for _, a := range s.h.Peerstore().Addrs(p) {
+		known[string(a.Bytes())] = true
+	}
+	fresh := false
+	for _, a := range ai.Addrs {
+		fresh = fresh || !known[string(a.Bytes())]
+	}
+	if fresh {
+		s.h.Peerstore().AddAddrs(p, ai.Addrs, time.Hour)
+	}
+	return fresh
+}
+
+// roundTripOnce sends one message on a new stream and reads the answer.
+func (s *Service) roundTripOnce(ctx context.Context, p peer.ID, m *pb.MatchMessage) (*pb.MatchMessage, error) {
 	sctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
 	defer cancel()
 	st, err := s.h.NewStream(overAnyConn(sctx), p, MatchProtocol)

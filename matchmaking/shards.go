@@ -30,6 +30,14 @@ type PeerFinder interface {
 	FindTopicPeers(ctx context.Context, topic string, have func() int, nobody func())
 }
 
+// PeerLocator is what a PeerFinder may also do: find where a peer can be
+// reached now, by its ID alone (the DHT's FindPeer). The matcher asks it
+// for a partner of a match it cannot reach at the addresses it knows
+// (negotiate.go, roundTrip).
+type PeerLocator interface {
+	FindPeer(ctx context.Context, id peer.ID) (peer.AddrInfo, error)
+}
+
 // V1Mode says when a node also uses version 1's single offer topic.
 type V1Mode string
 

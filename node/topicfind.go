@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -9,6 +10,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/discovery/routing"
+
+	"github.com/tandem-cowork/tandem/matchmaking"
 )
 
 // topicPeers is how many peers on an offer topic the finder looks for:
@@ -94,3 +97,20 @@ func (f *topicFinder) find(ctx context.Context, d *discovery, rd *routing.Routin
 	}
 	return others
 }
+
+// FindPeer asks the DHT where a peer is now (matchmaking.PeerLocator): the
+// matcher does when a partner of a match cannot be reached at the
+// addresses it knows, because both sides came back on new ones.
+func (f *topicFinder) FindPeer(ctx context.Context, id peer.ID) (peer.AddrInfo, error) {
+	d := f.disc.Load()
+	if d == nil || d.dht == nil {
+		return peer.AddrInfo{}, errNoDHT
+	}
+	return d.dht.FindPeer(ctx, id)
+}
+
+// The daemon's finder also locates partners.
+var _ matchmaking.PeerLocator = (*topicFinder)(nil)
+
+// errNoDHT: the node has no DHT (LAN-only, or discovery not up yet).
+var errNoDHT = errors.New("no DHT to look peers up in")

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -10,6 +11,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/tandem-cowork/tandem/matchmaking"
 )
 
 // directory stands in for the DHT's rendezvous records of offer topics
@@ -22,16 +25,53 @@ import (
 type directory struct {
 	mu     sync.Mutex
 	topics map[string]map[*swarmNode]bool
+	// nodes are all the swarm's nodes by peer ID, online or not: where a
+	// node is now, as the daemon's DHT FindPeer answers it.
+	nodes map[peer.ID]*swarmNode
 	// dials counts the finders' dials, failed ones and their summed
 	// duration, for the progress line: a swarm whose dials stall shows
 	// it there.
 	dials, dialFails, dialNanos atomic.Int64
+	// locates counts the partners found by FindPeer.
+	locates atomic.Int64
 }
 
 // dirPeers is how many peers on a topic a node looks for (gossipsub's D).
 const dirPeers = 6
 
-func newDirectory() *directory { return &directory{topics: map[string]map[*swarmNode]bool{}} }
+func newDirectory() *directory {
+	return &directory{topics: map[string]map[*swarmNode]bool{}, nodes: map[peer.ID]*swarmNode{}}
+}
+
+// add lists n by its peer ID.
+func (d *directory) add(n *swarmNode) {
+	d.mu.Lock()
+	d.nodes[n.id] = n
+	d.mu.Unlock()
+}
+
+// errOffline: a node looked up by its ID is not running.
+var errOffline = errors.New("peer not found: offline")
+
+// FindPeer says where node id is now (matchmaking.PeerLocator): the
+// daemon asks the DHT (node/topicfind.go). What a lookup would cost on
+// the wire is left out of the measured traffic, as for topic lookups.
+func (f dirFinder) FindPeer(ctx context.Context, id peer.ID) (peer.AddrInfo, error) {
+	f.dir.mu.Lock()
+	n := f.dir.nodes[id]
+	f.dir.mu.Unlock()
+	if n == nil {
+		return peer.AddrInfo{}, errOffline
+	}
+	ai := n.addrInfo()
+	if ai.ID == "" {
+		return peer.AddrInfo{}, errOffline
+	}
+	f.dir.locates.Add(1)
+	return ai, nil
+}
+
+var _ matchmaking.PeerLocator = dirFinder{}
 
 // dirFinder is node n's matchmaking.PeerFinder.
 type dirFinder struct {

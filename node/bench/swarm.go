@@ -821,6 +821,9 @@ func (s *swarm) status() string {
 	if d := s.topics.dials.Load(); d > 0 {
 		line += fmt.Sprintf(", topic dials %d (%d failed, mean %.0f ms)", d, s.topics.dialFails.Load(), float64(s.topics.dialNanos.Load())/float64(d)/1e6)
 	}
+	if l := s.topics.locates.Load(); l > 0 {
+		line += fmt.Sprintf(", partners located %d", l)
+	}
 	if busy > 0 {
 		line += fmt.Sprintf(", busy %d", busy)
 	}

@@ -80,10 +80,12 @@ func newSwarmNode(idx int, transport string, noLanes bool, dir string, rec *node
 	if err != nil {
 		return nil, fmt.Errorf("deriving peer ID: %w", err)
 	}
-	return &swarmNode{
+	n := &swarmNode{
 		idx: idx, transport: transport, noLanes: noLanes, key: key, id: id, dir: dir, log: log, topics: topics,
 		bw: metrics.NewBandwidthCounter(), rm: newStreamCounter(), gossip: newGossipCounter(), rec: rec,
-	}, nil
+	}
+	topics.add(n)
+	return n, nil
 }
 
 // start brings the node up; the caller holds n.mu.
