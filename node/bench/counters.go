@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,6 +11,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/tandem-cowork/tandem/matchmaking/shard"
 )
 
 // gossipCounter is a gossipsub RawTracer that counts what one node sends
@@ -25,10 +28,13 @@ type gossipCounter struct {
 	mu                        sync.Mutex
 	mesh                      map[string]map[peer.ID]bool
 	rejects                   map[string]int64 // by reason
+	// recvByKind counts the published messages received (duplicates
+	// too) by the kind of topic they came on (topicKind).
+	recvByKind map[string]int64
 }
 
 func newGossipCounter() *gossipCounter {
-	return &gossipCounter{mesh: map[string]map[peer.ID]bool{}, rejects: map[string]int64{}}
+	return &gossipCounter{mesh: map[string]map[peer.ID]bool{}, rejects: map[string]int64{}, recvByKind: map[string]int64{}}
 }
 
 var _ pubsub.RawTracer = (*gossipCounter)(nil)
@@ -92,6 +98,47 @@ func (g *gossipCounter) UndeliverableMessage(*pubsub.Message)  { g.undeliverable
 func (g *gossipCounter) RecvRPC(rpc *pubsub.RPC) {
 	g.rpcsRecv.Add(1)
 	g.msgsRecv.Add(int64(len(rpc.GetPublish())))
+	if len(rpc.GetPublish()) == 0 {
+		return
+	}
+	g.mu.Lock()
+	for _, m := range rpc.GetPublish() {
+		g.recvByKind[topicKind(m.GetTopic())]++
+	}
+	g.mu.Unlock()
+}
+
+// topicKind names the kind of an offer topic: "day" (a day shard),
+// "class" (a slot class), "lane", "now", "sealed" or "v1".
+func topicKind(topic string) string {
+	if strings.HasPrefix(topic, shard.SealedPrefix) {
+		return "sealed"
+	}
+	k, err := shard.Parse(topic)
+	switch {
+	case err != nil:
+		return "other"
+	case k.V1:
+		return "v1"
+	case k.Now:
+		return "now"
+	case k.Lane != "":
+		return "lane"
+	case k.Slot != "":
+		return "class"
+	}
+	return "day"
+}
+
+// recvKinds is a copy of the received messages by topic kind.
+func (g *gossipCounter) recvKinds() map[string]int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[string]int64, len(g.recvByKind))
+	for k, v := range g.recvByKind {
+		out[k] = v
+	}
+	return out
 }
 
 func (g *gossipCounter) SendRPC(rpc *pubsub.RPC, _ peer.ID) {

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -158,6 +159,9 @@ type Traffic struct {
 	ByProtocol  map[string]float64 `json:"streams_by_protocol"`
 	BytesOut    float64            `json:"bytes_out"`
 	BytesByProt map[string]float64 `json:"bytes_out_by_protocol"`
+	// RecvByKind: gossip messages received (duplicates too) by the kind
+	// of topic: day, class, lane, now, sealed, v1.
+	RecvByKind map[string]float64 `json:"gossip_msgs_recv_by_topic_kind"`
 }
 
 // Messages is what a node sends per minute: gossip RPCs plus the
@@ -273,7 +277,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	s.quiesceMeters(ctx)
 	g0, b0, st0 := s.counters()
 	c0 := s.conns()
-	bp0 := s.bytesByProtocol()
+	bp0, rk0 := s.bytesByProtocol(), s.recvKinds()
 	var peakRSS, peakFiles atomic.Int64
 	sample := func() {
 		s.harness.run(func() {
@@ -341,7 +345,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 		}
 		n.mu.Unlock()
 	}
-	bp1 := s.bytesByProtocol()
+	bp1, rk1 := s.bytesByProtocol(), s.recvKinds()
 	sample()
 	res.RSSPeakMiB = mib(peakRSS.Load())
 	res.OpenFilesPeak = int(peakFiles.Load())
@@ -397,6 +401,12 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 		bp1[p] -= v
 	}
 	res.Traffic = traffic(g1.sub(g0), b1-b0, st0, st1, bp1, cfg.Nodes, end.Sub(start))
+	res.Traffic.RecvByKind = map[string]float64{}
+	for k, v := range rk1 {
+		if d := v - rk0[k]; d > 0 {
+			res.Traffic.RecvByKind[k] = float64(d) / float64(cfg.Nodes) / end.Sub(start).Minutes()
+		}
+	}
 
 	if cfg.IdleNode != nil {
 		s.pr.set("idle node", 0, 0)
@@ -470,6 +480,45 @@ func (s *swarm) quiesceMeters(ctx context.Context) {
 		}
 		return time.Since(since) > 1500*time.Millisecond
 	})
+}
+
+// breakdown lists a per-node-per-minute map, largest first, as
+// "  (name v, ...)" in units of unit ("" when the map is empty).
+func breakdown(m map[string]float64, unit float64, suffix string) string {
+	type kv struct {
+		k string
+		v float64
+	}
+	var all []kv
+	for k, v := range m {
+		if k == "" {
+			k = "unnamed"
+		}
+		all = append(all, kv{k, v / unit})
+	}
+	if len(all) == 0 {
+		return ""
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].v > all[j].v })
+	var parts []string
+	for _, e := range all {
+		parts = append(parts, fmt.Sprintf("%s %.1f", e.k, e.v))
+	}
+	if suffix != "" {
+		suffix = " " + suffix
+	}
+	return "  (" + strings.Join(parts, ", ") + suffix + ")"
+}
+
+// recvKinds sums the gossip messages received by topic kind so far.
+func (s *swarm) recvKinds() map[string]int64 {
+	out := map[string]int64{}
+	for _, n := range s.nodes {
+		for k, v := range n.gossip.recvKinds() {
+			out[k] += v
+		}
+	}
+	return out
 }
 
 // bytesByProtocol sums the bytes sent per protocol so far.
@@ -880,7 +929,8 @@ func (r *SwarmResult) Table(w io.Writer) {
 	t := r.Traffic
 	row("messages per node per minute", "%.0f  (gossip RPCs %.0f carrying %.0f msgs + %.0f control; %.1f streams)",
 		t.Messages(), t.GossipRPCs, t.GossipMsgs, t.GossipCtrl, t.Streams)
-	row("bytes per node per minute", "%.1f KiB sent", t.BytesOut/1024)
+	row("bytes per node per minute", "%.1f KiB sent%s", t.BytesOut/1024, breakdown(t.BytesByProt, 1024, "KiB"))
+	row("gossip msgs in by topic kind", "%s", strings.TrimPrefix(breakdown(t.RecvByKind, 1, ""), "  "))
 	idle := "not measured"
 	if r.IdleNodeMiB > 0 {
 		idle = fmt.Sprintf("%.1f MiB", r.IdleNodeMiB)
