@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -211,7 +212,9 @@ func TestAttackSealedFlood(t *testing.T) {
 	ids := sealedIDs(t, attackSize(300, 300))
 	total := len(ids) * perID
 
-	// TANDEM_ATTACK_TRACE=1 logs when each node gets each offer, and how.
+	// TANDEM_ATTACK_TRACE=1 logs when each node gets each offer, and how,
+	// its proposals and notes; TANDEM_ATTACK_PROF=file writes a CPU
+	// profile of the attacked match (from the invitee's booking on).
 	t0 := time.Now()
 	trace := func(name string) func(*Config) {
 		if os.Getenv("TANDEM_ATTACK_TRACE") == "" {
@@ -220,6 +223,15 @@ func TestAttackSealedFlood(t *testing.T) {
 		return func(cfg *Config) {
 			cfg.OnOffer = func(e OfferEvent) {
 				t.Logf("%v: %s got an offer of %s by %s", time.Since(t0), name, e.Owner, e.Source)
+			}
+			cfg.OnProposal = func(e ProposalEvent) {
+				t.Logf("%v: %s proposed to %s: %s after %v", time.Since(t0), name, e.Owner, e.Outcome, e.Took)
+			}
+			cfg.OnNote = func(e NoteEvent) {
+				t.Logf("%v: %s note %s %s %s", time.Since(t0), name, e.What, e.Peer, e.Note)
+			}
+			cfg.OnShard = func(e ShardEvent) {
+				t.Logf("%v: %s shard %+v", time.Since(t0), name, e)
 			}
 		}
 	}
@@ -251,6 +263,14 @@ func TestAttackSealedFlood(t *testing.T) {
 			attack(aRec)
 		}
 		start := time.Now()
+		if os.Getenv("TANDEM_ATTACK_TRACE") != "" {
+			t.Logf("%v: b books (a %s, b %s)", time.Since(t0), a.id(), b.id())
+		}
+		if f := os.Getenv("TANDEM_ATTACK_PROF"); f != "" && attack != nil {
+			pf, _ := os.Create(f)
+			pprof.StartCPUProfile(pf)
+			defer pprof.StopCPUProfile()
+		}
 		bb := b.book(t, BookRequest{At: slot, DurationMin: dur, With: a.id().String()})
 		waitFor(t, 60*time.Second, "the private pair to match", func() bool {
 			return a.booking(ba.ID).Confirmed && b.booking(bb.ID).Confirmed

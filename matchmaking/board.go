@@ -311,11 +311,21 @@ func (b *board) class(c slotClass, now time.Time) []*boardEntry {
 // serves its honest records (a stranger's one or two offers, a relay's
 // only copy of a sealed record) in every reply, not in the share of
 // replies that a random cut would leave them.
+//
+// The order costs one pass: an owner's standing and record count are read
+// once per record under the lock, and the records are then grouped by
+// them (a handful of groups) outside it. A comparison sort that looked
+// both up in maps for every comparison held the lock for tens of
+// milliseconds on a full board, and every admission (a gossip
+// validator's) waited for it.
 func (b *board) envelopes(now, since time.Time, maxBytes int, want func(shard.Key, peer.ID) bool) [][]byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var all []*boardEntry
+	type served struct {
+		env         []byte
+		rank, owned int
+	}
+	var all []served
 	total := 0
+	b.mu.Lock()
 	for _, e := range b.entries {
 		if e.expired(now) || e.seen.Before(since) || !want(e.shard, e.owner) || e.private || (e.offer != nil && len(e.offer.GetWith()) > 0) {
 			// A private offer is for its invited peer only: one sealed
@@ -323,27 +333,41 @@ func (b *board) envelopes(now, since time.Time, maxBytes int, want func(shard.Ke
 			// gossip, or to us alone), is never served on.
 			continue
 		}
-		all = append(all, e)
+		all = append(all, served{e.envelope, b.ownerRank[e.owner], len(b.byOwner[e.owner])})
 		total += len(e.envelope) + 8
 	}
+	b.mu.Unlock()
 	if total > maxBytes {
 		rand.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
-		sort.SliceStable(all, func(i, j int) bool {
-			ri, rj := b.ownerRank[all[i].owner], b.ownerRank[all[j].owner]
-			if ri != rj {
-				return ri > rj
+		type group struct{ rank, owned int }
+		groups := map[group][]served{}
+		for _, e := range all {
+			g := group{e.rank, e.owned}
+			groups[g] = append(groups[g], e)
+		}
+		keys := make([]group, 0, len(groups))
+		for g := range groups {
+			keys = append(keys, g)
+		}
+		sort.Slice(keys, func(i, j int) bool {
+			if keys[i].rank != keys[j].rank {
+				return keys[i].rank > keys[j].rank
 			}
-			return len(b.byOwner[all[i].owner]) < len(b.byOwner[all[j].owner])
+			return keys[i].owned < keys[j].owned
 		})
+		all = all[:0]
+		for _, g := range keys {
+			all = append(all, groups[g]...)
+		}
 	}
 	var out [][]byte
 	size := 0
 	for _, e := range all {
-		if size+len(e.envelope)+8 > maxBytes {
+		if size+len(e.env)+8 > maxBytes {
 			break
 		}
-		size += len(e.envelope) + 8
-		out = append(out, e.envelope)
+		size += len(e.env) + 8
+		out = append(out, e.env)
 	}
 	return out
 }

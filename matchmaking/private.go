@@ -27,16 +27,17 @@ package matchmaking
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
 	recordpb "github.com/libp2p/go-libp2p/core/record/pb"
@@ -360,28 +361,36 @@ func (s *Service) takeSealed(in sealedIn, via peer.ID, src OfferSource) bool {
 	if in.offer == nil {
 		return changed
 	}
-	o := in.offer
-	if s.awaitedPeers()[in.owner] && rank >= 0 {
+	return s.takePrivate(in.offer, in.owner, in.inner, via, src) || changed
+}
+
+// takePrivate puts a verified private offer of owner's that names us
+// (opened from a sealed record, or pushed by its owner) on the board,
+// never to be served, and reports whether the board changed.
+func (s *Service) takePrivate(o *pb.Offer, owner peer.ID, env []byte, via peer.ID, src OfferSource) bool {
+	now := s.now()
+	rank := s.rank(owner, now)
+	if s.awaitedPeers()[owner] && rank >= 0 {
 		// The offer of the peer a private booking of ours waits for, made
 		// for us: it is admitted as a favourite's is, and charged to its
 		// owner, not to the relay that brought it, so that neither a
 		// flood that filled the board nor the relay's quota (spent on
 		// the flood it relays) keeps it out.
-		rank, via = 1, in.owner
+		rank, via = 1, owner
 	}
-	if s.board.admitEntry(&boardEntry{
-		offer: o, owner: in.owner, envelope: in.inner,
+	if !s.board.admitEntry(&boardEntry{
+		offer: o, owner: owner, envelope: env,
 		seq: o.GetSeq(), expires: o.GetExpiresUnix(), withdrawn: o.GetWithdrawn(), class: classOfOffer(o),
 		shard: classKeyOf(o), private: true,
 	}, o.GetBookingId(), now, rank, via) {
-		s.observe(o, in.owner, src)
-		s.forgetBackoff(in.owner, o.GetBookingId())
-		s.learnAddrs(o, in.owner)
-		s.cfg.OnBoard()
-		s.wake()
-		return true
+		return false
 	}
-	return changed
+	s.observe(o, owner, src)
+	s.forgetBackoff(owner, o.GetBookingId())
+	s.learnAddrs(o, owner)
+	s.cfg.OnBoard()
+	s.wake()
+	return true
 }
 
 // openSealedIn checks a sealed record from the network and opens it if it
@@ -431,20 +440,41 @@ func (s *Service) sealedEnvelopes(now time.Time, maxBytes int, want func(shard.K
 	return s.sealedBoard.envelopes(now, time.Time{}, maxBytes, want)
 }
 
-// pushPrivate pushes the offer o of private booking b to its invited peer
-// if the node reaches that peer only through a relay (push.go), and to no
-// one else. The push is a direct stream, which no one else reads, so it
-// carries the offer in the clear: a version 2 invitee reads no sealed
-// records, and a version 3 one keeps the offer as private (never served).
+// Private offers go straight to their invited peer as well (issue 13):
+// the sealed record travels by gossip and board sync, but under a sealed
+// flood every node on the shard validates a backlog of the flood's
+// records in arrival order (gossipsub checks each message's signature
+// before any validator of ours runs), and the invited peer's record
+// reached its owner behind that backlog, and the relay's copy came late
+// from a relay busy with it. The two peers of a private booking know each
+// other's IDs, so neither needs gossip to find the other:
+//
+//   - when a private booking's offer is new (booked, or loaded at start)
+//     the node pushes it to the invited peer over a stream of its own,
+//     dialling it first if it has addresses for it (a peer met before);
+//   - when the invited peer of a searching private booking connects
+//     (identify completes, whoever dialled), the node pushes it the
+//     offer at once, so the invited peer's dial brings back the owner's
+//     offer in one round trip.
+//
+// A push is a direct stream, which no one else reads, so it carries the
+// offer in the clear: a version 2 invitee reads no sealed records, and a
+// version 3 one keeps the offer as private (never served). The receiver
+// checks it as any push (its author's rate limit, signature, stamp) and,
+// if its owner is a peer one of its private bookings waits for, admits it
+// as the opened sealed record would be (takePrivate). Only the two peers
+// take part: a flood, from any number of identities, can slow them by the
+// CPU it costs them, not by a queue it fills in front of them.
+
+// pushPrivate sends the offer o of private booking b to its invited peer,
+// dialling it first if it is not connected and the node knows addresses
+// for it (and only for an open offer: a withdrawal is not worth a dial).
 func (s *Service) pushPrivate(b Booking, o *pb.Offer) {
 	to, err := peer.Decode(b.With)
-	if err != nil || s.ctx == nil {
+	if err != nil || s.ctx == nil || to == s.h.ID() {
 		return
 	}
-	if s.h.Network().Connectedness(to) != network.Limited {
-		return
-	}
-	if ok, err := s.h.Peerstore().SupportsProtocols(to, OfferPushProtocol); err != nil || len(ok) == 0 {
+	if !s.connectedTo(to) && (o.GetWithdrawn() || len(s.h.Peerstore().Addrs(to)) == 0) {
 		return
 	}
 	env, err := sealOffer(o, s.key)
@@ -452,5 +482,50 @@ func (s *Service) pushPrivate(b Booking, o *pb.Offer) {
 		s.log.Error("signing offer", "booking", b.ID, "err", err)
 		return
 	}
-	s.goRun(func() { s.pushTo(s.ctx, to, env) })
+	if s.connectedTo(to) {
+		if s.speaksPush(to) {
+			s.goRun(func() { s.pushTo(s.ctx, to, env) })
+		}
+		return
+	}
+	// Once connected, identify completes and watchIdentified pushes the
+	// offer (pushPrivateTo), as it does when the invited peer dials us.
+	s.goRun(func() {
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StreamTimeout)
+		defer cancel()
+		if err := s.h.Connect(overAnyConn(ctx), peer.AddrInfo{ID: to}); err != nil {
+			s.log.Debug("dialling the invited peer of a private booking", "peer", to, "err", err)
+		}
+	})
+}
+
+// speaksPush reports whether p may take an offer push: it does, or
+// identify has not said yet (the stream then negotiates it).
+func (s *Service) speaksPush(p peer.ID) bool {
+	protos, err := s.h.Peerstore().GetProtocols(p)
+	return err != nil || len(protos) == 0 || slices.Contains(protos, OfferPushProtocol)
+}
+
+// pushPrivateTo sends p, which has just connected, the open offers of our
+// searching private bookings that name it.
+func (s *Service) pushPrivateTo(ctx context.Context, p peer.ID) {
+	if !s.speaksPush(p) {
+		return
+	}
+	var due []*pb.Offer
+	s.mu.Lock()
+	for id, o := range s.lastOffer {
+		if b := s.bookings[id]; b != nil && b.State == StateSearching && b.With == p.String() {
+			due = append(due, o)
+		}
+	}
+	s.mu.Unlock()
+	for _, o := range due {
+		env, err := sealOffer(o, s.key)
+		if err != nil {
+			s.log.Error("signing offer", "booking", o.GetBookingId(), "err", err)
+			continue
+		}
+		s.pushTo(ctx, p, env)
+	}
 }

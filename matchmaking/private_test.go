@@ -622,3 +622,39 @@ func TestSealedFloodCostsAnAgreementPerOwner(t *testing.T) {
 		t.Fatal("a record sealed to v was not opened")
 	}
 }
+
+// The two peers of a private booking that have met before (each knows
+// where the other listens) match with no gossip and no relay between
+// them: the invited peer, booking, dials the owner, and each pushes its
+// private offer to the other over that connection (private.go). Nothing
+// else connects them: no common peer, so neither gossip nor a board sync
+// could bring either offer (before: they never matched; under a sealed
+// flood, gossip brought the invitee's record to the owner behind the
+// flood's validation backlog).
+func TestPrivatePairMeetsDirectly(t *testing.T) {
+	for _, ownerDials := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ownerBooksLast=%v", ownerDials), func(t *testing.T) {
+			a, b := newTestNode(t, nil), newTestNode(t, nil)
+			// Met before: each knows the other's addresses, neither is
+			// connected to anyone.
+			a.h.Peerstore().AddAddrs(b.id(), b.h.Addrs(), time.Hour)
+			b.h.Peerstore().AddAddrs(a.id(), a.h.Addrs(), time.Hour)
+			slot := nextSlot(7 * time.Hour)
+			first, last := a, b
+			if ownerDials {
+				first, last = b, a
+			}
+			bf := first.book(t, BookRequest{At: slot, DurationMin: 50, With: last.id().String()})
+			// The first booker is alone: its dial of the other found
+			// nobody booked yet (or, dialled in time, pushed an offer
+			// the other was not on the shard for).
+			bl := last.book(t, BookRequest{At: slot, DurationMin: 50, With: first.id().String()})
+			waitFor(t, 20*time.Second, "the private pair to match", func() bool {
+				return first.booking(bf.ID).Confirmed && last.booking(bl.ID).Confirmed
+			})
+			if got := last.booking(bl.ID).Partner; got != first.id().String() {
+				t.Fatalf("matched %s, not the invited peer", got)
+			}
+		})
+	}
+}

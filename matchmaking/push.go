@@ -135,7 +135,9 @@ func (s *Service) takePush(from peer.ID, msg *pb.OfferPush) error {
 	}
 	env := msg.GetEnvelope()
 	now := s.now()
-	if o, ok := peekRecord(env); ok && (!s.wantsOffer(classKeyOf(o), peer.ID(o.GetOwner())) || s.board.has(peer.ID(o.GetOwner()), o.GetBookingId(), o.GetSeq())) {
+	if o, ok := peekRecord(env); ok && (!s.wantsOffer(classKeyOf(o), peer.ID(o.GetOwner())) || s.board.has(peer.ID(o.GetOwner()), o.GetBookingId(), o.GetSeq()) ||
+		(len(o.GetWith()) > 0 && peer.ID(o.GetWith()) != s.h.ID())) {
+		// Not ours to take (a private offer is only its invited peer's).
 		return nil
 	}
 	if !s.limit.allow(from, now) {
@@ -151,8 +153,13 @@ func (s *Service) takePush(from peer.ID, msg *pb.OfferPush) error {
 		s.refuseOffer(from, err)
 		return err
 	}
-	if s.wantsOffer(classKeyOf(o), peer.ID(o.GetOwner())) {
+	switch {
+	case !s.wantsOffer(classKeyOf(o), peer.ID(o.GetOwner())):
+	case len(o.GetWith()) == 0:
 		s.addOffer(o, from, env, OfferPushed)
+	case peer.ID(o.GetWith()) == s.h.ID():
+		// A private offer pushed to us by its owner (private.go).
+		s.takePrivate(o, from, env, from, OfferPushed)
 	}
 	return nil
 }

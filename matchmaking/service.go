@@ -1343,6 +1343,11 @@ func (s *Service) watchIdentified(ctx context.Context, sub event.Subscription) {
 			// pull (push.go).
 			s.goRun(func() { s.syncBoard(ctx, p, nil) })
 		}
+		if identified && s.awaitedPeers()[p] {
+			// The invited peer of a private booking of ours: its offer
+			// and ours go straight over this connection (private.go).
+			s.goRun(func() { s.pushPrivateTo(ctx, p) })
+		}
 		if s.cfg.V1 == V1Auto && isV1Peer(s.h, p) && s.joinedTopic(shard.V1Key) == nil {
 			s.goRun(func() { s.syncShards(ctx) })
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -471,9 +472,17 @@ func (s *Service) validatorFor(k shard.Key) func(context.Context, peer.ID, *pubs
 func (s *Service) joinSealed(ctx context.Context, st *shardTopic) error {
 	name := st.key.SealedTopic()
 	k := st.key
+	// Inline: gossipsub runs an asynchronous validator in a goroutine of
+	// its own per message, so a flood's backlog (hundreds of records)
+	// was hundreds of runnable goroutines, and every stream of the
+	// node's own (a push, a proposal, a board sync) waited behind all of
+	// them at each of its wake-ups. Inline, the backlog waits in the
+	// validation queue and only gossipsub's workers (one per core) run
+	// it; validateSealed yields once per record so that they do not hold
+	// a core for the scheduler's 10 ms slices either.
 	if err := s.cfg.PubSub.RegisterTopicValidator(name, func(ctx context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 		return s.validateSealed(k, msg)
-	}); err != nil {
+	}, pubsub.WithValidatorInline(true)); err != nil {
 		return fmt.Errorf("registering sealed offer validator: %w", err)
 	}
 	t, err := s.cfg.PubSub.Join(name)
@@ -500,6 +509,7 @@ func (s *Service) joinSealed(ctx context.Context, st *shardTopic) error {
 // author. Everything else is accepted and forwarded unread.
 func (s *Service) validateSealed(k shard.Key, msg *pubsub.Message) pubsub.ValidationResult {
 	s.validated.Add(1)
+	runtime.Gosched() // let the node's other goroutines in between records (joinSealed)
 	now := s.now()
 	author := msg.GetFrom()
 	if author != s.h.ID() && !s.limit.allow(author, now) {
