@@ -12,6 +12,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -293,6 +294,37 @@ func TestAttackBoardSyncAmplification(t *testing.T) {
 	// seconds at most, so allow a tenth more.
 	if limit := syncBytesPerPeer * 11 / 10; total > limit {
 		t.Fatalf("one requester received %d bytes in 10 requests, more than its budget %d", total, limit)
+	}
+}
+
+// The same asked all at once: requests that are being answered have
+// their bytes counted already, so a requester that opens many streams at
+// once gets no more than one that asks in turn (before: each request was
+// granted the whole budget and charged only once written, and 16 at once
+// received 16 boards).
+func TestAttackBoardSyncConcurrentRequests(t *testing.T) {
+	victim := newTestNode(t, nil)
+	fillBoard(t, victim, 200, 10)
+	a := newAttacker(t)
+	connect(t, &testNode{h: a.h}, victim)
+	const requests = 16
+	var total, answered atomic.Int64
+	var wg sync.WaitGroup
+	for range requests {
+		wg.Go(func() {
+			if _, n, err := a.pullBoard(victim.id(), protoVersion); err == nil {
+				total.Add(int64(n))
+				answered.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d requests at once: %d answered, %d bytes", requests, answered.Load(), total.Load())
+	if answered.Load() == 0 {
+		t.Fatal("no request answered at all")
+	}
+	if limit := int64(syncBytesPerPeer * 11 / 10); total.Load() > limit {
+		t.Fatalf("one requester received %d bytes in %d requests at once, more than its budget %d", total.Load(), requests, limit)
 	}
 }
 

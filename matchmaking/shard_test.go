@@ -308,7 +308,7 @@ func FuzzBoardRequest(f *testing.F) {
 		if err := (protodelim.UnmarshalOptions{MaxSize: maxBoardRequestV2}).UnmarshalFrom(bufio.NewReader(bytes.NewReader(data)), req); err != nil {
 			return
 		}
-		want, err := boardFilter(v2, req)
+		want, _, err := boardFilter(v2, req)
 		if err != nil {
 			return
 		}

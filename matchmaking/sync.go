@@ -3,15 +3,20 @@ package matchmaking
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
 	"github.com/tandem-cowork/tandem/matchmaking/shard"
@@ -215,7 +220,7 @@ func (s *Service) handleBoardStream(st network.Stream) {
 		return
 	}
 	remote := st.Conn().RemotePeer()
-	want, err := boardFilter(v2, req)
+	want, wantKey, err := boardFilter(v2, req)
 	if err != nil {
 		s.log.Debug("refusing board request", "peer", remote, "err", err)
 		st.Reset()
@@ -275,18 +280,52 @@ func (s *Service) handleBoardStream(st network.Stream) {
 	// leaves unused the other takes.
 	var sealedEnvs [][]byte
 	if sealed {
-		sealedEnvs = s.sealedBoard.envelopes(now, since, room/2, want)
+		sealedEnvs = s.sealedBoard.envelopesFor(now, since, room/2, want, wantKey)
 	}
-	envs := append(own, s.board.envelopes(now, since, room-framedSize(sealedEnvs), want)...)
-	resp := &pb.BoardResponse{Envelopes: envs}
+	envs := s.board.envelopesFor(now, since, room-framedSize(sealedEnvs), want, wantKey)
 	if sealed {
-		if left := room - framedSize(envs[len(own):]); left > framedSize(sealedEnvs) {
-			sealedEnvs = s.sealedBoard.envelopes(now, since, left, want)
+		if left := room - framedSize(envs); left > framedSize(sealedEnvs) {
+			sealedEnvs = s.sealedBoard.envelopesFor(now, since, left, want, wantKey)
 		}
-		resp.Sealed = append(ownSealed, sealedEnvs...)
 	}
-	n, _ := protodelim.MarshalTo(st, resp)
-	s.syncBudget.spend(remote, n, time.Now())
+	n, _ := writeBoardResponse(st, [][][]byte{own, envs}, [][][]byte{ownSealed, sealedEnvs})
+	s.syncBudget.settle(remote, budget, n, time.Now())
+}
+
+// writeBoardResponse writes a BoardResponse whose envelopes are those of
+// envs and whose sealed records are those of sealed, in order, framed as
+// protodelim frames it (the size, then the message), and returns the
+// bytes written. It writes the records where they lie: marshalling the
+// response first built a copy of up to 1 MiB per reply, which under a
+// memory limit kept the collector busy (16 requesters pulling a full
+// board in a loop).
+func writeBoardResponse(w io.Writer, envs, sealed [][][]byte) (int, error) {
+	size := 0
+	for _, lists := range [][][][]byte{envs, sealed} {
+		for _, l := range lists {
+			for _, e := range l {
+				size += 1 + protowire.SizeBytes(len(e))
+			}
+		}
+	}
+	bw := bufio.NewWriterSize(w, 32<<10)
+	n := 0
+	write := func(b []byte) {
+		m, _ := bw.Write(b)
+		n += m
+	}
+	var hdr [2 * binary.MaxVarintLen64]byte
+	write(protowire.AppendVarint(hdr[:0], uint64(size)))
+	for i, lists := range [][][][]byte{envs, sealed} {
+		field := protowire.Number(1 + i) // envelopes = 1, sealed = 2
+		for _, l := range lists {
+			for _, e := range l {
+				write(protowire.AppendVarint(protowire.AppendTag(hdr[:0], field, protowire.BytesType), uint64(len(e))))
+				write(e)
+			}
+		}
+	}
+	return n, bw.Flush()
 }
 
 // mergeSealed takes the sealed records of a board sync: each is verified
@@ -343,25 +382,32 @@ func (s *Service) skipsSealed(env []byte, from peer.ID, now time.Time, awaited m
 // boardFilter says which shards a board request asks for: all of them on
 // version 1, the listed topics on version 2 (each an offer topic; version
 // 1's topic stands for all).
-func boardFilter(v2 bool, req *pb.BoardRequest) (func(shard.Key, peer.ID) bool, error) {
+func boardFilter(v2 bool, req *pb.BoardRequest) (func(shard.Key, peer.ID) bool, string, error) {
 	all := func(shard.Key, peer.ID) bool { return true }
 	if !v2 {
-		return all, nil
+		return all, "*", nil
 	}
 	if len(req.GetTopics()) > maxBoardTopics {
-		return nil, fmt.Errorf("board request lists %d topics, at most %d", len(req.GetTopics()), maxBoardTopics)
+		return nil, "", fmt.Errorf("board request lists %d topics, at most %d", len(req.GetTopics()), maxBoardTopics)
 	}
 	set := map[shard.Key]bool{}
+	var names []string
 	for _, t := range req.GetTopics() {
 		k, err := shard.Parse(t)
 		if err != nil {
-			return nil, fmt.Errorf("board request: %w", err)
+			return nil, "", fmt.Errorf("board request: %w", err)
 		}
 		if k.V1 {
-			return all, nil
+			return all, "*", nil
 		}
-		set[k] = true
+		if !set[k] {
+			set[k] = true
+			names = append(names, k.Topic())
+		}
 	}
+	// The filter's name, for the board's cache of what it serves: the
+	// same topics in any order are the same filter.
+	slices.Sort(names)
 	return func(k shard.Key, owner peer.ID) bool {
 		if set[k] {
 			return true
@@ -372,7 +418,7 @@ func boardFilter(v2 bool, req *pb.BoardRequest) (func(shard.Key, peer.ID) bool, 
 			}
 		}
 		return false
-	}, nil
+	}, strings.Join(names, "\n"), nil
 }
 
 // awaitedPeers is the set of peers our searching private bookings name in

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	"golang.org/x/time/rate"
 )
 
 // Board sync replies are paid from byte budgets, one per requester and one
@@ -57,21 +56,51 @@ func (s *Service) slowRefusal() {
 
 type syncBudget struct {
 	mu    sync.Mutex
-	total *rate.Limiter
-	peers map[peer.ID]*rate.Limiter
+	total *byteBucket
+	peers map[peer.ID]*byteBucket
 	// slow holds a place for each refusal waiting (slowRefusal).
 	slow chan struct{}
 }
 
+// byteBucket is a token bucket of bytes: up to burst, refilled at perMin
+// a minute. Unlike rate.Limiter it takes back what a grant did not use.
+type byteBucket struct {
+	tokens, burst, perMin float64
+	last                  time.Time
+}
+
+func newByteBucket(perMin float64, now time.Time) *byteBucket {
+	return &byteBucket{tokens: perMin, burst: perMin, perMin: perMin, last: now}
+}
+
+// at returns the tokens at now (refilled since last).
+func (k *byteBucket) at(now time.Time) float64 {
+	if now.After(k.last) {
+		k.tokens = min(k.burst, k.tokens+now.Sub(k.last).Minutes()*k.perMin)
+		k.last = now
+	}
+	return k.tokens
+}
+
+func (k *byteBucket) take(n float64, now time.Time) {
+	k.at(now)
+	k.tokens -= n
+}
+
 func newSyncBudget() *syncBudget {
 	return &syncBudget{
-		total: rate.NewLimiter(rate.Limit(syncBytesTotal)/60, syncBytesTotal),
-		peers: map[peer.ID]*rate.Limiter{},
+		total: newByteBucket(syncBytesTotal, time.Now()),
+		peers: map[peer.ID]*byteBucket{},
 		slow:  make(chan struct{}, maxSlowRefusals),
 	}
 }
 
-// grant returns how many reply bytes p may be sent now (0: refuse).
+// grant returns how many reply bytes p may be sent now (0: refuse), and
+// charges them at once: a request being answered has its bytes counted
+// while it is written, so requests opened all at once share one budget
+// (charged only once written, 16 streams opened at once were each granted
+// the whole budget and got 16 boards). settle then gives back what the
+// reply did not use.
 func (b *syncBudget) grant(p peer.ID, now time.Time) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -79,7 +108,7 @@ func (b *syncBudget) grant(p peer.ID, now time.Time) int {
 	if l == nil {
 		if len(b.peers) >= maxSyncPeers {
 			for q, ql := range b.peers {
-				if ql.TokensAt(now) >= syncBytesPerPeer {
+				if ql.at(now) >= syncBytesPerPeer {
 					delete(b.peers, q)
 				}
 			}
@@ -87,22 +116,28 @@ func (b *syncBudget) grant(p peer.ID, now time.Time) int {
 				return 0
 			}
 		}
-		l = rate.NewLimiter(rate.Limit(syncBytesPerPeer)/60, syncBytesPerPeer)
+		l = newByteBucket(syncBytesPerPeer, now)
 		b.peers[p] = l
 	}
-	n := int(min(l.TokensAt(now), b.total.TokensAt(now), MaxBoardResponse))
+	n := int(min(l.at(now), b.total.at(now), MaxBoardResponse))
 	if n < minBoardReply {
 		return 0
 	}
+	l.take(float64(n), now)
+	b.total.take(float64(n), now)
 	return n
 }
 
-// spend charges n bytes sent to p.
-func (b *syncBudget) spend(p peer.ID, n int, now time.Time) {
+// settle records that a reply granted granted bytes took n: the rest is
+// given back.
+func (b *syncBudget) settle(p peer.ID, granted, n int, now time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	back := float64(max(granted-n, 0))
 	if l := b.peers[p]; l != nil {
-		l.ReserveN(now, n)
+		l.take(-back, now)
+		l.tokens = min(l.tokens, l.burst)
 	}
-	b.total.ReserveN(now, n)
+	b.total.take(-back, now)
+	b.total.tokens = min(b.total.tokens, b.total.burst)
 }

@@ -1,0 +1,107 @@
+package matchmaking
+
+import (
+	"bytes"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/encoding/protodelim"
+
+	"github.com/tandem-cowork/tandem/matchmaking/pb"
+	"github.com/tandem-cowork/tandem/matchmaking/shard"
+)
+
+// Pulls of a full board that has not changed cost a walk of the order
+// the board keeps for the filter asked for, not a filter, a sort and
+// their allocations per reply: measured in bytes allocated per reply of
+// a 1 MiB budget (before: 0.66 MB each, the sort's and the reply's
+// slices; 16 requesters pulling in a loop spent a quarter of a real
+// victim's CPU in them, docs/benchmarks.md).
+func TestBoardRepliesReuseTheirOrder(t *testing.T) {
+	now := time.Now()
+	k := shard.Scheduled(nextSlot(3*time.Hour), 50)
+	b := newBoard()
+	fillOpaque(b, k, maxBoard/20, 20, 200, now)
+	want := func(shard.Key, peer.ID) bool { return true }
+	first := b.envelopesFor(now, time.Time{}, MaxBoardResponse, want, k.Topic())
+	if len(first) != maxBoard {
+		t.Fatalf("the first reply has %d records, want %d", len(first), maxBoard)
+	}
+	const pulls = 20
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	for range pulls {
+		if got := b.envelopesFor(now, time.Time{}, MaxBoardResponse, want, k.Topic()); len(got) != len(first) {
+			t.Fatalf("a repeated pull got %d records, the first %d", len(got), len(first))
+		}
+	}
+	runtime.ReadMemStats(&m1)
+	if per := (m1.TotalAlloc - m0.TotalAlloc) / pulls; per > 4<<10 {
+		t.Fatalf("a repeated pull of an unchanged board allocated %d bytes, want next to none", per)
+	}
+}
+
+// The kept order follows the board: a record stored after it was made is
+// in the next reply, one that expired since is not, and a pull for the
+// records taken lately gets only those.
+func TestBoardRepliesFollowTheBoard(t *testing.T) {
+	now := time.Now()
+	k := shard.Scheduled(nextSlot(3*time.Hour), 50)
+	b := newBoard()
+	fillOpaque(b, k, 10, 2, 100, now.Add(-time.Minute))
+	want := func(shard.Key, peer.ID) bool { return true }
+	key := k.Topic()
+	if got := b.envelopesFor(now, time.Time{}, MaxBoardResponse, want, key); len(got) != 20 {
+		t.Fatalf("got %d records, want 20", len(got))
+	}
+	late := bytes.Repeat([]byte{0xbb}, 100)
+	b.admitEntry(&boardEntry{owner: "late", envelope: late, seq: 1, expires: now.Add(time.Hour).Unix(), shard: k, opaque: true}, "l", now, 0, "late")
+	got := b.envelopesFor(now, time.Time{}, MaxBoardResponse, want, key)
+	if len(got) != 21 || !slices.ContainsFunc(got, func(e []byte) bool { return bytes.Equal(e, late) }) {
+		t.Fatalf("after a new record: %d records, the new one in them: %v", len(got), slices.ContainsFunc(got, func(e []byte) bool { return bytes.Equal(e, late) }))
+	}
+	if got := b.envelopesFor(now, now.Add(-time.Second), MaxBoardResponse, want, key); len(got) != 1 || !bytes.Equal(got[0], late) {
+		t.Fatalf("a pull of the records taken in the last second got %d records, want the new one only", len(got))
+	}
+	soon := bytes.Repeat([]byte{0xcc}, 100)
+	b.admitEntry(&boardEntry{owner: "soon", envelope: soon, seq: 1, expires: now.Add(time.Second).Unix(), shard: k, opaque: true}, "s", now, 0, "soon")
+	if got := b.envelopesFor(now, time.Time{}, MaxBoardResponse, want, key); len(got) != 22 {
+		t.Fatalf("got %d records, want 22", len(got))
+	}
+	later := now.Add(time.Second + peerSlack + time.Second)
+	if got := b.envelopesFor(later, time.Time{}, MaxBoardResponse, want, key); len(got) != 21 || slices.ContainsFunc(got, func(e []byte) bool { return bytes.Equal(e, soon) }) {
+		t.Fatalf("after a record expired: %d records, want 21 without it", len(got))
+	}
+	// A budget cuts the kept order as it cut a fresh one: a prefix.
+	if got := b.envelopesFor(now, time.Time{}, 5*(100+8), want, key); len(got) != 5 {
+		t.Fatalf("a budget of five records got %d", len(got))
+	}
+}
+
+// writeBoardResponse writes what protodelim writes for the same response.
+func TestWriteBoardResponseMatchesProtodelim(t *testing.T) {
+	big := bytes.Repeat([]byte{7}, 300) // a two-byte length
+	for i, c := range []struct{ envs, sealed [][][]byte }{
+		{},
+		{envs: [][][]byte{{[]byte("a"), {}, big}, nil, {[]byte("b")}}},
+		{envs: [][][]byte{nil, {big}}, sealed: [][][]byte{{[]byte("s1")}, {big, []byte("s2")}}},
+	} {
+		var want, got bytes.Buffer
+		resp := &pb.BoardResponse{Envelopes: slices.Concat(c.envs...), Sealed: slices.Concat(c.sealed...)}
+		wn, err := protodelim.MarshalTo(&want, resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gn, err := writeBoardResponse(&got, c.envs, c.sealed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gn != wn || !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Fatalf("case %d: wrote %d bytes %x, protodelim %d bytes %x", i, gn, got.Bytes(), wn, want.Bytes())
+		}
+	}
+}
