@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"runtime"
@@ -192,8 +193,12 @@ func checkSealedBoard(t *testing.T, name string, n *testNode, forwarder, unpaid 
 // undecodable and unstamped ones among them), and meanwhile a private pair
 // matches: the owner A, on the shard through the flood, and the invited
 // peer B, which joins the shard only when it books, as in
-// TestLateInviteeGetsSealedOfferBySync, and is not connected to A (only
-// to the relay C, which is on the shard and holds A's sealed record).
+// TestLateInviteeGetsSealedOfferBySync. The two have met before: each
+// knows where the other listens, so each dials the other when it books
+// and they exchange their offers directly (private.go); otherwise B is
+// connected only to the relay C, which is on the shard and holds A's
+// sealed record (TANDEM_SEALED_UNMET=1: they have not met, and B learns
+// A's addresses from that record).
 // Asserted: the pair matches within 3x its no-attack time (+
 // attackFloor), measured in this test the same way; every sealed board
 // stays within its bounds (5000 records, 32 per owner, 1250 per board
@@ -242,6 +247,16 @@ func TestAttackSealedFlood(t *testing.T) {
 	b := &testNode{t: t, key: bKey, dir: t.TempDir(), tune: trace("b")}
 	startTestNode(b)
 	connect(t, b, c) // not to a
+	// The pair has met before (a private booking names someone one
+	// knows): each has the other's addresses, so each dials the other
+	// when it books (private.go). TANDEM_SEALED_UNMET=1 measures a pair
+	// that has not: the invitee learns the owner's addresses from the
+	// sealed record the relay holds, in both rounds.
+	met := os.Getenv("TANDEM_SEALED_UNMET") == ""
+	if met {
+		a.h.Peerstore().AddAddrs(b.id(), b.h.Addrs(), time.Hour)
+		b.h.Peerstore().AddAddrs(a.id(), a.h.Addrs(), time.Hour)
+	}
 
 	// lateInvitee books a private booking of a's for b at slot, waits
 	// until the relay holds its sealed record, then (after attack, if
@@ -282,10 +297,14 @@ func TestAttackSealedFlood(t *testing.T) {
 		return took
 	}
 	base := lateInvitee(nextSlot(2*time.Hour), 25, nil)
-	// Negotiating connected a and b: cut that, so that b again reaches
-	// a's record through the relay only.
+	// Negotiating connected a and b: cut that (a met b dials it again
+	// when it books; one that has not reaches it through the relay).
 	a.h.Network().ClosePeer(b.id())
 	waitFor(t, 5*time.Second, "a and b apart", func() bool { return a.h.Network().Connectedness(b.id()) != network.Connected })
+	if !met {
+		a.h.Peerstore().ClearAddrs(b.id())
+		b.h.Peerstore().ClearAddrs(a.id())
+	}
 
 	// The attack's shard: one b has never been on (another duration).
 	slot := nextSlot(5 * time.Hour)
@@ -591,4 +610,60 @@ func TestBoardSyncDefersRelayDuty(t *testing.T) {
 	waitFor(t, 30*time.Second, "the queued records checked and stored", func() bool {
 		return v.svc.relayIdle() && len(v.svc.sealedBoard.all()) == len(reply.Sealed)
 	})
+}
+
+// A flood of fresh identities, one sealed record each (5000 stamps: the
+// flood that per-owner quotas cannot stop), on a node's full sealed board
+// evicts no record of a peer with standing with the node, nor of a peer a
+// private booking of the node waits for, whatever their number of
+// records; a stranger's single record stays too. A stranger's extra
+// records go first, as on the public board (boardadmit.go). Before: an
+// awaited peer's records were admitted to the sealed board at their
+// owner's plain standing (a stranger's), and the flood trimmed them to one.
+func TestSealedFloodSparesStandingAndAwaited(t *testing.T) {
+	v := newTestNode(t, nil)
+	_, friend := mustKey(t)
+	_, awaited := mustKey(t)
+	_, single := mustKey(t)
+	_, several := mustKey(t)
+	v.svc.AddTrackRecord(friend)
+	slot := nextSlot(3 * time.Hour)
+	bv := v.book(t, BookRequest{At: slot, DurationMin: 50, With: awaited.String()})
+	k := ShardOf(bv)
+	now := v.svc.now()
+	take := func(owner peer.ID, i int, via peer.ID) {
+		handle := make([]byte, sealedHandleLen)
+		binary.BigEndian.PutUint32(handle, uint32(i))
+		so := &pb.SealedOffer{Version: sealedVersion, Shard: k.Topic(), Handle: handle, Seq: 1, ExpiresUnix: now.Add(time.Hour).Unix()}
+		v.svc.takeSealed(sealedIn{so: so, owner: owner, shard: k, env: append([]byte(owner), handle...)}, via, OfferGossip)
+	}
+	honest := map[peer.ID]int{friend: 3, awaited: 3, single: 1, several: 3}
+	for owner, n := range honest {
+		for i := range n {
+			take(owner, i, owner)
+		}
+	}
+	// One relay brought the awaited peer's third record (its quota is
+	// then spent on the flood it relays too).
+	_, relay := mustKey(t)
+	take(awaited, 3, relay)
+	honest[awaited]++
+	for i := range maxBoard + 100 {
+		take(peer.ID(fmt.Sprintf("fresh-%d", i)), 0, peer.ID(fmt.Sprintf("fresh-%d", i)))
+	}
+	held := map[peer.ID]int{}
+	for _, e := range v.svc.sealedBoard.all() {
+		held[e.owner]++
+	}
+	if n := len(v.svc.sealedBoard.all()); n > maxBoard {
+		t.Fatalf("the sealed board holds %d records, more than %d", n, maxBoard)
+	}
+	for owner, name := range map[peer.ID]string{friend: "a peer with standing", awaited: "the awaited peer", single: "a stranger with one record"} {
+		if held[owner] != honest[owner] {
+			t.Errorf("the flood left %d of %s's %d sealed records", held[owner], name, honest[owner])
+		}
+	}
+	if held[several] < 1 {
+		t.Error("the flood pushed out every record of a stranger with several")
+	}
 }

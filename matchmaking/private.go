@@ -353,11 +353,20 @@ func (s *Service) takeSealed(in sealedIn, via peer.ID, src OfferSource) bool {
 		return false
 	}
 	now := s.now()
-	rank := s.rank(in.owner, now)
+	rank, sealedVia := s.rank(in.owner, now), via
+	if rank >= 0 && s.awaitedPeers()[in.owner] {
+		// The sealed board admits and evicts as the public board does
+		// (boardadmit.go), by the owner's standing with us: a peer a
+		// private booking of ours waits for stands as a favourite, and
+		// its records are charged to it, not to the relay that brought
+		// them, so that fresh identities (a record each) can neither
+		// trim its records nor keep them out.
+		rank, sealedVia = 1, in.owner
+	}
 	changed := s.sealedBoard.admitEntry(&boardEntry{
 		owner: in.owner, envelope: in.env, seq: in.so.GetSeq(), expires: in.so.GetExpiresUnix(),
 		shard: in.shard, opaque: true,
-	}, hex.EncodeToString(in.so.GetHandle()), now, rank, via)
+	}, hex.EncodeToString(in.so.GetHandle()), now, rank, sealedVia)
 	if in.offer == nil {
 		return changed
 	}
