@@ -158,8 +158,14 @@ func (s *Service) takePush(from peer.ID, msg *pb.OfferPush) error {
 	case len(o.GetWith()) == 0:
 		s.addOffer(o, from, env, OfferPushed)
 	case peer.ID(o.GetWith()) == s.h.ID():
-		// A private offer pushed to us by its owner (private.go).
-		s.takePrivate(o, from, env, from, OfferPushed)
+		// A private offer pushed to us by its owner (private.go). If it
+		// is news and we wait for its owner, ours goes back at once: the
+		// owner pushed because it booked or connected, and may not have
+		// ours yet (a push it already has is dropped unverified, and
+		// changes nothing, so this ends there).
+		if s.takePrivate(o, from, env, from, OfferPushed) && !o.GetWithdrawn() && s.awaitedPeers()[from] && s.ctx != nil {
+			s.goRun(func() { s.pushPrivateTo(s.ctx, from) })
+		}
 	}
 	return nil
 }
