@@ -2,6 +2,7 @@ package matchmaking
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -212,4 +213,57 @@ func TestPlanPartnerHeldAlongsideStranger(t *testing.T) {
 	if got := v.booking(b.ID); got.State != StateMatched || got.Partner != p.id.String() {
 		t.Fatalf("v's booking is %s with %s, want matched with p", got.State, got.Partner)
 	}
+}
+
+// A lower plan partner that neither proposes nor answers costs a node's
+// bookings the plan grace once, not once per booking: v's first booking
+// waits the grace for s (the lower of the pair the plan makes) and falls
+// back; its second booking, which the plan also pairs with s, falls back
+// at once (v's clock is stopped: a grace waited for again would never
+// end). Before, each booking waited out its own 300 ms.
+func TestSilentLowerPlanPartnerSpendsGraceOnce(t *testing.T) {
+	clk := &testClock{} // running until the first grace is spent
+	var mu sync.Mutex
+	fellBack := map[string]bool{}
+	v := newTestNode(t, func(c *Config) {
+		c.Now = clk.now
+		c.OnNote = func(e NoteEvent) {
+			if e.What == "plan falls back" {
+				mu.Lock()
+				fellBack[e.Booking] = true
+				mu.Unlock()
+			}
+		}
+	})
+	hasFallenBack := func(id string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return fellBack[id]
+	}
+	a := newAttacker(t)
+	a.connect(v)
+	sy := newSybils(t, 1)[0]
+	for sy.id > v.id() {
+		sy = newSybils(t, 1)[0] // the lower of the pair: v waits for it to propose
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := sy.h.Connect(ctx, peer.AddrInfo{ID: v.id(), Addrs: v.h.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	pairWith := func(slot time.Time, booking string) Booking {
+		b := v.book(t, BookRequest{At: slot, DurationMin: 25})
+		a.publishAs(sy.key, sy.offerLike(t, v.svc.offerFor(b, time.Now()), booking))
+		waitFor(t, 10*time.Second, "v's plan pairing "+b.ID+" with the silent peer", func() bool {
+			v.svc.mu.Lock()
+			defer v.svc.mu.Unlock()
+			return v.svc.plans[b.ID].partner == boardKey{sy.id, booking}
+		})
+		return b
+	}
+	b1 := pairWith(nextSlot(3*time.Hour), "silent-1")
+	waitFor(t, 10*time.Second, "the first booking falling back after its grace", func() bool { return hasFallenBack(b1.ID) })
+	clk.stop()
+	b2 := pairWith(nextSlot(5*time.Hour), "silent-2")
+	waitFor(t, 10*time.Second, "the second booking falling back without a grace", func() bool { return hasFallenBack(b2.ID) })
 }

@@ -153,7 +153,19 @@ const busyBackoff = 30 * time.Millisecond
 type planWait struct {
 	partner boardKey // zero: the plan leaves the booking unpaired
 	since   time.Time
+	// partnerSince is when the plan last gave the booking this partner.
+	partnerSince time.Time
 }
+
+// spentGraceBackoff is how long a lower plan partner that let one of our
+// bookings' grace run out (it neither proposed nor held it) gets no grace
+// from any of our bookings: a peer the plan pairs us with that never
+// proposes cost each booking the whole planGrace, once per booking. A
+// match with it, from either side, forgives it at once.
+const spentGraceBackoff = 2 * time.Minute
+
+// maxSpentGrace bounds the peers remembered for spentGraceBackoff.
+const maxSpentGrace = 4096
 
 // matchOnce starts a round of proposals for each searching booking that is
 // free (no proposal of ours under way, none of another node held), each
@@ -298,6 +310,9 @@ func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 	if !ok || (w.partner == boardKey{} && want != boardKey{}) {
 		w.since = now
 	}
+	if !ok || w.partner != want {
+		w.partnerSince = now
+	}
 	w.partner = want
 	s.plans[b.ID] = w
 	if partner != nil && partner.owner > self {
@@ -320,6 +335,14 @@ func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 			s.note(b.ID, p, "plan waits", side)
 		}
 		return nil
+	}
+	if partner != nil && partner.owner < self && elapsed(now, w.partnerSince) >= planGrace {
+		if _, held := s.holdOfLocked(b.ID, partner.owner); !held {
+			// The plan's proposer let the whole grace pass without a
+			// word: the next booking the plan pairs with it does not
+			// wait for it.
+			s.spendGraceLocked(partner.owner, now)
+		}
 	}
 	if s.cfg.OnNote != nil {
 		var p peer.ID
@@ -375,8 +398,29 @@ func (s *Service) partnerFailedLocked(b *Booking, partner *boardEntry, now time.
 	if s.awaiting[partner.owner] > 0 || now.Before(s.reach[partner.owner].silentUntil) {
 		return true
 	}
+	if partner.owner < s.h.ID() && now.Before(s.graceSpent[partner.owner]) {
+		if _, held := s.holdOfLocked(b.ID, partner.owner); !held {
+			return true // it let another booking's grace run out lately
+		}
+	}
 	h, ok := s.holdOfLocked(b.ID, partner.owner)
 	return ok && elapsed(now, h.since) >= max(h.exclusiveFor, s.exclusiveWindowLocked(), s.patienceLocked())
+}
+
+// spendGraceLocked records that p, a lower plan partner, let a booking's
+// grace run out (spentGraceBackoff).
+func (s *Service) spendGraceLocked(p peer.ID, now time.Time) {
+	if _, ok := s.graceSpent[p]; !ok && len(s.graceSpent) >= maxSpentGrace {
+		for q, until := range s.graceSpent {
+			if !now.Before(until) {
+				delete(s.graceSpent, q)
+			}
+		}
+		if len(s.graceSpent) >= maxSpentGrace {
+			return // those remembered stay; a new one gets its grace
+		}
+	}
+	s.graceSpent[p] = now.Add(spentGraceBackoff)
 }
 
 // onePerOwner keeps the first offer of each owner: a round asks an owner
@@ -1291,11 +1335,12 @@ func (s *Service) onConfirm(remote peer.ID, c *pb.Confirm, onStream bool) *pb.Ma
 		// missing, and the next Confirm retries it.
 		s.log.Error("marking match confirmed", "booking", c.GetToBooking(), "err", err)
 	case committing:
+		s.mu.Lock()
 		if onStream {
-			s.mu.Lock()
 			s.noteConfirmDelayLocked(remote, elapsedOrZero(now, heldSince))
-			s.mu.Unlock()
 		}
+		delete(s.graceSpent, remote) // it came after all
+		s.mu.Unlock()
 		s.goRun(func() { s.announce(s.ctx, *nb) })
 	}
 	return reply

@@ -197,6 +197,9 @@ type Service struct {
 	// waits for in the class plan.
 	proposing map[string]bool
 	plans     map[string]planWait
+	// graceSpent holds, per lower plan partner that let a booking's plan
+	// grace run out, until when no booking waits for it (negotiate.go).
+	graceSpent map[peer.ID]time.Time
 	// awaiting counts, per offer owner, our proposals it has not answered
 	// yet: the matcher proposes to no offer of an owner it waits for
 	// (answers.go).
@@ -340,7 +343,7 @@ func New(cfg Config) (*Service, error) {
 		kick:       make(chan struct{}, 1), relayedKick: make(chan struct{}, 1),
 		bookings: map[string]*Booking{}, people: map[peer.ID]Person{},
 		holds: map[string][]hold{}, releasedUntil: map[string]time.Time{}, standing: map[peer.ID]peerStanding{}, standingDirty: map[peer.ID]bool{}, shows: map[peer.ID]int{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{},
-		announced: map[string]time.Time{}, lastOffer: map[string]*pb.Offer{}, booking: map[string]bool{}, proposing: map[string]bool{}, plans: map[string]planWait{},
+		announced: map[string]time.Time{}, lastOffer: map[string]*pb.Offer{}, booking: map[string]bool{}, proposing: map[string]bool{}, plans: map[string]planWait{}, graceSpent: map[peer.ID]time.Time{},
 		awaiting: map[peer.ID]int{}, answered: map[peer.ID]time.Time{}, askedWhileBusy: map[string]bool{},
 		reach:         map[peer.ID]reachState{},
 		cancelRetries: map[string]retry{}, recheckRetries: map[string]retry{}, cancelled: map[boardKey]time.Time{}, pending: map[string]Booking{},
