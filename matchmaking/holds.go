@@ -76,6 +76,10 @@ type hold struct {
 	// exclusiveFor is the exclusive window, fixed at the grant: others
 	// wait it out. Only a hold on a free booking has one (0: none).
 	exclusiveFor time.Duration
+	// acceptSent: our Accept went out on the proposal's stream. Only
+	// then can the proposer confirm, so only then is a hold that runs
+	// out its lapse.
+	acceptSent bool
 }
 
 // maxHoldsPerBooking bounds the proposals held at once for one booking.
@@ -155,7 +159,7 @@ func (s *Service) pruneHoldsLocked(now time.Time) {
 		kept := hs[:0]
 		for _, h := range hs {
 			if now.After(h.until) {
-				if b, ok := s.bookings[id]; ok && b.State == StateSearching {
+				if b, ok := s.bookings[id]; ok && b.State == StateSearching && h.acceptSent {
 					s.lapseLocked(h.peer, now)
 				}
 				continue
@@ -233,6 +237,24 @@ func (s *Service) addHoldLocked(id string, h hold) time.Duration {
 	}
 	s.holds[id] = append(hs, h)
 	return h.exclusiveFor
+}
+
+// acceptWritten records whether our Accept of remote's proposal for
+// booking id went out. If it did not (the stream broke, or we were
+// stopped before it), the proposer cannot confirm: its hold goes at
+// once, and is nobody's lapse.
+func (s *Service) acceptWritten(id string, remote peer.ID, sent bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !sent {
+		s.dropHoldLocked(id, remote)
+		return
+	}
+	for i, h := range s.holds[id] {
+		if h.peer == remote {
+			s.holds[id][i].acceptSent = true
+		}
+	}
 }
 
 // dropHoldLocked removes remote's hold on booking id.

@@ -267,3 +267,30 @@ func TestSilentLowerPlanPartnerSpendsGraceOnce(t *testing.T) {
 	b2 := pairWith(nextSlot(5*time.Hour), "silent-2")
 	waitFor(t, 10*time.Second, "the second booking falling back without a grace", func() bool { return hasFallenBack(b2.ID) })
 }
+
+// A hold whose Accept never went out (the acceptor stalled, or was
+// stopped, before writing it) is not its proposer's lapse: the proposer
+// could not confirm. Before, it was counted one, and stored: an acceptor
+// killed mid-negotiation came back refusing its partner as "not
+// available" for the 2 minute lapse backoff (TestRestartedPartnerNotLeftSilent
+// failed so under load, its hold running out before the kill).
+func TestUnsentAcceptIsNoLapse(t *testing.T) {
+	proposer, acceptor := newTestNode(t, nil), newTestNode(t, nil)
+	if acceptor.id() < proposer.id() {
+		proposer, acceptor = acceptor, proposer
+	}
+	hit, release := crashAt(acceptor, "acceptor-held")
+	defer release()
+	connect(t, proposer, acceptor)
+	slot := nextSlot(5 * time.Hour)
+	acceptor.book(t, BookRequest{At: slot, DurationMin: 25})
+	proposer.book(t, BookRequest{At: slot, DurationMin: 25})
+	waitClosed(t, hit, "the acceptor holding the proposal, its Accept not yet sent")
+	acceptor.svc.mu.Lock()
+	acceptor.svc.pruneHoldsLocked(acceptor.svc.now().Add(time.Hour)) // the hold runs out
+	lapses := acceptor.svc.standing[proposer.id()].Lapses
+	acceptor.svc.mu.Unlock()
+	if lapses != 0 {
+		t.Fatalf("a hold whose Accept never went out counted %d lapses against the proposer", lapses)
+	}
+}

@@ -1163,8 +1163,10 @@ func (s *Service) onPropose(st network.Stream, r *bufio.Reader, remote peer.ID, 
 		return
 	}
 	s.at("acceptor-held")
-	if err := writeMsg(st, &pb.MatchMessage{Body: &pb.MatchMessage_Accept{Accept: &pb.Accept{Name: s.Name()}}}); err != nil {
-		return // the hold times out
+	err := writeMsg(st, &pb.MatchMessage{Body: &pb.MatchMessage_Accept{Accept: &pb.Accept{Name: s.Name()}}})
+	s.acceptWritten(p.GetToBooking(), remote, err == nil)
+	if err != nil {
+		return
 	}
 	m, err := readMsg(r)
 	if err != nil || m.GetConfirm() == nil {
