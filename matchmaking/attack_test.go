@@ -456,11 +456,11 @@ func timeToMatch(t *testing.T, p, q *testNode, slot time.Time, attack func(ctx c
 			for ctx.Err() == nil && !(seenP && seenQ) {
 				if !seenQ && p.svc.board.get(q.id(), bq.ID) != nil {
 					seenQ = true
-					t.Logf("%v: q's offer on p's board", time.Since(start))
+					t.Logf("%v (%s): q's offer on p's board", time.Since(start), time.Now().Format("15:04:05.000"))
 				}
 				if !seenP && q.svc.board.get(p.id(), bp.ID) != nil {
 					seenP = true
-					t.Logf("%v: p's offer on q's board", time.Since(start))
+					t.Logf("%v (%s): p's offer on q's board", time.Since(start), time.Now().Format("15:04:05.000"))
 				}
 				time.Sleep(5 * time.Millisecond) // tracing poll
 			}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -122,7 +123,26 @@ func sybilOffers(t testing.TB, keys []crypto.PrivKey, stamps [][]byte, start tim
 // round, each costing a dial timeout).
 func TestAttackGroundIDSybils(t *testing.T) {
 	k := attackSize(1000, 1000)
-	p, q := newTestNode(t, nil), newTestNode(t, nil)
+	// What p's and q's bookings waited on, logged when the match is slow.
+	var trace struct {
+		sync.Mutex
+		lines []string
+	}
+	traced := func(who string) func(*Config) {
+		return func(c *Config) {
+			c.OnNote = func(e NoteEvent) {
+				trace.Lock()
+				defer trace.Unlock()
+				trace.lines = append(trace.lines, fmt.Sprintf("%s %s %s: %s %s", e.At.Format("15:04:05.000"), who, e.Booking, e.What, e.Note))
+			}
+			c.OnProposal = func(e ProposalEvent) {
+				trace.Lock()
+				defer trace.Unlock()
+				trace.lines = append(trace.lines, fmt.Sprintf("%s %s %s: proposal to %s: %s after %v", time.Now().Format("15:04:05.000"), who, e.Booking, e.Owner.ShortString(), e.Outcome, e.Took))
+			}
+		}
+	}
+	p, q := newTestNode(t, traced("p")), newTestNode(t, traced("q"))
 	connect(t, p, q)
 	base := timeToMatch(t, p, q, nextSlot(2*time.Hour), nil)
 
@@ -193,6 +213,11 @@ func TestAttackGroundIDSybils(t *testing.T) {
 		})
 		waitFor(t, 30*time.Second, "the sybil offers on the boards", func() bool { return onBoard(p) >= k*4/5 && onBoard(q) >= k*4/5 })
 	})
+	if took > 3*base {
+		trace.Lock()
+		t.Logf("slow: what p (%s) and q (%s) waited on:\n%s", p.id().ShortString(), q.id().ShortString(), strings.Join(trace.lines, "\n"))
+		trace.Unlock()
+	}
 	t.Logf("%d ground-ID sybils in the pair's class (%d and %d on the boards): matched in %v, %v without the attack (%.1fx)",
 		k, onBoard(p), onBoard(q), took, base, float64(took)/float64(base))
 	if limit := 3*base + attackFloor; took > limit {

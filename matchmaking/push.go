@@ -81,6 +81,59 @@ func (s *Service) pushOffer(env []byte) {
 	}
 }
 
+// pushToClass sends env, the new offer of booking b, straight to the
+// owners of offers in b's slot class that the node is directly connected
+// to (at most classReach, those of standing or that answered us lately
+// first): the peers the class plan may pair it with. By gossip alone it
+// waited in their validation queues behind whatever else was being
+// verified: with 1,000 ground identities re-announcing in the class, an
+// honest pair's new offer reached its partner 60-230 ms late, against
+// 7-13 ms without them. A receiver checks the record as gossip would
+// (takePush); the gossip copy that follows changes nothing.
+func (s *Service) pushToClass(b *Booking, env []byte) {
+	if s.ctx == nil {
+		return
+	}
+	now := s.now()
+	class := s.classOf(b, now)
+	self := s.h.ID()
+	type cand struct {
+		p     peer.ID
+		first bool
+	}
+	var cands []cand
+	seen := map[peer.ID]bool{}
+	s.mu.Lock()
+	for _, e := range class {
+		if e.owner == self || seen[e.owner] || s.shunnedLocked(e.owner, now) {
+			continue
+		}
+		seen[e.owner] = true
+		if s.h.Network().Connectedness(e.owner) != network.Connected {
+			continue
+		}
+		_, answered := s.answered[e.owner]
+		cands = append(cands, cand{e.owner, answered || s.rankLocked(e.owner, now) > 0})
+	}
+	s.mu.Unlock()
+	mrand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
+	slices.SortStableFunc(cands, func(x, y cand) int {
+		switch {
+		case x.first == y.first:
+			return 0
+		case x.first:
+			return -1
+		}
+		return 1
+	})
+	for _, c := range cands[:min(len(cands), classReach)] {
+		if ok, err := s.h.Peerstore().SupportsProtocols(c.p, OfferPushProtocol); err != nil || len(ok) == 0 {
+			continue
+		}
+		s.goRun(func() { s.pushTo(s.ctx, c.p, env) })
+	}
+}
+
 // pushTo writes one OfferPush to p.
 func (s *Service) pushTo(ctx context.Context, p peer.ID, env []byte) {
 	sctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)

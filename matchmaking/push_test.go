@@ -353,3 +353,41 @@ func TestRelayedPrivatePairMatches(t *testing.T) {
 	})
 	p.checkRelayed(t)
 }
+
+// A new offer goes straight to the owners of offers in its slot class that
+// the node is directly connected to (the peers the class plan may pair it
+// with), not by gossip alone, which a flood's validation backlog delayed
+// (TestAttackGroundIDSybils). Before, only peers reached through a relay
+// got pushes.
+func TestNewOfferPushedToConnectedClassOwners(t *testing.T) {
+	p := newTestNode(t, nil)
+	a := newAttacker(t)
+	a.connect(p)
+	r := newSybils(t, 1)[0]
+	var pushed atomic.Int64
+	r.h.SetStreamHandler(OfferPushProtocol, func(st network.Stream) {
+		defer st.Close()
+		msg := &pb.OfferPush{}
+		if err := (protodelim.UnmarshalOptions{MaxSize: maxPushFrame}).UnmarshalFrom(bufio.NewReader(st), msg); err == nil {
+			if o, ok := peekRecord(msg.GetEnvelope()); ok && peer.ID(o.GetOwner()) == p.id() {
+				pushed.Add(1)
+			}
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := r.h.Connect(ctx, peer.AddrInfo{ID: p.id(), Addrs: p.h.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	slot := nextSlot(3 * time.Hour)
+	p.view() // on the slot's shard before it books
+	target := &pb.Offer{StartUnix: slot.Unix(), DurationMin: 25, Kind: pb.Kind_KIND_SCHEDULED, Activity: pb.Activity_ACTIVITY_ANYTHING}
+	a.publishAs(r.key, r.offerLike(t, target, "r-1"))
+	waitFor(t, 10*time.Second, "r's offer on p's board", func() bool { return p.svc.board.get(r.id, "r-1") != nil })
+	waitFor(t, 10*time.Second, "p knowing r serves pushes", func() bool {
+		ok, err := p.h.Peerstore().SupportsProtocols(r.id, OfferPushProtocol)
+		return err == nil && len(ok) > 0
+	})
+	p.book(t, BookRequest{At: slot, DurationMin: 25})
+	waitFor(t, 10*time.Second, "p's new offer pushed to r", func() bool { return pushed.Load() > 0 })
+}

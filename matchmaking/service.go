@@ -991,6 +991,9 @@ func (s *Service) announce(ctx context.Context, b Booking) {
 	if !restricted(&b, now) {
 		if news {
 			s.pushOffer(env)
+			if !o.GetWithdrawn() {
+				s.pushToClass(&b, env)
+			}
 		}
 		pctx, cancel := context.WithTimeout(ctx, s.cfg.StreamTimeout)
 		defer cancel()
