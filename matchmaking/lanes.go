@@ -211,8 +211,12 @@ func (s *Service) placeStep(ctx context.Context) {
 			if st := joined[p.key]; st == nil || !st.known(now.Sub(p.since)) {
 				continue
 			}
-			if !p.climbed && len(p.key.Lane) < shard.MaxLaneBits && s.board.volumeIn(p.key, me, nodeNow) >= cmp.Or(s.cfg.laneVolume, laneVolume) &&
-				!s.partnerOnLocked(p.key, b, nodeNow) {
+			// A partner waiting keeps a newcomer here only up to twice the
+			// lane volume: past that the topic's traffic would grow with
+			// the class's rate again (every leftover climbs to it).
+			vol, limit := s.board.volumeIn(p.key, me, nodeNow), cmp.Or(s.cfg.laneVolume, laneVolume)
+			if !p.climbed && len(p.key.Lane) < shard.MaxLaneBits && vol >= limit &&
+				(vol >= 2*limit || !s.partnerOnLocked(p.key, b, nodeNow)) {
 				p.key, p.since = p.key.Child([]byte(me)), now
 				break
 			}
