@@ -521,20 +521,5 @@ func (s *Service) pushPrivateTo(ctx context.Context, p peer.ID) {
 	if !s.speaksPush(p) {
 		return
 	}
-	var due []*pb.Offer
-	s.mu.Lock()
-	for id, o := range s.lastOffer {
-		if b := s.bookings[id]; b != nil && b.State == StateSearching && b.With == p.String() {
-			due = append(due, o)
-		}
-	}
-	s.mu.Unlock()
-	for _, o := range due {
-		env, err := sealOffer(o, s.key)
-		if err != nil {
-			s.log.Error("signing offer", "booking", o.GetBookingId(), "err", err)
-			continue
-		}
-		s.pushTo(ctx, p, env)
-	}
+	s.pushOwnWhere(ctx, p, func(_ string, b *Booking) bool { return b.With == p.String() })
 }

@@ -246,12 +246,19 @@ func (s *Service) pushOwnTo(ctx context.Context, p peer.ID, k shard.Key) {
 		return
 	}
 	now := s.now()
+	s.pushOwnWhere(ctx, p, func(id string, b *Booking) bool {
+		return s.travelsOn(*b, k) && elapsed(now, s.announced[id]) < joinPullGap &&
+			(b.With == "" || b.With == p.String()) && !restricted(b, now)
+	})
+}
+
+// pushOwnWhere pushes p the offers of our searching bookings that pick
+// (called under s.mu) selects, as last announced.
+func (s *Service) pushOwnWhere(ctx context.Context, p peer.ID, pick func(id string, b *Booking) bool) {
 	var due []*pb.Offer
 	s.mu.Lock()
 	for id, o := range s.lastOffer {
-		b := s.bookings[id]
-		if b != nil && b.State == StateSearching && s.travelsOn(*b, k) && elapsed(now, s.announced[id]) < joinPullGap &&
-			(b.With == "" || b.With == p.String()) && !restricted(b, now) {
+		if b := s.bookings[id]; b != nil && b.State == StateSearching && pick(id, b) {
 			due = append(due, o)
 		}
 	}
