@@ -341,3 +341,26 @@ func TestCancelReachesPartnerThatMovedWhileWeWereAway(t *testing.T) {
 	waitFor(t, 15*time.Second, "a's cancel acknowledged", func() bool { return !a.booking(ba.ID).CancelUnsent })
 	checkInvariants(t, []*testNode{a, b})
 }
+
+// A re-check's Confirm that crossed the partner's "no such match": the
+// partner answered our first Confirm "no such match" (its own proposal was
+// under way), we freed the booking, and then our re-check's Confirm, sent
+// while we still held the match, reached it and committed it. The answer
+// "Confirmed" arrives for a booking we hold free again: it takes the match
+// back. Before, settle ignored it and the partner held a match we did not
+// (one-sided) until its next re-check, two minutes later
+// (TestStormSameSlot took 121 s in about 1 run of 3 under the race
+// detector and load).
+func TestConfirmedAfterFreeingTakesTheMatchBack(t *testing.T) {
+	a, b := newTestNode(t, nil), newTestNode(t, nil)
+	connect(t, a, b)
+	slot := nextSlot(7 * time.Hour)
+	ba := a.book(t, BookRequest{At: slot, DurationMin: 25})
+	sent := a.booking(ba.ID) // as it was while matched
+	sent.State, sent.Partner, sent.PartnerName, sent.PartnerBooking = StateMatched, b.id().String(), "b", "b-booking"
+	a.svc.settle(context.Background(), sent, confirmedMsg())
+	got := a.booking(ba.ID)
+	if got.State != StateMatched || got.Partner != b.id().String() || got.PartnerBooking != "b-booking" || !got.Confirmed {
+		t.Fatalf("after the partner confirmed a match we had freed: %+v", got)
+	}
+}

@@ -732,9 +732,29 @@ func (s *Service) settle(ctx context.Context, sent Booking, reply *pb.MatchMessa
 			return
 		}
 	}
-	freed := false
+	freed, adopted, orphaned := false, false, false
 	nb, err := s.update(sent.ID, func(cur *Booking) (*Booking, error) {
-		if cur == nil || cur.State != StateMatched || cur.Partner != sent.Partner || cur.PartnerBooking != sent.PartnerBooking {
+		same := cur != nil && cur.State == StateMatched && cur.Partner == sent.Partner && cur.PartnerBooking == sent.PartnerBooking
+		if !same && cur != nil && reply.GetConfirmed() != nil {
+			// The partner holds the match, which we had let go: an
+			// earlier answer said "no such match" (its own proposal was
+			// under way) and this Confirm, a re-check's, crossed it and
+			// committed. Take it back if the booking is still free; if it
+			// has matched elsewhere or was cancelled, tell the partner.
+			// Before, the partner kept a match we did not hold until its
+			// re-check two minutes later.
+			switch {
+			case cur.State == StateSearching:
+				cur.State, cur.Partner, cur.PartnerName, cur.PartnerBooking = StateMatched, sent.Partner, sent.PartnerName, sent.PartnerBooking
+				cur.Start, cur.Confirmed, cur.Note, cur.PartnerAddrs = sent.Start, true, "", sent.PartnerAddrs
+				adopted = true
+				return cur, nil
+			case cur.State == StateMatched || cur.State == StateCancelled:
+				orphaned = true
+			}
+			return nil, nil
+		}
+		if !same {
 			return nil, nil
 		}
 		if reply.GetConfirmed() != nil {
@@ -763,9 +783,14 @@ func (s *Service) settle(ctx context.Context, sent Booking, reply *pb.MatchMessa
 		s.log.Error("settling match; will re-check", "booking", sent.ID, "err", err)
 		return
 	}
-	if freed && nb != nil {
-		s.announce(ctx, *nb)
+	if (freed || adopted) && nb != nil {
+		s.announce(ctx, *nb) // open again, or withdrawn again
 		s.wake()
+	}
+	if pid, err := peer.Decode(sent.Partner); orphaned && err == nil {
+		if err := s.sendCancel(ctx, pid, sent.ID, sent.PartnerBooking, "matched elsewhere"); err != nil {
+			s.log.Debug("cancelling a match we no longer hold; the partner's re-check will", "peer", pid, "err", err)
+		}
 	}
 }
 

@@ -48,7 +48,12 @@ func TestOnOffer(t *testing.T) {
 	nodes := make([]*testNode, 3)
 	for i := range nodes {
 		l := logs[i]
-		nodes[i] = newTestNode(t, func(c *Config) { c.OnOffer = l.add })
+		nodes[i] = newTestNode(t, func(c *Config) {
+			c.OnOffer = l.add
+			// No re-announcement within the test: on a loaded machine
+			// one could reach c by gossip before its board sync does.
+			c.AnnounceInterval = 10 * time.Minute
+		})
 	}
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	for _, n := range nodes {
