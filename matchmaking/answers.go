@@ -446,7 +446,7 @@ func (s *Service) release(ctx context.Context, a *attempt) {
 	s.observeProposal(a.bk.ID, a.e, "accepted, released", a.began)
 	a.st.Close()
 	s.goRun(func() {
-		if err := s.sendCancel(ctx, a.e.owner, a.bk.ID, a.key.booking, ""); err != nil {
+		if err := s.sendRelease(ctx, a.e.owner, a.bk.ID, a.key.booking); err != nil {
 			s.log.Debug("releasing a hold we do not take; it lapses", "peer", a.e.owner, "err", err)
 		}
 	})

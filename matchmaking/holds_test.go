@@ -1,12 +1,15 @@
 package matchmaking
 
 import (
+	"bufio"
 	"context"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/tandem-cowork/tandem/matchmaking/pb"
 )
 
 // A hold's exclusive window follows the Accept->Confirm delays the node
@@ -292,5 +295,46 @@ func TestUnsentAcceptIsNoLapse(t *testing.T) {
 	acceptor.svc.mu.Unlock()
 	if lapses != 0 {
 		t.Fatalf("a hold whose Accept never went out counted %d lapses against the proposer", lapses)
+	}
+}
+
+// A proposer that gives back an Accept it does not take (it matched
+// another, or was busy with another negotiation) may propose from the
+// same booking again: a release is not a cancelled booking. Before, the
+// acceptor remembered the booking as cancelled and refused it as "not
+// available" for 10 minutes; in a storm the last two searching bookings
+// could be such a pair, and TestStormSameSlot then timed out (1 run in 10
+// under the race detector and load).
+func TestReleasedProposerMayProposeAgain(t *testing.T) {
+	v := newTestNode(t, nil)
+	s := newSybils(t, 1)[0]
+	b := v.book(t, BookRequest{At: nextSlot(5 * time.Hour), DurationMin: 25})
+	target := v.svc.offerFor(b, time.Now())
+	target.BookingId = b.ID
+	ctx := context.Background()
+	st, reason := s.holdAs(ctx, t, v, target, "proposers-booking")
+	if st == nil {
+		t.Fatalf("first proposal: %s", reason)
+	}
+	s.releaseHold(ctx, v, "proposers-booking", b.ID)
+	st.Reset()
+	st, reason = s.holdAs(ctx, t, v, target, "proposers-booking")
+	if st == nil {
+		t.Fatalf("after giving back its hold, the proposer's booking was refused: %s", reason)
+	}
+	st.Reset()
+}
+
+// releaseHold sends what an honest proposer sends to give back a hold.
+func (s *sybil) releaseHold(ctx context.Context, victim *testNode, from, to string) {
+	sctx, cancel := context.WithTimeout(ctx, deadline(2*time.Second))
+	defer cancel()
+	st, err := s.h.NewStream(sctx, victim.id(), MatchProtocol)
+	if err != nil {
+		return
+	}
+	defer st.Close()
+	if writeMsg(st, &pb.MatchMessage{Body: &pb.MatchMessage_Cancel{Cancel: &pb.Cancel{FromBooking: from, ToBooking: to, Release: true}}}) == nil {
+		readMsg(bufio.NewReader(st))
 	}
 }

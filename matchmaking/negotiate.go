@@ -1128,9 +1128,18 @@ func (s *Service) roundTripOnce(ctx context.Context, p peer.ID, m *pb.MatchMessa
 }
 
 func (s *Service) sendCancel(ctx context.Context, p peer.ID, from, to, reason string) error {
-	reply, err := s.roundTrip(ctx, p, &pb.MatchMessage{Body: &pb.MatchMessage_Cancel{Cancel: &pb.Cancel{
-		FromBooking: from, ToBooking: to, Reason: reason,
-	}}})
+	return s.sendCancelMsg(ctx, p, &pb.Cancel{FromBooking: from, ToBooking: to, Reason: reason})
+}
+
+// sendRelease gives back the hold p granted our booking from on its
+// booking to: a Cancel marked as a release, so p does not take our
+// booking for cancelled (it still searches, and may propose to p again).
+func (s *Service) sendRelease(ctx context.Context, p peer.ID, from, to string) error {
+	return s.sendCancelMsg(ctx, p, &pb.Cancel{FromBooking: from, ToBooking: to, Release: true})
+}
+
+func (s *Service) sendCancelMsg(ctx context.Context, p peer.ID, c *pb.Cancel) error {
+	reply, err := s.roundTrip(ctx, p, &pb.MatchMessage{Body: &pb.MatchMessage_Cancel{Cancel: c}})
 	if err != nil {
 		return err
 	}
@@ -1396,7 +1405,11 @@ func (s *Service) onCancel(remote peer.ID, c *pb.Cancel) error {
 			s.releaseHoldLocked(b.ID, h, now)
 		}
 		matched := b != nil && b.State == StateMatched && b.Partner == remote.String() && b.PartnerBooking == c.GetFromBooking()
-		if matched || (b != nil && held && h.peerBooking == c.GetFromBooking()) {
+		// A release gives back a hold, not the booking: the proposer's
+		// booking still searches and may propose again. Remembered as
+		// cancelled, it was refused here for 10 minutes, and in a storm
+		// the last two bookings could be exactly such a pair.
+		if matched || (b != nil && held && h.peerBooking == c.GetFromBooking() && !c.GetRelease()) {
 			s.rememberCancelledLocked(remote, c.GetFromBooking(), now)
 		}
 		if !matched {

@@ -1042,6 +1042,7 @@ type Cancel struct {
 	FromBooking   string                 `protobuf:"bytes,1,opt,name=from_booking,json=fromBooking,proto3" json:"from_booking,omitempty"`
 	ToBooking     string                 `protobuf:"bytes,2,opt,name=to_booking,json=toBooking,proto3" json:"to_booking,omitempty"`
 	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Release       bool                   `protobuf:"varint,4,opt,name=release,proto3" json:"release,omitempty"` // a proposer gives back an Accept it does not take: its booking still searches
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1095,6 +1096,13 @@ func (x *Cancel) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *Cancel) GetRelease() bool {
+	if x != nil {
+		return x.Release
+	}
+	return false
 }
 
 var File_matchmaking_proto protoreflect.FileDescriptor
@@ -1174,12 +1182,13 @@ const file_matchmaking_proto_rawDesc = "" +
 	"start_unix\x18\x03 \x01(\x03R\tstartUnix\x12!\n" +
 	"\fduration_min\x18\x04 \x01(\rR\vdurationMin\x12\x12\n" +
 	"\x04name\x18\x05 \x01(\tR\x04name\"\v\n" +
-	"\tConfirmed\"b\n" +
+	"\tConfirmed\"|\n" +
 	"\x06Cancel\x12!\n" +
 	"\ffrom_booking\x18\x01 \x01(\tR\vfromBooking\x12\x1d\n" +
 	"\n" +
 	"to_booking\x18\x02 \x01(\tR\ttoBooking\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason*>\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\arelease\x18\x04 \x01(\bR\arelease*>\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eKIND_SCHEDULED\x10\x01\x12\f\n" +
