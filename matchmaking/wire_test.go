@@ -285,6 +285,7 @@ func FuzzMatchMessage(f *testing.F) {
 		{Body: &pb.MatchMessage_Propose{Propose: &pb.Propose{FromBooking: "x", ToBooking: b.ID, StartUnix: slot.Unix(), DurationMin: 25, Kind: pb.Kind_KIND_SCHEDULED, Activity: pb.Activity_ACTIVITY_DESK}}},
 		{Body: &pb.MatchMessage_Confirm{Confirm: &pb.Confirm{FromBooking: "x", ToBooking: b.ID}}},
 		{Body: &pb.MatchMessage_Cancel{Cancel: &pb.Cancel{FromBooking: "x", ToBooking: b.ID, Reason: "r"}}},
+		{Body: &pb.MatchMessage_Cancel{Cancel: &pb.Cancel{FromBooking: "x", ToBooking: b.ID, Release: true}}},
 	} {
 		var buf bytes.Buffer
 		writeMsg(&buf, m)
