@@ -154,9 +154,9 @@ func (s *Service) placing() bool {
 
 // known reports whether the node knows what is on topic st, joined
 // `joined` ago: it has pulled the topic's board, or the finder found
-// nobody there and no peer has come, or settleWait has passed.
-func (st *shardTopic) known(joined time.Duration) bool {
-	return st.lastPull.Load() != nil || joined >= settleWait ||
+// nobody there and no peer has come, or wait (settleWait) has passed.
+func (st *shardTopic) known(joined, wait time.Duration) bool {
+	return st.lastPull.Load() != nil || joined >= wait ||
 		st.foundNobody.Load() && len(st.topic.ListPeers()) == 0
 }
 
@@ -208,7 +208,7 @@ func (s *Service) placeStep(ctx context.Context) {
 		from := p.key
 		switch {
 		case !p.settled:
-			if st := joined[p.key]; st == nil || !st.known(now.Sub(p.since)) {
+			if st := joined[p.key]; st == nil || !st.known(now.Sub(p.since), cmp.Or(s.cfg.settleWait, settleWait)) {
 				continue
 			}
 			// A partner waiting keeps a newcomer here only up to twice the

@@ -129,6 +129,9 @@ func TestWaitingBookingKeepsNewcomerUp(t *testing.T) {
 	for i := range nodes {
 		nodes[i] = newTestNode(t, func(c *Config) {
 			c.laneVolume = 2
+			if i == 3 { // d: see below
+				c.settleWait = time.Minute
+			}
 			c.OnShard = func(e ShardEvent) {
 				if e.State == "joined" && strings.Contains(e.Topic, "/l") {
 					mu.Lock()
@@ -160,8 +163,16 @@ func TestWaitingBookingKeepsNewcomerUp(t *testing.T) {
 		k := c.svc.placeOf(bc)
 		return joins(2) > 0 && k.Lane == "" && c.svc.settledPlace(bc.ID)
 	})
+	// d must place its booking by what a board pull shows, not by the
+	// time bound, which a slow machine can reach before d has heard of c
+	// (its settleWait, above); and that pull must come from c, not from a or
+	// b still lingering on the class's topic without c's offer.
+	class := c.svc.placeOf(bc)
+	waitFor(t, 20*time.Second, "a and b gone from the class's topic", func() bool {
+		return a.svc.joinedTopic(class) == nil && b.svc.joinedTopic(class) == nil
+	})
 	bd := d.book(t, req)
-	waitFor(t, deadline(20*time.Second), "c and d matched", func() bool {
+	waitFor(t, 20*time.Second, "c and d matched", func() bool {
 		return c.booking(bc.ID).PartnerBooking == bd.ID && d.booking(bd.ID).PartnerBooking == bc.ID && settled(nodes)
 	})
 	if pairs := checkInvariants(t, nodes); pairs != 2 {
@@ -184,11 +195,11 @@ func TestPlacedWhenFinderFindsNobody(t *testing.T) {
 	if st == nil {
 		t.Fatalf("not on its class's topic; on %v", n.svc.OfferTopics())
 	}
-	if st.known(0) {
+	if st.known(0, settleWait) {
 		t.Fatal("known with no pull, no lookup and no time passed")
 	}
 	st.foundNobody.Store(true)
-	if !st.known(0) {
+	if !st.known(0, settleWait) {
 		t.Fatal("not known after the finder found nobody")
 	}
 	if !n.svc.settledPlace(b.ID) {

@@ -81,6 +81,9 @@ type Config struct {
 	NoLanes bool
 	// laneVolume overrides laneVolume (tests).
 	laneVolume int
+	// settleWait overrides settleWait (tests that must see a placement
+	// decided by a board pull, not by the time bound, on a slow machine).
+	settleWait time.Duration
 	// DefaultScope and DefaultOpenAfterMin apply to bookings that do not
 	// say (circles.go); defaults anyone and 10 minutes.
 	DefaultScope        Scope
