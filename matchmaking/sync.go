@@ -226,6 +226,14 @@ func (s *Service) handleBoardStream(st network.Stream) {
 		st.Reset()
 		return
 	}
+	tctx, cancel := context.WithTimeout(s.ctx, s.cfg.StreamTimeout)
+	done, ok := s.syncBudget.turn(tctx, remote)
+	cancel()
+	if !ok {
+		st.Reset()
+		return
+	}
+	defer done()
 	budget := s.syncBudget.grant(remote, time.Now())
 	if budget == 0 {
 		s.log.Debug("board sync over budget", "peer", remote)

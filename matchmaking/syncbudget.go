@@ -1,6 +1,7 @@
 package matchmaking
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -34,6 +35,9 @@ const (
 	// node pulls in the background and loses nothing by it.
 	refusalDelay    = time.Second
 	maxSlowRefusals = 64
+	// maxQueuedPulls bounds the requests of one peer waiting for their
+	// turn (turn); more are refused at once.
+	maxQueuedPulls = maxBoardTopics
 )
 
 // slowRefusal waits refusalDelay (real time: it paces a socket) before a
@@ -60,6 +64,15 @@ type syncBudget struct {
 	peers map[peer.ID]*byteBucket
 	// slow holds a place for each refusal waiting (slowRefusal).
 	slow chan struct{}
+	// turns: the requests of one peer are answered one at a time (turn).
+	turns map[peer.ID]*peerTurn
+}
+
+// peerTurn is one peer's queue of board requests: ch holds the one being
+// answered, users counts it and those waiting.
+type peerTurn struct {
+	ch    chan struct{}
+	users int
 }
 
 // byteBucket is a token bucket of bytes: up to burst, refilled at perMin
@@ -92,6 +105,43 @@ func newSyncBudget() *syncBudget {
 		total: newByteBucket(syncBytesTotal, time.Now()),
 		peers: map[peer.ID]*byteBucket{},
 		slow:  make(chan struct{}, maxSlowRefusals),
+		turns: map[peer.ID]*peerTurn{},
+	}
+}
+
+// turn waits until no other request of p is being answered, and returns
+// the function that ends this one's turn; false if p already has
+// maxQueuedPulls requests queued or ctx ends first. A grant charges the
+// whole budget left until settle gives back what the reply did not use,
+// so without turns a node that joins many topics at once (the calendar
+// joins 46 shards) and pulls each from the same peer had all its pulls but
+// one refused.
+func (b *syncBudget) turn(ctx context.Context, p peer.ID) (func(), bool) {
+	b.mu.Lock()
+	t := b.turns[p]
+	if t == nil {
+		t = &peerTurn{ch: make(chan struct{}, 1)}
+		b.turns[p] = t
+	}
+	if t.users >= maxQueuedPulls {
+		b.mu.Unlock()
+		return nil, false
+	}
+	t.users++
+	b.mu.Unlock()
+	leave := func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if t.users--; t.users == 0 {
+			delete(b.turns, p)
+		}
+	}
+	select {
+	case t.ch <- struct{}{}:
+		return func() { <-t.ch; leave() }, true
+	case <-ctx.Done():
+		leave()
+		return nil, false
 	}
 }
 
