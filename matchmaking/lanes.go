@@ -81,8 +81,8 @@ type placement struct {
 // topics (Config.NoLanes turns it off; version 1's topic has no lanes).
 func (s *Service) lanesOn() bool { return !s.cfg.NoLanes && !s.v1Only }
 
-// classKeyOf is the finest topic key of an offer: its slot class, or the
-// now shard.
+// classKeyOf is the finest topic key of an offer: its slot class
+// (scheduled or focus now).
 func classKeyOf(o *pb.Offer) shard.Key {
 	return shard.ClassOf(o.GetKind() == pb.Kind_KIND_NOW, o.GetStartUnix(), int(o.GetDurationMin()), o.GetQuiet())
 }
@@ -92,11 +92,11 @@ func classKeyOfBooking(b Booking) shard.Key {
 	return shard.ClassOf(b.Kind == KindNow, b.Start.Unix(), b.DurationMin, b.Quiet)
 }
 
-// homeKey is where a booking starts: its slot class's topic, or its day
-// shard (private bookings, which have one possible partner and travel
-// sealed on their day shard; "focus now"; lanes off).
+// homeKey is where a booking starts: its slot class's topic (scheduled
+// or focus now), or its day shard or the now shard (private bookings,
+// which have one possible partner and travel sealed there; lanes off).
 func (s *Service) homeKey(b Booking) shard.Key {
-	if s.lanesOn() && b.Kind == KindScheduled && b.With == "" {
+	if s.lanesOn() && b.With == "" {
 		return classKeyOfBooking(b)
 	}
 	return ShardOf(b)

@@ -59,12 +59,71 @@ func TestClassReceivesOnlyItsOffers(t *testing.T) {
 	}
 }
 
+// TestFocusNowClassReceivesOnlyItsOffers: "focus now" offers have slot
+// classes too (one per duration and quiet flag): a node looking for a
+// 25 minute focus-now partner receives only that class's offers, while a
+// node that watches the now shard (the calendar, the demo's partners)
+// gets all of them through the publishers' fanout.
+func TestFocusNowClassReceivesOnlyItsOffers(t *testing.T) {
+	var wlog, vlog shardLog
+	w := newTestNode(t, func(c *Config) { c.OnOffer = wlog.add })
+	watcher := newTestNode(t, func(c *Config) { c.OnOffer = vlog.add })
+	watcher.svc.WatchFocusNow()
+	pubs := startNodes(t, 3, nil)
+	for _, p := range pubs {
+		connect(t, w, p)
+		connect(t, watcher, p)
+	}
+	bw := w.book(t, BookRequest{Kind: KindNow, DurationMin: 25, Activity: ActivityDesk})
+	want := pubs[0].book(t, BookRequest{Kind: KindNow, DurationMin: 25, Activity: ActivityMoving}) // w's class, no match
+	others := []Booking{
+		pubs[1].book(t, BookRequest{Kind: KindNow, DurationMin: 50}),
+		pubs[2].book(t, BookRequest{Kind: KindNow, DurationMin: 25, Quiet: true}),
+	}
+	all := append([]Booking{want}, others...)
+	waitFor(t, 10*time.Second, "the watcher to see all three offers", func() bool {
+		seen := map[string]bool{}
+		for _, e := range vlog.received() {
+			seen[e.BookingID] = true
+		}
+		return !slices.ContainsFunc(all, func(b Booking) bool { return !seen[b.ID] })
+	})
+	waitFor(t, 10*time.Second, "w to see the offer of its class", func() bool {
+		return slices.ContainsFunc(w.svc.Board(time.Time{}, time.Time{}), func(o BoardOffer) bool { return o.BookingID == want.ID })
+	})
+	mine := classKeyOfBooking(bw).Topic()
+	if mine != "/tandem/offers/2/now/25/any" {
+		t.Fatalf("a 25 minute focus-now booking's class topic is %s", mine)
+	}
+	if got := w.svc.OfferTopics(); !slices.Equal(got, []string{mine}) {
+		t.Fatalf("w is on %v, want only %s", got, mine)
+	}
+	for topic, n := range w.recv.topics() {
+		if topic != mine {
+			t.Errorf("%d messages of %s arrived at w", n, topic)
+		}
+	}
+	for _, e := range wlog.received() {
+		for _, o := range others {
+			if e.BookingID == o.ID {
+				t.Errorf("w's board got %s's offer by %s", o.ID, e.Source)
+			}
+		}
+	}
+}
+
 // TestCrowdedClassSplitsIntoLanes: seven nodes book one slot one after
 // another with a lane volume of 2, so the class's topic fills and later
 // bookings go down into lanes. Every booking that can pair does (three
 // pairs, no double or one-sided booking), and the one left over climbs
 // back to the class's topic, where leftovers meet.
 func TestCrowdedClassSplitsIntoLanes(t *testing.T) {
+	for _, kind := range []Kind{KindScheduled, KindNow} {
+		t.Run(string(kind), func(t *testing.T) { crowdedClassSplitsIntoLanes(t, kind) })
+	}
+}
+
+func crowdedClassSplitsIntoLanes(t *testing.T, kind Kind) {
 	var mu sync.Mutex
 	lanes := map[string]bool{}
 	tune := func(c *Config) {
@@ -87,7 +146,11 @@ func TestCrowdedClassSplitsIntoLanes(t *testing.T) {
 	at := nextSlot(5 * time.Hour)
 	var last Booking
 	for i, n := range nodes {
-		last = n.book(t, BookRequest{At: at, DurationMin: 50})
+		req := BookRequest{At: at, DurationMin: 50}
+		if kind == KindNow {
+			req = BookRequest{Kind: KindNow, DurationMin: 50}
+		}
+		last = n.book(t, req)
 		waitFor(t, deadline(10*time.Second), "the booking placed", func() bool {
 			return n.booking(last.ID).State != StateSearching || n.svc.settledPlace(last.ID)
 		})

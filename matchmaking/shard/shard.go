@@ -4,7 +4,7 @@
 //
 // An offer belongs to exactly one shard: scheduled offers to the UTC day of
 // their start and their duration ("/tandem/offers/2/2026-12-03/25"),
-// "focus now" offers to one small topic ("/tandem/offers/2/now"). Every
+// "focus now" offers to one topic ("/tandem/offers/2/now"). Every
 // offer that could pair with a booking is in that booking's shard (same
 // start, hence same day; same duration), so a node matches using only the
 // shards of its own open bookings, and shows the calendar from the shards
@@ -15,7 +15,11 @@
 // crowded class splits further into lanes by a hash of the owner
 // ("/tandem/offers/2/2026-12-03/50/0900/l01"): a booking matches on the
 // topic of its class, or of its lane, and never pays for other classes
-// (docs/protocol.md section 2.6).
+// (docs/protocol.md section 2.6). "Focus now" offers have classes too, one
+// per duration and quiet flag ("/tandem/offers/2/now/25/any",
+// "/tandem/offers/2/now/25/anyq/l1"), below the now shard as slot classes
+// are below their day shard: the now shard alone carried every focus-now
+// offer of the network to every node with one open.
 package shard
 
 import (
@@ -60,8 +64,9 @@ type Key struct {
 	// V1 marks version 1's single topic, which holds every shard.
 	V1 bool
 	// Slot names one slot class of a scheduled shard: the start's UTC
-	// "HHMM", with "q" for quiet offers ("0900", "0915q"). Empty for a
-	// day shard.
+	// "HHMM", with "q" for quiet offers ("0900", "0915q"); of the now
+	// shard, "any" or "anyq" (with DurationMin). Empty for a day shard
+	// and the now shard.
 	Slot string
 	// Lane is a share of a slot class: the first len(Lane) bits of the
 	// owner's lane hash (LaneBits), as "0" and "1". Empty for the class's
@@ -84,18 +89,35 @@ func Class(start time.Time, durationMin int, quiet bool) Key {
 	return k
 }
 
-// ClassOf is the slot class topic of an offer ("focus now" offers have no
-// class topic: NowKey).
+// nowSlot is the Slot of a focus-now class: its offers start whenever
+// they match.
+const nowSlot = "any"
+
+// NowClass is the topic of the focus-now offers of one duration and quiet
+// flag.
+func NowClass(durationMin int, quiet bool) Key {
+	k := Key{Now: true, DurationMin: durationMin, Slot: nowSlot}
+	if quiet {
+		k.Slot += "q"
+	}
+	return k
+}
+
+// ClassOf is the slot class topic of an offer: scheduled (Class) or
+// focus now (NowClass).
 func ClassOf(now bool, startUnix int64, durationMin int, quiet bool) Key {
 	if now {
-		return NowKey
+		return NowClass(durationMin, quiet)
 	}
 	return Class(time.Unix(startUnix, 0), durationMin, quiet)
 }
 
 // DayKey is the day shard that holds k (k itself for a day shard, the now
-// shard and version 1's topic).
+// shard and version 1's topic; the now shard for a focus-now class).
 func (k Key) DayKey() Key {
+	if k.Now {
+		return NowKey
+	}
 	k.Slot, k.Lane = "", ""
 	return k
 }
@@ -145,14 +167,17 @@ func LaneBits(k Key, owner []byte, n int) string {
 // Contains reports whether an offer of owner, whose finest key is o (its
 // slot class, or its day shard or the now shard), travels on k's topic:
 // version 1's topic holds every offer, a day shard every offer of its day
-// and duration, a class its own offers and a lane those of its owners.
+// and duration, the now shard every focus-now offer, a class its own
+// offers and a lane those of its owners.
 func (k Key) Contains(o Key, owner []byte) bool {
 	switch {
 	case k.V1:
 		return true
-	case k.Now || o.Now:
-		return k.Now && o.Now
-	case k.Day != o.Day || k.DurationMin != o.DurationMin || o.V1:
+	case k.Now != o.Now || o.V1:
+		return false
+	case k.Now && k.Slot == "":
+		return true
+	case k.Day != o.Day || k.DurationMin != o.DurationMin:
 		return false
 	case k.Slot == "":
 		return true
@@ -187,10 +212,13 @@ func (k Key) Topic() string {
 	switch {
 	case k.V1:
 		return V1Topic
-	case k.Now:
+	case k.Now && k.Slot == "":
 		return NowTopic
 	}
 	t := Prefix + k.Day + "/" + strconv.Itoa(k.DurationMin)
+	if k.Now {
+		t = NowTopic + "/" + strconv.Itoa(k.DurationMin)
+	}
 	if k.Slot != "" {
 		t += "/" + k.Slot
 		if k.Lane != "" {
@@ -243,7 +271,8 @@ func Parse(topic string) (Key, error) {
 	}
 	dur, slot, _ := strings.Cut(dur, "/")
 	slot, lane, _ := strings.Cut(slot, "/")
-	if _, err := time.Parse(dayLayout, day); err != nil {
+	now := day == "now"
+	if _, err := time.Parse(dayLayout, day); err != nil && !now {
 		return Key{}, fmt.Errorf("offer topic %q: day: %w", topic, err)
 	}
 	d, err := strconv.Atoi(dur)
@@ -251,7 +280,12 @@ func Parse(topic string) (Key, error) {
 		return Key{}, fmt.Errorf("offer topic %q: duration %q", topic, dur)
 	}
 	k := Key{Day: day, DurationMin: d, Slot: slot}
-	if slot != "" {
+	if now {
+		k = Key{Now: true, DurationMin: d, Slot: slot}
+		if slot != nowSlot && slot != nowSlot+"q" {
+			return Key{}, fmt.Errorf("offer topic %q: focus-now class %q", topic, slot)
+		}
+	} else if slot != "" {
 		hhmm := strings.TrimSuffix(slot, "q")
 		t, err := time.Parse("1504", hhmm)
 		if err != nil || t.Minute()%15 != 0 || len(hhmm) != 4 {

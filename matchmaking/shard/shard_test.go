@@ -193,7 +193,7 @@ func TestInterestRefcountsViewsAndLinger(t *testing.T) {
 // FuzzParse: topic names come from peers (board sync requests); Parse
 // never panics and whatever it accepts names itself back exactly.
 func FuzzParse(f *testing.F) {
-	for _, s := range []string{V1Topic, NowTopic, "/tandem/offers/2/2026-12-03/25", "/tandem/offers/2/x/25", ""} {
+	for _, s := range []string{V1Topic, NowTopic, "/tandem/offers/2/2026-12-03/25", "/tandem/offers/2/now/50/anyq/l01", "/tandem/offers/2/x/25", ""} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -225,5 +225,54 @@ func TestReleaseSooner(t *testing.T) {
 	in.ReleaseSooner(k, "b2", t0, time.Hour)
 	if got := in.Wanted(t0.Add(30 * time.Second)); slices.Contains(got, k) {
 		t.Fatal("a linger longer than the Interest's was not cut to it")
+	}
+}
+
+// TestNowClassTopics: focus-now offers have a class per duration and
+// quiet flag, with lanes, below the now shard, which holds them all.
+func TestNowClassTopics(t *testing.T) {
+	c := NowClass(25, false)
+	owner := []byte("some owner")
+	for k, want := range map[Key]string{
+		c:                       "/tandem/offers/2/now/25/any",
+		NowClass(75, true):      "/tandem/offers/2/now/75/anyq",
+		c.Child(owner).Parent(): "/tandem/offers/2/now/25/any",
+		{Now: true, DurationMin: 50, Slot: "anyq", Lane: "10"}: "/tandem/offers/2/now/50/anyq/l10",
+	} {
+		if got := k.Topic(); got != want {
+			t.Errorf("%+v: topic %q, want %q", k, got, want)
+		}
+		back, err := Parse(want)
+		if err != nil || back != k {
+			t.Errorf("Parse(%q) = %+v, %v; want %+v", want, back, err, k)
+		}
+		if !k.IsClass() || k.DayKey() != NowKey || k.SealedTopic() != "" || !NowKey.Contains(k, owner) {
+			t.Errorf("%q: class %v, day %+v, sealed %q, in the now shard %v", want, k.IsClass(), k.DayKey(), k.SealedTopic(), NowKey.Contains(k, owner))
+		}
+	}
+	if ClassOf(true, 0, 25, false) != c {
+		t.Fatalf("ClassOf a 25 minute focus-now offer: %+v", ClassOf(true, 0, 25, false))
+	}
+	lane := c.Child(owner)
+	other := []byte{0}
+	for LaneBits(c, other, 1) == lane.Lane {
+		other[0]++
+	}
+	if !lane.Contains(c, owner) || lane.Contains(c, other) || !c.Contains(c, other) {
+		t.Fatal("a focus-now lane holds its owners' offers only")
+	}
+	nine := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	if c.Contains(NowClass(50, false), owner) || c.Contains(NowClass(25, true), owner) || c.Contains(NowKey, owner) ||
+		c.Contains(Class(nine, 25, false), owner) || Scheduled(nine, 25).Contains(c, owner) || !V1Key.Contains(c, owner) {
+		t.Fatal("a focus-now class holds offers of another class or shard")
+	}
+	for _, bad := range []string{"/tandem/offers/2/now/25", "/tandem/offers/2/now/30/any", "/tandem/offers/2/now/25/0900",
+		"/tandem/offers/2/now/25/anyqq", "/tandem/offers/2/now/25/any/l", "/tandem/offers/2/now/25/any/l2", "/tandem/sealed/1/now/25/any"} {
+		if k, err := Parse(bad); err == nil {
+			t.Errorf("Parse(%q) = %+v, want an error", bad, k)
+		}
+		if IsOfferTopic(bad) {
+			t.Errorf("IsOfferTopic(%q)", bad)
+		}
 	}
 }

@@ -109,7 +109,8 @@ func (g *gossipCounter) RecvRPC(rpc *pubsub.RPC) {
 }
 
 // topicKind names the kind of an offer topic: "day" (a day shard),
-// "class" (a slot class), "lane", "now", "sealed" or "v1".
+// "class" (a slot class), "lane", "now" (the now shard), "now class",
+// "now lane", "sealed" or "v1".
 func topicKind(topic string) string {
 	if strings.HasPrefix(topic, shard.SealedPrefix) {
 		return "sealed"
@@ -120,8 +121,12 @@ func topicKind(topic string) string {
 		return "other"
 	case k.V1:
 		return "v1"
-	case k.Now:
+	case k.Now && k.Slot == "":
 		return "now"
+	case k.Now && k.Lane != "":
+		return "now lane"
+	case k.Now:
+		return "now class"
 	case k.Lane != "":
 		return "lane"
 	case k.Slot != "":
