@@ -36,8 +36,11 @@ const (
 	refusalDelay    = time.Second
 	maxSlowRefusals = 64
 	// maxQueuedPulls bounds the requests of one peer waiting for their
-	// turn (turn); more are refused at once.
+	// turn (turn), and maxQueuedTotal those of all peers (each holds a
+	// stream and a goroutine; many identities must not pile them up);
+	// more are refused at once.
 	maxQueuedPulls = maxBoardTopics
+	maxQueuedTotal = 4 * maxSlowRefusals
 )
 
 // slowRefusal waits refusalDelay (real time: it paces a socket) before a
@@ -64,8 +67,10 @@ type syncBudget struct {
 	peers map[peer.ID]*byteBucket
 	// slow holds a place for each refusal waiting (slowRefusal).
 	slow chan struct{}
-	// turns: the requests of one peer are answered one at a time (turn).
-	turns map[peer.ID]*peerTurn
+	// turns: the requests of one peer are answered one at a time (turn);
+	// queued counts the requests of all peers in turns.
+	turns  map[peer.ID]*peerTurn
+	queued int
 }
 
 // peerTurn is one peer's queue of board requests: ch holds the one being
@@ -111,7 +116,8 @@ func newSyncBudget() *syncBudget {
 
 // turn waits until no other request of p is being answered, and returns
 // the function that ends this one's turn; false if p already has
-// maxQueuedPulls requests queued or ctx ends first. A grant charges the
+// maxQueuedPulls requests queued (all peers maxQueuedTotal) or ctx ends
+// first. A grant charges the
 // whole budget left until settle gives back what the reply did not use,
 // so without turns a node that joins many topics at once (the calendar
 // joins 46 shards) and pulls each from the same peer had all its pulls but
@@ -123,15 +129,20 @@ func (b *syncBudget) turn(ctx context.Context, p peer.ID) (func(), bool) {
 		t = &peerTurn{ch: make(chan struct{}, 1)}
 		b.turns[p] = t
 	}
-	if t.users >= maxQueuedPulls {
+	if t.users >= maxQueuedPulls || b.queued >= maxQueuedTotal {
+		if t.users == 0 {
+			delete(b.turns, p)
+		}
 		b.mu.Unlock()
 		return nil, false
 	}
 	t.users++
+	b.queued++
 	b.mu.Unlock()
 	leave := func() {
 		b.mu.Lock()
 		defer b.mu.Unlock()
+		b.queued--
 		if t.users--; t.users == 0 {
 			delete(b.turns, p)
 		}

@@ -1,9 +1,14 @@
 package matchmaking
 
 import (
+	"context"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // TestConcurrentPullsOfOnePeerAllAnswered: a node that joins many topics
@@ -40,5 +45,55 @@ func TestConcurrentPullsOfOnePeerAllAnswered(t *testing.T) {
 	}
 	if refused > 0 {
 		t.Fatalf("%d of %d pulls at once refused", refused, pulls)
+	}
+}
+
+// TestSyncTurnQueueBounds: requests queue per peer up to maxQueuedPulls
+// and for all peers up to maxQueuedTotal; past either, turn refuses at
+// once, and every queued request gets its turn or gives up with its
+// context, leaving nothing behind.
+func TestSyncTurnQueueBounds(t *testing.T) {
+	b := newSyncBudget()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	queued := func() int {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.queued
+	}
+	var wg sync.WaitGroup
+	var served atomic.Int64
+	enqueue := func(p peer.ID) {
+		wg.Go(func() {
+			if done, ok := b.turn(ctx, p); ok {
+				served.Add(1)
+				<-ctx.Done() // hold the turn until the test ends
+				done()
+			}
+		})
+	}
+	one := peer.ID("one peer")
+	for range maxQueuedPulls {
+		enqueue(one)
+	}
+	waitFor(t, 5*time.Second, "one peer's queue full", func() bool { return queued() == maxQueuedPulls })
+	if _, ok := b.turn(ctx, one); ok {
+		t.Fatal("a request past the peer's queue got a turn")
+	}
+	for i := 0; queued() < maxQueuedTotal; i++ {
+		enqueue(peer.ID(fmt.Sprint("peer ", i)))
+		i := i
+		waitFor(t, 5*time.Second, "the request queued", func() bool { return queued() == maxQueuedPulls+i+1 })
+	}
+	if _, ok := b.turn(ctx, peer.ID("a newcomer")); ok {
+		t.Fatal("a request past the total queue got a turn")
+	}
+	if got := served.Load(); got != 1+maxQueuedTotal-maxQueuedPulls {
+		t.Fatalf("%d turns held, want one per peer (%d)", got, 1+maxQueuedTotal-maxQueuedPulls)
+	}
+	cancel()
+	wg.Wait()
+	if queued() != 0 || len(b.turns) != 0 {
+		t.Fatalf("left behind: %d queued, %d peers", queued(), len(b.turns))
 	}
 }
