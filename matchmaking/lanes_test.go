@@ -42,6 +42,14 @@ func TestClassReceivesOnlyItsOffers(t *testing.T) {
 		return slices.ContainsFunc(w.svc.Board(time.Time{}, time.Time{}), func(o BoardOffer) bool { return o.BookingID == want.ID })
 	})
 	mine := classKeyOfBooking(bw).Topic()
+	onlyOn(t, w, &wlog, mine, others)
+}
+
+// onlyOn checks that node w, whose offer log is wlog, is on topic mine
+// alone, received messages of no other topic and took none of the offers
+// of others.
+func onlyOn(t *testing.T, w *testNode, wlog *shardLog, mine string, others []Booking) {
+	t.Helper()
 	if got := w.svc.OfferTopics(); !slices.Equal(got, []string{mine}) {
 		t.Fatalf("w is on %v, want only %s", got, mine)
 	}
@@ -53,7 +61,7 @@ func TestClassReceivesOnlyItsOffers(t *testing.T) {
 	for _, e := range wlog.received() {
 		for _, o := range others {
 			if e.BookingID == o.ID {
-				t.Errorf("w's board got %s's offer by %s", o.ID, e.Source)
+				t.Errorf("w's board got %s's offer (%s) by %s", o.ID, classKeyOfBooking(o).Topic(), e.Source)
 			}
 		}
 	}
@@ -95,21 +103,7 @@ func TestFocusNowClassReceivesOnlyItsOffers(t *testing.T) {
 	if mine != "/tandem/offers/2/now/25/any" {
 		t.Fatalf("a 25 minute focus-now booking's class topic is %s", mine)
 	}
-	if got := w.svc.OfferTopics(); !slices.Equal(got, []string{mine}) {
-		t.Fatalf("w is on %v, want only %s", got, mine)
-	}
-	for topic, n := range w.recv.topics() {
-		if topic != mine {
-			t.Errorf("%d messages of %s arrived at w", n, topic)
-		}
-	}
-	for _, e := range wlog.received() {
-		for _, o := range others {
-			if e.BookingID == o.ID {
-				t.Errorf("w's board got %s's offer by %s", o.ID, e.Source)
-			}
-		}
-	}
+	onlyOn(t, w, &wlog, mine, others)
 }
 
 // TestCrowdedClassSplitsIntoLanes: seven nodes book one slot one after

@@ -87,22 +87,7 @@ func TestShardReceivesOnlyItsOffers(t *testing.T) {
 	waitFor(t, 10*time.Second, "a board sync round", func() bool {
 		return time.Since(want.CreatedAt) > 3*time.Second
 	})
-	mine := shardTopicOf(KindScheduled, day, 25)
-	if got := w.svc.OfferTopics(); !slices.Equal(got, []string{mine}) {
-		t.Fatalf("w is on %v, want only %s", got, mine)
-	}
-	for topic, n := range w.recv.topics() {
-		if topic != mine {
-			t.Errorf("%d messages of %s arrived at w", n, topic)
-		}
-	}
-	for _, e := range wlog.received() {
-		for _, o := range others {
-			if e.BookingID == o.ID {
-				t.Errorf("w's board got %s's offer (%s) by %s", o.ID, shardTopicOf(o.Kind, o.Start, o.DurationMin), e.Source)
-			}
-		}
-	}
+	onlyOn(t, w, &wlog, shardTopicOf(KindScheduled, day, 25), others)
 	for _, o := range w.svc.Board(time.Time{}, time.Time{}) {
 		if o.BookingID != want.ID {
 			t.Errorf("w's board shows %+v", o)
