@@ -117,11 +117,10 @@ func newSyncBudget() *syncBudget {
 // turn waits until no other request of p is being answered, and returns
 // the function that ends this one's turn; false if p already has
 // maxQueuedPulls requests queued (all peers maxQueuedTotal) or ctx ends
-// first. A grant charges the
-// whole budget left until settle gives back what the reply did not use,
-// so without turns a node that joins many topics at once (the calendar
-// joins 46 shards) and pulls each from the same peer had all its pulls but
-// one refused.
+// first. A grant charges the whole budget left until settle gives back
+// what the reply did not use, so without turns a node that joins many
+// topics at once (the calendar joins 46 shards) and pulls each from the
+// same peer had all its pulls but one refused.
 func (b *syncBudget) turn(ctx context.Context, p peer.ID) (func(), bool) {
 	b.mu.Lock()
 	t := b.turns[p]
