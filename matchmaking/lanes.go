@@ -214,7 +214,7 @@ func (s *Service) placeStep(ctx context.Context) {
 			// A partner waiting keeps a newcomer here only up to twice the
 			// lane volume: past that the topic's traffic would grow with
 			// the class's rate again (every leftover climbs to it).
-			vol, limit := s.board.volumeIn(p.key, me, nodeNow), cmp.Or(s.cfg.laneVolume, laneVolume)
+			vol, limit := s.board.volumeIn(p.key, me, nodeNow), cmp.Or(s.cfg.LaneVolume, laneVolume)
 			if !p.climbed && len(p.key.Lane) < shard.MaxLaneBits && vol >= limit &&
 				(vol >= 2*limit || !s.partnerOnLocked(p.key, b, nodeNow)) {
 				p.key, p.since = p.key.Child([]byte(me)), now

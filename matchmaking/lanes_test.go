@@ -121,7 +121,7 @@ func crowdedClassSplitsIntoLanes(t *testing.T, kind Kind) {
 	var mu sync.Mutex
 	lanes := map[string]bool{}
 	tune := func(c *Config) {
-		c.laneVolume = 2
+		c.LaneVolume = 2
 		c.OnShard = func(e ShardEvent) {
 			if e.State == "joined" && strings.Contains(e.Topic, "/l") {
 				mu.Lock()
@@ -185,7 +185,7 @@ func TestWaitingBookingKeepsNewcomerUp(t *testing.T) {
 	nodes := make([]*testNode, 4)
 	for i := range nodes {
 		nodes[i] = newTestNode(t, func(c *Config) {
-			c.laneVolume = 2
+			c.LaneVolume = 2
 			if i == 3 { // d: see below
 				c.settleWait = time.Minute
 			}

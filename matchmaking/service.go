@@ -79,8 +79,10 @@ type Config struct {
 	// NoLanes keeps public scheduled bookings on their day shard, as
 	// before slot class topics and lanes (lanes.go); for comparisons.
 	NoLanes bool
-	// laneVolume overrides laneVolume (tests).
-	laneVolume int
+	// LaneVolume, if set, overrides laneVolume: how many bookings a
+	// slot class or lane topic shows before newcomers go a lane deeper
+	// (tests and benchmark comparisons).
+	LaneVolume int
 	// settleWait overrides settleWait (tests that must see a placement
 	// decided by a board pull, not by the time bound, on a slow machine).
 	settleWait time.Duration

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,12 +30,14 @@ type gossipCounter struct {
 	mesh                      map[string]map[peer.ID]bool
 	rejects                   map[string]int64 // by reason
 	// recvByKind counts the published messages received (duplicates
-	// too) by the kind of topic they came on (topicKind).
-	recvByKind map[string]int64
+	// too) by the kind of topic they came on (topicKind); dupByKind the
+	// duplicates among them; recvByTopic the same by topic name.
+	recvByKind, dupByKind, recvByTopic map[string]int64
 }
 
 func newGossipCounter() *gossipCounter {
-	return &gossipCounter{mesh: map[string]map[peer.ID]bool{}, rejects: map[string]int64{}, recvByKind: map[string]int64{}}
+	return &gossipCounter{mesh: map[string]map[peer.ID]bool{}, rejects: map[string]int64{},
+		recvByKind: map[string]int64{}, dupByKind: map[string]int64{}, recvByTopic: map[string]int64{}}
 }
 
 var _ pubsub.RawTracer = (*gossipCounter)(nil)
@@ -91,9 +94,14 @@ func (g *gossipCounter) Prune(p peer.ID, topic string) {
 
 func (g *gossipCounter) DeliverMessage(*pubsub.Message)        { g.delivered.Add(1) }
 func (g *gossipCounter) RejectMessage(*pubsub.Message, string) { g.rejected.Add(1) }
-func (g *gossipCounter) DuplicateMessage(*pubsub.Message)      { g.dups.Add(1) }
-func (g *gossipCounter) DropRPC(*pubsub.RPC, peer.ID)          { g.dropped.Add(1) }
-func (g *gossipCounter) UndeliverableMessage(*pubsub.Message)  { g.undeliverable.Add(1) }
+func (g *gossipCounter) DuplicateMessage(m *pubsub.Message) {
+	g.dups.Add(1)
+	g.mu.Lock()
+	g.dupByKind[topicKind(m.GetTopic())]++
+	g.mu.Unlock()
+}
+func (g *gossipCounter) DropRPC(*pubsub.RPC, peer.ID)         { g.dropped.Add(1) }
+func (g *gossipCounter) UndeliverableMessage(*pubsub.Message) { g.undeliverable.Add(1) }
 
 func (g *gossipCounter) RecvRPC(rpc *pubsub.RPC) {
 	g.rpcsRecv.Add(1)
@@ -104,6 +112,7 @@ func (g *gossipCounter) RecvRPC(rpc *pubsub.RPC) {
 	g.mu.Lock()
 	for _, m := range rpc.GetPublish() {
 		g.recvByKind[topicKind(m.GetTopic())]++
+		g.recvByTopic[m.GetTopic()]++
 	}
 	g.mu.Unlock()
 }
@@ -135,15 +144,12 @@ func topicKind(topic string) string {
 	return "day"
 }
 
-// recvKinds is a copy of the received messages by topic kind.
-func (g *gossipCounter) recvKinds() map[string]int64 {
+// recvCounts is a copy of the received messages by topic kind, of the
+// duplicates among them by kind, and of the received messages by topic.
+func (g *gossipCounter) recvCounts() (byKind, dupsByKind, byTopic map[string]int64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	out := make(map[string]int64, len(g.recvByKind))
-	for k, v := range g.recvByKind {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(g.recvByKind), maps.Clone(g.dupByKind), maps.Clone(g.recvByTopic)
 }
 
 func (g *gossipCounter) SendRPC(rpc *pubsub.RPC, _ peer.ID) {

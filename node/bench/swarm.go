@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -45,6 +47,9 @@ type SwarmConfig struct {
 	// NoLanes keeps public bookings on their day shards, as before slot
 	// class topics and lanes (matchmaking.Config.NoLanes): for A/B runs.
 	NoLanes bool
+	// LaneVolume, if set, overrides matchmaking's lane volume
+	// (matchmaking.Config.LaneVolume): for A/B runs.
+	LaneVolume int
 	// Settle bounds the wait after the workload for matching to finish
 	// (default 30 s).
 	Settle time.Duration
@@ -114,6 +119,7 @@ type SwarmResult struct {
 	RSSPeakMiB    float64 `json:"rss_peak_mib"`
 	Transport     string  `json:"transport"`
 	NoLanes       bool    `json:"no_lanes,omitempty"`
+	LaneVolume    int     `json:"lane_volume,omitempty"`
 	OpenFilesPeak int     `json:"open_files_peak"`
 	HeapMiB       float64 `json:"heap_in_use_mib"`
 	IdleNodeMiB   float64 `json:"idle_node_rss_mib,omitempty"`
@@ -162,6 +168,20 @@ type Traffic struct {
 	// RecvByKind: gossip messages received (duplicates too) by the kind
 	// of topic: day, class, lane, now, sealed, v1.
 	RecvByKind map[string]float64 `json:"gossip_msgs_recv_by_topic_kind"`
+	// DupsByKind: the duplicates among them (a copy already seen from
+	// another mesh peer), by the kind of topic.
+	DupsByKind map[string]float64 `json:"gossip_dups_recv_by_topic_kind"`
+	// BusiestTopics: the topics that delivered the most messages
+	// during the run, over all nodes, most first.
+	BusiestTopics []TopicLoad `json:"busiest_topics"`
+}
+
+// TopicLoad is what one topic delivered during a run: messages received
+// (duplicates too) by all nodes, and how many nodes received any.
+type TopicLoad struct {
+	Topic     string `json:"topic"`
+	MsgsIn    int64  `json:"msgs_in"`
+	Receivers int    `json:"receivers"`
 }
 
 // Messages is what a node sends per minute: gossip RPCs plus the
@@ -230,7 +250,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 
 	s := &swarm{cfg: cfg, log: cfg.Log, pr: newProgress(cfg.Progress), topics: newDirectory(), harness: &harnessMeter{}}
 	defer s.pr.finish()
-	res := &SwarmResult{Nodes: cfg.Nodes, Seed: cfg.Seed, Transport: cfg.Transport, NoLanes: cfg.NoLanes, CPUs: runtime.NumCPU(), DurationS: cfg.Duration.Seconds(),
+	res := &SwarmResult{Nodes: cfg.Nodes, Seed: cfg.Seed, Transport: cfg.Transport, NoLanes: cfg.NoLanes, LaneVolume: cfg.LaneVolume, CPUs: runtime.NumCPU(), DurationS: cfg.Duration.Seconds(),
 		OpportunityMillis: int(cfg.Opportunity.Milliseconds())}
 	res.LoadAvg = loadAvg()
 	cpu0 := cpuNow()
@@ -277,7 +297,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	s.quiesceMeters(ctx)
 	g0, b0, st0 := s.counters()
 	c0 := s.conns()
-	bp0, rk0 := s.bytesByProtocol(), s.recvKinds()
+	bp0, rc0 := s.bytesByProtocol(), s.recvCounts()
 	var peakRSS, peakFiles atomic.Int64
 	sample := func() {
 		s.harness.run(func() {
@@ -345,7 +365,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 		}
 		n.mu.Unlock()
 	}
-	bp1, rk1 := s.bytesByProtocol(), s.recvKinds()
+	bp1, rc1 := s.bytesByProtocol(), s.recvCounts()
 	sample()
 	res.RSSPeakMiB = mib(peakRSS.Load())
 	res.OpenFilesPeak = int(peakFiles.Load())
@@ -401,12 +421,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 		bp1[p] -= v
 	}
 	res.Traffic = traffic(g1.sub(g0), b1-b0, st0, st1, bp1, cfg.Nodes, end.Sub(start))
-	res.Traffic.RecvByKind = map[string]float64{}
-	for k, v := range rk1 {
-		if d := v - rk0[k]; d > 0 {
-			res.Traffic.RecvByKind[k] = float64(d) / float64(cfg.Nodes) / end.Sub(start).Minutes()
-		}
-	}
+	res.Traffic.RecvByKind, res.Traffic.DupsByKind, res.Traffic.BusiestTopics = rc1.since(rc0, cfg.Nodes, end.Sub(start))
 
 	if cfg.IdleNode != nil {
 		s.pr.set("idle node", 0, 0)
@@ -510,15 +525,56 @@ func breakdown(m map[string]float64, unit float64, suffix string) string {
 	return "  (" + strings.Join(parts, ", ") + suffix + ")"
 }
 
-// recvKinds sums the gossip messages received by topic kind so far.
-func (s *swarm) recvKinds() map[string]int64 {
-	out := map[string]int64{}
+// recvCounts is every node's count of the gossip messages received so
+// far: by topic kind, the duplicates by kind, and by topic.
+type recvCounts struct {
+	byKind, dupsByKind []map[string]int64
+	byTopic            []map[string]int64
+}
+
+func (s *swarm) recvCounts() recvCounts {
+	var rc recvCounts
 	for _, n := range s.nodes {
-		for k, v := range n.gossip.recvKinds() {
-			out[k] += v
+		k, d, t := n.gossip.recvCounts()
+		rc.byKind, rc.dupsByKind, rc.byTopic = append(rc.byKind, k), append(rc.dupsByKind, d), append(rc.byTopic, t)
+	}
+	return rc
+}
+
+// busiestShown is how many topics the report lists as the busiest.
+const busiestShown = 5
+
+// since is what was received between before and rc: per node per minute
+// of d by topic kind, the duplicates by kind, and the busiest topics.
+func (rc recvCounts) since(before recvCounts, nodes int, d time.Duration) (byKind, dupsByKind map[string]float64, busiest []TopicLoad) {
+	perNodeMinute := func(now, then []map[string]int64) map[string]float64 {
+		out := map[string]float64{}
+		for i := range now {
+			for k, v := range now[i] {
+				if v -= then[i][k]; v > 0 {
+					out[k] += float64(v) / float64(nodes) / d.Minutes()
+				}
+			}
+		}
+		return out
+	}
+	loads := map[string]*TopicLoad{}
+	for i := range rc.byTopic {
+		for t, v := range rc.byTopic[i] {
+			if v -= before.byTopic[i][t]; v > 0 {
+				if loads[t] == nil {
+					loads[t] = &TopicLoad{Topic: t}
+				}
+				loads[t].MsgsIn += v
+				loads[t].Receivers++
+			}
 		}
 	}
-	return out
+	for _, l := range loads {
+		busiest = append(busiest, *l)
+	}
+	slices.SortFunc(busiest, func(a, b TopicLoad) int { return cmp.Compare(b.MsgsIn, a.MsgsIn) })
+	return perNodeMinute(rc.byKind, before.byKind), perNodeMinute(rc.dupsByKind, before.dupsByKind), busiest[:min(busiestShown, len(busiest))]
 }
 
 // bytesByProtocol sums the bytes sent per protocol so far.
@@ -537,7 +593,7 @@ func (s *swarm) startAll(ctx context.Context, dir string) error {
 	s.logs = make([]*nodeLog, s.cfg.Nodes)
 	for i := range s.nodes {
 		s.logs[i] = &nodeLog{}
-		n, err := newSwarmNode(i, s.cfg.Transport, s.cfg.NoLanes, fmt.Sprintf("%s/node-%d", dir, i), s.logs[i], s.log.With("node", i), s.topics)
+		n, err := newSwarmNode(i, s.cfg, fmt.Sprintf("%s/node-%d", dir, i), s.logs[i], s.log.With("node", i), s.topics)
 		if err != nil {
 			return err
 		}
@@ -909,6 +965,12 @@ func (r *SwarmResult) Table(w io.Writer) {
 		r.Nodes, r.Seed, r.CPUs, r.LoadAvg, r.LoadAvgEnd, r.DurationS, r.SettleS)
 	row("nodes", "%d over %s (%.1f connections each at the start, %.1f at the end; %.1f opened per minute); %d open files at the peak",
 		r.Nodes, r.Transport, r.Connections, r.ConnectionsEnd, r.NewConns, r.OpenFilesPeak)
+	switch {
+	case r.NoLanes:
+		row("matching topics", "day shards (--no-lanes)")
+	case r.LaneVolume > 0:
+		row("matching topics", "slot classes and lanes, lane volume %d (--lane-volume)", r.LaneVolume)
+	}
 	row("requests", "%d (%d focus-now), %d cancelled, %d refused; %d offline episodes",
 		r.Requests, r.RequestsNow, r.Cancelled, r.Refused, r.OfflineEpisodes)
 	row("offers published", "%d (+ %d withdrawals)", r.OffersPublished, r.WithdrawalsPublished)
@@ -931,6 +993,14 @@ func (r *SwarmResult) Table(w io.Writer) {
 		t.Messages(), t.GossipRPCs, t.GossipMsgs, t.GossipCtrl, t.Streams)
 	row("bytes per node per minute", "%.1f KiB sent%s", t.BytesOut/1024, breakdown(t.BytesByProt, 1024, "KiB"))
 	row("gossip msgs in by topic kind", "%s", strings.TrimPrefix(breakdown(t.RecvByKind, 1, ""), "  "))
+	row("  of which duplicates", "%s", strings.TrimPrefix(breakdown(t.DupsByKind, 1, ""), "  "))
+	for i, l := range t.BusiestTopics {
+		name := ""
+		if i == 0 {
+			name = "busiest topics (msgs in, at nodes)"
+		}
+		row(name, "%s  %d at %d", l.Topic, l.MsgsIn, l.Receivers)
+	}
 	idle := "not measured"
 	if r.IdleNodeMiB > 0 {
 		idle = fmt.Sprintf("%.1f MiB", r.IdleNodeMiB)

@@ -38,6 +38,7 @@ type swarmNode struct {
 	idx       int
 	transport string // "tcp" or "quic"
 	noLanes   bool   // matchmaking.Config.NoLanes
+	laneVol   int    // matchmaking.Config.LaneVolume
 	key       crypto.PrivKey
 	id        peer.ID
 	dir       string
@@ -71,7 +72,7 @@ type swarmNode struct {
 	addr atomic.Pointer[peer.AddrInfo]
 }
 
-func newSwarmNode(idx int, transport string, noLanes bool, dir string, rec *nodeLog, log *slog.Logger, topics *directory) (*swarmNode, error) {
+func newSwarmNode(idx int, cfg SwarmConfig, dir string, rec *nodeLog, log *slog.Logger, topics *directory) (*swarmNode, error) {
 	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generating key: %w", err)
@@ -81,7 +82,7 @@ func newSwarmNode(idx int, transport string, noLanes bool, dir string, rec *node
 		return nil, fmt.Errorf("deriving peer ID: %w", err)
 	}
 	n := &swarmNode{
-		idx: idx, transport: transport, noLanes: noLanes, key: key, id: id, dir: dir, log: log, topics: topics,
+		idx: idx, transport: cfg.Transport, noLanes: cfg.NoLanes, laneVol: cfg.LaneVolume, key: key, id: id, dir: dir, log: log, topics: topics,
 		bw: metrics.NewBandwidthCounter(), rm: newStreamCounter(), gossip: newGossipCounter(), rec: rec,
 	}
 	topics.add(n)
@@ -137,6 +138,7 @@ func (n *swarmNode) start(extra ...pubsub.Option) error {
 		Host: h, PubSub: ps, DB: db, Name: fmt.Sprintf("bench-%d", n.idx), Log: n.log,
 		StampBits:  benchStampBits, // every bench node is a fresh identity
 		NoLanes:    n.noLanes,
+		LaneVolume: n.laneVol,
 		OnBooking:  func(b matchmaking.Booking) { n.rec.booking(b) },
 		OnOffer:    func(e matchmaking.OfferEvent) { n.rec.offer(e) },
 		OnProposal: func(e matchmaking.ProposalEvent) { n.rec.proposal(e) },
