@@ -222,7 +222,7 @@ func (s *Service) placeStep(ctx context.Context) {
 			}
 			p.settled, p.since = true, now
 			ready = append(ready, *b)
-		case p.key.Lane != "" && (now.Sub(p.since) >= climbAfter || now.Sub(p.since) >= climbAlone && !s.partnerOnLocked(p.key, b, nodeNow)):
+		case p.key.Lane != "" && (now.Sub(p.since) >= climbAfter || now.Sub(p.since) >= cmp.Or(s.cfg.ClimbAlone, climbAlone) && !s.partnerOnLocked(p.key, b, nodeNow)):
 			p.key, p.since, p.settled, p.climbed = p.key.Parent(), now, false, true
 		}
 		if p.key != from {

@@ -83,6 +83,10 @@ type Config struct {
 	// slot class or lane topic shows before newcomers go a lane deeper
 	// (tests and benchmark comparisons).
 	LaneVolume int
+	// ClimbAlone, if set, overrides climbAlone: how long a booking stays
+	// on a lane that shows nobody it could pair with (benchmark
+	// comparisons).
+	ClimbAlone time.Duration
 	// settleWait overrides settleWait (tests that must see a placement
 	// decided by a board pull, not by the time bound, on a slow machine).
 	settleWait time.Duration

@@ -101,6 +101,7 @@ func newBenchSwarmCmd(g *globalFlags) *cobra.Command {
 	f.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	f.StringVar(&pprofAddr, "pprof", "", "serve Go's /debug/pprof on this loopback address (e.g. 127.0.0.1:6060) during the run, to profile one phase or dump goroutines")
 	f.IntVar(&cfg.LaneVolume, "lane-volume", 0, "bookings a slot class or lane topic shows before newcomers go a lane deeper (0: the product's default), to compare")
+	f.DurationVar(&cfg.ClimbAlone, "climb-alone", 0, "how long a booking stays on a lane that shows nobody it could pair with (0: the product's default), to compare")
 	f.BoolVar(&cfg.NoLanes, "no-lanes", false, "keep public bookings on their day shards (no slot class topics or lanes), to compare")
 	f.BoolVar(&noIdle, "no-idle", false, "skip measuring an idle `tandem up` in its own process")
 	return cmd

@@ -50,6 +50,9 @@ type SwarmConfig struct {
 	// LaneVolume, if set, overrides matchmaking's lane volume
 	// (matchmaking.Config.LaneVolume): for A/B runs.
 	LaneVolume int
+	// ClimbAlone, if set, overrides matchmaking's climbAlone
+	// (matchmaking.Config.ClimbAlone): for A/B runs.
+	ClimbAlone time.Duration
 	// Settle bounds the wait after the workload for matching to finish
 	// (default 30 s).
 	Settle time.Duration
@@ -120,6 +123,7 @@ type SwarmResult struct {
 	Transport     string  `json:"transport"`
 	NoLanes       bool    `json:"no_lanes,omitempty"`
 	LaneVolume    int     `json:"lane_volume,omitempty"`
+	ClimbAloneS   float64 `json:"climb_alone_s,omitempty"`
 	OpenFilesPeak int     `json:"open_files_peak"`
 	HeapMiB       float64 `json:"heap_in_use_mib"`
 	IdleNodeMiB   float64 `json:"idle_node_rss_mib,omitempty"`
@@ -182,6 +186,39 @@ type TopicLoad struct {
 	Topic     string `json:"topic"`
 	MsgsIn    int64  `json:"msgs_in"`
 	Receivers int    `json:"receivers"`
+	// Announcers: bookings that announced an open offer on the topic.
+	Announcers int `json:"announcers"`
+	// Stays: how long nodes were on the topic with a peer there, each
+	// stay a sample (a node that passed it on the way to a lane, waited
+	// on it, or lingered after matching).
+	Stays Dist `json:"stays"`
+}
+
+// describeTopicUse adds to each of loads how the topic was used between
+// from and end: by how many bookings announced on it, and nodes' stays.
+func describeTopicUse(loads []TopicLoad, nodes []nodeState, from, end time.Time) {
+	for i := range loads {
+		l := &loads[i]
+		announced := map[string]bool{}
+		var stays []time.Duration
+		for _, n := range nodes {
+			for _, e := range n.offers {
+				if e.e.Source == matchmaking.OfferPublished && !e.e.Withdrawn && e.e.Topic == l.Topic && !e.at.Before(from) {
+					announced[string(n.id)+"/"+e.e.BookingID] = true
+				}
+			}
+			for _, sp := range n.shards[l.Topic] {
+				to := sp.to
+				if to.IsZero() || to.After(end) {
+					to = end
+				}
+				if to.After(from) {
+					stays = append(stays, to.Sub(later(sp.from, from)))
+				}
+			}
+		}
+		l.Announcers, l.Stays = len(announced), distOf(stays)
+	}
 }
 
 // Messages is what a node sends per minute: gossip RPCs plus the
@@ -250,7 +287,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 
 	s := &swarm{cfg: cfg, log: cfg.Log, pr: newProgress(cfg.Progress), topics: newDirectory(), harness: &harnessMeter{}}
 	defer s.pr.finish()
-	res := &SwarmResult{Nodes: cfg.Nodes, Seed: cfg.Seed, Transport: cfg.Transport, NoLanes: cfg.NoLanes, LaneVolume: cfg.LaneVolume, CPUs: runtime.NumCPU(), DurationS: cfg.Duration.Seconds(),
+	res := &SwarmResult{Nodes: cfg.Nodes, Seed: cfg.Seed, Transport: cfg.Transport, NoLanes: cfg.NoLanes, LaneVolume: cfg.LaneVolume, ClimbAloneS: cfg.ClimbAlone.Seconds(), CPUs: runtime.NumCPU(), DurationS: cfg.Duration.Seconds(),
 		OpportunityMillis: int(cfg.Opportunity.Milliseconds())}
 	res.LoadAvg = loadAvg()
 	cpu0 := cpuNow()
@@ -422,6 +459,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	}
 	res.Traffic = traffic(g1.sub(g0), b1-b0, st0, st1, bp1, cfg.Nodes, end.Sub(start))
 	res.Traffic.RecvByKind, res.Traffic.DupsByKind, res.Traffic.BusiestTopics = rc1.since(rc0, cfg.Nodes, end.Sub(start))
+	describeTopicUse(res.Traffic.BusiestTopics, st, start, end)
 
 	if cfg.IdleNode != nil {
 		s.pr.set("idle node", 0, 0)
@@ -968,8 +1006,8 @@ func (r *SwarmResult) Table(w io.Writer) {
 	switch {
 	case r.NoLanes:
 		row("matching topics", "day shards (--no-lanes)")
-	case r.LaneVolume > 0:
-		row("matching topics", "slot classes and lanes, lane volume %d (--lane-volume)", r.LaneVolume)
+	case r.LaneVolume > 0 || r.ClimbAloneS > 0:
+		row("matching topics", "slot classes and lanes; lane volume %d, climb alone after %.1f s (0: the product's)", r.LaneVolume, r.ClimbAloneS)
 	}
 	row("requests", "%d (%d focus-now), %d cancelled, %d refused; %d offline episodes",
 		r.Requests, r.RequestsNow, r.Cancelled, r.Refused, r.OfflineEpisodes)
@@ -999,7 +1037,8 @@ func (r *SwarmResult) Table(w io.Writer) {
 		if i == 0 {
 			name = "busiest topics (msgs in, at nodes)"
 		}
-		row(name, "%s  %d at %d", l.Topic, l.MsgsIn, l.Receivers)
+		row(name, "%s  %d at %d; announced on by %d bookings; %d stays p50/p95/p99 %s",
+			l.Topic, l.MsgsIn, l.Receivers, l.Announcers, l.Stays.N, d(l.Stays))
 	}
 	idle := "not measured"
 	if r.IdleNodeMiB > 0 {

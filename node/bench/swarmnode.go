@@ -36,9 +36,10 @@ import (
 // same identity and store, as a user closing and reopening the app.
 type swarmNode struct {
 	idx       int
-	transport string // "tcp" or "quic"
-	noLanes   bool   // matchmaking.Config.NoLanes
-	laneVol   int    // matchmaking.Config.LaneVolume
+	transport string        // "tcp" or "quic"
+	noLanes   bool          // matchmaking.Config.NoLanes
+	laneVol   int           // matchmaking.Config.LaneVolume
+	climb     time.Duration // matchmaking.Config.ClimbAlone
 	key       crypto.PrivKey
 	id        peer.ID
 	dir       string
@@ -82,7 +83,7 @@ func newSwarmNode(idx int, cfg SwarmConfig, dir string, rec *nodeLog, log *slog.
 		return nil, fmt.Errorf("deriving peer ID: %w", err)
 	}
 	n := &swarmNode{
-		idx: idx, transport: cfg.Transport, noLanes: cfg.NoLanes, laneVol: cfg.LaneVolume, key: key, id: id, dir: dir, log: log, topics: topics,
+		idx: idx, transport: cfg.Transport, noLanes: cfg.NoLanes, laneVol: cfg.LaneVolume, climb: cfg.ClimbAlone, key: key, id: id, dir: dir, log: log, topics: topics,
 		bw: metrics.NewBandwidthCounter(), rm: newStreamCounter(), gossip: newGossipCounter(), rec: rec,
 	}
 	topics.add(n)
@@ -139,6 +140,7 @@ func (n *swarmNode) start(extra ...pubsub.Option) error {
 		StampBits:  benchStampBits, // every bench node is a fresh identity
 		NoLanes:    n.noLanes,
 		LaneVolume: n.laneVol,
+		ClimbAlone: n.climb,
 		OnBooking:  func(b matchmaking.Booking) { n.rec.booking(b) },
 		OnOffer:    func(e matchmaking.OfferEvent) { n.rec.offer(e) },
 		OnProposal: func(e matchmaking.ProposalEvent) { n.rec.proposal(e) },
