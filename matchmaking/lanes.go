@@ -3,6 +3,7 @@ package matchmaking
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
@@ -215,8 +216,10 @@ func (s *Service) placeStep(ctx context.Context) {
 			// lane volume: past that the topic's traffic would grow with
 			// the class's rate again (every leftover climbs to it).
 			vol, limit := s.board.volumeIn(p.key, me, nodeNow), cmp.Or(s.cfg.LaneVolume, laneVolume)
-			if !p.climbed && len(p.key.Lane) < shard.MaxLaneBits && vol >= limit &&
-				(vol >= 2*limit || !s.partnerOnLocked(p.key, b, nodeNow)) {
+			deeper := !p.climbed && len(p.key.Lane) < shard.MaxLaneBits && vol >= limit &&
+				(vol >= 2*limit || !s.partnerOnLocked(p.key, b, nodeNow))
+			s.notePlaced(id, p, deeper, vol, joined[p.key].lastPull.Load() != nil, now)
+			if deeper {
 				p.key, p.since = p.key.Child([]byte(me)), now
 				break
 			}
@@ -242,6 +245,23 @@ func (s *Service) placeStep(ctx context.Context) {
 	for _, b := range ready {
 		s.announce(ctx, b)
 	}
+}
+
+// notePlaced tells Config.OnNote how a booking's level was chosen
+// (benchmarks: where a class topic's traffic comes from), as
+// "<topic> settled|deeper volume=N by=pull|bound after=MS".
+func (s *Service) notePlaced(id string, p *placement, deeper bool, vol int, pulled bool, now time.Time) {
+	if s.cfg.OnNote == nil {
+		return
+	}
+	decision, by := "settled", "bound"
+	if deeper {
+		decision = "deeper"
+	}
+	if pulled {
+		by = "pull"
+	}
+	s.note(id, "", "placed", fmt.Sprintf("%s %s volume=%d by=%s after=%d", p.key.Topic(), decision, vol, by, now.Sub(p.since).Milliseconds()))
 }
 
 // partnerOnLocked reports whether topic k shows an open offer of another

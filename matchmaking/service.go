@@ -87,6 +87,10 @@ type Config struct {
 	// on a lane that shows nobody it could pair with (benchmark
 	// comparisons).
 	ClimbAlone time.Duration
+	// ClassLinger, if set, overrides classLinger: how long a node stays
+	// on a slot class or lane topic after its booking there stopped
+	// searching (benchmark comparisons).
+	ClassLinger time.Duration
 	// settleWait overrides settleWait (tests that must see a placement
 	// decided by a board pull, not by the time bound, on a slow machine).
 	settleWait time.Duration

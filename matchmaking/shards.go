@@ -1,6 +1,7 @@
 package matchmaking
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -111,7 +112,7 @@ func (s *Service) trackLocked(old *Booking, b Booking) {
 		s.interest.Hold(s.openPlace(b), b.ID)
 	} else if was && !is {
 		if k := s.placeOf(*old); k.IsClass() {
-			s.interest.ReleaseSooner(k, b.ID, time.Now(), classLinger)
+			s.interest.ReleaseSooner(k, b.ID, time.Now(), cmp.Or(s.cfg.ClassLinger, classLinger))
 		} else {
 			s.interest.Release(k, b.ID, time.Now())
 		}

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,9 @@ type SwarmConfig struct {
 	// ClimbAlone, if set, overrides matchmaking's climbAlone
 	// (matchmaking.Config.ClimbAlone): for A/B runs.
 	ClimbAlone time.Duration
+	// ClassLinger, if set, overrides matchmaking's classLinger
+	// (matchmaking.Config.ClassLinger): for A/B runs.
+	ClassLinger time.Duration
 	// Settle bounds the wait after the workload for matching to finish
 	// (default 30 s).
 	Settle time.Duration
@@ -124,6 +128,7 @@ type SwarmResult struct {
 	NoLanes       bool    `json:"no_lanes,omitempty"`
 	LaneVolume    int     `json:"lane_volume,omitempty"`
 	ClimbAloneS   float64 `json:"climb_alone_s,omitempty"`
+	ClassLingerS  float64 `json:"class_linger_s,omitempty"`
 	OpenFilesPeak int     `json:"open_files_peak"`
 	HeapMiB       float64 `json:"heap_in_use_mib"`
 	IdleNodeMiB   float64 `json:"idle_node_rss_mib,omitempty"`
@@ -192,15 +197,54 @@ type TopicLoad struct {
 	// stay a sample (a node that passed it on the way to a lane, waited
 	// on it, or lingered after matching).
 	Stays Dist `json:"stays"`
+	// Placements: bookings' level decisions on the topic (a slot class
+	// or lane): settled there once a board pull told its volume, settled
+	// when the wait for a pull ran out, or gone a lane deeper; the
+	// volume each saw and how long after joining each decided.
+	SettledByPull, SettledByBound, Deeper int
+	VolumeSeen                            Dist `json:"volume_seen"`
+	DecidedAfter                          Dist `json:"decided_after"`
+}
+
+// addPlacement counts one "placed" note (matchmaking's notePlaced:
+// "<topic> settled|deeper volume=N by=pull|bound after=MS") on l.
+func (l *TopicLoad) addPlacement(note string, vols, after *[]time.Duration) {
+	f := strings.Fields(note)
+	if len(f) != 5 || f[0] != l.Topic {
+		return
+	}
+	num := func(s, key string) time.Duration {
+		v, _ := strconv.Atoi(strings.TrimPrefix(s, key))
+		return time.Duration(v)
+	}
+	switch {
+	case f[1] == "deeper":
+		l.Deeper++
+	case f[3] == "by=pull":
+		l.SettledByPull++
+	default:
+		l.SettledByBound++
+	}
+	// Volumes ride in a Dist's milliseconds field as plain counts.
+	*vols = append(*vols, num(f[2], "volume=")*time.Millisecond)
+	*after = append(*after, num(f[4], "after=")*time.Millisecond)
 }
 
 // describeTopicUse adds to each of loads how the topic was used between
 // from and end: by how many bookings announced on it, and nodes' stays.
-func describeTopicUse(loads []TopicLoad, nodes []nodeState, from, end time.Time) {
+func describeTopicUse(loads []TopicLoad, nodes []nodeState, logs []*nodeLog, from, end time.Time) {
 	for i := range loads {
 		l := &loads[i]
 		announced := map[string]bool{}
-		var stays []time.Duration
+		var stays, vols, after []time.Duration
+		for _, lg := range logs {
+			for _, e := range lg.noteLog() {
+				if e.What == "placed" && !e.At.Before(from) {
+					l.addPlacement(e.Note, &vols, &after)
+				}
+			}
+		}
+		l.VolumeSeen, l.DecidedAfter = distOf(vols), distOf(after)
 		for _, n := range nodes {
 			for _, e := range n.offers {
 				if e.e.Source == matchmaking.OfferPublished && !e.e.Withdrawn && e.e.Topic == l.Topic && !e.at.Before(from) {
@@ -287,7 +331,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 
 	s := &swarm{cfg: cfg, log: cfg.Log, pr: newProgress(cfg.Progress), topics: newDirectory(), harness: &harnessMeter{}}
 	defer s.pr.finish()
-	res := &SwarmResult{Nodes: cfg.Nodes, Seed: cfg.Seed, Transport: cfg.Transport, NoLanes: cfg.NoLanes, LaneVolume: cfg.LaneVolume, ClimbAloneS: cfg.ClimbAlone.Seconds(), CPUs: runtime.NumCPU(), DurationS: cfg.Duration.Seconds(),
+	res := &SwarmResult{Nodes: cfg.Nodes, Seed: cfg.Seed, Transport: cfg.Transport, NoLanes: cfg.NoLanes, LaneVolume: cfg.LaneVolume, ClimbAloneS: cfg.ClimbAlone.Seconds(), ClassLingerS: cfg.ClassLinger.Seconds(), CPUs: runtime.NumCPU(), DurationS: cfg.Duration.Seconds(),
 		OpportunityMillis: int(cfg.Opportunity.Milliseconds())}
 	res.LoadAvg = loadAvg()
 	cpu0 := cpuNow()
@@ -459,7 +503,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	}
 	res.Traffic = traffic(g1.sub(g0), b1-b0, st0, st1, bp1, cfg.Nodes, end.Sub(start))
 	res.Traffic.RecvByKind, res.Traffic.DupsByKind, res.Traffic.BusiestTopics = rc1.since(rc0, cfg.Nodes, end.Sub(start))
-	describeTopicUse(res.Traffic.BusiestTopics, st, start, end)
+	describeTopicUse(res.Traffic.BusiestTopics, st, s.logs, start, end)
 
 	if cfg.IdleNode != nil {
 		s.pr.set("idle node", 0, 0)
@@ -1006,8 +1050,8 @@ func (r *SwarmResult) Table(w io.Writer) {
 	switch {
 	case r.NoLanes:
 		row("matching topics", "day shards (--no-lanes)")
-	case r.LaneVolume > 0 || r.ClimbAloneS > 0:
-		row("matching topics", "slot classes and lanes; lane volume %d, climb alone after %.1f s (0: the product's)", r.LaneVolume, r.ClimbAloneS)
+	case r.LaneVolume > 0 || r.ClimbAloneS > 0 || r.ClassLingerS > 0:
+		row("matching topics", "slot classes and lanes; lane volume %d, climb alone after %.1f s, linger %.1f s (0: the product's)", r.LaneVolume, r.ClimbAloneS, r.ClassLingerS)
 	}
 	row("requests", "%d (%d focus-now), %d cancelled, %d refused; %d offline episodes",
 		r.Requests, r.RequestsNow, r.Cancelled, r.Refused, r.OfflineEpisodes)
@@ -1039,6 +1083,10 @@ func (r *SwarmResult) Table(w io.Writer) {
 		}
 		row(name, "%s  %d at %d; announced on by %d bookings; %d stays p50/p95/p99 %s",
 			l.Topic, l.MsgsIn, l.Receivers, l.Announcers, l.Stays.N, d(l.Stays))
+		if l.VolumeSeen.N > 0 {
+			row("", "  placed: %d settled by a pull, %d by the wait's bound, %d deeper; volume seen p50 %.0f, max %.0f; decided after p50/p95 %s / %s ms",
+				l.SettledByPull, l.SettledByBound, l.Deeper, l.VolumeSeen.P50, l.VolumeSeen.Max, fmtMS(l.DecidedAfter.P50), fmtMS(l.DecidedAfter.P95))
+		}
 	}
 	idle := "not measured"
 	if r.IdleNodeMiB > 0 {

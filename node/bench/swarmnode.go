@@ -40,6 +40,7 @@ type swarmNode struct {
 	noLanes   bool          // matchmaking.Config.NoLanes
 	laneVol   int           // matchmaking.Config.LaneVolume
 	climb     time.Duration // matchmaking.Config.ClimbAlone
+	linger    time.Duration // matchmaking.Config.ClassLinger
 	key       crypto.PrivKey
 	id        peer.ID
 	dir       string
@@ -83,7 +84,7 @@ func newSwarmNode(idx int, cfg SwarmConfig, dir string, rec *nodeLog, log *slog.
 		return nil, fmt.Errorf("deriving peer ID: %w", err)
 	}
 	n := &swarmNode{
-		idx: idx, transport: cfg.Transport, noLanes: cfg.NoLanes, laneVol: cfg.LaneVolume, climb: cfg.ClimbAlone, key: key, id: id, dir: dir, log: log, topics: topics,
+		idx: idx, transport: cfg.Transport, noLanes: cfg.NoLanes, laneVol: cfg.LaneVolume, climb: cfg.ClimbAlone, linger: cfg.ClassLinger, key: key, id: id, dir: dir, log: log, topics: topics,
 		bw: metrics.NewBandwidthCounter(), rm: newStreamCounter(), gossip: newGossipCounter(), rec: rec,
 	}
 	topics.add(n)
@@ -137,17 +138,18 @@ func (n *swarmNode) start(extra ...pubsub.Option) error {
 	}
 	svc, err := matchmaking.New(matchmaking.Config{
 		Host: h, PubSub: ps, DB: db, Name: fmt.Sprintf("bench-%d", n.idx), Log: n.log,
-		StampBits:  benchStampBits, // every bench node is a fresh identity
-		NoLanes:    n.noLanes,
-		LaneVolume: n.laneVol,
-		ClimbAlone: n.climb,
-		OnBooking:  func(b matchmaking.Booking) { n.rec.booking(b) },
-		OnOffer:    func(e matchmaking.OfferEvent) { n.rec.offer(e) },
-		OnProposal: func(e matchmaking.ProposalEvent) { n.rec.proposal(e) },
-		OnNote:     func(e matchmaking.NoteEvent) { n.rec.note(e) },
-		OnShard:    func(e matchmaking.ShardEvent) { n.rec.shard(e) },
-		Finder:     dirFinder{dir: n.topics, n: n, h: h},
-		V1:         matchmaking.V1Off,
+		StampBits:   benchStampBits, // every bench node is a fresh identity
+		NoLanes:     n.noLanes,
+		LaneVolume:  n.laneVol,
+		ClimbAlone:  n.climb,
+		ClassLinger: n.linger,
+		OnBooking:   func(b matchmaking.Booking) { n.rec.booking(b) },
+		OnOffer:     func(e matchmaking.OfferEvent) { n.rec.offer(e) },
+		OnProposal:  func(e matchmaking.ProposalEvent) { n.rec.proposal(e) },
+		OnNote:      func(e matchmaking.NoteEvent) { n.rec.note(e) },
+		OnShard:     func(e matchmaking.ShardEvent) { n.rec.shard(e) },
+		Finder:      dirFinder{dir: n.topics, n: n, h: h},
+		V1:          matchmaking.V1Off,
 	})
 	if err == nil {
 		err = svc.Start(ctx)
