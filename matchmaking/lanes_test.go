@@ -31,14 +31,14 @@ func TestClassReceivesOnlyItsOffers(t *testing.T) {
 		pubs[2].book(t, BookRequest{At: at, DurationMin: 25, Quiet: true}),
 	}
 	all := append([]Booking{want}, others...)
-	waitFor(t, deadline(10*time.Second), "the viewer to see all three offers", func() bool {
+	waitFor(t, 10*time.Second, "the viewer to see all three offers", func() bool {
 		seen := map[string]bool{}
 		for _, e := range vlog.received() {
 			seen[e.BookingID] = true
 		}
 		return !slices.ContainsFunc(all, func(b Booking) bool { return !seen[b.ID] })
 	})
-	waitFor(t, deadline(10*time.Second), "w to see the offer of its class", func() bool {
+	waitFor(t, 10*time.Second, "w to see the offer of its class", func() bool {
 		return slices.ContainsFunc(w.svc.Board(time.Time{}, time.Time{}), func(o BoardOffer) bool { return o.BookingID == want.ID })
 	})
 	mine := classKeyOfBooking(bw).Topic()
@@ -145,11 +145,11 @@ func crowdedClassSplitsIntoLanes(t *testing.T, kind Kind) {
 			req = BookRequest{Kind: KindNow, DurationMin: 50}
 		}
 		last = n.book(t, req)
-		waitFor(t, deadline(10*time.Second), "the booking placed", func() bool {
+		waitFor(t, 10*time.Second, "the booking placed", func() bool {
 			return n.booking(last.ID).State != StateSearching || n.svc.settledPlace(last.ID)
 		})
 		if i%2 == 1 {
-			waitFor(t, deadline(20*time.Second), "the pair so far matched", func() bool {
+			waitFor(t, 20*time.Second, "the pair so far matched", func() bool {
 				return stateCounts(nodes)[StateMatched] == i+1 && settled(nodes)
 			})
 		}
@@ -164,7 +164,7 @@ func crowdedClassSplitsIntoLanes(t *testing.T, kind Kind) {
 		t.Fatal("no booking went down into a lane")
 	}
 	leftover := nodes[len(nodes)-1]
-	waitFor(t, deadline(20*time.Second), "the leftover back on its class's topic", func() bool {
+	waitFor(t, 20*time.Second, "the leftover back on its class's topic", func() bool {
 		k := leftover.svc.placeOf(last)
 		return k.IsClass() && k.Lane == "" && leftover.svc.settledPlace(last.ID)
 	})
@@ -266,7 +266,7 @@ func TestPlacedWhenFinderFindsNobody(t *testing.T) {
 		t.Fatal("not known after the finder found nobody")
 	}
 	if !n.svc.settledPlace(b.ID) {
-		waitFor(t, deadline(10*time.Second), "the booking placed", func() bool { return n.svc.settledPlace(b.ID) })
+		waitFor(t, 10*time.Second, "the booking placed", func() bool { return n.svc.settledPlace(b.ID) })
 	}
 }
 
@@ -281,7 +281,7 @@ func TestMatchedLeavesClassTopicSoon(t *testing.T) {
 	ba := a.book(t, req)
 	b.book(t, req)
 	nodes := []*testNode{a, b}
-	waitFor(t, deadline(20*time.Second), "a and b matched", func() bool {
+	waitFor(t, 20*time.Second, "a and b matched", func() bool {
 		return stateCounts(nodes)[StateMatched] == 2 && settled(nodes)
 	})
 	k := classKeyOfBooking(ba)

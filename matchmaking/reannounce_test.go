@@ -35,7 +35,7 @@ func TestCrowdedShardReannouncesLess(t *testing.T) {
 	calm := n.book(t, BookRequest{Kind: KindScheduled, At: quiet, DurationMin: 25})
 	ttlOf := func(id string) time.Duration {
 		var ttl time.Duration
-		waitFor(t, deadline(20*time.Second), "the booking's offer announced", func() bool {
+		waitFor(t, 20*time.Second, "the booking's offer announced", func() bool {
 			n.svc.mu.Lock()
 			defer n.svc.mu.Unlock()
 			if o := n.svc.lastOffer[id]; o != nil {
