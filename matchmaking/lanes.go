@@ -3,7 +3,6 @@ package matchmaking
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
@@ -218,7 +217,10 @@ func (s *Service) placeStep(ctx context.Context) {
 			vol, limit := s.board.volumeIn(p.key, me, nodeNow), cmp.Or(s.cfg.LaneVolume, laneVolume)
 			deeper := !p.climbed && len(p.key.Lane) < shard.MaxLaneBits && vol >= limit &&
 				(vol >= 2*limit || !s.partnerOnLocked(p.key, b, nodeNow))
-			s.notePlaced(id, p, deeper, vol, joined[p.key].lastPull.Load() != nil, now)
+			if s.cfg.OnPlace != nil {
+				s.cfg.OnPlace(PlaceEvent{Booking: id, Topic: p.key.Topic(), Deeper: deeper,
+					Pulled: joined[p.key].lastPull.Load() != nil, Volume: vol, After: now.Sub(p.since)})
+			}
 			if deeper {
 				p.key, p.since = p.key.Child([]byte(me)), now
 				break
@@ -247,21 +249,22 @@ func (s *Service) placeStep(ctx context.Context) {
 	}
 }
 
-// notePlaced tells Config.OnNote how a booking's level was chosen
-// (benchmarks: where a class topic's traffic comes from), as
-// "<topic> settled|deeper volume=N by=pull|bound after=MS".
-func (s *Service) notePlaced(id string, p *placement, deeper bool, vol int, pulled bool, now time.Time) {
-	if s.cfg.OnNote == nil {
-		return
-	}
-	decision, by := "settled", "bound"
-	if deeper {
-		decision = "deeper"
-	}
-	if pulled {
-		by = "pull"
-	}
-	s.note(id, "", "placed", fmt.Sprintf("%s %s volume=%d by=%s after=%d", p.key.Topic(), decision, vol, by, now.Sub(p.since).Milliseconds()))
+// PlaceEvent tells Config.OnPlace how a booking's level was chosen on a
+// slot class or lane topic (benchmarks: where a class topic's traffic
+// comes from).
+type PlaceEvent struct {
+	Booking string
+	Topic   string
+	// Deeper: the booking went a lane deeper; otherwise it settled on
+	// Topic.
+	Deeper bool
+	// Pulled: a board pull of the topic had completed (otherwise the
+	// wait for one, settleWait, ran out).
+	Pulled bool
+	// Volume is the topic's volume the decision saw; After how long
+	// after joining the topic it was made.
+	Volume int
+	After  time.Duration
 }
 
 // partnerOnLocked reports whether topic k shows an open offer of another

@@ -120,8 +120,19 @@ func TestCrowdedClassSplitsIntoLanes(t *testing.T) {
 func crowdedClassSplitsIntoLanes(t *testing.T, kind Kind) {
 	var mu sync.Mutex
 	lanes := map[string]bool{}
+	var deeper, settledOnLane int // level decisions reported (Config.OnPlace)
 	tune := func(c *Config) {
 		c.LaneVolume = 2
+		c.OnPlace = func(e PlaceEvent) {
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case e.Deeper:
+				deeper++
+			case strings.Contains(e.Topic, "/l"):
+				settledOnLane++
+			}
+		}
 		c.OnShard = func(e ShardEvent) {
 			if e.State == "joined" && strings.Contains(e.Topic, "/l") {
 				mu.Lock()
@@ -158,10 +169,13 @@ func crowdedClassSplitsIntoLanes(t *testing.T, kind Kind) {
 		t.Fatalf("%d pairs, want 3:\n%s", pairs, describe(nodes))
 	}
 	mu.Lock()
-	used := len(lanes)
+	used, wentDeeper, onLane := len(lanes), deeper, settledOnLane
 	mu.Unlock()
 	if used == 0 {
 		t.Fatal("no booking went down into a lane")
+	}
+	if wentDeeper == 0 || onLane == 0 {
+		t.Fatalf("placements reported: %d deeper, %d settled on a lane; want both", wentDeeper, onLane)
 	}
 	leftover := nodes[len(nodes)-1]
 	waitFor(t, 20*time.Second, "the leftover back on its class's topic", func() bool {

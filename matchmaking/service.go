@@ -74,6 +74,9 @@ type Config struct {
 	// timeline): a hold granted on it, a plan partner waited for. It
 	// must not block.
 	OnNote func(NoteEvent)
+	// OnPlace, if set, observes each level decision of a booking on a
+	// slot class or lane topic (lanes.go). It must not block.
+	OnPlace func(PlaceEvent)
 	// FavouritesOnly: match favourites only.
 	FavouritesOnly bool
 	// NoLanes keeps public scheduled bookings on their day shard, as

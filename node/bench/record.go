@@ -16,7 +16,10 @@ type nodeLog struct {
 	// proposals are the node's proposals (kept for the debug timeline).
 	proposals []matchmaking.ProposalEvent
 	// notes are why the node's bookings waited (debug timeline).
-	notes  []matchmaking.NoteEvent
+	notes []matchmaking.NoteEvent
+	// places are the level decisions of the node's bookings on slot
+	// class and lane topics (the busiest topics' report).
+	places []placeEvent
 	online []span // closed spans, and the open one with a zero end
 	// ready are the online spans from the moment the node was connected
 	// again after a start.
@@ -30,6 +33,11 @@ type nodeLog struct {
 type bookingEvent struct {
 	at time.Time
 	b  matchmaking.Booking
+}
+
+type placeEvent struct {
+	at time.Time
+	e  matchmaking.PlaceEvent
 }
 
 type offerEvent struct {
@@ -50,6 +58,19 @@ func (l *nodeLog) offer(e matchmaking.OfferEvent) {
 	l.mu.Lock()
 	l.offers = append(l.offers, offerEvent{time.Now(), e})
 	l.mu.Unlock()
+}
+
+func (l *nodeLog) place(e matchmaking.PlaceEvent) {
+	l.mu.Lock()
+	l.places = append(l.places, placeEvent{time.Now(), e})
+	l.mu.Unlock()
+}
+
+// placeLog copies the node's level decisions.
+func (l *nodeLog) placeLog() []placeEvent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]placeEvent(nil), l.places...)
 }
 
 func (l *nodeLog) proposal(e matchmaking.ProposalEvent) {

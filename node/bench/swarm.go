@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -201,33 +200,24 @@ type TopicLoad struct {
 	// or lane): settled there once a board pull told its volume, settled
 	// when the wait for a pull ran out, or gone a lane deeper; the
 	// volume each saw and how long after joining each decided.
-	SettledByPull, SettledByBound, Deeper int
-	VolumeSeen                            Dist `json:"volume_seen"`
-	DecidedAfter                          Dist `json:"decided_after"`
+	SettledByPull  int  `json:"settled_by_pull"`
+	SettledByBound int  `json:"settled_by_bound"`
+	Deeper         int  `json:"deeper"`
+	VolumeP50      int  `json:"volume_seen_p50"`
+	VolumeMax      int  `json:"volume_seen_max"`
+	DecidedAfter   Dist `json:"decided_after"`
 }
 
-// addPlacement counts one "placed" note (matchmaking's notePlaced:
-// "<topic> settled|deeper volume=N by=pull|bound after=MS") on l.
-func (l *TopicLoad) addPlacement(note string, vols, after *[]time.Duration) {
-	f := strings.Fields(note)
-	if len(f) != 5 || f[0] != l.Topic {
-		return
-	}
-	num := func(s, key string) time.Duration {
-		v, _ := strconv.Atoi(strings.TrimPrefix(s, key))
-		return time.Duration(v)
-	}
+// addPlacement counts one level decision made on l's topic.
+func (l *TopicLoad) addPlacement(e matchmaking.PlaceEvent) {
 	switch {
-	case f[1] == "deeper":
+	case e.Deeper:
 		l.Deeper++
-	case f[3] == "by=pull":
+	case e.Pulled:
 		l.SettledByPull++
 	default:
 		l.SettledByBound++
 	}
-	// Volumes ride in a Dist's milliseconds field as plain counts.
-	*vols = append(*vols, num(f[2], "volume=")*time.Millisecond)
-	*after = append(*after, num(f[4], "after=")*time.Millisecond)
 }
 
 // describeTopicUse adds to each of loads how the topic was used between
@@ -236,15 +226,21 @@ func describeTopicUse(loads []TopicLoad, nodes []nodeState, logs []*nodeLog, fro
 	for i := range loads {
 		l := &loads[i]
 		announced := map[string]bool{}
-		var stays, vols, after []time.Duration
+		var stays, after []time.Duration
+		var vols []int
 		for _, lg := range logs {
-			for _, e := range lg.noteLog() {
-				if e.What == "placed" && !e.At.Before(from) {
-					l.addPlacement(e.Note, &vols, &after)
+			for _, p := range lg.placeLog() {
+				if p.e.Topic == l.Topic && !p.at.Before(from) {
+					l.addPlacement(p.e)
+					vols, after = append(vols, p.e.Volume), append(after, p.e.After)
 				}
 			}
 		}
-		l.VolumeSeen, l.DecidedAfter = distOf(vols), distOf(after)
+		if len(vols) > 0 {
+			slices.Sort(vols)
+			l.VolumeP50, l.VolumeMax = vols[(len(vols)-1)/2], vols[len(vols)-1]
+		}
+		l.DecidedAfter = distOf(after)
 		for _, n := range nodes {
 			for _, e := range n.offers {
 				if e.e.Source == matchmaking.OfferPublished && !e.e.Withdrawn && e.e.Topic == l.Topic && !e.at.Before(from) {
@@ -1083,9 +1079,9 @@ func (r *SwarmResult) Table(w io.Writer) {
 		}
 		row(name, "%s  %d at %d; announced on by %d bookings; %d stays p50/p95/p99 %s",
 			l.Topic, l.MsgsIn, l.Receivers, l.Announcers, l.Stays.N, d(l.Stays))
-		if l.VolumeSeen.N > 0 {
-			row("", "  placed: %d settled by a pull, %d by the wait's bound, %d deeper; volume seen p50 %.0f, max %.0f; decided after p50/p95 %s / %s ms",
-				l.SettledByPull, l.SettledByBound, l.Deeper, l.VolumeSeen.P50, l.VolumeSeen.Max, fmtMS(l.DecidedAfter.P50), fmtMS(l.DecidedAfter.P95))
+		if l.DecidedAfter.N > 0 {
+			row("", "  placed: %d settled by a pull, %d by the wait's bound, %d deeper; volume seen p50 %d, max %d; decided after p50/p95 %s / %s ms",
+				l.SettledByPull, l.SettledByBound, l.Deeper, l.VolumeP50, l.VolumeMax, fmtMS(l.DecidedAfter.P50), fmtMS(l.DecidedAfter.P95))
 		}
 	}
 	idle := "not measured"

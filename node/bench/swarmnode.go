@@ -35,16 +35,15 @@ import (
 // Service with its default timers. It can go offline and come back on the
 // same identity and store, as a user closing and reopening the app.
 type swarmNode struct {
-	idx       int
-	transport string        // "tcp" or "quic"
-	noLanes   bool          // matchmaking.Config.NoLanes
-	laneVol   int           // matchmaking.Config.LaneVolume
-	climb     time.Duration // matchmaking.Config.ClimbAlone
-	linger    time.Duration // matchmaking.Config.ClassLinger
-	key       crypto.PrivKey
-	id        peer.ID
-	dir       string
-	log       *slog.Logger
+	idx int
+	// cfg: the transport ("tcp" or "quic") and the matchmaking
+	// settings compared in A/B runs (NoLanes, LaneVolume, ClimbAlone,
+	// ClassLinger).
+	cfg SwarmConfig
+	key crypto.PrivKey
+	id  peer.ID
+	dir string
+	log *slog.Logger
 
 	// Counters and recorders outlive restarts.
 	bw    *metrics.BandwidthCounter
@@ -84,7 +83,7 @@ func newSwarmNode(idx int, cfg SwarmConfig, dir string, rec *nodeLog, log *slog.
 		return nil, fmt.Errorf("deriving peer ID: %w", err)
 	}
 	n := &swarmNode{
-		idx: idx, transport: cfg.Transport, noLanes: cfg.NoLanes, laneVol: cfg.LaneVolume, climb: cfg.ClimbAlone, linger: cfg.ClassLinger, key: key, id: id, dir: dir, log: log, topics: topics,
+		idx: idx, cfg: cfg, key: key, id: id, dir: dir, log: log, topics: topics,
 		bw: metrics.NewBandwidthCounter(), rm: newStreamCounter(), gossip: newGossipCounter(), rec: rec,
 	}
 	topics.add(n)
@@ -103,7 +102,7 @@ func (n *swarmNode) start(extra ...pubsub.Option) error {
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 	}
-	if n.transport == "quic" {
+	if n.cfg.Transport == "quic" {
 		wire = []libp2p.Option{
 			libp2p.ListenAddrStrings("/ip4/127.0.0.1/udp/0/quic-v1"),
 			libp2p.Transport(quic.NewTransport),
@@ -138,18 +137,16 @@ func (n *swarmNode) start(extra ...pubsub.Option) error {
 	}
 	svc, err := matchmaking.New(matchmaking.Config{
 		Host: h, PubSub: ps, DB: db, Name: fmt.Sprintf("bench-%d", n.idx), Log: n.log,
-		StampBits:   benchStampBits, // every bench node is a fresh identity
-		NoLanes:     n.noLanes,
-		LaneVolume:  n.laneVol,
-		ClimbAlone:  n.climb,
-		ClassLinger: n.linger,
-		OnBooking:   func(b matchmaking.Booking) { n.rec.booking(b) },
-		OnOffer:     func(e matchmaking.OfferEvent) { n.rec.offer(e) },
-		OnProposal:  func(e matchmaking.ProposalEvent) { n.rec.proposal(e) },
-		OnNote:      func(e matchmaking.NoteEvent) { n.rec.note(e) },
-		OnShard:     func(e matchmaking.ShardEvent) { n.rec.shard(e) },
-		Finder:      dirFinder{dir: n.topics, n: n, h: h},
-		V1:          matchmaking.V1Off,
+		StampBits: benchStampBits, // every bench node is a fresh identity
+		NoLanes:   n.cfg.NoLanes, LaneVolume: n.cfg.LaneVolume, ClimbAlone: n.cfg.ClimbAlone, ClassLinger: n.cfg.ClassLinger,
+		OnPlace:    func(e matchmaking.PlaceEvent) { n.rec.place(e) },
+		OnBooking:  func(b matchmaking.Booking) { n.rec.booking(b) },
+		OnOffer:    func(e matchmaking.OfferEvent) { n.rec.offer(e) },
+		OnProposal: func(e matchmaking.ProposalEvent) { n.rec.proposal(e) },
+		OnNote:     func(e matchmaking.NoteEvent) { n.rec.note(e) },
+		OnShard:    func(e matchmaking.ShardEvent) { n.rec.shard(e) },
+		Finder:     dirFinder{dir: n.topics, n: n, h: h},
+		V1:         matchmaking.V1Off,
 	})
 	if err == nil {
 		err = svc.Start(ctx)
