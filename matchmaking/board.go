@@ -340,38 +340,68 @@ func (b *board) envelopes(now, since time.Time, maxBytes int, want func(shard.Ke
 // count the random order is then drawn once per version, not once per
 // reply. An empty key computes the order afresh.
 func (b *board) envelopesFor(now, since time.Time, maxBytes int, want func(shard.Key, peer.ID) bool, key string) [][]byte {
+	envs, _ := b.orderFor(now, want, key).cut(now, since, maxBytes, false)
+	return envs
+}
+
+// openEnvelopesFor is envelopesFor without the withdrawals, which it
+// counts instead: what a newcomer to a topic needs (BoardRequest.open_only).
+// On a busy class topic most records are withdrawals (its bookings match
+// within a second), and a newcomer needs only their number, to tell how
+// crowded the topic is (lanes.go).
+func (b *board) openEnvelopesFor(now, since time.Time, maxBytes int, want func(shard.Key, peer.ID) bool, key string) ([][]byte, int) {
+	return b.orderFor(now, want, key).cut(now, since, maxBytes, true)
+}
+
+// orderFor returns the order in which the records want accepts are
+// served, computed once per version of the board and filter key.
+func (b *board) orderFor(now time.Time, want func(shard.Key, peer.ID) bool, key string) *servedOrder {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.servedGen != b.gen {
 		b.served, b.servedGen = nil, b.gen
 	}
 	o := b.served[key]
-	if o == nil || key == "" {
-		gen := b.gen
-		all := b.snapshotLocked(now, want)
-		b.orderBuilds++
-		b.mu.Unlock()
-		o = orderServed(all)
-		b.mu.Lock()
-		if key != "" && b.gen == gen {
-			if len(b.served) >= maxServedOrders {
-				b.served = nil // a requester varying its topics pays the order, as before
-			}
-			if b.served == nil {
-				b.served = map[string]*servedOrder{}
-			}
-			b.served[key] = o
-		}
+	if o != nil && key != "" {
+		return o
 	}
+	gen := b.gen
+	all := b.snapshotLocked(now, want)
+	b.orderBuilds++
 	b.mu.Unlock()
-	// The cut (o is never changed once made): the longest prefix of the
-	// order that fits, skipping what expired since the order was made or
-	// was taken before since. The order's own slice is returned when
-	// nothing was skipped (read only).
-	size, n := 0, 0
+	o = orderServed(all)
+	b.mu.Lock()
+	if key != "" && b.gen == gen {
+		if len(b.served) >= maxServedOrders {
+			b.served = nil // a requester varying its topics pays the order, as before
+		}
+		if b.served == nil {
+			b.served = map[string]*servedOrder{}
+		}
+		b.served[key] = o
+	}
+	return o
+}
+
+// cut is what a reply of maxBytes serves of the order (which is never
+// changed once made): the longest prefix that fits, skipping what expired
+// since the order was made or was taken before since, and with openOnly
+// the withdrawals, which it counts. The order's own slice is returned
+// when nothing was skipped (read only).
+func (o *servedOrder) cut(now, since time.Time, maxBytes int, openOnly bool) ([][]byte, int) {
+	size, n, withdrawn := 0, 0, 0
 	var out [][]byte
-	skipped := false
+	skipped, full := false, false
 	for i, env := range o.envs {
-		if expiredAt(o.expires[i], now) || o.seen[i].Before(since) {
+		stale := expiredAt(o.expires[i], now) || o.seen[i].Before(since)
+		left := !stale && openOnly && o.withdrawn[i]
+		if left {
+			withdrawn++
+		}
+		if full {
+			continue // only counting the withdrawals
+		}
+		if stale || left {
 			if !skipped {
 				skipped = true
 				out = append(make([][]byte, 0, len(o.envs)-i), o.envs[:i]...)
@@ -379,7 +409,10 @@ func (b *board) envelopesFor(now, since time.Time, maxBytes int, want func(shard
 			continue
 		}
 		if size+len(env)+8 > maxBytes {
-			break
+			if full = true; !openOnly {
+				break
+			}
+			continue
 		}
 		size += len(env) + 8
 		if skipped {
@@ -389,9 +422,9 @@ func (b *board) envelopesFor(now, since time.Time, maxBytes int, want func(shard
 		}
 	}
 	if !skipped {
-		return o.envs[:n:n]
+		return o.envs[:n:n], withdrawn
 	}
-	return out
+	return out, withdrawn
 }
 
 // maxServedOrders bounds the orders a board keeps (one per filter asked
@@ -401,9 +434,10 @@ const maxServedOrders = 8
 // servedOrder is the order in which envelopes serves the records one
 // filter wants, with what the cut needs of each record.
 type servedOrder struct {
-	envs    [][]byte
-	expires []int64
-	seen    []time.Time
+	envs      [][]byte
+	expires   []int64
+	seen      []time.Time
+	withdrawn []bool
 }
 
 // servedRecord is what ordering a record for a reply needs of it.
@@ -411,6 +445,7 @@ type servedRecord struct {
 	env         []byte
 	expires     int64
 	seen        time.Time
+	withdrawn   bool
 	rank, owned int
 }
 
@@ -425,7 +460,7 @@ func (b *board) snapshotLocked(now time.Time, want func(shard.Key, peer.ID) bool
 			// gossip, or to us alone), is never served on.
 			continue
 		}
-		all = append(all, servedRecord{e.envelope, e.expires, e.seen, b.ownerRank[e.owner], len(b.byOwner[e.owner])})
+		all = append(all, servedRecord{e.envelope, e.expires, e.seen, e.withdrawn, b.ownerRank[e.owner], len(b.byOwner[e.owner])})
 	}
 	return all
 }
@@ -454,12 +489,13 @@ func orderServed(all []servedRecord) *servedOrder {
 		}
 		return keys[i].owned < keys[j].owned
 	})
-	o := &servedOrder{envs: make([][]byte, 0, len(all)), expires: make([]int64, 0, len(all)), seen: make([]time.Time, 0, len(all))}
+	o := &servedOrder{envs: make([][]byte, 0, len(all)), expires: make([]int64, 0, len(all)), seen: make([]time.Time, 0, len(all)), withdrawn: make([]bool, 0, len(all))}
 	for _, g := range keys {
 		for _, e := range groups[g] {
 			o.envs = append(o.envs, e.env)
 			o.expires = append(o.expires, e.expires)
 			o.seen = append(o.seen, e.seen)
+			o.withdrawn = append(o.withdrawn, e.withdrawn)
 		}
 	}
 	return o

@@ -2,6 +2,7 @@ package matchmaking
 
 import (
 	"bytes"
+	"fmt"
 	"runtime"
 	"slices"
 	"testing"
@@ -86,23 +87,58 @@ func TestBoardRepliesFollowTheBoard(t *testing.T) {
 // writeBoardResponse writes what protodelim writes for the same response.
 func TestWriteBoardResponseMatchesProtodelim(t *testing.T) {
 	big := bytes.Repeat([]byte{7}, 300) // a two-byte length
-	for i, c := range []struct{ envs, sealed [][][]byte }{
+	for i, c := range []struct {
+		envs, sealed [][][]byte
+		withdrawn    int
+	}{
 		{},
 		{envs: [][][]byte{{[]byte("a"), {}, big}, nil, {[]byte("b")}}},
 		{envs: [][][]byte{nil, {big}}, sealed: [][][]byte{{[]byte("s1")}, {big, []byte("s2")}}},
+		{envs: [][][]byte{{[]byte("a")}}, withdrawn: 300},
+		{withdrawn: 1},
 	} {
 		var want, got bytes.Buffer
-		resp := &pb.BoardResponse{Envelopes: slices.Concat(c.envs...), Sealed: slices.Concat(c.sealed...)}
+		resp := &pb.BoardResponse{Envelopes: slices.Concat(c.envs...), Sealed: slices.Concat(c.sealed...), Withdrawn: uint32(c.withdrawn)}
 		wn, err := protodelim.MarshalTo(&want, resp)
 		if err != nil {
 			t.Fatal(err)
 		}
-		gn, err := writeBoardResponse(&got, c.envs, c.sealed)
+		gn, err := writeBoardResponse(&got, c.envs, c.sealed, c.withdrawn)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if gn != wn || !bytes.Equal(got.Bytes(), want.Bytes()) {
 			t.Fatalf("case %d: wrote %d bytes %x, protodelim %d bytes %x", i, gn, got.Bytes(), wn, want.Bytes())
 		}
+	}
+}
+
+// An open-only reply leaves the withdrawals out and counts them, also
+// those that a budget would not have had room for.
+func TestOpenOnlyRepliesCountWithdrawals(t *testing.T) {
+	now := time.Now()
+	k := shard.Scheduled(nextSlot(3*time.Hour), 50)
+	b := newBoard()
+	for i := range 7 {
+		owner := peer.ID(fmt.Sprintf("owner-%d", i))
+		env := bytes.Repeat([]byte{byte(i)}, 100)
+		b.admitEntry(&boardEntry{owner: owner, envelope: env, seq: 1, expires: now.Add(time.Hour).Unix(), shard: k, opaque: true, withdrawn: i >= 3},
+			"b", now, 0, owner)
+	}
+	want := func(shard.Key, peer.ID) bool { return true }
+	if got := b.envelopesFor(now, time.Time{}, MaxBoardResponse, want, k.Topic()); len(got) != 7 {
+		t.Fatalf("a whole reply has %d records, want 7", len(got))
+	}
+	got, withdrawn := b.openEnvelopesFor(now, time.Time{}, MaxBoardResponse, want, k.Topic())
+	if len(got) != 3 || withdrawn != 4 {
+		t.Fatalf("an open-only reply has %d records and counts %d withdrawals, want 3 and 4", len(got), withdrawn)
+	}
+	for _, env := range got {
+		if env[0] >= 3 {
+			t.Fatalf("an open-only reply served withdrawal %d", env[0])
+		}
+	}
+	if got, withdrawn := b.openEnvelopesFor(now, time.Time{}, 100+8, want, k.Topic()); len(got) != 1 || withdrawn != 4 {
+		t.Fatalf("an open-only reply with room for one record has %d and counts %d withdrawals, want 1 and 4", len(got), withdrawn)
 	}
 }

@@ -214,12 +214,14 @@ func (s *Service) placeStep(ctx context.Context) {
 			// A partner waiting keeps a newcomer here only up to twice the
 			// lane volume: past that the topic's traffic would grow with
 			// the class's rate again (every leftover climbs to it).
-			vol, limit := s.board.volumeIn(p.key, me, nodeNow), cmp.Or(s.cfg.LaneVolume, laneVolume)
+			st := joined[p.key]
+			vol := s.board.volumeIn(p.key, me, nodeNow) + int(st.withdrawnSeen.Load())
+			limit := cmp.Or(s.cfg.LaneVolume, laneVolume)
 			deeper := !p.climbed && len(p.key.Lane) < shard.MaxLaneBits && vol >= limit &&
 				(vol >= 2*limit || !s.partnerOnLocked(p.key, b, nodeNow))
 			if s.cfg.OnPlace != nil {
 				s.cfg.OnPlace(PlaceEvent{Booking: id, Topic: p.key.Topic(), Deeper: deeper,
-					Pulled: joined[p.key].lastPull.Load() != nil, Volume: vol, After: now.Sub(p.since)})
+					Pulled: st.lastPull.Load() != nil, Volume: vol, After: now.Sub(p.since)})
 			}
 			if deeper {
 				p.key, p.since = p.key.Child([]byte(me)), now

@@ -1,11 +1,17 @@
 package matchmaking
 
 import (
+	"bufio"
+	"context"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protodelim"
+
+	"github.com/tandem-cowork/tandem/matchmaking/pb"
 )
 
 // TestClassReceivesOnlyItsOffers: with slot class topics, a node whose one
@@ -305,4 +311,76 @@ func TestMatchedLeavesClassTopicSoon(t *testing.T) {
 	waitFor(t, 10*time.Second, "a off its class's topic", func() bool {
 		return !slices.Contains(a.svc.OfferTopics(), k.Topic())
 	})
+}
+
+// A newcomer's first pull of a topic brings the open offers and only the
+// number of the withdrawals (on a busy class most records are
+// withdrawals), and that number still counts into the volume its booking
+// is placed by. A pull that is not a first one brings the withdrawals.
+func TestFirstPullCountsWithdrawals(t *testing.T) {
+	r := newTestNode(t, nil)
+	r.view() // keeps the day's records, of every class
+	now := time.Now()
+	var envs [][]byte
+	for i := range 7 {
+		key, id := mustKey(t)
+		o := validOffer(id, now)
+		o.Withdrawn = i >= 3 // 3 open offers, 4 withdrawals
+		env, err := sealOffer(o, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		envs = append(envs, env)
+	}
+	_, from := mustKey(t)
+	if added, bad := r.svc.mergeBoard(envs, from); added != 7 || bad != 0 {
+		t.Fatalf("the responder took %d records (%d bad), want 7", added, bad)
+	}
+	class := classKeyOf(validOffer("", now))
+
+	q := newTestNode(t, nil)
+	connect(t, q, r)
+	ask := func(openOnly bool) *pb.BoardResponse {
+		t.Helper()
+		s, err := q.h.NewStream(context.Background(), r.id(), BoardProtocolV2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		protodelim.MarshalTo(s, &pb.BoardRequest{Version: protoVersion, Topics: []string{class.Topic()}, OpenOnly: openOnly})
+		s.CloseWrite()
+		resp := &pb.BoardResponse{}
+		if err := (protodelim.UnmarshalOptions{MaxSize: MaxBoardResponse}).UnmarshalFrom(bufio.NewReader(s), resp); err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if resp := ask(true); len(resp.GetEnvelopes()) != 3 || resp.GetWithdrawn() != 4 {
+		t.Fatalf("open only: %d records, %d withdrawals counted; want 3 and 4", len(resp.GetEnvelopes()), resp.GetWithdrawn())
+	}
+	if resp := ask(false); len(resp.GetEnvelopes()) != 7 || resp.GetWithdrawn() != 0 {
+		t.Fatalf("whole: %d records, %d withdrawals counted; want 7 and 0", len(resp.GetEnvelopes()), resp.GetWithdrawn())
+	}
+
+	// q on the class's topic (r is not, so only this pull brings its records).
+	at := time.Unix(validOffer("", now).GetStartUnix(), 0)
+	q.book(t, BookRequest{At: at, DurationMin: 50, Quiet: false, Activity: ActivityDesk})
+	st := q.svc.joinedTopic(class)
+	if st == nil {
+		t.Fatalf("q is not on %s", class.Topic())
+	}
+	if st.lastPull.Load() != nil {
+		t.Skip("q pulled the topic before the test did (a peer on it)")
+	}
+	q.svc.syncBoard(context.Background(), r.id(), st)
+	if got := st.withdrawnSeen.Load(); got != 4 {
+		t.Fatalf("q's first pull counted %d withdrawals, want 4", got)
+	}
+	if got := q.svc.board.volumeIn(class, q.id(), q.svc.now()); got != 3 {
+		t.Fatalf("q's board holds %d records of the class, want the 3 open offers", got)
+	}
+	q.svc.syncBoard(context.Background(), r.id(), st) // not a first pull
+	if got := q.svc.board.volumeIn(class, q.id(), q.svc.now()); got != 7 {
+		t.Fatalf("after a second pull q's board holds %d records of the class, want all 7", got)
+	}
 }

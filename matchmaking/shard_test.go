@@ -281,7 +281,7 @@ func FuzzBoardRequest(f *testing.F) {
 	protodelim.MarshalTo(&buf, &pb.BoardRequest{Version: 1, Topics: []string{shard.NowTopic, "/tandem/offers/2/2026-12-03/25"}})
 	f.Add(buf.Bytes(), true)
 	buf.Reset()
-	protodelim.MarshalTo(&buf, &pb.BoardRequest{Version: 1, Topics: []string{shard.NowTopic}, RecentS: 1<<32 - 1})
+	protodelim.MarshalTo(&buf, &pb.BoardRequest{Version: 1, Topics: []string{shard.NowTopic}, RecentS: 1<<32 - 1, OpenOnly: true})
 	f.Add(buf.Bytes(), true)
 	buf.Reset()
 	protodelim.MarshalTo(&buf, &pb.BoardRequest{Version: 1, Topics: []string{"/tandem/offers/2/2026-12-03/50/0900", "/tandem/offers/2/2026-12-03/50/0900q/l01"}})

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -64,6 +65,9 @@ func (s *Service) pullBoard(ctx context.Context, p peer.ID, sh *shardTopic, rece
 		proto = BoardProtocolV2
 		if sh != nil {
 			req.Topics = []string{sh.key.Topic()}
+			// A newcomer's first pull: it holds no copy a withdrawal
+			// would correct, so their number is all it needs of them.
+			req.OpenOnly = recent == 0 && sh.lastPull.Load() == nil
 		} else {
 			req.Topics = s.OfferTopics()
 		}
@@ -87,9 +91,30 @@ func (s *Service) pullBoard(ctx context.Context, p peer.ID, sh *shardTopic, rece
 	if !s.v2Only {
 		s.mergeSealedReply(resp.GetSealed(), p)
 	}
+	if req.OpenOnly {
+		raiseTo(&sh.withdrawnSeen, withdrawnClaim(resp))
+	}
 	if sh != nil {
 		now := s.now()
 		sh.lastPull.Store(&now)
+	}
+}
+
+// withdrawnClaim is how many withdrawals an open-only reply says it left
+// out. A claim the node cannot check: it only moves the node's bookings a
+// lane deeper (docs/protocol.md, threat model), so it is bounded by what
+// a board can hold and no more.
+func withdrawnClaim(resp *pb.BoardResponse) int64 {
+	return int64(min(resp.GetWithdrawn(), maxBoard))
+}
+
+// raiseTo sets a to n if n is larger (first pulls run concurrently).
+func raiseTo(a *atomic.Int64, n int64) {
+	for {
+		old := a.Load()
+		if n <= old || a.CompareAndSwap(old, n) {
+			return
+		}
 	}
 }
 
@@ -290,25 +315,36 @@ func (s *Service) handleBoardStream(st network.Stream) {
 	if sealed {
 		sealedEnvs = s.sealedBoard.envelopesFor(now, since, room/2, want, wantKey)
 	}
-	envs := s.board.envelopesFor(now, since, room-framedSize(sealedEnvs), want, wantKey)
+	var envs [][]byte
+	withdrawn := 0
+	if v2 && req.GetOpenOnly() {
+		envs, withdrawn = s.board.openEnvelopesFor(now, since, room-framedSize(sealedEnvs), want, wantKey)
+	} else {
+		envs = s.board.envelopesFor(now, since, room-framedSize(sealedEnvs), want, wantKey)
+	}
 	if sealed {
 		if left := room - framedSize(envs); left > framedSize(sealedEnvs) {
 			sealedEnvs = s.sealedBoard.envelopesFor(now, since, left, want, wantKey)
 		}
 	}
-	n, _ := writeBoardResponse(st, [][][]byte{own, envs}, [][][]byte{ownSealed, sealedEnvs})
+	n, _ := writeBoardResponse(st, [][][]byte{own, envs}, [][][]byte{ownSealed, sealedEnvs}, withdrawn)
 	s.syncBudget.settle(remote, budget, n, time.Now())
 }
 
 // writeBoardResponse writes a BoardResponse whose envelopes are those of
-// envs and whose sealed records are those of sealed, in order, framed as
+// envs, whose sealed records are those of sealed, in order, and whose
+// withdrawn count is withdrawn (left out if 0), framed as
 // protodelim frames it (the size, then the message), and returns the
 // bytes written. It writes the records where they lie: marshalling the
 // response first built a copy of up to 1 MiB per reply, which under a
 // memory limit kept the collector busy (16 requesters pulling a full
 // board in a loop).
-func writeBoardResponse(w io.Writer, envs, sealed [][][]byte) (int, error) {
-	size := 0
+func writeBoardResponse(w io.Writer, envs, sealed [][][]byte, withdrawn int) (int, error) {
+	var tail []byte
+	if withdrawn > 0 {
+		tail = protowire.AppendVarint(protowire.AppendTag(nil, 3, protowire.VarintType), uint64(withdrawn))
+	}
+	size := len(tail)
 	for _, lists := range [][][][]byte{envs, sealed} {
 		for _, l := range lists {
 			for _, e := range l {
@@ -333,6 +369,7 @@ func writeBoardResponse(w io.Writer, envs, sealed [][][]byte) (int, error) {
 			}
 		}
 	}
+	write(tail)
 	return n, bw.Flush()
 }
 

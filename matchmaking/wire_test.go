@@ -323,11 +323,17 @@ func FuzzBoardResponse(f *testing.F) {
 	var buf bytes.Buffer
 	protodelim.MarshalTo(&buf, &pb.BoardResponse{Envelopes: [][]byte{good, []byte("x")}})
 	f.Add(buf.Bytes())
+	buf.Reset()
+	protodelim.MarshalTo(&buf, &pb.BoardResponse{Envelopes: [][]byte{good}, Withdrawn: 1<<32 - 1})
+	f.Add(buf.Bytes())
 	f.Add([]byte{0x01, 0x0a})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		resp := &pb.BoardResponse{}
 		if err := (protodelim.UnmarshalOptions{MaxSize: MaxBoardResponse}).UnmarshalFrom(bufio.NewReader(bytes.NewReader(data)), resp); err != nil {
 			return
+		}
+		if c := withdrawnClaim(resp); c < 0 || c > maxBoard {
+			t.Fatalf("a claim of %d withdrawals taken as %d", resp.GetWithdrawn(), c)
 		}
 		n.svc.mergeBoard(resp.GetEnvelopes(), id)
 		for _, e := range n.svc.board.open(time.Now()) {

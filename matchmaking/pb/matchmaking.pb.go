@@ -289,9 +289,10 @@ func (x *Offer) GetStamp() []byte {
 type BoardRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	Topics        []string               `protobuf:"bytes,2,rep,name=topics,proto3" json:"topics,omitempty"`                   // version 2: offer topic names, at most 64
-	Sealed        bool                   `protobuf:"varint,3,opt,name=sealed,proto3" json:"sealed,omitempty"`                  // the requester reads sealed private offers (offer protocol version 3)
-	RecentS       uint32                 `protobuf:"varint,4,opt,name=recent_s,json=recentS,proto3" json:"recent_s,omitempty"` // only records the responder took in the last recent_s seconds (0: all), besides its own open offers
+	Topics        []string               `protobuf:"bytes,2,rep,name=topics,proto3" json:"topics,omitempty"`                      // version 2: offer topic names, at most 64
+	Sealed        bool                   `protobuf:"varint,3,opt,name=sealed,proto3" json:"sealed,omitempty"`                     // the requester reads sealed private offers (offer protocol version 3)
+	RecentS       uint32                 `protobuf:"varint,4,opt,name=recent_s,json=recentS,proto3" json:"recent_s,omitempty"`    // only records the responder took in the last recent_s seconds (0: all), besides its own open offers
+	OpenOnly      bool                   `protobuf:"varint,5,opt,name=open_only,json=openOnly,proto3" json:"open_only,omitempty"` // leave out withdrawals and count them in BoardResponse.withdrawn (a newcomer's first pull)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -354,11 +355,19 @@ func (x *BoardRequest) GetRecentS() uint32 {
 	return 0
 }
 
+func (x *BoardRequest) GetOpenOnly() bool {
+	if x != nil {
+		return x.OpenOnly
+	}
+	return false
+}
+
 // BoardResponse carries signed offer envelopes, each verified by the receiver.
 type BoardResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Envelopes     [][]byte               `protobuf:"bytes,1,rep,name=envelopes,proto3" json:"envelopes,omitempty"`
-	Sealed        [][]byte               `protobuf:"bytes,2,rep,name=sealed,proto3" json:"sealed,omitempty"` // signed SealedOffer envelopes, only if the request asked for them
+	Sealed        [][]byte               `protobuf:"bytes,2,rep,name=sealed,proto3" json:"sealed,omitempty"`        // signed SealedOffer envelopes, only if the request asked for them
+	Withdrawn     uint32                 `protobuf:"varint,3,opt,name=withdrawn,proto3" json:"withdrawn,omitempty"` // open_only: how many withdrawals the responder left out (a claim, not evidence)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -405,6 +414,13 @@ func (x *BoardResponse) GetSealed() [][]byte {
 		return x.Sealed
 	}
 	return nil
+}
+
+func (x *BoardResponse) GetWithdrawn() uint32 {
+	if x != nil {
+		return x.Withdrawn
+	}
+	return 0
 }
 
 // SealedOffer is a private offer (one whose `with` names a peer), encrypted
@@ -1128,15 +1144,17 @@ const file_matchmaking_proto_rawDesc = "" +
 	"\twithdrawn\x18\f \x01(\bR\twithdrawn\x12\x12\n" +
 	"\x04with\x18\r \x01(\fR\x04with\x12\x14\n" +
 	"\x05addrs\x18\x0e \x03(\fR\x05addrs\x12\x14\n" +
-	"\x05stamp\x18\x0f \x01(\fR\x05stamp\"s\n" +
+	"\x05stamp\x18\x0f \x01(\fR\x05stamp\"\x90\x01\n" +
 	"\fBoardRequest\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x16\n" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12\x16\n" +
 	"\x06sealed\x18\x03 \x01(\bR\x06sealed\x12\x19\n" +
-	"\brecent_s\x18\x04 \x01(\rR\arecentS\"E\n" +
+	"\brecent_s\x18\x04 \x01(\rR\arecentS\x12\x1b\n" +
+	"\topen_only\x18\x05 \x01(\bR\bopenOnly\"c\n" +
 	"\rBoardResponse\x12\x1c\n" +
 	"\tenvelopes\x18\x01 \x03(\fR\tenvelopes\x12\x16\n" +
-	"\x06sealed\x18\x02 \x03(\fR\x06sealed\"\xc4\x01\n" +
+	"\x06sealed\x18\x02 \x03(\fR\x06sealed\x12\x1c\n" +
+	"\twithdrawn\x18\x03 \x01(\rR\twithdrawn\"\xc4\x01\n" +
 	"\vSealedOffer\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\tR\x05shard\x12\x16\n" +
