@@ -344,12 +344,13 @@ func (b *board) envelopesFor(now, since time.Time, maxBytes int, want func(shard
 	return envs
 }
 
-// openEnvelopesFor is envelopesFor without the withdrawals, which it
-// counts instead: what a newcomer to a topic needs (BoardRequest.open_only).
+// openEnvelopesFor is envelopesFor without the withdrawals, of which it
+// returns only when each expires (Unix seconds): what a newcomer to a
+// topic needs (BoardRequest.open_only).
 // On a busy class topic most records are withdrawals (its bookings match
 // within a second), and a newcomer needs only their number, to tell how
 // crowded the topic is (lanes.go).
-func (b *board) openEnvelopesFor(now, since time.Time, maxBytes int, want func(shard.Key, peer.ID) bool, key string) ([][]byte, int) {
+func (b *board) openEnvelopesFor(now, since time.Time, maxBytes int, want func(shard.Key, peer.ID) bool, key string) ([][]byte, []int64) {
 	return b.orderFor(now, want, key).cut(now, since, maxBytes, true)
 }
 
@@ -386,20 +387,21 @@ func (b *board) orderFor(now time.Time, want func(shard.Key, peer.ID) bool, key 
 // cut is what a reply of maxBytes serves of the order (which is never
 // changed once made): the longest prefix that fits, skipping what expired
 // since the order was made or was taken before since, and with openOnly
-// the withdrawals, which it counts. The order's own slice is returned
+// the withdrawals, whose expiries it returns. The order's own slice is returned
 // when nothing was skipped (read only).
-func (o *servedOrder) cut(now, since time.Time, maxBytes int, openOnly bool) ([][]byte, int) {
-	size, n, withdrawn := 0, 0, 0
+func (o *servedOrder) cut(now, since time.Time, maxBytes int, openOnly bool) ([][]byte, []int64) {
+	size, n := 0, 0
+	var gone []int64
 	var out [][]byte
 	skipped, full := false, false
 	for i, env := range o.envs {
 		stale := expiredAt(o.expires[i], now) || o.seen[i].Before(since)
 		left := !stale && openOnly && o.withdrawn[i]
 		if left {
-			withdrawn++
+			gone = append(gone, o.expires[i])
 		}
 		if full {
-			continue // only counting the withdrawals
+			continue // only collecting the withdrawals
 		}
 		if stale || left {
 			if !skipped {
@@ -422,9 +424,9 @@ func (o *servedOrder) cut(now, since time.Time, maxBytes int, openOnly bool) ([]
 		}
 	}
 	if !skipped {
-		return o.envs[:n:n], withdrawn
+		return o.envs[:n:n], gone
 	}
-	return out, withdrawn
+	return out, gone
 }
 
 // maxServedOrders bounds the orders a board keeps (one per filter asked

@@ -89,21 +89,21 @@ func TestWriteBoardResponseMatchesProtodelim(t *testing.T) {
 	big := bytes.Repeat([]byte{7}, 300) // a two-byte length
 	for i, c := range []struct {
 		envs, sealed [][][]byte
-		withdrawn    int
+		gone         []uint32
 	}{
 		{},
 		{envs: [][][]byte{{[]byte("a"), {}, big}, nil, {[]byte("b")}}},
 		{envs: [][][]byte{nil, {big}}, sealed: [][][]byte{{[]byte("s1")}, {big, []byte("s2")}}},
-		{envs: [][][]byte{{[]byte("a")}}, withdrawn: 300},
-		{withdrawn: 1},
+		{envs: [][][]byte{{[]byte("a")}}, gone: []uint32{300, 90, 1}},
+		{gone: []uint32{1}},
 	} {
 		var want, got bytes.Buffer
-		resp := &pb.BoardResponse{Envelopes: slices.Concat(c.envs...), Sealed: slices.Concat(c.sealed...), Withdrawn: uint32(c.withdrawn)}
+		resp := &pb.BoardResponse{Envelopes: slices.Concat(c.envs...), Sealed: slices.Concat(c.sealed...), WithdrawnTtlS: c.gone}
 		wn, err := protodelim.MarshalTo(&want, resp)
 		if err != nil {
 			t.Fatal(err)
 		}
-		gn, err := writeBoardResponse(&got, c.envs, c.sealed, c.withdrawn)
+		gn, err := writeBoardResponse(&got, c.envs, c.sealed, c.gone)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,8 +113,8 @@ func TestWriteBoardResponseMatchesProtodelim(t *testing.T) {
 	}
 }
 
-// An open-only reply leaves the withdrawals out and counts them, also
-// those that a budget would not have had room for.
+// An open-only reply leaves the withdrawals out and lists when each
+// expires, also those that a budget would not have had room for.
 func TestOpenOnlyRepliesCountWithdrawals(t *testing.T) {
 	now := time.Now()
 	k := shard.Scheduled(nextSlot(3*time.Hour), 50)
@@ -129,16 +129,52 @@ func TestOpenOnlyRepliesCountWithdrawals(t *testing.T) {
 	if got := b.envelopesFor(now, time.Time{}, MaxBoardResponse, want, k.Topic()); len(got) != 7 {
 		t.Fatalf("a whole reply has %d records, want 7", len(got))
 	}
-	got, withdrawn := b.openEnvelopesFor(now, time.Time{}, MaxBoardResponse, want, k.Topic())
-	if len(got) != 3 || withdrawn != 4 {
-		t.Fatalf("an open-only reply has %d records and counts %d withdrawals, want 3 and 4", len(got), withdrawn)
+	got, gone := b.openEnvelopesFor(now, time.Time{}, MaxBoardResponse, want, k.Topic())
+	if len(got) != 3 || len(gone) != 4 {
+		t.Fatalf("an open-only reply has %d records and lists %d withdrawals, want 3 and 4", len(got), len(gone))
+	}
+	for _, e := range gone {
+		if e != now.Add(time.Hour).Unix() {
+			t.Fatalf("a withdrawal listed as expiring at %d, want %d", e, now.Add(time.Hour).Unix())
+		}
 	}
 	for _, env := range got {
 		if env[0] >= 3 {
 			t.Fatalf("an open-only reply served withdrawal %d", env[0])
 		}
 	}
-	if got, withdrawn := b.openEnvelopesFor(now, time.Time{}, 100+8, want, k.Topic()); len(got) != 1 || withdrawn != 4 {
-		t.Fatalf("an open-only reply with room for one record has %d and counts %d withdrawals, want 1 and 4", len(got), withdrawn)
+	if got, gone := b.openEnvelopesFor(now, time.Time{}, 100+8, want, k.Topic()); len(got) != 1 || len(gone) != 4 {
+		t.Fatalf("an open-only reply with room for one record has %d and lists %d withdrawals, want 1 and 4", len(got), len(gone))
+	}
+}
+
+// Claims are kept until they expire, at most for the offer lifetime, and
+// a reply with fewer live claims than the node holds changes nothing.
+func TestGoneClaims(t *testing.T) {
+	now := time.Now()
+	var g goneClaims
+	g.adopt(now, []uint32{5, 60, 1 << 30}, 90*time.Second)
+	if got := g.count(now); got != 3 {
+		t.Fatalf("%d claims taken, want 3", got)
+	}
+	g.adopt(now, []uint32{100, 100}, 90*time.Second) // fewer: kept as they were
+	if got := g.count(now.Add(10 * time.Second)); got != 2 {
+		t.Fatalf("%d claims live after 10 s, want 2", got)
+	}
+	if got := g.count(now.Add(91 * time.Second)); got != 0 {
+		t.Fatalf("%d claims live past the offer lifetime, want 0", got)
+	}
+	many := make([]uint32, 2*maxGoneClaims)
+	for i := range many {
+		many[i] = 30
+	}
+	g.adopt(now, many, 90*time.Second)
+	if got := g.count(now); got != maxGoneClaims {
+		t.Fatalf("%d claims taken from one reply, want at most %d", got, maxGoneClaims)
+	}
+	// A reply lists the board's and the claimed ones, latest first, bounded.
+	got := listGone(now, []int64{now.Unix() + 40, now.Unix() - 1}, []time.Time{now.Add(1500 * time.Millisecond)})
+	if !slices.Equal(got, []uint32{40, 2}) {
+		t.Fatalf("listed %v, want [40 2]", got)
 	}
 }

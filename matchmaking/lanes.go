@@ -215,7 +215,7 @@ func (s *Service) placeStep(ctx context.Context) {
 			// lane volume: past that the topic's traffic would grow with
 			// the class's rate again (every leftover climbs to it).
 			st := joined[p.key]
-			vol := s.board.volumeIn(p.key, me, nodeNow) + int(st.withdrawnSeen.Load())
+			vol := s.board.volumeIn(p.key, me, nodeNow) + st.gone.count(nodeNow)
 			limit := cmp.Or(s.cfg.LaneVolume, laneVolume)
 			deeper := !p.climbed && len(p.key.Lane) < shard.MaxLaneBits && vol >= limit &&
 				(vol >= 2*limit || !s.partnerOnLocked(p.key, b, nodeNow))

@@ -313,10 +313,11 @@ func TestMatchedLeavesClassTopicSoon(t *testing.T) {
 	})
 }
 
-// A newcomer's first pull of a topic brings the open offers and only the
-// number of the withdrawals (on a busy class most records are
-// withdrawals), and that number still counts into the volume its booking
-// is placed by. A pull that is not a first one brings the withdrawals.
+// A newcomer's first pull of a topic brings the open offers and only when
+// each withdrawal expires (on a busy class most records are withdrawals);
+// they still count into the volume its booking is placed by, and it
+// passes them on to the next newcomer. A pull that is not a first one
+// brings the withdrawals.
 func TestFirstPullCountsWithdrawals(t *testing.T) {
 	r := newTestNode(t, nil)
 	r.view() // keeps the day's records, of every class
@@ -340,9 +341,9 @@ func TestFirstPullCountsWithdrawals(t *testing.T) {
 
 	q := newTestNode(t, nil)
 	connect(t, q, r)
-	ask := func(openOnly bool) *pb.BoardResponse {
+	ask := func(from, to *testNode, openOnly bool) *pb.BoardResponse {
 		t.Helper()
-		s, err := q.h.NewStream(context.Background(), r.id(), BoardProtocolV2)
+		s, err := from.h.NewStream(context.Background(), to.id(), BoardProtocolV2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -355,11 +356,11 @@ func TestFirstPullCountsWithdrawals(t *testing.T) {
 		}
 		return resp
 	}
-	if resp := ask(true); len(resp.GetEnvelopes()) != 3 || resp.GetWithdrawn() != 4 {
-		t.Fatalf("open only: %d records, %d withdrawals counted; want 3 and 4", len(resp.GetEnvelopes()), resp.GetWithdrawn())
+	if resp := ask(q, r, true); len(resp.GetEnvelopes()) != 3 || len(resp.GetWithdrawnTtlS()) != 4 {
+		t.Fatalf("open only: %d records, %d withdrawals listed; want 3 and 4", len(resp.GetEnvelopes()), len(resp.GetWithdrawnTtlS()))
 	}
-	if resp := ask(false); len(resp.GetEnvelopes()) != 7 || resp.GetWithdrawn() != 0 {
-		t.Fatalf("whole: %d records, %d withdrawals counted; want 7 and 0", len(resp.GetEnvelopes()), resp.GetWithdrawn())
+	if resp := ask(q, r, false); len(resp.GetEnvelopes()) != 7 || len(resp.GetWithdrawnTtlS()) != 0 {
+		t.Fatalf("whole: %d records, %d withdrawals listed; want 7 and 0", len(resp.GetEnvelopes()), len(resp.GetWithdrawnTtlS()))
 	}
 
 	// q on the class's topic (r is not, so only this pull brings its records).
@@ -373,11 +374,18 @@ func TestFirstPullCountsWithdrawals(t *testing.T) {
 		t.Skip("q pulled the topic before the test did (a peer on it)")
 	}
 	q.svc.syncBoard(context.Background(), r.id(), st)
-	if got := st.withdrawnSeen.Load(); got != 4 {
-		t.Fatalf("q's first pull counted %d withdrawals, want 4", got)
+	if got := st.gone.count(q.svc.now()); got != 4 {
+		t.Fatalf("q's first pull brought %d withdrawal claims, want 4", got)
 	}
 	if got := q.svc.board.volumeIn(class, q.id(), q.svc.now()); got != 3 {
 		t.Fatalf("q's board holds %d records of the class, want the 3 open offers", got)
+	}
+	// q, now a member, passes the claims on to the next newcomer: the
+	// topic's memory is not one member's stay.
+	z := newTestNode(t, nil)
+	connect(t, z, q)
+	if resp := ask(z, q, true); len(resp.GetWithdrawnTtlS()) != 4 {
+		t.Fatalf("the next newcomer was told of %d withdrawals, want the 4 q was told of", len(resp.GetWithdrawnTtlS()))
 	}
 	q.svc.syncBoard(context.Background(), r.id(), st) // not a first pull
 	if got := q.svc.board.volumeIn(class, q.id(), q.svc.now()); got != 7 {

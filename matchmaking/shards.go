@@ -70,10 +70,9 @@ type shardTopic struct {
 	wg        sync.WaitGroup
 	connected atomic.Bool               // some peer is on the topic
 	lastPull  atomic.Pointer[time.Time] // when a board pull of this shard last completed
-	// withdrawnSeen: how many withdrawals the responders of the node's
-	// first pulls of this shard left out (the most any one reported),
-	// counted into its volume (lanes.go).
-	withdrawnSeen atomic.Int64
+	// gone: the shard's withdrawals the node knows of only by expiry
+	// (gone.go).
+	gone goneClaims
 	// foundNobody: the finder looked the topic up and found no other node.
 	foundNobody atomic.Bool
 }

@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -92,7 +91,7 @@ func (s *Service) pullBoard(ctx context.Context, p peer.ID, sh *shardTopic, rece
 		s.mergeSealedReply(resp.GetSealed(), p)
 	}
 	if req.OpenOnly {
-		raiseTo(&sh.withdrawnSeen, withdrawnClaim(resp))
+		sh.gone.adopt(s.now(), resp.GetWithdrawnTtlS(), s.cfg.OfferTTL)
 	}
 	if sh != nil {
 		now := s.now()
@@ -100,22 +99,17 @@ func (s *Service) pullBoard(ctx context.Context, p peer.ID, sh *shardTopic, rece
 	}
 }
 
-// withdrawnClaim is how many withdrawals an open-only reply says it left
-// out. A claim the node cannot check: it only moves the node's bookings a
-// lane deeper (docs/protocol.md, threat model), so it is bounded by what
-// a board can hold and no more.
-func withdrawnClaim(resp *pb.BoardResponse) int64 {
-	return int64(min(resp.GetWithdrawn(), maxBoard))
-}
-
-// raiseTo sets a to n if n is larger (first pulls run concurrently).
-func raiseTo(a *atomic.Int64, n int64) {
-	for {
-		old := a.Load()
-		if n <= old || a.CompareAndSwap(old, n) {
-			return
+// goneClaimsOf returns the live withdrawal claims of the topics named
+// that the node is on (gone.go).
+func (s *Service) goneClaimsOf(topics []string, now time.Time) []time.Time {
+	var out []time.Time
+	joined := s.joinedNow()
+	for _, t := range topics {
+		if k, err := shard.Parse(t); err == nil && joined[k] != nil {
+			out = append(out, joined[k].gone.live(now)...)
 		}
 	}
+	return out
 }
 
 // syncLoop pulls the board of one random joined shard from one random
@@ -316,9 +310,11 @@ func (s *Service) handleBoardStream(st network.Stream) {
 		sealedEnvs = s.sealedBoard.envelopesFor(now, since, room/2, want, wantKey)
 	}
 	var envs [][]byte
-	withdrawn := 0
+	var goneTTLs []uint32
 	if v2 && req.GetOpenOnly() {
-		envs, withdrawn = s.board.openEnvelopesFor(now, since, room-framedSize(sealedEnvs), want, wantKey)
+		var gone []int64
+		envs, gone = s.board.openEnvelopesFor(now, since, room-framedSize(sealedEnvs), want, wantKey)
+		goneTTLs = listGone(now, gone, s.goneClaimsOf(req.GetTopics(), now))
 	} else {
 		envs = s.board.envelopesFor(now, since, room-framedSize(sealedEnvs), want, wantKey)
 	}
@@ -327,22 +323,26 @@ func (s *Service) handleBoardStream(st network.Stream) {
 			sealedEnvs = s.sealedBoard.envelopesFor(now, since, left, want, wantKey)
 		}
 	}
-	n, _ := writeBoardResponse(st, [][][]byte{own, envs}, [][][]byte{ownSealed, sealedEnvs}, withdrawn)
+	n, _ := writeBoardResponse(st, [][][]byte{own, envs}, [][][]byte{ownSealed, sealedEnvs}, goneTTLs)
 	s.syncBudget.settle(remote, budget, n, time.Now())
 }
 
 // writeBoardResponse writes a BoardResponse whose envelopes are those of
 // envs, whose sealed records are those of sealed, in order, and whose
-// withdrawn count is withdrawn (left out if 0), framed as
+// withdrawn_ttl_s are gone (left out if none), framed as
 // protodelim frames it (the size, then the message), and returns the
 // bytes written. It writes the records where they lie: marshalling the
 // response first built a copy of up to 1 MiB per reply, which under a
 // memory limit kept the collector busy (16 requesters pulling a full
 // board in a loop).
-func writeBoardResponse(w io.Writer, envs, sealed [][][]byte, withdrawn int) (int, error) {
+func writeBoardResponse(w io.Writer, envs, sealed [][][]byte, gone []uint32) (int, error) {
 	var tail []byte
-	if withdrawn > 0 {
-		tail = protowire.AppendVarint(protowire.AppendTag(nil, 3, protowire.VarintType), uint64(withdrawn))
+	if len(gone) > 0 {
+		var packed []byte
+		for _, g := range gone {
+			packed = protowire.AppendVarint(packed, uint64(g))
+		}
+		tail = protowire.AppendBytes(protowire.AppendTag(nil, 3, protowire.BytesType), packed)
 	}
 	size := len(tail)
 	for _, lists := range [][][][]byte{envs, sealed} {

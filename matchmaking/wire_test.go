@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -324,7 +325,7 @@ func FuzzBoardResponse(f *testing.F) {
 	protodelim.MarshalTo(&buf, &pb.BoardResponse{Envelopes: [][]byte{good, []byte("x")}})
 	f.Add(buf.Bytes())
 	buf.Reset()
-	protodelim.MarshalTo(&buf, &pb.BoardResponse{Envelopes: [][]byte{good}, Withdrawn: 1<<32 - 1})
+	protodelim.MarshalTo(&buf, &pb.BoardResponse{Envelopes: [][]byte{good}, WithdrawnTtlS: []uint32{1<<32 - 1, 0, 90}})
 	f.Add(buf.Bytes())
 	f.Add([]byte{0x01, 0x0a})
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -332,8 +333,10 @@ func FuzzBoardResponse(f *testing.F) {
 		if err := (protodelim.UnmarshalOptions{MaxSize: MaxBoardResponse}).UnmarshalFrom(bufio.NewReader(bytes.NewReader(data)), resp); err != nil {
 			return
 		}
-		if c := withdrawnClaim(resp); c < 0 || c > maxBoard {
-			t.Fatalf("a claim of %d withdrawals taken as %d", resp.GetWithdrawn(), c)
+		var g goneClaims
+		g.adopt(now, resp.GetWithdrawnTtlS(), time.Minute)
+		if c := len(g.expires); c > maxGoneClaims || slices.ContainsFunc(g.expires, func(e time.Time) bool { return e.After(now.Add(time.Minute)) }) {
+			t.Fatalf("%d claims taken, or one for longer than the offer lifetime", c)
 		}
 		n.svc.mergeBoard(resp.GetEnvelopes(), id)
 		for _, e := range n.svc.board.open(time.Now()) {

@@ -366,8 +366,8 @@ func (x *BoardRequest) GetOpenOnly() bool {
 type BoardResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Envelopes     [][]byte               `protobuf:"bytes,1,rep,name=envelopes,proto3" json:"envelopes,omitempty"`
-	Sealed        [][]byte               `protobuf:"bytes,2,rep,name=sealed,proto3" json:"sealed,omitempty"`        // signed SealedOffer envelopes, only if the request asked for them
-	Withdrawn     uint32                 `protobuf:"varint,3,opt,name=withdrawn,proto3" json:"withdrawn,omitempty"` // open_only: how many withdrawals the responder left out (a claim, not evidence)
+	Sealed        [][]byte               `protobuf:"bytes,2,rep,name=sealed,proto3" json:"sealed,omitempty"`                                              // signed SealedOffer envelopes, only if the request asked for them
+	WithdrawnTtlS []uint32               `protobuf:"varint,3,rep,packed,name=withdrawn_ttl_s,json=withdrawnTtlS,proto3" json:"withdrawn_ttl_s,omitempty"` // open_only: for each withdrawal left out (or known to the responder only so), seconds until it expires; at most 256 (a claim, not evidence)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -416,11 +416,11 @@ func (x *BoardResponse) GetSealed() [][]byte {
 	return nil
 }
 
-func (x *BoardResponse) GetWithdrawn() uint32 {
+func (x *BoardResponse) GetWithdrawnTtlS() []uint32 {
 	if x != nil {
-		return x.Withdrawn
+		return x.WithdrawnTtlS
 	}
-	return 0
+	return nil
 }
 
 // SealedOffer is a private offer (one whose `with` names a peer), encrypted
@@ -1150,11 +1150,11 @@ const file_matchmaking_proto_rawDesc = "" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12\x16\n" +
 	"\x06sealed\x18\x03 \x01(\bR\x06sealed\x12\x19\n" +
 	"\brecent_s\x18\x04 \x01(\rR\arecentS\x12\x1b\n" +
-	"\topen_only\x18\x05 \x01(\bR\bopenOnly\"c\n" +
+	"\topen_only\x18\x05 \x01(\bR\bopenOnly\"m\n" +
 	"\rBoardResponse\x12\x1c\n" +
 	"\tenvelopes\x18\x01 \x03(\fR\tenvelopes\x12\x16\n" +
-	"\x06sealed\x18\x02 \x03(\fR\x06sealed\x12\x1c\n" +
-	"\twithdrawn\x18\x03 \x01(\rR\twithdrawn\"\xc4\x01\n" +
+	"\x06sealed\x18\x02 \x03(\fR\x06sealed\x12&\n" +
+	"\x0fwithdrawn_ttl_s\x18\x03 \x03(\rR\rwithdrawnTtlS\"\xc4\x01\n" +
 	"\vSealedOffer\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\tR\x05shard\x12\x16\n" +
