@@ -56,6 +56,10 @@ const (
 	// the day shards' 30 s (an announce interval) there made a node's
 	// traffic grow with the class's rate, that is with the network.
 	classLinger = 2 * time.Second
+	// partnerKeeps: a booking waiting on a topic keeps a newcomer that
+	// could pair with it there while the topic shows fewer than
+	// partnerKeeps lane volumes (placeStep).
+	partnerKeeps = 2
 	// placeCheck paces the placement loop.
 	placeCheck = 100 * time.Millisecond
 )
@@ -218,7 +222,7 @@ func (s *Service) placeStep(ctx context.Context) {
 			vol := s.board.volumeIn(p.key, me, nodeNow) + st.gone.count(nodeNow)
 			limit := cmp.Or(s.cfg.LaneVolume, laneVolume)
 			deeper := !p.climbed && len(p.key.Lane) < shard.MaxLaneBits && vol >= limit &&
-				(vol >= 2*limit || !s.partnerOnLocked(p.key, b, nodeNow))
+				(vol >= cmp.Or(s.cfg.PartnerKeeps, partnerKeeps)*limit || !s.partnerOnLocked(p.key, b, nodeNow))
 			if s.cfg.OnPlace != nil {
 				s.cfg.OnPlace(PlaceEvent{Booking: id, Topic: p.key.Topic(), Deeper: deeper,
 					Pulled: st.lastPull.Load() != nil, Volume: vol, After: now.Sub(p.since)})

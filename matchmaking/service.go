@@ -94,6 +94,11 @@ type Config struct {
 	// on a slot class or lane topic after its booking there stopped
 	// searching (benchmark comparisons).
 	ClassLinger time.Duration
+	// PartnerKeeps, if set, overrides partnerKeeps: up to how many lane
+	// volumes a topic may show and still keep a newcomer that could pair
+	// with a booking waiting there; 1 turns the exception off (benchmark
+	// comparisons).
+	PartnerKeeps int
 	// settleWait overrides settleWait (tests that must see a placement
 	// decided by a board pull, not by the time bound, on a slow machine).
 	settleWait time.Duration

@@ -102,6 +102,7 @@ func newBenchSwarmCmd(g *globalFlags) *cobra.Command {
 	f.StringVar(&pprofAddr, "pprof", "", "serve Go's /debug/pprof on this loopback address (e.g. 127.0.0.1:6060) during the run, to profile one phase or dump goroutines")
 	f.IntVar(&cfg.LaneVolume, "lane-volume", 0, "bookings a slot class or lane topic shows before newcomers go a lane deeper (0: the product's default), to compare")
 	f.DurationVar(&cfg.ClimbAlone, "climb-alone", 0, "how long a booking stays on a lane that shows nobody it could pair with (0: the product's default), to compare")
+	f.IntVar(&cfg.PartnerKeeps, "partner-keeps", 0, "up to how many lane volumes a topic keeps a newcomer that could pair with a booking waiting there (0: the product's 2; 1: never), to compare")
 	f.DurationVar(&cfg.ClassLinger, "class-linger", 0, "how long a node stays on a slot class or lane topic after its booking there stopped searching (0: the product's default), to compare")
 	f.BoolVar(&cfg.NoLanes, "no-lanes", false, "keep public bookings on their day shards (no slot class topics or lanes), to compare")
 	f.BoolVar(&noIdle, "no-idle", false, "skip measuring an idle `tandem up` in its own process")

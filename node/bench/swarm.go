@@ -56,6 +56,9 @@ type SwarmConfig struct {
 	// ClassLinger, if set, overrides matchmaking's classLinger
 	// (matchmaking.Config.ClassLinger): for A/B runs.
 	ClassLinger time.Duration
+	// PartnerKeeps, if set, overrides matchmaking's partnerKeeps
+	// (matchmaking.Config.PartnerKeeps): for A/B runs.
+	PartnerKeeps int
 	// Settle bounds the wait after the workload for matching to finish
 	// (default 30 s).
 	Settle time.Duration
@@ -128,6 +131,7 @@ type SwarmResult struct {
 	LaneVolume    int     `json:"lane_volume,omitempty"`
 	ClimbAloneS   float64 `json:"climb_alone_s,omitempty"`
 	ClassLingerS  float64 `json:"class_linger_s,omitempty"`
+	PartnerKeeps  int     `json:"partner_keeps,omitempty"`
 	OpenFilesPeak int     `json:"open_files_peak"`
 	HeapMiB       float64 `json:"heap_in_use_mib"`
 	IdleNodeMiB   float64 `json:"idle_node_rss_mib,omitempty"`
@@ -327,7 +331,7 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 
 	s := &swarm{cfg: cfg, log: cfg.Log, pr: newProgress(cfg.Progress), topics: newDirectory(), harness: &harnessMeter{}}
 	defer s.pr.finish()
-	res := &SwarmResult{Nodes: cfg.Nodes, Seed: cfg.Seed, Transport: cfg.Transport, NoLanes: cfg.NoLanes, LaneVolume: cfg.LaneVolume, ClimbAloneS: cfg.ClimbAlone.Seconds(), ClassLingerS: cfg.ClassLinger.Seconds(), CPUs: runtime.NumCPU(), DurationS: cfg.Duration.Seconds(),
+	res := &SwarmResult{Nodes: cfg.Nodes, Seed: cfg.Seed, Transport: cfg.Transport, NoLanes: cfg.NoLanes, LaneVolume: cfg.LaneVolume, ClimbAloneS: cfg.ClimbAlone.Seconds(), ClassLingerS: cfg.ClassLinger.Seconds(), PartnerKeeps: cfg.PartnerKeeps, CPUs: runtime.NumCPU(), DurationS: cfg.Duration.Seconds(),
 		OpportunityMillis: int(cfg.Opportunity.Milliseconds())}
 	res.LoadAvg = loadAvg()
 	cpu0 := cpuNow()
@@ -1046,8 +1050,9 @@ func (r *SwarmResult) Table(w io.Writer) {
 	switch {
 	case r.NoLanes:
 		row("matching topics", "day shards (--no-lanes)")
-	case r.LaneVolume > 0 || r.ClimbAloneS > 0 || r.ClassLingerS > 0:
-		row("matching topics", "slot classes and lanes; lane volume %d, climb alone after %.1f s, linger %.1f s (0: the product's)", r.LaneVolume, r.ClimbAloneS, r.ClassLingerS)
+	case r.LaneVolume > 0 || r.ClimbAloneS > 0 || r.ClassLingerS > 0 || r.PartnerKeeps > 0:
+		row("matching topics", "slot classes and lanes; lane volume %d, climb alone after %.1f s, linger %.1f s, a waiting partner keeps newcomers up to %d lane volumes (0: the product's)",
+			r.LaneVolume, r.ClimbAloneS, r.ClassLingerS, r.PartnerKeeps)
 	}
 	row("requests", "%d (%d focus-now), %d cancelled, %d refused; %d offline episodes",
 		r.Requests, r.RequestsNow, r.Cancelled, r.Refused, r.OfflineEpisodes)

@@ -38,7 +38,7 @@ type swarmNode struct {
 	idx int
 	// cfg: the transport ("tcp" or "quic") and the matchmaking
 	// settings compared in A/B runs (NoLanes, LaneVolume, ClimbAlone,
-	// ClassLinger).
+	// ClassLinger, PartnerKeeps).
 	cfg SwarmConfig
 	key crypto.PrivKey
 	id  peer.ID
@@ -138,7 +138,7 @@ func (n *swarmNode) start(extra ...pubsub.Option) error {
 	svc, err := matchmaking.New(matchmaking.Config{
 		Host: h, PubSub: ps, DB: db, Name: fmt.Sprintf("bench-%d", n.idx), Log: n.log,
 		StampBits: benchStampBits, // every bench node is a fresh identity
-		NoLanes:   n.cfg.NoLanes, LaneVolume: n.cfg.LaneVolume, ClimbAlone: n.cfg.ClimbAlone, ClassLinger: n.cfg.ClassLinger,
+		NoLanes:   n.cfg.NoLanes, LaneVolume: n.cfg.LaneVolume, ClimbAlone: n.cfg.ClimbAlone, ClassLinger: n.cfg.ClassLinger, PartnerKeeps: n.cfg.PartnerKeeps,
 		OnPlace:    func(e matchmaking.PlaceEvent) { n.rec.place(e) },
 		OnBooking:  func(b matchmaking.Booking) { n.rec.booking(b) },
 		OnOffer:    func(e matchmaking.OfferEvent) { n.rec.offer(e) },
