@@ -219,13 +219,14 @@ func (s *Service) placeStep(ctx context.Context) {
 			// lane volume: past that the topic's traffic would grow with
 			// the class's rate again (every leftover climbs to it).
 			st := joined[p.key]
-			vol := s.board.volumeIn(p.key, me, nodeNow) + st.gone.count(nodeNow)
+			claimed := st.gone.count(nodeNow)
+			vol := s.board.volumeIn(p.key, me, nodeNow) + claimed
 			limit := cmp.Or(s.cfg.LaneVolume, laneVolume)
 			deeper := !p.climbed && len(p.key.Lane) < shard.MaxLaneBits && vol >= limit &&
 				(vol >= cmp.Or(s.cfg.PartnerKeeps, partnerKeeps)*limit || !s.partnerOnLocked(p.key, b, nodeNow))
 			if s.cfg.OnPlace != nil {
 				s.cfg.OnPlace(PlaceEvent{Booking: id, Topic: p.key.Topic(), Deeper: deeper,
-					Pulled: st.lastPull.Load() != nil, Volume: vol, After: now.Sub(p.since)})
+					Pulled: st.lastPull.Load() != nil, Volume: vol, Claimed: claimed, After: now.Sub(p.since)})
 			}
 			if deeper {
 				p.key, p.since = p.key.Child([]byte(me)), now
@@ -267,10 +268,11 @@ type PlaceEvent struct {
 	// Pulled: a board pull of the topic had completed (otherwise the
 	// wait for one, settleWait, ran out).
 	Pulled bool
-	// Volume is the topic's volume the decision saw; After how long
+	// Volume is the topic's volume the decision saw, Claimed how much of
+	// it were withdrawals known only by expiry (gone.go); After how long
 	// after joining the topic it was made.
-	Volume int
-	After  time.Duration
+	Volume, Claimed int
+	After           time.Duration
 }
 
 // partnerOnLocked reports whether topic k shows an open offer of another

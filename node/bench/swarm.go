@@ -208,6 +208,7 @@ type TopicLoad struct {
 	SettledByBound int  `json:"settled_by_bound"`
 	Deeper         int  `json:"deeper"`
 	VolumeP50      int  `json:"volume_seen_p50"`
+	ClaimedP50     int  `json:"volume_claimed_p50"` // withdrawals known by expiry only (matchmaking's gone.go)
 	VolumeMax      int  `json:"volume_seen_max"`
 	DecidedAfter   Dist `json:"decided_after"`
 }
@@ -231,18 +232,20 @@ func describeTopicUse(loads []TopicLoad, nodes []nodeState, logs []*nodeLog, fro
 		l := &loads[i]
 		announced := map[string]bool{}
 		var stays, after []time.Duration
-		var vols []int
+		var vols, claimed []int
 		for _, lg := range logs {
 			for _, p := range lg.placeLog() {
 				if p.e.Topic == l.Topic && !p.at.Before(from) {
 					l.addPlacement(p.e)
 					vols, after = append(vols, p.e.Volume), append(after, p.e.After)
+					claimed = append(claimed, p.e.Claimed)
 				}
 			}
 		}
 		if len(vols) > 0 {
 			slices.Sort(vols)
-			l.VolumeP50, l.VolumeMax = vols[(len(vols)-1)/2], vols[len(vols)-1]
+			slices.Sort(claimed)
+			l.VolumeP50, l.VolumeMax, l.ClaimedP50 = vols[(len(vols)-1)/2], vols[len(vols)-1], claimed[(len(claimed)-1)/2]
 		}
 		l.DecidedAfter = distOf(after)
 		for _, n := range nodes {
@@ -1085,8 +1088,8 @@ func (r *SwarmResult) Table(w io.Writer) {
 		row(name, "%s  %d at %d; announced on by %d bookings; %d stays p50/p95/p99 %s",
 			l.Topic, l.MsgsIn, l.Receivers, l.Announcers, l.Stays.N, d(l.Stays))
 		if l.DecidedAfter.N > 0 {
-			row("", "  placed: %d settled by a pull, %d by the wait's bound, %d deeper; volume seen p50 %d, max %d; decided after p50/p95 %s / %s ms",
-				l.SettledByPull, l.SettledByBound, l.Deeper, l.VolumeP50, l.VolumeMax, fmtMS(l.DecidedAfter.P50), fmtMS(l.DecidedAfter.P95))
+			row("", "  placed: %d settled by a pull, %d by the wait's bound, %d deeper; volume seen p50 %d (claimed %d), max %d; decided after p50/p95 %s / %s ms",
+				l.SettledByPull, l.SettledByBound, l.Deeper, l.VolumeP50, l.ClaimedP50, l.VolumeMax, fmtMS(l.DecidedAfter.P50), fmtMS(l.DecidedAfter.P95))
 		}
 	}
 	idle := "not measured"
