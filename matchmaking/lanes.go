@@ -226,7 +226,7 @@ func (s *Service) placeStep(ctx context.Context) {
 				(vol >= cmp.Or(s.cfg.PartnerKeeps, partnerKeeps)*limit || !s.partnerOnLocked(p.key, b, nodeNow))
 			if s.cfg.OnPlace != nil {
 				s.cfg.OnPlace(PlaceEvent{Booking: id, Topic: p.key.Topic(), Deeper: deeper,
-					Pulled: st.lastPull.Load() != nil, Volume: vol, Claimed: claimed, After: now.Sub(p.since)})
+					Pulled: st.lastPull.Load() != nil, Volume: vol, Claimed: claimed, Climbed: p.climbed, After: now.Sub(p.since)})
 			}
 			if deeper {
 				p.key, p.since = p.key.Child([]byte(me)), now
@@ -268,6 +268,9 @@ type PlaceEvent struct {
 	// Pulled: a board pull of the topic had completed (otherwise the
 	// wait for one, settleWait, ran out).
 	Pulled bool
+	// Climbed: the booking came up from a lane; it settles whatever the
+	// volume (it never goes deeper again).
+	Climbed bool
 	// Volume is the topic's volume the decision saw, Claimed how much of
 	// it were withdrawals known only by expiry (gone.go); After how long
 	// after joining the topic it was made.

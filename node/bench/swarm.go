@@ -202,11 +202,13 @@ type TopicLoad struct {
 	Stays Dist `json:"stays"`
 	// Placements: bookings' level decisions on the topic (a slot class
 	// or lane): settled there once a board pull told its volume, settled
-	// when the wait for a pull ran out, or gone a lane deeper; the
-	// volume each saw and how long after joining each decided.
+	// when the wait for a pull ran out, or gone a lane deeper; how many
+	// of those settled had climbed up from a lane; the volume each saw
+	// and how long after joining each decided.
 	SettledByPull  int  `json:"settled_by_pull"`
 	SettledByBound int  `json:"settled_by_bound"`
 	Deeper         int  `json:"deeper"`
+	Climbers       int  `json:"settled_climbers"` // of those settled, how many had come up from a lane
 	VolumeP50      int  `json:"volume_seen_p50"`
 	ClaimedP50     int  `json:"volume_claimed_p50"` // withdrawals known by expiry only (matchmaking's gone.go)
 	VolumeMax      int  `json:"volume_seen_max"`
@@ -222,6 +224,9 @@ func (l *TopicLoad) addPlacement(e matchmaking.PlaceEvent) {
 		l.SettledByPull++
 	default:
 		l.SettledByBound++
+	}
+	if e.Climbed && !e.Deeper {
+		l.Climbers++
 	}
 }
 
@@ -1088,8 +1093,8 @@ func (r *SwarmResult) Table(w io.Writer) {
 		row(name, "%s  %d at %d; announced on by %d bookings; %d stays p50/p95/p99 %s",
 			l.Topic, l.MsgsIn, l.Receivers, l.Announcers, l.Stays.N, d(l.Stays))
 		if l.DecidedAfter.N > 0 {
-			row("", "  placed: %d settled by a pull, %d by the wait's bound, %d deeper; volume seen p50 %d (claimed %d), max %d; decided after p50/p95 %s / %s ms",
-				l.SettledByPull, l.SettledByBound, l.Deeper, l.VolumeP50, l.ClaimedP50, l.VolumeMax, fmtMS(l.DecidedAfter.P50), fmtMS(l.DecidedAfter.P95))
+			row("", "  placed: %d settled by a pull, %d by the wait's bound (%d of them climbers), %d deeper; volume seen p50 %d (claimed %d), max %d; decided after p50/p95 %s / %s ms",
+				l.SettledByPull, l.SettledByBound, l.Climbers, l.Deeper, l.VolumeP50, l.ClaimedP50, l.VolumeMax, fmtMS(l.DecidedAfter.P50), fmtMS(l.DecidedAfter.P95))
 		}
 	}
 	idle := "not measured"
