@@ -283,17 +283,20 @@ func (b *board) openIn(k shard.Key) int {
 
 // volumeIn counts the bookings of others whose records on the board
 // travel on topic k, open or withdrawn, until they expire: how crowded k
-// has been over the last few minutes (lanes.go).
-func (b *board) volumeIn(k shard.Key, self peer.ID, now time.Time) int {
+// has been over the last few minutes (lanes.go); and when each of the
+// withdrawals among them expires (Unix seconds).
+func (b *board) volumeIn(k shard.Key, self peer.ID, now time.Time) (n int, gone []int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	n := 0
 	for _, e := range b.entries {
 		if e.owner != self && !e.opaque && !e.expired(now) && k.Contains(e.shard, []byte(e.owner)) {
 			n++
+			if e.withdrawn {
+				gone = append(gone, e.expires)
+			}
 		}
 	}
-	return n
+	return n, gone
 }
 
 func (b *board) class(c slotClass, now time.Time) []*boardEntry {

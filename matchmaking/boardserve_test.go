@@ -177,4 +177,15 @@ func TestGoneClaims(t *testing.T) {
 	if !slices.Equal(got, []uint32{40, 2}) {
 		t.Fatalf("listed %v, want [40 2]", got)
 	}
+	// A claim that is a withdrawal the board holds (its expiry within
+	// sameGone) counts once; each withdrawal stands for one claim only.
+	base := now.Truncate(time.Second)
+	claims := []time.Time{base.Add(30 * time.Second), base.Add(31 * time.Second), base.Add(60 * time.Second)}
+	onBoard := []int64{base.Unix() + 29, base.Unix() + 45}
+	if got := newClaims(claims, onBoard); len(got) != 2 || !got[0].Equal(claims[1]) || !got[1].Equal(claims[2]) {
+		t.Fatalf("claims not on the board: %v, want the 31 s and 60 s ones", got)
+	}
+	if got := listGone(base, onBoard, claims); !slices.Equal(got, []uint32{60, 45, 31, 29}) {
+		t.Fatalf("listed %v, want [60 45 31 29]", got)
+	}
 }

@@ -70,18 +70,52 @@ func (g *goneClaims) pruneLocked(now time.Time) {
 	g.expires = slices.DeleteFunc(g.expires, func(t time.Time) bool { return !t.After(now) })
 }
 
+// sameGone is how far apart a claim's expiry and a withdrawal's on the
+// board may be and still be taken for the same record: the claim's
+// seconds were rounded and then travelled a reply's round trip.
+const sameGone = 3 * time.Second
+
+// newClaims returns the claims that are not, by their expiry, one of the
+// withdrawals the board holds (gone, Unix seconds): a node that holds a
+// topic's withdrawals (it saw them on its day shard, or by a later pull)
+// and claims of the same must count each once. Each withdrawal accounts
+// for at most one claim. Two withdrawals that expire within sameGone of
+// each other may be taken for one: the count errs low by those.
+func newClaims(claimed []time.Time, gone []int64) []time.Time {
+	if len(gone) == 0 {
+		return claimed
+	}
+	known := slices.Sorted(slices.Values(gone))
+	used := make([]bool, len(known))
+	var out []time.Time
+next:
+	for _, t := range claimed {
+		from, _ := slices.BinarySearch(known, t.Add(-sameGone).Unix())
+		for i := from; i < len(known) && known[i] <= t.Add(sameGone).Unix(); i++ {
+			if !used[i] {
+				used[i] = true
+				continue next
+			}
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
 // listGone lists withdrawals expiring at the Unix seconds gone and at the
-// times claimed, as a reply carries them: seconds from now until each
-// expires (at least 1), at most maxGoneClaims, those that expire last
-// first (they count longest).
+// times claimed (each once: newClaims), as a reply carries them: seconds
+// from now until each expires (at least 1), at most maxGoneClaims, those
+// that expire last first (they count longest).
 func listGone(now time.Time, gone []int64, claimed []time.Time) []uint32 {
 	var ttls []uint32
+	var live []int64
 	for _, e := range gone {
 		if d := e - now.Unix(); d > 0 {
 			ttls = append(ttls, uint32(min(d, 1<<31)))
+			live = append(live, e)
 		}
 	}
-	for _, t := range claimed {
+	for _, t := range newClaims(claimed, live) {
 		if d := t.Sub(now); d > 0 {
 			ttls = append(ttls, uint32(max(1, (d+time.Second-1)/time.Second)))
 		}

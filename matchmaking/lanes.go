@@ -219,8 +219,7 @@ func (s *Service) placeStep(ctx context.Context) {
 			// lane volume: past that the topic's traffic would grow with
 			// the class's rate again (every leftover climbs to it).
 			st := joined[p.key]
-			claimed := st.gone.count(nodeNow)
-			vol := s.board.volumeIn(p.key, me, nodeNow) + claimed
+			vol, claimed := s.topicVolume(st, nodeNow)
 			limit := cmp.Or(s.cfg.LaneVolume, laneVolume)
 			deeper := !p.climbed && len(p.key.Lane) < shard.MaxLaneBits && vol >= limit &&
 				(vol >= cmp.Or(s.cfg.PartnerKeeps, partnerKeeps)*limit || !s.partnerOnLocked(p.key, b, nodeNow))
@@ -291,4 +290,15 @@ func (s *Service) partnerOnLocked(k shard.Key, b *Booking, now time.Time) bool {
 		}
 	}
 	return false
+}
+
+// topicVolume is how crowded shard st has been over the last few minutes:
+// the records of others on the board that travel on it, open or
+// withdrawn, and the withdrawals claimed by the first pull's responder
+// (gone.go) that are not among them; claimed is how many of the volume
+// are such claims.
+func (s *Service) topicVolume(st *shardTopic, now time.Time) (vol, claimed int) {
+	onBoard, gone := s.board.volumeIn(st.key, s.h.ID(), now)
+	claimed = len(newClaims(st.gone.live(now), gone))
+	return onBoard + claimed, claimed
 }

@@ -377,8 +377,11 @@ func TestFirstPullCountsWithdrawals(t *testing.T) {
 	if got := st.gone.count(q.svc.now()); got != 4 {
 		t.Fatalf("q's first pull brought %d withdrawal claims, want 4", got)
 	}
-	if got := q.svc.board.volumeIn(class, q.id(), q.svc.now()); got != 3 {
+	if got, _ := q.svc.board.volumeIn(class, q.id(), q.svc.now()); got != 3 {
 		t.Fatalf("q's board holds %d records of the class, want the 3 open offers", got)
+	}
+	if vol, claimed := q.svc.topicVolume(st, q.svc.now()); vol != 7 || claimed != 4 {
+		t.Fatalf("q sees a volume of %d (%d claimed), want 7 (4)", vol, claimed)
 	}
 	// q, now a member, passes the claims on to the next newcomer: the
 	// topic's memory is not one member's stay.
@@ -388,7 +391,15 @@ func TestFirstPullCountsWithdrawals(t *testing.T) {
 		t.Fatalf("the next newcomer was told of %d withdrawals, want the 4 q was told of", len(resp.GetWithdrawnTtlS()))
 	}
 	q.svc.syncBoard(context.Background(), r.id(), st) // not a first pull
-	if got := q.svc.board.volumeIn(class, q.id(), q.svc.now()); got != 7 {
+	if got, _ := q.svc.board.volumeIn(class, q.id(), q.svc.now()); got != 7 {
 		t.Fatalf("after a second pull q's board holds %d records of the class, want all 7", got)
+	}
+	// The 4 withdrawals are on q's board now as well as claimed: each
+	// counts once, in q's volume and in what q tells a newcomer.
+	if vol, claimed := q.svc.topicVolume(st, q.svc.now()); vol != 7 || claimed != 0 {
+		t.Fatalf("after a second pull q sees a volume of %d (%d claimed), want 7 (0)", vol, claimed)
+	}
+	if resp := ask(z, q, true); len(resp.GetWithdrawnTtlS()) != 4 {
+		t.Fatalf("after q's second pull the next newcomer was told of %d withdrawals, want 4", len(resp.GetWithdrawnTtlS()))
 	}
 }

@@ -173,7 +173,10 @@ func TestBlockedPeerNeverMatched(t *testing.T) {
 		t.Fatalf("blocked pair matched: %s", describe(nodes))
 	}
 	bc := c.book(t, BookRequest{At: slot, DurationMin: 25})
-	waitFor(t, 15*time.Second, "c matched", func() bool { return c.booking(bc.ID).Confirmed })
+	// Settled too: c may have accepted both a's and b's proposals, and
+	// the one whose Confirm came second holds its side of the match until
+	// c answers it "no such match".
+	waitFor(t, 15*time.Second, "c matched", func() bool { return c.booking(bc.ID).Confirmed && settled(nodes) })
 	checkInvariants(t, nodes)
 	if p := a.booking(ba.ID).Partner; p == b.id().String() {
 		t.Fatal("a matched with blocked b")

@@ -2,6 +2,7 @@ package matchmaking
 
 import (
 	"context"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -95,6 +96,14 @@ func TestSeqSurvivesClockSetBack(t *testing.T) {
 	owner.stop()
 	owner.start()
 	connect(t, owner, watcher)
+	// The withdrawal goes to the watcher's day shard by a fanout publish,
+	// which reaches only the peers the owner knows to be on that topic:
+	// wait for the watcher's subscription to arrive (on a loaded machine
+	// it can come after the Cancel, and the copy would then be lost).
+	day := ShardOf(b).DayKey().Topic()
+	waitFor(t, 10*time.Second, "the owner to know the watcher is on the day shard", func() bool {
+		return slices.Contains(owner.ps.ListPeers(day), watcher.h.ID())
+	})
 	if _, err := owner.svc.Cancel(context.Background(), b.ID, "changed my mind"); err != nil {
 		t.Fatal(err)
 	}

@@ -109,6 +109,14 @@ func TestDesktopNotices(t *testing.T) {
 	if n := sent.count("Tandem: your session starts soon", ""); n != 0 {
 		t.Fatalf("%d reminders 30+ minutes before the start", n)
 	}
+	// A proposer counts itself matched before its Confirm arrives; the
+	// clock jumps 36+ minutes below, and a Confirm that reaches a slow
+	// acceptor after the jump finds its 10 s hold over. Both sides hold
+	// the match first (a real clock does not jump mid-handshake).
+	nodetest.WaitFor(t, 30*time.Second, func() bool {
+		bs, err := cb.Bookings(ctx)
+		return err == nil && slices.ContainsFunc(bs, func(b apiv1.Booking) bool { return b.ID == bb.ID && b.State == "matched" })
+	}, "Bo's side of the match")
 	clock.Advance(start.Sub(clock.Now()) - 9*time.Minute)
 	a.ClockChanged()
 	nodetest.WaitFor(t, 30*time.Second, func() bool { return sent.count("Tandem: your session starts soon", "In 9 min") == 1 }, "the reminder")
