@@ -364,3 +364,55 @@ func TestConfirmedAfterFreeingTakesTheMatchBack(t *testing.T) {
 		t.Fatalf("after the partner confirmed a match we had freed: %+v", got)
 	}
 }
+
+// TestCancelRacingConfirmKeepsReason: the proposer's user cancels while
+// its Confirm is on the way, and the acceptor's "Confirmed" comes back
+// before the cancel's own Cancel has gone out. The proposer then tells
+// the acceptor its match is gone, with the user's reason: the partner's
+// screen and notices say "partner cancelled: sick today", never
+// "matched elsewhere", which was not what happened.
+func TestCancelRacingConfirmKeepsReason(t *testing.T) {
+	x, y := newTestNode(t, nil), newTestNode(t, nil)
+	proposer, acceptor := x, y
+	if y.id() < x.id() {
+		proposer, acceptor = y, x
+	}
+	// The acceptor has committed and not yet answered: the proposer's
+	// user cancels. The proposer's Cancel is held back (cancel-stored)
+	// until the acceptor has heard from the proposer's Confirm answer.
+	stored := make(chan struct{})
+	heard := make(chan struct{})
+	var once, onceStored atomic.Bool
+	var proposed atomic.Pointer[string] // the proposer's booking ID
+	acceptor.svc.setTestHook(func(p string) {
+		if p != "acceptor-committed" || !once.CompareAndSwap(false, true) {
+			return
+		}
+		go proposer.svc.Cancel(context.Background(), *proposed.Load(), "sick today")
+		<-stored
+	})
+	proposer.svc.setTestHook(func(p string) {
+		if p != "cancel-stored" || !onceStored.CompareAndSwap(false, true) {
+			return
+		}
+		close(stored)
+		<-heard
+	})
+	connect(t, x, y)
+	slot := nextSlot(6 * time.Hour)
+	bp := proposer.book(t, BookRequest{At: slot, DurationMin: 50})
+	proposed.Store(&bp.ID)
+	ba := acceptor.book(t, BookRequest{At: slot, DurationMin: 50})
+	waitFor(t, 15*time.Second, "the acceptor freed by the proposer's answer", func() bool {
+		return acceptor.booking(ba.ID).State == StateSearching && acceptor.booking(ba.ID).Note != ""
+	})
+	close(heard)
+	if got, want := acceptor.booking(ba.ID).Note, "partner cancelled: sick today"; got != want {
+		t.Fatalf("the acceptor's booking says %q, want %q", got, want)
+	}
+	waitFor(t, 15*time.Second, "the user's Cancel acknowledged", func() bool { return !proposer.booking(bp.ID).CancelUnsent })
+	if b := proposer.booking(bp.ID); b.State != StateCancelled {
+		t.Fatalf("the proposer's booking is %s, want cancelled", b.State)
+	}
+	checkInvariants(t, []*testNode{x, y})
+}

@@ -733,6 +733,7 @@ func (s *Service) settle(ctx context.Context, sent Booking, reply *pb.MatchMessa
 		}
 	}
 	freed, adopted, orphaned := false, false, false
+	why := "matched elsewhere"
 	nb, err := s.update(sent.ID, func(cur *Booking) (*Booking, error) {
 		same := cur != nil && cur.State == StateMatched && cur.Partner == sent.Partner && cur.PartnerBooking == sent.PartnerBooking
 		if !same && cur != nil && reply.GetConfirmed() != nil {
@@ -749,8 +750,13 @@ func (s *Service) settle(ctx context.Context, sent Booking, reply *pb.MatchMessa
 				cur.Start, cur.Confirmed, cur.Note, cur.PartnerAddrs = sent.Start, true, "", sent.PartnerAddrs
 				adopted = true
 				return cur, nil
-			case cur.State == StateMatched || cur.State == StateCancelled:
+			case cur.State == StateMatched:
 				orphaned = true
+			case cur.State == StateCancelled:
+				// Our user cancelled: the partner hears the reason, as
+				// from the Cancel the cancel itself sends (whichever of
+				// the two comes first is the one it applies).
+				orphaned, why = true, cur.Note
 			}
 			return nil, nil
 		}
@@ -788,7 +794,7 @@ func (s *Service) settle(ctx context.Context, sent Booking, reply *pb.MatchMessa
 		s.wake()
 	}
 	if pid, err := peer.Decode(sent.Partner); orphaned && err == nil {
-		if err := s.sendCancel(ctx, pid, sent.ID, sent.PartnerBooking, "matched elsewhere"); err != nil {
+		if err := s.sendCancel(ctx, pid, sent.ID, sent.PartnerBooking, why); err != nil {
 			s.log.Debug("cancelling a match we no longer hold; the partner's re-check will", "peer", pid, "err", err)
 		}
 	}

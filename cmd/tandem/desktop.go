@@ -126,7 +126,7 @@ func (d *desktopNotices) run(ctx context.Context) error {
 	}
 	if bs, err := ask(d, func() ([]apiv1.Booking, error) { return d.c.Bookings(ctx) }); err == nil {
 		for _, b := range bs {
-			d.states[b.ID] = string(b.State)
+			d.states[b.ID] = noticeState(b)
 		}
 	}
 	tick := time.NewTicker(20 * time.Second)
@@ -188,9 +188,22 @@ func partnerLabel(b apiv1.Booking) string {
 	return b.Partner
 }
 
+// noticeState is a booking's state as the notices follow it: a match
+// the partner has not acknowledged yet is "matching". A node that
+// proposed counts itself matched from its own write until the partner's
+// answer to its Confirm, which can be "no such match" (the partner took
+// another's Confirm first): told "partner found" then, the user would
+// see the booking searching again a moment later with nobody to blame.
+func noticeState(b apiv1.Booking) string {
+	if b.State == "matched" && !b.Confirmed {
+		return "matching"
+	}
+	return string(b.State)
+}
+
 func (d *desktopNotices) booking(ctx context.Context, b apiv1.Booking) {
 	prev, seen := d.states[b.ID]
-	state := string(b.State)
+	state := noticeState(b)
 	d.states[b.ID] = state
 	if seen && prev == state {
 		return

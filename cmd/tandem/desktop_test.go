@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandem-cowork/tandem/matchmaking"
 	"github.com/tandem-cowork/tandem/node/apiv1"
 	"github.com/tandem-cowork/tandem/node/client"
 	"github.com/tandem-cowork/tandem/node/nodetest"
@@ -190,4 +191,49 @@ func TestDesktopNoticesAfterTokenRotate(t *testing.T) {
 		t.Fatal(err)
 	}
 	reminded(second, 2)
+}
+
+// TestDesktopMatchNoticeWaitsForConfirm: a booking whose node proposed
+// counts as matched from its own write until the partner answers the
+// Confirm, and that answer can take the match back ("no such match").
+// The notice comes once the partner has acknowledged the match, never
+// for one it did not; a cancel is told only of a match that was.
+func TestDesktopMatchNoticeWaitsForConfirm(t *testing.T) {
+	a := nodetest.Start(t, nodetest.Config(t))
+	c := client.New(a.APIURL(), a.Token())
+	ctx := context.Background()
+	st, err := c.Settings(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.NotifyMatch = true
+	if _, err := c.SetSettings(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	sent := &sentNotes{}
+	d := newDesktopNotices(c, a.Token, sent.send, nodetest.Logger(t, "info"))
+	start := time.Date(2026, 12, 7, 14, 0, 0, 0, time.UTC)
+	step := func(id string, state string, confirmed bool, note string) {
+		d.booking(ctx, apiv1.Booking{ID: id, Start: start, DurationMin: 50, State: matchmaking.State(state),
+			PartnerName: "Bo", Confirmed: confirmed, Note: note})
+	}
+	// Taken back before the partner acknowledged it: nothing to tell.
+	step("b1", "searching", false, "")
+	step("b1", "matched", false, "")
+	step("b1", "searching", false, "the partner no longer holds this match")
+	if len(sent.notes) != 0 {
+		t.Fatalf("told %q of a match the partner never held", sent.notes)
+	}
+	// Acknowledged: told once, when the acknowledgement comes.
+	step("b2", "searching", false, "")
+	step("b2", "matched", false, "")
+	step("b2", "matched", true, "")
+	step("b2", "matched", true, "")
+	if n := sent.count("Tandem: partner found", "Bo"); n != 1 || len(sent.notes) != 1 {
+		t.Fatalf("told %q, want one match notice", sent.notes)
+	}
+	step("b2", "searching", false, "partner cancelled: sick today")
+	if n := sent.count("Tandem: your partner cancelled", "sick today"); n != 1 {
+		t.Fatalf("told %q, want the cancel", sent.notes)
+	}
 }

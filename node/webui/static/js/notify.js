@@ -48,17 +48,27 @@ async function remind() {
   }
 }
 
+// noticeState is a booking's state as the notices follow it: a match the
+// partner has not acknowledged yet is "matching". The node that proposed
+// counts itself matched until the partner answers its Confirm, and that
+// answer can be "no such match" (the partner took another's first): a
+// "partner found" then would be taken back a moment later.
+function noticeState(b) {
+  return b.state === "matched" && !b.confirmed ? "matching" : b.state;
+}
+
 // booking tells of a new match, and of a partner who cancelled (the node
 // then searches again, or cancels a booking whose start has passed).
 function booking(b) {
   const prev = states.get(b.id);
-  states.set(b.id, b.state);
-  if (!settings().notify_match || !allowed() || prev === b.state) return;
+  const state = noticeState(b);
+  states.set(b.id, state);
+  if (!settings().notify_match || !allowed() || prev === state) return;
   const when = `${fmtTimeZ(Date.parse(b.start))}, ${b.duration_min} min`;
-  if (b.state === "matched") {
+  if (state === "matched") {
     notify("Tandem: partner found", `${nameOf(b.partner_name, b.partner)} for ${when}.`, "match-" + b.id);
   } else if (prev === "matched" && (b.note || "").startsWith("partner cancelled")) {
-    const next = b.state === "searching" ? " Looking for someone else." : "";
+    const next = state === "searching" ? " Looking for someone else." : "";
     notify("Tandem: your partner cancelled", `${when}: ${b.note}.${next}`, "cancel-" + b.id);
   }
 }
@@ -70,7 +80,7 @@ export function startNotifications() {
     notify("Tandem: your partner is here", "Your session partner joined. Say hi!", "joined-" + e.booking);
   });
   get("/bookings")
-    .then((bs) => bs.forEach((b) => states.has(b.id) || states.set(b.id, b.state)))
+    .then((bs) => bs.forEach((b) => states.has(b.id) || states.set(b.id, noticeState(b))))
     .catch(() => {});
   on("booking", booking);
   // A node clock that jumps (a test, the demo) may bring a session near.
