@@ -22,6 +22,9 @@ type nodeState struct {
 	// shards: per offer topic, when the node was on it with a peer
 	// there (could receive the topic's offers).
 	shards map[string][]span
+	// clockShift is how far the node's clock (its bookings' times) runs
+	// ahead of the wall clock the events were recorded with.
+	clockShift time.Duration
 }
 
 // recordTopic is the offer topic a record e of node n went out on: the
@@ -87,13 +90,13 @@ func checkBookings(nodes []nodeState, now time.Time) bookingCheck {
 			if !b.Live() {
 				continue
 			}
-			s1, e1 := liveInterval(b, now)
+			s1, e1 := liveInterval(b, now.Add(n.clockShift))
 			for _, oid := range ids[x+1:] {
 				o := n.final[oid]
 				if !o.Live() {
 					continue
 				}
-				if s2, e2 := liveInterval(o, now); s1.Before(e2) && s2.Before(e1) {
+				if s2, e2 := liveInterval(o, now.Add(n.clockShift)); s1.Before(e2) && s2.Before(e1) {
 					c.double++
 					c.problems = append(c.problems, fmt.Sprintf("node %d holds overlapping live bookings %s and %s", i, id, oid))
 				}
@@ -124,7 +127,7 @@ func checkBookings(nodes []nodeState, now time.Time) bookingCheck {
 				// from a lost one.
 				var since string
 				if ok {
-					since = fmt.Sprintf(", changed %.1f s before the check", now.Sub(pb.UpdatedAt).Seconds())
+					since = fmt.Sprintf(", changed %.1f s before the check", now.Add(nodes[j].clockShift).Sub(pb.UpdatedAt).Seconds())
 					if pb.CancelUnsent {
 						since += ", its Cancel not yet acknowledged (being re-sent)"
 					}

@@ -294,7 +294,20 @@ type swarm struct {
 	booked, cancelled, refused atomic.Int64
 	// attackers are the Sybil identities' peer IDs (debug output).
 	attackers map[peer.ID]bool
+	// clockShift sets the nodes' clocks (and the attackers') to read
+	// workloadEpoch when the swarm starts.
+	clockShift time.Duration
 }
+
+// workloadEpoch is what the nodes' clocks read when a swarm starts, and
+// the time the workload's slots are planned from (the hot slot is 09:00
+// the next day). On the wall clock the run's slots, and the class topics
+// and lanes they hash to, depended on the date and the hour the command
+// ran: one command gave two different workloads on two days (661-691
+// possible pairs at N = 1000 after midnight UTC, 696-733 the evening
+// before). On this clock it is the same run whenever it runs. A Monday,
+// 06:00 UTC.
+var workloadEpoch = time.Date(2030, time.January, 7, 6, 0, 0, 0, time.UTC)
 
 // RunSwarm starts cfg.Nodes nodes on 127.0.0.1 in this process, wires them
 // into a sparse random topology, measures the floor, runs the seeded
@@ -337,7 +350,8 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 	}
 	defer os.RemoveAll(dir)
 
-	s := &swarm{cfg: cfg, log: cfg.Log, pr: newProgress(cfg.Progress), topics: newDirectory(), harness: &harnessMeter{}}
+	s := &swarm{cfg: cfg, log: cfg.Log, pr: newProgress(cfg.Progress), topics: newDirectory(), harness: &harnessMeter{},
+		clockShift: workloadEpoch.Sub(time.Now())}
 	defer s.pr.finish()
 	res := &SwarmResult{Nodes: cfg.Nodes, Seed: cfg.Seed, Transport: cfg.Transport, NoLanes: cfg.NoLanes, LaneVolume: cfg.LaneVolume, ClimbAloneS: cfg.ClimbAlone.Seconds(), ClassLingerS: cfg.ClassLinger.Seconds(), PartnerKeeps: cfg.PartnerKeeps, CPUs: runtime.NumCPU(), DurationS: cfg.Duration.Seconds(),
 		OpportunityMillis: int(cfg.Opportunity.Milliseconds())}
@@ -379,7 +393,10 @@ func RunSwarm(ctx context.Context, cfg SwarmConfig) (*SwarmResult, error) {
 
 	// The workload.
 	start := time.Now()
-	s.work = genWorkload(cfg.Seed, cfg.Nodes, cfg.Duration, start)
+	// Planned from the epoch, not from the nodes' clocks now: those read
+	// the epoch plus the setup time, which varies from run to run (the
+	// slots start two hours ahead; the setup takes seconds to minutes).
+	s.work = genWorkload(cfg.Seed, cfg.Nodes, cfg.Duration, workloadEpoch)
 	res.OfflineEpisodes = s.work.offline
 	cpu1, m1 := cpuNow(), machineNow()
 	res.CPUSetupS = cpu1.sub(cpu0).total().Seconds()
@@ -687,6 +704,7 @@ func (s *swarm) startAll(ctx context.Context, dir string) error {
 		if err != nil {
 			return err
 		}
+		n.clockShift = s.clockShift
 		s.nodes[i] = n
 	}
 	var started atomic.Int64
@@ -933,7 +951,7 @@ func (s *swarm) requests() []request {
 func (s *swarm) snapshot(end time.Time, offers bool) []nodeState {
 	out := make([]nodeState, len(s.nodes))
 	for i, n := range s.nodes {
-		st := nodeState{id: n.id, final: map[string]matchmaking.Booking{}}
+		st := nodeState{id: n.id, final: map[string]matchmaking.Booking{}, clockShift: n.clockShift}
 		if svc := n.service(); svc != nil {
 			for _, b := range svc.Bookings() {
 				st.final[b.ID] = b

@@ -55,6 +55,10 @@ type swarmNode struct {
 	gossip   *gossipCounter
 	rec      *nodeLog
 
+	// clockShift is how far the node's clock runs ahead of the wall
+	// clock (workloadEpoch).
+	clockShift time.Duration
+
 	// bootstrap are the peers this node dials when it (re)starts.
 	bootstrap []*swarmNode
 	// topics finds peers on offer topics.
@@ -146,6 +150,7 @@ func (n *swarmNode) start(extra ...pubsub.Option) error {
 		OnNote:     func(e matchmaking.NoteEvent) { n.rec.note(e) },
 		OnShard:    func(e matchmaking.ShardEvent) { n.rec.shard(e) },
 		Finder:     dirFinder{dir: n.topics, n: n, h: h},
+		Now:        func() time.Time { return time.Now().Add(n.clockShift) },
 		V1:         matchmaking.V1Off,
 	})
 	if err == nil {

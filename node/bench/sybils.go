@@ -42,6 +42,8 @@ type sybilSwarm struct {
 	wg   sync.WaitGroup
 
 	published, proposals, held atomic.Int64
+	// now is the swarm nodes' clock, on which offers expire.
+	now func() time.Time
 }
 
 // sybilTopicDays is how many days of shards an attacker is on (the
@@ -50,7 +52,7 @@ const sybilTopicDays = 5
 
 func startSybils(ctx context.Context, s *swarm, k int, rng *rand.Rand) (*sybilSwarm, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	a := &sybilSwarm{}
+	a := &sybilSwarm{now: func() time.Time { return time.Now().Add(s.clockShift) }}
 	a.stop = func() {
 		cancel()
 		for _, h := range a.hs {
@@ -60,7 +62,7 @@ func startSybils(ctx context.Context, s *swarm, k int, rng *rand.Rand) (*sybilSw
 	}
 	// Every attacker knows the others: it mirrors honest offers only.
 	mates := map[peer.ID]bool{}
-	now := time.Now()
+	now := a.now()
 	var topics []string
 	for _, sk := range shard.All(now, sybilTopicDays*24*time.Hour) {
 		topics = append(topics, sk.Topic())
@@ -156,7 +158,7 @@ func (a *sybilSwarm) run(ctx context.Context, id *sybil.Identity, h host.Host, t
 			return
 		case <-pace.C:
 		}
-		now := time.Now()
+		now := a.now()
 		n++
 		mine := &pb.Offer{BookingId: fmt.Sprintf("sybil-%d", n), StartUnix: o.GetStartUnix(), DurationMin: o.GetDurationMin(),
 			Kind: o.GetKind(), Activity: o.GetActivity(), Quiet: o.GetQuiet(), Name: "sybil",
