@@ -154,14 +154,14 @@ func TestGoneClaims(t *testing.T) {
 	now := time.Now()
 	var g goneClaims
 	g.adopt(now, []uint32{5, 60, 1 << 30}, 90*time.Second)
-	if got := g.count(now); got != 3 {
+	if got := len(g.live(now)); got != 3 {
 		t.Fatalf("%d claims taken, want 3", got)
 	}
 	g.adopt(now, []uint32{100, 100}, 90*time.Second) // fewer: kept as they were
-	if got := g.count(now.Add(10 * time.Second)); got != 2 {
+	if got := len(g.live(now.Add(10 * time.Second))); got != 2 {
 		t.Fatalf("%d claims live after 10 s, want 2", got)
 	}
-	if got := g.count(now.Add(91 * time.Second)); got != 0 {
+	if got := len(g.live(now.Add(91 * time.Second))); got != 0 {
 		t.Fatalf("%d claims live past the offer lifetime, want 0", got)
 	}
 	many := make([]uint32, 2*maxGoneClaims)
@@ -169,7 +169,7 @@ func TestGoneClaims(t *testing.T) {
 		many[i] = 30
 	}
 	g.adopt(now, many, 90*time.Second)
-	if got := g.count(now); got != maxGoneClaims {
+	if got := len(g.live(now)); got != maxGoneClaims {
 		t.Fatalf("%d claims taken from one reply, want at most %d", got, maxGoneClaims)
 	}
 	// A reply lists the board's and the claimed ones, latest first, bounded.

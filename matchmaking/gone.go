@@ -58,14 +58,6 @@ func (g *goneClaims) live(now time.Time) []time.Time {
 	return slices.Clone(g.expires)
 }
 
-// count is how many claims have not expired.
-func (g *goneClaims) count(now time.Time) int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.pruneLocked(now)
-	return len(g.expires)
-}
-
 func (g *goneClaims) pruneLocked(now time.Time) {
 	g.expires = slices.DeleteFunc(g.expires, func(t time.Time) bool { return !t.After(now) })
 }

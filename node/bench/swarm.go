@@ -299,6 +299,9 @@ type swarm struct {
 	clockShift time.Duration
 }
 
+// now is the nodes' clock: the wall clock shifted to workloadEpoch.
+func (s *swarm) now() time.Time { return time.Now().Add(s.clockShift) }
+
 // workloadEpoch is what the nodes' clocks read when a swarm starts, and
 // the time the workload's slots are planned from (the hot slot is 09:00
 // the next day). On the wall clock the run's slots, and the class topics

@@ -52,7 +52,7 @@ const sybilTopicDays = 5
 
 func startSybils(ctx context.Context, s *swarm, k int, rng *rand.Rand) (*sybilSwarm, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	a := &sybilSwarm{now: func() time.Time { return time.Now().Add(s.clockShift) }}
+	a := &sybilSwarm{now: s.now}
 	a.stop = func() {
 		cancel()
 		for _, h := range a.hs {
