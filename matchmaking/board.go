@@ -283,16 +283,16 @@ func (b *board) openIn(k shard.Key) int {
 
 // volumeIn counts the bookings of others whose records on the board
 // travel on topic k, open or withdrawn, until they expire: how crowded k
-// has been over the last few minutes (lanes.go); and when each of the
-// withdrawals among them expires (Unix seconds).
-func (b *board) volumeIn(k shard.Key, self peer.ID, now time.Time) (n int, gone []int64) {
+// has been over the last few minutes (lanes.go); and the withdrawals
+// among them (gone.go).
+func (b *board) volumeIn(k shard.Key, self peer.ID, now time.Time) (n int, gone []goneRec) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, e := range b.entries {
+	for key, e := range b.entries {
 		if e.owner != self && !e.opaque && !e.expired(now) && k.Contains(e.shard, []byte(e.owner)) {
 			n++
 			if e.withdrawn {
-				gone = append(gone, e.expires)
+				gone = append(gone, goneRec{e.expires, goneTag(key.owner, key.booking)})
 			}
 		}
 	}
@@ -353,7 +353,7 @@ func (b *board) envelopesFor(now, since time.Time, maxBytes int, want func(shard
 // On a busy class topic most records are withdrawals (its bookings match
 // within a second), and a newcomer needs only their number, to tell how
 // crowded the topic is (lanes.go).
-func (b *board) openEnvelopesFor(now, since time.Time, maxBytes int, want func(shard.Key, peer.ID) bool, key string) ([][]byte, []int64) {
+func (b *board) openEnvelopesFor(now, since time.Time, maxBytes int, want func(shard.Key, peer.ID) bool, key string) ([][]byte, []goneRec) {
 	return b.orderFor(now, want, key).cut(now, since, maxBytes, true)
 }
 
@@ -392,16 +392,16 @@ func (b *board) orderFor(now time.Time, want func(shard.Key, peer.ID) bool, key 
 // since the order was made or was taken before since, and with openOnly
 // the withdrawals, whose expiries it returns. The order's own slice is returned
 // when nothing was skipped (read only).
-func (o *servedOrder) cut(now, since time.Time, maxBytes int, openOnly bool) ([][]byte, []int64) {
+func (o *servedOrder) cut(now, since time.Time, maxBytes int, openOnly bool) ([][]byte, []goneRec) {
 	size, n := 0, 0
-	var gone []int64
+	var gone []goneRec
 	var out [][]byte
 	skipped, full := false, false
 	for i, env := range o.envs {
 		stale := expiredAt(o.expires[i], now) || o.seen[i].Before(since)
 		left := !stale && openOnly && o.withdrawn[i]
 		if left {
-			gone = append(gone, o.expires[i])
+			gone = append(gone, goneRec{o.expires[i], o.tags[i]})
 		}
 		if full {
 			continue // only collecting the withdrawals
@@ -443,6 +443,7 @@ type servedOrder struct {
 	expires   []int64
 	seen      []time.Time
 	withdrawn []bool
+	tags      []uint32 // of the withdrawals (goneTag), 0 for open offers
 }
 
 // servedRecord is what ordering a record for a reply needs of it.
@@ -451,6 +452,7 @@ type servedRecord struct {
 	expires     int64
 	seen        time.Time
 	withdrawn   bool
+	tag         uint32
 	rank, owned int
 }
 
@@ -458,14 +460,18 @@ type servedRecord struct {
 // private offer), with their owner's standing and record count.
 func (b *board) snapshotLocked(now time.Time, want func(shard.Key, peer.ID) bool) []servedRecord {
 	var all []servedRecord
-	for _, e := range b.entries {
+	for key, e := range b.entries {
 		if e.expired(now) || !want(e.shard, e.owner) || e.private || (e.offer != nil && len(e.offer.GetWith()) > 0) {
 			// A private offer is for its invited peer only: one sealed
 			// to us, or one a version 2 node sent in the clear (by
 			// gossip, or to us alone), is never served on.
 			continue
 		}
-		all = append(all, servedRecord{e.envelope, e.expires, e.seen, e.withdrawn, b.ownerRank[e.owner], len(b.byOwner[e.owner])})
+		var tag uint32
+		if e.withdrawn {
+			tag = goneTag(key.owner, key.booking)
+		}
+		all = append(all, servedRecord{e.envelope, e.expires, e.seen, e.withdrawn, tag, b.ownerRank[e.owner], len(b.byOwner[e.owner])})
 	}
 	return all
 }
@@ -494,13 +500,14 @@ func orderServed(all []servedRecord) *servedOrder {
 		}
 		return keys[i].owned < keys[j].owned
 	})
-	o := &servedOrder{envs: make([][]byte, 0, len(all)), expires: make([]int64, 0, len(all)), seen: make([]time.Time, 0, len(all)), withdrawn: make([]bool, 0, len(all))}
+	o := &servedOrder{envs: make([][]byte, 0, len(all)), expires: make([]int64, 0, len(all)), seen: make([]time.Time, 0, len(all)), withdrawn: make([]bool, 0, len(all)), tags: make([]uint32, 0, len(all))}
 	for _, g := range keys {
 		for _, e := range groups[g] {
 			o.envs = append(o.envs, e.env)
 			o.expires = append(o.expires, e.expires)
 			o.seen = append(o.seen, e.seen)
 			o.withdrawn = append(o.withdrawn, e.withdrawn)
+			o.tags = append(o.tags, e.tag)
 		}
 	}
 	return o

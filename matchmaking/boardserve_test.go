@@ -89,21 +89,22 @@ func TestWriteBoardResponseMatchesProtodelim(t *testing.T) {
 	big := bytes.Repeat([]byte{7}, 300) // a two-byte length
 	for i, c := range []struct {
 		envs, sealed [][][]byte
-		gone         []uint32
+		gone, tags   []uint32
 	}{
 		{},
 		{envs: [][][]byte{{[]byte("a"), {}, big}, nil, {[]byte("b")}}},
 		{envs: [][][]byte{nil, {big}}, sealed: [][][]byte{{[]byte("s1")}, {big, []byte("s2")}}},
-		{envs: [][][]byte{{[]byte("a")}}, gone: []uint32{300, 90, 1}},
+		{envs: [][][]byte{{[]byte("a")}}, gone: []uint32{300, 90, 1}, tags: []uint32{7, 1 << 31, 0}},
 		{gone: []uint32{1}},
+		{gone: []uint32{1}, tags: []uint32{1<<32 - 1}},
 	} {
 		var want, got bytes.Buffer
-		resp := &pb.BoardResponse{Envelopes: slices.Concat(c.envs...), Sealed: slices.Concat(c.sealed...), WithdrawnTtlS: c.gone}
+		resp := &pb.BoardResponse{Envelopes: slices.Concat(c.envs...), Sealed: slices.Concat(c.sealed...), WithdrawnTtlS: c.gone, WithdrawnTag: c.tags}
 		wn, err := protodelim.MarshalTo(&want, resp)
 		if err != nil {
 			t.Fatal(err)
 		}
-		gn, err := writeBoardResponse(&got, c.envs, c.sealed, c.gone)
+		gn, err := writeBoardResponse(&got, c.envs, c.sealed, c.gone, c.tags)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,8 +135,8 @@ func TestOpenOnlyRepliesCountWithdrawals(t *testing.T) {
 		t.Fatalf("an open-only reply has %d records and lists %d withdrawals, want 3 and 4", len(got), len(gone))
 	}
 	for _, e := range gone {
-		if e != now.Add(time.Hour).Unix() {
-			t.Fatalf("a withdrawal listed as expiring at %d, want %d", e, now.Add(time.Hour).Unix())
+		if e.expires != now.Add(time.Hour).Unix() || e.tag == 0 {
+			t.Fatalf("a withdrawal listed as expiring at %d with tag %d, want %d and a tag", e.expires, e.tag, now.Add(time.Hour).Unix())
 		}
 	}
 	for _, env := range got {
@@ -153,11 +154,11 @@ func TestOpenOnlyRepliesCountWithdrawals(t *testing.T) {
 func TestGoneClaims(t *testing.T) {
 	now := time.Now()
 	var g goneClaims
-	g.adopt(now, []uint32{5, 60, 1 << 30}, 90*time.Second)
+	g.adopt(now, []uint32{5, 60, 1 << 30}, []uint32{1, 2, 3}, 90*time.Second)
 	if got := len(g.live(now)); got != 3 {
 		t.Fatalf("%d claims taken, want 3", got)
 	}
-	g.adopt(now, []uint32{100, 100}, 90*time.Second) // fewer: kept as they were
+	g.adopt(now, []uint32{100, 100}, nil, 90*time.Second) // fewer: kept as they were
 	if got := len(g.live(now.Add(10 * time.Second))); got != 2 {
 		t.Fatalf("%d claims live after 10 s, want 2", got)
 	}
@@ -168,24 +169,50 @@ func TestGoneClaims(t *testing.T) {
 	for i := range many {
 		many[i] = 30
 	}
-	g.adopt(now, many, 90*time.Second)
-	if got := len(g.live(now)); got != maxGoneClaims {
-		t.Fatalf("%d claims taken from one reply, want at most %d", got, maxGoneClaims)
+	g.adopt(now, many, many[:1], 90*time.Second) // tags not one per claim: ignored
+	if got := g.live(now); len(got) != maxGoneClaims || got[0].tag != 0 {
+		t.Fatalf("%d claims taken from one reply (first tag %d), want at most %d, untagged", len(got), got[0].tag, maxGoneClaims)
 	}
 	// A reply lists the board's and the claimed ones, latest first, bounded.
-	got := listGone(now, []int64{now.Unix() + 40, now.Unix() - 1}, []time.Time{now.Add(1500 * time.Millisecond)})
-	if !slices.Equal(got, []uint32{40, 2}) {
-		t.Fatalf("listed %v, want [40 2]", got)
+	ttls, tags := listGone(now, []goneRec{{now.Unix() + 40, 9}, {now.Unix() - 1, 8}}, []claim{{now.Add(1500 * time.Millisecond), 7}})
+	if !slices.Equal(ttls, []uint32{40, 2}) || !slices.Equal(tags, []uint32{9, 7}) {
+		t.Fatalf("listed %v tagged %v, want [40 2] tagged [9 7]", ttls, tags)
 	}
-	// A claim that is a withdrawal the board holds (its expiry within
-	// sameGone) counts once; each withdrawal stands for one claim only.
-	base := now.Truncate(time.Second)
-	claims := []time.Time{base.Add(30 * time.Second), base.Add(31 * time.Second), base.Add(60 * time.Second)}
-	onBoard := []int64{base.Unix() + 29, base.Unix() + 45}
-	if got := newClaims(claims, onBoard); len(got) != 2 || !got[0].Equal(claims[1]) || !got[1].Equal(claims[2]) {
-		t.Fatalf("claims not on the board: %v, want the 31 s and 60 s ones", got)
+}
+
+// A claim that is a withdrawal the board holds counts once: by its tag,
+// or, untagged (an older responder), by an expiry within sameGone, each
+// withdrawal standing for one claim only.
+func TestGoneClaimsCountedOnce(t *testing.T) {
+	base := time.Now().Truncate(time.Second)
+	onBoard := []goneRec{{base.Unix() + 29, 1}, {base.Unix() + 45, 2}}
+	untagged := []claim{{expires: base.Add(30 * time.Second)}, {expires: base.Add(31 * time.Second)}, {expires: base.Add(60 * time.Second)}}
+	if got := newClaims(untagged, onBoard); len(got) != 2 || !got[0].expires.Equal(untagged[1].expires) || !got[1].expires.Equal(untagged[2].expires) {
+		t.Fatalf("untagged claims not on the board: %v, want the 31 s and 60 s ones", got)
 	}
-	if got := listGone(base, onBoard, claims); !slices.Equal(got, []uint32{60, 45, 31, 29}) {
-		t.Fatalf("listed %v, want [60 45 31 29]", got)
+	if ttls, _ := listGone(base, onBoard, untagged); !slices.Equal(ttls, []uint32{60, 45, 31, 29}) {
+		t.Fatalf("listed %v, want [60 45 31 29]", ttls)
+	}
+	// Tagged, a claim is a withdrawal on the board only if its tag is: a
+	// new withdrawal that expires a second after another one claimed is
+	// not taken for it. With expiries alone each member of a busy topic
+	// took its own new withdrawals for the newest claims, and the count
+	// stopped growing.
+	tagged := []claim{{base.Add(29 * time.Second), 1}, {base.Add(30 * time.Second), 3}, {base.Add(44 * time.Second), 4}}
+	got := newClaims(tagged, onBoard)
+	if len(got) != 2 || got[0].tag != 3 || got[1].tag != 4 {
+		t.Fatalf("tagged claims not on the board: %v, want tags 3 and 4", got)
+	}
+	if ttls, tags := listGone(base, onBoard, tagged); !slices.Equal(ttls, []uint32{45, 44, 30, 29}) || !slices.Equal(tags, []uint32{2, 4, 3, 1}) {
+		t.Fatalf("listed %v tagged %v, want [45 44 30 29] tagged [2 4 3 1]", ttls, tags)
+	}
+	// Both kinds at once: an untagged claim is matched only against the
+	// withdrawals no tag accounted for.
+	mixed := []claim{{base.Add(29 * time.Second), 1}, {expires: base.Add(29 * time.Second)}}
+	if got := newClaims(mixed, onBoard[:1]); len(got) != 1 || got[0].tag != 0 {
+		t.Fatalf("mixed claims not on the board: %v, want the untagged one", got)
+	}
+	if goneTag("a", "b") == 0 || goneTag("a", "b") == goneTag("ab", "") {
+		t.Fatal("goneTag is 0, or does not keep owner and booking apart")
 	}
 }

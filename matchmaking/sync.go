@@ -91,7 +91,7 @@ func (s *Service) pullBoard(ctx context.Context, p peer.ID, sh *shardTopic, rece
 		s.mergeSealedReply(resp.GetSealed(), p)
 	}
 	if req.OpenOnly {
-		sh.gone.adopt(s.now(), resp.GetWithdrawnTtlS(), s.cfg.OfferTTL)
+		sh.gone.adopt(s.now(), resp.GetWithdrawnTtlS(), resp.GetWithdrawnTag(), s.cfg.OfferTTL)
 	}
 	if sh != nil {
 		now := s.now()
@@ -101,8 +101,8 @@ func (s *Service) pullBoard(ctx context.Context, p peer.ID, sh *shardTopic, rece
 
 // goneClaimsOf returns the live withdrawal claims of the topics named
 // that the node is on (gone.go).
-func (s *Service) goneClaimsOf(topics []string, now time.Time) []time.Time {
-	var out []time.Time
+func (s *Service) goneClaimsOf(topics []string, now time.Time) []claim {
+	var out []claim
 	joined := s.joinedNow()
 	for _, t := range topics {
 		if k, err := shard.Parse(t); err == nil && joined[k] != nil {
@@ -310,11 +310,11 @@ func (s *Service) handleBoardStream(st network.Stream) {
 		sealedEnvs = s.sealedBoard.envelopesFor(now, since, room/2, want, wantKey)
 	}
 	var envs [][]byte
-	var goneTTLs []uint32
+	var goneTTLs, goneTags []uint32
 	if v2 && req.GetOpenOnly() {
-		var gone []int64
+		var gone []goneRec
 		envs, gone = s.board.openEnvelopesFor(now, since, room-framedSize(sealedEnvs), want, wantKey)
-		goneTTLs = listGone(now, gone, s.goneClaimsOf(req.GetTopics(), now))
+		goneTTLs, goneTags = listGone(now, gone, s.goneClaimsOf(req.GetTopics(), now))
 	} else {
 		envs = s.board.envelopesFor(now, since, room-framedSize(sealedEnvs), want, wantKey)
 	}
@@ -323,26 +323,34 @@ func (s *Service) handleBoardStream(st network.Stream) {
 			sealedEnvs = s.sealedBoard.envelopesFor(now, since, left, want, wantKey)
 		}
 	}
-	n, _ := writeBoardResponse(st, [][][]byte{own, envs}, [][][]byte{ownSealed, sealedEnvs}, goneTTLs)
+	n, _ := writeBoardResponse(st, [][][]byte{own, envs}, [][][]byte{ownSealed, sealedEnvs}, goneTTLs, goneTags)
 	s.syncBudget.settle(remote, budget, n, time.Now())
 }
 
 // writeBoardResponse writes a BoardResponse whose envelopes are those of
 // envs, whose sealed records are those of sealed, in order, and whose
-// withdrawn_ttl_s are gone (left out if none), framed as
+// withdrawn_ttl_s and withdrawn_tag are goneTTLs and goneTags (left out
+// if none), framed as
 // protodelim frames it (the size, then the message), and returns the
 // bytes written. It writes the records where they lie: marshalling the
 // response first built a copy of up to 1 MiB per reply, which under a
 // memory limit kept the collector busy (16 requesters pulling a full
 // board in a loop).
-func writeBoardResponse(w io.Writer, envs, sealed [][][]byte, gone []uint32) (int, error) {
+func writeBoardResponse(w io.Writer, envs, sealed [][][]byte, goneTTLs, goneTags []uint32) (int, error) {
 	var tail []byte
-	if len(gone) > 0 {
+	if len(goneTTLs) > 0 {
 		var packed []byte
-		for _, g := range gone {
+		for _, g := range goneTTLs {
 			packed = protowire.AppendVarint(packed, uint64(g))
 		}
 		tail = protowire.AppendBytes(protowire.AppendTag(nil, 3, protowire.BytesType), packed)
+	}
+	if len(goneTags) > 0 {
+		var packed []byte
+		for _, g := range goneTags {
+			packed = protowire.AppendFixed32(packed, g)
+		}
+		tail = protowire.AppendBytes(protowire.AppendTag(tail, 4, protowire.BytesType), packed)
 	}
 	size := len(tail)
 	for _, lists := range [][][][]byte{envs, sealed} {

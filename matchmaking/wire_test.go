@@ -327,6 +327,9 @@ func FuzzBoardResponse(f *testing.F) {
 	buf.Reset()
 	protodelim.MarshalTo(&buf, &pb.BoardResponse{Envelopes: [][]byte{good}, WithdrawnTtlS: []uint32{1<<32 - 1, 0, 90}})
 	f.Add(buf.Bytes())
+	buf.Reset()
+	protodelim.MarshalTo(&buf, &pb.BoardResponse{WithdrawnTtlS: []uint32{30, 90}, WithdrawnTag: []uint32{0, 1<<32 - 1}})
+	f.Add(buf.Bytes())
 	f.Add([]byte{0x01, 0x0a})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		resp := &pb.BoardResponse{}
@@ -334,8 +337,8 @@ func FuzzBoardResponse(f *testing.F) {
 			return
 		}
 		var g goneClaims
-		g.adopt(now, resp.GetWithdrawnTtlS(), time.Minute)
-		if c := len(g.expires); c > maxGoneClaims || slices.ContainsFunc(g.expires, func(e time.Time) bool { return e.After(now.Add(time.Minute)) }) {
+		g.adopt(now, resp.GetWithdrawnTtlS(), resp.GetWithdrawnTag(), time.Minute)
+		if c := len(g.claims); c > maxGoneClaims || slices.ContainsFunc(g.claims, func(c claim) bool { return c.expires.After(now.Add(time.Minute)) }) {
 			t.Fatalf("%d claims taken, or one for longer than the offer lifetime", c)
 		}
 		n.svc.mergeBoard(resp.GetEnvelopes(), id)

@@ -292,7 +292,7 @@ type BoardRequest struct {
 	Topics        []string               `protobuf:"bytes,2,rep,name=topics,proto3" json:"topics,omitempty"`                      // version 2: offer topic names, at most 64
 	Sealed        bool                   `protobuf:"varint,3,opt,name=sealed,proto3" json:"sealed,omitempty"`                     // the requester reads sealed private offers (offer protocol version 3)
 	RecentS       uint32                 `protobuf:"varint,4,opt,name=recent_s,json=recentS,proto3" json:"recent_s,omitempty"`    // only records the responder took in the last recent_s seconds (0: all), besides its own open offers
-	OpenOnly      bool                   `protobuf:"varint,5,opt,name=open_only,json=openOnly,proto3" json:"open_only,omitempty"` // leave out withdrawals and count them in BoardResponse.withdrawn (a newcomer's first pull)
+	OpenOnly      bool                   `protobuf:"varint,5,opt,name=open_only,json=openOnly,proto3" json:"open_only,omitempty"` // leave out withdrawals and list their expiries in BoardResponse.withdrawn_ttl_s (a newcomer's first pull)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -368,6 +368,7 @@ type BoardResponse struct {
 	Envelopes     [][]byte               `protobuf:"bytes,1,rep,name=envelopes,proto3" json:"envelopes,omitempty"`
 	Sealed        [][]byte               `protobuf:"bytes,2,rep,name=sealed,proto3" json:"sealed,omitempty"`                                              // signed SealedOffer envelopes, only if the request asked for them
 	WithdrawnTtlS []uint32               `protobuf:"varint,3,rep,packed,name=withdrawn_ttl_s,json=withdrawnTtlS,proto3" json:"withdrawn_ttl_s,omitempty"` // open_only: for each withdrawal left out (or known to the responder only so), seconds until it expires; at most 256 (a claim, not evidence)
+	WithdrawnTag  []uint32               `protobuf:"fixed32,4,rep,packed,name=withdrawn_tag,json=withdrawnTag,proto3" json:"withdrawn_tag,omitempty"`     // open_only: for each entry of withdrawn_ttl_s, in order, the withdrawal's tag (FNV-1a of owner and booking ID; 0: unknown), so that a receiver counts each once; ignored unless as many as withdrawn_ttl_s
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -419,6 +420,13 @@ func (x *BoardResponse) GetSealed() [][]byte {
 func (x *BoardResponse) GetWithdrawnTtlS() []uint32 {
 	if x != nil {
 		return x.WithdrawnTtlS
+	}
+	return nil
+}
+
+func (x *BoardResponse) GetWithdrawnTag() []uint32 {
+	if x != nil {
+		return x.WithdrawnTag
 	}
 	return nil
 }
@@ -1150,11 +1158,12 @@ const file_matchmaking_proto_rawDesc = "" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12\x16\n" +
 	"\x06sealed\x18\x03 \x01(\bR\x06sealed\x12\x19\n" +
 	"\brecent_s\x18\x04 \x01(\rR\arecentS\x12\x1b\n" +
-	"\topen_only\x18\x05 \x01(\bR\bopenOnly\"m\n" +
+	"\topen_only\x18\x05 \x01(\bR\bopenOnly\"\x92\x01\n" +
 	"\rBoardResponse\x12\x1c\n" +
 	"\tenvelopes\x18\x01 \x03(\fR\tenvelopes\x12\x16\n" +
 	"\x06sealed\x18\x02 \x03(\fR\x06sealed\x12&\n" +
-	"\x0fwithdrawn_ttl_s\x18\x03 \x03(\rR\rwithdrawnTtlS\"\xc4\x01\n" +
+	"\x0fwithdrawn_ttl_s\x18\x03 \x03(\rR\rwithdrawnTtlS\x12#\n" +
+	"\rwithdrawn_tag\x18\x04 \x03(\aR\fwithdrawnTag\"\xc4\x01\n" +
 	"\vSealedOffer\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\tR\x05shard\x12\x16\n" +
