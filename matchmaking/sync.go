@@ -60,7 +60,16 @@ func (s *Service) pullBoard(ctx context.Context, p peer.ID, sh *shardTopic, rece
 	defer cancel()
 	req := &pb.BoardRequest{Version: protoVersion, Sealed: !s.v2Only, RecentS: uint32(recent.Seconds())}
 	proto := protocol.ID(BoardProtocol)
-	if ok, err := s.h.Peerstore().SupportsProtocols(p, BoardProtocolV2); err == nil && len(ok) > 0 && (sh == nil || !sh.key.V1) {
+	// A peer on a version 2 topic speaks version 2, whether or not
+	// identify has told us yet: a newcomer's first pull often goes to a
+	// peer it has only just connected to, and by version 1 it got that
+	// peer's whole board and no withdrawal claims, which cuts the chain
+	// that passes the topic's memory on (gone.go).
+	v2peer := sh != nil && !sh.key.V1
+	if ok, err := s.h.Peerstore().SupportsProtocols(p, BoardProtocolV2); err == nil && len(ok) > 0 {
+		v2peer = sh == nil || !sh.key.V1
+	}
+	if v2peer {
 		proto = BoardProtocolV2
 		if sh != nil {
 			req.Topics = []string{sh.key.Topic()}

@@ -20,7 +20,10 @@ import (
 // failed 2 runs in 13).
 func TestConcurrentPullsOfOnePeerAllAnswered(t *testing.T) {
 	n := newTestNode(t, nil)
-	n.book(t, BookRequest{At: nextSlot(2 * time.Hour), DurationMin: 25})
+	b := n.book(t, BookRequest{At: nextSlot(2 * time.Hour), DurationMin: 25})
+	// A reply carries the node's own offer once the booking is placed on
+	// its topic (lanes.go: up to settleWait with no peer there).
+	waitFor(t, 10*time.Second, "the booking placed", func() bool { return n.svc.settledPlace(b.ID) })
 	a := newAttacker(t)
 	connect(t, &testNode{h: a.h}, n)
 	const pulls = 24
