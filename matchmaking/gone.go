@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/tandem-cowork/tandem/matchmaking/shard"
 )
 
 // maxGoneClaims bounds the withdrawals a reply lists by expiry only
@@ -190,4 +192,51 @@ func listGone(now time.Time, gone []goneRec, claimed []claim) (ttls, tags []uint
 		tags = append(tags, l.tag)
 	}
 	return ttls, tags
+}
+
+// maxLeftTopics bounds the topics whose claims a node keeps after leaving
+// them.
+const maxLeftTopics = 64
+
+// keepLeftClaimsLocked keeps, as claims, what the node knows of the
+// withdrawals of slot class or lane topic st as it leaves it: those on its
+// board (which it drops with the topic) and its claims. A booking that
+// went a lane deeper and climbs back, or the node's next booking of the
+// class, rejoins the topic; with a fresh memory it told the newcomers
+// that pulled it of none of the withdrawals it had known, and the topic's
+// count started again from what it saw itself (in `tandem bench swarm`
+// at N = 500, a node back on the hot class's topic told newcomers of none
+// of the 69 withdrawals it had held 3 s before).
+func (s *Service) keepLeftClaimsLocked(st *shardTopic) {
+	if !st.key.IsClass() {
+		return
+	}
+	now := s.now()
+	_, gone := s.board.volumeIn(st.key, s.h.ID(), now)
+	kept := newClaims(st.gone.live(now), gone)
+	for _, g := range gone {
+		kept = append(kept, claim{time.Unix(g.expires, 0), g.tag})
+	}
+	if s.leftClaims == nil {
+		s.leftClaims = map[shard.Key][]claim{}
+	}
+	for k, cs := range s.leftClaims {
+		if !slices.ContainsFunc(cs, func(c claim) bool { return c.expires.After(now) }) {
+			delete(s.leftClaims, k)
+		}
+	}
+	if len(kept) > 0 && len(s.leftClaims) < maxLeftTopics {
+		slices.SortFunc(kept, func(a, b claim) int { return b.expires.Compare(a.expires) })
+		s.leftClaims[st.key] = kept[:min(len(kept), maxGoneClaims)]
+	}
+}
+
+// takeLeftClaimsLocked returns the claims kept for topic k when the node
+// left it, and forgets them: they seed the topic's claims as it is
+// joined again.
+func (s *Service) takeLeftClaimsLocked(k shard.Key) []claim {
+	cs := s.leftClaims[k]
+	delete(s.leftClaims, k)
+	now := s.now()
+	return slices.DeleteFunc(cs, func(c claim) bool { return !c.expires.After(now) })
 }

@@ -369,7 +369,7 @@ func TestFirstPullCountsWithdrawals(t *testing.T) {
 
 	// q on the class's topic (r is not, so only this pull brings its records).
 	at := time.Unix(validOffer("", now).GetStartUnix(), 0)
-	q.book(t, BookRequest{At: at, DurationMin: 50, Quiet: false, Activity: ActivityDesk})
+	bq := q.book(t, BookRequest{At: at, DurationMin: 50, Quiet: false, Activity: ActivityDesk})
 	st := q.svc.joinedTopic(class)
 	if st == nil {
 		t.Fatalf("q is not on %s", class.Topic())
@@ -416,5 +416,21 @@ func TestFirstPullCountsWithdrawals(t *testing.T) {
 	}
 	if resp := ask(z, q, true); len(resp.GetWithdrawnTtlS()) != 7 {
 		t.Fatalf("after q's second pull the next newcomer was told of %d withdrawals, want 7", len(resp.GetWithdrawnTtlS()))
+	}
+
+	// q leaves the topic (its booking cancelled), and its board forgets
+	// the topic's records; what it knew of the withdrawals stays with it
+	// as claims, which it holds again when a booking brings it back.
+	if _, err := q.svc.Cancel(context.Background(), bq.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "q off the class's topic", func() bool { return q.svc.joinedTopic(class) == nil })
+	q.book(t, BookRequest{At: at, DurationMin: 50, Quiet: false, Activity: ActivityAnything})
+	st = q.svc.joinedTopic(class)
+	if st == nil {
+		t.Fatalf("q is not on %s again", class.Topic())
+	}
+	if got := st.gone.live(q.svc.now()); len(got) != 7 || slices.ContainsFunc(got, func(c claim) bool { return c.tag == 0 }) {
+		t.Fatalf("back on the topic q holds %d claims (%v), want the 7 withdrawals it knew of, tagged", len(got), got)
 	}
 }

@@ -173,6 +173,9 @@ type Service struct {
 	joined       map[shard.Key]*shardTopic
 	joinedSnap   atomic.Pointer[map[shard.Key]*shardTopic]
 	shardsClosed bool
+	// leftClaims keeps what the node knew of the withdrawals of slot
+	// class and lane topics it left, until they expire (shardMu; gone.go).
+	leftClaims map[shard.Key][]claim
 	// places says where each open booking announces (lanes.go); placeMu
 	// is taken after s.mu.
 	placeMu sync.Mutex

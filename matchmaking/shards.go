@@ -266,6 +266,7 @@ func (s *Service) joinLocked(ctx context.Context, k shard.Key) error {
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	st := &shardTopic{key: k, topic: t, cancel: cancel}
+	st.gone.claims = s.takeLeftClaimsLocked(k)
 	if k.SealedTopic() != "" && !s.v2Only {
 		if err := s.joinSealed(sctx, st); err != nil {
 			cancel()
@@ -289,6 +290,7 @@ func (s *Service) joinLocked(ctx context.Context, k shard.Key) error {
 
 // leaveLocked stops a topic's goroutines and leaves it.
 func (s *Service) leaveLocked(st *shardTopic) {
+	s.keepLeftClaimsLocked(st)
 	delete(s.joined, st.key)
 	s.publishJoinedLocked()
 	st.cancel()
