@@ -55,13 +55,12 @@ type goneRec struct {
 // 32 bits of FNV-1a over its owner and booking ID, never 0 (which stands
 // for "no tag"). With expiries alone a node could not tell a claim of a
 // withdrawal it also holds from another withdrawal that expires in the
-// same few seconds: on the hot class of `tandem bench swarm` at N = 1000
-// (some 1.6 withdrawals a second) each member matched its own new
-// withdrawals against the newest claims it had been handed, so every
-// hop of the chain lost about as many claims as it added, and newcomers
-// saw a volume of 36 where some 140 bookings had been announced within
-// the offer lifetime. Two withdrawals whose tags collide count once: the
-// count errs low, by about one in 30,000 pairs.
+// same few seconds: where withdrawals are dense (the hot class of `tandem
+// bench swarm` at N = 1000 has more than one a second) a member took the
+// new withdrawals it saw for the newest claims it had been handed, and
+// passed on that many fewer (TestFirstPullCountsWithdrawals). Two
+// withdrawals whose tags collide count once: the count errs low, by
+// about one in 30,000 pairs.
 func goneTag(owner peer.ID, booking string) uint32 {
 	h := fnv.New32a()
 	h.Write([]byte(owner))
