@@ -588,9 +588,8 @@ func TestWebUIScheduledSlot(t *testing.T) {
 	for _, br := range []*uiBrowser{ba, bb} {
 		br.waitJS("the matched booking in the calendar", 20*time.Second, `!!document.querySelector('.booking-block.matched')`)
 	}
-	if got := uiEval[string](ba, `document.querySelector('.booking-block.matched .bk-who').textContent`); got != "with Bo" {
-		t.Errorf("A's booking says %q, want \"with Bo\"", got)
-	}
+	// "confirming with Bo…" until Bo's node has acknowledged the match.
+	ba.waitJS("A's booking with Bo", 20*time.Second, `document.querySelector('.booking-block.matched .bk-who')?.textContent === 'with Bo'`)
 	shots.take(ba, "calendar-booked")
 
 	// Four minutes before the start the lobby is open: A goes in first.

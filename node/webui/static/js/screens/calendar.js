@@ -28,6 +28,17 @@ const listNames = (names) => (names.length <= 1 ? names.join("") : `${names.slic
 const DAYS = 7;
 const SLOTS_PER_DAY = 96;
 const LIVE = new Set(["searching", "matched"]);
+
+// partnerText says who a booking is with. A match the partner has not
+// acknowledged yet reads "confirming": the node that proposed counts
+// itself matched from its own write, and the partner's answer can still
+// be "no such match" (it took another's first), as the notices know
+// (notify.js noticeState).
+const partnerText = (b) => {
+  if (b.state === "matched" && !b.confirmed) return `confirming with ${nameOf(b.partner_name, b.partner)}…`;
+  if (b.state === "matched" || b.state === "done") return `with ${nameOf(b.partner_name, b.partner)}`;
+  return "finding a partner";
+};
 const ROOM_PHASES = new Set(["lobby", "focus", "warning", "checkin"]);
 
 export function mount(el) {
@@ -357,7 +368,7 @@ export function mount(el) {
       const col = body.querySelector(`.cal-day[data-day='${d}']`);
       const mins = (start - st.days[d].getTime()) / MINUTE;
       const end = start + b.duration_min * MINUTE;
-      const who = b.state === "matched" || b.state === "done" ? `with ${nameOf(b.partner_name, b.partner)}` : "finding a partner";
+      const who = partnerText(b);
       const over = st.over.has(b.id);
       let block = old.get(b.id);
       old.delete(b.id);
@@ -388,7 +399,7 @@ export function mount(el) {
       const start = Date.parse(b.start);
       const sess = st.sessions.find((s) => s.booking.id === b.id);
       const live = sess && ROOM_PHASES.has(sess.phase);
-      const who = b.state === "matched" ? `with ${nameOf(b.partner_name, b.partner)}` : "finding a partner";
+      const who = partnerText(b);
       return h("li", { class: ["upcoming-item", b.state], dataset: { id: b.id } },
         h("div", {},
           h("strong", {}, fmtWhen(start)), " ", h("span", { class: "muted" }, fmtIn(start - now)),
