@@ -65,11 +65,9 @@ func (s *Service) pullBoard(ctx context.Context, p peer.ID, sh *shardTopic, rece
 	// peer it has only just connected to, and by version 1 it got that
 	// peer's whole board and no withdrawal claims, which cuts the chain
 	// that passes the topic's memory on (gone.go).
-	v2peer := sh != nil && !sh.key.V1
-	if ok, err := s.h.Peerstore().SupportsProtocols(p, BoardProtocolV2); err == nil && len(ok) > 0 {
-		v2peer = sh == nil || !sh.key.V1
-	}
-	if v2peer {
+	onV2Topic := sh != nil && !sh.key.V1
+	ok, err := s.h.Peerstore().SupportsProtocols(p, BoardProtocolV2)
+	if onV2Topic || sh == nil && err == nil && len(ok) > 0 {
 		proto = BoardProtocolV2
 		if sh != nil {
 			req.Topics = []string{sh.key.Topic()}
