@@ -54,8 +54,10 @@ const (
 	// heartbeat gossip window (0.9 s), so a longer stay only takes in the
 	// topic's traffic. On a busy class that was most of a node's bytes:
 	// the day shards' 30 s (an announce interval) there made a node's
-	// traffic grow with the class's rate, that is with the network.
-	classLinger = 2 * time.Second
+	// traffic grow with the class's rate, that is with the network. 1 s
+	// covers the gossip window; at N = 1000 in `tandem bench swarm` (seed
+	// 1) it took 5.7 -> 3.9 KiB per node per minute against 2 s.
+	classLinger = time.Second
 	// partnerKeeps: a booking waiting on a topic keeps a newcomer that
 	// could pair with it there while the topic shows fewer than
 	// partnerKeeps lane volumes (placeStep).

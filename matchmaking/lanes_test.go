@@ -291,11 +291,14 @@ func TestPlacedWhenFinderFindsNobody(t *testing.T) {
 }
 
 // TestMatchedLeavesClassTopicSoon: once a booking on a slot class's topic
-// matches, its node leaves the topic after classLinger (and its next
-// check of its shards), not after the day shards' re-announce interval
-// (30 s), in which it would take in all of a busy class's traffic.
+// matches, its node leaves the topic when classLinger ends, not after the
+// day shards' re-announce interval (30 s) nor at its next periodic check
+// of its shards: in either it would take in a busy class's traffic. a's
+// periodic check is made rare here (every 7.5 minutes), so only the
+// linger's own end can take it off the topic within the wait.
 func TestMatchedLeavesClassTopicSoon(t *testing.T) {
-	a, b := newTestNode(t, nil), newTestNode(t, nil)
+	a := newTestNode(t, func(c *Config) { c.AnnounceInterval = time.Hour })
+	b := newTestNode(t, nil)
 	connect(t, a, b)
 	req := BookRequest{At: nextSlot(5 * time.Hour), DurationMin: 25}
 	ba := a.book(t, req)

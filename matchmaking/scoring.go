@@ -61,8 +61,8 @@ func PeerScoreParams() *pubsub.PeerScoreParams {
 // first (threshold 10), it still made 60 % of the dials. It is also how a
 // stranger would steer a node's connections toward its own identities
 // (an eclipse). The topic finder (PeerFinder) finds peers for a shard
-// instead, and stops at gossipsub's D. The node still sends peer
-// exchange to others (pubsub.WithPeerExchange), for version 1 nodes.
+// instead, and stops at gossipsub's D. Nor does the node send peer
+// exchange (node.PubSubOptions): nobody of version 2 or later takes it.
 func PeerScoreThresholds() *pubsub.PeerScoreThresholds {
 	return &pubsub.PeerScoreThresholds{
 		GossipThreshold:             -500,

@@ -115,7 +115,19 @@ func (s *Service) trackLocked(old *Booking, b Booking) {
 		s.interest.Hold(s.openPlace(b), b.ID)
 	} else if was && !is {
 		if k := s.placeOf(*old); k.IsClass() {
-			s.interest.ReleaseSooner(k, b.ID, time.Now(), cmp.Or(s.cfg.ClassLinger, classLinger))
+			linger := cmp.Or(s.cfg.ClassLinger, classLinger)
+			s.interest.ReleaseSooner(k, b.ID, time.Now(), linger)
+			// Leave when the linger ends, not at the next check of the
+			// node's shards (every 3.75 s): on a busy class those
+			// seconds were most of a matched node's stay there, and of
+			// the class traffic it took in.
+			time.AfterFunc(linger, func() {
+				s.goRun(func() {
+					if s.ctx != nil {
+						s.syncShards(s.ctx)
+					}
+				})
+			})
 		} else {
 			s.interest.Release(k, b.ID, time.Now())
 		}

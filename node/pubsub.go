@@ -16,7 +16,11 @@ func PubSubOptions() []pubsub.Option {
 		// Without flood publishing a node whose mesh is still empty
 		// publishes to nobody (go-libp2p-pubsub #331).
 		pubsub.WithFloodPublish(true),
-		pubsub.WithPeerExchange(true),
+		// No peer exchange in prunes: no node of version 2 or later takes
+		// it (matchmaking/scoring.go), and most prunes are of short stays
+		// on slot class topics, where the suggestions were most of what a
+		// prune cost.
+		pubsub.WithPeerExchange(false),
 		// The default queues (32) overflow when many offers arrive at once
 		// (everyone booking the same hour): gossipsub then drops offers
 		// ("validation queue full") that only a later re-announcement or

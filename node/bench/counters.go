@@ -20,10 +20,12 @@ import (
 // and receives, and tracks its mesh per topic. One counter lives as long as
 // the benchmark node, across restarts of its host.
 type gossipCounter struct {
-	rpcsSent, rpcsRecv        atomic.Int64
-	msgsSent, msgsRecv        atomic.Int64 // published messages inside RPCs
-	ctrlSent                  atomic.Int64 // IHAVE, IWANT, GRAFT, PRUNE, IDONTWANT entries
-	bytesSent                 atomic.Int64 // protobuf size of the RPCs queued
+	rpcsSent, rpcsRecv atomic.Int64
+	msgsSent, msgsRecv atomic.Int64 // published messages inside RPCs
+	ctrlSent           atomic.Int64 // IHAVE, IWANT, GRAFT, PRUNE, IDONTWANT entries
+	bytesSent          atomic.Int64 // protobuf size of the RPCs queued
+	// partBytes splits bytesSent by what carried it (gossipParts).
+	partBytes                 [numGossipParts]atomic.Int64
 	delivered, dups, rejected atomic.Int64
 	dropped, undeliverable    atomic.Int64
 	mu                        sync.Mutex
@@ -156,18 +158,52 @@ func (g *gossipCounter) SendRPC(rpc *pubsub.RPC, _ peer.ID) {
 	g.rpcsSent.Add(1)
 	g.bytesSent.Add(int64(proto.Size(&rpc.RPC)))
 	g.msgsSent.Add(int64(len(rpc.GetPublish())))
+	g.partBytes[partPublish].Add(sizes(rpc.GetPublish()))
+	g.partBytes[partSubscriptions].Add(sizes(rpc.GetSubscriptions()))
 	if c := rpc.GetControl(); c != nil {
 		g.ctrlSent.Add(int64(len(c.GetIhave()) + len(c.GetIwant()) + len(c.GetGraft()) + len(c.GetPrune()) + len(c.GetIdontwant())))
+		g.partBytes[partIHave].Add(sizes(c.GetIhave()))
+		g.partBytes[partIWant].Add(sizes(c.GetIwant()))
+		g.partBytes[partGraft].Add(sizes(c.GetGraft()))
+		g.partBytes[partPrune].Add(sizes(c.GetPrune()))
+		g.partBytes[partIDontWant].Add(sizes(c.GetIdontwant()))
 	}
+}
+
+// The parts of a gossipsub RPC whose bytes are counted apart.
+const (
+	partPublish = iota
+	partSubscriptions
+	partIHave
+	partIWant
+	partGraft
+	partPrune
+	partIDontWant
+	numGossipParts
+)
+
+var gossipPartNames = [numGossipParts]string{"publish", "subscriptions", "ihave", "iwant", "graft", "prune", "idontwant"}
+
+func sizes[M proto.Message](ms []M) int64 {
+	var n int64
+	for _, m := range ms {
+		n += int64(proto.Size(m))
+	}
+	return n
 }
 
 // gossipCounts is a snapshot of a gossipCounter.
 type gossipCounts struct {
 	RPCsSent, RPCsRecv, MsgsSent, MsgsRecv, CtrlSent, Delivered, Dups, Rejected, Dropped, BytesSent int64
+	PartBytes                                                                                       [numGossipParts]int64
 }
 
 func (g *gossipCounter) snapshot() gossipCounts {
-	return gossipCounts{
+	var parts [numGossipParts]int64
+	for i := range parts {
+		parts[i] = g.partBytes[i].Load()
+	}
+	return gossipCounts{PartBytes: parts,
 		RPCsSent: g.rpcsSent.Load(), RPCsRecv: g.rpcsRecv.Load(), MsgsSent: g.msgsSent.Load(),
 		MsgsRecv: g.msgsRecv.Load(), CtrlSent: g.ctrlSent.Load(), Delivered: g.delivered.Load(),
 		Dups: g.dups.Load(), Rejected: g.rejected.Load(), Dropped: g.dropped.Load() + g.undeliverable.Load(),
@@ -176,7 +212,11 @@ func (g *gossipCounter) snapshot() gossipCounts {
 }
 
 func (a gossipCounts) sub(b gossipCounts) gossipCounts {
-	return gossipCounts{
+	var parts [numGossipParts]int64
+	for i := range parts {
+		parts[i] = a.PartBytes[i] - b.PartBytes[i]
+	}
+	return gossipCounts{PartBytes: parts,
 		RPCsSent: a.RPCsSent - b.RPCsSent, RPCsRecv: a.RPCsRecv - b.RPCsRecv, MsgsSent: a.MsgsSent - b.MsgsSent,
 		MsgsRecv: a.MsgsRecv - b.MsgsRecv, CtrlSent: a.CtrlSent - b.CtrlSent, Delivered: a.Delivered - b.Delivered,
 		Dups: a.Dups - b.Dups, Rejected: a.Rejected - b.Rejected, Dropped: a.Dropped - b.Dropped,

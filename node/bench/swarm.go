@@ -169,14 +169,17 @@ type SwarmResult struct {
 
 // Traffic is per node per minute of workload and settling.
 type Traffic struct {
-	GossipRPCs  float64            `json:"gossip_rpcs_sent"`
-	GossipMsgs  float64            `json:"gossip_msgs_sent"`
-	GossipCtrl  float64            `json:"gossip_control_sent"`
-	GossipBytes float64            `json:"gossip_rpc_bytes"`
-	Streams     float64            `json:"streams_opened"`
-	ByProtocol  map[string]float64 `json:"streams_by_protocol"`
-	BytesOut    float64            `json:"bytes_out"`
-	BytesByProt map[string]float64 `json:"bytes_out_by_protocol"`
+	GossipRPCs  float64 `json:"gossip_rpcs_sent"`
+	GossipMsgs  float64 `json:"gossip_msgs_sent"`
+	GossipCtrl  float64 `json:"gossip_control_sent"`
+	GossipBytes float64 `json:"gossip_rpc_bytes"`
+	// GossipBytesByPart splits GossipBytes by what carried them:
+	// published messages, subscription changes and each control kind.
+	GossipBytesByPart map[string]float64 `json:"gossip_rpc_bytes_by_part"`
+	Streams           float64            `json:"streams_opened"`
+	ByProtocol        map[string]float64 `json:"streams_by_protocol"`
+	BytesOut          float64            `json:"bytes_out"`
+	BytesByProt       map[string]float64 `json:"bytes_out_by_protocol"`
 	// RecvByKind: gossip messages received (duplicates too) by the kind
 	// of topic: day, class, lane, now, sealed, v1.
 	RecvByKind map[string]float64 `json:"gossip_msgs_recv_by_topic_kind"`
@@ -550,6 +553,12 @@ func traffic(g gossipCounts, bytesOut int64, st0, st1 map[protocol.ID]int64, byP
 		GossipRPCs: per(float64(g.RPCsSent)), GossipMsgs: per(float64(g.MsgsSent)), GossipCtrl: per(float64(g.CtrlSent)),
 		GossipBytes: per(float64(g.BytesSent)),
 		BytesOut:    per(float64(bytesOut)), ByProtocol: map[string]float64{}, BytesByProt: map[string]float64{},
+		GossipBytesByPart: map[string]float64{},
+	}
+	for i, v := range g.PartBytes {
+		if v > 0 {
+			t.GossipBytesByPart[gossipPartNames[i]] = per(float64(v))
+		}
 	}
 	for p, v := range st1 {
 		// Each stream is counted at both of its ends.
@@ -1104,6 +1113,7 @@ func (r *SwarmResult) Table(w io.Writer) {
 	row("messages per node per minute", "%.0f  (gossip RPCs %.0f carrying %.0f msgs + %.0f control; %.1f streams)",
 		t.Messages(), t.GossipRPCs, t.GossipMsgs, t.GossipCtrl, t.Streams)
 	row("bytes per node per minute", "%.1f KiB sent%s", t.BytesOut/1024, breakdown(t.BytesByProt, 1024, "KiB"))
+	row("gossip bytes sent by part", "%s", strings.TrimPrefix(breakdown(t.GossipBytesByPart, 1024, "KiB"), "  "))
 	row("gossip msgs in by topic kind", "%s", strings.TrimPrefix(breakdown(t.RecvByKind, 1, ""), "  "))
 	row("  of which duplicates", "%s", strings.TrimPrefix(breakdown(t.DupsByKind, 1, ""), "  "))
 	for i, l := range t.BusiestTopics {
