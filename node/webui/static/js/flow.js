@@ -1,6 +1,7 @@
 // The path from "Focus now" (or a rematch) to the session room: the UI
 // remembers which searching bookings the user is waiting on, and opens the
-// room as soon as one is matched.
+// room as soon as one is matched and the partner has acknowledged it (until
+// then the answer can still be "no such match", and the booking searches on).
 import { get, on } from "./api.js";
 import { toast } from "./dom.js";
 
@@ -18,7 +19,7 @@ export const roomURL = (bookingID) => "#/session/" + encodeURIComponent(bookingI
 
 function settle(b) {
   if (!awaiting.has(b.id)) return;
-  if (b.state === "matched") {
+  if (b.state === "matched" && b.confirmed) {
     awaiting.delete(b.id);
     save();
     navigate(roomURL(b.id));
@@ -32,8 +33,9 @@ function settle(b) {
 on("booking", settle);
 
 /**
- * awaitMatch opens the room of booking b once it is matched. It checks
- * again after registering: the match may have come before the answer.
+ * awaitMatch opens the room of booking b once it is matched and
+ * confirmed. It checks again after registering: the match may have come
+ * before the answer.
  */
 export async function awaitMatch(b) {
   awaiting.add(b.id);
