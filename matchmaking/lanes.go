@@ -49,15 +49,17 @@ const (
 	// deeper (placeStep), so the next one to arrive pairs with it.
 	climbAlone = 500 * time.Millisecond
 	// classLinger is how long a node stays on a slot class or lane topic
-	// after its booking there stopped searching: its withdrawal has gone
-	// out, and gossipsub repairs a lost copy by IHAVE within its 3
-	// heartbeat gossip window (0.9 s), so a longer stay only takes in the
-	// topic's traffic. On a busy class that was most of a node's bytes:
-	// the day shards' 30 s (an announce interval) there made a node's
-	// traffic grow with the class's rate, that is with the network. 1 s
-	// covers the gossip window; at N = 1000 in `tandem bench swarm` (seed
-	// 1) it took 5.7 -> 3.9 KiB per node per minute against 2 s.
-	classLinger = time.Second
+	// after its booking there stopped searching. Its withdrawal went out
+	// at once to every member it is connected to (flood publishing), and
+	// their mesh peers forward it and repair lost copies by IHAVE: after
+	// one gossipsub heartbeat, in which its own gossip about the
+	// withdrawal goes out too, the node's stay only takes in the topic's
+	// traffic. On a busy class that was most of a node's bytes, and it
+	// grew with the class's rate, that is with the network: in `tandem
+	// bench swarm` at N = 1000 (seed 1), 5.7 KiB per node per minute with
+	// 2 s, 3.9 with 1 s, 2.6 with 300 ms (the day shards' 30 s had made
+	// it 95).
+	classLinger = 300 * time.Millisecond
 	// partnerKeeps: a booking waiting on a topic keeps a newcomer that
 	// could pair with it there while the topic shows fewer than
 	// partnerKeeps lane volumes (placeStep).
