@@ -57,8 +57,7 @@ const (
 	// traffic. On a busy class that was most of a node's bytes, and it
 	// grew with the class's rate, that is with the network: in `tandem
 	// bench swarm` at N = 1000 (seed 1), 5.7 KiB per node per minute with
-	// 2 s, 3.9 with 1 s, 2.6 with 300 ms (the day shards' 30 s had made
-	// it 95).
+	// 2 s, 3.9 with 1 s, 2.6 with 300 ms.
 	classLinger = 300 * time.Millisecond
 	// partnerKeeps: a booking waiting on a topic keeps a newcomer that
 	// could pair with it there while the topic shows fewer than
