@@ -24,7 +24,7 @@ type gossipCounter struct {
 	msgsSent, msgsRecv atomic.Int64 // published messages inside RPCs
 	ctrlSent           atomic.Int64 // IHAVE, IWANT, GRAFT, PRUNE, IDONTWANT entries
 	bytesSent          atomic.Int64 // protobuf size of the RPCs queued
-	// partBytes splits bytesSent by what carried it (gossipParts).
+	// partBytes splits bytesSent by what carried it (partPublish...).
 	partBytes                 [numGossipParts]atomic.Int64
 	delivered, dups, rejected atomic.Int64
 	dropped, undeliverable    atomic.Int64
