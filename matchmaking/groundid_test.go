@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"os"
 	"net"
 	"strings"
 	"sync"
@@ -122,6 +123,14 @@ func sybilOffers(t testing.TB, keys []crypto.PrivKey, stamps [][]byte, start tim
 // 3x its no-attack time (before: the plan kept choosing Sybils, one per
 // round, each costing a dial timeout).
 func TestAttackGroundIDSybils(t *testing.T) {
+	t.Run("version 1 topic", func(t *testing.T) { groundIDAttack(t, false) })
+	// An attacker that speaks version 2 publishes where honest class nodes
+	// do, on the class's topic and its day shard: the class then looks
+	// crowded to every newcomer, and honest bookings go lanes deeper.
+	t.Run("class topic", func(t *testing.T) { groundIDAttack(t, true) })
+}
+
+func groundIDAttack(t *testing.T, onClassTopic bool) {
 	k := attackSize(1000, 1000)
 	// What p's and q's bookings waited on, logged when the match is slow.
 	var trace struct {
@@ -134,6 +143,12 @@ func TestAttackGroundIDSybils(t *testing.T) {
 				trace.Lock()
 				defer trace.Unlock()
 				trace.lines = append(trace.lines, fmt.Sprintf("%s %s %s: %s %s", e.At.Format("15:04:05.000"), who, e.Booking, e.What, e.Note))
+			}
+			c.OnPlace = func(e PlaceEvent) {
+				trace.Lock()
+				defer trace.Unlock()
+				trace.lines = append(trace.lines, fmt.Sprintf("%s %s %s: placed on %s: deeper %v, volume %d (claimed %d), pulled %v, climbed %v, after %v",
+					time.Now().Format("15:04:05.000"), who, e.Booking, e.Topic, e.Deeper, e.Volume, e.Claimed, e.Pulled, e.Climbed, e.After))
 			}
 			c.OnProposal = func(e ProposalEvent) {
 				trace.Lock()
@@ -176,11 +191,24 @@ func TestAttackGroundIDSybils(t *testing.T) {
 	a := newAttacker(t)
 	a.connect(p)
 	a.connect(q)
+	topics := []*pubsub.Topic{a.topic}
+	if onClassTopic {
+		topics = nil
+		for _, name := range []string{c.key().Topic(), c.key().DayKey().Topic()} {
+			tp, err := a.ps.Join(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			topics = append(topics, tp)
+		}
+	}
 	publish := func(envs [][]byte) {
 		for i, e := range envs {
 			id, _ := peer.IDFromPrivateKey(keys[i])
 			// Errors only once the test is over (the topic closed).
-			a.topic.Publish(a.ctx, e, pubsub.WithSecretKeyAndPeerId(keys[i], id))
+			for _, tp := range topics {
+				tp.Publish(a.ctx, e, pubsub.WithSecretKeyAndPeerId(keys[i], id))
+			}
 			if i%100 == 99 {
 				time.Sleep(20 * time.Millisecond) // the attacker's pace: gossip's queues are bounded
 			}
@@ -211,9 +239,20 @@ func TestAttackGroundIDSybils(t *testing.T) {
 				envs = sybilOffers(t, keys, stamps, slot, pit)
 			}
 		})
-		waitFor(t, 30*time.Second, "the sybil offers on the boards", func() bool { return onBoard(p) >= k*4/5 && onBoard(q) >= k*4/5 })
+		if !onClassTopic {
+			waitFor(t, 30*time.Second, "the sybil offers on the boards", func() bool { return onBoard(p) >= k*4/5 && onBoard(q) >= k*4/5 })
+			return
+		}
+		// q takes only the offers of the lane its booking went down to;
+		// p, on the day shard, all of them.
+		waitFor(t, 30*time.Second, "the sybil offers on p's board", func() bool { return onBoard(p) >= k*4/5 })
+		waitFor(t, 30*time.Second, "q's booking announced", func() bool {
+			q.svc.mu.Lock()
+			defer q.svc.mu.Unlock()
+			return len(q.svc.announced) > 0
+		})
 	})
-	if took > 3*base {
+	if took > 3*base || os.Getenv("TANDEM_ATTACK_TRACE") != "" {
 		trace.Lock()
 		t.Logf("slow: what p (%s) and q (%s) waited on:\n%s", p.id().ShortString(), q.id().ShortString(), strings.Join(trace.lines, "\n"))
 		trace.Unlock()

@@ -155,6 +155,9 @@ type planWait struct {
 	since   time.Time
 	// partnerSince is when the plan last gave the booking this partner.
 	partnerSince time.Time
+	// invited is the lower plan partner the booking's offer was pushed
+	// to (invitePlanPartner).
+	invited peer.ID
 }
 
 // spentGraceBackoff is how long a lower plan partner that let one of our
@@ -314,7 +317,14 @@ func (s *Service) candidates(b *Booking, now time.Time) []*boardEntry {
 		w.partnerSince = now
 	}
 	w.partner = want
+	invite := partner != nil && partner.owner < self && w.invited != partner.owner
+	if invite {
+		w.invited = partner.owner
+	}
 	s.plans[b.ID] = w
+	if invite {
+		s.goRun(func() { s.invitePlanPartner(*b, partner.owner) })
+	}
 	if partner != nil && partner.owner > self {
 		for _, e := range others {
 			if e == partner {

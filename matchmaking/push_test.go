@@ -12,6 +12,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -390,4 +391,91 @@ func TestNewOfferPushedToConnectedClassOwners(t *testing.T) {
 	})
 	p.book(t, BookRequest{At: slot, DurationMin: 25})
 	waitFor(t, 10*time.Second, "p's new offer pushed to r", func() bool { return pushed.Load() > 0 })
+}
+
+// The lower peer of a class plan's pair proposes, so it must have the
+// higher one's offer, and gossip may not bring it: the higher booking may
+// still be choosing its lane (it announces nothing until it settles), or
+// be announced on a lane the other is not on. Here p's announcement is
+// held, and r, the lower plan partner, still gets p's offer: p pushes it
+// when its plan pairs them. Without the push nothing reaches r (checked).
+func TestPlanPartnerInvited(t *testing.T) {
+	r := newSybils(t, 1)[0]
+	var key crypto.PrivKey
+	var id peer.ID
+	for key == nil || id < r.id {
+		key, id = mustKey(t) // p above r: r is the plan's proposer
+	}
+	p := startTestNode(&testNode{t: t, key: key, dir: t.TempDir()})
+	a := newAttacker(t)
+	a.connect(p)
+	var pushed atomic.Int64
+	r.h.SetStreamHandler(OfferPushProtocol, func(st network.Stream) {
+		defer st.Close()
+		msg := &pb.OfferPush{}
+		if err := (protodelim.UnmarshalOptions{MaxSize: maxPushFrame}).UnmarshalFrom(bufio.NewReader(st), msg); err == nil {
+			if o, ok := peekRecord(msg.GetEnvelope()); ok && peer.ID(o.GetOwner()) == p.id() && !o.GetWithdrawn() {
+				pushed.Add(1)
+			}
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := r.h.Connect(ctx, peer.AddrInfo{ID: p.id(), Addrs: p.h.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	slot := nextSlot(3 * time.Hour)
+	p.view() // on the slot's shard before it books
+	target := &pb.Offer{StartUnix: slot.Unix(), DurationMin: 25, Kind: pb.Kind_KIND_SCHEDULED, Activity: pb.Activity_ACTIVITY_ANYTHING}
+	a.publishAs(r.key, r.offerLike(t, target, "r-1"))
+	waitFor(t, 10*time.Second, "r's offer on p's board", func() bool { return p.svc.board.get(r.id, "r-1") != nil })
+	waitFor(t, 10*time.Second, "p knowing r takes pushes", func() bool {
+		ok, err := p.h.Peerstore().SupportsProtocols(r.id, OfferPushProtocol)
+		return err == nil && len(ok) > 0
+	})
+	// Every announcement of p's open offer waits until the test ends.
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) }) // before p stops
+	p.svc.setTestHook(func(point string) {
+		if point == "announce searching" {
+			<-release
+		}
+	})
+	p.book(t, BookRequest{At: slot, DurationMin: 25})
+	waitFor(t, 10*time.Second, "p's offer pushed to r", func() bool { return pushed.Load() > 0 })
+}
+
+// A node takes a pushed record of a slot class it has a booking in, on
+// whichever lane: a plan partner's invitation (invitePlanPartner) must not
+// be dropped because the partner's lane is not the node's (checked: it
+// was, before).
+func TestPushTakenAcrossLanes(t *testing.T) {
+	q := newTestNode(t, func(c *Config) { c.ClimbAlone = time.Hour })
+	slot := nextSlot(3 * time.Hour)
+	class := shard.Class(slot, 25, false)
+	var r *sybil
+	for r == nil || shard.LaneBits(class, []byte(r.id), 1) == shard.LaneBits(class, []byte(q.id()), 1) {
+		r = newSybils(t, 1)[0]
+	}
+	b := q.book(t, BookRequest{At: slot, DurationMin: 25})
+	// q's booking as if it had gone a lane deeper (a crowded class).
+	lane := class.Child([]byte(q.id()))
+	q.svc.mu.Lock()
+	q.svc.placeMu.Lock()
+	q.svc.places[b.ID] = &placement{key: lane, since: time.Now(), settled: true}
+	q.svc.interest.Hold(lane, b.ID)
+	q.svc.interest.Drop(class, b.ID)
+	q.svc.placeMu.Unlock()
+	q.svc.mu.Unlock()
+	q.svc.syncShards(context.Background())
+	if q.svc.wantsOffer(class, r.id) {
+		t.Fatalf("q is on a topic that carries r's offers; the test shows nothing")
+	}
+	target := &pb.Offer{StartUnix: slot.Unix(), DurationMin: 25, Kind: pb.Kind_KIND_SCHEDULED, Activity: pb.Activity_ACTIVITY_ANYTHING}
+	if err := q.svc.takePush(r.id, &pb.OfferPush{Version: protoVersion, Envelope: r.offerLike(t, target, "r-1")}); err != nil {
+		t.Fatal(err)
+	}
+	if q.svc.board.get(r.id, "r-1") == nil {
+		t.Fatalf("r's pushed offer is not on q's board (q's booking is on %s)", q.svc.placeOf(q.booking(b.ID)))
+	}
 }

@@ -901,6 +901,40 @@ func (s *Service) offerFor(b Booking, now time.Time) *pb.Offer {
 	return o
 }
 
+// ownRecord numbers and signs the record of booking b as it stands: an
+// open offer while it searches, a withdrawal otherwise (sealed to the
+// invited peer for a private booking). ok is false when b changed state
+// meanwhile, or the signing failed (logged).
+//
+// b may be a copy read before a change of state whose own announcement
+// then outranks it. The seq is taken before this look at the booking, and
+// a change is applied before its own announcement takes a seq: so a
+// record of a state that has changed meanwhile is dropped here, and one
+// that passes is outranked by the change's record. (An open offer
+// announced after a Cancel's withdrawal, with a higher seq, would put the
+// cancelled offer back on every board.)
+func (s *Service) ownRecord(b Booking, now time.Time) (o *pb.Offer, env []byte, ok bool) {
+	o = s.offerFor(b, now)
+	s.mu.Lock()
+	cur, known := s.bookings[b.ID]
+	stale := (known && (cur.State == StateSearching) == o.GetWithdrawn()) || (!known && !o.GetWithdrawn())
+	s.mu.Unlock()
+	if stale {
+		return nil, nil, false
+	}
+	var err error
+	if b.With != "" && !s.v2Only {
+		env, err = sealPrivateOffer(o, s.key, s.privateHandle(b.ID))
+	} else {
+		env, err = sealOffer(o, s.key)
+	}
+	if err != nil {
+		s.log.Error("signing offer", "booking", b.ID, "err", err)
+		return nil, nil, false
+	}
+	return o, env, true
+}
+
 // seqReserve is how far ahead of the seqs issued the stored ceiling is
 // kept, so that the store is written about once an hour of announcements,
 // not at every one.
@@ -954,34 +988,11 @@ func (s *Service) announce(ctx context.Context, b Booking) {
 	s.at("announce " + string(b.State))
 	defer s.at("announced " + string(b.State))
 	now := s.now()
-	o := s.offerFor(b, now)
-	// b may be a copy read before a change of state whose own
-	// announcement then outranks it. The seq above is taken before this
-	// look at the booking, and a change is applied before its own
-	// announcement takes a seq: so a record of a state that has changed
-	// meanwhile is dropped here, and one that passes is outranked by the
-	// change's record. (An open offer announced after a Cancel's
-	// withdrawal, with a higher seq, would put the cancelled offer back
-	// on every board.)
-	s.mu.Lock()
-	cur, ok := s.bookings[b.ID]
-	stale := (ok && (cur.State == StateSearching) == o.GetWithdrawn()) || (!ok && !o.GetWithdrawn())
-	s.mu.Unlock()
-	if stale {
+	o, env, ok := s.ownRecord(b, now)
+	if !ok {
 		return
 	}
 	private := b.With != "" && !s.v2Only
-	var env []byte
-	var err error
-	if private {
-		env, err = sealPrivateOffer(o, s.key, s.privateHandle(b.ID))
-	} else {
-		env, err = sealOffer(o, s.key)
-	}
-	if err != nil {
-		s.log.Error("signing offer", "booking", b.ID, "err", err)
-		return
-	}
 	s.observePublished(o, s.placeOf(b).Topic())
 	s.mu.Lock()
 	_, again := s.announced[b.ID]
