@@ -672,7 +672,15 @@ func floodEnvelopes(t testing.TB, keys []crypto.PrivKey, total int) [][][]byte {
 // and new honest offers were refused).
 func TestAttackSybilFlood(t *testing.T) {
 	total := attackSize(10000, 10000)
-	keys := make([]crypto.PrivKey, attackSize(500, 500))
+	t.Run("500 identities", func(t *testing.T) { sybilFlood(t, total, attackSize(500, 500)) })
+	// With an identity (and a stamp) per record, no owner has more records
+	// than another, so the per-owner quota evicts nobody: the flood holds
+	// a full board (before: the pair's new offers were then refused).
+	t.Run("an identity per record", func(t *testing.T) { sybilFlood(t, total, total) })
+}
+
+func sybilFlood(t *testing.T, total, identities int) {
+	keys := make([]crypto.PrivKey, identities)
 	for i := range keys {
 		keys[i], _ = mustKey(t)
 	}
@@ -701,9 +709,13 @@ func TestAttackSybilFlood(t *testing.T) {
 	a.connect(q)
 	var ms0 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
+	sent := 0
 	for i, envs := range flood {
 		for _, e := range envs {
 			a.publishAs(keys[i], e)
+			if sent++; sent%100 == 0 {
+				time.Sleep(20 * time.Millisecond) // the attacker's pace: gossip's queues are bounded
+			}
 		}
 	}
 	// The flood has landed when the boards hold most of it and stand
@@ -832,5 +844,63 @@ func TestAttackPlanNotSteerableByBookingID(t *testing.T) {
 	next.start += int64(Grid / time.Second)
 	if planKey(next, sybil) == planKey(c, sybil) {
 		t.Fatal("one plan key for two slots: a ground ID would serve every slot")
+	}
+}
+
+// On a board full of strangers' single records, the offer of a stranger
+// the node is connected to, in a slot class it books in, takes a
+// stranger's place (Service.admitRank); one it is not connected to, or
+// of a class it does not book in, is refused as before.
+func TestFullBoardAdmitsConnectedPartner(t *testing.T) {
+	q := newTestNode(t, nil)
+	slot := nextSlot(3 * time.Hour)
+	q.book(t, BookRequest{At: slot, DurationMin: 25})
+	now := time.Now()
+	for i := range maxBoard {
+		o := validOffer(peer.ID(fmt.Sprintf("stranger-%d", i)), now)
+		o.ExpiresUnix = now.Add(time.Hour).Unix()
+		q.svc.board.admit(o, peer.ID(o.Owner), nil, q.svc.now(), 0, peer.ID(o.Owner))
+	}
+	if n := len(q.svc.board.all()); n != maxBoard {
+		t.Fatalf("board holds %d records, want it full (%d)", n, maxBoard)
+	}
+	r := newSybils(t, 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, s := range r[:2] {
+		if err := s.h.Connect(ctx, peer.AddrInfo{ID: q.id(), Addrs: q.h.Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inClass := &pb.Offer{StartUnix: slot.Unix(), DurationMin: 25, Kind: pb.Kind_KIND_SCHEDULED, Activity: pb.Activity_ACTIVITY_ANYTHING}
+	otherClass := &pb.Offer{StartUnix: slot.Add(Grid).Unix(), DurationMin: 25, Kind: pb.Kind_KIND_SCHEDULED, Activity: pb.Activity_ACTIVITY_ANYTHING}
+	offer := func(s *sybil, like *pb.Offer, booking string) (*pb.Offer, []byte) {
+		env := s.offerLike(t, like, booking)
+		o, _, err := q.svc.openOffer(env, q.svc.now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o, env
+	}
+	cases := []struct {
+		who   *sybil
+		like  *pb.Offer
+		admit bool
+		what  string
+	}{
+		{r[0], inClass, true, "a connected stranger's offer in q's class"},
+		{r[1], otherClass, false, "a connected stranger's offer in another class"},
+		{r[2], inClass, false, "an unconnected stranger's offer in q's class"},
+	}
+	for i, c := range cases {
+		booking := fmt.Sprintf("r-%d", i)
+		o, env := offer(c.who, c.like, booking)
+		q.svc.addOffer(o, c.who.id, env, OfferGossip)
+		if got := q.svc.board.get(c.who.id, booking) != nil; got != c.admit {
+			t.Errorf("%s: on the full board %v, want %v", c.what, got, c.admit)
+		}
+	}
+	if n := len(q.svc.board.all()); n != maxBoard {
+		t.Fatalf("board holds %d records, want %d", n, maxBoard)
 	}
 }

@@ -18,9 +18,12 @@ import (
 //     lowest standing and, among those, the most records; a newcomer
 //     evicts only an owner of lower standing, or of the same standing with
 //     at least two records more than its own. So an owner with a track
-//     record (rank > 0) is never pushed out by strangers, and a stranger
-//     with one offer is never pushed out by strangers with many: a flood
-//     needs as many identities (each paying its stamp) as records.
+//     record (rank 2, Service.admitRank) is never pushed out by strangers,
+//     and a stranger with one offer is never pushed out by strangers with
+//     many: a flood needs as many identities (each paying its stamp) as
+//     records. And a flood of that many keeps out no partner of the
+//     node's: a stranger it is connected to, offering in a slot class it
+//     books in, comes in at rank 1, above strangers.
 const (
 	maxPerOwner     = 32
 	maxPerForwarder = maxBoard / 4

@@ -119,6 +119,21 @@ func (s *Service) openPlace(b Booking) shard.Key {
 	return k
 }
 
+// booksIn reports whether an open booking of the node is placed in slot
+// class k, on the class's topic or any of its lanes.
+func (s *Service) booksIn(k shard.Key) bool {
+	s.placeMu.Lock()
+	defer s.placeMu.Unlock()
+	for _, pl := range s.places {
+		class := pl.key
+		class.Lane = ""
+		if !pl.done && class == k {
+			return true
+		}
+	}
+	return false
+}
+
 // placeOf is the topic key booking b announces on.
 func (s *Service) placeOf(b Booking) shard.Key {
 	s.placeMu.Lock()

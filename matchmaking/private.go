@@ -378,14 +378,14 @@ func (s *Service) takeSealed(in sealedIn, via peer.ID, src OfferSource) bool {
 // never to be served, and reports whether the board changed.
 func (s *Service) takePrivate(o *pb.Offer, owner peer.ID, env []byte, via peer.ID, src OfferSource) bool {
 	now := s.now()
-	rank := s.rank(owner, now)
+	rank := s.admitRank(owner, classKeyOf(o), now)
 	if s.awaitedPeers()[owner] && rank >= 0 {
 		// The offer of the peer a private booking of ours waits for, made
 		// for us: it is admitted as a favourite's is, and charged to its
 		// owner, not to the relay that brought it, so that neither a
 		// flood that filled the board nor the relay's quota (spent on
 		// the flood it relays) keeps it out.
-		rank, via = 1, owner
+		rank, via = 2, owner
 	}
 	if !s.board.admitEntry(&boardEntry{
 		offer: o, owner: owner, envelope: env,

@@ -252,19 +252,7 @@ func (s *Service) takePush(from peer.ID, msg *pb.OfferPush) error {
 // invitation, invitePlanPartner: lanes spread a class's gossip, not who
 // may pair).
 func (s *Service) takesPushed(k shard.Key, owner peer.ID) bool {
-	if s.wantsOffer(k, owner) {
-		return true
-	}
-	s.placeMu.Lock()
-	defer s.placeMu.Unlock()
-	for _, pl := range s.places {
-		class := pl.key
-		class.Lane = ""
-		if !pl.done && class == k {
-			return true
-		}
-	}
-	return false
+	return s.wantsOffer(k, owner) || s.booksIn(k)
 }
 
 // pushOwnTo sends p, which has just appeared on the topic of shard k,

@@ -3,7 +3,10 @@ package matchmaking
 import (
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/tandem-cowork/tandem/matchmaking/shard"
 )
 
 // peerStanding is what this node has seen a peer do that costs others:
@@ -164,6 +167,25 @@ func (s *Service) rank(p peer.ID, now time.Time) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.rankLocked(p, now)
+}
+
+// admitRank is the standing a record of owner in slot class k enters the
+// public board with (boardadmit.go): twice the owner's standing, and 1 for
+// a stranger the node is connected to whose record is of a class one of
+// its open bookings is placed in, a peer it may pair with now. A flood
+// with an identity (and a stamp) per record fills a board with strangers
+// of one record each, which the per-owner quota cannot tell apart, and
+// used to keep every new honest offer out until records expired, the
+// node's own partners' included. Such a partner now takes the place of a
+// stranger it is not connected to; a peer with a track record still
+// outranks it. An attacker gets the same only with a live connection to
+// the node per identity, as well as the identity's stamp.
+func (s *Service) admitRank(owner peer.ID, k shard.Key, now time.Time) int {
+	r := 2 * s.rank(owner, now)
+	if r == 0 && s.h.Network().Connectedness(owner) == network.Connected && s.booksIn(k) {
+		return 1
+	}
+	return r
 }
 
 func (s *Service) rankLocked(p peer.ID, now time.Time) int {

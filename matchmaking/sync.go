@@ -195,7 +195,7 @@ func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
 	now := s.now()
 	for _, env := range envs {
 		if o, ok := peekRecord(env); ok && (peer.ID(o.GetOwner()) == s.h.ID() || s.board.has(peer.ID(o.GetOwner()), o.GetBookingId(), o.GetSeq()) || !s.wantsOffer(classKeyOf(o), peer.ID(o.GetOwner())) ||
-			!s.board.wouldAdmit(peer.ID(o.GetOwner()), o.GetBookingId(), s.rank(peer.ID(o.GetOwner()), now), from, now)) {
+			!s.board.wouldAdmit(peer.ID(o.GetOwner()), o.GetBookingId(), s.admitRank(peer.ID(o.GetOwner()), classKeyOf(o), now), from, now)) {
 			// Ours, known, of a shard the node is not on (a version 1
 			// peer sends its whole board), or refused by the board's
 			// admission rules whatever it holds: not worth a signature
@@ -215,7 +215,7 @@ func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
 		if owner == s.h.ID() || !s.wantsOffer(classKeyOf(o), owner) {
 			continue
 		}
-		if s.board.admit(o, owner, env, now, s.rank(owner, now), from) {
+		if s.board.admit(o, owner, env, now, s.admitRank(owner, classKeyOf(o), now), from) {
 			s.observe(o, owner, OfferSync)
 			s.forgetBackoff(owner, o.GetBookingId())
 			s.learnAddrs(o, owner)
