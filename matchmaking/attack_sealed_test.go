@@ -666,4 +666,23 @@ func TestSealedFloodSparesStandingAndAwaited(t *testing.T) {
 	if held[several] < 1 {
 		t.Error("the flood pushed out every record of a stranger with several")
 	}
+	// On the full board, a new record of a stranger v is connected to
+	// takes a fresh identity's place (Service.admitRank); one of a
+	// stranger it is not connected to is refused.
+	live, far := newSybils(t, 1)[0], newSybils(t, 1)[0]
+	if err := live.h.Connect(context.Background(), peer.AddrInfo{ID: v.id(), Addrs: v.h.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	take(live.id, 0, live.id)
+	take(far.id, 0, far.id)
+	held = map[peer.ID]int{}
+	for _, e := range v.svc.sealedBoard.all() {
+		held[e.owner]++
+	}
+	if held[live.id] != 1 || held[far.id] != 0 {
+		t.Errorf("on the full sealed board: the connected stranger's record %d (want 1), the unconnected one's %d (want 0)", held[live.id], held[far.id])
+	}
+	if n := len(v.svc.sealedBoard.all()); n > maxBoard {
+		t.Fatalf("the sealed board holds %d records, more than %d", n, maxBoard)
+	}
 }

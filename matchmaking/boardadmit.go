@@ -21,9 +21,10 @@ import (
 //     record (rank 2, Service.admitRank) is never pushed out by strangers,
 //     and a stranger with one offer is never pushed out by strangers with
 //     many: a flood needs as many identities (each paying its stamp) as
-//     records. And a flood of that many keeps out no partner of the
-//     node's: a stranger it is connected to, offering in a slot class it
-//     books in, comes in at rank 1, above strangers.
+//     records. And a flood of that many keeps out no stranger the node is
+//     connected to: on the public board one offering in a slot class the
+//     node books in, on the sealed board any, comes in at rank 1, above
+//     strangers (Service.admitRank).
 const (
 	maxPerOwner     = 32
 	maxPerForwarder = maxBoard / 4

@@ -353,7 +353,7 @@ func (s *Service) takeSealed(in sealedIn, via peer.ID, src OfferSource) bool {
 		return false
 	}
 	now := s.now()
-	rank, sealedVia := s.rank(in.owner, now), via
+	rank, sealedVia := s.admitRank(in.owner, now, true), via
 	if rank >= 0 && s.awaitedPeers()[in.owner] {
 		// The sealed board admits and evicts as the public board does
 		// (boardadmit.go), by the owner's standing with us: a peer a
@@ -361,7 +361,7 @@ func (s *Service) takeSealed(in sealedIn, via peer.ID, src OfferSource) bool {
 		// its records are charged to it, not to the relay that brought
 		// them, so that fresh identities (a record each) can neither
 		// trim its records nor keep them out.
-		rank, sealedVia = 1, in.owner
+		rank, sealedVia = 2, in.owner
 	}
 	changed := s.sealedBoard.admitEntry(&boardEntry{
 		owner: in.owner, envelope: in.env, seq: in.so.GetSeq(), expires: in.so.GetExpiresUnix(),
@@ -378,7 +378,7 @@ func (s *Service) takeSealed(in sealedIn, via peer.ID, src OfferSource) bool {
 // never to be served, and reports whether the board changed.
 func (s *Service) takePrivate(o *pb.Offer, owner peer.ID, env []byte, via peer.ID, src OfferSource) bool {
 	now := s.now()
-	rank := s.admitRank(owner, classKeyOf(o), now)
+	rank := s.admitRank(owner, now, s.booksIn(classKeyOf(o)))
 	if s.awaitedPeers()[owner] && rank >= 0 {
 		// The offer of the peer a private booking of ours waits for, made
 		// for us: it is admitted as a favourite's is, and charged to its

@@ -1280,7 +1280,7 @@ func (s *Service) addOffer(o *pb.Offer, owner peer.ID, env []byte, src OfferSour
 		return
 	}
 	now := s.now()
-	if s.board.admit(o, owner, env, now, s.admitRank(owner, classKeyOf(o), now), owner) {
+	if s.board.admit(o, owner, env, now, s.admitRank(owner, now, s.booksIn(classKeyOf(o))), owner) {
 		s.observe(o, owner, src)
 		s.forgetBackoff(owner, o.GetBookingId())
 		s.learnAddrs(o, owner)

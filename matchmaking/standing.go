@@ -5,8 +5,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-
-	"github.com/tandem-cowork/tandem/matchmaking/shard"
 )
 
 // peerStanding is what this node has seen a peer do that costs others:
@@ -169,20 +167,22 @@ func (s *Service) rank(p peer.ID, now time.Time) int {
 	return s.rankLocked(p, now)
 }
 
-// admitRank is the standing a record of owner in slot class k enters the
-// public board with (boardadmit.go): twice the owner's standing, and 1 for
-// a stranger the node is connected to whose record is of a class one of
-// its open bookings is placed in, a peer it may pair with now. A flood
-// with an identity (and a stamp) per record fills a board with strangers
-// of one record each, which the per-owner quota cannot tell apart, and
-// used to keep every new honest offer out until records expired, the
-// node's own partners' included. Such a partner now takes the place of a
-// stranger it is not connected to; a peer with a track record still
+// admitRank is the standing a record of owner enters a board with
+// (boardadmit.go): twice the owner's standing, and 1 for a stranger the
+// node is connected to when live says such a stranger counts: on the
+// public board, one whose record is of a slot class one of the node's open
+// bookings is placed in (a peer it may pair with now); on the sealed
+// board, which a node holds for others, any. A flood with an identity
+// (and a stamp) per record fills a board with strangers of one record
+// each, which the per-owner quota cannot tell apart, and used to keep
+// every new honest record out until records expired, the node's own
+// partners' included. A connected stranger now takes the place of one
+// the node is not connected to; a peer with a track record still
 // outranks it. An attacker gets the same only with a live connection to
 // the node per identity, as well as the identity's stamp.
-func (s *Service) admitRank(owner peer.ID, k shard.Key, now time.Time) int {
+func (s *Service) admitRank(owner peer.ID, now time.Time, live bool) int {
 	r := 2 * s.rank(owner, now)
-	if r == 0 && s.h.Network().Connectedness(owner) == network.Connected && s.booksIn(k) {
+	if r == 0 && live && s.h.Network().Connectedness(owner) == network.Connected {
 		return 1
 	}
 	return r

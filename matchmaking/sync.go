@@ -195,7 +195,7 @@ func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
 	now := s.now()
 	for _, env := range envs {
 		if o, ok := peekRecord(env); ok && (peer.ID(o.GetOwner()) == s.h.ID() || s.board.has(peer.ID(o.GetOwner()), o.GetBookingId(), o.GetSeq()) || !s.wantsOffer(classKeyOf(o), peer.ID(o.GetOwner())) ||
-			!s.board.wouldAdmit(peer.ID(o.GetOwner()), o.GetBookingId(), s.admitRank(peer.ID(o.GetOwner()), classKeyOf(o), now), from, now)) {
+			!s.board.wouldAdmit(peer.ID(o.GetOwner()), o.GetBookingId(), s.admitRank(peer.ID(o.GetOwner()), now, s.booksIn(classKeyOf(o))), from, now)) {
 			// Ours, known, of a shard the node is not on (a version 1
 			// peer sends its whole board), or refused by the board's
 			// admission rules whatever it holds: not worth a signature
@@ -215,7 +215,7 @@ func (s *Service) mergeBoard(envs [][]byte, from peer.ID) (added, bad int) {
 		if owner == s.h.ID() || !s.wantsOffer(classKeyOf(o), owner) {
 			continue
 		}
-		if s.board.admit(o, owner, env, now, s.admitRank(owner, classKeyOf(o), now), from) {
+		if s.board.admit(o, owner, env, now, s.admitRank(owner, now, s.booksIn(classKeyOf(o))), from) {
 			s.observe(o, owner, OfferSync)
 			s.forgetBackoff(owner, o.GetBookingId())
 			s.learnAddrs(o, owner)
@@ -436,7 +436,7 @@ func (s *Service) mergeSealed(envs [][]byte, from peer.ID) (added, bad int) {
 func (s *Service) skipsSealed(env []byte, from peer.ID, now time.Time, awaited map[peer.ID]bool) bool {
 	owner, handle, seq, k, ok := peekSealed(env)
 	return ok && (owner == s.h.ID() || s.sealedBoard.has(owner, handle, seq) || !s.wantsOffer(k, owner) ||
-		(!awaited[owner] && !s.sealedBoard.wouldAdmit(owner, handle, s.rank(owner, now), from, now)))
+		(!awaited[owner] && !s.sealedBoard.wouldAdmit(owner, handle, s.admitRank(owner, now, true), from, now)))
 }
 
 // boardFilter says which shards a board request asks for: all of them on
