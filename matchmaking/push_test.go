@@ -361,55 +361,26 @@ func TestRelayedPrivatePairMatches(t *testing.T) {
 // (TestAttackGroundIDSybils). Before, only peers reached through a relay
 // got pushes.
 func TestNewOfferPushedToConnectedClassOwners(t *testing.T) {
-	p := newTestNode(t, nil)
-	a := newAttacker(t)
-	a.connect(p)
 	r := newSybils(t, 1)[0]
-	var pushed atomic.Int64
-	r.h.SetStreamHandler(OfferPushProtocol, func(st network.Stream) {
-		defer st.Close()
-		msg := &pb.OfferPush{}
-		if err := (protodelim.UnmarshalOptions{MaxSize: maxPushFrame}).UnmarshalFrom(bufio.NewReader(st), msg); err == nil {
-			if o, ok := peekRecord(msg.GetEnvelope()); ok && peer.ID(o.GetOwner()) == p.id() {
-				pushed.Add(1)
-			}
-		}
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := r.h.Connect(ctx, peer.AddrInfo{ID: p.id(), Addrs: p.h.Addrs()}); err != nil {
-		t.Fatal(err)
+	var key crypto.PrivKey
+	var id peer.ID
+	for key == nil || id > r.id {
+		key, id = mustKey(t) // p below r: p proposes, and its plan pushes nothing (TestPlanPartnerInvited)
 	}
-	slot := nextSlot(3 * time.Hour)
-	p.view() // on the slot's shard before it books
-	target := &pb.Offer{StartUnix: slot.Unix(), DurationMin: 25, Kind: pb.Kind_KIND_SCHEDULED, Activity: pb.Activity_ACTIVITY_ANYTHING}
-	a.publishAs(r.key, r.offerLike(t, target, "r-1"))
-	waitFor(t, 10*time.Second, "r's offer on p's board", func() bool { return p.svc.board.get(r.id, "r-1") != nil })
-	waitFor(t, 10*time.Second, "p knowing r serves pushes", func() bool {
-		ok, err := p.h.Peerstore().SupportsProtocols(r.id, OfferPushProtocol)
-		return err == nil && len(ok) > 0
-	})
+	p := startTestNode(&testNode{t: t, key: key, dir: t.TempDir()})
+	slot, pushed := classOwnerListening(t, p, r)
 	p.book(t, BookRequest{At: slot, DurationMin: 25})
 	waitFor(t, 10*time.Second, "p's new offer pushed to r", func() bool { return pushed.Load() > 0 })
 }
 
-// The lower peer of a class plan's pair proposes, so it must have the
-// higher one's offer, and gossip may not bring it: the higher booking may
-// still be choosing its lane (it announces nothing until it settles), or
-// be announced on a lane the other is not on. Here p's announcement is
-// held, and r, the lower plan partner, still gets p's offer: p pushes it
-// when its plan pairs them. Without the push nothing reaches r (checked).
-func TestPlanPartnerInvited(t *testing.T) {
-	r := newSybils(t, 1)[0]
-	var key crypto.PrivKey
-	var id peer.ID
-	for key == nil || id < r.id {
-		key, id = mustKey(t) // p above r: r is the plan's proposer
-	}
-	p := startTestNode(&testNode{t: t, key: key, dir: t.TempDir()})
+// classOwnerListening makes r, connected to p, the owner of an offer on
+// p's board in a slot class p has not booked yet, and counts the open
+// offers of p's that are pushed to r. It returns the slot.
+func classOwnerListening(t *testing.T, p *testNode, r *sybil) (time.Time, *atomic.Int64) {
+	t.Helper()
 	a := newAttacker(t)
 	a.connect(p)
-	var pushed atomic.Int64
+	pushed := &atomic.Int64{}
 	r.h.SetStreamHandler(OfferPushProtocol, func(st network.Stream) {
 		defer st.Close()
 		msg := &pb.OfferPush{}
@@ -433,6 +404,24 @@ func TestPlanPartnerInvited(t *testing.T) {
 		ok, err := p.h.Peerstore().SupportsProtocols(r.id, OfferPushProtocol)
 		return err == nil && len(ok) > 0
 	})
+	return slot, pushed
+}
+
+// The lower peer of a class plan's pair proposes, so it must have the
+// higher one's offer, and gossip may not bring it: the higher booking may
+// still be choosing its lane (it announces nothing until it settles), or
+// be announced on a lane the other is not on. Here p's announcement is
+// held, and r, the lower plan partner, still gets p's offer: p pushes it
+// when its plan pairs them. Without the push nothing reaches r (checked).
+func TestPlanPartnerInvited(t *testing.T) {
+	r := newSybils(t, 1)[0]
+	var key crypto.PrivKey
+	var id peer.ID
+	for key == nil || id < r.id {
+		key, id = mustKey(t) // p above r: r is the plan's proposer
+	}
+	p := startTestNode(&testNode{t: t, key: key, dir: t.TempDir()})
+	slot, pushed := classOwnerListening(t, p, r)
 	// Every announcement of p's open offer waits until the test ends.
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) }) // before p stops
