@@ -469,11 +469,23 @@ func timeToMatch(t *testing.T, p, q *testNode, slot time.Time, attack func(ctx c
 	waitFor(t, 60*time.Second, "the honest pair matched", func() bool {
 		return p.booking(bp.ID).Confirmed && q.booking(bq.ID).Confirmed
 	})
-	took := time.Since(start)
+	took := matchedAt(p, q, bp.ID, bq.ID).Sub(start)
 	if got := p.booking(bp.ID).Partner; got != q.id().String() {
 		t.Fatalf("p matched %s, not q", got)
 	}
 	return took
+}
+
+// matchedAt is when the later of two confirmed bookings, bp of p and bq
+// of q, was stored confirmed.
+func matchedAt(p, q *testNode, bp, bq string) time.Time {
+	tp, _ := p.confirmedAt.Load(bp)
+	tq, _ := q.confirmedAt.Load(bq)
+	a, b := tp.(time.Time), tq.(time.Time)
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // Hold starvation: identities that propose and never confirm, taking the

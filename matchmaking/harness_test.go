@@ -46,6 +46,9 @@ type testNode struct {
 	v2 bool
 	// recv counts the offer messages gossip brought the node, per topic.
 	recv *topicCounter
+	// confirmedAt maps a booking ID to when the node first stored it
+	// confirmed (time.Time).
+	confirmedAt sync.Map
 	// hostOpts, if set, replace libp2p.DisableRelay() among the host's
 	// options (a node that dials or is reached through a relay).
 	hostOpts []libp2p.Option
@@ -280,6 +283,17 @@ func (n *testNode) start() {
 	}
 	if n.tune != nil {
 		n.tune(&cfg)
+	}
+	// When each booking was first stored confirmed: timeToMatch's exact
+	// end (polling for it would round every match up to a poll).
+	onBooking := cfg.OnBooking
+	cfg.OnBooking = func(b Booking) {
+		if b.Confirmed {
+			n.confirmedAt.LoadOrStore(b.ID, time.Now())
+		}
+		if onBooking != nil {
+			onBooking(b)
+		}
 	}
 	n.svc, err = New(cfg)
 	if err != nil {
