@@ -284,6 +284,9 @@ func (n *testNode) start() {
 	if n.tune != nil {
 		n.tune(&cfg)
 	}
+	if os.Getenv("TANDEM_NODE_TRACE") != "" {
+		traceNode(t, n.h.ID().ShortString(), &cfg)
+	}
 	// When each booking was first stored confirmed: timeToMatch's exact
 	// end (polling for it would round every match up to a poll).
 	onBooking := cfg.OnBooking
@@ -481,4 +484,37 @@ func describe(nodes []*testNode) string {
 	}
 	sort.Strings(lines)
 	return fmt.Sprint(lines)
+}
+
+// traceNode logs, with the time of day, what cfg's node does that its
+// hooks see and no tune has claimed: offers taken, proposals, notes,
+// placements and stored bookings (TANDEM_NODE_TRACE=1, for finding where
+// a test's time goes).
+func traceNode(t testing.TB, who string, cfg *Config) {
+	at := func() string { return time.Now().Format("15:04:05.000000") }
+	if cfg.OnOffer == nil {
+		cfg.OnOffer = func(e OfferEvent) {
+			t.Logf("%s %s offer of %s %s by %s", at(), who, e.Owner.ShortString(), e.BookingID, e.Source)
+		}
+	}
+	if cfg.OnProposal == nil {
+		cfg.OnProposal = func(e ProposalEvent) {
+			t.Logf("%s %s proposed to %s: %s after %v", at(), who, e.Owner.ShortString(), e.Outcome, e.Took)
+		}
+	}
+	if cfg.OnNote == nil {
+		cfg.OnNote = func(e NoteEvent) { t.Logf("%s %s %s: %s %s", at(), who, e.Booking, e.What, e.Note) }
+	}
+	if cfg.OnPlace == nil {
+		cfg.OnPlace = func(e PlaceEvent) {
+			t.Logf("%s %s %s placed on %s: deeper %v volume %d", at(), who, e.Booking, e.Topic, e.Deeper, e.Volume)
+		}
+	}
+	onBooking := cfg.OnBooking
+	cfg.OnBooking = func(b Booking) {
+		t.Logf("%s %s booking %s stored %s confirmed %v", at(), who, b.ID, b.State, b.Confirmed)
+		if onBooking != nil {
+			onBooking(b)
+		}
+	}
 }
