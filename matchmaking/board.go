@@ -51,7 +51,7 @@ type slotClass struct {
 	quiet bool
 }
 
-// key is the slot class topic of the class (the now shard for "now").
+// key is the slot class topic of the class (scheduled, or focus now).
 func (c slotClass) key() shard.Key {
 	return shard.ClassOf(c.kind == pb.Kind_KIND_NOW, c.start, int(c.dur), c.quiet)
 }
@@ -258,7 +258,6 @@ func (b *board) open(now time.Time) []*boardEntry {
 	return out
 }
 
-// class returns the open, unexpired offers of one slot class.
 // openIn counts the open (not withdrawn) offers on the board that travel
 // on topic k, expired ones included until the next prune.
 func (b *board) openIn(k shard.Key) int {
