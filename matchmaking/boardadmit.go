@@ -11,7 +11,9 @@ import (
 // out (the board refused everything once full) nor push out the offers of
 // peers with a track record.
 //
-//   - An owner has at most maxPerOwner records on the board.
+//   - An owner has at most maxPerOwner records on the board; at that
+//     quota its new record takes the place of its own tombstone that
+//     expires first (ownTombstoneLocked), if it has one.
 //   - A board sync responder is accountable for the records it brought
 //     that were news: at most maxPerForwarder of them at a time.
 //   - A full board makes room by evicting a record of the owner with the
@@ -71,14 +73,34 @@ func (b *board) wouldAdmit(owner peer.ID, booking string, rank int, via peer.ID,
 		return true // an update: no admission needed
 	}
 	mine := len(b.byOwner[owner])
-	if mine >= maxPerOwner || (via != owner && b.viaCount[via] >= maxPerForwarder) {
+	if (mine >= maxPerOwner && b.ownTombstoneLocked(owner) == nil) || (via != owner && b.viaCount[via] >= maxPerForwarder) {
 		return false
+	}
+	if mine >= maxPerOwner {
+		return true // in place of its own tombstone
 	}
 	if len(b.entries) < maxBoard {
 		return true
 	}
 	_, vRank, vCount := b.victimLocked()
 	return !(vRank > rank || (vRank == rank && vCount < mine+2))
+}
+
+// ownTombstoneLocked is the key of owner's withdrawn record that expires
+// first, or nil. An owner at its quota replaces it with a new record: a
+// tombstone only stops an older copy of its offer from coming back, and
+// the owner gains no room by it (its records stay at the quota), so a
+// user who matched many sessions within a tombstone's life (an hour at
+// most) can still announce the next booking.
+func (b *board) ownTombstoneLocked(owner peer.ID) *boardKey {
+	var out *boardKey
+	var expires int64
+	for k, e := range b.byOwner[owner] {
+		if e.withdrawn && (out == nil || e.expires < expires) {
+			out, expires = &k, e.expires
+		}
+	}
+	return out
 }
 
 // victimLocked is the owner a full board evicts from first: lowest
@@ -99,11 +121,16 @@ func (b *board) victimLocked() (peer.ID, int, int) {
 // brought by via) may enter, evicting another if the board is full.
 func (b *board) roomLocked(owner peer.ID, rank int, via peer.ID, now time.Time) bool {
 	mine := len(b.byOwner[owner])
-	if mine >= maxPerOwner {
-		return false
-	}
 	if via != owner && b.viaCount[via] >= maxPerForwarder {
 		return false
+	}
+	if mine >= maxPerOwner {
+		k := b.ownTombstoneLocked(owner)
+		if k == nil {
+			return false
+		}
+		b.removeLocked(*k, b.entries[*k])
+		return true
 	}
 	if len(b.entries) < maxBoard {
 		return true

@@ -634,6 +634,9 @@ func (s *Service) Book(ctx context.Context, req BookRequest) (Booking, error) {
 		if other := s.overlappingLocked(start, end, "", now); other != nil {
 			return nil, fmt.Errorf("%w: overlaps your booking %s at %s", ErrConflict, other.ID, other.Start.Local().Format("Mon 15:04"))
 		}
+		if n := s.searchingLocked(); n >= maxPerOwner {
+			return nil, fmt.Errorf("%w: %d of your sessions are still looking for a partner, the most peers keep offers of one person for; cancel one, or book again once some have matched", ErrConflict, n)
+		}
 		s.booking[b.ID] = true
 		return &b, nil
 	})
@@ -664,6 +667,28 @@ func (s *Service) Book(ctx context.Context, req BookRequest) (Booking, error) {
 // overlappingLocked returns a live booking other than skip that overlaps
 // [start, end), or nil. A booking being written counts as it is and as it
 // will be (write.go).
+// searchingLocked counts the bookings that still look for a partner, each
+// an open offer on peers' boards. A board keeps at most maxPerOwner records
+// of one owner (boardadmit.go), so Book refuses one more rather than make
+// an offer that peers would drop without a word.
+func (s *Service) searchingLocked() int {
+	n := 0
+	for id, b := range s.bookings {
+		if p, ok := s.pending[id]; ok {
+			b = &p
+		}
+		if b.State == StateSearching {
+			n++
+		}
+	}
+	for id, p := range s.pending {
+		if _, ok := s.bookings[id]; !ok && p.State == StateSearching {
+			n++
+		}
+	}
+	return n
+}
+
 func (s *Service) overlappingLocked(start, end time.Time, skip string, now time.Time) *Booking {
 	hit := func(o *Booking) bool {
 		if o.ID == skip || !o.Live() {

@@ -1,0 +1,83 @@
+package matchmaking
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// An owner's quota counts its tombstones (matched or cancelled bookings,
+// kept until they expire so an older copy cannot come back), but a
+// tombstone never keeps out the owner's next offer: at its quota, a new
+// record of the owner takes the place of its own tombstone that expires
+// first. Open records still keep to the quota (before: a user who matched
+// 32 sessions within the hour a withdrawal is kept could announce no
+// 33rd booking to anyone, and the plan waited forever).
+func TestOwnerQuotaMakesRoomFromItsTombstones(t *testing.T) {
+	now := time.Now()
+	owner := peer.ID("ada")
+	fill := func(tombstones int) *board {
+		b := newBoard()
+		for i := range maxPerOwner {
+			o := validOffer(owner, now)
+			o.BookingId = fmt.Sprintf("b%d", i)
+			o.Withdrawn = i < tombstones
+			// The tombstone b1 expires first.
+			o.ExpiresUnix = now.Add(time.Duration(30+(i+maxPerOwner-1)%maxPerOwner) * time.Minute).Unix()
+			if !b.admit(o, owner, nil, now, 0, owner) {
+				t.Fatalf("record %d of %d refused", i, maxPerOwner)
+			}
+		}
+		return b
+	}
+	next := validOffer(owner, now)
+	next.BookingId = "next"
+
+	b := fill(3)
+	if !b.wouldAdmit(owner, "next", 0, owner, now) || !b.admit(next, owner, nil, now, 0, owner) {
+		t.Fatal("an owner at its quota with tombstones: its new offer was refused")
+	}
+	if n := len(b.byOwner[owner]); n != maxPerOwner {
+		t.Fatalf("the owner has %d records, want its quota %d", n, maxPerOwner)
+	}
+	for _, id := range []string{"b0", "b2", "next"} {
+		if b.get(owner, id) == nil {
+			t.Errorf("record %s is gone", id)
+		}
+	}
+	if b.get(owner, "b1") != nil {
+		t.Error("the tombstone that expires first is still there")
+	}
+
+	b = fill(0)
+	if b.wouldAdmit(owner, "next", 0, owner, now) || b.admit(next, owner, nil, now, 0, owner) {
+		t.Fatalf("an owner with %d open records got one more", maxPerOwner)
+	}
+}
+
+// Book keeps a user's searching bookings to what peers' boards keep of
+// one owner, with a clear error, rather than make an offer every peer
+// would drop; cancelling one makes room again.
+func TestBookKeepsToTheOwnerQuota(t *testing.T) {
+	n := newTestNode(t, nil)
+	var first Booking
+	for i := range maxPerOwner {
+		b := n.book(t, BookRequest{At: nextSlot(time.Duration(2+i) * time.Hour), DurationMin: 25})
+		if i == 0 {
+			first = b
+		}
+	}
+	_, err := n.svc.Book(context.Background(), BookRequest{At: nextSlot(40 * time.Hour), DurationMin: 25})
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "looking for a partner") {
+		t.Fatalf("booking one more than %d searching sessions: %v, want a conflict that says why", maxPerOwner, err)
+	}
+	if _, err := n.svc.Cancel(context.Background(), first.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	n.book(t, BookRequest{At: nextSlot(40 * time.Hour), DurationMin: 25})
+}
