@@ -476,7 +476,7 @@ func TestBoardServesFewRecordOwnersFirst(t *testing.T) {
 		t.Fatal("a full board refused a stranger's only record")
 	}
 	for range 20 {
-		envs := b.envelopes(now, time.Time{}, 40<<10, func(shard.Key, peer.ID) bool { return true })
+		envs := b.envelopes(now, time.Time{}, 40<<10, wantAll)
 		if !slices.ContainsFunc(envs, func(e []byte) bool { return bytes.Equal(e, honest) }) {
 			t.Fatalf("a reply of %d records left out the stranger's only record", len(envs))
 		}

@@ -82,6 +82,7 @@ type board struct {
 	mu      sync.Mutex
 	entries map[boardKey]*boardEntry
 	byClass map[slotClass]map[boardKey]*boardEntry // open (not withdrawn) entries
+	byShard shardIndex                             // every entry (boardshards.go)
 	// Admission accounting (boardadmit.go): entries per owner, and per
 	// forwarder for records that came by board sync.
 	byOwner   map[peer.ID]map[boardKey]*boardEntry
@@ -103,7 +104,7 @@ type board struct {
 }
 
 func newBoard() *board {
-	return &board{entries: map[boardKey]*boardEntry{}, byClass: map[slotClass]map[boardKey]*boardEntry{},
+	return &board{entries: map[boardKey]*boardEntry{}, byClass: map[slotClass]map[boardKey]*boardEntry{}, byShard: shardIndex{},
 		byOwner: map[peer.ID]map[boardKey]*boardEntry{}, ownerRank: map[peer.ID]int{}, viaCount: map[peer.ID]int{}}
 }
 
@@ -151,6 +152,7 @@ func (b *board) admitEntry(e *boardEntry, booking string, now time.Time, rank in
 		b.soonest = e.expires
 	}
 	b.countLocked(k, e)
+	b.byShard.add(k, e)
 	if !e.withdrawn && !e.opaque {
 		m := b.byClass[e.class]
 		if m == nil {
@@ -163,6 +165,7 @@ func (b *board) admitEntry(e *boardEntry, booking string, now time.Time, rank in
 }
 
 func (b *board) unindexLocked(k boardKey, e *boardEntry) {
+	b.byShard.remove(k, e)
 	if m := b.byClass[e.class]; m != nil {
 		delete(m, k)
 		if len(m) == 0 {
@@ -264,19 +267,13 @@ func (b *board) openIn(k shard.Key) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n := 0
-	for c, m := range b.byClass {
-		if k.Lane == "" {
-			if k.Contains(c.key(), nil) {
-				n += len(m)
-			}
-			continue
-		}
+	b.byShard.each(k, func(c shard.Key, m map[boardKey]*boardEntry) {
 		for _, e := range m {
-			if k.Contains(c.key(), []byte(e.owner)) {
+			if !e.withdrawn && !e.opaque && (k.Lane == "" || k.Contains(c, []byte(e.owner))) {
 				n++
 			}
 		}
-	}
+	})
 	return n
 }
 
@@ -287,14 +284,16 @@ func (b *board) openIn(k shard.Key) int {
 func (b *board) volumeIn(k shard.Key, self peer.ID, now time.Time) (n int, gone []goneRec) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for key, e := range b.entries {
-		if e.owner != self && !e.opaque && !e.expired(now) && k.Contains(e.shard, []byte(e.owner)) {
-			n++
-			if e.withdrawn {
-				gone = append(gone, goneRec{e.expires, goneTag(key.owner, key.booking)})
+	b.byShard.each(k, func(_ shard.Key, m map[boardKey]*boardEntry) {
+		for key, e := range m {
+			if e.owner != self && !e.opaque && !e.expired(now) && k.Contains(e.shard, []byte(e.owner)) {
+				n++
+				if e.withdrawn {
+					gone = append(gone, goneRec{e.expires, goneTag(key.owner, key.booking)})
+				}
 			}
 		}
-	}
+	})
 	return n, gone
 }
 
@@ -329,20 +328,22 @@ func (b *board) class(c slotClass, now time.Time) []*boardEntry {
 // both up in maps for every comparison held the lock for tens of
 // milliseconds on a full board, and every admission (a gossip
 // validator's) waited for it.
-func (b *board) envelopes(now, since time.Time, maxBytes int, want func(shard.Key, peer.ID) bool) [][]byte {
-	return b.envelopesFor(now, since, maxBytes, want, "")
+func (b *board) envelopes(now, since time.Time, maxBytes int, want boardWant) [][]byte {
+	want.name = ""
+	return b.envelopesFor(now, since, maxBytes, want)
 }
 
-// envelopesFor is envelopes for a filter named by key (the same key, the
-// same filter): the order of what it wants is computed once per version
+// envelopesFor is envelopes for a filter with a name (want.name: the same
+// name, the same filter): the order of what it wants is computed once per version
 // of the board and kept, so that pulls of a board that has not changed
 // cost a walk of that order, not a filter, a grouping and their
 // allocations each (16 requesters pulling a full board in a loop spent a
 // quarter of the victim's CPU there). Within one standing and record
 // count the random order is then drawn once per version, not once per
-// reply. An empty key computes the order afresh.
-func (b *board) envelopesFor(now, since time.Time, maxBytes int, want func(shard.Key, peer.ID) bool, key string) [][]byte {
-	envs, _ := b.orderFor(now, want, key).cut(now, since, maxBytes, false)
+// reply. An empty name computes the order afresh. Either way it looks
+// only at the records of the topics wanted (boardshards.go).
+func (b *board) envelopesFor(now, since time.Time, maxBytes int, want boardWant) [][]byte {
+	envs, _ := b.orderFor(now, want).cut(now, since, maxBytes, false)
 	return envs
 }
 
@@ -352,18 +353,19 @@ func (b *board) envelopesFor(now, since time.Time, maxBytes int, want func(shard
 // On a busy class topic most records are withdrawals (its bookings match
 // within a second), and a newcomer needs only their number, to tell how
 // crowded the topic is (lanes.go).
-func (b *board) openEnvelopesFor(now, since time.Time, maxBytes int, want func(shard.Key, peer.ID) bool, key string) ([][]byte, []goneRec) {
-	return b.orderFor(now, want, key).cut(now, since, maxBytes, true)
+func (b *board) openEnvelopesFor(now, since time.Time, maxBytes int, want boardWant) ([][]byte, []goneRec) {
+	return b.orderFor(now, want).cut(now, since, maxBytes, true)
 }
 
 // orderFor returns the order in which the records want accepts are
-// served, computed once per version of the board and filter key.
-func (b *board) orderFor(now time.Time, want func(shard.Key, peer.ID) bool, key string) *servedOrder {
+// served, computed once per version of the board and filter name.
+func (b *board) orderFor(now time.Time, want boardWant) *servedOrder {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.servedGen != b.gen {
 		b.served, b.servedGen = nil, b.gen
 	}
+	key := want.name
 	o := b.served[key]
 	if o != nil && key != "" {
 		return o
@@ -457,21 +459,21 @@ type servedRecord struct {
 
 // snapshotLocked collects the unexpired records want accepts (never a
 // private offer), with their owner's standing and record count.
-func (b *board) snapshotLocked(now time.Time, want func(shard.Key, peer.ID) bool) []servedRecord {
+func (b *board) snapshotLocked(now time.Time, want boardWant) []servedRecord {
 	var all []servedRecord
-	for key, e := range b.entries {
-		if e.expired(now) || !want(e.shard, e.owner) || e.private || (e.offer != nil && len(e.offer.GetWith()) > 0) {
+	b.eachLocked(want, func(key boardKey, e *boardEntry) {
+		if e.expired(now) || !want.accepts(e.shard, e.owner) || e.private || (e.offer != nil && len(e.offer.GetWith()) > 0) {
 			// A private offer is for its invited peer only: one sealed
 			// to us, or one a version 2 node sent in the clear (by
 			// gossip, or to us alone), is never served on.
-			continue
+			return
 		}
 		var tag uint32
 		if e.withdrawn {
 			tag = goneTag(key.owner, key.booking)
 		}
 		all = append(all, servedRecord{e.envelope, e.expires, e.seen, e.withdrawn, tag, b.ownerRank[e.owner], len(b.byOwner[e.owner])})
-	}
+	})
 	return all
 }
 

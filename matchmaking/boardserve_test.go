@@ -27,8 +27,8 @@ func TestBoardRepliesReuseTheirOrder(t *testing.T) {
 	k := shard.Scheduled(nextSlot(3*time.Hour), 50)
 	b := newBoard()
 	fillOpaque(b, k, maxBoard/20, 20, 200, now)
-	want := func(shard.Key, peer.ID) bool { return true }
-	first := b.envelopesFor(now, time.Time{}, MaxBoardResponse, want, k.Topic())
+	want := wantAll
+	first := b.envelopesFor(now, time.Time{}, MaxBoardResponse, named(want, k.Topic()))
 	if len(first) != maxBoard {
 		t.Fatalf("the first reply has %d records, want %d", len(first), maxBoard)
 	}
@@ -37,7 +37,7 @@ func TestBoardRepliesReuseTheirOrder(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&m0)
 	for range pulls {
-		if got := b.envelopesFor(now, time.Time{}, MaxBoardResponse, want, k.Topic()); len(got) != len(first) {
+		if got := b.envelopesFor(now, time.Time{}, MaxBoardResponse, named(want, k.Topic())); len(got) != len(first) {
 			t.Fatalf("a repeated pull got %d records, the first %d", len(got), len(first))
 		}
 	}
@@ -55,31 +55,31 @@ func TestBoardRepliesFollowTheBoard(t *testing.T) {
 	k := shard.Scheduled(nextSlot(3*time.Hour), 50)
 	b := newBoard()
 	fillOpaque(b, k, 10, 2, 100, now.Add(-time.Minute))
-	want := func(shard.Key, peer.ID) bool { return true }
 	key := k.Topic()
-	if got := b.envelopesFor(now, time.Time{}, MaxBoardResponse, want, key); len(got) != 20 {
+	want := wantAll
+	if got := b.envelopesFor(now, time.Time{}, MaxBoardResponse, named(want, key)); len(got) != 20 {
 		t.Fatalf("got %d records, want 20", len(got))
 	}
 	late := bytes.Repeat([]byte{0xbb}, 100)
 	b.admitEntry(&boardEntry{owner: "late", envelope: late, seq: 1, expires: now.Add(time.Hour).Unix(), shard: k, opaque: true}, "l", now, 0, "late")
-	got := b.envelopesFor(now, time.Time{}, MaxBoardResponse, want, key)
+	got := b.envelopesFor(now, time.Time{}, MaxBoardResponse, named(want, key))
 	if len(got) != 21 || !slices.ContainsFunc(got, func(e []byte) bool { return bytes.Equal(e, late) }) {
 		t.Fatalf("after a new record: %d records, the new one in them: %v", len(got), slices.ContainsFunc(got, func(e []byte) bool { return bytes.Equal(e, late) }))
 	}
-	if got := b.envelopesFor(now, now.Add(-time.Second), MaxBoardResponse, want, key); len(got) != 1 || !bytes.Equal(got[0], late) {
+	if got := b.envelopesFor(now, now.Add(-time.Second), MaxBoardResponse, named(want, key)); len(got) != 1 || !bytes.Equal(got[0], late) {
 		t.Fatalf("a pull of the records taken in the last second got %d records, want the new one only", len(got))
 	}
 	soon := bytes.Repeat([]byte{0xcc}, 100)
 	b.admitEntry(&boardEntry{owner: "soon", envelope: soon, seq: 1, expires: now.Add(time.Second).Unix(), shard: k, opaque: true}, "s", now, 0, "soon")
-	if got := b.envelopesFor(now, time.Time{}, MaxBoardResponse, want, key); len(got) != 22 {
+	if got := b.envelopesFor(now, time.Time{}, MaxBoardResponse, named(want, key)); len(got) != 22 {
 		t.Fatalf("got %d records, want 22", len(got))
 	}
 	later := now.Add(time.Second + peerSlack + time.Second)
-	if got := b.envelopesFor(later, time.Time{}, MaxBoardResponse, want, key); len(got) != 21 || slices.ContainsFunc(got, func(e []byte) bool { return bytes.Equal(e, soon) }) {
+	if got := b.envelopesFor(later, time.Time{}, MaxBoardResponse, named(want, key)); len(got) != 21 || slices.ContainsFunc(got, func(e []byte) bool { return bytes.Equal(e, soon) }) {
 		t.Fatalf("after a record expired: %d records, want 21 without it", len(got))
 	}
 	// A budget cuts the kept order as it cut a fresh one: a prefix.
-	if got := b.envelopesFor(now, time.Time{}, 5*(100+8), want, key); len(got) != 5 {
+	if got := b.envelopesFor(now, time.Time{}, 5*(100+8), named(want, key)); len(got) != 5 {
 		t.Fatalf("a budget of five records got %d", len(got))
 	}
 }
@@ -126,11 +126,11 @@ func TestOpenOnlyRepliesCountWithdrawals(t *testing.T) {
 		b.admitEntry(&boardEntry{owner: owner, envelope: env, seq: 1, expires: now.Add(time.Hour).Unix(), shard: k, opaque: true, withdrawn: i >= 3},
 			"b", now, 0, owner)
 	}
-	want := func(shard.Key, peer.ID) bool { return true }
-	if got := b.envelopesFor(now, time.Time{}, MaxBoardResponse, want, k.Topic()); len(got) != 7 {
+	want := wantAll
+	if got := b.envelopesFor(now, time.Time{}, MaxBoardResponse, named(want, k.Topic())); len(got) != 7 {
 		t.Fatalf("a whole reply has %d records, want 7", len(got))
 	}
-	got, gone := b.openEnvelopesFor(now, time.Time{}, MaxBoardResponse, want, k.Topic())
+	got, gone := b.openEnvelopesFor(now, time.Time{}, MaxBoardResponse, named(want, k.Topic()))
 	if len(got) != 3 || len(gone) != 4 {
 		t.Fatalf("an open-only reply has %d records and lists %d withdrawals, want 3 and 4", len(got), len(gone))
 	}
@@ -144,7 +144,7 @@ func TestOpenOnlyRepliesCountWithdrawals(t *testing.T) {
 			t.Fatalf("an open-only reply served withdrawal %d", env[0])
 		}
 	}
-	if got, gone := b.openEnvelopesFor(now, time.Time{}, 100+8, want, k.Topic()); len(got) != 1 || len(gone) != 4 {
+	if got, gone := b.openEnvelopesFor(now, time.Time{}, 100+8, named(want, k.Topic())); len(got) != 1 || len(gone) != 4 {
 		t.Fatalf("an open-only reply with room for one record has %d and lists %d withdrawals, want 1 and 4", len(got), len(gone))
 	}
 }
@@ -215,4 +215,10 @@ func TestGoneClaimsCountedOnce(t *testing.T) {
 	if goneTag("a", "b") == 0 || goneTag("a", "b") == goneTag("ab", "") {
 		t.Fatal("goneTag is 0, or does not keep owner and booking apart")
 	}
+}
+
+// named is want under the name the board keeps its served order by.
+func named(want boardWant, name string) boardWant {
+	want.name = name
+	return want
 }

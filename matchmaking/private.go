@@ -445,7 +445,7 @@ func (e insideBad) Unwrap() error { return e.err }
 
 // sealedEnvelopes returns the sealed records of the shards want accepts,
 // up to maxBytes.
-func (s *Service) sealedEnvelopes(now time.Time, maxBytes int, want func(shard.Key, peer.ID) bool) [][]byte {
+func (s *Service) sealedEnvelopes(now time.Time, maxBytes int, want boardWant) [][]byte {
 	return s.sealedBoard.envelopes(now, time.Time{}, maxBytes, want)
 }
 

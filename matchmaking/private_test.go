@@ -526,7 +526,7 @@ func TestSealedBoardQuotas(t *testing.T) {
 		t.Fatalf("records sealed to another peer put %d offers on the board", n)
 	}
 	// What it holds it serves, sealed, to a requester that reads them.
-	got := v.svc.sealedEnvelopes(v.svc.now(), MaxBoardResponse, func(shard.Key, peer.ID) bool { return true })
+	got := v.svc.sealedEnvelopes(v.svc.now(), MaxBoardResponse, wantAll)
 	if len(got) != maxPerOwner {
 		t.Fatalf("serves %d sealed records, want %d", len(got), maxPerOwner)
 	}

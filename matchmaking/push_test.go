@@ -343,7 +343,7 @@ func TestRelayedPrivatePairMatches(t *testing.T) {
 	p.la.wait(t, "a to get b's offer", func(e OfferEvent) bool { return e.BookingID == bb.ID })
 	p.lb.wait(t, "b to get a's offer", func(e OfferEvent) bool { return e.BookingID == ba.ID })
 	for _, n := range []*testNode{p.a, p.b} {
-		for _, env := range n.svc.board.envelopes(n.svc.now(), time.Time{}, MaxBoardResponse, func(shard.Key, peer.ID) bool { return true }) {
+		for _, env := range n.svc.board.envelopes(n.svc.now(), time.Time{}, MaxBoardResponse, wantAll) {
 			if o, ok := peekRecord(env); ok && len(o.GetWith()) > 0 {
 				t.Fatalf("%s would serve the private offer of booking %s", n.id(), o.GetBookingId())
 			}

@@ -246,7 +246,7 @@ func (s *Service) handleBoardStream(st network.Stream) {
 		return
 	}
 	remote := st.Conn().RemotePeer()
-	want, wantKey, err := boardFilter(v2, req)
+	want, err := boardFilter(v2, req)
 	if err != nil {
 		s.log.Debug("refusing board request", "peer", remote, "err", err)
 		st.Reset()
@@ -277,7 +277,7 @@ func (s *Service) handleBoardStream(st network.Stream) {
 	for _, b := range s.Bookings() {
 		// Until our identity stamp is ready, our offers are not out yet
 		// (peers would refuse them: prepareStamp).
-		if s.stamp.Load() == nil || b.State != StateSearching || !want(classKeyOfBooking(b), s.h.ID()) {
+		if s.stamp.Load() == nil || b.State != StateSearching || !want.accepts(classKeyOfBooking(b), s.h.ID()) {
 			continue
 		}
 		private := b.With != "" && !s.v2Only
@@ -314,20 +314,20 @@ func (s *Service) handleBoardStream(st network.Stream) {
 	// leaves unused the other takes.
 	var sealedEnvs [][]byte
 	if sealed {
-		sealedEnvs = s.sealedBoard.envelopesFor(now, since, room/2, want, wantKey)
+		sealedEnvs = s.sealedBoard.envelopesFor(now, since, room/2, want)
 	}
 	var envs [][]byte
 	var goneTTLs, goneTags []uint32
 	if v2 && req.GetOpenOnly() {
 		var gone []goneRec
-		envs, gone = s.board.openEnvelopesFor(now, since, room-framedSize(sealedEnvs), want, wantKey)
+		envs, gone = s.board.openEnvelopesFor(now, since, room-framedSize(sealedEnvs), want)
 		goneTTLs, goneTags = listGone(now, gone, s.goneClaimsOf(req.GetTopics(), now))
 	} else {
-		envs = s.board.envelopesFor(now, since, room-framedSize(sealedEnvs), want, wantKey)
+		envs = s.board.envelopesFor(now, since, room-framedSize(sealedEnvs), want)
 	}
 	if sealed {
 		if left := room - framedSize(envs); left > framedSize(sealedEnvs) {
-			sealedEnvs = s.sealedBoard.envelopesFor(now, since, left, want, wantKey)
+			sealedEnvs = s.sealedBoard.envelopesFor(now, since, left, want)
 		}
 	}
 	n, _ := writeBoardResponse(st, [][][]byte{own, envs}, [][][]byte{ownSealed, sealedEnvs}, goneTTLs, goneTags)
@@ -442,43 +442,29 @@ func (s *Service) skipsSealed(env []byte, from peer.ID, now time.Time, awaited m
 // boardFilter says which shards a board request asks for: all of them on
 // version 1, the listed topics on version 2 (each an offer topic; version
 // 1's topic stands for all).
-func boardFilter(v2 bool, req *pb.BoardRequest) (func(shard.Key, peer.ID) bool, string, error) {
-	all := func(shard.Key, peer.ID) bool { return true }
+func boardFilter(v2 bool, req *pb.BoardRequest) (boardWant, error) {
 	if !v2 {
-		return all, "*", nil
+		return boardWant{all: true, name: "*"}, nil
 	}
 	if len(req.GetTopics()) > maxBoardTopics {
-		return nil, "", fmt.Errorf("board request lists %d topics, at most %d", len(req.GetTopics()), maxBoardTopics)
+		return boardWant{}, fmt.Errorf("board request lists %d topics, at most %d", len(req.GetTopics()), maxBoardTopics)
 	}
-	set := map[shard.Key]bool{}
+	var keys []shard.Key
 	var names []string
 	for _, t := range req.GetTopics() {
 		k, err := shard.Parse(t)
 		if err != nil {
-			return nil, "", fmt.Errorf("board request: %w", err)
+			return boardWant{}, fmt.Errorf("board request: %w", err)
 		}
-		if k.V1 {
-			return all, "*", nil
-		}
-		if !set[k] {
-			set[k] = true
+		if !slices.Contains(keys, k) {
+			keys = append(keys, k)
 			names = append(names, k.Topic())
 		}
 	}
 	// The filter's name, for the board's cache of what it serves: the
 	// same topics in any order are the same filter.
 	slices.Sort(names)
-	return func(k shard.Key, owner peer.ID) bool {
-		if set[k] {
-			return true
-		}
-		for r := range set {
-			if r.Contains(k, []byte(owner)) {
-				return true
-			}
-		}
-		return false
-	}, strings.Join(names, "\n"), nil
+	return wantTopics(keys, strings.Join(names, "\n")), nil
 }
 
 // awaitedPeers is the set of peers our searching private bookings name in
