@@ -404,6 +404,9 @@ func (s *Service) finish(a *attempt) {
 	d := time.Minute
 	if a.reply.GetReject().GetReason() == reasonBusy {
 		d = busyBackoff + time.Duration(rand.Int64N(int64(busyBackoff)))
+		if hint := s.takeBusyHint(a.e, a.reply.GetReject().GetRetryMs()); hint > 0 {
+			d = hint
+		}
 	}
 	s.setBackoff(a.e, d)
 }

@@ -191,6 +191,28 @@ func (s *Service) heldLocked(id string, now time.Time) bool {
 	return false
 }
 
+// busyRetry is when booking id, which just answered remote "busy", takes
+// proposals again (Reject.retry_ms): when its exclusive hold ends, if
+// that is what keeps it; 0 when it is busy for another reason (a write,
+// our own round, a hold of remote's on another booking), whose end it
+// cannot tell.
+func (s *Service) busyRetry(id string, remote peer.ID) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	if _, writing := s.pending[id]; writing || s.inflight[id] || s.peerHoldsOtherLocked(remote, id) {
+		return 0
+	}
+	var left time.Duration
+	for _, h := range s.holds[id] {
+		left = max(left, h.since.Add(h.exclusiveFor).Sub(now))
+	}
+	if left <= 0 {
+		return 0
+	}
+	return max(left, time.Millisecond) // rounded up: never 0 while held
+}
+
 // holdOfLocked returns the hold remote has on booking id.
 func (s *Service) holdOfLocked(id string, remote peer.ID) (hold, bool) {
 	for _, h := range s.holds[id] {

@@ -208,6 +208,9 @@ type Service struct {
 	shows      map[peer.ID]int           // sessions each peer attended with us (AddTrackRecord)
 	inflight   map[string]bool           // own booking ID -> our proposal under way
 	backoff    map[boardKey]backoffEntry // offers not to propose to again before
+	// busyHinted: when each offer's owner last had its "busy" retry
+	// hint taken (takeBusyHint).
+	busyHinted map[boardKey]time.Time
 	// announced is when each open offer was last announced (real time).
 	announced map[string]time.Time
 	// lastOffer is each open offer's record as last announced, which a
@@ -366,7 +369,7 @@ func New(cfg Config) (*Service, error) {
 		refusedLog: rate.Sometimes{Interval: time.Minute},
 		kick:       make(chan struct{}, 1), relayedKick: make(chan struct{}, 1),
 		bookings: map[string]*Booking{}, people: map[peer.ID]Person{},
-		holds: map[string][]hold{}, releasedUntil: map[string]time.Time{}, standing: map[peer.ID]peerStanding{}, standingDirty: map[peer.ID]bool{}, shows: map[peer.ID]int{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{},
+		holds: map[string][]hold{}, releasedUntil: map[string]time.Time{}, standing: map[peer.ID]peerStanding{}, standingDirty: map[peer.ID]bool{}, shows: map[peer.ID]int{}, inflight: map[string]bool{}, backoff: map[boardKey]backoffEntry{}, busyHinted: map[boardKey]time.Time{},
 		announced: map[string]time.Time{}, lastOffer: map[string]*pb.Offer{}, booking: map[string]bool{}, proposing: map[string]bool{}, plans: map[string]planWait{}, graceSpent: map[peer.ID]time.Time{},
 		awaiting: map[peer.ID]int{}, answered: map[peer.ID]time.Time{}, askedWhileBusy: map[string]bool{},
 		reach:         map[peer.ID]reachState{},

@@ -903,8 +903,13 @@ func (x *Accept) GetName() string {
 }
 
 type Reject struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Reason string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	// With reason "busy": how long, in milliseconds, until the booking's
+	// exclusive hold ends and it takes proposals again; 0 (or absent, from
+	// an older node) when the sender cannot tell. A proposer may come back
+	// then rather than after its usual busy backoff.
+	RetryMs       uint32 `protobuf:"varint,2,opt,name=retry_ms,json=retryMs,proto3" json:"retry_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -944,6 +949,13 @@ func (x *Reject) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *Reject) GetRetryMs() uint32 {
+	if x != nil {
+		return x.RetryMs
+	}
+	return 0
 }
 
 // Confirm commits a held match, or re-checks a settled one after a
@@ -1198,9 +1210,10 @@ const file_matchmaking_proto_rawDesc = "" +
 	"\x04name\x18\b \x01(\tR\x04name\x12\x14\n" +
 	"\x05offer\x18\t \x01(\fR\x05offer\"\x1c\n" +
 	"\x06Accept\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\" \n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\";\n" +
 	"\x06Reject\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason\"\xa1\x01\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x19\n" +
+	"\bretry_ms\x18\x02 \x01(\rR\aretryMs\"\xa1\x01\n" +
 	"\aConfirm\x12!\n" +
 	"\ffrom_booking\x18\x01 \x01(\tR\vfromBooking\x12\x1d\n" +
 	"\n" +
