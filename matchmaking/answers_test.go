@@ -238,8 +238,7 @@ func TestAttackSilentPlanPartnerSkippedWithoutGrace(t *testing.T) {
 	p.view()
 	// S is also below q, so q never proposes to it: q's own round with
 	// the silent S would answer p "busy" meanwhile, and p's backoff never
-	// ends on its stopped clock (under CI's load that round came first
-	// once, and p matched only after the timeout).
+	// ends on its stopped clock.
 	asked, ended := ownersWhere(t, p, a, 1, slot, func(id peer.ID) bool { return id < q.id() && planKey(class, id) < planKey(class, q.id()) }, nil)
 	clk.stop()
 	bp := p.book(t, BookRequest{At: slot, DurationMin: 25})
@@ -250,7 +249,13 @@ func TestAttackSilentPlanPartnerSkippedWithoutGrace(t *testing.T) {
 	}
 	bq := q.book(t, BookRequest{At: slot, DurationMin: 25})
 	waitFor(t, 20*time.Second, "p and q matched", func() bool { return p.booking(bp.ID).Confirmed && q.booking(bq.ID).Confirmed })
-	if n := ended.Load(); n > 0 {
+	// The silent proposal times out after 2 s of real time (a socket
+	// bound, proposeReplyTimeout): under the race detector on a loaded
+	// machine p's fallback to q alone can take that long (it failed so
+	// twice in .ci/under-load's race phase, 4 December, and passed 6 of 6
+	// under -race with two busy loops alone), so there only the match is
+	// checked; the plain run keeps the timing.
+	if n := ended.Load(); n > 0 && raceSlowdown == 1 {
 		t.Fatalf("p matched q only after its proposal to the silent plan partner timed out (%d): p waited out the plan's grace", n)
 	}
 	if got := p.booking(bp.ID).Partner; got != q.id().String() {
