@@ -182,13 +182,18 @@ func (s *Service) pruneHoldsLocked(now time.Time) {
 // heldLocked reports whether booking id is held exclusively right now:
 // it then neither proposes nor accepts another proposal.
 func (s *Service) heldLocked(id string, now time.Time) bool {
+	return s.exclusiveLeftLocked(id, now) > 0
+}
+
+// exclusiveLeftLocked is how long booking id stays held exclusively from
+// now; 0 or less if it is not.
+func (s *Service) exclusiveLeftLocked(id string, now time.Time) time.Duration {
 	s.pruneHoldsLocked(now)
+	var left time.Duration
 	for _, h := range s.holds[id] {
-		if now.Before(h.since.Add(h.exclusiveFor)) {
-			return true
-		}
+		left = max(left, h.since.Add(h.exclusiveFor).Sub(now))
 	}
-	return false
+	return left
 }
 
 // busyRetry is when booking id, which just answered remote "busy", takes
@@ -203,10 +208,7 @@ func (s *Service) busyRetry(id string, remote peer.ID) time.Duration {
 	if _, writing := s.pending[id]; writing || s.inflight[id] || s.peerHoldsOtherLocked(remote, id) {
 		return 0
 	}
-	var left time.Duration
-	for _, h := range s.holds[id] {
-		left = max(left, h.since.Add(h.exclusiveFor).Sub(now))
-	}
+	left := s.exclusiveLeftLocked(id, now)
 	if left <= 0 {
 		return 0
 	}
