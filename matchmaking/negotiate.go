@@ -564,22 +564,25 @@ func planPartner(self peer.ID, b *Booking, class []*boardEntry) *boardEntry {
 		booking string
 		act     Activity
 		e       *boardEntry // nil for b itself
+		key     string      // planKey, computed once: a class can hold thousands
 	}
 	byOwner := map[peer.ID]member{}
 	for _, e := range class {
 		if len(e.offer.GetWith()) > 0 || e.owner == self {
 			continue
 		}
-		m := member{e.owner, e.offer.GetBookingId(), activityFromPB(e.offer.GetActivity()), e}
+		m := member{e.owner, e.offer.GetBookingId(), activityFromPB(e.offer.GetActivity()), e, ""}
 		// One offer per owner (a node holds one live booking per slot);
 		// should a stale one linger, the newest counts.
 		if old, ok := byOwner[e.owner]; !ok || old.e.seq < e.seq {
 			byOwner[e.owner] = m
 		}
 	}
-	byOwner[self] = member{self, b.ID, b.Activity, nil}
+	byOwner[self] = member{self, b.ID, b.Activity, nil, ""}
+	salt := planSaltOf(slot)
 	var desk, moving, anything []member
 	for _, m := range byOwner {
+		m.key = salt.key(m.owner)
 		switch m.act {
 		case ActivityDesk:
 			desk = append(desk, m)
@@ -590,7 +593,7 @@ func planPartner(self peer.ID, b *Booking, class []*boardEntry) *boardEntry {
 		}
 	}
 	for _, ms := range [][]member{desk, moving, anything} {
-		sort.Slice(ms, func(i, j int) bool { return planKey(slot, ms[i].owner) < planKey(slot, ms[j].owner) })
+		sort.Slice(ms, func(i, j int) bool { return ms[i].key < ms[j].key })
 	}
 	var pairs [][2]member
 	pairUp := func(ms []member) []member {
@@ -626,8 +629,20 @@ func planPartner(self peer.ID, b *Booking, class []*boardEntry) *boardEntry {
 // identity stamp per try, and the salt changes with every slot, so one
 // ground ID does not serve every slot.
 func planKey(c slotClass, owner peer.ID) string {
+	return planSaltOf(c).key(owner)
+}
+
+// planSalt is the salt planKey derives from slot class c.
+type planSalt []byte
+
+func planSaltOf(c slotClass) planSalt {
+	return fmt.Appendf(nil, "tandem-plan/1|%d|%d|%d|%t|", c.kind, c.start, c.dur, c.quiet)
+}
+
+// key is owner's planKey under this salt.
+func (salt planSalt) key(owner peer.ID) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "tandem-plan/1|%d|%d|%d|%t|", c.kind, c.start, c.dur, c.quiet)
+	h.Write(salt)
 	h.Write([]byte(owner))
 	return string(h.Sum(nil))
 }

@@ -79,3 +79,22 @@ func TestPlanPartner(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkPlanPartner is the class plan over a class of 1000 offers (the
+// ground-ID attack's size): a node computes it for each searching booking
+// every time a record of the class lands on its board.
+func BenchmarkPlanPartner(b *testing.B) {
+	start := nextSlot(time.Hour)
+	class := make([]*boardEntry, 1000)
+	for i := range class {
+		_, id := mustKey(b)
+		o := &pb.Offer{Owner: []byte(id), BookingId: fmt.Sprintf("b%d", i), StartUnix: start.Unix(),
+			DurationMin: 25, Kind: pb.Kind_KIND_SCHEDULED, Activity: pb.Activity_ACTIVITY_ANYTHING, Seq: 1}
+		class[i] = &boardEntry{offer: o, owner: id, seq: 1}
+	}
+	_, self := mustKey(b)
+	bk := &Booking{ID: "mine", Kind: KindScheduled, Start: start, DurationMin: 25, Activity: ActivityAnything}
+	for b.Loop() {
+		planPartner(self, bk, class)
+	}
+}
