@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
 	"github.com/tandem-cowork/tandem/matchmaking/shard"
@@ -31,6 +32,7 @@ type boardEntry struct {
 	expires   int64
 	withdrawn bool
 	class     slotClass
+	planKey   string    // planKey(class, owner), hashed once: a plan sorts the whole class
 	shard     shard.Key // the finest topic key it travels on: its slot class (or day shard, for a sealed record)
 	via       peer.ID   // the owner (gossip) or the board sync responder that brought it
 	rank      int       // the owner's standing when it was admitted
@@ -119,11 +121,28 @@ func (b *board) put(o *pb.Offer, owner peer.ID, env []byte, now time.Time) bool 
 // board's admission rules let it in (boardadmit.go); rank is the owner's
 // standing. It reports whether the board changed.
 func (b *board) admit(o *pb.Offer, owner peer.ID, env []byte, now time.Time, rank int, via peer.ID) bool {
+	c := classOfOffer(o)
 	return b.admitEntry(&boardEntry{
 		offer: o, owner: owner, envelope: env,
-		seq: o.GetSeq(), expires: o.GetExpiresUnix(), withdrawn: o.GetWithdrawn(), class: classOfOffer(o),
-		shard: classKeyOf(o),
+		seq: o.GetSeq(), expires: o.GetExpiresUnix(), withdrawn: o.GetWithdrawn(), class: c,
+		planKey: planKey(c, owner), shard: classKeyOf(o),
 	}, o.GetBookingId(), now, rank, via)
+}
+
+// refreshes reports whether o is a newer record of what the board already
+// holds for (owner, o's booking) that differs from it only in its sequence
+// number and expiry: an owner's re-announcement, which keeps the record
+// alive and changes nothing a match depends on.
+func (b *board) refreshes(o *pb.Offer, owner peer.ID) bool {
+	b.mu.Lock()
+	old := b.entries[boardKey{owner, o.GetBookingId()}]
+	b.mu.Unlock()
+	if old == nil || old.offer == nil || old.seq >= o.GetSeq() {
+		return false
+	}
+	c := proto.Clone(o).(*pb.Offer)
+	c.Seq, c.ExpiresUnix = old.offer.GetSeq(), old.offer.GetExpiresUnix()
+	return proto.Equal(c, old.offer)
 }
 
 // admitEntry stores e as the record (e.owner, booking) under the rules of

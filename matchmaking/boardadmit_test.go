@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/tandem-cowork/tandem/matchmaking/pb"
 )
 
 // An owner's quota counts its tombstones (matched or cancelled bookings,
@@ -80,4 +82,41 @@ func TestBookKeepsToTheOwnerQuota(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.book(t, BookRequest{At: nextSlot(40 * time.Hour), DurationMin: 25})
+}
+
+// A re-announcement (a newer record that differs only in seq and expiry)
+// is told apart from a change: only a change wakes the matcher.
+func TestBoardTellsRefreshFromChange(t *testing.T) {
+	b := newBoard()
+	_, owner := mustKey(t)
+	now := time.Now()
+	offer := func(seq uint64, mod func(*pb.Offer)) *pb.Offer {
+		o := &pb.Offer{Owner: []byte(owner), BookingId: "b", StartUnix: nextSlot(time.Hour).Unix(), DurationMin: 25,
+			Kind: pb.Kind_KIND_SCHEDULED, Activity: pb.Activity_ACTIVITY_ANYTHING, Name: "ann",
+			Seq: seq, ExpiresUnix: now.Add(time.Duration(seq) * time.Minute).Unix()}
+		if mod != nil {
+			mod(o)
+		}
+		return o
+	}
+	if b.refreshes(offer(1, nil), owner) {
+		t.Fatal("a first record counted as a refresh")
+	}
+	b.admit(offer(1, nil), owner, nil, now, 0, owner)
+	if !b.refreshes(offer(2, nil), owner) {
+		t.Fatal("a newer record with the same content not counted as a refresh")
+	}
+	if b.refreshes(offer(1, nil), owner) {
+		t.Fatal("the stored record itself counted as a refresh")
+	}
+	for what, mod := range map[string]func(*pb.Offer){
+		"activity":  func(o *pb.Offer) { o.Activity = pb.Activity_ACTIVITY_DESK },
+		"name":      func(o *pb.Offer) { o.Name = "bob" },
+		"withdrawn": func(o *pb.Offer) { o.Withdrawn = true },
+		"start":     func(o *pb.Offer) { o.StartUnix += int64(Grid / time.Second) },
+	} {
+		if b.refreshes(offer(2, mod), owner) {
+			t.Errorf("a record with another %s counted as a refresh", what)
+		}
+	}
 }

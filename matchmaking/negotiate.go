@@ -582,7 +582,11 @@ func planPartner(self peer.ID, b *Booking, class []*boardEntry) *boardEntry {
 	salt := planSaltOf(slot)
 	var desk, moving, anything []member
 	for _, m := range byOwner {
-		m.key = salt.key(m.owner)
+		if m.e != nil && m.e.planKey != "" && m.e.class == slot {
+			m.key = m.e.planKey
+		} else {
+			m.key = salt.key(m.owner)
+		}
 		switch m.act {
 		case ActivityDesk:
 			desk = append(desk, m)
@@ -666,13 +670,15 @@ type backoffEntry struct {
 // it arrives: its owner announced it again, so it is (still or again)
 // open, for instance after its partner cancelled, and a "not available"
 // from a minute ago no longer says anything.
-func (s *Service) forgetBackoff(owner peer.ID, booking string) {
+func (s *Service) forgetBackoff(owner peer.ID, booking string) (forgot bool) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	k := boardKey{owner, booking}
 	if bo, ok := s.backoff[k]; ok && bo.hard {
 		delete(s.backoff, k)
+		return true
 	}
-	s.mu.Unlock()
+	return false
 }
 
 // setBackoff keeps the proposer away from offer e for d, unless a newer

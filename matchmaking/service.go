@@ -1308,12 +1308,19 @@ func (s *Service) addOffer(o *pb.Offer, owner peer.ID, env []byte, src OfferSour
 		return
 	}
 	now := s.now()
+	// A re-announcement changes no plan: it wakes the matcher only if it
+	// ends a backoff. The matcher plans the record's whole class on every
+	// wake, and a stranger can re-sign its records as often as gossip lets
+	// it (the ground-ID attack test re-announces 1000 offers every 3 s).
+	refresh := s.board.refreshes(o, owner)
 	if s.board.admit(o, owner, env, now, s.admitRank(owner, now, s.booksIn(classKeyOf(o))), owner) {
 		s.observe(o, owner, src)
-		s.forgetBackoff(owner, o.GetBookingId())
+		forgot := s.forgetBackoff(owner, o.GetBookingId())
 		s.learnAddrs(o, owner)
 		s.cfg.OnBoard()
-		s.wake()
+		if !refresh || forgot {
+			s.wake()
+		}
 	}
 }
 
