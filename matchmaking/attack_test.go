@@ -72,10 +72,21 @@ func (a *attacker) id() peer.ID { return a.h.ID() }
 // connect links the attacker to n and waits until n sees it on the topic.
 func (a *attacker) connect(n *testNode) {
 	a.t.Helper()
-	connect(a.t, &testNode{h: a.h}, n)
+	a.connectTo(peer.AddrInfo{ID: n.id(), Addrs: n.h.Addrs()})
+}
+
+// connectTo links the attacker to the peer at info and waits until the peer
+// sees it on the topic.
+func (a *attacker) connectTo(info peer.AddrInfo) {
+	a.t.Helper()
+	ctx, cancel := context.WithTimeout(a.ctx, deadline(5*time.Second))
+	defer cancel()
+	if err := a.h.Connect(ctx, info); err != nil {
+		a.t.Fatalf("connecting: %v", err)
+	}
 	waitFor(a.t, 5*time.Second, "attacker on the topic", func() bool {
 		for _, p := range a.topic.ListPeers() {
-			if p == n.id() {
+			if p == info.ID {
 				return true
 			}
 		}

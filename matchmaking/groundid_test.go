@@ -177,42 +177,9 @@ func groundIDAttack(t *testing.T, onClassTopic bool) {
 			best, slot, c = gap, at, ci
 		}
 	}
-	t0 := time.Now()
-	keys, tries := groundSybils(t, c, p.id(), q.id(), k)
-	pit := tarpit(t)
-	stamps := make([][]byte, len(keys))
-	for i, key := range keys {
-		id, _ := peer.IDFromPrivateKey(key)
-		stamps[i] = mintStamp(id, testStampBits) // paid once per identity
-	}
-	envs := sybilOffers(t, keys, stamps, slot, pit)
-	t.Logf("ground %d identities from %d tries in %v", k, tries, time.Since(t0))
-
-	a := newAttacker(t)
-	a.connect(p)
-	a.connect(q)
-	topics := []*pubsub.Topic{a.topic}
-	if onClassTopic {
-		topics = nil
-		for _, name := range []string{c.key().Topic(), c.key().DayKey().Topic()} {
-			tp, err := a.ps.Join(name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			topics = append(topics, tp)
-		}
-	}
-	publish := func(envs [][]byte) {
-		for i, e := range envs {
-			id, _ := peer.IDFromPrivateKey(keys[i])
-			// Errors only once the test is over (the topic closed).
-			for _, tp := range topics {
-				tp.Publish(a.ctx, e, pubsub.WithSecretKeyAndPeerId(keys[i], id))
-			}
-			if i%100 == 99 {
-				time.Sleep(20 * time.Millisecond) // the attacker's pace: gossip's queues are bounded
-			}
-		}
+	spec := attackSpec{Kind: "ground-id", P: p.id(), Q: q.id(), SlotUnix: slot.Unix(), K: k, OnClassTopic: onClassTopic}
+	for _, n := range []*testNode{p, q} {
+		spec.Targets = append(spec.Targets, peer.AddrInfo{ID: n.id(), Addrs: n.h.Addrs()})
 	}
 	p.view() // p looks at its calendar: it is on the slot's shard before it books
 	onBoard := func(n *testNode) int {
@@ -225,20 +192,11 @@ func groundIDAttack(t *testing.T, onClassTopic bool) {
 		return k
 	}
 	took := timeToMatch(t, p, q, slot, func(ctx context.Context) {
-		// Re-announce every 3 s (a newer record of an offer used to end
-		// a proposer's backoff from it); each round also brings what
-		// gossip dropped of the last (its queues are bounded).
-		background(t, func() {
-			for {
-				publish(envs)
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(3 * time.Second): // the attacker's pace, not a wait for an event
-				}
-				envs = sybilOffers(t, keys, stamps, slot, pit)
-			}
-		})
+		attacker := startAttacker(t, spec)
+		background(t, func() { <-ctx.Done(); attacker.stop() })
+		// p books once the attacker's first round is out and the
+		// attack is steady (spread re-announcements).
+		attacker.waitLine(t, firstRoundOut, 30*time.Second)
 		if !onClassTopic {
 			waitFor(t, 30*time.Second, "the sybil offers on the boards", func() bool { return onBoard(p) >= k*4/5 && onBoard(q) >= k*4/5 })
 			return
@@ -261,6 +219,81 @@ func groundIDAttack(t *testing.T, onClassTopic bool) {
 		k, onBoard(p), onBoard(q), took, base, float64(took)/float64(base))
 	if limit := 3*base + attackFloor; took > limit {
 		t.Fatalf("with %d ground-ID sybils the pair took %v, more than %v (3x %v + %v)", k, took, limit, base, attackFloor)
+	}
+}
+
+// firstRoundOut is what the ground-ID attacker says once it has published
+// every identity's offer once.
+const firstRoundOut = "first round out"
+
+// groundIDAttacker is the ground-ID attack's child process (see
+// attackproc_test.go): it grinds spec.K identities to sort between the
+// honest pair in their slot's class, connects to the pair and publishes an
+// offer of each identity every 3 s until done.
+func groundIDAttacker(t *testing.T, spec attackSpec, done <-chan struct{}) {
+	slot := time.Unix(spec.SlotUnix, 0)
+	c := classOfBooking(&Booking{Kind: KindScheduled, Start: slot, DurationMin: 25, Activity: ActivityAnything})
+	t0 := time.Now()
+	keys, tries := groundSybils(t, c, spec.P, spec.Q, spec.K)
+	pit := tarpit(t)
+	stamps := make([][]byte, len(keys))
+	for i, key := range keys {
+		id, _ := peer.IDFromPrivateKey(key)
+		stamps[i] = mintStamp(id, testStampBits) // paid once per identity
+	}
+	envs := sybilOffers(t, keys, stamps, slot, pit)
+	t.Logf("ground %d identities from %d tries in %v", spec.K, tries, time.Since(t0))
+
+	a := newAttacker(t)
+	for _, target := range spec.Targets {
+		a.connectTo(target)
+	}
+	topics := []*pubsub.Topic{a.topic}
+	if spec.OnClassTopic {
+		topics = nil
+		for _, name := range []string{c.key().Topic(), c.key().DayKey().Topic()} {
+			tp, err := a.ps.Join(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			topics = append(topics, tp)
+		}
+	}
+	fmt.Println(attackReady)
+	publish := func(i int) {
+		id, _ := peer.IDFromPrivateKey(keys[i])
+		for _, tp := range topics {
+			if err := tp.Publish(a.ctx, envs[i], pubsub.WithSecretKeyAndPeerId(keys[i], id)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The first round as fast as gossip's bounded queues take it.
+	for i := range envs {
+		publish(i)
+		if i%100 == 99 {
+			time.Sleep(20 * time.Millisecond) // the attacker's pace
+		}
+	}
+	fmt.Println(firstRoundOut)
+	// Then every offer again every 3 s, evenly spread: a newer record of
+	// an offer used to end a proposer's backoff from it, and each round
+	// brings what gossip dropped of the last. An attacker that sends each
+	// round in one burst instead makes its victims' CPU busy for the
+	// burst and idle between them (the test then measures whichever it
+	// meets); spread, it costs them the same CPU all the time.
+	pace := time.NewTicker(3 * time.Second / time.Duration(len(envs)))
+	defer pace.Stop()
+	for {
+		envs = sybilOffers(t, keys, stamps, slot, pit)
+		for i := range envs {
+			select {
+			case <-done:
+				return
+			case <-pace.C:
+			}
+			publish(i)
+		}
 	}
 }
 
