@@ -2,6 +2,7 @@ package matchmaking
 
 import (
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -42,6 +43,28 @@ type boardEntry struct {
 	// opaque: a sealed record (the sealed board, private.go), known only
 	// by its owner, handle, seq, expiry and shard; offer is nil.
 	opaque bool
+	// topics: the gossip topics this node took a record of (owner,
+	// booking) from, and so relayed it on (at most maxEntryTopics). A
+	// re-announcement that changes nothing is not relayed again there
+	// (Service.needlessRefresh); elsewhere, for instance on the lane a
+	// booking just moved to, it is.
+	topics []string
+}
+
+// maxEntryTopics bounds boardEntry.topics: an offer travels on its lane or
+// class, its day shard and, to version 1 peers, the all-offers topic.
+const maxEntryTopics = 4
+
+// tookOn records that the record of (owner, booking) came by gossip on
+// topic.
+func (b *board) tookOn(owner peer.ID, booking, topic string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.entries[boardKey{owner, booking}]
+	if e == nil || slices.Contains(e.topics, topic) || len(e.topics) >= maxEntryTopics {
+		return
+	}
+	e.topics = append(slices.Clip(e.topics), topic)
 }
 
 // slotClass groups offers that can only pair within the group: same kind,
@@ -129,20 +152,25 @@ func (b *board) admit(o *pb.Offer, owner peer.ID, env []byte, now time.Time, ran
 	}, o.GetBookingId(), now, rank, via)
 }
 
-// refreshes reports whether o is a newer record of what the board already
-// holds for (owner, o's booking) that differs from it only in its sequence
-// number and expiry: an owner's re-announcement, which keeps the record
-// alive and changes nothing a match depends on.
-func (b *board) refreshes(o *pb.Offer, owner peer.ID) bool {
+// refreshOf returns the record the board holds for (owner, o's booking) if
+// o is a newer record of it that differs only in its sequence number and
+// expiry: an owner's re-announcement, which keeps the record alive and
+// changes nothing a match depends on. Otherwise, or if topic is not "" and
+// the record never came on topic, it returns nil.
+func (b *board) refreshOf(o *pb.Offer, owner peer.ID, topic string) *boardEntry {
 	b.mu.Lock()
 	old := b.entries[boardKey{owner, o.GetBookingId()}]
+	took := old != nil && (topic == "" || slices.Contains(old.topics, topic))
 	b.mu.Unlock()
-	if old == nil || old.offer == nil || old.seq >= o.GetSeq() {
-		return false
+	if !took || old.offer == nil || old.seq >= o.GetSeq() {
+		return nil
 	}
 	c := proto.Clone(o).(*pb.Offer)
 	c.Seq, c.ExpiresUnix = old.offer.GetSeq(), old.offer.GetExpiresUnix()
-	return proto.Equal(c, old.offer)
+	if !proto.Equal(c, old.offer) {
+		return nil
+	}
+	return old
 }
 
 // admitEntry stores e as the record (e.owner, booking) under the rules of
@@ -163,6 +191,7 @@ func (b *board) admitEntry(e *boardEntry, booking string, now time.Time, rank in
 		b.unindexLocked(k, old)
 		b.forgetLocked(k, old)
 		via = old.via // who brought it first stays accountable for it
+		e.topics = old.topics
 	}
 	e.seen, e.via, e.rank = now, via, rank
 	b.entries[k] = e

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,14 +100,14 @@ func TestBoardTellsRefreshFromChange(t *testing.T) {
 		}
 		return o
 	}
-	if b.refreshes(offer(1, nil), owner) {
+	if b.refreshOf(offer(1, nil), owner, "") != nil {
 		t.Fatal("a first record counted as a refresh")
 	}
 	b.admit(offer(1, nil), owner, nil, now, 0, owner)
-	if !b.refreshes(offer(2, nil), owner) {
+	if b.refreshOf(offer(2, nil), owner, "") == nil {
 		t.Fatal("a newer record with the same content not counted as a refresh")
 	}
-	if b.refreshes(offer(1, nil), owner) {
+	if b.refreshOf(offer(1, nil), owner, "") != nil {
 		t.Fatal("the stored record itself counted as a refresh")
 	}
 	for what, mod := range map[string]func(*pb.Offer){
@@ -115,8 +116,60 @@ func TestBoardTellsRefreshFromChange(t *testing.T) {
 		"withdrawn": func(o *pb.Offer) { o.Withdrawn = true },
 		"start":     func(o *pb.Offer) { o.StartUnix += int64(Grid / time.Second) },
 	} {
-		if b.refreshes(offer(2, mod), owner) {
+		if b.refreshOf(offer(2, mod), owner, "") != nil {
 			t.Errorf("a record with another %s counted as a refresh", what)
 		}
+	}
+}
+
+// A stranger that re-signs an unchanged record every few seconds gets it
+// ignored, unchecked and not relayed, until an honest owner's interval
+// has passed; a changed record is taken at once, and so is the refresh
+// once that much time went by.
+func TestNeedlessRefreshIgnored(t *testing.T) {
+	var skew atomic.Int64 // the victim's clock runs ahead by this
+	v := newTestNode(t, func(c *Config) {
+		c.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	})
+	a := newAttacker(t)
+	a.connect(v)
+	key, id := mustKey(t)
+	stamp := mintStamp(id, testStampBits)
+	slot := nextSlot(3 * time.Hour)
+	seq := uint64(0)
+	offer := func(name string) []byte {
+		seq++
+		now := time.Now().Add(time.Duration(skew.Load()))
+		o := &pb.Offer{Version: protoVersion, Owner: []byte(id), BookingId: "b", StartUnix: slot.Unix(), DurationMin: 25,
+			Kind: pb.Kind_KIND_SCHEDULED, Activity: pb.Activity_ACTIVITY_ANYTHING, Name: name,
+			ExpiresUnix: now.Add(time.Hour).Unix(), Seq: seq, Stamp: stamp}
+		env, err := sealOffer(o, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
+	onBoard := func(want uint64) func() bool {
+		return func() bool { e := v.svc.board.get(id, "b"); return e != nil && e.seq == want }
+	}
+	v.view()
+	a.publishAs(key, offer("ann"))
+	waitFor(t, 10*time.Second, "the record on the board", onBoard(1))
+
+	a.publishAs(key, offer("ann")) // seq 2, nothing else new
+	waitFor(t, 10*time.Second, "the refresh ignored", func() bool { return v.svc.NeedlessRefreshes() == 1 })
+	if e := v.svc.board.get(id, "b"); e == nil || e.seq != 1 {
+		t.Fatalf("after an ignored refresh the board holds %+v, want seq 1", e)
+	}
+
+	a.publishAs(key, offer("anne")) // seq 3: a new name is news
+	waitFor(t, 10*time.Second, "the changed record on the board", onBoard(3))
+
+	// A sixth of the record's hour later, the same refresh is taken.
+	skew.Store(int64(11 * time.Minute))
+	a.publishAs(key, offer("anne"))
+	waitFor(t, 10*time.Second, "the timely refresh on the board", onBoard(4))
+	if n := v.svc.NeedlessRefreshes(); n != 1 {
+		t.Fatalf("%d refreshes ignored, want 1", n)
 	}
 }

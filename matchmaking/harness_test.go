@@ -264,9 +264,11 @@ func (n *testNode) start() {
 	if n.held != nil {
 		psHost = heldHost{n.h, n.held}
 	}
+	gate := NewGossipGate()
 	n.ps, err = pubsub.NewGossipSub(ctx, psHost, pubsub.WithFloodPublish(true), pubsub.WithPeerExchange(true),
 		pubsub.WithValidateQueueSize(1024), pubsub.WithPeerOutboundQueueSize(128), pubsub.WithGossipSubParams(gp),
-		pubsub.WithRawTracer(n.recv), pubsub.WithPeerScore(PeerScoreParams(), PeerScoreThresholds()))
+		pubsub.WithRawTracer(n.recv), pubsub.WithPeerScore(PeerScoreParams(), PeerScoreThresholds()),
+		pubsub.WithAppSpecificRpcInspector(gate.Inspect))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +278,7 @@ func (n *testNode) start() {
 		t.Fatal(err)
 	}
 	cfg := Config{
-		Host: n.h, PubSub: n.ps, DB: n.db, Log: testLogger(),
+		Host: n.h, PubSub: n.ps, Gate: gate, DB: n.db, Log: testLogger(),
 		Name:          "node-" + n.h.ID().String()[len(n.h.ID().String())-4:],
 		MatchInterval: 100 * time.Millisecond, SyncInterval: time.Second, HoldTimeout: 2 * time.Second, StreamTimeout: 2 * time.Second,
 		StampBits: testStampBits,

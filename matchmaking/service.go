@@ -40,7 +40,10 @@ const OffersTopic = shard.V1Topic
 type Config struct {
 	Host   host.Host
 	PubSub *pubsub.PubSub
-	DB     *badger.DB
+	// Gate, if set, is the GossipGate PubSub was built with; the Service
+	// attaches to it when it starts.
+	Gate *GossipGate
+	DB   *badger.DB
 	// Name is the initial display name when no profile is stored yet.
 	Name string
 	Log  *slog.Logger
@@ -275,6 +278,7 @@ type Service struct {
 	// board sync); refusedLog paces the info line about them.
 	refused       atomic.Uint64
 	validated     atomic.Uint64 // gossip messages validated (tests watch a flood land)
+	needless      atomic.Uint64 // re-announcements ignored unchecked (needlessRefresh)
 	silences      atomic.Uint64 // proposals an owner took and never answered (reach.go)
 	refusedLogged atomic.Uint64
 	refusedLog    rate.Sometimes
@@ -464,6 +468,9 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	if err := s.openCircles(); err != nil {
 		return err
+	}
+	if s.cfg.Gate != nil {
+		s.cfg.Gate.svc.Store(s)
 	}
 	s.h.SetStreamHandler(MatchProtocol, s.handleMatchStream)
 	s.h.SetStreamHandler(BoardProtocol, s.handleBoardStream)
@@ -1250,6 +1257,9 @@ func (s *Service) validateGossip(ctx context.Context, from peer.ID, msg *pubsub.
 	if author != s.h.ID() && !s.limit.allow(author, now) {
 		return pubsub.ValidationIgnore
 	}
+	if author != s.h.ID() && s.needlessRefresh(msg.GetData(), author, msg.GetTopic(), now) {
+		return pubsub.ValidationIgnore
+	}
 	o, err := s.openGossipOffer(msg.GetData(), now, author)
 	if err != nil {
 		var stale errStale
@@ -1262,6 +1272,49 @@ func (s *Service) validateGossip(ctx context.Context, from peer.ID, msg *pubsub.
 	msg.ValidatorData = o
 	return pubsub.ValidationAccept
 }
+
+// refreshShare: a re-announcement that changes nothing is taken only once
+// the record it renews has been on the board for 1/refreshShare of the
+// new record's lifetime. Honest owners re-announce after at least 4/5 of
+// an interval whose record lives three (reannounceEvery, offerTTL), that
+// is after 4/15 of the lifetime; 1/6 leaves room for clock skew.
+const refreshShare = 6
+
+// needlessRefresh reports whether gossip message data, published by
+// author on topic, is a re-announcement of a record this node holds (and
+// took from that topic) that changes nothing and comes sooner than an
+// honest owner sends one. Such a message is ignored before its signature
+// is checked, and so not relayed: a stranger that re-signs its records
+// every few seconds (the ground-ID attack test does) otherwise costs every
+// node of the shard a signature check and a board write per record, for
+// nothing. The record on the board stays as it was, and nothing of the
+// unchecked message is used but to decide this. On a topic the record
+// never came on (the lane a booking just moved to) the refresh is news
+// and is checked and relayed as usual. It runs on gossipsub's event loop
+// (GossipGate), so it takes no lock but the board's: a hard backoff from
+// the offer (forgetBackoff) is not ended by a refresh it ignores, only by
+// its own end or a record that changed.
+func (s *Service) needlessRefresh(data []byte, author peer.ID, topic string, now time.Time) bool {
+	o, ok := peekRecord(data)
+	if !ok || peer.ID(o.GetOwner()) != author {
+		return false
+	}
+	old := s.board.refreshOf(o, author, topic)
+	if old == nil {
+		return false
+	}
+	life := time.Unix(o.GetExpiresUnix(), 0).Sub(now)
+	if elapsed(now, old.seen) >= life/refreshShare {
+		return false
+	}
+	s.needless.Add(1)
+	return true
+}
+
+// NeedlessRefreshes is how many re-announcements from peers this node
+// ignored without checking them: records it held, unchanged, sent again
+// sooner than an honest owner does (needlessRefresh).
+func (s *Service) NeedlessRefreshes() uint64 { return s.needless.Load() }
 
 // RefusedOffers is how many offer records from peers this node refused for
 // their content (malformed, forged, or text that breaks the usertext rules).
@@ -1298,6 +1351,7 @@ func (s *Service) readGossip(ctx context.Context, sub *pubsub.Subscription) {
 			continue
 		}
 		s.addOffer(o, msg.GetFrom(), msg.GetData(), OfferGossip)
+		s.board.tookOn(msg.GetFrom(), o.GetBookingId(), msg.GetTopic())
 	}
 }
 
@@ -1312,7 +1366,7 @@ func (s *Service) addOffer(o *pb.Offer, owner peer.ID, env []byte, src OfferSour
 	// ends a backoff. The matcher plans the record's whole class on every
 	// wake, and a stranger can re-sign its records as often as gossip lets
 	// it (the ground-ID attack test re-announces 1000 offers every 3 s).
-	refresh := s.board.refreshes(o, owner)
+	refresh := s.board.refreshOf(o, owner, "") != nil
 	if s.board.admit(o, owner, env, now, s.admitRank(owner, now, s.booksIn(classKeyOf(o))), owner) {
 		s.observe(o, owner, src)
 		forgot := s.forgetBackoff(owner, o.GetBookingId())

@@ -25,6 +25,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/record"
 	"google.golang.org/protobuf/encoding/protodelim"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
 )
 
@@ -273,6 +275,37 @@ func FuzzOpenOffer(f *testing.F) {
 		// Whatever opens must be signed by its owner and re-check clean.
 		if peer.ID(o.GetOwner()) != owner || checkOffer(o, now) != nil {
 			t.Fatalf("accepted an offer that fails its own checks: %v", o)
+		}
+	})
+}
+
+// FuzzNeedlessRefresh: the gossip gate decodes what peers send before
+// anything is checked. Whatever it calls needless must be, byte for byte
+// but seq and expiry, the record the board holds.
+func FuzzNeedlessRefresh(f *testing.F) {
+	now := time.Unix(1_800_000_000, 0)
+	key, id := mustKey(f)
+	stored := validOffer(id, now)
+	s := &Service{board: newBoard()}
+	s.board.admit(stored, id, nil, now, 0, id)
+	s.board.tookOn(id, stored.GetBookingId(), "t")
+	refresh := proto.Clone(stored).(*pb.Offer)
+	refresh.Seq++
+	good, _ := sealOffer(refresh, key)
+	f.Add(good)
+	f.Add([]byte{})
+	f.Add([]byte("garbage"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if !s.needlessRefresh(data, id, "t", now) {
+			return
+		}
+		o, ok := peekRecord(data)
+		if !ok || o.GetSeq() <= stored.GetSeq() {
+			t.Fatalf("needless: %v", o)
+		}
+		o.Seq, o.ExpiresUnix = stored.GetSeq(), stored.GetExpiresUnix()
+		if !proto.Equal(o, stored) {
+			t.Fatalf("called needless a record that differs from the stored one: %v", o)
 		}
 	})
 }

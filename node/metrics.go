@@ -90,6 +90,10 @@ func (m *metrics) registerNode(n *Node) {
 			Name: "tandem_offers_rejected_total",
 			Help: "Offer records from peers refused for their content (malformed, forged, bad text).",
 		}, func() float64 { return float64(n.mm.RefusedOffers()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tandem_offers_needless_refreshes_total",
+			Help: "Re-announcements from peers ignored unchecked: unchanged records sent again sooner than an honest owner does.",
+		}, func() float64 { return float64(n.mm.NeedlessRefreshes()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tandem_connected_peers",
 			Help: "Peers this node holds a libp2p connection to.",

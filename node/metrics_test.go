@@ -103,7 +103,7 @@ func TestMetricsNeedToken(t *testing.T) {
 		}
 	}
 	fams := scrape(t, n)
-	for _, name := range []string{"tandem_matches_total", "tandem_holds_total", "tandem_offers_rejected_total",
+	for _, name := range []string{"tandem_matches_total", "tandem_holds_total", "tandem_offers_rejected_total", "tandem_offers_needless_refreshes_total",
 		"tandem_relayed_connections", "go_goroutines"} {
 		if fams[name] == nil {
 			t.Errorf("/metrics has no %s", name)

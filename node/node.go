@@ -175,13 +175,15 @@ func (n *Node) Start() error {
 	n.ctx, n.cancel = ctx, cancel
 	var err error
 	n.finder = &topicFinder{log: n.log.With("pkg", "discovery")}
-	n.ps, err = pubsub.NewGossipSub(ctx, n.host, PubSubOptions()...)
+	gate := matchmaking.NewGossipGate()
+	n.ps, err = pubsub.NewGossipSub(ctx, n.host, PubSubOptions(gate)...)
 	if err != nil {
 		return n.failStart(fmt.Errorf("starting gossipsub: %w", err))
 	}
 	n.mm, err = matchmaking.New(matchmaking.Config{
 		Host:   n.host,
 		PubSub: n.ps,
+		Gate:   gate,
 		DB:     n.db,
 		Name:   n.cfg.Name,
 		Log:    n.log.With("pkg", "matchmaking"),

@@ -10,9 +10,10 @@ import (
 
 // PubSubOptions are the gossipsub options every Tandem node runs with. The
 // swarm benchmark (node/bench) builds its nodes with them too, so what it
-// measures is what users run.
-func PubSubOptions() []pubsub.Option {
-	return []pubsub.Option{
+// measures is what users run. gate, if not nil, is the matcher's gossip
+// gate (matchmaking.GossipGate), to be given to its Config too.
+func PubSubOptions(gate *matchmaking.GossipGate) []pubsub.Option {
+	opts := []pubsub.Option{
 		// Without flood publishing a node whose mesh is still empty
 		// publishes to nobody (go-libp2p-pubsub #331).
 		pubsub.WithFloodPublish(true),
@@ -34,6 +35,12 @@ func PubSubOptions() []pubsub.Option {
 		// joined.
 		pubsub.WithPeerScore(matchmaking.PeerScoreParams(), matchmaking.PeerScoreThresholds()),
 	}
+	if gate != nil {
+		// Re-announcements that change nothing, sent too often, are
+		// dropped before gossipsub verifies their signatures.
+		opts = append(opts, pubsub.WithAppSpecificRpcInspector(gate.Inspect))
+	}
+	return opts
 }
 
 // gossipParams are gossipsub's defaults with a 300 ms heartbeat instead of

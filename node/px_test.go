@@ -76,7 +76,7 @@ func (lab *pxLab) host() host.Host {
 
 func (lab *pxLab) join(h host.Host, extra ...pubsub.Option) {
 	t := lab.t
-	ps, err := pubsub.NewGossipSub(lab.ctx, h, append(node.PubSubOptions(), extra...)...)
+	ps, err := pubsub.NewGossipSub(lab.ctx, h, append(node.PubSubOptions(nil), extra...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

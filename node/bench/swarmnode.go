@@ -131,7 +131,8 @@ func (n *swarmNode) start(extra ...pubsub.Option) error {
 		return err
 	}
 	n.gossip.reset()
-	ps, err := pubsub.NewGossipSub(ctx, h, append(node.PubSubOptions(), append(extra, pubsub.WithRawTracer(n.gossip))...)...)
+	gate := matchmaking.NewGossipGate()
+	ps, err := pubsub.NewGossipSub(ctx, h, append(node.PubSubOptions(gate), append(extra, pubsub.WithRawTracer(n.gossip))...)...)
 	if err != nil {
 		return fail(fmt.Errorf("starting gossipsub: %w", err))
 	}
@@ -140,7 +141,7 @@ func (n *swarmNode) start(extra ...pubsub.Option) error {
 		return fail(err)
 	}
 	svc, err := matchmaking.New(matchmaking.Config{
-		Host: h, PubSub: ps, DB: db, Name: fmt.Sprintf("bench-%d", n.idx), Log: n.log,
+		Host: h, PubSub: ps, Gate: gate, DB: db, Name: fmt.Sprintf("bench-%d", n.idx), Log: n.log,
 		StampBits: benchStampBits, // every bench node is a fresh identity
 		NoLanes:   n.cfg.NoLanes, LaneVolume: n.cfg.LaneVolume, ClimbAlone: n.cfg.ClimbAlone, ClassLinger: n.cfg.ClassLinger, PartnerKeeps: n.cfg.PartnerKeeps,
 		OnPlace:    func(e matchmaking.PlaceEvent) { n.rec.place(e) },
