@@ -49,6 +49,20 @@ type boardEntry struct {
 	// (Service.needlessRefresh); elsewhere, for instance on the lane a
 	// booking just moved to, it is.
 	topics []string
+	// soon: this record was taken as a re-announcement that changed
+	// nothing and came soon after the one before (soonRefresh); another
+	// such after it is needless.
+	soon bool
+}
+
+// markSoon notes that the record of (owner, booking) came soon after the
+// one before, unchanged (boardEntry.soon).
+func (b *board) markSoon(owner peer.ID, booking string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e := b.entries[boardKey{owner, booking}]; e != nil {
+		e.soon = true
+	}
 }
 
 // maxEntryTopics bounds boardEntry.topics: an offer travels on its lane or
@@ -152,25 +166,32 @@ func (b *board) admit(o *pb.Offer, owner peer.ID, env []byte, now time.Time, ran
 	}, o.GetBookingId(), now, rank, via)
 }
 
-// refreshOf returns the record the board holds for (owner, o's booking) if
-// o is a newer record of it that differs only in its sequence number and
-// expiry: an owner's re-announcement, which keeps the record alive and
-// changes nothing a match depends on. Otherwise, or if topic is not "" and
-// the record never came on topic, it returns nil.
-func (b *board) refreshOf(o *pb.Offer, owner peer.ID, topic string) *boardEntry {
+// heldRecord is what refreshOf tells of the record a board holds.
+type heldRecord struct {
+	seen time.Time // when the board took it
+	soon bool      // boardEntry.soon
+}
+
+// refreshOf reports whether o is a newer record of what the board holds
+// for (owner, o's booking) that differs from it only in its sequence
+// number and expiry (an owner's re-announcement, which keeps the record
+// alive and changes nothing a match depends on), and if so what it holds.
+// If topic is not "", the held record must have come on topic too.
+func (b *board) refreshOf(o *pb.Offer, owner peer.ID, topic string) (heldRecord, bool) {
 	b.mu.Lock()
 	old := b.entries[boardKey{owner, o.GetBookingId()}]
-	took := old != nil && (topic == "" || slices.Contains(old.topics, topic))
+	if old == nil || old.offer == nil || old.seq >= o.GetSeq() || (topic != "" && !slices.Contains(old.topics, topic)) {
+		b.mu.Unlock()
+		return heldRecord{}, false
+	}
+	held, stored := heldRecord{old.seen, old.soon}, old.offer
 	b.mu.Unlock()
-	if !took || old.offer == nil || old.seq >= o.GetSeq() {
-		return nil
-	}
 	c := proto.Clone(o).(*pb.Offer)
-	c.Seq, c.ExpiresUnix = old.offer.GetSeq(), old.offer.GetExpiresUnix()
-	if !proto.Equal(c, old.offer) {
-		return nil
+	c.Seq, c.ExpiresUnix = stored.GetSeq(), stored.GetExpiresUnix()
+	if !proto.Equal(c, stored) {
+		return heldRecord{}, false
 	}
-	return old
+	return held, true
 }
 
 // admitEntry stores e as the record (e.owner, booking) under the rules of

@@ -248,8 +248,10 @@ func groundIDAttack(t *testing.T, onClassTopic bool) {
 }
 
 // attackSteady is what the ground-ID attacker says once it has published
-// every identity's offer once and then a second for a second, spread:
-// what its first round left its victims to check is checked by then.
+// every identity's offer twice, the second time spread, and then a second
+// of the third round: what its first round left its victims to check is
+// checked by then, and the second round (each identity's first soon
+// re-announcement, which the victims take: needlessRefresh) is over.
 const attackSteady = "attack steady"
 
 // groundIDAttacker is the ground-ID attack's child process (see
@@ -318,7 +320,7 @@ func groundIDAttacker(t *testing.T, spec attackSpec, done <-chan struct{}) {
 			case <-pace.C:
 			}
 			publish(i)
-			if round == 2 && i == len(envs)/3 {
+			if round == 3 && i == len(envs)/3 {
 				fmt.Println(attackSteady)
 			}
 		}

@@ -1273,38 +1273,44 @@ func (s *Service) validateGossip(ctx context.Context, from peer.ID, msg *pubsub.
 	return pubsub.ValidationAccept
 }
 
-// refreshShare: a re-announcement that changes nothing is taken only once
-// the record it renews has been on the board for 1/refreshShare of the
-// new record's lifetime. Honest owners re-announce after at least 4/5 of
-// an interval whose record lives three (reannounceEvery, offerTTL), that
-// is after 4/15 of the lifetime; 1/6 leaves room for clock skew.
+// refreshShare: a re-announcement that changes nothing comes soon if the
+// record it renews has been on the board for less than 1/refreshShare of
+// the new record's lifetime. Honest owners re-announce after at least 4/5
+// of an interval whose record lives three (reannounceEvery, offerTTL),
+// that is after 4/15 of the lifetime; 1/6 leaves room for clock skew. An
+// honest node may send one soon for other reasons (its booking settling
+// in a lane, its first peer appearing), so one is taken, and only a
+// second in a row is needless.
 const refreshShare = 6
+
+// soonRefresh reports whether o, a refresh of prev (board.refreshOf),
+// comes soon after it (refreshShare).
+func soonRefresh(o *pb.Offer, prev heldRecord, now time.Time) bool {
+	life := time.Unix(o.GetExpiresUnix(), 0).Sub(now)
+	return elapsed(now, prev.seen) < life/refreshShare
+}
 
 // needlessRefresh reports whether gossip message data, published by
 // author on topic, is a re-announcement of a record this node holds (and
-// took from that topic) that changes nothing and comes sooner than an
-// honest owner sends one. Such a message is ignored before its signature
-// is checked, and so not relayed: a stranger that re-signs its records
-// every few seconds (the ground-ID attack test does) otherwise costs every
-// node of the shard a signature check and a board write per record, for
-// nothing. The record on the board stays as it was, and nothing of the
-// unchecked message is used but to decide this. On a topic the record
-// never came on (the lane a booking just moved to) the refresh is news
-// and is checked and relayed as usual. It runs on gossipsub's event loop
-// (GossipGate), so it takes no lock but the board's: a hard backoff from
-// the offer (forgetBackoff) is not ended by a refresh it ignores, only by
-// its own end or a record that changed.
+// took from that topic) that changes nothing and comes soon after it,
+// where that record itself came soon after the one before (soon). Such a
+// message is ignored before its signature is checked, and so not relayed:
+// a stranger that re-signs its records every few seconds (the ground-ID
+// attack test does) otherwise costs every node of the shard a signature
+// check and a board write per record, for nothing. The record on the
+// board stays as it was, and nothing of the unchecked message is used but
+// to decide this. On a topic the record never came on (the lane a booking
+// just moved to) the refresh is news and is checked and relayed as usual.
+// It runs on gossipsub's event loop (GossipGate), so it takes no lock but
+// the board's: a hard backoff from the offer (forgetBackoff) is not ended
+// by a refresh it ignores, only by its own end or a record that changed.
 func (s *Service) needlessRefresh(data []byte, author peer.ID, topic string, now time.Time) bool {
 	o, ok := peekRecord(data)
 	if !ok || peer.ID(o.GetOwner()) != author {
 		return false
 	}
-	old := s.board.refreshOf(o, author, topic)
-	if old == nil {
-		return false
-	}
-	life := time.Unix(o.GetExpiresUnix(), 0).Sub(now)
-	if elapsed(now, old.seen) >= life/refreshShare {
+	old, ok := s.board.refreshOf(o, author, topic)
+	if !ok || !old.soon || !soonRefresh(o, old, now) {
 		return false
 	}
 	s.needless.Add(1)
@@ -1366,8 +1372,11 @@ func (s *Service) addOffer(o *pb.Offer, owner peer.ID, env []byte, src OfferSour
 	// ends a backoff. The matcher plans the record's whole class on every
 	// wake, and a stranger can re-sign its records as often as gossip lets
 	// it (the ground-ID attack test re-announces 1000 offers every 3 s).
-	refresh := s.board.refreshOf(o, owner, "") != nil
+	prev, refresh := s.board.refreshOf(o, owner, "")
 	if s.board.admit(o, owner, env, now, s.admitRank(owner, now, s.booksIn(classKeyOf(o))), owner) {
+		if refresh && soonRefresh(o, prev, now) {
+			s.board.markSoon(owner, o.GetBookingId())
+		}
 		s.observe(o, owner, src)
 		forgot := s.forgetBackoff(owner, o.GetBookingId())
 		s.learnAddrs(o, owner)
