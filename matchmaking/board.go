@@ -55,12 +55,12 @@ type boardEntry struct {
 	soon bool
 }
 
-// markSoon notes that the record of (owner, booking) came soon after the
-// one before, unchanged (boardEntry.soon).
-func (b *board) markSoon(owner peer.ID, booking string) {
+// markSoon notes that the record seq of (owner, booking) came soon after
+// the one before, unchanged (boardEntry.soon).
+func (b *board) markSoon(owner peer.ID, booking string, seq uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if e := b.entries[boardKey{owner, booking}]; e != nil {
+	if e := b.entries[boardKey{owner, booking}]; e != nil && e.seq == seq {
 		e.soon = true
 	}
 }

@@ -1375,7 +1375,7 @@ func (s *Service) addOffer(o *pb.Offer, owner peer.ID, env []byte, src OfferSour
 	prev, refresh := s.board.refreshOf(o, owner, "")
 	if s.board.admit(o, owner, env, now, s.admitRank(owner, now, s.booksIn(classKeyOf(o))), owner) {
 		if refresh && soonRefresh(o, prev, now) {
-			s.board.markSoon(owner, o.GetBookingId())
+			s.board.markSoon(owner, o.GetBookingId(), o.GetSeq())
 		}
 		s.observe(o, owner, src)
 		forgot := s.forgetBackoff(owner, o.GetBookingId())

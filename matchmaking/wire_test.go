@@ -289,7 +289,7 @@ func FuzzNeedlessRefresh(f *testing.F) {
 	s := &Service{board: newBoard()}
 	s.board.admit(stored, id, nil, now, 0, id)
 	s.board.tookOn(id, stored.GetBookingId(), "t")
-	s.board.markSoon(id, stored.GetBookingId())
+	s.board.markSoon(id, stored.GetBookingId(), stored.GetSeq())
 	refresh := proto.Clone(stored).(*pb.Offer)
 	refresh.Seq++
 	good, _ := sealOffer(refresh, key)
