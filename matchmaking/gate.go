@@ -8,10 +8,10 @@ import (
 )
 
 // GossipGate looks at the messages of every gossipsub RPC a node receives
-// before gossipsub checks their signatures, and drops the re-announcements
-// that Service.needlessRefresh would ignore anyway. The topic validator
-// ignores them too, but only after gossipsub has verified the message's
-// signature and queued it for validation: under a stranger's stream of
+// before gossipsub checks their signatures, and drops the needless
+// re-announcements (Service.needlessRefresh). It does so here, not in the
+// topic validator, because gossipsub verifies a message's signature and
+// queues it before any validator sees it: under a stranger's stream of
 // re-signed records that alone cost its victims as much as all the rest.
 // Gossipsub takes an inspector only when it is built, before the Service
 // exists, so the gate is made first (NewGossipGate, passed to gossipsub

@@ -191,8 +191,8 @@ func groundIDAttack(t *testing.T, onClassTopic bool) {
 	// so what it costs the pair is only its share of this machine's cores,
 	// which on the internet would be its own machine's.
 	unaimed := os.Getenv("TANDEM_ATTACK_UNAIMED") != ""
-	for _, n := range []*testNode{p, q} {
-		if !unaimed {
+	if !unaimed {
+		for _, n := range []*testNode{p, q} {
 			spec.Targets = append(spec.Targets, peer.AddrInfo{ID: n.id(), Addrs: n.h.Addrs()})
 		}
 	}

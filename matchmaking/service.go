@@ -1257,9 +1257,6 @@ func (s *Service) validateGossip(ctx context.Context, from peer.ID, msg *pubsub.
 	if author != s.h.ID() && !s.limit.allow(author, now) {
 		return pubsub.ValidationIgnore
 	}
-	if author != s.h.ID() && s.needlessRefresh(msg.GetData(), author, msg.GetTopic(), now) {
-		return pubsub.ValidationIgnore
-	}
 	o, err := s.openGossipOffer(msg.GetData(), now, author)
 	if err != nil {
 		var stale errStale
@@ -1294,7 +1291,8 @@ func soonRefresh(o *pb.Offer, prev heldRecord, now time.Time) bool {
 // author on topic, is a re-announcement of a record this node holds (and
 // took from that topic) that changes nothing and comes soon after it,
 // where that record itself came soon after the one before (soon). Such a
-// message is ignored before its signature is checked, and so not relayed:
+// message is dropped (GossipGate) before its signature is checked, and so
+// not relayed:
 // a stranger that re-signs its records every few seconds (the ground-ID
 // attack test does) otherwise costs every node of the shard a signature
 // check and a board write per record, for nothing. The record on the
