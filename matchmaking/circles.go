@@ -633,11 +633,17 @@ func (s *Service) circleNames(p peer.ID) []string {
 func (s *Service) classOf(b *Booking, now time.Time) []*boardEntry {
 	c := classOfBooking(b)
 	out := s.board.class(c, now)
+	circ := s.circleBoard.class(c, now)
+	if len(circ) == 0 {
+		// Most classes: no index of a class that may hold thousands,
+		// built on every plan only to be thrown away.
+		return out
+	}
 	idx := map[boardKey]int{}
 	for i, e := range out {
 		idx[boardKey{e.owner, e.offer.GetBookingId()}] = i
 	}
-	for _, e := range s.circleBoard.class(c, now) {
+	for _, e := range circ {
 		k := boardKey{e.owner, e.offer.GetBookingId()}
 		if i, ok := idx[k]; ok {
 			if e.seq > out[i].seq {

@@ -493,28 +493,44 @@ func onePerOwner(es []*boardEntry) []*boardEntry {
 const classReach = 8
 
 // reachClassLocked says which owners of booking b's class the node can
-// plan with now (connected, not silent), and starts background dials to
-// more of the others, in random order, while fewer than classReach usable
-// owners are connected or being dialled.
+// plan with now (connected, not silent: true in the map, which holds
+// only connected owners), and starts background dials to more of the
+// others, in random order, while fewer than classReach usable owners are
+// connected or being dialled.
+//
+// It runs on every plan of a searching booking, and a class may hold
+// thousands of owners of which a node is connected to a handful (1,000
+// ground Sybils re-announcing in an honest pair's class, whose dials all
+// fail): so it asks the swarm once for the connected peers, not once per
+// owner, and keeps in memory only the connected owners and those it may
+// dial now, not the whole class (a map and a list of every owner on
+// every plan kept the collector running through the pair's match).
 func (s *Service) reachClassLocked(b *Booking, class []*boardEntry, now time.Time) map[peer.ID]bool {
+	conns := s.h.Network().Peers() // any connection, a relayed one included (connectedTo)
+	connected := make(map[peer.ID]bool, len(conns))
+	for _, p := range conns {
+		connected[p] = true
+	}
 	reachable := map[peer.ID]bool{}
+	dialing := map[peer.ID]bool{}
 	usable := 0
 	var far []peer.ID
 	for _, e := range class {
-		if _, seen := reachable[e.owner]; seen {
-			continue
-		}
 		if s.shunnedLocked(e.owner, now) {
-			reachable[e.owner] = false
 			continue
 		}
-		if !s.connectedTo(e.owner) {
-			reachable[e.owner] = false
-			if s.reach[e.owner].dialing {
-				usable++ // counted as it will be, so dials stay bounded
-			} else {
+		if !connected[e.owner] {
+			switch st := s.reach[e.owner]; {
+			case st.dialing:
+				dialing[e.owner] = true // counted as it will be, so dials stay bounded
+			case now.Before(st.until) || now.Before(st.silentUntil):
+				// Failed or silent lately: left alone (reachableLocked).
+			default:
 				far = append(far, e.owner)
 			}
+			continue
+		}
+		if _, seen := reachable[e.owner]; seen {
 			continue
 		}
 		ok := s.reachableLocked(e.owner, now)
@@ -523,12 +539,16 @@ func (s *Service) reachClassLocked(b *Booking, class []*boardEntry, now time.Tim
 			usable++
 		}
 	}
+	usable += len(dialing)
 	rand.Shuffle(len(far), func(i, j int) { far[i], far[j] = far[j], far[i] })
 	for _, p := range far {
 		if usable >= classReach {
 			break
 		}
-		s.reachableLocked(p, now) // starts a dial unless p failed lately
+		if s.reach[p].dialing {
+			continue // an owner with two offers in the class: dialled once
+		}
+		s.reachableLocked(p, now) // starts a dial unless all dial slots are taken
 		if s.reach[p].dialing {
 			usable++
 		}

@@ -98,3 +98,27 @@ func BenchmarkPlanPartner(b *testing.B) {
 		planPartner(self, bk, class)
 	}
 }
+
+// BenchmarkCandidatesCrowdedClass is one plan of a searching booking whose
+// slot class holds 1000 offers of owners the node is not connected to
+// (the ground-ID attack's Sybils, whose dials fail): what the matcher
+// spends on every wake while the booking searches.
+//
+//	go test -run '^$' -bench 'CandidatesCrowdedClass' -benchmem -count 3 ./matchmaking
+func BenchmarkCandidatesCrowdedClass(b *testing.B) {
+	n := newTestNode(b, nil)
+	start := nextSlot(3 * time.Hour)
+	bk := n.book(b, BookRequest{At: start, DurationMin: 25})
+	now := time.Now()
+	for i := range 1000 {
+		_, id := mustKey(b)
+		o := &pb.Offer{Version: protoVersion, Owner: []byte(id), BookingId: fmt.Sprintf("g%d", i), StartUnix: start.Unix(),
+			DurationMin: 25, Kind: pb.Kind_KIND_SCHEDULED, Activity: pb.Activity_ACTIVITY_ANYTHING, Seq: 1, ExpiresUnix: now.Add(time.Hour).Unix()}
+		if !n.svc.board.admit(o, id, make([]byte, 300), now, 0, id) {
+			b.Fatal("the board refused a class offer")
+		}
+	}
+	for b.Loop() {
+		n.svc.candidates(&bk, time.Now())
+	}
+}
