@@ -263,11 +263,11 @@ func (s *Service) takesPushed(k shard.Key, owner peer.ID) bool {
 // known before, none of which may reach p (a node with peers on the shard
 // already does not announce again when one more appears), and p's own
 // pull of this node's board, when it joined, may have come before the
-// offer existed. Offers not announced yet need no push: their gossip goes
-// out after p is known. One announced longer ago has been through the
-// shard's gossip, so the board p pulls when it joins (the first of
-// joinPullGap) holds it. A booking kept to its circle is never pushed,
-// and a private offer only to its invited peer (as pushPrivate).
+// offer existed. One announced longer ago has been through the shard's
+// gossip, so the board p pulls when it joins (the first of joinPullGap)
+// holds it. A booking still choosing its lane on k is pushed too
+// (pushPlacing). A booking kept to its circle is never pushed, and a
+// private offer only to its invited peer (as pushPrivate).
 func (s *Service) pushOwnTo(ctx context.Context, p peer.ID, k shard.Key) {
 	if k.V1 {
 		return
@@ -282,6 +282,39 @@ func (s *Service) pushOwnTo(ctx context.Context, p peer.ID, k shard.Key) {
 		return s.travelsOn(*b, k) && elapsed(now, s.announced[id]) < joinPullGap &&
 			(b.With == "" || b.With == p.String()) && !restricted(b, now)
 	})
+	s.pushPlacing(ctx, p, k, now)
+}
+
+// pushPlacing sends p the offers of this node's bookings placed on class
+// topic k that are still choosing their lane (placeLoop): not announced
+// yet, since that waits for a pull of k's board and then the next
+// placement check. p, already on k, learns of such a booking when it
+// pulls this node's board (its own join pull of us serves our open
+// offers first), but that pull brings the board of k with it: with
+// 1,000 ground Sybils re-announcing in the class, an honest partner's
+// offer took 5-10 ms to come that way, behind the building, sending and
+// reading of hundreds of their records. The push is the same offer
+// alone, as soon as the node sees p on k.
+func (s *Service) pushPlacing(ctx context.Context, p peer.ID, k shard.Key, now time.Time) {
+	if s.stamp.Load() == nil || !k.IsClass() {
+		return // nothing goes out before the stamp (prepareStamp)
+	}
+	var due []Booking
+	s.mu.Lock()
+	for id, b := range s.bookings {
+		if b.State == StateSearching && b.With == "" && !restricted(b, now) && !s.settledPlace(id) && s.placeOf(*b) == k {
+			due = append(due, *b)
+		}
+	}
+	s.mu.Unlock()
+	for _, b := range due {
+		env, err := sealOffer(s.offerFor(b, now), s.key)
+		if err != nil {
+			s.log.Error("signing offer", "booking", b.ID, "err", err)
+			continue
+		}
+		s.pushTo(ctx, p, env)
+	}
 }
 
 // pushOwnWhere pushes p the offers of our searching bookings that pick

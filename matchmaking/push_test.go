@@ -468,3 +468,48 @@ func TestPushTakenAcrossLanes(t *testing.T) {
 		t.Fatalf("r's pushed offer is not on q's board (q's booking is on %s)", q.svc.placeOf(q.booking(b.ID)))
 	}
 }
+
+// A booking still choosing its lane on a class topic (nothing announced
+// yet) is pushed to the peers it finds on the topic: they would otherwise
+// learn of it only from a pull of the node's board, behind the topic's
+// whole board (with 1,000 Sybil records in the class, 5-10 ms). Here
+// neither node serves board pulls, so a's booking never settles within
+// the test (its pull of the topic never completes) and b has no pull to
+// learn it from; the bookings are of one class but cannot pair (desk and
+// moving), so no plan invites either. Without the push b never gets a's
+// offer (checked).
+func TestPlacingBookingPushedToPeersOnTopic(t *testing.T) {
+	var fromA atomic.Int64
+	a := newTestNode(t, func(c *Config) { c.settleWait = time.Minute })
+	aID := a.id()
+	b := newTestNode(t, func(c *Config) {
+		c.OnOffer = func(e OfferEvent) {
+			if e.Owner == aID && e.Source == OfferPushed && !e.Withdrawn {
+				fromA.Add(1)
+			}
+		}
+	})
+	for _, n := range []*testNode{a, b} {
+		n.h.RemoveStreamHandler(BoardProtocol)
+		n.h.RemoveStreamHandler(BoardProtocolV2)
+	}
+	connect(t, a, b)
+	slot := nextSlot(3 * time.Hour)
+	bb := b.book(t, BookRequest{At: slot, DurationMin: 25, Activity: ActivityMoving})
+	waitFor(t, 10*time.Second, "b's booking announced", func() bool {
+		b.svc.mu.Lock()
+		defer b.svc.mu.Unlock()
+		return len(b.svc.announced) > 0
+	})
+	ba := a.book(t, BookRequest{At: slot, DurationMin: 25, Activity: ActivityDesk})
+	if k := a.svc.placeOf(ba); k != b.svc.placeOf(bb) || !k.IsClass() {
+		t.Fatalf("a's booking is placed on %v, b's elsewhere", k)
+	}
+	waitFor(t, 10*time.Second, "a's placing booking pushed to b", func() bool { return fromA.Load() > 0 })
+	if a.svc.settledPlace(ba.ID) {
+		t.Fatal("a's booking settled: the test cannot tell a push of a placing booking from an announcement's")
+	}
+	if e := b.svc.board.get(aID, ba.ID); e == nil || activityFromPB(e.offer.GetActivity()) != ActivityDesk {
+		t.Fatalf("b's board holds %v for a's booking", e)
+	}
+}
