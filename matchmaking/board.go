@@ -529,7 +529,13 @@ type servedRecord struct {
 // snapshotLocked collects the unexpired records want accepts (never a
 // private offer), with their owner's standing and record count.
 func (b *board) snapshotLocked(now time.Time, want boardWant) []servedRecord {
-	var all []servedRecord
+	// Sized by a first walk: on a board that keeps changing (a stranger's
+	// records re-announced in a crowded class) the order is rebuilt for
+	// every pull, and growing the slice by appends copied it several
+	// times over.
+	n := 0
+	b.eachLocked(want, func(boardKey, *boardEntry) { n++ })
+	all := make([]servedRecord, 0, n)
 	b.eachLocked(want, func(key boardKey, e *boardEntry) {
 		if e.expired(now) || !want.accepts(e.shard, e.owner) || e.private || (e.offer != nil && len(e.offer.GetWith()) > 0) {
 			// A private offer is for its invited peer only: one sealed
@@ -551,17 +557,18 @@ func (b *board) snapshotLocked(now time.Time, want boardWant) []servedRecord {
 // (fewest first), a handful of groups, in random order within each. A
 // comparison sort that looked both up in maps for every comparison held
 // the lock for tens of milliseconds on a full board, and every admission
-// (a gossip validator's) waited for it.
+// (a gossip validator's) waited for it. The records are shuffled, then
+// each is written straight to its place in the order (its group's next
+// slot): no copy of them is made per group.
 func orderServed(all []servedRecord) *servedOrder {
 	rand.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
 	type group struct{ rank, owned int }
-	groups := map[group][]servedRecord{}
+	next := map[group]int{} // a group's size, then the next slot of it
 	for _, e := range all {
-		g := group{e.rank, e.owned}
-		groups[g] = append(groups[g], e)
+		next[group{e.rank, e.owned}]++
 	}
-	keys := make([]group, 0, len(groups))
-	for g := range groups {
+	keys := make([]group, 0, len(next))
+	for g := range next {
 		keys = append(keys, g)
 	}
 	sort.Slice(keys, func(i, j int) bool {
@@ -570,15 +577,17 @@ func orderServed(all []servedRecord) *servedOrder {
 		}
 		return keys[i].owned < keys[j].owned
 	})
-	o := &servedOrder{envs: make([][]byte, 0, len(all)), expires: make([]int64, 0, len(all)), seen: make([]time.Time, 0, len(all)), withdrawn: make([]bool, 0, len(all)), tags: make([]uint32, 0, len(all))}
+	at := 0
 	for _, g := range keys {
-		for _, e := range groups[g] {
-			o.envs = append(o.envs, e.env)
-			o.expires = append(o.expires, e.expires)
-			o.seen = append(o.seen, e.seen)
-			o.withdrawn = append(o.withdrawn, e.withdrawn)
-			o.tags = append(o.tags, e.tag)
-		}
+		at, next[g] = at+next[g], at
+	}
+	n := len(all)
+	o := &servedOrder{envs: make([][]byte, n), expires: make([]int64, n), seen: make([]time.Time, n), withdrawn: make([]bool, n), tags: make([]uint32, n)}
+	for _, e := range all {
+		g := group{e.rank, e.owned}
+		i := next[g]
+		next[g]++
+		o.envs[i], o.expires[i], o.seen[i], o.withdrawn[i], o.tags[i] = e.env, e.expires, e.seen, e.withdrawn, e.tag
 	}
 	return o
 }

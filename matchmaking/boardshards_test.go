@@ -174,3 +174,38 @@ func BenchmarkClassOnFullBoard(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkServeChangingClass is what a node spends on the records of one
+// board sync reply (48 KiB) from a slot class of 1000 records that keeps
+// changing between pulls (a stranger re-announcing its records there), so
+// that the served order is built afresh for every reply.
+//
+//	go test -run '^$' -bench 'ServeChangingClass' -benchmem -count 3 ./matchmaking
+func BenchmarkServeChangingClass(b *testing.B) {
+	bd := newBoard()
+	start := nextSlot(3 * time.Hour)
+	now := time.Now()
+	var ids []peer.ID
+	var offers []*pb.Offer
+	for i := range 1000 {
+		_, id := mustKey(b)
+		o := &pb.Offer{Version: protoVersion, Owner: []byte(id), BookingId: fmt.Sprintf("g%d", i), StartUnix: start.Unix(),
+			DurationMin: 25, Kind: pb.Kind_KIND_SCHEDULED, Activity: pb.Activity_ACTIVITY_ANYTHING, Seq: 1, ExpiresUnix: now.Add(time.Hour).Unix()}
+		bd.admit(o, id, make([]byte, 300), now, 0, id)
+		ids = append(ids, id)
+		offers = append(offers, o)
+	}
+	k := classKeyOf(offers[0])
+	w := wantTopics([]shard.Key{k}, "x")
+	i := 0
+	for b.Loop() {
+		o := offers[i%1000]
+		o.Seq++
+		bd.admit(o, ids[i%1000], make([]byte, 300), now, 0, ids[i%1000])
+		i++
+		envs, _ := bd.openEnvelopesFor(now, time.Time{}, 48<<10, w)
+		if len(envs) == 0 {
+			b.Fatal("nothing served")
+		}
+	}
+}
