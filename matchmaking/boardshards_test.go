@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tandem-cowork/tandem/matchmaking/pb"
 	"github.com/tandem-cowork/tandem/matchmaking/shard"
@@ -199,8 +200,10 @@ func BenchmarkServeChangingClass(b *testing.B) {
 	w := wantTopics([]shard.Key{k}, "x")
 	i := 0
 	for b.Loop() {
-		o := offers[i%1000]
-		o.Seq++
+		// A newer record of one owner: a fresh offer, not the one the
+		// board holds, changed under it.
+		o := proto.Clone(offers[i%1000]).(*pb.Offer)
+		o.Seq = uint64(2 + i)
 		bd.admit(o, ids[i%1000], make([]byte, 300), now, 0, ids[i%1000])
 		i++
 		envs, _ := bd.openEnvelopesFor(now, time.Time{}, 48<<10, w)
